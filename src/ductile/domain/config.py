@@ -1,0 +1,109 @@
+"""The operator's configuration as values (the YAML reader lives in adapters).
+
+Every default of SPEC.md lives here, once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from ductile.domain.breaker import BreakerPolicy
+from ductile.domain.dedupe import DEFAULT_DEDUPE_TTL
+from ductile.domain.retry import RetryPolicy
+from ductile.domain.routing import Route, Target
+from ductile.domain.schedule import Schedule
+
+DEFAULT_TICK = timedelta(seconds=60)
+DEFAULT_RETENTION = timedelta(days=30)
+DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_SIGNATURE_HEADER = "X-Hub-Signature-256"
+DEFAULT_LISTEN = ("127.0.0.1", 8081)
+KILL_GRACE = timedelta(seconds=5)
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
+@attrs.frozen(kw_only=True)
+class Timeouts:
+    poll: timedelta = timedelta(seconds=60)
+    handle: timedelta = timedelta(seconds=120)
+    health: timedelta = timedelta(seconds=10)
+    init: timedelta = timedelta(seconds=30)
+
+    def for_command(self, command: str) -> timedelta:
+        value: timedelta = getattr(self, command, self.handle)
+        return value
+
+
+@attrs.frozen(kw_only=True)
+class ServiceConfig:
+    #: Absolute; relative paths are resolved against the config file's folder.
+    state_dir: str
+    tick_interval: timedelta = DEFAULT_TICK
+    dedupe_ttl: timedelta = DEFAULT_DEDUPE_TTL
+    job_log_retention: timedelta = DEFAULT_RETENTION
+    log_level: LogLevel = LogLevel.INFO
+
+
+@attrs.frozen(kw_only=True)
+class PluginConfig:
+    name: str
+    enabled: bool = True
+    schedule: Schedule | None = None
+    config: Mapping[str, Any] = attrs.field(factory=dict)
+    retry: RetryPolicy = RetryPolicy()
+    timeouts: Timeouts = Timeouts()
+    circuit_breaker: BreakerPolicy = BreakerPolicy()
+    max_outstanding_polls: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen(kw_only=True)
+class Endpoint:
+    path: str
+    plugin: str
+    secret: str = attrs.field(repr=False)
+    signature_header: str = DEFAULT_SIGNATURE_HEADER
+    max_body_size: int = DEFAULT_MAX_BODY
+    event_type: str = "webhook"
+    dedupe_header: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WebhooksConfig:
+    host: str = DEFAULT_LISTEN[0]
+    port: int = DEFAULT_LISTEN[1]
+    endpoints: tuple[Endpoint, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    service: ServiceConfig
+    #: Absolute.
+    plugins_dir: str
+    plugins: Mapping[str, PluginConfig] = attrs.field(factory=dict)
+    routes: tuple[Route, ...] = ()
+    webhooks: WebhooksConfig | None = None
+    #: Where it was read from, when it came from a file.
+    source: str | None = None
+
+    def plugin(self, name: str) -> PluginConfig:
+        """The plugin's settings; a plugin on disk without an entry gets the defaults."""
+        return self.plugins.get(name) or PluginConfig(name=name)
+
+    def targets(self, loaded: frozenset[str] | set[str]) -> dict[str, Target]:
+        """Routing targets: loaded, enabled plugins, with their retry limits."""
+        return {
+            name: Target(max_attempts=self.plugin(name).retry.max_attempts)
+            for name in loaded
+            if self.plugin(name).enabled
+        }

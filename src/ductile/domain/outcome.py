@@ -1,0 +1,73 @@
+"""What happened when the core tried to run a job: the input of settle."""
+
+from __future__ import annotations
+
+import attrs
+
+#: D4 caps.
+STDOUT_CAP = 10 * 1024 * 1024
+STDERR_CAP = 1024 * 1024
+STDERR_KEEP = 64 * 1024
+#: How much of a bad stdout is kept with the job for debugging.
+STDOUT_KEEP = 64 * 1024
+
+_SIGNAL_NAMES = {
+    1: "SIGHUP",
+    2: "SIGINT",
+    3: "SIGQUIT",
+    4: "SIGILL",
+    6: "SIGABRT",
+    7: "SIGBUS",
+    8: "SIGFPE",
+    9: "SIGKILL",
+    10: "SIGUSR1",
+    11: "SIGSEGV",
+    12: "SIGUSR2",
+    13: "SIGPIPE",
+    14: "SIGALRM",
+    15: "SIGTERM",
+    24: "SIGXCPU",
+    25: "SIGXFSZ",
+}
+
+
+def signal_name(number: int) -> str:
+    return _SIGNAL_NAMES.get(number, f"signal {number}")
+
+
+@attrs.frozen(kw_only=True)
+class SpawnOutcome:
+    """The plugin process ran (or exec failed). Filled in by a Spawner."""
+
+    exit_code: int | None = None
+    #: Set when the process died of a signal (not one we sent for a timeout).
+    signal: int | None = None
+    stdout: bytes = b""
+    stderr_tail: bytes = b""
+    timed_out: bool = False
+    stdout_overflow: bool = False
+    duration: float = 0.0
+    #: The process could not be started at all (ENOENT, EACCES, ENOEXEC...).
+    spawn_error: str | None = None
+
+    @property
+    def exited(self) -> bool:
+        return self.exit_code is not None
+
+
+@attrs.frozen(kw_only=True)
+class NotRun:
+    """The core refused to spawn (trust check failed, plugin unhealthy...)."""
+
+    reason: str
+    retryable: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Interrupted:
+    """The job was running when the daemon died (crash recovery, D6)."""
+
+    reason: str = "the daemon stopped while the job was running"
+
+
+Outcome = SpawnOutcome | NotRun | Interrupted

@@ -1,0 +1,140 @@
+"""Events and routing (D8, D15).
+
+A plugin emits ``{type, payload, dedupe_key?}``; the core wraps it in an
+envelope with ``source``, ``timestamp`` and ``event_id`` and gives the whole
+envelope as ``event`` to a ``handle`` job on every plugin whose route matches
+exactly. Ids are derived (UUIDv5) from the parent job and the event's index,
+so replaying a parent's completion yields the same event ids and the same
+child ids: the child identity (parent, event, plugin, command) is stable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from ductile.domain.job import Command, Job, SubmittedBy
+from ductile.domain.protocol import EmittedEvent, iso_utc
+
+#: Namespace of ductile's derived ids.
+NAMESPACE = uuid.UUID("6f1d8e3a-5c0b-4f7e-9a51-2d3c4b5a6e70")
+
+
+@attrs.frozen(kw_only=True)
+class Route:
+    source: str  # ``from`` in the config
+    event_type: str
+    target: str  # ``to`` in the config
+    command: str = Command.HANDLE.value
+
+
+@attrs.frozen(kw_only=True)
+class Envelope:
+    """An event as the core passes it on."""
+
+    type: str
+    payload: dict[str, Any]
+    source: str
+    timestamp: datetime
+    event_id: str
+    dedupe_key: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "payload": self.payload,
+            "source": self.source,
+            "timestamp": iso_utc(self.timestamp),
+            "event_id": self.event_id,
+        }
+        if self.dedupe_key is not None:
+            body["dedupe_key"] = self.dedupe_key
+        return body
+
+
+@attrs.frozen(kw_only=True)
+class Target:
+    """What routing needs to know about a plugin that can receive events."""
+
+    max_attempts: int
+
+
+def derived_id(*parts: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, "\x1f".join(parts)))
+
+
+def event_id_for(origin: str, index: int) -> str:
+    """The id of the ``index``-th event emitted by ``origin`` (a job id, a timer firing)."""
+    return derived_id("event", origin, str(index))
+
+
+def child_job_id(parent: str, event_id: str, plugin: str, command: str) -> str:
+    return derived_id("child", parent, event_id, plugin, command)
+
+
+def wrap(event: EmittedEvent, *, source: str, at: datetime, event_id: str) -> Envelope:
+    return Envelope(
+        type=event.type,
+        payload=event.payload,
+        source=source,
+        timestamp=at,
+        event_id=event_id,
+        dedupe_key=event.dedupe_key,
+    )
+
+
+def matching(routes: Iterable[Route], *, source: str, event_type: str) -> list[Route]:
+    """Every route whose ``from`` and ``event_type`` equal the event's exactly, in order."""
+    return [r for r in routes if r.source == source and r.event_type == event_type]
+
+
+@attrs.frozen(kw_only=True)
+class FanOut:
+    children: tuple[Job, ...]
+    #: (event type, target) pairs whose route names a plugin that is not loaded.
+    unroutable: tuple[tuple[str, str], ...] = ()
+    #: Event types no route matched (logged at DEBUG, dropped: not an error).
+    unmatched: tuple[str, ...] = ()
+
+
+def fan_out(
+    envelopes: Sequence[Envelope],
+    *,
+    routes: Sequence[Route],
+    targets: Mapping[str, Target],
+    parent_job_id: str | None,
+    at: datetime,
+) -> FanOut:
+    """The ``handle`` jobs for ``envelopes``: one per (event, matching route)."""
+    children: list[Job] = []
+    unroutable: list[tuple[str, str]] = []
+    unmatched: list[str] = []
+    for env in envelopes:
+        hits = matching(routes, source=env.source, event_type=env.type)
+        if not hits:
+            unmatched.append(env.type)
+        for route in hits:
+            target = targets.get(route.target)
+            if target is None:
+                unroutable.append((env.type, route.target))
+                continue
+            origin = parent_job_id if parent_job_id is not None else env.event_id
+            children.append(
+                Job(
+                    id=child_job_id(origin, env.event_id, route.target, route.command),
+                    plugin=route.target,
+                    command=route.command,
+                    payload=env.to_json(),
+                    max_attempts=target.max_attempts,
+                    submitted_by=SubmittedBy.ROUTE,
+                    dedupe_key=env.dedupe_key,
+                    created_at=at,
+                    parent_job_id=parent_job_id,
+                    source_event_id=env.event_id,
+                )
+            )
+    return FanOut(children=tuple(children), unroutable=tuple(unroutable), unmatched=tuple(unmatched))

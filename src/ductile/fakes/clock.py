@@ -1,0 +1,88 @@
+"""FakeClock: time that only moves when told, and jumps to the next wake-up.
+
+Like trio's MockClock or twisted's task.Clock: ``sleep_until`` parks a
+coroutine until the clock is advanced past its instant; :meth:`advance` and
+:meth:`jump` wake due sleepers in order of their instants. A simulated month
+takes as long as the work done in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        start = start or datetime(2026, 1, 1, tzinfo=UTC)
+        if start.tzinfo is None:
+            raise ValueError("FakeClock needs an aware start time")
+        self._now = start.astimezone(UTC)
+        self._timers: list[tuple[datetime, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> datetime:
+        return self._now
+
+    def call_at(self, when: datetime, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the clock reaches ``when`` (at the next move if already due)."""
+        heapq.heappush(self._timers, (when, next(self._seq), callback))
+
+    async def sleep_until(self, when: datetime) -> None:
+        if when <= self._now:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        self.call_at(when, wake)
+        await future
+
+    def next_wakeup(self) -> datetime | None:
+        return self._timers[0][0] if self._timers else None
+
+    def set(self, to: datetime) -> None:
+        """Move to ``to`` (never backwards), firing due timers in order."""
+        if to < self._now:
+            raise ValueError(f"a FakeClock never goes backwards ({to} < {self._now})")
+        while self._timers and self._timers[0][0] <= to:
+            when, _, callback = heapq.heappop(self._timers)
+            self._now = max(self._now, when)
+            callback()
+        self._now = to
+
+    def advance(self, delta: timedelta | float) -> None:
+        if not isinstance(delta, timedelta):
+            delta = timedelta(seconds=delta)
+        if delta < timedelta(0):
+            raise ValueError("a FakeClock never goes backwards")
+        self.set(self._now + delta)
+
+    def jump(self) -> bool:
+        """Advance to the earliest pending wake-up; False when nobody sleeps."""
+        wakeup = self.next_wakeup()
+        if wakeup is None:
+            return False
+        self.set(max(wakeup, self._now))
+        return True
+
+    async def settle(self, rounds: int = 20) -> None:
+        """Let runnable tasks run until they block (a bounded number of loop turns)."""
+        for _ in range(rounds):
+            await asyncio.sleep(0)
+
+    async def run_until(self, deadline: datetime) -> None:
+        """Let tasks run, jumping from wake-up to wake-up, up to ``deadline``."""
+        await self.settle()
+        while (w := self.next_wakeup()) is not None and w <= deadline:
+            self.set(max(w, self._now))
+            await self.settle()
+        if deadline > self._now:
+            self.set(deadline)
+            await self.settle()

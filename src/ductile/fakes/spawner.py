@@ -1,0 +1,69 @@
+"""ScriptedSpawner: a Spawner whose plugins are Python functions.
+
+A script receives the :class:`SpawnRequest` and returns a
+:class:`SpawnOutcome`; the run takes ``outcome.duration`` seconds of a
+FakeClock's time (capped at the deadline plus grace, where a real spawner
+would have killed it), so timeouts cost simulated time, not real time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ductile.domain.outcome import SpawnOutcome
+from ductile.fakes.clock import FakeClock
+from ductile.ports.spawner import OnStart, ProcessHandle, SpawnRequest
+
+Script = Callable[[SpawnRequest], SpawnOutcome]
+
+
+def ok(**fields: Any) -> SpawnOutcome:
+    """An outcome carrying ``{"status": "ok", **fields}``."""
+    return SpawnOutcome(exit_code=0, stdout=json.dumps({"status": "ok", **fields}).encode())
+
+
+def error(message: str, *, retry: bool = True, exit_code: int = 0) -> SpawnOutcome:
+    body = {"status": "error", "error": message, "retry": retry}
+    return SpawnOutcome(exit_code=exit_code, stdout=json.dumps(body).encode())
+
+
+class ScriptedSpawner:
+    def __init__(self, scripts: dict[str, Script] | None = None, *, clock: FakeClock | None = None) -> None:
+        #: Keyed by the request's ``executable``.
+        self.scripts: dict[str, Script] = dict(scripts or {})
+        self.clock = clock
+        self.calls: list[SpawnRequest] = []
+        self.killed: list[ProcessHandle] = []
+        self._pid = 1000
+
+    def script(self, executable: str, script: Script) -> None:
+        self.scripts[executable] = script
+
+    async def run(self, request: SpawnRequest, *, on_start: OnStart | None = None) -> SpawnOutcome:
+        self.calls.append(request)
+        self._pid += 1
+        if on_start is not None:
+            await on_start(ProcessHandle(pid=self._pid, pgid=self._pid, start_time=self._pid))
+        script = self.scripts.get(request.executable)
+        if script is None:
+            return SpawnOutcome(spawn_error=f"no such file: {request.executable}")
+        outcome = script(request)
+        if outcome.timed_out or outcome.duration > request.timeout:
+            outcome = SpawnOutcome(
+                timed_out=True,
+                stderr_tail=outcome.stderr_tail,
+                duration=request.timeout,
+            )
+        if self.clock is not None and outcome.duration > 0:
+            self.clock.advance(outcome.duration)
+        return outcome
+
+    async def kill_orphan(self, handle: ProcessHandle) -> bool:
+        self.killed.append(handle)
+        return False
+
+    def requests_for(self, executable: str) -> list[dict[str, Any]]:
+        """The decoded request bodies sent to one plugin, in order."""
+        return [json.loads(r.stdin) for r in self.calls if r.executable == executable]

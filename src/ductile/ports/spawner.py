@@ -1,0 +1,62 @@
+"""Spawner: run one plugin command as one process (D4, D5)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
+
+import attrs
+
+from ductile.domain.outcome import STDERR_CAP, STDERR_KEEP, STDOUT_CAP, SpawnOutcome
+
+
+@attrs.frozen(kw_only=True)
+class SpawnRequest:
+    #: Absolute path of the entrypoint, executed directly (no shell).
+    executable: str
+    #: Working directory (the plugin's directory).
+    cwd: str
+    #: The request JSON, written to stdin, which is then closed.
+    stdin: bytes
+    #: The child's whole environment (not merged with the daemon's).
+    env: Mapping[str, str]
+    #: Seconds until SIGTERM to the process group.
+    timeout: float
+    #: Seconds between SIGTERM and SIGKILL.
+    grace: float = 5.0
+    stdout_cap: int = STDOUT_CAP
+    stderr_cap: int = STDERR_CAP
+    stderr_keep: int = STDERR_KEEP
+
+
+@attrs.frozen(kw_only=True)
+class ProcessHandle:
+    """Enough to find a plugin's process group again after a crash, safely."""
+
+    pid: int
+    pgid: int
+    #: The leader's start time (``/proc/<pid>/stat`` field 22, clock ticks
+    #: since boot): a reused pid has a different one, and is never signalled.
+    start_time: int
+
+
+OnStart = Callable[[ProcessHandle], Awaitable[None]]
+
+
+class Spawner(Protocol):
+    async def run(self, request: SpawnRequest, *, on_start: OnStart | None = None) -> SpawnOutcome:
+        """Run the process to completion or deadline; nothing of its group survives.
+
+        ``on_start`` is awaited once the process exists, before its output is
+        awaited, so the caller can record the handle durably.
+        """
+        ...
+
+    async def kill_orphan(self, handle: ProcessHandle) -> bool:
+        """Kill the group of a process left by a crashed daemon.
+
+        Only when the leader still exists with the recorded start time (or,
+        the leader gone, when members of the group remain); returns True if
+        anything was signalled.
+        """
+        ...

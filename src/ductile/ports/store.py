@@ -1,0 +1,199 @@
+"""Store: durable jobs, their history, plugin state, breakers, the schedule index.
+
+Every method is one atomic unit: it commits wholly or not at all. Methods
+that decide something call the domain's pure functions *inside* the unit,
+on the rows as they are at that moment, so concurrent writers (the scheduler
+runner, the dispatcher, a webhook, the CLI in another process) cannot
+overwrite each other's decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import attrs
+
+from ductile.domain.breaker import Breaker, BreakerPolicy
+from ductile.domain.job import Actor, Job, JobStatus, Transition
+from ductile.domain.outcome import Outcome
+from ductile.domain.schedule import PlannedRun
+from ductile.domain.settle import RunRecord, SettleContext, Settlement
+from ductile.ports.spawner import ProcessHandle
+
+
+@attrs.frozen
+class EnqueueResult:
+    #: The new job's id, or the id of the job it duplicates.
+    job_id: str
+    created: bool
+
+
+@attrs.frozen(kw_only=True)
+class Committed:
+    """A settlement as committed, with what became of its children."""
+
+    settlement: Settlement
+    #: One per ``settlement.children``, in order.
+    children: tuple[EnqueueResult, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Guard:
+    """Conditions a scheduled enqueue must pass inside the fire unit."""
+
+    plugin: str
+    command: str
+    #: D21: refuse when this many jobs of (plugin, command) are queued or running.
+    max_outstanding: int | None = None
+    #: D3: consult (and advance) the pair's breaker.
+    breaker: BreakerPolicy | None = None
+
+
+@attrs.frozen(kw_only=True)
+class FireResult:
+    #: False when ``due`` was no longer the current planned run (already handled).
+    fired: bool
+    #: Enqueue results, one per job given (empty when skipped or blocked).
+    jobs: tuple[EnqueueResult, ...] = ()
+    #: "breaker_open" or "poll_guard" when the guard refused.
+    blocked: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RunningJob:
+    job: Job
+    process: ProcessHandle | None
+
+
+@attrs.frozen(kw_only=True)
+class InitRecord:
+    plugin: str
+    fingerprint: str
+    ok: bool
+    error: str | None
+    at: datetime
+
+
+class StaleJobError(Exception):
+    """The job was not in the state the caller expected (compare-and-set failed)."""
+
+
+class Store(Protocol):
+    # ----------------------------------------------------------------- jobs
+    async def enqueue(self, job: Job, *, actor: Actor, now: datetime, dedupe_ttl: timedelta) -> EnqueueResult:
+        """Insert ``job`` (status queued) with its creation transition, unless it
+        duplicates a job of the same (plugin, command, dedupe_key) per D1.
+        Durable when it returns."""
+        ...
+
+    async def claim_next(self, now: datetime) -> Job | None:
+        """The oldest queued job whose ``next_retry_at`` has passed, moved to
+        running (transition by the dispatcher) in the same unit."""
+        ...
+
+    async def record_process(self, job_id: str, handle: ProcessHandle) -> None:
+        """Remember the running job's process group for crash recovery."""
+        ...
+
+    async def settle(
+        self, job_id: str, outcome: Outcome, *, ctx: SettleContext, dedupe_ttl: timedelta
+    ) -> Committed:
+        """Settle a running job (D9): job transitions, run record, state merge,
+        breaker, routed children with dedupe: one commit. Raises
+        :class:`StaleJobError` if the job is not running."""
+        ...
+
+    async def running(self) -> list[RunningJob]:
+        """Jobs in ``running`` with their recorded process handles."""
+        ...
+
+    async def recover(self, now: datetime) -> list[Settlement]:
+        """D6: settle every running job as interrupted, in one idempotent unit."""
+        ...
+
+    async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
+        """Move the plugin's queued jobs to dead (D13); returns their ids."""
+        ...
+
+    async def delete_finished(self, before: datetime) -> int:
+        """Retention (D19): delete terminal jobs completed before ``before``,
+        with their transitions and runs; returns how many jobs."""
+        ...
+
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    async def transitions(self, job_id: str) -> list[Transition]: ...
+
+    async def runs(self, job_id: str) -> list[RunRecord]: ...
+
+    async def list_jobs(
+        self,
+        *,
+        statuses: Sequence[JobStatus] | None = None,
+        plugin: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Newest first."""
+        ...
+
+    async def queue_depth(self) -> int:
+        """Jobs queued (including those waiting for a retry time)."""
+        ...
+
+    async def outstanding(self, plugin: str, command: str) -> int:
+        """Jobs of (plugin, command) queued or running."""
+        ...
+
+    async def next_retry_at(self) -> datetime | None:
+        """The earliest ``next_retry_at`` among queued jobs, if any is in the future."""
+        ...
+
+    # ----------------------------------------------------------------- plugin state
+    async def get_state(self, plugin: str) -> dict[str, Any]: ...
+
+    # ----------------------------------------------------------------- breakers
+    async def get_breaker(self, plugin: str, command: str) -> Breaker | None: ...
+
+    async def breakers(self) -> list[Breaker]: ...
+
+    async def reset_breakers(self, plugin: str) -> list[Breaker]:
+        """Close every breaker of ``plugin``; returns those that were open."""
+        ...
+
+    # ----------------------------------------------------------------- schedule index
+    async def planned(self, key: str) -> PlannedRun | None: ...
+
+    async def all_planned(self) -> list[PlannedRun]: ...
+
+    async def due(self, start: datetime, end: datetime) -> list[PlannedRun]:
+        """Planned runs with ``start <= planned_at < end``, earliest first."""
+        ...
+
+    async def put_planned(self, run: PlannedRun) -> None: ...
+
+    async def delete_planned(self, key: str) -> None: ...
+
+    async def fire(
+        self,
+        *,
+        due: PlannedRun,
+        next_run: PlannedRun,
+        jobs: Sequence[Job],
+        guard: Guard | None,
+        actor: Actor,
+        now: datetime,
+        dedupe_ttl: timedelta,
+    ) -> FireResult:
+        """One scheduled firing, atomically: if ``due`` is still the stored run
+        of its key, check the guard (poll guard, breaker admit), enqueue
+        ``jobs`` when allowed, and replace the planned run by ``next_run``."""
+        ...
+
+    # ----------------------------------------------------------------- init
+    async def get_init(self, plugin: str) -> InitRecord | None: ...
+
+    async def put_init(self, record: InitRecord) -> None: ...
+
+    async def close(self) -> None: ...
