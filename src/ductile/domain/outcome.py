@@ -31,6 +31,11 @@ _SIGNAL_NAMES = {
 }
 
 
+def _bytes_repr(value: bytes) -> str:
+    """Outcomes carry up to 10 MiB: their repr names the size, never the bytes."""
+    return f"<{len(value)} bytes>"
+
+
 def signal_name(number: int) -> str:
     return _SIGNAL_NAMES.get(number, f"signal {number}")
 
@@ -42,8 +47,8 @@ class SpawnOutcome:
     exit_code: int | None = None
     #: Set when the process died of a signal (not one we sent for a timeout).
     signal: int | None = None
-    stdout: bytes = b""
-    stderr_tail: bytes = b""
+    stdout: bytes = attrs.field(default=b"", repr=_bytes_repr)
+    stderr_tail: bytes = attrs.field(default=b"", repr=_bytes_repr)
     timed_out: bool = False
     stdout_overflow: bool = False
     duration: float = 0.0

@@ -20,6 +20,10 @@ SUPPORTED_PROTOCOLS = frozenset({PROTOCOL_VERSION})
 LOG_LEVELS = ("info", "warn", "error")
 
 _JSON_WS = " \t\r\n"
+#: Deepest nesting of objects/arrays accepted in a response. Far beyond any
+#: real document, far below the interpreter's recursion limit, so whatever is
+#: accepted here can be re-encoded anywhere (state, a child's request).
+MAX_DEPTH = 200
 
 
 @attrs.frozen(kw_only=True)
@@ -113,13 +117,37 @@ def decode_json_object(raw: bytes, *, what: str = "response") -> dict[str, Any]:
         )
     if not isinstance(value, dict):
         raise ProtocolError("not_object", f"{what} is a JSON {_json_type(value)}, not an object")
+    if _deeper_than(value, MAX_DEPTH):
+        # A document the decoder just managed may still blow the stack later,
+        # re-encoded a few frames deeper (a child's request wraps the payload).
+        raise ProtocolError("too_deep", f"{what} is nested more than {MAX_DEPTH} levels deep")
     try:
         json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
         raise ProtocolError("encoding", f"{what} contains a lone surrogate escape") from None
     except RecursionError:
         raise ProtocolError("too_deep", f"{what} is nested too deeply") from None
+    except ValueError:  # a number like 1e400 decodes to infinity
+        raise ProtocolError(
+            "non_finite", f"{what} contains a number too large for a float (it would be infinity)"
+        ) from None
     return value
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Does ``value`` nest objects/arrays more than ``limit`` levels? (No recursion.)"""
+    level: list[Any] = [value]
+    depth = 1
+    while level:
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for node in level:
+            children = node.values() if isinstance(node, dict) else node
+            below += [c for c in children if isinstance(c, dict | list)]
+        level = below
+        depth += 1
+    return False
 
 
 def _json_type(value: object) -> str:
@@ -187,10 +215,12 @@ def parse_response(raw: bytes) -> Response:
     body = decode_json_object(raw)
     if "protocol" in body and body["protocol"] is not None:
         version = body["protocol"]
-        if isinstance(version, bool) or version not in SUPPORTED_PROTOCOLS:
+        # ``type() is int``: no bool, no 1.0, and no unhashable list in a set lookup.
+        if type(version) is not int or version not in SUPPORTED_PROTOCOLS:
+            shown = repr(version)[:40] if isinstance(version, int | float | str) else _json_type(version)
             raise ProtocolError(
                 "protocol_mismatch",
-                f"response speaks protocol {version!r}; this core speaks {PROTOCOL_VERSION}",
+                f"response speaks protocol {shown}; this core speaks {PROTOCOL_VERSION}",
             )
     status = body.get("status")
     if status not in ("ok", "error"):

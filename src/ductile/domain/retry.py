@@ -15,6 +15,7 @@ import attrs
 EX_CONFIG = 78
 DEFAULT_BACKOFF_BASE = timedelta(seconds=30)
 MAX_BACKOFF = timedelta(hours=24)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @attrs.frozen(kw_only=True)
@@ -32,11 +33,21 @@ def backoff_delay(attempt: int, base: timedelta, draw: float) -> timedelta:
     """How long to wait after attempt ``attempt`` (1-based) failed."""
     if attempt < 1:
         raise ValueError("attempts count from 1")
+    if base < timedelta(0):
+        raise ValueError(f"the backoff base must not be negative, got {base}")
     _check_draw(draw)
-    exponential = MAX_BACKOFF
-    if attempt - 1 < 40:  # 2**40 * 1 µs already exceeds the cap
-        exponential = min(base * (2 ** (attempt - 1)), MAX_BACKOFF)
-    return exponential + base * draw
+    if not base:
+        return timedelta(0)
+    # Compute in integer microseconds: base * 2**(n-1) as a timedelta
+    # overflows long before n reaches 40 when base is an hour or more.
+    cap_us = MAX_BACKOFF // _MICROSECOND
+    if attempt - 1 >= cap_us.bit_length():
+        exponential = MAX_BACKOFF  # 2**(n-1) µs alone exceeds the cap
+    else:
+        exponential = timedelta(microseconds=min((base // _MICROSECOND) << (attempt - 1), cap_us))
+    # timedelta * float rounds to the microsecond; a draw just under 1 must
+    # still stay under ``base``.
+    return exponential + min(base * draw, base - _MICROSECOND)
 
 
 def max_backoff(base: timedelta) -> timedelta:

@@ -117,6 +117,8 @@ def fan_out(
         hits = matching(routes, source=env.source, event_type=env.type)
         if not hits:
             unmatched.append(env.type)
+        # A route written twice is one route: the same child, not a second job.
+        hits = list(dict.fromkeys(hits))
         for route in hits:
             target = targets.get(route.target)
             if target is None:

@@ -22,7 +22,7 @@ _DURATION_UNITS: dict[str, timedelta] = {
     "ms": timedelta(milliseconds=1),
 }
 _UNIT_ORDER = ["w", "d", "h", "m", "s", "ms"]
-_DURATION_PART = re.compile(r"(\d+)(ms|w|d|h|m|s)")
+_DURATION_PART = re.compile(r"([0-9]+)(ms|w|d|h|m|s)")
 
 #: Named intervals accepted by ``schedule.every``. They are elapsed time, not
 #: calendar time: ``monthly`` is 30 days (use ``cron`` for "the 1st").
@@ -42,9 +42,22 @@ _SIZE_UNITS: dict[str, int] = {
     "MIB": 1024**2,
     "GIB": 1024**3,
 }
-_SIZE = re.compile(r"(\d+)\s*([A-Za-z]*)")
+_SIZE = re.compile(r"([0-9]+)\s*([A-Za-z]*)")
 
 MAX_DURATION = timedelta(days=3650)
+#: The largest size accepted: a signed 64-bit integer, far beyond any sane cap.
+MAX_SIZE = 2**63 - 1
+#: More significant digits than this cannot be a valid duration or size (and
+#: ``int()`` refuses very long digit strings with a bare ValueError).
+_MAX_DIGITS = 20
+
+
+def _count(digits: str) -> int | None:
+    """The integer ``digits`` spell, or None when it is absurdly long."""
+    significant = digits.lstrip("0")
+    if len(significant) > _MAX_DIGITS:
+        return None
+    return int(significant or "0")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -58,7 +71,7 @@ def parse_duration(text: str) -> timedelta:
     s = text.strip()
     if not s:
         raise UnitError("a duration cannot be empty (write e.g. '30s', '5m', '2h')")
-    if s.isdigit():
+    if s.isascii() and s.isdigit():
         raise UnitError(f"duration '{text}' needs a unit: write '{s}s' for seconds or '{s}m' for minutes")
     pos = 0
     total = timedelta(0)
@@ -75,7 +88,10 @@ def parse_duration(text: str) -> timedelta:
         if rank <= last_rank:
             raise UnitError(f"duration '{text}': units must go from largest to smallest, once each")
         last_rank = rank
-        total += int(m.group(1)) * _DURATION_UNITS[unit]
+        count = _count(m.group(1))
+        if count is None or count > MAX_DURATION // _DURATION_UNITS[unit]:
+            raise UnitError(f"duration '{text}' is longer than ten years")
+        total += count * _DURATION_UNITS[unit]
         if total > MAX_DURATION:
             raise UnitError(f"duration '{text}' is longer than ten years")
         pos = m.end()
@@ -123,7 +139,10 @@ def parse_size(text: str) -> int:
         raise UnitError(f"size '{text}' needs a unit: B, KB, MB or GB (binary: 1MB = 1,048,576 bytes)")
     if unit not in _SIZE_UNITS:
         raise UnitError(f"size '{text}': unknown unit '{m.group(2)}' (use B, KB, MB or GB)")
-    value = int(m.group(1)) * _SIZE_UNITS[unit]
+    count = _count(m.group(1))
+    value = MAX_SIZE + 1 if count is None else count * _SIZE_UNITS[unit]
+    if value > MAX_SIZE:
+        raise UnitError(f"size '{text}' is too large (the limit is {MAX_SIZE:,} bytes)")
     if value <= 0:
         raise UnitError(f"size '{text}' must be larger than zero")
     return value
