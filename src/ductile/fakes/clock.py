@@ -15,21 +15,46 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 
+class Timer:
+    """A pending :meth:`FakeClock.call_at`; :meth:`cancel` withdraws it."""
+
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: datetime, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _utc(at: datetime, what: str) -> datetime:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"{what} must be an aware datetime, not {at!r}")
+    return at.astimezone(UTC)
+
+
 class FakeClock:
     def __init__(self, start: datetime | None = None) -> None:
         start = start or datetime(2026, 1, 1, tzinfo=UTC)
         if start.tzinfo is None:
             raise ValueError("FakeClock needs an aware start time")
         self._now = start.astimezone(UTC)
-        self._timers: list[tuple[datetime, int, Callable[[], None]]] = []
+        self._timers: list[tuple[datetime, int, Timer]] = []
         self._seq = itertools.count()
 
     def now(self) -> datetime:
         return self._now
 
-    def call_at(self, when: datetime, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once the clock reaches ``when`` (at the next move if already due)."""
-        heapq.heappush(self._timers, (when, next(self._seq), callback))
+    def call_at(self, when: datetime, callback: Callable[[], None]) -> Timer:
+        """Run ``callback`` once the clock reaches ``when`` (at the next move if already due).
+
+        Timers due at the same instant run in the order they were set.
+        """
+        timer = Timer(_utc(when, "a timer's instant"), callback)
+        heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
+        return timer
 
     async def sleep_until(self, when: datetime) -> None:
         if when <= self._now:
@@ -41,20 +66,37 @@ class FakeClock:
             if not future.done():
                 future.set_result(None)
 
-        self.call_at(when, wake)
-        await future
+        timer = self.call_at(when, wake)
+        try:
+            await future
+        finally:
+            # A cancelled sleeper leaves no wake-up behind for jump() to stop at.
+            timer.cancel()
+
+    def _drop_cancelled(self) -> None:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
 
     def next_wakeup(self) -> datetime | None:
+        self._drop_cancelled()
         return self._timers[0][0] if self._timers else None
 
     def set(self, to: datetime) -> None:
-        """Move to ``to`` (never backwards), firing due timers in order."""
+        """Move to ``to`` (never backwards), firing due timers in order.
+
+        Each callback runs with ``now()`` equal to its own instant (or the
+        present, for a timer set in the past).
+        """
+        to = _utc(to, "a FakeClock's time")
         if to < self._now:
             raise ValueError(f"a FakeClock never goes backwards ({to} < {self._now})")
-        while self._timers and self._timers[0][0] <= to:
-            when, _, callback = heapq.heappop(self._timers)
+        while True:
+            self._drop_cancelled()
+            if not self._timers or self._timers[0][0] > to:
+                break
+            when, _, timer = heapq.heappop(self._timers)
             self._now = max(self._now, when)
-            callback()
+            timer.callback()
         self._now = to
 
     def advance(self, delta: timedelta | float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from datetime import timedelta
 
 from ductile.fakes.clock import FakeClock
@@ -12,29 +13,49 @@ class FakeInbox:
     def __init__(self, clock: FakeClock) -> None:
         self._clock = clock
         self._pending = False
-        self._waiter: asyncio.Future[bool] | None = None
+        #: Parked waiters, oldest first; a notify wakes the oldest one still waiting.
+        self._waiters: deque[asyncio.Future[bool]] = deque()
         self.notifications = 0
 
     def notify(self) -> None:
         self.notifications += 1
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(True)
-        else:
-            self._pending = True
+        self._deliver()
+
+    def _deliver(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # skip waiters that timed out or were cancelled
+                waiter.set_result(True)
+                return
+        self._pending = True
 
     async def wait(self, timeout: float) -> bool:
         if self._pending:
             self._pending = False
             return True
+        if timeout <= 0:
+            # Nothing to wait for: return at once, as the real inbox does,
+            # rather than parking until somebody happens to move the clock.
+            await asyncio.sleep(0)
+            notified, self._pending = self._pending, False
+            return notified
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
+        self._waiters.append(waiter)
 
         def expire() -> None:
             if not waiter.done():
                 waiter.set_result(False)
 
-        self._clock.call_at(self._clock.now() + timedelta(seconds=timeout), expire)
+        timer = self._clock.call_at(self._clock.now() + timedelta(seconds=timeout), expire)
         try:
             return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                # Woken, then cancelled before it could return: pass the
+                # notification on instead of losing it with this waiter.
+                self._deliver()
+            raise
         finally:
-            self._waiter = None
+            timer.cancel()  # a woken waiter leaves no wake-up behind on the clock
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)

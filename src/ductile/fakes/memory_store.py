@@ -6,6 +6,7 @@ last, so a failing unit changes nothing, like a rolled-back transaction.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -120,7 +121,16 @@ class InMemoryStore:
                 best = job
         if best is None:
             return None
-        claimed, record = apply(best, JobEvent.CLAIM, at=now, actor=Actor.DISPATCHER, reason="claimed")
+        return self._claim(best, now)
+
+    async def claim(self, job_id: str, now: datetime) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.status is not JobStatus.QUEUED:
+            return None
+        return self._claim(job, now)
+
+    def _claim(self, job: Job, now: datetime) -> Job:
+        claimed, record = apply(job, JobEvent.CLAIM, at=now, actor=Actor.DISPATCHER, reason="claimed")
         self._jobs[claimed.id] = claimed
         self._transitions[claimed.id].append(record)
         return claimed
@@ -138,7 +148,7 @@ class InMemoryStore:
         self._runs.setdefault(s.job.id, []).append(s.run)
         self._processes.pop(s.job.id, None)
         if s.state is not None:
-            self._states[s.job.plugin] = s.state
+            self._states[s.job.plugin] = copy.deepcopy(s.state)
         if s.breaker is not None:
             self._breakers[(s.breaker.plugin, s.breaker.command)] = s.breaker
         for j, rec in inserts:
@@ -256,7 +266,8 @@ class InMemoryStore:
 
     # ------------------------------------------------------------- state
     async def get_state(self, plugin: str) -> dict[str, Any]:
-        return dict(self._states.get(plugin, {}))
+        # Deep: a caller editing a nested value must not edit what is stored.
+        return copy.deepcopy(self._states.get(plugin, {}))
 
     # ------------------------------------------------------------- breakers
     async def get_breaker(self, plugin: str, command: str) -> br.Breaker | None:

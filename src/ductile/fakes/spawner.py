@@ -43,12 +43,13 @@ class ScriptedSpawner:
 
     async def run(self, request: SpawnRequest, *, on_start: OnStart | None = None) -> SpawnOutcome:
         self.calls.append(request)
+        script = self.scripts.get(request.executable)
+        if script is None:
+            # Like a failed exec: no process ever existed, so ``on_start`` is not called.
+            return SpawnOutcome(spawn_error=f"no such file: {request.executable}")
         self._pid += 1
         if on_start is not None:
             await on_start(ProcessHandle(pid=self._pid, pgid=self._pid, start_time=self._pid))
-        script = self.scripts.get(request.executable)
-        if script is None:
-            return SpawnOutcome(spawn_error=f"no such file: {request.executable}")
         outcome = script(request)
         if outcome.timed_out or outcome.duration > request.timeout:
             outcome = SpawnOutcome(

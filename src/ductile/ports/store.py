@@ -93,6 +93,11 @@ class Store(Protocol):
         running (transition by the dispatcher) in the same unit."""
         ...
 
+    async def claim(self, job_id: str, now: datetime) -> Job | None:
+        """Claim one specific queued job (``init`` runs at once, outside FIFO);
+        None when it is not queued."""
+        ...
+
     async def record_process(self, job_id: str, handle: ProcessHandle) -> None:
         """Remember the running job's process group for crash recovery."""
         ...
