@@ -1,0 +1,228 @@
+"""The SQLite schema of :class:`~ductile.adapters.sqlite_store.SqliteStore` and its migrations.
+
+The schema version lives in ``PRAGMA user_version``. :data:`MIGRATIONS` is the
+whole history: step *i* takes a database from version *i* to *i + 1*, and
+:data:`SCHEMA_VERSION` is their count. Opening an older database applies the
+missing steps and the new version in **one** ``BEGIN IMMEDIATE`` transaction
+(all or nothing, and safe against another process migrating at the same time);
+a database written by a newer ductile is refused with
+:class:`SchemaVersionError` and left untouched.
+
+Storage conventions:
+
+* instants are ``INTEGER`` microseconds since the Unix epoch, UTC: exact to
+  the microsecond, and SQL ordering/comparison is numeric ordering;
+* durations (a planned run's jitter offset) are ``INTEGER`` microseconds;
+* JSON (payloads, plugin state, log lines) is compact UTF-8 ``TEXT``;
+* plugin output kept with a run (stderr tail, stdout head) is ``BLOB``;
+* ``jobs.seq`` (the rowid) is the insertion order, the FIFO tie-breaker
+  after ``created_at``. Without ``AUTOINCREMENT`` a new row still gets a seq
+  above every living row, which is all FIFO needs.
+
+Every hot query has an index; ``tests/integration/test_sqlite_query_plans.py``
+checks each statement the store runs with ``EXPLAIN QUERY PLAN``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from ductile.domain.errors import DuctileError
+
+
+class StoreError(DuctileError):
+    """The SQLite store could not do what was asked (locked, full disk, bad file...)."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer ductile: this one refuses to touch it."""
+
+
+class MigrationError(StoreError):
+    """A migration step failed; the database was rolled back to its old version."""
+
+
+#: One migration step: statements run in order inside the migration transaction.
+Migration = tuple[str, ...]
+
+_V1: Migration = (
+    # ------------------------------------------------------------------ jobs
+    """
+    CREATE TABLE jobs (
+        seq             INTEGER PRIMARY KEY,
+        id              TEXT    NOT NULL UNIQUE,
+        plugin          TEXT    NOT NULL,
+        command         TEXT    NOT NULL,
+        payload         TEXT    NOT NULL,
+        status          TEXT    NOT NULL CHECK (status IN
+                            ('queued', 'running', 'succeeded', 'failed', 'timed_out', 'dead')),
+        attempt         INTEGER NOT NULL CHECK (attempt >= 1),
+        max_attempts    INTEGER NOT NULL CHECK (max_attempts >= 1),
+        submitted_by    TEXT    NOT NULL,
+        dedupe_key      TEXT,
+        created_at      INTEGER NOT NULL,
+        started_at      INTEGER,
+        completed_at    INTEGER,
+        next_retry_at   INTEGER,
+        last_error      TEXT,
+        parent_job_id   TEXT,
+        source_event_id TEXT
+    )
+    """,
+    # claim (FIFO among queued: rowid = seq is the implicit last column), queue depth,
+    # running/recovery, list by status
+    "CREATE INDEX jobs_status_created ON jobs (status, created_at)",
+    # the earliest retry time among queued jobs
+    "CREATE INDEX jobs_retry ON jobs (status, next_retry_at)",
+    # retention: terminal jobs completed before a cut-off
+    "CREATE INDEX jobs_finished ON jobs (status, completed_at)",
+    # poll guard / outstanding, cancel on reload
+    "CREATE INDEX jobs_pair ON jobs (plugin, command, status)",
+    # D1 dedupe identity
+    "CREATE INDEX jobs_dedupe ON jobs (plugin, command, dedupe_key, status) WHERE dedupe_key IS NOT NULL",
+    # D8 child idempotency: one job per (parent, source event, target plugin, command)
+    """
+    CREATE UNIQUE INDEX jobs_child ON jobs (parent_job_id, source_event_id, plugin, command)
+        WHERE parent_job_id IS NOT NULL AND source_event_id IS NOT NULL
+    """,
+    # list newest first
+    "CREATE INDEX jobs_created ON jobs (created_at)",
+    "CREATE INDEX jobs_plugin_created ON jobs (plugin, created_at)",
+    # ------------------------------------------------------------------ history
+    """
+    CREATE TABLE transitions (
+        seq         INTEGER PRIMARY KEY,
+        job_id      TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        from_status TEXT,
+        to_status   TEXT    NOT NULL,
+        reason      TEXT    NOT NULL,
+        actor       TEXT    NOT NULL,
+        at          INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX transitions_job ON transitions (job_id)",
+    """
+    CREATE TABLE runs (
+        seq          INTEGER PRIMARY KEY,
+        job_id       TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        attempt      INTEGER NOT NULL,
+        started_at   INTEGER,
+        finished_at  INTEGER NOT NULL,
+        duration     REAL    NOT NULL,
+        exit_code    INTEGER,
+        signal       INTEGER,
+        timed_out    INTEGER NOT NULL,
+        error        TEXT,
+        stderr_tail  BLOB    NOT NULL,
+        stdout_head  BLOB    NOT NULL,
+        logs         TEXT    NOT NULL
+    )
+    """,
+    "CREATE INDEX runs_job ON runs (job_id)",
+    """
+    CREATE TABLE processes (
+        job_id     TEXT    PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+        pid        INTEGER NOT NULL,
+        pgid       INTEGER NOT NULL,
+        start_time INTEGER NOT NULL
+    )
+    """,
+    # ------------------------------------------------------------------ plugins
+    """
+    CREATE TABLE plugin_state (
+        plugin TEXT PRIMARY KEY,
+        state  TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE breakers (
+        plugin    TEXT    NOT NULL,
+        command   TEXT    NOT NULL,
+        status    TEXT    NOT NULL CHECK (status IN ('closed', 'open', 'half_open')),
+        failures  INTEGER NOT NULL,
+        opened_at INTEGER,
+        probe_at  INTEGER,
+        PRIMARY KEY (plugin, command)
+    )
+    """,
+    """
+    CREATE TABLE inits (
+        plugin      TEXT    PRIMARY KEY,
+        fingerprint TEXT    NOT NULL,
+        ok          INTEGER NOT NULL,
+        error       TEXT,
+        at          INTEGER NOT NULL
+    )
+    """,
+    # ------------------------------------------------------------------ schedule index
+    """
+    CREATE TABLE planned (
+        key         TEXT    PRIMARY KEY,
+        fingerprint TEXT    NOT NULL,
+        nominal_at  INTEGER NOT NULL,
+        planned_at  INTEGER NOT NULL,
+        offset_us   INTEGER NOT NULL,
+        snapped     INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX planned_due ON planned (planned_at, key)",
+)
+
+#: The whole history of the schema, oldest first. Append; never edit a released step.
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
+
+#: The version this code reads and writes.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def refuse_newer(conn: sqlite3.Connection, where: str, known: int = SCHEMA_VERSION) -> int:
+    """The database's version; :class:`SchemaVersionError` when it is newer than ``known``."""
+    version = user_version(conn)
+    if version > known:
+        raise SchemaVersionError(
+            f"{where}: the database has schema version {version}, newer than the {known} this "
+            "ductile understands; it was written by a newer ductile. Upgrade ductile, or point "
+            "state_dir at another database. Nothing was changed."
+        )
+    return version
+
+
+def migrate(
+    conn: sqlite3.Connection, where: str, migrations: Sequence[Migration] = MIGRATIONS
+) -> tuple[int, int]:
+    """Bring the database up to ``len(migrations)``; returns (version before, version after).
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). All missing
+    steps run in one ``BEGIN IMMEDIATE`` transaction; the version is re-read
+    inside it, so two processes opening a fresh file at once migrate it once.
+    A failing step rolls everything back and raises :class:`MigrationError`.
+    """
+    target = len(migrations)
+    if refuse_newer(conn, where, target) == target:
+        return target, target
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        before = refuse_newer(conn, where, target)
+        for number in range(before, target):
+            for statement in migrations[number]:
+                try:
+                    conn.execute(statement)
+                except sqlite3.Error as e:
+                    raise MigrationError(
+                        f"{where}: migrating the database from schema version {number} to "
+                        f"{number + 1} failed ({e}); it was left at version {before}, unchanged"
+                    ) from e
+        # PRAGMA cannot take a parameter; target is an int we computed.
+        conn.execute(f"PRAGMA user_version = {int(target)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return before, target

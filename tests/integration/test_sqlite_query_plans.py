@@ -1,0 +1,93 @@
+"""Every statement the SQLite store runs on a hot path uses an index.
+
+The statements are the store's own module constants (``HOT_QUERIES``), so a
+query edited in the store is checked here as it is. A full ``SCAN`` of jobs,
+transitions or runs fails; so does sorting the whole queue for a claim.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ductile.adapters import sqlite_store
+from ductile.adapters.sqlite_schema import migrate
+
+BIG_TABLES = ("jobs", "transitions", "runs")
+
+
+@pytest.fixture(scope="module")
+def conn(tmp_path_factory: pytest.TempPathFactory) -> sqlite3.Connection:
+    path = Path(tmp_path_factory.mktemp("plans")) / "plans.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    migrate(connection, str(path))
+    return connection
+
+
+def plan(conn: sqlite3.Connection, sql: str) -> list[str]:
+    params = (None,) * sql.count("?")
+    return [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()]
+
+
+def full_scans(steps: list[str], *, allow_index_scan: bool = False) -> list[str]:
+    bad = []
+    for step in steps:
+        words = step.split()
+        if len(words) >= 2 and words[0] == "SCAN" and words[1] in BIG_TABLES:
+            if allow_index_scan and "USING" in words and "INDEX" in words:
+                continue
+            bad.append(step)
+    return bad
+
+
+def test_every_sql_constant_of_the_store_is_checked() -> None:
+    """A new SELECT/UPDATE/DELETE constant must be added to HOT_QUERIES (or be an insert/upsert)."""
+    checked = set(sqlite_store.HOT_QUERIES.values())
+    constants = {
+        name: value
+        for name, value in vars(sqlite_store).items()
+        if name.startswith("SQL_") and isinstance(value, str)
+    }
+    unchecked = [
+        name
+        for name, sql in constants.items()
+        if sql not in checked
+        and not sql.startswith("INSERT")  # inserts and upserts look rows up by key only
+        and sql not in (sqlite_store.SQL_BREAKERS, sqlite_store.SQL_ALL_PLANNED)  # small tables, whole
+    ]
+    assert unchecked == [], f"SQL constants missing from HOT_QUERIES: {unchecked}"
+
+
+@pytest.mark.parametrize("name", sorted(sqlite_store.HOT_QUERIES))
+def test_hot_query_uses_an_index(conn: sqlite3.Connection, name: str) -> None:
+    steps = plan(conn, sqlite_store.HOT_QUERIES[name])
+    assert full_scans(steps) == [], f"{name}: full scan in plan {steps}"
+    assert any(step.startswith("SEARCH") for step in steps), f"{name}: no index search in {steps}"
+
+
+def test_claim_reads_the_queue_in_index_order(conn: sqlite3.Connection) -> None:
+    steps = plan(conn, sqlite_store.SQL_CLAIM)
+    assert not any("TEMP B-TREE" in s for s in steps), f"claim sorts the whole queue: {steps}"
+    assert any("jobs_status_created" in s for s in steps), steps
+
+
+def test_next_retry_at_is_an_index_range(conn: sqlite3.Connection) -> None:
+    steps = plan(conn, sqlite_store.SQL_NEXT_RETRY_AT)
+    assert any("jobs_retry" in s and "next_retry_at>" in s for s in steps), steps
+
+
+@pytest.mark.parametrize("statuses", [None, 1, 3])
+@pytest.mark.parametrize("plugin", [False, True])
+def test_list_jobs_never_scans_the_table(
+    conn: sqlite3.Connection, statuses: int | None, plugin: bool
+) -> None:
+    """Listing newest-first may walk an index in order (it stops at LIMIT), never the table."""
+    steps = plan(conn, sqlite_store.sql_list_jobs(statuses=statuses, plugin=plugin))
+    assert full_scans(steps, allow_index_scan=True) == [], steps
+
+
+def test_the_checker_catches_a_full_scan(conn: sqlite3.Connection) -> None:
+    steps = plan(conn, "SELECT id FROM jobs WHERE payload = ?")
+    assert full_scans(steps) == ["SCAN jobs"]
