@@ -132,3 +132,12 @@ def parse_manifest(raw: object, *, directory_name: str) -> Manifest:
 def missing_config_keys(manifest: Manifest, config: Mapping[str, Any]) -> list[str]:
     """Required keys the operator did not set (a null value counts as unset)."""
     return [k for k in manifest.required_keys if config.get(k) is None]
+
+
+@attrs.frozen(kw_only=True)
+class Discovery:
+    """What a look at the plugins directory found."""
+
+    plugins: Mapping[str, Plugin] = attrs.field(factory=dict)
+    refused: tuple[Refusal, ...] = ()
+    disabled: tuple[str, ...] = ()

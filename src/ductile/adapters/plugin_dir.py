@@ -1,0 +1,361 @@
+"""Plugins on the filesystem: discovery and the trust check before each spawn (D7, D16).
+
+The manifest's *content* is judged by :mod:`ductile.domain.plugin`; this
+module judges the *files*. The rules (ADR 0012):
+
+- Every immediate subdirectory of ``plugins_dir`` is a candidate; entries
+  whose name starts with ``.`` are hidden and skipped, regular files are
+  ignored. A plugin directory may be a symlink only if it resolves inside
+  ``plugins_dir`` (and not to ``plugins_dir`` itself).
+- The entrypoint is ``<plugins_dir>/<name>/<entrypoint>``, relative and
+  without ``..``; resolved with symlinks it must stay inside ``plugins_dir``
+  (not necessarily inside the plugin's own directory: a plugin may point at
+  shared code in, say, ``plugins_dir/.shared``). It must be a regular,
+  executable file.
+- Nothing on the way may be world-writable: ``plugins_dir`` itself (then
+  every plugin is refused with that one reason), the plugin's directory,
+  every directory between ``plugins_dir`` and the entrypoint, the entrypoint
+  and ``manifest.yaml``. Group-writable is allowed: the group is trusted like
+  the owner. Ownership is not checked, nor are the ancestors of
+  ``plugins_dir``.
+- ``manifest.yaml`` is read only when it is a regular file inside
+  ``plugins_dir`` of at most :data:`MANIFEST_MAX_BYTES`, with YAML's safe
+  loader.
+
+:func:`verify` repeats the path checks right before each spawn, because the
+files may have changed since load.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any
+
+import yaml
+
+from ductile.domain.errors import ManifestError
+from ductile.domain.plugin import (
+    Discovery,
+    Manifest,
+    Plugin,
+    Refusal,
+    missing_config_keys,
+    parse_manifest,
+)
+
+__all__ = ["MANIFEST_MAX_BYTES", "MANIFEST_NAME", "Discovery", "discover", "verify"]
+
+MANIFEST_NAME = "manifest.yaml"
+MANIFEST_MAX_BYTES = 64 * 1024
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _RefusedError(Exception):
+    """Internal: one check failed; the message is the refusal reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def discover(
+    plugins_dir: str,
+    plugin_configs: Mapping[str, Mapping[str, Any]],
+    *,
+    disabled: Collection[str] = (),
+) -> Discovery:
+    """Load every plugin under ``plugins_dir``; refuse, with a reason, those that fail a check.
+
+    ``plugin_configs`` maps a plugin's name to its operator ``config:`` mapping
+    (to check the manifest's required keys). A name in ``plugin_configs`` or
+    ``disabled`` without a directory is refused. Never raises for what it
+    finds on disk. The result (a domain value) lists plugins, refusals and the
+    disabled plugins found on disk, each in name order.
+    """
+    base = os.path.abspath(plugins_dir)
+    root = os.path.realpath(base)
+    root_problem = _root_problem(base, root)
+    entries, scan_problem = _scan(root) if os.path.isdir(root) else (set(), None)
+    root_problem = root_problem or scan_problem
+    off = set(disabled)
+    plugins: dict[str, Plugin] = {}
+    refused: list[Refusal] = []
+    shown_disabled: list[str] = []
+    for name in sorted(entries | set(plugin_configs) | off):
+        link = os.path.join(base, name)
+        if name not in entries:
+            refused.append(Refusal(name=name, directory=link, reason=_absence(base, name, root_problem)))
+        elif name in off:
+            shown_disabled.append(name)
+        elif root_problem is not None:
+            refused.append(Refusal(name=name, directory=link, reason=root_problem))
+        else:
+            try:
+                plugins[name] = _load(base, root, name, plugin_configs.get(name) or {})
+            except _RefusedError as refusal:
+                refused.append(Refusal(name=name, directory=link, reason=refusal.reason))
+    return Discovery(plugins=plugins, refused=tuple(refused), disabled=tuple(shown_disabled))
+
+
+def verify(plugin: Plugin, plugins_dir: str) -> str | None:
+    """The trust check before a spawn: None when ``plugin`` may run, else the refusal reason.
+
+    Checks what may have changed since load: ``plugins_dir`` and the plugin
+    directory still resolve to the same places and are not world-writable,
+    the declared entrypoint still resolves to the loaded executable, which
+    is still a regular, executable, not world-writable file. The manifest is
+    not read again (a reload does that). Only ``stat`` calls and one
+    ``access``: 17 syscalls, ~70 µs, for a ``plugins_dir`` three levels deep.
+    """
+    base = os.path.abspath(plugins_dir)
+    root = os.path.realpath(base)
+    problem = _root_problem(base, root)
+    if problem is not None:
+        return problem
+    link = os.path.join(base, plugin.name)
+    try:
+        directory = _plugin_directory(root, link)
+        if directory != plugin.directory:
+            return (
+                f"plugin directory {link} now resolves to {directory}, not {plugin.directory} "
+                "as when it was loaded; reload to accept the change"
+            )
+        executable = _entrypoint(root, link, plugin.manifest.entrypoint)
+    except _RefusedError as refusal:
+        return refusal.reason
+    if executable != plugin.executable:
+        return (
+            f"entrypoint {os.path.join(link, plugin.manifest.entrypoint)} now resolves to {executable}, "
+            f"not {plugin.executable} as when it was loaded; reload to accept the change"
+        )
+    return None
+
+
+# -- the checks ---------------------------------------------------------------------------------
+
+
+def _load(base: str, root: str, name: str, config: Mapping[str, Any]) -> Plugin:
+    link = os.path.join(base, name)
+    directory = _plugin_directory(root, link)
+    manifest = _read_manifest(root, link, name)
+    executable = _entrypoint(root, link, manifest.entrypoint)
+    missing = missing_config_keys(manifest, config)
+    if missing:
+        raise _RefusedError(
+            f"missing required config key(s): {', '.join(missing)} (set them under plugins.{name}.config)"
+        )
+    return Plugin(manifest=manifest, directory=directory, executable=executable)
+
+
+def _root_problem(base: str, root: str) -> str | None:
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        return f"plugins_dir {base} does not exist"
+    except OSError as exc:
+        return f"plugins_dir {base} cannot be read: {exc.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"plugins_dir {base} is not a directory"
+    if st.st_mode & stat.S_IWOTH:
+        return (
+            f"plugins_dir {base} is world-writable ({_mode(st.st_mode)}): anyone could plant or replace "
+            f"a plugin, so none is loaded; run chmod o-w {root}"
+        )
+    return None
+
+
+def _scan(root: str) -> tuple[set[str], str | None]:
+    """Names of the candidate plugin directories, or the reason the listing failed."""
+    names: set[str] = set()
+    try:
+        with os.scandir(root) as listing:
+            for entry in listing:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir():  # follows symlinks: a link to a directory is a candidate
+                        names.add(entry.name)
+                except OSError:
+                    continue
+    except OSError as exc:
+        return set(), f"plugins_dir {root} cannot be listed: {exc.strerror}"
+    return names, None
+
+
+def _absence(base: str, name: str, root_problem: str | None) -> str:
+    path = os.path.join(base, name)
+    if not name or "/" in name or "\x00" in name or name in (".", ".."):
+        return f"{name!r} is not a valid plugin name (it must be a directory name under plugins_dir {base})"
+    if name.startswith("."):
+        return f"no plugin directory {path}: names starting with '.' are hidden and never loaded"
+    if root_problem is not None:
+        return f"no plugin directory {path} ({root_problem})"
+    if os.path.lexists(path):
+        return f"no plugin directory {path} (it exists but is not a directory)"
+    return f"no plugin directory {path}"
+
+
+def _plugin_directory(root: str, link: str) -> str:
+    """The plugin directory, resolved: strictly inside ``root``, a directory, not world-writable."""
+    directory = os.path.realpath(link)
+    if directory == root:
+        raise _RefusedError(f"plugin directory {link} resolves to plugins_dir itself")
+    if not _inside(directory, root):
+        raise _RefusedError(
+            f"plugin directory {link} is a symlink to {directory}, outside plugins_dir {root}"
+        )
+    st = _stat(directory, f"plugin directory {link}")
+    if not stat.S_ISDIR(st.st_mode):
+        raise _RefusedError(f"plugin directory {link} is not a directory")
+    if st.st_mode & stat.S_IWOTH:
+        raise _RefusedError(
+            f"plugin directory {directory} is world-writable ({_mode(st.st_mode)}): anyone could replace "
+            f"its files; run chmod o-w {directory}"
+        )
+    _check_directories(root, os.path.dirname(directory))
+    return directory
+
+
+def _read_manifest(root: str, link: str, name: str) -> Manifest:
+    path = os.path.join(link, MANIFEST_NAME)
+    real = os.path.realpath(path)
+    if not _inside(real, root):
+        raise _RefusedError(f"{path} is a symlink to {real}, outside plugins_dir {root}")
+    try:
+        # NONBLOCK: a FIFO planted as the manifest must not hang discovery.
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise _RefusedError(f"{path} is missing (every plugin needs a manifest)") from None
+    except OSError as exc:
+        raise _RefusedError(f"{path} cannot be read: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _RefusedError(f"{path} is not a regular file")
+        if st.st_mode & stat.S_IWOTH:
+            raise _RefusedError(f"{path} is world-writable ({_mode(st.st_mode)}); run chmod o-w {real}")
+        data = _read_capped(fd, path, st.st_size)
+    finally:
+        os.close(fd)
+    try:
+        raw = yaml.load(data, Loader=_Loader)  # noqa: S506 - a SafeLoader (C or pure Python)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = exc.problem or exc.context or "syntax error"
+        raise _RefusedError(f"{path} is not valid YAML{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise _RefusedError(f"{path} is not valid YAML: {exc}") from None
+    except (ValueError, OverflowError) as exc:
+        raise _RefusedError(f"{path} has a value YAML cannot build: {exc}") from None
+    except RecursionError:
+        raise _RefusedError(f"{path} is nested too deeply") from None
+    try:
+        return parse_manifest(raw, directory_name=name)
+    except ManifestError as exc:
+        raise _RefusedError(f"{path}: {exc}") from None
+
+
+def _read_capped(fd: int, path: str, size: int) -> bytes:
+    too_big = f"{path} is larger than the {MANIFEST_MAX_BYTES // 1024} KiB a manifest may be"
+    if size > MANIFEST_MAX_BYTES:
+        raise _RefusedError(too_big)
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        try:
+            chunk = os.read(fd, MANIFEST_MAX_BYTES + 1 - total)
+        except OSError as exc:
+            raise _RefusedError(f"{path} cannot be read: {exc.strerror}") from None
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > MANIFEST_MAX_BYTES:  # the file grew while we read it
+            raise _RefusedError(too_big)
+
+
+def _entrypoint(root: str, link: str, entrypoint: str) -> str:
+    """The executable, resolved; every path check on the way to it."""
+    declared = os.path.join(link, entrypoint)
+    parts = [p for p in entrypoint.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or os.path.isabs(entrypoint):
+        # parse_manifest refuses these already; never trust a single guard with paths.
+        raise _RefusedError(f"entrypoint '{entrypoint}' must be a relative path without '..'")
+    # Directories named on the declared path, resolved (bin/ may be a symlink).
+    for depth in range(1, len(parts)):
+        prefix = os.path.join(link, *parts[:depth])
+        real = os.path.realpath(prefix)
+        if not _inside(real, root):
+            raise _RefusedError(
+                f"entrypoint {declared}: {prefix} resolves to {real}, outside plugins_dir {root}"
+            )
+        if os.path.isdir(real):
+            _check_directories(root, real)
+    executable = os.path.realpath(declared)
+    if not _inside(executable, root) or executable == root:
+        raise _RefusedError(f"entrypoint {declared} resolves to {executable}, outside plugins_dir {root}")
+    st = _stat(executable, f"entrypoint {declared}")
+    if not stat.S_ISREG(st.st_mode):
+        raise _RefusedError(f"entrypoint {declared} is not a regular file")
+    if st.st_mode & stat.S_IWOTH:
+        raise _RefusedError(
+            f"entrypoint {executable} is world-writable ({_mode(st.st_mode)}): anyone could change "
+            f"what runs; run chmod o-w {executable}"
+        )
+    if not st.st_mode & 0o111:
+        raise _RefusedError(
+            f"entrypoint {declared} is not executable ({_mode(st.st_mode)}); run chmod +x {executable}"
+        )
+    if not os.access(executable, os.X_OK):
+        raise _RefusedError(
+            f"entrypoint {declared} is not executable by this user ({_mode(st.st_mode)}, owner uid "
+            f"{st.st_uid}), or its filesystem is mounted noexec"
+        )
+    _check_directories(root, os.path.dirname(executable))
+    return executable
+
+
+def _check_directories(root: str, directory: str) -> None:
+    """No directory from ``directory`` up to (not including) ``root`` is world-writable."""
+    for path in _between(root, directory):
+        st = _stat(path, f"directory {path}")
+        if st.st_mode & stat.S_IWOTH:
+            raise _RefusedError(
+                f"directory {path} is world-writable ({_mode(st.st_mode)}): anyone could replace the "
+                f"plugin's files; run chmod o-w {path}"
+            )
+
+
+def _between(root: str, directory: str) -> Iterator[str]:
+    path = directory
+    while path != root and _inside(path, root):
+        yield path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+
+
+def _stat(path: str, what: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise _RefusedError(f"{what} does not exist") from None
+    except OSError as exc:
+        raise _RefusedError(f"{what} cannot be read: {exc.strerror}") from None
+
+
+def _inside(path: str, root: str) -> bool:
+    """``path`` is ``root`` or below it (both absolute and normalized); ``/a/bc`` is not inside ``/a/b``."""
+    if path == root:
+        return True
+    prefix = root if root.endswith("/") else root + "/"
+    return path.startswith(prefix)
+
+
+def _mode(mode: int) -> str:
+    return f"mode {stat.S_IMODE(mode):04o}"
