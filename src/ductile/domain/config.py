@@ -23,6 +23,10 @@ DEFAULT_RETENTION = timedelta(days=30)
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_SIGNATURE_HEADER = "X-Hub-Signature-256"
 DEFAULT_LISTEN = ("127.0.0.1", 8081)
+#: Where ``service.state_dir`` and ``plugins_dir`` point when the file does not
+#: say; relative paths are resolved against the config file's directory.
+DEFAULT_STATE_DIR = "./state"
+DEFAULT_PLUGINS_DIR = "./plugins"
 KILL_GRACE = timedelta(seconds=5)
 
 
