@@ -1,0 +1,5 @@
+"""``python -m ductile``: the same command line as the ``ductile`` script."""
+
+from ductile.app.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,299 @@
+"""Building and running a ductile instance: the embedding API.
+
+``Ductile`` is what ``ductile start`` runs and what another Python
+application embeds::
+
+    async with Ductile("ductile.yaml") as d:      # lock, open store, recover, discover
+        job_id = await d.enqueue("withings")
+        await d.serve()                            # until d.stop()
+
+Every port has a default (SQLite under ``service.state_dir``, real
+subprocesses, the system clock) and every one can be replaced — that is how
+tests and the simulation run the same engine. Nothing is built at import
+time, and no signal handler is installed unless asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ductile.app.catalog import Catalog, FilesystemCatalog
+from ductile.app.daemon import Service
+from ductile.app.engine import Engine, emit
+from ductile.domain.breaker import BreakerStatus
+from ductile.domain.config import Config
+from ductile.domain.errors import ConfigError
+from ductile.domain.job import Command, SubmittedBy
+from ductile.domain.routing import event_id_for
+from ductile.domain.schedule import PlannedRun
+from ductile.ports.clock import Clock
+from ductile.ports.inbox import Inbox
+from ductile.ports.spawner import Spawner
+from ductile.ports.store import Store
+
+DB_NAME = "ductile.db"
+
+
+def database_path(config: Config) -> Path:
+    return Path(config.service.state_dir) / DB_NAME
+
+
+class Ductile:
+    def __init__(
+        self,
+        config: Config | str | os.PathLike[str],
+        *,
+        clock: Clock | None = None,
+        store: Store | None = None,
+        spawner: Spawner | None = None,
+        inbox: Inbox | None = None,
+        catalog: Catalog | None = None,
+        draw: Callable[[], float] | None = None,
+        new_id: Callable[[], str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        lock: bool | None = None,
+        listen: bool = True,
+    ) -> None:
+        """``lock`` defaults to True when ductile opens its own SQLite store.
+        ``listen`` starts the webhook/healthz listener in :meth:`serve` when
+        the config has a ``webhooks`` section (False: mount :attr:`asgi_app`
+        in your own server instead)."""
+        self._config_source = config
+        self._clock = clock
+        self._store = store
+        self._spawner = spawner
+        self._inbox = inbox
+        self._catalog = catalog
+        self._draw = draw
+        self._new_id = new_id
+        self._environ = dict(os.environ if environ is None else environ)
+        self._lock_wanted = lock
+        self._listen = listen
+        self._owns_store = False
+        self._lock: Any = None
+        self._engine: Engine | None = None
+        self._service: Service | None = None
+        self._asgi: Any = None
+        self._closed = False
+
+    # ----------------------------------------------------------------- lifecycle
+    def _load(self) -> Config:
+        if isinstance(self._config_source, Config):
+            return self._config_source
+        from ductile.adapters.config_file import load_config
+
+        return load_config(self._config_source, env=self._environ)
+
+    @property
+    def config_path(self) -> str | None:
+        if isinstance(self._config_source, Config):
+            return self._config_source.source
+        return os.fspath(self._config_source)
+
+    async def open(self) -> Ductile:
+        config = self._load()
+        store = self._store
+        if store is None:
+            if self._lock_wanted is not False:
+                from ductile.adapters.pidlock import InstanceLock
+
+                self._lock = InstanceLock(config.service.state_dir)
+                self._lock.acquire()
+            from ductile.adapters.sqlite_store import SqliteStore
+
+            try:
+                store = await SqliteStore.open(database_path(config))
+            except BaseException:
+                self._release_lock()
+                raise
+            self._owns_store = True
+        elif self._lock_wanted:
+            from ductile.adapters.pidlock import InstanceLock
+
+            self._lock = InstanceLock(config.service.state_dir)
+            self._lock.acquire()
+        self._store = store
+        if self._spawner is None:
+            from ductile.adapters.subprocess_spawner import SubprocessSpawner
+
+            self._spawner = SubprocessSpawner()
+        if self._clock is None:
+            from ductile.adapters.system_clock import SystemClock
+
+            self._clock = SystemClock()
+        if self._inbox is None:
+            from ductile.adapters.asyncio_inbox import AsyncioInbox
+
+            self._inbox = AsyncioInbox()
+        self._engine = Engine(
+            config=config,
+            store=store,
+            spawner=self._spawner,
+            clock=self._clock,
+            inbox=self._inbox,
+            catalog=self._catalog or FilesystemCatalog(),
+            draw=self._draw,
+            new_id=self._new_id,
+            environ=self._environ,
+        )
+        try:
+            await self._engine.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aenter__(self) -> Ductile:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop serving (if serving), close the store we opened, release the lock. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._service is not None:
+            self._service.stop()
+        if self._owns_store and self._store is not None:
+            await self._store.close()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("open the Ductile instance first (async with Ductile(...) as d)")
+        return self._engine
+
+    @property
+    def config(self) -> Config:
+        return self.engine.runtime.config
+
+    # ----------------------------------------------------------------- serving
+    async def serve(
+        self, *, install_signal_handlers: bool = False, on_ready: Callable[[], None] | None = None
+    ) -> None:
+        """Run the scheduler, the dispatcher and (if configured) the listener until :meth:`stop`."""
+        engine = self.engine
+        http = None
+        webhooks = engine.runtime.config.webhooks
+        if self._listen and webhooks is not None:
+            from ductile.adapters.http import HttpServer
+
+            http = HttpServer(self.asgi_app, webhooks.host, webhooks.port)
+        reload_source = self.reload if self.config_path is not None else None
+        self._service = Service(engine, reload=reload_source, http=http, on_ready=on_ready)
+        if install_signal_handlers:
+            self._service.install_signal_handlers()
+        try:
+            await self._service.run()
+        finally:
+            if install_signal_handlers:
+                self._service.remove_signal_handlers()
+
+    def stop(self) -> None:
+        """Stop serving gracefully; safe to call more than once, from a signal handler too."""
+        if self._service is not None:
+            self._service.stop()
+
+    def request_reload(self) -> None:
+        if self._service is not None:
+            self._service.request_reload()
+
+    async def reload(self, config: Config | None = None) -> None:
+        """Switch to ``config``, or re-read the config file. An invalid file is
+        logged and the running configuration kept, whole."""
+        if config is None:
+            try:
+                config = self._load()
+            except ConfigError as e:
+                emit(
+                    logging.ERROR,
+                    f"reload refused, keeping the running configuration: {e}",
+                    component="reload",
+                )
+                return
+        await self.engine.reload(config)
+
+    # ----------------------------------------------------------------- API
+    async def enqueue(
+        self,
+        plugin: str,
+        command: str = Command.POLL,
+        *,
+        payload: dict[str, Any] | None = None,
+        dedupe_key: str | None = None,
+    ) -> str:
+        """Queue a job durably; returns its id (or the id of the job it duplicates)."""
+        result = await self.engine.enqueue(
+            plugin, command=command, payload=payload, dedupe_key=dedupe_key, submitted_by=SubmittedBy.API
+        )
+        return result.job_id
+
+    async def due(self, start: datetime, end: datetime) -> list[PlannedRun]:
+        """The schedule index: planned runs in ``[start, end)``."""
+        return await self.engine.store.due(start, end)
+
+    async def health(self) -> dict[str, Any]:
+        """The /healthz figures (D20)."""
+        engine = self.engine
+        now = engine.clock.now()
+        started = engine.started_at or now
+        breakers = await engine.store.breakers()
+        open_plugins = {b.plugin for b in breakers if b.status is not BreakerStatus.CLOSED}
+        return {
+            "status": "ok",
+            "uptime_seconds": round((now - started).total_seconds(), 3),
+            "queue_depth": await engine.store.queue_depth(),
+            "plugins_loaded": len(engine.runtime.plugins),
+            "plugins_circuit_open": len(open_plugins),
+        }
+
+    @property
+    def asgi_app(self) -> Any:
+        """The webhook + /healthz ASGI app, to mount in a host application."""
+        if self._asgi is None:
+            from ductile.adapters.http import WebhookDelivery, build_app
+
+            engine = self.engine
+
+            def endpoints() -> Any:
+                hooks = engine.runtime.config.webhooks
+                return hooks.endpoints if hooks is not None else ()
+
+            async def submit(delivery: WebhookDelivery) -> str:
+                now = engine.clock.now()
+                event_id = event_id_for(f"webhook:{engine.new_id()}", 0)
+                event: dict[str, Any] = {
+                    "type": delivery.endpoint.event_type,
+                    "payload": delivery.payload,
+                    "headers": delivery.headers,
+                    "source": f"webhook:{delivery.endpoint.path}",
+                    "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+                    "event_id": event_id,
+                }
+                if delivery.dedupe_key is not None:
+                    event["dedupe_key"] = delivery.dedupe_key
+                result = await engine.enqueue(
+                    delivery.endpoint.plugin,
+                    command=Command.HANDLE,
+                    payload=event,
+                    dedupe_key=delivery.dedupe_key,
+                    submitted_by=SubmittedBy.WEBHOOK,
+                    strict=False,
+                )
+                return result.job_id
+
+            self._asgi = build_app(endpoints=endpoints, submit=submit, health=self.health)
+        return self._asgi

@@ -1,0 +1,639 @@
+"""The engine: ductile's behaviour, independent of how it is driven.
+
+The daemon drives it with asyncio tasks (a scheduler loop calling
+:meth:`Engine.tick`, a dispatcher loop calling :meth:`Engine.dispatch_one`);
+the simulation drives the very same methods step by step on a fake clock.
+Every decision is the domain's; the engine fetches inputs, calls the ports
+and logs what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+
+from ductile.app.catalog import Catalog
+from ductile.app.runtime import Runtime, init_fingerprint
+from ductile.domain.config import KILL_GRACE, Config
+from ductile.domain.errors import DuctileError
+from ductile.domain.job import Actor, Command, Job, JobStatus, SubmittedBy
+from ductile.domain.outcome import NotRun, Outcome, SpawnOutcome
+from ductile.domain.plugin import Discovery, Plugin
+from ductile.domain.protocol import EmittedEvent, build_request
+from ductile.domain.routing import fan_out, wrap
+from ductile.domain.schedule import FireDecision, PlannedRun, on_due, plan_next, timer_event_id
+from ductile.domain.settle import SettleContext, Settlement
+from ductile.ports.clock import Clock
+from ductile.ports.inbox import Inbox
+from ductile.ports.spawner import ProcessHandle, Spawner, SpawnRequest
+from ductile.ports.store import Committed, EnqueueResult, FireResult, Guard, InitRecord, StaleJobError, Store
+
+log = logging.getLogger("ductile")
+
+#: Environment variables a plugin inherits from the daemon; nothing else leaks.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+RETENTION_EVERY = timedelta(minutes=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class EnqueueRefusedError(DuctileError):
+    """A job was asked for a plugin or command that cannot run."""
+
+
+def emit(
+    level: int,
+    message: str,
+    *,
+    component: str,
+    plugin: str | None = None,
+    job_id: str | None = None,
+    **fields: Any,
+) -> None:
+    """Log one structured line (the JSON formatter turns ``extra`` into fields)."""
+    extra: dict[str, Any] = {"component": component, "fields": fields}
+    if plugin is not None:
+        extra["plugin"] = plugin
+    if job_id is not None:
+        extra["job_id"] = job_id
+    log.log(level, message, extra=extra)
+
+
+def plugin_env(base: Mapping[str, str]) -> dict[str, str]:
+    """The controlled environment of every plugin (D5): a short allow-list."""
+    env = {k: base[k] for k in INHERITED_ENV if k in base}
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.setdefault("LANG", "C.UTF-8")
+    return env
+
+
+@attrs.frozen(kw_only=True)
+class ReloadReport:
+    cancelled: Mapping[str, tuple[str, ...]]
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    unhealthy: Mapping[str, str]
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: Store,
+        spawner: Spawner,
+        clock: Clock,
+        inbox: Inbox,
+        catalog: Catalog,
+        draw: Callable[[], float] | None = None,
+        new_id: Callable[[], str] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.spawner = spawner
+        self.clock = clock
+        self.inbox = inbox
+        self.catalog = catalog
+        self.draw: Callable[[], float] = draw or random.random
+        self.new_id: Callable[[], str] = new_id or (lambda: str(uuid.uuid4()))
+        self.base_env = plugin_env(environ or {})
+        self.runtime = Runtime(config=config, discovery=Discovery())
+        #: Ticks and reloads never overlap (D13: reloads are serialized and atomic).
+        self._lock = asyncio.Lock()
+        self._last_retention: datetime | None = None
+        self.started_at: datetime | None = None
+
+    # ----------------------------------------------------------------- start-up
+    async def start(self) -> list[Settlement]:
+        """Crash recovery (D6), plugin discovery, ``init`` where due, schedules."""
+        self.started_at = self.clock.now()
+        recovered = await self.recover()
+        async with self._lock:
+            config = self.runtime.config
+            discovery = self.catalog.discover(config)
+            self._log_discovery(discovery)
+            unhealthy = await self._run_inits(config, discovery)
+            runtime = Runtime(config=config, discovery=discovery, unhealthy=unhealthy)
+            await self._sync_schedules(runtime)
+            self.runtime = runtime
+        return recovered
+
+    async def recover(self) -> list[Settlement]:
+        for orphan in await self.store.running():
+            if orphan.process is not None:
+                killed = await self.spawner.kill_orphan(orphan.process)
+                if killed:
+                    emit(
+                        logging.WARNING,
+                        "killed the process group of an orphaned job",
+                        component="recovery",
+                        plugin=orphan.job.plugin,
+                        job_id=orphan.job.id,
+                        pgid=orphan.process.pgid,
+                    )
+        settlements = await self.store.recover(self.clock.now())
+        for s in settlements:
+            job = s.job
+            if job.status is JobStatus.QUEUED:
+                emit(
+                    logging.WARNING,
+                    f"orphaned job re-queued (attempt {job.attempt} of {job.max_attempts})",
+                    component="recovery",
+                    plugin=job.plugin,
+                    job_id=job.id,
+                )
+            else:
+                emit(
+                    logging.ERROR,
+                    f"orphaned job is dead: {job.last_error}",
+                    component="recovery",
+                    plugin=job.plugin,
+                    job_id=job.id,
+                )
+        if settlements:
+            self.inbox.notify()
+        return settlements
+
+    def _log_discovery(self, discovery: Discovery) -> None:
+        for name, plugin in sorted(discovery.plugins.items()):
+            emit(
+                logging.INFO,
+                f"plugin loaded (version {plugin.manifest.version})",
+                component="plugins",
+                plugin=name,
+            )
+        for refusal in discovery.refused:
+            emit(logging.ERROR, f"plugin refused: {refusal.reason}", component="plugins", plugin=refusal.name)
+
+    # ----------------------------------------------------------------- init (D5)
+    async def _run_inits(self, config: Config, discovery: Discovery) -> dict[str, str]:
+        """Run ``init`` for plugins first seen or whose manifest/config changed,
+        or whose last init failed. Returns the plugins left unhealthy."""
+        unhealthy: dict[str, str] = {}
+        provisional = Runtime(config=config, discovery=discovery)
+        for name, plugin in sorted(discovery.plugins.items()):
+            if not plugin.supports(Command.INIT):
+                continue
+            settings = config.plugin(name)
+            fingerprint = init_fingerprint(plugin, settings)
+            record = await self.store.get_init(name)
+            if record is not None and record.fingerprint == fingerprint and record.ok:
+                continue
+            now = self.clock.now()
+            job = Job(
+                id=self.new_id(),
+                plugin=name,
+                command=Command.INIT,
+                max_attempts=1,
+                submitted_by=SubmittedBy.API,
+                created_at=now,
+            )
+            await self.store.enqueue(job, actor=Actor.API, now=now, dedupe_ttl=config.service.dedupe_ttl)
+            claimed = await self.store.claim(job.id, self.clock.now())
+            if claimed is None:  # pragma: no cover - we just created it
+                continue
+            committed = await self._run_claimed(claimed, provisional)
+            ok = committed.settlement.succeeded
+            error = None if ok else (committed.settlement.job.last_error or "init failed")
+            await self.store.put_init(
+                InitRecord(plugin=name, fingerprint=fingerprint, ok=ok, error=error, at=self.clock.now())
+            )
+            if not ok:
+                assert error is not None
+                unhealthy[name] = f"init failed: {error}"
+                emit(
+                    logging.ERROR,
+                    f"plugin unhealthy, not scheduled: init failed: {error}",
+                    component="plugins",
+                    plugin=name,
+                    job_id=job.id,
+                )
+            else:
+                emit(logging.INFO, "plugin initialized", component="plugins", plugin=name, job_id=job.id)
+        return unhealthy
+
+    # ----------------------------------------------------------------- reload (D13)
+    async def reload(self, config: Config) -> ReloadReport:
+        """Switch to ``config``: atomically, serialized with ticks and other reloads.
+
+        In-flight jobs keep the runtime they were claimed with. Removed or
+        disabled plugins get their queued jobs moved to dead.
+        """
+        async with self._lock:
+            old = self.runtime
+            discovery = self.catalog.discover(config)
+            self._log_discovery(discovery)
+            now = self.clock.now()
+            cancelled: dict[str, tuple[str, ...]] = {}
+            gone = sorted(set(old.plugins) - set(discovery.plugins))
+            for name in gone:
+                if name in discovery.disabled or not config.plugin(name).enabled:
+                    reason = "plugin disabled"
+                else:
+                    refusal = next((r for r in discovery.refused if r.name == name), None)
+                    reason = f"plugin refused: {refusal.reason}" if refusal else "plugin removed"
+                ids = await self.store.cancel_queued(name, reason=reason, now=now)
+                cancelled[name] = tuple(ids)
+                emit(
+                    logging.WARNING,
+                    f"{reason}: {len(ids)} queued job(s) cancelled",
+                    component="reload",
+                    plugin=name,
+                )
+            unhealthy = await self._run_inits(config, discovery)
+            runtime = Runtime(config=config, discovery=discovery, unhealthy=unhealthy)
+            await self._sync_schedules(runtime)
+            self.runtime = runtime
+            added = tuple(sorted(set(discovery.plugins) - set(old.plugins)))
+            emit(logging.INFO, "configuration reloaded", component="reload", added=list(added), removed=gone)
+            return ReloadReport(cancelled=cancelled, added=added, removed=tuple(gone), unhealthy=unhealthy)
+
+    async def _sync_schedules(self, runtime: Runtime) -> None:
+        """Make the schedule index match ``runtime``: plan new or changed
+        schedules, drop the ones that went away. Unchanged ones keep their plan."""
+        now = self.clock.now()
+        schedules = runtime.schedules()
+        for stale in await self.store.all_planned():
+            if stale.key not in schedules:
+                await self.store.delete_planned(stale.key)
+        for key, schedule in sorted(schedules.items()):
+            entry = await self.store.planned(key)
+            if entry is not None and entry.fingerprint == schedule.fingerprint():
+                continue
+            run = plan_next(schedule, key=key, previous=entry, now=now, draw=self.draw())
+            await self.store.put_planned(run)
+            emit(
+                logging.INFO,
+                f"schedule planned: next run at {run.planned_at.isoformat()}",
+                component="scheduler",
+                plugin=key,
+            )
+
+    # ----------------------------------------------------------------- scheduler runner (D17)
+    async def tick(self) -> datetime:
+        """Enqueue what is due, advance the plans, apply retention.
+
+        Returns when the next run is planned (the caller sleeps until then,
+        capped by ``tick_interval``).
+        """
+        async with self._lock:
+            runtime = self.runtime
+            now = self.clock.now()
+            schedules = runtime.schedules()
+            for entry in await self.store.due(EPOCH, now + timedelta(microseconds=1)):
+                schedule = schedules.get(entry.key)
+                if schedule is None:
+                    await self.store.delete_planned(entry.key)
+                    continue
+                await self._fire(runtime, entry, now)
+            await self._retention(runtime, now)
+            upcoming = await self.store.all_planned()
+            horizon = now + runtime.config.service.tick_interval
+            return min([horizon, *(e.planned_at for e in upcoming)])
+
+    async def _fire(self, runtime: Runtime, entry: PlannedRun, now: datetime) -> FireResult:
+        schedule = runtime.schedules()[entry.key]
+        settings = runtime.settings(entry.key)
+        decision = on_due(schedule, entry, now=now, grace=runtime.grace())
+        next_run = plan_next(schedule, key=entry.key, previous=entry, now=now, draw=self.draw())
+        jobs: list[Job] = []
+        guard: Guard | None = None
+        if decision is FireDecision.FIRE:
+            if schedule.emit is not None:
+                jobs = self._timer_children(runtime, entry, schedule.emit, now)
+            else:
+                jobs = [
+                    Job(
+                        id=self.new_id(),
+                        plugin=entry.key,
+                        command=schedule.command,
+                        max_attempts=settings.retry.max_attempts,
+                        submitted_by=SubmittedBy.SCHEDULER,
+                        created_at=now,
+                    )
+                ]
+                guard = Guard(
+                    plugin=entry.key,
+                    command=schedule.command,
+                    max_outstanding=settings.max_outstanding_polls
+                    if schedule.command == Command.POLL
+                    else None,
+                    breaker=settings.circuit_breaker,
+                )
+        result = await self.store.fire(
+            due=entry,
+            next_run=next_run,
+            jobs=jobs,
+            guard=guard,
+            actor=Actor.SCHEDULER,
+            now=now,
+            dedupe_ttl=runtime.config.service.dedupe_ttl,
+        )
+        late = now - entry.planned_at
+        if decision is FireDecision.SKIP_MISSED:
+            emit(
+                logging.INFO,
+                f"missed run at {entry.planned_at.isoformat()} skipped (catch_up: skip)",
+                component="scheduler",
+                plugin=entry.key,
+                late_seconds=late.total_seconds(),
+            )
+        elif result.blocked == "breaker_open":
+            emit(
+                logging.WARNING,
+                "scheduled run skipped: circuit breaker open",
+                component="scheduler",
+                plugin=entry.key,
+            )
+        elif result.blocked == "poll_guard":
+            emit(
+                logging.INFO,
+                "scheduled run skipped: a poll is still queued or running",
+                component="scheduler",
+                plugin=entry.key,
+            )
+        elif result.fired:
+            created = [r.job_id for r in result.jobs if r.created]
+            emit(
+                logging.INFO,
+                f"scheduled run enqueued; next at {next_run.planned_at.isoformat()}",
+                component="scheduler",
+                plugin=entry.key,
+                jobs=created,
+            )
+            if created:
+                self.inbox.notify()
+        return result
+
+    def _timer_children(
+        self, runtime: Runtime, entry: PlannedRun, event: EmittedEvent, now: datetime
+    ) -> list[Job]:
+        envelope = wrap(event, source=entry.key, at=now, event_id=timer_event_id(entry.key, entry.nominal_at))
+        routed = fan_out(
+            [envelope], routes=runtime.config.routes, targets=runtime.targets(), parent_job_id=None, at=now
+        )
+        for etype, target in routed.unroutable:
+            emit(
+                logging.WARNING,
+                f"timer event '{etype}' routed to '{target}', which is not loaded",
+                component="router",
+                plugin=entry.key,
+            )
+        return list(routed.children)
+
+    async def _retention(self, runtime: Runtime, now: datetime) -> None:
+        if self._last_retention is not None and now - self._last_retention < RETENTION_EVERY:
+            return
+        self._last_retention = now
+        cutoff = now - runtime.config.service.job_log_retention
+        deleted = await self.store.delete_finished(cutoff)
+        if deleted:
+            emit(
+                logging.INFO,
+                f"retention: deleted {deleted} finished job(s) older than {cutoff.isoformat()}",
+                component="retention",
+            )
+
+    # ----------------------------------------------------------------- intake
+    async def enqueue(
+        self,
+        plugin: str,
+        *,
+        command: str = Command.POLL,
+        payload: dict[str, Any] | None = None,
+        dedupe_key: str | None = None,
+        submitted_by: SubmittedBy = SubmittedBy.API,
+        strict: bool = True,
+    ) -> EnqueueResult:
+        """Durably queue one job. With ``strict``, refuse a plugin or command
+        that cannot run now (CLI, API); webhooks pass ``strict=False`` so a
+        delivery is kept even while its plugin is broken — it will fail fast
+        with the reason, visible in ``ductile job``."""
+        runtime = self.runtime
+        if strict:
+            reason = runtime.why_not_runnable(plugin, command)
+            if reason is not None:
+                raise EnqueueRefusedError(reason)
+        now = self.clock.now()
+        job = Job(
+            id=self.new_id(),
+            plugin=plugin,
+            command=command,
+            payload=payload or {},
+            max_attempts=runtime.settings(plugin).retry.max_attempts,
+            submitted_by=submitted_by,
+            dedupe_key=dedupe_key,
+            created_at=now,
+        )
+        result = await self.store.enqueue(
+            job, actor=Actor(submitted_by.value), now=now, dedupe_ttl=runtime.config.service.dedupe_ttl
+        )
+        if result.created:
+            emit(
+                logging.INFO,
+                f"job queued ({command})",
+                component="intake",
+                plugin=plugin,
+                job_id=result.job_id,
+                submitted_by=submitted_by.value,
+            )
+            self.inbox.notify()
+        else:
+            emit(
+                logging.INFO,
+                f"duplicate dropped: dedupe_key {dedupe_key!r} matches job {result.job_id}",
+                component="intake",
+                plugin=plugin,
+                job_id=result.job_id,
+            )
+        return result
+
+    # ----------------------------------------------------------------- dispatcher (D14)
+    async def dispatch_one(self) -> bool:
+        """Claim the oldest runnable job, run it, settle it. False when idle."""
+        job = await self.store.claim_next(self.clock.now())
+        if job is None:
+            return False
+        await self._run_claimed(job, self.runtime)
+        return True
+
+    async def idle_wait(self) -> float:
+        """Seconds the dispatcher may wait for work: until the next retry, at most 1 s
+        (so another process's enqueue is noticed within a second)."""
+        nxt = await self.store.next_retry_at()
+        if nxt is None:
+            return 1.0
+        return max(0.0, min(1.0, (nxt - self.clock.now()).total_seconds()))
+
+    async def _run_claimed(self, job: Job, runtime: Runtime) -> Committed:
+        settings = runtime.settings(job.plugin)
+        timeout = settings.timeouts.for_command(job.command)
+        try:
+            outcome: Outcome = await self._execute(job, runtime, timeout)
+        except Exception as e:  # e.g. the store could not read the state: fail the run, never strand it
+            log.exception(
+                "could not prepare the run",
+                extra={"component": "dispatcher", "plugin": job.plugin, "job_id": job.id},
+            )
+            outcome = SpawnOutcome(spawn_error=f"internal error: {e!r}")
+        ctx = SettleContext(
+            now=self.clock.now(),
+            draw=self.draw(),
+            retry=settings.retry,
+            breaker=settings.circuit_breaker,
+            routes=runtime.config.routes,
+            targets=runtime.targets(),
+            timeout=timeout,
+        )
+        committed = await self._settle(job, outcome, ctx, runtime)
+        self._log_settlement(job, outcome, committed)
+        return committed
+
+    async def _execute(self, job: Job, runtime: Runtime, timeout: timedelta) -> Outcome:
+        reason = runtime.why_not_runnable(job.plugin, job.command)
+        plugin: Plugin | None = runtime.plugins.get(job.plugin)
+        if reason is None and plugin is not None:
+            refused = self.catalog.verify(plugin)
+            if refused is not None:
+                reason = f"plugin '{job.plugin}' refused before spawn: {refused}"
+        if reason is not None or plugin is None:
+            return NotRun(reason=reason or f"plugin '{job.plugin}' is not loaded")
+        settings = runtime.settings(job.plugin)
+        state = await self.store.get_state(job.plugin)
+        started = self.clock.now()
+        request = build_request(
+            job_id=job.id,
+            command=job.command,
+            config=dict(settings.config),
+            state=state,
+            deadline_at=started + timeout,
+            event=job.payload if job.command == Command.HANDLE else None,
+        )
+        env = dict(self.base_env)
+        env.update(
+            DUCTILE_PLUGIN=job.plugin,
+            DUCTILE_COMMAND=job.command,
+            DUCTILE_JOB_ID=job.id,
+            DUCTILE_ATTEMPT=str(job.attempt),
+        )
+        spawn = SpawnRequest(
+            executable=plugin.executable,
+            cwd=plugin.directory,
+            stdin=request,
+            env=env,
+            timeout=timeout.total_seconds(),
+            grace=KILL_GRACE.total_seconds(),
+        )
+
+        async def remember(handle: ProcessHandle) -> None:
+            try:
+                await self.store.record_process(job.id, handle)
+            except Exception:  # the run goes on; recovery just cannot kill this group
+                log.exception(
+                    "could not record the process group of a running job",
+                    extra={"component": "dispatcher", "plugin": job.plugin, "job_id": job.id},
+                )
+
+        emit(
+            logging.DEBUG,
+            f"running {job.command} (attempt {job.attempt} of {job.max_attempts})",
+            component="dispatcher",
+            plugin=job.plugin,
+            job_id=job.id,
+        )
+        try:
+            return await self.spawner.run(spawn, on_start=remember)
+        except Exception as e:  # a bug in the spawner must not lose the job
+            log.exception(
+                "the spawner failed",
+                extra={"component": "dispatcher", "plugin": job.plugin, "job_id": job.id},
+            )
+            return SpawnOutcome(spawn_error=f"internal error: {e!r}")
+
+    async def _settle(self, job: Job, outcome: Outcome, ctx: SettleContext, runtime: Runtime) -> Committed:
+        """Commit the settlement, retrying while the store cannot write (a full disk,
+        a locked database): the job stays ``running`` in the store meanwhile, and
+        crash recovery would pick it up if we died."""
+        delay = 0.5
+        while True:
+            try:
+                return await self.store.settle(
+                    job.id, outcome, ctx=ctx, dedupe_ttl=runtime.config.service.dedupe_ttl
+                )
+            except StaleJobError:
+                raise
+            except Exception:
+                log.exception(
+                    f"could not record the end of the job; retrying in {delay:g}s",
+                    extra={"component": "dispatcher", "plugin": job.plugin, "job_id": job.id},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _log_settlement(self, job: Job, outcome: Outcome, committed: Committed) -> None:
+        s = committed.settlement
+        final = s.job
+        where = {"component": "dispatcher", "plugin": job.plugin, "job_id": job.id}
+        if isinstance(outcome, SpawnOutcome) and outcome.stderr_tail:
+            text = outcome.stderr_tail.decode("utf-8", "replace").rstrip("\n")
+            emit(logging.WARNING, text, component="plugin", plugin=job.plugin, job_id=job.id, stream="stderr")
+        if s.response is not None:
+            levels = {"info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+            for line in s.run.logs:
+                emit(levels[line.level], line.message, component="plugin", plugin=job.plugin, job_id=job.id)
+        duration = round(s.run.duration, 3)
+        if final.status is JobStatus.SUCCEEDED:
+            emit(
+                logging.INFO,
+                f"{job.command} succeeded",
+                duration_seconds=duration,
+                events=len(s.events),
+                **where,
+            )
+        elif final.status is JobStatus.QUEUED:
+            retry_at = final.next_retry_at.isoformat() if final.next_retry_at else "now"
+            emit(
+                logging.WARNING,
+                f"{job.command} failed (attempt {job.attempt} of "
+                f"{job.max_attempts}), retry at {retry_at}: {s.run.error}",
+                duration_seconds=duration,
+                **where,
+            )
+        else:
+            emit(logging.ERROR, f"{job.command} dead: {final.last_error}", duration_seconds=duration, **where)
+        for etype, target in s.unroutable:
+            emit(
+                logging.WARNING,
+                f"event '{etype}' routed to '{target}', which is not loaded: dropped",
+                **where,
+            )
+        for etype in s.unmatched:
+            emit(logging.DEBUG, f"event '{etype}' matched no route", **where)
+        for child, result in zip(s.children, committed.children, strict=True):
+            if result.created:
+                emit(
+                    logging.INFO,
+                    f"routed to {child.plugin}",
+                    component="router",
+                    plugin=child.plugin,
+                    job_id=child.id,
+                    parent_job_id=job.id,
+                )
+            else:
+                emit(
+                    logging.INFO,
+                    f"routed event to {child.plugin} deduplicated: job {result.job_id} already covers it",
+                    component="router",
+                    plugin=child.plugin,
+                    job_id=result.job_id,
+                    parent_job_id=job.id,
+                )
+        if any(r.created for r in committed.children):
+            self.inbox.notify()
