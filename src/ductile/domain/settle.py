@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from ductile.domain import breaker as br
-from ductile.domain.errors import IllegalTransitionError, ProtocolError
+from ductile.domain.errors import IllegalTransitionError, ProtocolError, UnitError
 from ductile.domain.job import Actor, Job, JobEvent, JobStatus, SubmittedBy, Transition, apply
 from ductile.domain.outcome import (
     STDOUT_KEEP,
@@ -26,15 +26,23 @@ from ductile.domain.outcome import (
     SpawnOutcome,
     signal_name,
 )
-from ductile.domain.protocol import LogLine, Response, parse_response
+from ductile.domain.protocol import LogLine, Response, iso_utc, parse_response
 from ductile.domain.retry import EX_CONFIG, RetryPolicy, decide_retry, is_retryable
 from ductile.domain.routing import Envelope, Route, Target, event_id_for, fan_out, wrap
-from ductile.domain.state import MAX_STATE_BYTES, merge_state
+from ductile.domain.state import MAX_STATE_BYTES, merge_state, serialize_state
 from ductile.domain.units import format_duration
 
+#: Longest ``last_error`` / run error / failure reason kept.
 MAX_ERROR_CHARS = 4000
+#: Most log lines kept per run, the "more dropped" marker included.
 MAX_LOG_LINES = 200
+#: Longest log message kept.
 MAX_LOG_CHARS = 2000
+
+
+def _check_draw(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{attribute.name} must be a random draw in [0, 1), got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -43,7 +51,7 @@ class SettleContext:
 
     now: datetime
     #: The retry jitter draw, in [0, 1).
-    draw: float = 0.0
+    draw: float = attrs.field(default=0.0, validator=_check_draw)
     retry: RetryPolicy = RetryPolicy()
     breaker: br.BreakerPolicy = br.BreakerPolicy()
     routes: tuple[Route, ...] = ()
@@ -84,6 +92,8 @@ class Settlement:
     children: tuple[Job, ...] = ()
     unroutable: tuple[tuple[str, str], ...] = ()
     unmatched: tuple[str, ...] = ()
+    #: The :class:`ProtocolError` kind (``empty``, ``not_json``...) when the
+    #: process exited by itself but its stdout was not one valid response.
     protocol_error: str | None = None
 
     @property
@@ -99,6 +109,11 @@ def _clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _text(value: str | None) -> str:
+    """A message with its surrounding blanks removed ('' when there is none)."""
+    return value.strip() if value else ""
+
+
 def _stderr_hint(tail: bytes) -> str:
     for line in reversed(tail.decode("utf-8", "replace").splitlines()):
         if line.strip():
@@ -107,12 +122,29 @@ def _stderr_hint(tail: bytes) -> str:
 
 
 def _cap_logs(logs: tuple[LogLine, ...]) -> tuple[LogLine, ...]:
-    capped = tuple(
-        attrs.evolve(line, message=_clip(line.message, MAX_LOG_CHARS)) for line in logs[:MAX_LOG_LINES]
-    )
-    if len(logs) > MAX_LOG_LINES:
-        capped += (LogLine(level="warn", message=f"{len(logs) - MAX_LOG_LINES} more log lines dropped"),)
+    """At most MAX_LOG_LINES lines in all; when cut, the last one says how many were dropped."""
+    over = len(logs) > MAX_LOG_LINES
+    kept = logs[: MAX_LOG_LINES - 1] if over else logs
+    capped = tuple(attrs.evolve(line, message=_clip(line.message, MAX_LOG_CHARS)) for line in kept)
+    if over:
+        capped += (LogLine(level="warn", message=f"{len(logs) - len(kept)} more log lines dropped"),)
     return capped
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def _after(timeout: timedelta | None, duration: float) -> str:
+    """`` after 1m`` from the configured timeout, else the measured duration, else nothing."""
+    if timeout is not None and timeout > timedelta(0):
+        try:
+            return f" after {format_duration(timeout)}"
+        except UnitError:  # finer than a millisecond: no canonical text
+            return f" after {_seconds(timeout.total_seconds())}"
+    if duration > 0:
+        return f" after {_seconds(duration)}"
+    return ""
 
 
 @attrs.frozen
@@ -127,48 +159,60 @@ class _Verdict:
 
 
 def classify(outcome: SpawnOutcome, timeout: timedelta | None = None) -> _Verdict:
-    """What a finished process means, independent of state and routing."""
+    """What a finished process means, independent of state and routing.
+
+    The order matters: a timeout wins over everything (output produced after
+    the deadline never makes a success, D4), then a failed exec, an
+    overflowing stdout, a signal, exit 78, and only then the response.
+    """
     hint = _stderr_hint(outcome.stderr_tail)
     if outcome.timed_out:
-        limit = f" after {format_duration(timeout)}" if timeout else ""
-        return _Verdict(JobEvent.TIME_OUT, f"timed out{limit}", True)
+        return _Verdict(JobEvent.TIME_OUT, f"timed out{_after(timeout, outcome.duration)}{hint}", True)
     if outcome.spawn_error is not None:
-        return _Verdict(JobEvent.FAIL, f"could not start the plugin: {outcome.spawn_error}", True)
+        why = outcome.spawn_error.strip()
+        return _Verdict(
+            JobEvent.FAIL, f"could not start the plugin: {why}" if why else "could not start the plugin", True
+        )
     if outcome.stdout_overflow:
-        return _Verdict(JobEvent.FAIL, "stdout over 10 MiB: the plugin was stopped", True)
+        return _Verdict(JobEvent.FAIL, f"stdout over 10 MiB: the plugin was stopped{hint}", True)
+    code = outcome.exit_code
+    sig = outcome.signal
+    if sig is None and code is not None and code < 0:  # a raw waitpid-style "-N": signal N
+        sig = -code
+    if sig is not None:  # a killed process has no exit code, whatever else was filled in
+        code = None
     response: Response | None = None
     perr: ProtocolError | None = None
     try:
         response = parse_response(outcome.stdout)
     except ProtocolError as e:
         perr = e
-    if outcome.signal is not None:
-        return _Verdict(
-            JobEvent.FAIL,
-            f"killed by {signal_name(outcome.signal)}{hint}",
-            True,
-            response,
-        )
-    code = outcome.exit_code
+    kind = perr.kind if perr is not None else None
+    # A complete response saying "retry": false is honoured whatever else went wrong (D3).
+    retryable = is_retryable(exit_code=code, response_retry=response.retry if response else None)
+    if sig is not None:
+        return _Verdict(JobEvent.FAIL, f"killed by {signal_name(sig)}{hint}", retryable, response)
     if code == EX_CONFIG:
-        detail = (
-            response.error if response is not None and response.error else f"exit code 78 (EX_CONFIG){hint}"
-        )
-        return _Verdict(JobEvent.FAIL, f"{detail} (not retried: exit 78)", False, response)
+        if response is not None and _text(response.error):
+            detail = f"{_text(response.error)} (exit code 78, EX_CONFIG: not retried)"
+        elif perr is not None and perr.kind != "empty":
+            detail = f"exit code 78 (EX_CONFIG: not retried) with protocol error: {perr}{hint}"
+        else:
+            detail = f"exit code 78 (EX_CONFIG: not retried){hint}"
+        return _Verdict(JobEvent.FAIL, detail, False, response, kind)
     if response is None:
         assert perr is not None
         if code not in (0, None):
-            what = "no response" if perr.kind == "empty" else f"protocol error: {perr}"
-            return _Verdict(JobEvent.FAIL, f"exit code {code} with {what}{hint}", True, None, perr.kind)
-        return _Verdict(JobEvent.FAIL, f"protocol error: {perr}{hint}", True, None, perr.kind)
-    retryable = is_retryable(exit_code=code, response_retry=response.retry)
+            what = "no response on stdout" if perr.kind == "empty" else f"protocol error: {perr}"
+            return _Verdict(JobEvent.FAIL, f"exit code {code} with {what}{hint}", True, None, kind)
+        return _Verdict(JobEvent.FAIL, f"protocol error: {perr}{hint}", True, None, kind)
     if not response.ok:
-        message = response.error or "the plugin reported an error without a message"
+        message = _text(response.error) or f"the plugin reported an error without a message{hint}"
         if code not in (0, None):
             message = f"{message} (exit code {code})"
         return _Verdict(JobEvent.FAIL, message, retryable, response)
     if code not in (0, None):
-        return _Verdict(JobEvent.FAIL, f"exit code {code} with an ok response{hint}", True, response)
+        return _Verdict(JobEvent.FAIL, f"exit code {code} with an ok response{hint}", retryable, response)
     return _Verdict(JobEvent.SUCCEED, None, True, response)
 
 
@@ -187,7 +231,9 @@ def settle(
     if isinstance(outcome, Interrupted):
         return _interrupted(job, outcome, now)
     if isinstance(outcome, NotRun):
-        verdict = _Verdict(JobEvent.FAIL, outcome.reason, outcome.retryable)
+        verdict = _Verdict(
+            JobEvent.FAIL, _text(outcome.reason) or "the core did not run the plugin", outcome.retryable
+        )
         spawn = SpawnOutcome()
         counts_for_breaker = False
     else:
@@ -200,10 +246,12 @@ def settle(
     if verdict.event is JobEvent.SUCCEED:
         assert response is not None
         if response.state_updates:
-            merged = merge_state(state or {}, response.state_updates, limit=ctx.state_limit)
+            before = state or {}
+            merged = merge_state(before, response.state_updates, limit=ctx.state_limit)
             if not merged.ok:
-                verdict = _Verdict(JobEvent.FAIL, merged.rejected, True, response)
-            else:
+                verdict = _Verdict(JobEvent.FAIL, merged.rejected, response.retry, response)
+            elif serialize_state(merged.state) != serialize_state(before):
+                # Compared as JSON text: 1, 1.0 and true are equal in Python, not in state.
                 new_state = merged.state
 
     logs = _cap_logs(response.logs) if response is not None else ()
@@ -270,7 +318,7 @@ def settle(
             JobEvent.RETRY,
             at=now,
             actor=Actor.RETRY,
-            reason=f"attempt {job.attempt + 1} of {job.max_attempts} at {_short(decision.next_retry_at)}",
+            reason=f"attempt {job.attempt + 1} of {job.max_attempts} at {iso_utc(decision.next_retry_at)}",
             next_retry_at=decision.next_retry_at,
         )
     else:
@@ -290,18 +338,14 @@ def settle(
     )
 
 
-def _short(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _interrupted(job: Job, outcome: Interrupted, now: datetime) -> Settlement:
-    error = f"interrupted: {outcome.reason}"
+    error = _clip(f"interrupted: {_text(outcome.reason) or Interrupted().reason}")
     run = RunRecord(
         job_id=job.id,
         attempt=job.attempt,
         started_at=job.started_at,
         finished_at=now,
-        duration=(now - job.started_at).total_seconds() if job.started_at else 0.0,
+        duration=max(0.0, (now - job.started_at).total_seconds()) if job.started_at else 0.0,
         exit_code=None,
         signal=None,
         timed_out=False,
