@@ -108,6 +108,9 @@ class Engine:
         #: Ticks and reloads never overlap (D13: reloads are serialized and atomic).
         self._lock = asyncio.Lock()
         self._last_retention: datetime | None = None
+        #: Consequences of the last reload still to be written (see ``_reconcile``).
+        self._pending_cancel: dict[str, str] = {}
+        self._schedules_dirty = False
         self.started_at: datetime | None = None
 
     # ----------------------------------------------------------------- start-up
@@ -223,15 +226,18 @@ class Engine:
     async def reload(self, config: Config) -> ReloadReport:
         """Switch to ``config``: atomically, serialized with ticks and other reloads.
 
-        In-flight jobs keep the runtime they were claimed with. Removed or
-        disabled plugins get their queued jobs moved to dead.
+        The new runtime is built first (discovery, ``init`` where due) and
+        swapped in whole; only then are its consequences carried out in the
+        store — removed or disabled plugins' queued jobs moved to dead, the
+        schedule index re-planned. Those steps are idempotent: if the store
+        fails half-way they are retried by the next tick, under the new
+        runtime, so the system is never left half old and half new. In-flight
+        jobs keep the runtime they were claimed with.
         """
         async with self._lock:
             old = self.runtime
             discovery = self.catalog.discover(config)
             self._log_discovery(discovery)
-            now = self.clock.now()
-            cancelled: dict[str, tuple[str, ...]] = {}
             gone = sorted(set(old.plugins) - set(discovery.plugins))
             for name in gone:
                 if name in discovery.disabled or not config.plugin(name).enabled:
@@ -239,7 +245,29 @@ class Engine:
                 else:
                     refusal = next((r for r in discovery.refused if r.name == name), None)
                     reason = f"plugin refused: {refusal.reason}" if refusal else "plugin removed"
-                ids = await self.store.cancel_queued(name, reason=reason, now=now)
+                self._pending_cancel[name] = reason
+            unhealthy = await self._run_inits(config, discovery)
+            runtime = Runtime(config=config, discovery=discovery, unhealthy=unhealthy)
+            self.runtime = runtime
+            self._schedules_dirty = True
+            added = tuple(sorted(set(discovery.plugins) - set(old.plugins)))
+            emit(logging.INFO, "configuration reloaded", component="reload", added=list(added), removed=gone)
+            cancelled = await self._reconcile(runtime)
+            return ReloadReport(cancelled=cancelled, added=added, removed=tuple(gone), unhealthy=unhealthy)
+
+    async def _reconcile(self, runtime: Runtime) -> dict[str, tuple[str, ...]]:
+        """Carry out what the current runtime implies for the store; idempotent.
+
+        Errors are logged and the work stays pending for the next tick.
+        """
+        cancelled: dict[str, tuple[str, ...]] = {}
+        try:
+            for name, reason in sorted(self._pending_cancel.items()):
+                if name in runtime.plugins:  # came back before we got to it
+                    del self._pending_cancel[name]
+                    continue
+                ids = await self.store.cancel_queued(name, reason=reason, now=self.clock.now())
+                del self._pending_cancel[name]
                 cancelled[name] = tuple(ids)
                 emit(
                     logging.WARNING,
@@ -247,13 +275,15 @@ class Engine:
                     component="reload",
                     plugin=name,
                 )
-            unhealthy = await self._run_inits(config, discovery)
-            runtime = Runtime(config=config, discovery=discovery, unhealthy=unhealthy)
-            await self._sync_schedules(runtime)
-            self.runtime = runtime
-            added = tuple(sorted(set(discovery.plugins) - set(old.plugins)))
-            emit(logging.INFO, "configuration reloaded", component="reload", added=list(added), removed=gone)
-            return ReloadReport(cancelled=cancelled, added=added, removed=tuple(gone), unhealthy=unhealthy)
+            if self._schedules_dirty:
+                await self._sync_schedules(runtime)
+                self._schedules_dirty = False
+        except Exception:
+            log.exception(
+                "could not apply the configuration to the store yet; retrying at the next tick",
+                extra={"component": "reload"},
+            )
+        return cancelled
 
     async def _sync_schedules(self, runtime: Runtime) -> None:
         """Make the schedule index match ``runtime``: plan new or changed
@@ -285,6 +315,8 @@ class Engine:
         """
         async with self._lock:
             runtime = self.runtime
+            if self._pending_cancel or self._schedules_dirty:
+                await self._reconcile(runtime)
             now = self.clock.now()
             schedules = runtime.schedules()
             for entry in await self.store.due(EPOCH, now + timedelta(microseconds=1)):
@@ -458,10 +490,14 @@ class Engine:
     # ----------------------------------------------------------------- dispatcher (D14)
     async def dispatch_one(self) -> bool:
         """Claim the oldest runnable job, run it, settle it. False when idle."""
-        job = await self.store.claim_next(self.clock.now())
+        # Under the lock: a reload's ``init`` job (enqueued, then claimed by the
+        # reload itself) is never taken here, and the runtime is the claim's.
+        async with self._lock:
+            job = await self.store.claim_next(self.clock.now())
+            runtime = self.runtime
         if job is None:
             return False
-        await self._run_claimed(job, self.runtime)
+        await self._run_claimed(job, runtime)
         return True
 
     async def idle_wait(self) -> float:
