@@ -331,6 +331,11 @@ class _Dispatch:
             return
         raw: list[tuple[bytes, bytes]] = scope["headers"]
         path: str = scope["path"]
+        # Mounted in a host application (Starlette's Mount): endpoints are
+        # configured relative to where we are mounted.
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
         method: str = scope["method"]
         # Will an answer sent now leave request bytes unread on the connection?
         body_pending = bool(header_values(raw, "transfer-encoding"))

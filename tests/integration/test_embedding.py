@@ -1,0 +1,233 @@
+"""ductile embedded in another Python application.
+
+A host Starlette app mounts ``Ductile(config, listen=False).asgi_app`` next
+to its own routes and runs under uvicorn in the test's event loop, together
+with ``await d.serve()``: ductile opens no listener and installs no signal
+handler of its own. Then the same facade on fakes: a store, a spawner, a
+clock and a catalog of the embedder's choosing, driven step by step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Generator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import BaseRoute, Mount, Route
+
+from ductile.app.bootstrap import Ductile
+from ductile.domain.config import Config, PluginConfig, ServiceConfig
+from ductile.domain.job import JobStatus
+from ductile.domain.plugin import Discovery, Manifest, Plugin
+from ductile.domain.schedule import Schedule
+from ductile.fakes import FakeClock, InMemoryStore, ScriptedSpawner
+from ductile.fakes.spawner import ok
+from ductile.ports.spawner import SpawnRequest
+from tests.integration.daemon_site import SECRET, Site, plugin_processes, recorder, requests_of
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+BOUND = 10.0
+POLL = 0.05
+
+
+class HostServer(uvicorn.Server):
+    """The host's uvicorn, kept off the signals too, so a change there could only be ductile's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def own_route(_: Request) -> PlainTextResponse:
+    return PlainTextResponse("the host's own page")
+
+
+def signed(body: bytes) -> dict[str, str]:
+    return {"X-Hub-Signature-256": "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()}
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = BOUND) -> Any:
+    """Await ``check()`` every 50 ms until it is truthy; fail after about ``timeout`` seconds."""
+    for _ in range(int(timeout / POLL) + 1):
+        if value := await check():
+            return value
+        await asyncio.sleep(POLL)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    site = Site(tmp_path)
+    site.plugin("hook", recorder(site, "hook"), commands=["handle"])
+    site.write_config(endpoints=[{"path": "/hook/a", "plugin": "hook", "secret": SECRET}])
+    yield site
+    assert plugin_processes(site.root) == []
+
+
+async def run_embedded(site: Site, mount: Callable[[Any], list[BaseRoute]], prefix: str) -> None:
+    """Host app + ductile on one loop: a signed POST under ``prefix`` runs the job, the host's
+    route still answers, ``d.stop()`` returns, and no signal handler changed at any point."""
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("ductile")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    try:
+        async with Ductile(site.config_path, listen=False) as d:
+            host = Starlette(routes=[Route("/own", own_route), *mount(d.asgi_app)])
+            server = HostServer(uvicorn.Config(host, lifespan="off", log_config=None, access_log=False))
+            serving = asyncio.create_task(d.serve(), name="ductile")
+            hosting = asyncio.create_task(server.serve(sockets=[sock]), name="host")
+            try:
+                await eventually(lambda: asyncio.sleep(0, server.started), "the host server to start")
+                assert {s: signal.getsignal(s) for s in SIGNALS} == before
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=BOUND) as client:
+                    body = json.dumps({"from": "the host"}).encode()
+                    response = await client.post(f"{prefix}/hook/a", content=body, headers=signed(body))
+                    assert response.status_code == 202, response.text
+                    job_id = response.json()["job_id"]
+
+                    async def succeeded() -> bool:
+                        job = await d.engine.store.get_job(job_id)
+                        return job is not None and job.status is JobStatus.SUCCEEDED
+
+                    await eventually(succeeded, "the webhook's job to succeed")
+                    (request,) = requests_of(site, "hook")
+                    assert request["job_id"] == job_id
+                    assert request["event"]["payload"] == {"from": "the host"}
+
+                    own = await client.get("/own")
+                    assert (own.status_code, own.text) == (200, "the host's own page")
+                    health = await client.get(f"{prefix}/healthz")
+                    assert health.status_code == 200
+                    assert health.json()["plugins_loaded"] == 1
+                assert {s: signal.getsignal(s) for s in SIGNALS} == before, "ductile installed a handler"
+            finally:
+                d.stop()
+                await asyncio.wait_for(serving, BOUND)
+                server.should_exit = True
+                await asyncio.wait_for(hosting, BOUND)
+            assert serving.result() is None
+            d.stop()  # idempotent
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        sock.close()
+    assert {s: signal.getsignal(s) for s in SIGNALS} == before
+    assert "stopped" in messages
+    assert "listening" not in messages, "listen=False: ductile started no server of its own"
+
+
+def test_mounted_at_the_host_root(site: Site) -> None:
+    asyncio.run(run_embedded(site, lambda app: [Mount("", app=app)], ""))
+
+
+def test_mounted_under_a_prefix(site: Site) -> None:
+    asyncio.run(run_embedded(site, lambda app: [Mount("/ductile", app=app)], "/ductile"))
+
+
+def test_a_stop_before_serve_gets_going_is_not_lost(site: Site) -> None:
+    async def scenario() -> None:
+        async with Ductile(site.config_path, listen=False) as d:
+            serving = asyncio.create_task(d.serve())
+            d.stop()  # e.g. the host's own SIGTERM handler, firing during start-up
+            try:
+                await asyncio.wait_for(asyncio.shield(serving), 2.0)
+            finally:
+                d.stop()  # so that the failing case ends too
+                await asyncio.wait_for(serving, BOUND)
+
+    asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------- on fakes
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+EXECUTABLE = "/opt/plugins/counter/run"
+
+
+class DictCatalog:
+    """The Catalog port over one in-memory plugin."""
+
+    def __init__(self, *plugins: Plugin) -> None:
+        self.plugins = {p.name: p for p in plugins}
+
+    def discover(self, config: Config) -> Discovery:
+        return Discovery(plugins=dict(self.plugins))
+
+    def verify(self, plugin: Plugin) -> str | None:
+        return None
+
+
+def test_embedding_with_fakes_touches_nothing_on_disk(tmp_path: Path) -> None:
+    counter = Plugin(
+        manifest=Manifest(
+            name="counter", version="1.0.0", protocol=1, entrypoint="run", commands=frozenset({"poll"})
+        ),
+        directory="/opt/plugins/counter",
+        executable=EXECUTABLE,
+    )
+    config = Config(
+        service=ServiceConfig(state_dir=str(tmp_path / "state")),
+        plugins_dir="/opt/plugins",
+        plugins={
+            "counter": PluginConfig(name="counter", schedule=Schedule(tz=UTC, every=timedelta(hours=1)))
+        },
+    )
+    clock = FakeClock(T0)
+
+    def count(request: SpawnRequest) -> Any:
+        state = json.loads(request.stdin)["state"]
+        return ok(state_updates={"count": state.get("count", 0) + 1})
+
+    spawner = ScriptedSpawner({EXECUTABLE: count}, clock=clock)
+    store = InMemoryStore()
+
+    async def scenario() -> None:
+        async with Ductile(
+            config, store=store, spawner=spawner, clock=clock, catalog=DictCatalog(counter)
+        ) as d:
+            # A new `every` schedule is planned at once: the schedule index answers without a loop.
+            (planned,) = await d.due(T0, T0 + timedelta(hours=3))
+            assert (planned.key, planned.planned_at) == ("counter", T0)
+
+            job_id = await d.enqueue("counter")
+            assert await d.engine.dispatch_one() is True
+            job = await store.get_job(job_id)
+            assert job is not None
+            assert (job.status, job.attempt) == (JobStatus.SUCCEEDED, 1)
+            assert await store.get_state("counter") == {"count": 1}
+            assert [r["job_id"] for r in spawner.requests_for(EXECUTABLE)] == [job_id]
+            assert await d.engine.dispatch_one() is False
+
+            # The runner's step, by hand: the due run becomes a job, the next one is an hour on.
+            await d.engine.tick()
+            (later,) = await d.due(T0, T0 + timedelta(hours=3))
+            assert later.planned_at == T0 + timedelta(hours=1)
+            assert await d.engine.dispatch_one() is True
+            assert await store.get_state("counter") == {"count": 2}
+            assert (await d.health())["queue_depth"] == 0
+
+    asyncio.run(scenario())
+    assert not (tmp_path / "state").exists(), "no lock, no database: the store was the embedder's"
