@@ -1197,3 +1197,17 @@ def test_durations_and_counts_round_trip(duration: timedelta, count: int) -> Non
     plugin = parse(text).plugins["p"]
     assert plugin.retry == RetryPolicy(max_attempts=count, backoff_base=duration)
     assert plugin.circuit_breaker == BreakerPolicy(threshold=count, reset_after=duration)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "service:\n  bogus:\n",
+        "service:\n  tick_intervall:\n",
+        "plugins:\n  a:\n    retry:\n      max_attemps:\n",
+    ],
+)
+def test_an_unknown_key_is_refused_even_with_an_empty_value(text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(text)
+    assert "unknown" in str(err.value).lower() or "not a" in str(err.value).lower()

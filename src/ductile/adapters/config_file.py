@@ -41,7 +41,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from pathlib import Path
-from typing import Any, NewType, NoReturn, TypeVar, Union, get_args, get_origin
+from typing import Any, NewType, NoReturn, TypeVar, Union, get_args, get_origin, get_type_hints
 from zoneinfo import ZoneInfo, available_timezones
 
 import attrs
@@ -84,6 +84,7 @@ from ductile.domain.units import parse_duration, parse_interval, parse_size
 __all__ = [
     "DEFAULT_CONFIG_NAME",
     "MAX_CONFIG_BYTES",
+    "known_keys",
     "load_config",
     "machine_timezone",
     "parse_config",
@@ -1311,6 +1312,54 @@ def _build_webhooks(doc: _WebhooksDoc) -> WebhooksConfig:
     return WebhooksConfig(endpoints=endpoints, **given)
 
 
+#: Domain values read through a doc class (whose fields are the allowed keys) and a builder.
+_BUILT_FROM: dict[type, tuple[type, Callable[[Any], Any]]] = {
+    ServiceConfig: (_ServiceDoc, _build_service),
+    Window: (_WindowDoc, _build_window),
+    Schedule: (_ScheduleDoc, _build_schedule),
+    WebhooksConfig: (_WebhooksDoc, _build_webhooks),
+}
+
+
+def known_keys() -> list[str]:
+    """Every key path the config file accepts, in schema order (for the docs and their test).
+
+    Dotted paths with ``<name>`` for a plugin's name and ``[]`` for a list
+    item: ``plugins.<name>.retry.max_attempts``, ``webhooks.endpoints[].path``.
+    A mapping or list is listed itself before its keys; the free-form mappings
+    (``plugins.<name>.config``, ``...emit.payload``) are listed without their
+    contents. Computed from the same doc classes, overrides and renames the
+    converter reads with, so it cannot drift from what the reader accepts.
+    Top-level ``x-`` keys (ignored) are not listed.
+    """
+    out: list[str] = []
+    _walk_keys(_ConfigDoc, "", out)
+    return out
+
+
+def _walk_keys(cl: Any, prefix: str, out: list[str]) -> None:
+    hints = get_type_hints(cl)
+    omitted = {name for name, o in _OVERRIDES.get(cl, {}).items() if o.omit}
+    renamed = _RENAMED.get(cl, {})
+    for a in attrs.fields(cl):
+        if not a.init or a.name in omitted:
+            continue
+        path = f"{prefix}.{renamed.get(a.name, a.name)}" if prefix else renamed.get(a.name, a.name)
+        out.append(path)
+        t = hints[a.name]
+        if _is_optional(t):
+            t = next(arg for arg in get_args(t) if arg is not type(None))
+        if _is_tuple_of(t):
+            t, path = get_args(t)[0], path + "[]"
+        if t is PluginTable:
+            out.append(f"{path}.<name>")
+            _walk_keys(_PluginDoc, f"{path}.<name>", out)
+        elif t in _BUILT_FROM:
+            _walk_keys(_BUILT_FROM[t][0], path, out)
+        elif attrs.has(t):
+            _walk_keys(t, path, out)
+
+
 def _without_extensions(value: object) -> object:
     """The document without its top-level ``x-...`` keys (anchor storage, ignored)."""
     if not isinstance(value, dict):
@@ -1381,8 +1430,14 @@ def _converter() -> cattrs.Converter:
     def mapping_factory(cl: Any) -> Callable[[object, Any], Any]:
         generated = make_dict_structure_fn(cl, conv, **_OVERRIDES.get(cl, {}))
 
+        allowed = set(_allowed_keys(cl))
+
         def hook(value: object, _: Any) -> Any:
-            given = {key: item for key, item in _section(value).items() if item is not None}
+            # An empty value means "not given" for a known key; an unknown key
+            # stays in, empty or not, so the unknown-key check still sees it.
+            given = {
+                key: item for key, item in _section(value).items() if item is not None or key not in allowed
+            }
             return generated(given, cl)
 
         return hook
@@ -1428,10 +1483,7 @@ def _converter() -> cattrs.Converter:
         (ScheduledCommand, _command_hook),
         (JsonObject, _json_object_hook),
         (PluginTable, plugins_hook),
-        (ServiceConfig, built_from(_ServiceDoc, _build_service)),
-        (Window, built_from(_WindowDoc, _build_window)),
-        (Schedule, built_from(_ScheduleDoc, _build_schedule)),
-        (WebhooksConfig, built_from(_WebhooksDoc, _build_webhooks)),
+        *((cls, built_from(doc, build)) for cls, (doc, build) in _BUILT_FROM.items()),
         (Config, lambda value, _: _build_config(conv.structure(_without_extensions(value), _ConfigDoc))),
     ):
         conv.register_structure_hook(cls, hook)
