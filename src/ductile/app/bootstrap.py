@@ -43,6 +43,20 @@ def database_path(config: Config) -> Path:
     return Path(config.service.state_dir) / DB_NAME
 
 
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Settings a reload cannot apply: the running process keeps the old value."""
+    changes = []
+    if old.service.state_dir != new.service.state_dir:
+        changes.append("service.state_dir")
+    if old.service.log_level != new.service.log_level:
+        changes.append("service.log_level")
+    old_listen = (old.webhooks.host, old.webhooks.port) if old.webhooks else None
+    new_listen = (new.webhooks.host, new.webhooks.port) if new.webhooks else None
+    if old_listen != new_listen:
+        changes.append("webhooks.listen")
+    return changes
+
+
 class Ductile:
     def __init__(
         self,
@@ -78,6 +92,7 @@ class Ductile:
         self._lock: Any = None
         self._engine: Engine | None = None
         self._service: Service | None = None
+        self._stop_requested = False
         self._asgi: Any = None
         self._closed = False
 
@@ -182,9 +197,20 @@ class Ductile:
 
     # ----------------------------------------------------------------- serving
     async def serve(
-        self, *, install_signal_handlers: bool = False, on_ready: Callable[[], None] | None = None
+        self,
+        *,
+        install_signal_handlers: bool = False,
+        on_ready: Callable[[], None] | None = None,
+        notify_systemd: bool = True,
     ) -> None:
-        """Run the scheduler, the dispatcher and (if configured) the listener until :meth:`stop`."""
+        """Run the scheduler, the dispatcher and (if configured) the listener until :meth:`stop`.
+
+        systemd is told about readiness, reloads, stops and liveness (``READY=1``,
+        ``WATCHDOG=1``...) only when ``$NOTIFY_SOCKET`` is set in the environment
+        this instance was given (``environ``, default ``os.environ``) — normally only
+        under a ``Type=notify`` unit. ``notify_systemd=False`` keeps ductile silent
+        even then: for an application that embeds ductile and speaks to systemd itself.
+        """
         engine = self.engine
         http = None
         webhooks = engine.runtime.config.webhooks
@@ -193,7 +219,16 @@ class Ductile:
 
             http = HttpServer(self.asgi_app, webhooks.host, webhooks.port)
         reload_source = self.reload if self.config_path is not None else None
-        self._service = Service(engine, reload=reload_source, http=http, on_ready=on_ready)
+        notifier = None
+        if notify_systemd and self._environ.get("NOTIFY_SOCKET"):
+            from ductile.adapters.systemd import Notifier
+
+            notifier = Notifier(self._environ)
+            if not notifier.enabled:  # an unsupported NOTIFY_SOCKET (logged by the notifier)
+                notifier = None
+        self._service = Service(engine, reload=reload_source, http=http, on_ready=on_ready, notifier=notifier)
+        if self._stop_requested:  # stop() came before serve() got going: it still counts
+            self._service.stop()
         if install_signal_handlers:
             self._service.install_signal_handlers()
         try:
@@ -204,6 +239,7 @@ class Ductile:
 
     def stop(self) -> None:
         """Stop serving gracefully; safe to call more than once, from a signal handler too."""
+        self._stop_requested = True
         if self._service is not None:
             self._service.stop()
 
@@ -224,6 +260,8 @@ class Ductile:
                     component="reload",
                 )
                 return
+        for change in restart_needed(self.engine.runtime.config, config):
+            emit(logging.WARNING, f"{change} changed: it applies at the next restart", component="reload")
         await self.engine.reload(config)
 
     # ----------------------------------------------------------------- API

@@ -5,6 +5,32 @@ tasks on one loop. Stopping is idempotent: intake stops first (the listener
 closes, the scheduler stops enqueueing), the job in flight finishes within its
 own deadline, then everything closes. Signal handlers are installed only when
 asked (``ductile start`` asks; an embedding application does not).
+
+systemd (``Type=notify-reload``, ``WatchdogSec=``): given a
+:class:`~ductile.adapters.systemd.Notifier` (only when ``$NOTIFY_SOCKET`` is
+set), the service sends ``READY=1`` once the listener accepts connections and
+the loops exist; ``RELOADING=1`` + ``MONOTONIC_USEC`` when a reload begins and
+``READY=1`` when it has ended (applied or refused); ``STOPPING=1`` when a stop
+begins; ``STATUS=`` (queue depth, plugins, open circuits) every
+:data:`STATUS_EVERY` seconds and after each reload; and ``WATCHDOG=1`` every
+half ``WATCHDOG_USEC`` from a monitor task, only while the daemon is *alive*:
+
+* the event loop runs (the pings come from a task on it: a blocked loop sends
+  nothing);
+* the scheduler, dispatcher and reload loops have not ended (a loop that died
+  of an unexpected error leaves a process that serves /healthz but does no
+  work: systemd should restart it);
+* the store answers a read (``queue_depth``) within half a ping interval (a
+  wedged database thread stops the pings). An *error* from the store is an
+  answer: a full disk or a locked database fails operations, not the daemon
+  (SPEC), and a restart would not cure it.
+
+It deliberately does not demand *progress* of the loops: a job may run for
+its whole timeout (minutes), the scheduler sleeps up to ``tick_interval``, a
+reload runs ``init`` commands under the engine lock, and the dispatcher keeps
+retrying to record a job's end through a full disk. Killing the daemon for any
+of those would turn a healthy run into an orphan to retry. A plugin process
+that outlives its deadline is the spawner's to kill, not the watchdog's.
 """
 
 from __future__ import annotations
@@ -15,11 +41,18 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ductile.app.engine import Engine, emit, log
+from ductile.domain.breaker import Breaker, BreakerStatus
+
+if TYPE_CHECKING:
+    from ductile.adapters.systemd import Notifier
 
 ReloadSource = Callable[[], Awaitable[None]]
+
+#: Seconds between two ``STATUS=`` updates sent to systemd.
+STATUS_EVERY = 10.0
 
 
 class Service:
@@ -30,6 +63,7 @@ class Service:
         reload: ReloadSource | None = None,
         http: Any | None = None,
         on_ready: Callable[[], None] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.engine = engine
         self._reload_source = reload
@@ -40,6 +74,12 @@ class Service:
         self._reload_requested = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        #: Talks to systemd; None outside systemd (``$NOTIFY_SOCKET`` unset).
+        self._notifier = notifier
+        self._monitor: asyncio.Task[None] | None = None
+        self._told_stopping = False
+        #: Why watchdog pings are withheld (None: they are not), to log changes only.
+        self._unhealthy: str | None = None
 
     # ----------------------------------------------------------------- control
     @property
@@ -52,6 +92,7 @@ class Service:
             return
         emit(logging.INFO, "stopping: intake closed, waiting for the running job", component="daemon")
         self._stopping.set()
+        self._tell_stopping()
         self._wake_scheduler.set()
         self.engine.inbox.notify()
 
@@ -81,6 +122,9 @@ class Service:
             asyncio.create_task(self._reload_loop(), name="ductile-reload"),
         ]
         emit(logging.INFO, "ductile is running", component="daemon", plugins=len(self.engine.runtime.plugins))
+        if self._notifier is not None and not self.stopping:
+            self._notifier.ready()
+            self._monitor = asyncio.create_task(self._systemd_loop(self._notifier), name="ductile-systemd")
         if self._on_ready is not None:
             self._on_ready()
         try:
@@ -93,6 +137,7 @@ class Service:
             return
         self._stopped = True
         self._stopping.set()
+        self._tell_stopping()
         if self._http is not None:
             with contextlib.suppress(Exception):
                 await self._http.stop()
@@ -108,6 +153,10 @@ class Service:
                     exc_info=result,
                     extra={"component": "daemon"},
                 )
+        # The monitor goes last: systemd's watchdog still runs while the last job finishes.
+        if self._monitor is not None:
+            self._monitor.cancel()
+            await asyncio.gather(self._monitor, return_exceptions=True)
         emit(logging.INFO, "stopped", component="daemon")
 
     async def _sleep_until(self, when: datetime, event: asyncio.Event) -> None:
@@ -155,17 +204,103 @@ class Service:
             self._reload_requested.clear()
             if self.stopping:
                 return
+            if self._notifier is not None:
+                self._notifier.reloading()
             if self._reload_source is None:
                 emit(
                     logging.WARNING,
                     "reload requested but there is no config file to re-read",
                     component="reload",
                 )
-                continue
-            try:
-                await self._reload_source()
-            except Exception:
-                log.exception(
-                    "reload failed; the previous configuration stays in force", extra={"component": "reload"}
-                )
+            else:
+                try:
+                    await self._reload_source()
+                except Exception:
+                    log.exception(
+                        "reload failed; the previous configuration stays in force",
+                        extra={"component": "reload"},
+                    )
+            # Applied or refused, the reload is over: systemd waits for READY=1 either way.
+            if self._notifier is not None and not self.stopping:
+                self._notifier.ready()
+                await self._send_status(self._notifier)
             self._wake_scheduler.set()
+
+    # ----------------------------------------------------------------- systemd
+    def _tell_stopping(self) -> None:
+        if self._notifier is not None and not self._told_stopping:
+            self._told_stopping = True
+            self._notifier.stopping()
+            self._notifier.status("stopping: intake closed, waiting for the running job")
+
+    async def _systemd_loop(self, notifier: Notifier) -> None:
+        """``WATCHDOG=1`` while alive (see the module's docstring), ``STATUS=`` now and then."""
+        loop = asyncio.get_running_loop()
+        interval = notifier.watchdog_interval()
+        period = STATUS_EVERY if interval is None else min(interval, STATUS_EVERY)
+        # Each read of a round waits at most half a period, so two pings are never more
+        # than 1.5 periods apart (systemd's limit is 2) while the store answers in time.
+        bound = period / 2
+        next_status = loop.time()
+        while True:
+            started = loop.time()
+            try:
+                reason = await self._why_not_alive(timeout=bound)
+                self._note_health(reason)
+                if interval is not None and reason is None:
+                    notifier.watchdog()
+                if started >= next_status and not self.stopping:
+                    next_status = started + STATUS_EVERY
+                    notifier.status(await self.status_text(timeout=bound))
+            except Exception:  # the monitor must outlive its own bugs; no ping this round
+                log.exception("the systemd monitor failed a round", extra={"component": "systemd"})
+            await asyncio.sleep(max(0.0, started + period - loop.time()))
+
+    async def _why_not_alive(self, *, timeout: float) -> str | None:
+        """None when the daemon is alive enough to deserve a watchdog ping; else why not."""
+        if not self.stopping:  # while stopping, the loops end on purpose
+            for task in self._tasks:
+                if task.done():
+                    return f"the {task.get_name().removeprefix('ductile-')} loop has ended"
+        try:
+            await asyncio.wait_for(self.engine.store.queue_depth(), timeout)
+        except TimeoutError:
+            return f"the store did not answer a read within {timeout:g} s"
+        except Exception:  # an answer all the same: the store's thread is alive
+            return None
+        return None
+
+    def _note_health(self, reason: str | None) -> None:
+        if reason == self._unhealthy:
+            return
+        if reason is not None:
+            emit(logging.ERROR, f"withholding systemd watchdog pings: {reason}", component="systemd")
+        else:
+            emit(logging.INFO, "alive again: systemd watchdog pings resume", component="systemd")
+        self._unhealthy = reason
+
+    async def _send_status(self, notifier: Notifier) -> None:
+        notifier.status(await self.status_text())
+
+    async def status_text(self, *, timeout: float = 5.0) -> str:
+        """One line for ``systemctl status``: queue depth, plugins loaded, open circuits."""
+        engine = self.engine
+        loaded = len(engine.runtime.plugins)
+        plugins = f"{loaded} plugin{'s' if loaded != 1 else ''} loaded"
+
+        async def read() -> tuple[int, list[Breaker]]:
+            return await engine.store.queue_depth(), await engine.store.breakers()
+
+        try:
+            depth, breakers = await asyncio.wait_for(read(), timeout)
+        except TimeoutError:
+            return f"{plugins}; the database did not answer within {timeout:g} s"
+        except Exception as e:
+            return f"{plugins}; database error: {e}"
+        text = f"{depth} queued, {plugins}"
+        tripped = len({b.plugin for b in breakers if b.status is not BreakerStatus.CLOSED})
+        if tripped:
+            text += f", {tripped} with an open circuit"
+        if self._unhealthy is not None:
+            text += f"; NOT alive: {self._unhealthy}"
+        return text
