@@ -9,25 +9,40 @@ Rules, each written down in ``docs/adr``:
 
 * **Nominal grid.** ``every`` runs sit on ``anchor + k * interval`` in
   elapsed (UTC) time, the anchor being the moment the schedule was first
-  planned; ``cron`` runs sit on the expression's fire times in the
-  schedule's zone. Jitter is an offset from the nominal time, drawn once per
-  planned run, so runs never drift as a random walk.
+  planned (``now + jitter / 2``); ``cron`` runs sit on the expression's fire
+  times in the schedule's zone. Jitter is an offset from the nominal time,
+  drawn once per planned run, so runs never drift as a random walk.
 * **Jitter** is ``(draw - 0.5) * jitter``: ``|offset| <= jitter / 2``.
-* **Windows** are hard: a planned time outside ``preferred_window`` snaps to
-  the start of the next window; if jitter alone pushed a run that was
-  nominally inside the window out of it, the run is clamped to that window's
-  edge instead. Overnight windows (22:00-06:00) work.
+* **Windows** are hard. A window is a daily span of wall time; each day it
+  opens at the first instant the clock reads ``start`` and closes at the first
+  instant it reads ``end`` (so, like cron, it follows the first occurrence of
+  a repeated hour, and a day whose whole window falls into a spring-forward
+  gap has no window). A run whose *nominal* time is inside a window stays in
+  that window: if jitter pushed it out, it is clamped to the window's edge.
+  A run whose nominal time is outside every window runs at its jittered time
+  if that is inside a window, else it snaps to the start of the next window.
+  Overnight windows (22:00-06:00) work.
 * **DST.** Cron and windows are evaluated in wall time of the zone; instants
-  are UTC. A wall time in a spring-forward gap runs at the end of the gap; a
-  wall time in a fall-back overlap runs once, at its first occurrence.
+  are UTC. A wall time in a spring-forward gap runs at the end of the gap (the
+  transition instant); a wall time in a fall-back overlap runs once, at its
+  first occurrence.
 * **Coalescing.** Runs never go backwards or repeat: the next planned time is
   strictly after the previous planned time and after ``now`` (nominal times
-  that would land on or before either are skipped).
+  that would land on or before either are skipped, however many). A newly seen
+  schedule (no previous run, or a changed fingerprint) starts a new grid; its
+  first run may be ``now`` itself but never earlier: when jitter would put the
+  first cron fire in the past, it runs at ``now``.
+
+Everything that walks time is bounded: planning after a year of downtime jumps
+the grid (``every``) or restarts the cron search near ``now``, and visits only
+the grid points that could land after ``now``.
 """
 
 from __future__ import annotations
 
+import copy
 import enum
+import functools
 import hashlib
 import json
 import re
@@ -44,8 +59,15 @@ from ductile.domain.routing import event_id_for
 from ductile.domain.units import format_duration
 
 ONE_SECOND = timedelta(seconds=1)
-#: How long the index may take to find a cron fire before giving up.
+ONE_MICROSECOND = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: How many wall times in a row may map onto an already-yielded fire (a fall-back
+#: overlap of a minutely cron costs 60) before the cron search gives up.
 _CRON_SEARCH_LIMIT = 5000
+#: Where :func:`validate_cron` looks for a first fire (croniter searches 50 years on).
+_CRON_REFERENCE = datetime(2000, 1, 1)  # noqa: DTZ001 - a wall time, naive on purpose
+#: How many days a window search looks at; a window is missing on a DST day at most.
+_WINDOW_SEARCH_DAYS = 8
 
 
 class CatchUp(enum.StrEnum):
@@ -53,29 +75,35 @@ class CatchUp(enum.StrEnum):
     RUN_ONCE = "run_once"
 
 
+def _require_aware(at: datetime, what: str) -> None:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"{what} must be a timezone-aware instant, got naive {at!r}")
+
+
 # --------------------------------------------------------------------------- wall time
 
 
 def wall_to_utc(wall: datetime, tz: tzinfo) -> datetime:
-    """The UTC instant of a naive wall time in ``tz``.
+    """The UTC instant of a naive wall time in ``tz``: the first instant the clock reads ``wall`` or later.
 
-    An overlap (fall-back) resolves to the first occurrence; a wall time that
-    does not exist (spring-forward gap) resolves to the end of the gap.
+    An overlap (fall-back) resolves to the first occurrence (``fold=0``); a
+    wall time that does not exist (spring-forward gap) resolves to the end of
+    the gap, the transition instant. The result is non-decreasing in ``wall``.
     """
     if wall.tzinfo is not None:
-        raise ValueError("wall_to_utc takes a naive wall time")
-    first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
-    if first.astimezone(tz).replace(tzinfo=None) == wall:
+        raise ValueError(f"wall_to_utc takes a naive wall time, got {wall!r}")
+    wall = wall.replace(fold=0)
+    first = wall.replace(tzinfo=tz).astimezone(UTC)
+    if to_wall(first, tz) == wall:
         return first
     second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
-    if second.astimezone(tz).replace(tzinfo=None) == wall:
+    if to_wall(second, tz) == wall:  # pragma: no cover - only odd tzinfo classes get here
         return second
-    # A gap: find the transition, the first instant whose wall time is past ``wall``.
+    # A gap: the wall time read at ``lo`` is before ``wall``, at ``hi`` after it.
     lo, hi = min(first, second), max(first, second)
-    while hi - lo > ONE_SECOND:
-        mid = lo + (hi - lo) / 2
-        mid = mid.replace(microsecond=0)
-        if mid.astimezone(tz).replace(tzinfo=None) >= wall:
+    while hi - lo > ONE_MICROSECOND:
+        mid = lo + (hi - lo) // 2
+        if to_wall(mid, tz) >= wall:
             hi = mid
         else:
             lo = mid
@@ -83,7 +111,8 @@ def wall_to_utc(wall: datetime, tz: tzinfo) -> datetime:
 
 
 def to_wall(at: datetime, tz: tzinfo) -> datetime:
-    """The naive wall time of an instant in ``tz``."""
+    """The naive wall time of an (aware) instant in ``tz``."""
+    _require_aware(at, "an instant")
     return at.astimezone(tz).replace(tzinfo=None)
 
 
@@ -102,14 +131,25 @@ def _parse_clock(text: str, where: str) -> time:
 
 @attrs.frozen
 class Window:
-    """A daily span of wall time, ``[start, end)``; overnight when start > end."""
+    """A daily span of wall time, ``[start, end)``; overnight when start > end.
+
+    Each wall day ``d`` has one *occurrence*: the instants from the first one
+    whose wall time reads ``d start`` (or later) up to, excluding, the first
+    one that reads the end (on ``d``, or on ``d + 1`` for an overnight
+    window). Occurrences are disjoint and increasing; one swallowed by a
+    spring-forward gap is empty.
+    """
 
     start: time
     end: time
 
     def __attrs_post_init__(self) -> None:
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ScheduleError("preferred_window times are wall-clock times and take no zone")
         if self.start == self.end:
-            raise ScheduleError("preferred_window start and end must differ")
+            raise ScheduleError(
+                f"preferred_window start and end must differ (both are {self.start.isoformat('minutes')})"
+            )
 
     @classmethod
     def parse(cls, start: str, end: str) -> Window:
@@ -120,49 +160,87 @@ class Window:
         return self.start > self.end
 
     def contains_wall(self, wall: datetime) -> bool:
+        """Whether a clock reading lies in ``[start, end)`` (no DST: see :meth:`contains`)."""
         t = wall.time()
         if self.overnight:
             return t >= self.start or t < self.end
         return self.start <= t < self.end
 
-    def contains(self, at: datetime, tz: tzinfo) -> bool:
-        return self.contains_wall(to_wall(at, tz))
+    def occurrence(self, day: date, tz: tzinfo) -> tuple[datetime, datetime]:
+        """The ``[start, end)`` instants of the window opening on wall day ``day`` (maybe empty)."""
+        return _occurrence(self, day, tz)
 
-    def next_start(self, after: datetime, tz: tzinfo) -> datetime:
-        """The first window start strictly after ``after``."""
-        day = to_wall(after, tz).date() - timedelta(days=1)
-        for i in range(4):
-            candidate = wall_to_utc(datetime.combine(day + timedelta(days=i), self.start), tz)
-            if candidate > after:
-                return candidate
-        raise AssertionError("no window start within three days")  # pragma: no cover
+    def containing(self, at: datetime, tz: tzinfo) -> tuple[datetime, datetime] | None:
+        """The occurrence that contains ``at``, if any."""
+        day = to_wall(at, tz).date()
+        for d in (day, day - timedelta(days=1), day + timedelta(days=1)):
+            start, end = self.occurrence(d, tz)
+            if start <= at < end:
+                return start, end
+        return None
+
+    def contains(self, at: datetime, tz: tzinfo) -> bool:
+        return self.containing(at, tz) is not None
 
     def bounds(self, at: datetime, tz: tzinfo) -> tuple[datetime, datetime]:
-        """The ``[start, end)`` instants of the window occurrence containing ``at``."""
-        wall = to_wall(at, tz)
-        day: date = wall.date()
-        if self.overnight and wall.time() < self.end:
-            day -= timedelta(days=1)
-        start = wall_to_utc(datetime.combine(day, self.start), tz)
-        end_day = day + timedelta(days=1) if self.overnight else day
-        end = wall_to_utc(datetime.combine(end_day, self.end), tz)
-        return start, end
+        """The ``[start, end)`` instants of the occurrence containing ``at``."""
+        found = self.containing(at, tz)
+        if found is None:
+            raise ValueError(f"{at.isoformat()} is not inside the window {self.start}-{self.end} in {tz}")
+        return found
+
+    def next_start(self, after: datetime, tz: tzinfo) -> datetime:
+        """The first (non-empty) window start strictly after ``after``."""
+        day = to_wall(after, tz).date() - timedelta(days=1)
+        for i in range(_WINDOW_SEARCH_DAYS):
+            start, end = self.occurrence(day + timedelta(days=i), tz)
+            if start < end and start > after:
+                return start
+        raise ScheduleError(f"window {self.start}-{self.end} does not open within a week of {after}")
+
+    def last_occurrence(self, at: datetime, tz: tzinfo) -> tuple[datetime, datetime] | None:
+        """The latest non-empty occurrence that opened at or before ``at``."""
+        day = to_wall(at, tz).date() + timedelta(days=1)
+        for i in range(_WINDOW_SEARCH_DAYS):
+            start, end = self.occurrence(day - timedelta(days=i), tz)
+            if start < end and start <= at:
+                return start, end
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _occurrence(window: Window, day: date, tz: tzinfo) -> tuple[datetime, datetime]:
+    """:meth:`Window.occurrence`, memoized: planning asks for the same few days over and over."""
+    start = wall_to_utc(datetime.combine(day, window.start), tz)
+    end_day = day + timedelta(days=1) if window.overnight else day
+    return start, wall_to_utc(datetime.combine(end_day, window.end), tz)
 
 
 # --------------------------------------------------------------------------- schedules
 
 
 def validate_cron(expr: str) -> str:
-    """A 5-field cron expression, normalized; raises :class:`ScheduleError`."""
-    if not isinstance(expr, str) or len(expr.split()) != 5:
-        raise ScheduleError(f"cron must have exactly 5 fields (minute hour day month weekday), not {expr!r}")
-    normalized = " ".join(expr.split())
+    """A 5-field cron expression that fires at least once, normalized; raises :class:`ScheduleError`."""
+    if not isinstance(expr, str):
+        raise ScheduleError(
+            f"cron must be a string of 5 fields (minute hour day month weekday), not {expr!r}"
+        )
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ScheduleError(
+            f"cron must have exactly 5 fields (minute hour day month weekday), {expr!r} has {len(fields)}"
+        )
+    normalized = " ".join(fields)
     try:
-        ok = croniter.is_valid(normalized)
+        ok = bool(croniter.is_valid(normalized))
     except Exception:  # croniter raises several kinds on odd input
         ok = False
     if not ok:
         raise ScheduleError(f"cron expression {expr!r} is not valid")
+    try:
+        croniter(normalized, _CRON_REFERENCE).get_next(datetime)
+    except Exception as e:  # e.g. '0 0 31 2 *': no date ever matches
+        raise ScheduleError(f"cron expression {expr!r} never fires: no date matches it") from e
     return normalized
 
 
@@ -197,16 +275,17 @@ class Schedule:
             )
 
     def fingerprint(self) -> str:
-        """Changes whenever anything that decides run times changes."""
+        """Changes whenever anything that decides run times changes (and nothing else).
+
+        What a run does (``command``, ``emit``) and ``catch_up`` are read at
+        fire time, so editing them keeps the planned grid.
+        """
         body: dict[str, Any] = {
-            "every": self.every.total_seconds() if self.every else None,
+            "every": self.every // ONE_MICROSECOND if self.every is not None else None,
             "cron": self.cron,
-            "jitter": self.jitter.total_seconds(),
+            "jitter": self.jitter // ONE_MICROSECOND,
             "window": [self.window.start.isoformat(), self.window.end.isoformat()] if self.window else None,
             "tz": str(self.tz),
-            "catch_up": self.catch_up.value,
-            "command": self.command,
-            "emit": attrs.asdict(self.emit) if self.emit else None,
         }
         raw = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
@@ -222,7 +301,9 @@ class PlannedRun:
     nominal_at: datetime
     #: When it will actually run: nominal + jitter, kept inside the window.
     planned_at: datetime
-    #: The jitter offset drawn for this run (stored: never re-drawn).
+    #: The jitter offset of this run (stored: never re-drawn). ``planned_at -
+    #: nominal_at`` unless snapped; smaller than drawn when clamped to a window
+    #: edge or to ``now``; the drawn offset when snapped.
     offset: timedelta
     #: True when the window moved the run to the start of a later window.
     snapped: bool = False
@@ -231,14 +312,30 @@ class PlannedRun:
 # --------------------------------------------------------------------------- the grid
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_cron(expr: str) -> Any:
+    """A croniter for ``expr``, parsed once (parsing costs far more than a step)."""
+    try:
+        return croniter(expr, _CRON_REFERENCE)
+    except Exception as e:
+        raise ScheduleError(f"cron expression {expr!r} is not valid") from e
+
+
+def _cron_iterator(expr: str, start: datetime) -> Any:
+    """A fresh croniter over naive wall time, positioned at ``start`` (excluded)."""
+    it = copy.copy(_parsed_cron(expr))
+    it.set_current(start, force=True)
+    return it
+
+
 def cron_fires(expr: str, after: datetime, tz: tzinfo) -> Iterator[datetime]:
     """Fire instants of ``expr`` in ``tz`` strictly after ``after``, increasing.
 
     Each wall time fires once: at its first occurrence in a fall-back overlap,
-    at the end of the gap in a spring-forward gap (deduplicated when that
-    coincides with the next fire).
+    at the end of the gap in a spring-forward gap (once, however many wall
+    times of the gap match, and not again for the wall time the gap ends at).
     """
-    it = croniter(expr, to_wall(after, tz))
+    it = _cron_iterator(expr, to_wall(after, tz))
     last = after
     misses = 0
     while True:
@@ -251,7 +348,12 @@ def cron_fires(expr: str, after: datetime, tz: tzinfo) -> Iterator[datetime]:
             misses = 0
             last = at
             yield at
+            landed = to_wall(at, tz)
+            if landed > wall:
+                # ``wall`` was in a gap: every wall time up to ``landed`` maps onto ``at`` too.
+                it = _cron_iterator(expr, landed)
         else:
+            # A wall time repeated by a fall-back overlap, already passed.
             misses += 1
             if misses > _CRON_SEARCH_LIMIT:  # pragma: no cover - defensive
                 raise ScheduleError(f"cron expression {expr!r} does not advance")
@@ -279,48 +381,67 @@ def first_nominal(schedule: Schedule, now: datetime) -> datetime:
 
 
 def jitter_offset(jitter: timedelta, draw: float) -> timedelta:
+    """``(draw - 0.5) * jitter`` for a draw in ``[0, 1)``: within ``±jitter / 2``."""
     if not 0.0 <= draw < 1.0:
         raise ValueError(f"a random draw must be in [0, 1), got {draw!r}")
     return (jitter * (draw - 0.5)) if jitter else timedelta(0)
 
 
-def place(schedule: Schedule, nominal: datetime, draw: float) -> tuple[datetime, timedelta, bool]:
-    """Planned instant, effective offset and snapped flag for a nominal time."""
-    offset = jitter_offset(schedule.jitter, draw)
-    planned = nominal + offset
+def place(
+    schedule: Schedule, nominal: datetime, draw: float, *, not_before: datetime | None = None
+) -> tuple[datetime, timedelta, bool]:
+    """Planned instant, offset and snapped flag for a nominal time.
+
+    ``not_before`` (at most ``nominal``) stops jitter from pulling the run
+    earlier than it: used for a new schedule's first run, which may not lie in
+    the past.
+    """
+    drawn = jitter_offset(schedule.jitter, draw)
+    raw = nominal + drawn
+    if not_before is not None:
+        raw = max(raw, min(not_before, nominal))
     window, tz = schedule.window, schedule.tz
-    if window is None or window.contains(planned, tz):
-        return planned, offset, False
-    if window.contains(nominal, tz):
-        start, end = window.bounds(nominal, tz)
-        clamped = max(start, min(planned, end - ONE_SECOND))
-        return clamped, clamped - nominal, False
-    snapped = window.next_start(planned, tz)
-    return snapped, offset, True
+    if window is None:
+        return raw, raw - nominal, False
+    home = window.containing(nominal, tz)
+    if home is not None:
+        # Nominally inside: stay in this occurrence, moving toward the nominal time only.
+        start, end = home
+        planned = min(max(raw, start), max(nominal, end - ONE_SECOND))
+        return planned, planned - nominal, False
+    if window.contains(raw, tz):
+        return raw, raw - nominal, False
+    return window.next_start(raw, tz), drawn, True
 
 
-def _lookback(schedule: Schedule) -> timedelta:
-    """How far before ``now`` a nominal time can lie and still plan into the future."""
-    back = schedule.jitter / 2 + ONE_SECOND
+def _earliest_useful(schedule: Schedule, floor: datetime) -> datetime:
+    """No grid point before this can be placed after ``floor``.
+
+    A point placed by jitter or clamping stays within ``jitter / 2`` of itself
+    (so it needs ``nominal > floor - jitter / 2``); one snapped to a window
+    start lands after ``floor`` only if no window opened between its jittered
+    time and ``floor``, so its jittered time is at or after the end of the last
+    window that opened at or before ``floor``.
+    """
+    base = floor
     if schedule.window is not None:
-        back += timedelta(days=2)
-    return back
+        last = schedule.window.last_occurrence(floor, schedule.tz)
+        if last is not None and last[1] < base:
+            base = last[1]
+    return base - schedule.jitter / 2
 
 
-def _candidates(schedule: Schedule, start: datetime, *, inclusive: bool) -> Iterator[datetime]:
-    """Grid points from ``start`` on (``start`` itself when ``inclusive``)."""
-    nominal = start if inclusive else next_nominal(schedule, start)
-    while True:
-        yield nominal
-        nominal = next_nominal(schedule, nominal)
-
-
-def _skip_ahead(schedule: Schedule, nominal: datetime, horizon: datetime) -> datetime:
-    """Jump an ``every`` grid close to ``horizon`` without walking it step by step."""
-    if schedule.every is None or nominal >= horizon:
-        return nominal
-    steps = (horizon - nominal) // schedule.every
-    return nominal + steps * schedule.every
+def _grid(schedule: Schedule, after: datetime, lower: datetime) -> Iterator[datetime]:
+    """Grid points strictly after the nominal time ``after`` and at or after ``lower``, increasing."""
+    if schedule.every is not None:
+        every = schedule.every
+        steps = max(1, -((after - lower) // every))  # ceil((lower - after) / every), at least one
+        nominal = after + steps * every
+        while True:
+            yield nominal
+            nominal += every
+    assert schedule.cron is not None
+    yield from cron_fires(schedule.cron, max(after, lower - ONE_MICROSECOND), schedule.tz)
 
 
 def plan_next(
@@ -335,29 +456,21 @@ def plan_next(
 
     ``previous`` is the run just fired (or skipped); when it is missing or
     belongs to another version of the schedule (fingerprint), the grid
-    restarts at :func:`first_nominal`. The result is strictly after both
+    restarts at :func:`first_nominal` and the run is at or after ``now``.
+    Otherwise the result is the earliest grid point after
+    ``previous.nominal_at`` whose placed time is strictly after both
     ``previous.planned_at`` and ``now``.
     """
+    _require_aware(now, "now")
     fp = schedule.fingerprint()
-    floor = now
     if previous is None or previous.fingerprint != fp:
-        gen = _candidates(schedule, first_nominal(schedule, now), inclusive=True)
-        if schedule.every is not None:
-            floor = now - ONE_SECOND  # the anchor itself may run right away
-    else:
-        floor = max(now, previous.planned_at)
-        start = previous.nominal_at
-        if schedule.every is not None:
-            start = _skip_ahead(schedule, start, floor - _lookback(schedule))
-            gen = _candidates(schedule, start, inclusive=start != previous.nominal_at)
-        else:
-            horizon = floor - _lookback(schedule)
-            gen = (
-                _candidates(schedule, start, inclusive=False)
-                if start >= horizon
-                else cron_fires(schedule.cron or "", max(start, horizon), schedule.tz)
-            )
-    for nominal in gen:
+        nominal = first_nominal(schedule, now)
+        planned, offset, snapped = place(schedule, nominal, draw, not_before=now)
+        return PlannedRun(
+            key=key, fingerprint=fp, nominal_at=nominal, planned_at=planned, offset=offset, snapped=snapped
+        )
+    floor = max(now, previous.planned_at)
+    for nominal in _grid(schedule, previous.nominal_at, _earliest_useful(schedule, floor)):
         planned, offset, snapped = place(schedule, nominal, draw)
         if planned > floor:
             return PlannedRun(
@@ -382,13 +495,16 @@ def due(entries: Iterable[PlannedRun], start: datetime, end: datetime) -> list[P
 def preview(
     schedule: Schedule, entry: PlannedRun, start: datetime, end: datetime, *, limit: int = 1000
 ) -> list[PlannedRun]:
-    """The stored run and the runs after it in ``[start, end)``.
+    """The stored run and the runs after it in ``[start, end)``, at most ``limit``.
 
     Later runs have no jitter drawn yet, so they are shown at their centre
-    (draw 0.5); the window still applies.
+    (draw 0.5); the window still applies. A range far after ``entry`` is
+    reached in one step, not by walking the runs before it.
     """
     runs: list[PlannedRun] = []
     current = entry
+    if current.planned_at < start:
+        current = plan_next(schedule, key=entry.key, previous=current, now=start - ONE_MICROSECOND, draw=0.5)
     while current.planned_at < end and len(runs) < limit:
         if current.planned_at >= start:
             runs.append(current)
@@ -419,5 +535,9 @@ def poll_guard_allows(outstanding: int, max_outstanding: int) -> bool:
 
 
 def timer_event_id(key: str, nominal_at: datetime) -> str:
-    """A timer trigger's event id: stable for one nominal run of one schedule."""
-    return event_id_for(f"timer:{key}", int(nominal_at.timestamp()))
+    """A timer trigger's event id: stable for one nominal run of one schedule.
+
+    Keyed by the whole seconds of the nominal time since the epoch.
+    """
+    _require_aware(nominal_at, "nominal_at")
+    return event_id_for(f"timer:{key}", (nominal_at - _EPOCH) // ONE_SECOND)
