@@ -321,6 +321,7 @@ def test_each_verbs_json_document_has_the_documented_keys(tmp_path: Path) -> Non
         "plugins": h.json("plugins"),
         "config check": h.json("config", "check"),
         "schedule": h.json("schedule"),
+        "simulate": h.json("simulate", "--days", "0.1"),
     }
     rows = _json_rows()
     for verb, doc in documents.items():

@@ -13,6 +13,7 @@ Verbs::
     ductile job <id>                  one job: record, transitions, runs
     ductile config check              validate the config and what it refers to
     ductile schedule [--from --to]    the schedule index: what is due in a time range
+    ductile simulate [--days N ...]   what this config would do, simulated (nothing real runs)
 
 Every verb takes ``--config PATH`` (default ``$DUCTILE_CONFIG``, then
 ``./ductile.yaml``) and ``--debug``; every verb but ``start`` takes
@@ -589,6 +590,28 @@ route, endpoint or schedule names a plugin that is not loaded or does not suppor
 the command; 0 otherwise.
 """
 
+DEFAULT_SIMULATE_DAYS = 7
+
+_SIMULATE_HELP = """\
+Run this config through ductile's deterministic simulation: the real engine on
+a simulated clock, store and plugins, for --days of simulated time (seconds of real
+time). Nothing real runs and the state directory is not touched. Prints a timeline
+per plugin (planned times in the schedule's zone, jitter, window snaps, DST days),
+breaker openings, routed chains and a summary (runs, failures, retries, dead, mean
+queue wait). The same --seed gives the same run.
+
+Plugins are the config's and those in plugins_dir (their manifests are read, never
+run). Each behaves "ok" unless told: --fail notify=0.3 makes 30% of its runs fail;
+--behaviour PLUGIN[.COMMAND]=B sets any behaviour:
+  ok | ok:emit=a.b+c.d | ok:dedupe=2 | ok:took=5s | slow:90s | flaky:0.2 |
+  error | error:fatal | exit78 | timeout | garbage
+("ok": a poll emits one event of each type its routes listen for, so chains show).
+
+--check also crashes the simulated daemon at random moments and verifies the
+invariants (nothing acknowledged lost, legal state moves, ...): exit 1 with the
+command that replays the failure.
+"""
+
 _SCHEDULE_HELP = """\
 The schedule index: every run of a loaded plugin's schedule due between --from and
 --to (default: now to +24h). Times are ISO-8601 (without an offset: local time),
@@ -740,11 +763,49 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"at most N runs per schedule (default {DEFAULT_SCHEDULE_LIMIT})",
     )
+    simulate = verb("simulate", "what this config would do over days, simulated", details=_SIMULATE_HELP)
+    simulate.add_argument(
+        "--days", type=float, default=DEFAULT_SIMULATE_DAYS, metavar="N", help="simulated days (default 7)"
+    )
+    simulate.add_argument("--seed", type=int, default=1, metavar="N", help="the run's seed (default 1)")
+    simulate.add_argument(
+        "--start", metavar="T", default="now", help="simulated time starts here (default: now)"
+    )
+    simulate.add_argument(
+        "--behaviour",
+        action="append",
+        metavar="PLUGIN[.COMMAND]=B",
+        help="how a plugin behaves (default ok); see below; repeatable",
+    )
+    simulate.add_argument(
+        "--fail",
+        action="append",
+        metavar="PLUGIN=RATE",
+        help="the plugin fails this share of runs; repeatable",
+    )
+    simulate.add_argument(
+        "--webhooks-per-day",
+        type=float,
+        default=0,
+        metavar="N",
+        help="webhook deliveries per day, spread over the endpoints (default 0)",
+    )
+    simulate.add_argument(
+        "--check",
+        action="store_true",
+        help="also crash the simulated daemon now and then; check nothing is lost",
+    )
+    simulate.add_argument(
+        "--store", choices=("memory", "sqlite"), default="memory", help="the store simulated (default memory)"
+    )
+    simulate.add_argument(
+        "--show", type=int, default=5, metavar="N", help="list the first N jobs of each plugin (default 5)"
+    )
     return parser
 
 
 #: Options whose value may start with "-" (a relative time such as -30m).
-_DASH_VALUED = ("--from", "--to")
+_DASH_VALUED = ("--from", "--to", "--start")
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
@@ -1720,6 +1781,15 @@ def _signed(seconds: float) -> str:
     return ("+" if seconds > 0 else "") + human_duration(seconds)
 
 
+# =========================================================================== simulate
+
+
+async def cmd_simulate(ctx: Context, args: argparse.Namespace) -> int:
+    from ductile.app.simulation import simulate_cli
+
+    return await simulate_cli(ctx, args)
+
+
 # =========================================================================== main
 
 
@@ -1735,6 +1805,7 @@ HANDLERS: dict[str, Handler] = {
     "job": cmd_job,
     "config": cmd_config,
     "schedule": cmd_schedule,
+    "simulate": cmd_simulate,
 }
 
 

@@ -1,0 +1,185 @@
+"""The invariants can fail: each planted bug is caught by the invariant that names it.
+
+A sweep that never fails proves nothing unless its checks bite. Each test here
+plants one bug in a store (or the spawner) the engine runs on, runs a short
+simulation of the canonical scenario, and expects :class:`InvariantError` with
+that invariant's code and the command that replays it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+import pytest
+
+from ductile.app.simulation import (
+    Faults,
+    InvariantError,
+    Scenario,
+    Simulation,
+    quiet_scenario,
+    sweep_scenario,
+)
+from ductile.domain.job import Job, JobStatus
+from ductile.domain.outcome import SpawnOutcome
+from ductile.domain.schedule import PlannedRun
+from ductile.domain.settle import Settlement
+from ductile.fakes import InMemoryStore, ScriptedSpawner
+from ductile.ports.spawner import OnStart, SpawnRequest
+from ductile.ports.store import Committed, EnqueueResult, FireResult, Guard
+
+
+class LossyInserts(InMemoryStore):
+    """Acknowledges every 7th new job without keeping it."""
+
+    inserts = 0
+
+    def _insert(self, job: Job, record: Any) -> None:
+        self.inserts += 1
+        if self.inserts % 7:
+            super()._insert(job, record)
+
+
+class NoRecovery(InMemoryStore):
+    """Crash recovery that leaves orphans running."""
+
+    async def recover(self, now: datetime) -> list[Settlement]:
+        return []
+
+
+class ImpatientClaims(InMemoryStore):
+    """A dispatcher query that ignores retry times."""
+
+    async def claim_next(self, now: datetime) -> Job | None:
+        queued = [j for j in self._jobs.values() if j.status is JobStatus.QUEUED]
+        if not queued:
+            return None
+        return self._claim(min(queued, key=lambda j: (j.created_at, self._seq[j.id])), now)
+
+
+class ForgetfulState(InMemoryStore):
+    """Settles a success without merging its state updates."""
+
+    def _commit_settlement(self, s: Settlement, **kw: Any) -> Committed:
+        return super()._commit_settlement(attrs.evolve(s, state=None), **kw)
+
+
+class NoDedupe(InMemoryStore):
+    """Never finds a duplicate."""
+
+    def _duplicate_of(self, job: Job, now: datetime, ttl: timedelta) -> Job | None:
+        return None
+
+    def _plan_inserts(self, jobs: Any, actor: Any, now: datetime, ttl: timedelta) -> Any:
+        return super()._plan_inserts(jobs, actor, now, timedelta(0))
+
+
+class BlindToBreakers(InMemoryStore):
+    """Fires scheduled jobs without consulting the breaker."""
+
+    async def fire(self, *, guard: Guard | None, **kw: Any) -> FireResult:
+        if guard is not None:
+            guard = attrs.evolve(guard, breaker=None)
+        return await super().fire(guard=guard, **kw)
+
+
+class StarvesRetries(InMemoryStore):
+    """A dispatcher query that never takes a job back after a failure."""
+
+    async def claim_next(self, now: datetime) -> Job | None:
+        job = await super().claim_next(now)
+        if job is not None and job.attempt > 1:
+            # put it back as it was: the claim is undone, the job waits forever
+            self._jobs[job.id] = attrs.evolve(job, status=JobStatus.QUEUED, started_at=None)
+            self._transitions[job.id].pop()
+            return None
+        return job
+
+
+class TwiceRunningSpawner(ScriptedSpawner):
+    """Runs every plugin twice per request (as if a retry loop re-spawned it)."""
+
+    async def run(self, request: SpawnRequest, *, on_start: OnStart | None = None) -> SpawnOutcome:
+        await super().run(request, on_start=on_start)
+        return await super().run(request, on_start=None)
+
+
+def _simulate(scenario: Scenario, seed: int, days: float, **overrides: Any) -> None:
+    sim = scenario.simulation(seed, days=days, **overrides)
+    asyncio.run(sim.run(scenario.until(days)))
+
+
+def _expect(
+    code: str, scenario: Scenario, seed: int = 3, days: float = 1.0, **overrides: Any
+) -> InvariantError:
+    with pytest.raises(InvariantError) as caught:
+        _simulate(scenario, seed, days, **overrides)
+    error = caught.value
+    assert error.code.startswith(code), f"expected {code}, got: {error}"
+    assert f"--seed {seed} --scenario {scenario.name}" in str(error), str(error)
+    assert "last steps:" in str(error)
+    return error
+
+
+def test_the_planted_bugs_do_not_fire_on_the_honest_store() -> None:
+    _simulate(sweep_scenario(), 3, 1.0)
+
+
+def test_i1_catches_an_acknowledged_job_that_was_not_kept() -> None:
+    error = _expect("I1", quiet_scenario(), memory_store=LossyInserts())
+    assert "is not in the store" in error.detail
+
+
+def test_i2_catches_orphans_left_running_after_a_crash() -> None:
+    faults = Faults(crash_rate=0.02, max_crashes=3)
+    _expect("I2", quiet_scenario(), faults=faults, memory_store=NoRecovery())
+
+
+def test_i3_catches_a_retry_run_before_its_backoff() -> None:
+    _expect("I3", quiet_scenario(), memory_store=ImpatientClaims())
+
+
+def test_i4_catches_a_success_whose_state_update_was_lost() -> None:
+    _expect("I4", quiet_scenario(), memory_store=ForgetfulState())
+
+
+def test_i5_catches_a_store_that_never_deduplicates() -> None:
+    _expect("I5", quiet_scenario(), memory_store=NoDedupe())
+
+
+def test_i6_catches_a_plugin_run_twice_for_one_attempt() -> None:
+    scenario = quiet_scenario()
+    sim = scenario.simulation(3, days=1.0)
+    sim.spawner = TwiceRunningSpawner(clock=sim.clock)
+    with pytest.raises(InvariantError) as caught:
+        asyncio.run(sim.run(scenario.until(1.0)))
+    assert caught.value.code.startswith("I6"), str(caught.value)
+    assert "ran 2 times" in caught.value.detail
+
+
+def test_i7_catches_scheduled_jobs_enqueued_while_the_breaker_is_open() -> None:
+    _expect("I7", quiet_scenario(), memory_store=BlindToBreakers())
+
+
+def test_i8_catches_jobs_that_never_finish() -> None:
+    _expect("I8", quiet_scenario(), memory_store=StarvesRetries())
+
+
+def test_an_invariant_error_names_the_command_that_replays_it() -> None:
+    error = _expect("I5", quiet_scenario(), seed=11, memory_store=NoDedupe())
+    assert "replay: python -m ductile.app.simulation --seed 11 --scenario quiet --days 1" in str(error)
+    # the replay is faithful: the same seed fails the same way, at the same instant
+    again = _expect("I5", quiet_scenario(), seed=11, memory_store=NoDedupe())
+    assert (again.at, again.detail) == (error.at, error.detail)
+
+
+def test_a_simulation_refuses_a_memory_store_with_sqlite() -> None:
+    with pytest.raises(ValueError, match="memory_store"):
+        Simulation(quiet_scenario().config, seed=1, store="sqlite", memory_store=InMemoryStore())
+
+
+# keep the imports the planted stores use visible to type checkers
+_ = (EnqueueResult, PlannedRun)
