@@ -11,9 +11,14 @@ side in the same run (alternating, so both see the same machine load):
   ... group commit off    the same with MAX_BATCH = 1 (one commit per unit)
   claim + settle          one dispatcher: claim_next, then settle(ok), in a loop
 
+Then the dispatcher's whole cycle (claim_next, record_process, settle) three
+ways, alternating: FULL as shipped (claims and process records are relaxed
+units, committed at NORMAL), FULL with every unit durable (as before that
+change), and NORMAL throughout.
+
 Prints medians over the rounds and the ratios. The database lives under --dir
-(default: a temporary directory in the current directory, NOT /tmp, which may
-be a tmpfs where fsync costs nothing); the filesystem type is printed.
+(default: the benches' directory, see _common.bench_dir: the temp dir unless it
+is a tmpfs, where fsync would cost nothing); the filesystem type is printed.
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from _common import bench_dir
+
 from ductile.adapters import sqlite_store
 from ductile.adapters.sqlite_store import SqliteStore
 from ductile.domain.job import Actor, Job
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.settle import SettleContext
+from ductile.ports.spawner import ProcessHandle
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TTL = timedelta(hours=24)
@@ -116,6 +124,37 @@ async def measure(
 DEFAULT_BATCH = sqlite_store.MAX_BATCH
 
 
+class AllDurableStore(SqliteStore):
+    """SqliteStore with every unit durable: how it committed before relaxed units existed."""
+
+    async def _write(self, name, fn, *, durable=True):  # type: ignore[no-untyped-def]
+        return await super()._write(name, fn, durable=True)
+
+
+async def dispatcher_cycle(path: Path, variant: str, n: int) -> float:
+    """Cycles per second of claim_next + record_process + settle on a fresh file."""
+    remove_database(path)
+    cls, mode = {
+        "FULL": (SqliteStore, "FULL"),
+        "FULL, all durable": (AllDurableStore, "FULL"),
+        "NORMAL": (SqliteStore, "NORMAL"),
+    }[variant]
+    store = await cls.open(path, synchronous=mode)
+    try:
+        await asyncio.gather(
+            *(store.enqueue(new_job(i), actor=Actor.API, now=T0, dedupe_ttl=TTL) for i in range(n))
+        )
+        ctx = SettleContext(now=T0 + timedelta(seconds=1))
+        handle = ProcessHandle(pid=1, pgid=1, start_time=1)
+        start = time.perf_counter()
+        while (job := await store.claim_next(T0)) is not None:
+            await store.record_process(job.id, handle)
+            await store.settle(job.id, OK, ctx=ctx, dedupe_ttl=TTL)
+        return n / (time.perf_counter() - start)
+    finally:
+        await store.close()
+
+
 def remove_database(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -142,7 +181,7 @@ async def main(args: argparse.Namespace) -> None:
         ("claim + settle (pairs)", claim_settle, DEFAULT_BATCH),
     ]
     base = Path(args.dir) if args.dir else None
-    with tempfile.TemporaryDirectory(prefix="bench-sqlite-", dir=base or Path.cwd()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-sqlite-", dir=base or bench_dir()) as tmp:
         path = Path(tmp) / "bench.db"
         print(f"python     {sys.executable} ({platform.python_implementation()} {platform.python_version()})")
         print(f"sqlite     {sqlite3.sqlite_version}; {os.cpu_count()} CPUs; {platform.platform()}")
@@ -184,6 +223,20 @@ async def main(args: argparse.Namespace) -> None:
             f"FULL with group commit vs NORMAL sequential             "
             f"x{conc_full / med(rows[0][0], 'NORMAL', 0):.2f}"
         )
+        variants = ["FULL", "FULL, all durable", "NORMAL"]
+        cycles: dict[str, list[float]] = {v: [] for v in variants}
+        for round_no in range(args.rounds):
+            for variant in variants if round_no % 2 == 0 else variants[::-1]:
+                cycles[variant].append(await dispatcher_cycle(path, variant, args.claims))
+        print()
+        title = "dispatcher cycle: claim + record_process + settle"
+        header = f"{title:<52} {'cycles/s':>9} {'ms/cycle':>9} {'vs FULL':>8}"
+        print(header)
+        print("-" * len(header))
+        full = statistics.median(cycles["FULL"])
+        for variant in variants:
+            rate = statistics.median(cycles[variant])
+            print(f"{variant:<52} {rate:>9,.0f} {1e3 / rate:>9.2f} {rate / full:>8.2f}")
 
 
 if __name__ == "__main__":
@@ -195,5 +248,5 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=32, help="concurrent enqueuers")
     parser.add_argument("--per-task", type=int, default=20, help="enqueues per concurrent enqueuer")
     parser.add_argument("--claims", type=int, default=300, help="claim+settle pairs per round")
-    parser.add_argument("--dir", default=None, help="where to put the database (default: ./)")
+    parser.add_argument("--dir", default=None, help="where to put the database (default: the benches' dir)")
     asyncio.run(main(parser.parse_args()))

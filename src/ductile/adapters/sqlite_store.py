@@ -17,6 +17,16 @@ Threads and transactions
   a write is acknowledged only once it is durable. That is group commit:
   concurrent writers (webhooks, the dispatcher, the scheduler) share one
   fsync, so ``synchronous=FULL`` costs little under load (ADR 0010).
+* **Sync level per unit.** A unit is *durable* (the default) or *relaxed*.
+  Only the claims (``claim_next``, ``claim``) and ``record_process`` are
+  relaxed: losing them to a power cut is harmless (the job is simply still
+  queued, or running without a process record, and no process survives a
+  power cut anyway). A batch of relaxed units only commits at
+  ``synchronous=NORMAL`` (no fsync); a batch with any durable unit commits at
+  the store's level (``FULL``), and in WAL mode that fsync also covers every
+  relaxed commit before it. ``PRAGMA synchronous`` is switched between
+  transactions only, never inside one. A process kill loses no commit at any
+  level; only power loss can, and only relaxed ones (ADR 0010).
 * **One reader thread** owns a second, ``query_only`` connection. WAL readers
   never block the writer nor wait for its fsync, and running reads on a
   thread keeps a rare busy wait (WAL recovery, a checkpoint) off the event
@@ -112,6 +122,13 @@ class StoreClosedError(StoreError):
 #: Most units committed in one transaction.
 MAX_BATCH: Final = 256
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def relaxed_level(level: str) -> str:
+    """The ``synchronous`` level of a batch of relaxed units on a store opened at ``level``:
+    never stronger than NORMAL (no fsync at commit in WAL mode), never weaker than the store's own."""
+    return "NORMAL" if SYNCHRONOUS_MODES.index(level) > SYNCHRONOUS_MODES.index("NORMAL") else level
+
 
 # --------------------------------------------------------------------------- SQL
 
@@ -712,6 +729,8 @@ class WriterStats:
     units: int
     #: The most units one transaction carried.
     largest_batch: int
+    #: Of ``commits``, those made at the relaxed level (every unit of the batch relaxed).
+    relaxed_commits: int = 0
 
 
 @attrs.define(eq=False)
@@ -720,6 +739,8 @@ class _Pending:
     fn: Callable[[sqlite3.Connection], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    #: Must survive power loss once acknowledged (False: a relaxed unit, see the module's docs).
+    durable: bool = True
 
 
 _STOP: Final = object()
@@ -772,8 +793,11 @@ class SqliteStore:
         self._reads: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._commits = 0
+        self._relaxed_commits = 0
         self._units = 0
         self._largest_batch = 0
+        #: The ``synchronous`` level the write connection is at (set by the writer thread).
+        self._level = mode
 
     # ------------------------------------------------------------- life cycle
     @classmethod
@@ -796,7 +820,7 @@ class SqliteStore:
 
     @property
     def stats(self) -> WriterStats:
-        return WriterStats(self._commits, self._units, self._largest_batch)
+        return WriterStats(self._commits, self._units, self._largest_batch, self._relaxed_commits)
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -911,9 +935,17 @@ class SqliteStore:
             conn.close()
             self._fail_remaining(self._writes)
 
+    def _set_level(self, conn: sqlite3.Connection, level: str) -> None:
+        """Switch ``synchronous`` (outside a transaction only: SQLite applies it per transaction)."""
+        if level != self._level:
+            conn.execute(f"PRAGMA synchronous = {level}")
+            self._level = level
+
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         while batch:
+            durable = any(p.durable for p in batch)
             try:
+                self._set_level(conn, self._synchronous if durable else relaxed_level(self._synchronous))
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
                 _deliver([(p, None, self._failure(e, p.name)) for p in batch])
@@ -950,6 +982,8 @@ class SqliteStore:
                     aborted = e
                 else:
                     self._commits += 1
+                    if not durable:
+                        self._relaxed_commits += 1
                     self._largest_batch = max(self._largest_batch, len(done))
             if aborted is not None:
                 done = [
@@ -998,7 +1032,9 @@ class SqliteStore:
         _deliver(left)
 
     # ------------------------------------------------------------- submission
-    async def _submit(self, q: queue.SimpleQueue[object], name: str, fn: Unit[T]) -> T:
+    async def _submit(
+        self, q: queue.SimpleQueue[object], name: str, fn: Unit[T], *, durable: bool = True
+    ) -> T:
         if os.getpid() != self._pid:
             raise StoreError(
                 f"{self._path}: this SqliteStore was opened in process {self._pid} and cannot be used "
@@ -1010,12 +1046,16 @@ class SqliteStore:
             if self._closed or not self._open:
                 state = "closed" if self._closed else "not open yet (use: await SqliteStore.open(path))"
                 raise StoreClosedError(f"{self._path}: {name}: the store is {state}")
-            q.put(_Pending(name, fn, loop, future))
+            q.put(_Pending(name, fn, loop, future, durable))
         return await future
 
-    async def _write(self, name: str, fn: Unit[T]) -> T:
-        """Run ``fn(connection)`` as one unit of a write transaction; its result once committed."""
-        return await self._submit(self._writes, name, fn)
+    async def _write(self, name: str, fn: Unit[T], *, durable: bool = True) -> T:
+        """Run ``fn(connection)`` as one unit of a write transaction; its result once committed.
+
+        ``durable=False`` (a relaxed unit): once committed, but not necessarily
+        fsynced; only for writes whose loss to a power cut is harmless.
+        """
+        return await self._submit(self._writes, name, fn, durable=durable)
 
     async def _read(self, name: str, fn: Unit[T]) -> T:
         return await self._submit(self._reads, name, fn)
@@ -1025,14 +1065,16 @@ class SqliteStore:
         return await self._write("enqueue", lambda c: _insert_jobs(c, [job], actor, now, dedupe_ttl)[0])
 
     async def claim_next(self, now: datetime) -> Job | None:
-        return await self._write("claim_next", lambda c: _claim(c, now))
+        # Relaxed: a claim lost to a power cut leaves the job queued; its plugin died with the power.
+        return await self._write("claim_next", lambda c: _claim(c, now), durable=False)
 
     async def claim(self, job_id: str, now: datetime) -> Job | None:
         """Claim one specific queued job; None when it is not queued."""
-        return await self._write("claim", lambda c: _claim(c, now, job_id))
+        return await self._write("claim", lambda c: _claim(c, now, job_id), durable=False)
 
     async def record_process(self, job_id: str, handle: ProcessHandle) -> None:
-        await self._write("record_process", lambda c: _record_process(c, job_id, handle))
+        # Relaxed: after a power cut no process survives to be killed; recovery re-queues the job anyway.
+        await self._write("record_process", lambda c: _record_process(c, job_id, handle), durable=False)
 
     async def settle(
         self, job_id: str, outcome: Outcome, *, ctx: SettleContext, dedupe_ttl: timedelta

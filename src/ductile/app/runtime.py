@@ -28,6 +28,19 @@ class Runtime:
     #: Plugins whose ``init`` failed: name -> reason. They are not scheduled,
     #: and their jobs fail fast with this reason until a reload fixes them.
     unhealthy: Mapping[str, str] = attrs.field(factory=dict)
+    # Derived once (the runtime never changes): the dispatcher asks for the targets at
+    # every settle and the scheduler for the schedules at every tick (bench/bench_sim.py).
+    _targets: dict[str, Target] = attrs.field(init=False, eq=False, repr=False)
+    _schedules: dict[str, Schedule] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_targets", self.config.targets(set(self.plugins)))
+        schedules: dict[str, Schedule] = {}
+        for name in self.plugins:
+            pc = self.settings(name)
+            if pc.enabled and pc.schedule is not None and name not in self.unhealthy:
+                schedules[name] = pc.schedule
+        object.__setattr__(self, "_schedules", schedules)
 
     @property
     def plugins(self) -> Mapping[str, Plugin]:
@@ -41,16 +54,11 @@ class Runtime:
         return self.config.plugin(name)
 
     def targets(self) -> dict[str, Target]:
-        return self.config.targets(set(self.plugins))
+        return dict(self._targets)
 
     def schedules(self) -> dict[str, Schedule]:
         """Schedules that may run: loaded, enabled, healthy plugins only."""
-        out: dict[str, Schedule] = {}
-        for name in self.plugins:
-            pc = self.settings(name)
-            if pc.enabled and pc.schedule is not None and name not in self.unhealthy:
-                out[name] = pc.schedule
-        return out
+        return dict(self._schedules)
 
     def why_not_runnable(self, name: str, command: str) -> str | None:
         """None when a job of (name, command) may be spawned now, else the reason."""
