@@ -503,7 +503,8 @@ async def test_a_reload_waits_for_a_running_tick_and_ticks_wait_for_a_reload() -
 
     store.gate.set()
     await asyncio.gather(tick, reload)
-    assert store.log == ["tick:due", "put_planned:alpha"]
+    # the tick's two questions to the index (what is due; when is the next run), then the reload
+    assert store.log == ["tick:due", "tick:due", "put_planned:alpha"]
     # tick fired first (planning T0 + 1h), then the reload re-planned the changed schedule
     entry = await store.planned("alpha")
     assert entry is not None

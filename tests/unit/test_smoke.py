@@ -26,3 +26,24 @@ def test_the_public_api_loads_lazily_and_resolves() -> None:
         "for name in ductile.__all__: getattr(ductile, name)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_new_job_takes_its_plugins_retry_limit() -> None:
+    from datetime import UTC, datetime
+
+    from ductile.domain.config import Config, PluginConfig, ServiceConfig
+    from ductile.domain.job import JobStatus, SubmittedBy
+    from ductile.domain.retry import RetryPolicy
+
+    config = Config(
+        service=ServiceConfig(state_dir="/s"),
+        plugins_dir="/p",
+        plugins={"a": PluginConfig(name="a", retry=RetryPolicy(max_attempts=7))},
+    )
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    job = config.new_job("a", "poll", job_id="j1", now=now, submitted_by=SubmittedBy.CLI, dedupe_key="k")
+    assert (job.status, job.max_attempts, job.payload, job.dedupe_key, job.created_at) == (
+        JobStatus.QUEUED, 7, {}, "k", now,
+    )
+    other = config.new_job("b", "poll", job_id="j2", now=now, submitted_by=SubmittedBy.API)
+    assert other.max_attempts == 4  # a plugin without an entry gets the defaults

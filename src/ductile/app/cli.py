@@ -917,7 +917,7 @@ def _event(ctx: Context, args: argparse.Namespace, now: datetime) -> dict[str, A
 
 
 async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
-    from ductile.domain.job import Actor, Job, SubmittedBy
+    from ductile.domain.job import Actor, SubmittedBy
 
     if args.command != "handle" and (args.payload is not None or args.event_type is not None):
         raise UsageError("--payload and --event-type are for --command handle only")
@@ -948,15 +948,14 @@ async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
             store = await ctx.open_store(path, True)
             assert store is not None
         now = ctx.now()
-        job = Job(
-            id=ctx.new_id(),
-            plugin=args.plugin,
-            command=args.command,
-            payload=_event(ctx, args, now) if args.command == "handle" else {},
-            max_attempts=config.plugin(args.plugin).retry.max_attempts,
+        job = config.new_job(
+            args.plugin,
+            args.command,
+            job_id=ctx.new_id(),
+            now=now,
             submitted_by=SubmittedBy.CLI,
+            payload=_event(ctx, args, now) if args.command == "handle" else None,
             dedupe_key=args.dedupe_key,
-            created_at=now,
         )
         result = await store.enqueue(job, actor=Actor.CLI, now=now, dedupe_ttl=config.service.dedupe_ttl)
         doc: dict[str, Any] = {

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.dedupe import DEFAULT_DEDUPE_TTL
+from ductile.domain.job import Job, SubmittedBy
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route, Target
 from ductile.domain.schedule import Schedule
@@ -103,6 +104,29 @@ class Config:
     def plugin(self, name: str) -> PluginConfig:
         """The plugin's settings; a plugin on disk without an entry gets the defaults."""
         return self.plugins.get(name) or PluginConfig(name=name)
+
+    def new_job(
+        self,
+        plugin: str,
+        command: str,
+        *,
+        job_id: str,
+        now: datetime,
+        submitted_by: SubmittedBy,
+        payload: dict[str, Any] | None = None,
+        dedupe_key: str | None = None,
+    ) -> Job:
+        """A fresh queued job for ``plugin``, with the plugin's retry limit."""
+        return Job(
+            id=job_id,
+            plugin=plugin,
+            command=command,
+            payload=payload or {},
+            max_attempts=self.plugin(plugin).retry.max_attempts,
+            submitted_by=submitted_by,
+            dedupe_key=dedupe_key,
+            created_at=now,
+        )
 
     def targets(self, loaded: frozenset[str] | set[str]) -> dict[str, Target]:
         """Routing targets: loaded, enabled plugins, with their retry limits."""
