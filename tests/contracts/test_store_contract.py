@@ -602,6 +602,38 @@ def test_each_run_appends_a_run_record(with_store: StoreRunner) -> None:
     with_store(body)
 
 
+def test_recent_runs_are_newest_finished_first_with_their_jobs_and_filter_by_plugin(
+    with_store: StoreRunner,
+) -> None:
+    async def body(store: Store) -> None:
+        a1 = make_job("alpha", created=at(0))
+        b1 = make_job("beta", created=at(0))
+        first = await finish(store, a1, FAIL, now=at(10))  # alpha attempt 1 at t=10
+        await finish(store, b1, OK, now=at(20))
+        await claim(store, at(1000), a1)  # its retry, finished last although created first
+        await store.settle(a1.id, OK, ctx=ctx(at(1001)), dedupe_ttl=TTL)
+        a2 = make_job("alpha", created=at(5))
+        await finish(store, a2, OK, now=at(1001))  # same instant as a1's retry, recorded after
+
+        views = await store.recent_runs(limit=10)
+        assert [(v.job.id, v.run.attempt, v.run.finished_at) for v in views] == [
+            (a2.id, 1, at(1001)),
+            (a1.id, 2, at(1001)),
+            (b1.id, 1, at(20)),
+            (a1.id, 1, at(10)),
+        ]
+        assert views[1].job.status is S.SUCCEEDED  # the job as it is now
+        assert views[3].run == first.settlement.run
+        assert [v.job.id for v in await store.recent_runs(plugin="beta")] == [b1.id]
+        assert [(v.job.id, v.run.attempt) for v in await store.recent_runs(plugin="alpha", limit=2)] == [
+            (a2.id, 1),
+            (a1.id, 2),
+        ]
+        assert await store.recent_runs(plugin="nobody") == []
+
+    with_store(body)
+
+
 def test_state_is_shallow_merged_over_settles_and_a_failure_leaves_it(with_store: StoreRunner) -> None:
     async def body(store: Store) -> None:
         assert await store.get_state("alpha") == {}

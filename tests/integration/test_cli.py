@@ -19,12 +19,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ductile.adapters.config_file import load_config
 from ductile.adapters.pidlock import InstanceLock
+from ductile.adapters.sqlite_store import SqliteStore
 from ductile.app.bootstrap import Ductile
 
 SCRIPT = Path(sys.executable).with_name("ductile")
@@ -457,3 +460,50 @@ def test_a_second_instance_is_refused_and_touches_nothing(site: Site) -> None:
     )
     assert before == after == ["ductile.lock"]
     clean(done)
+
+
+def test_logs_shows_a_late_retry_of_an_old_job_first(site: Site) -> None:
+    """``logs`` reads runs by when they finished, not by when their jobs were made:
+    an old job's late retry is the newest run, even behind many newer jobs."""
+    from ductile.app.bootstrap import database_path
+    from ductile.domain.job import Actor, Job
+    from ductile.domain.retry import RetryPolicy
+    from ductile.domain.settle import SettleContext
+    from ductile.fakes.spawner import error, ok
+
+    config = load_config(site.config, env={})
+
+    async def fill() -> str:
+        database_path(config).parent.mkdir(parents=True, exist_ok=True)
+        store = await SqliteStore.open(database_path(config))
+        try:
+            t0 = datetime(2026, 1, 1, tzinfo=UTC)
+            old = Job(id="old-job", plugin="echo", command="poll", created_at=t0)
+            await store.enqueue(old, actor=Actor.CLI, now=t0, dedupe_ttl=timedelta(hours=1))
+            await store.claim_next(t0)
+            slow = SettleContext(now=t0, retry=RetryPolicy(backoff_base=timedelta(days=1)))
+            await store.settle("old-job", error("flaky"), ctx=slow, dedupe_ttl=timedelta(hours=1))
+            for n in range(250):  # newer jobs, each run once
+                t = t0 + timedelta(minutes=n + 1)
+                await store.enqueue(
+                    Job(id=f"new-{n}", plugin="echo", command="poll", created_at=t),
+                    actor=Actor.CLI,
+                    now=t,
+                    dedupe_ttl=timedelta(hours=1),
+                )
+                await store.claim_next(t)
+                await store.settle(f"new-{n}", ok(), ctx=SettleContext(now=t), dedupe_ttl=timedelta(hours=1))
+            late = t0 + timedelta(days=3)
+            retry = await store.claim_next(late)  # the old job's retry, a day after its failure
+            assert retry is not None
+            assert retry.id == "old-job"
+            await store.settle("old-job", ok(), ctx=SettleContext(now=late), dedupe_ttl=timedelta(hours=1))
+            return "old-job"
+        finally:
+            await store.close()
+
+    job_id = asyncio.run(fill())
+    done = site.run("logs", "--json", "--limit", "1")
+    assert done.returncode == 0, done.stderr
+    [entry] = json.loads(done.stdout)["runs"]
+    assert (entry["job"]["id"], entry["run"]["attempt"]) == (job_id, 2)

@@ -1039,3 +1039,42 @@ def test_scenario_answers_like_the_in_memory_store(name: str, tmp_path: Path) ->
 def test_random_operations_answer_like_the_in_memory_store(operations: list[tuple[Any, ...]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(differential(operations, Path(tmp) / "diff.db"))
+
+
+def test_version_2_gives_runs_of_a_version_1_database_their_plugin(tmp_path: Path) -> None:
+    """Schema v1 -> v2 (runs know their plugin): existing runs are backfilled, so
+    ``recent_runs(plugin=...)`` finds runs recorded before the upgrade."""
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, str(path), MIGRATIONS[:1])
+    assert user_version(conn) == 1
+    us = int(T0.timestamp() * 1_000_000)
+    conn.execute(
+        "INSERT INTO jobs (id, plugin, command, payload, status, attempt, max_attempts, submitted_by, "
+        "created_at, completed_at) VALUES ('old', 'legacy', 'poll', '{}', 'succeeded', 1, 4, 'api', ?, ?)",
+        (us, us + 1_000_000),
+    )
+    conn.execute(
+        "INSERT INTO runs (job_id, attempt, started_at, finished_at, duration, timed_out, stderr_tail, "
+        "stdout_head, logs) VALUES ('old', 1, ?, ?, 1.0, 0, x'', x'', '[]')",
+        (us, us + 1_000_000),
+    )
+    conn.close()
+
+    async def main() -> None:
+        store = await SqliteStore.open(path)
+        try:
+            [view] = await store.recent_runs(plugin="legacy")
+            assert (view.job.id, view.run.attempt, view.run.finished_at) == (
+                "old",
+                1,
+                T0 + timedelta(seconds=1),
+            )
+            assert await store.recent_runs(plugin="other") == []
+        finally:
+            await store.close()
+
+    run(main())
+    conn = sqlite3.connect(path)
+    assert user_version(conn) == SCHEMA_VERSION == 2
+    conn.close()

@@ -169,8 +169,17 @@ _V1: Migration = (
     "CREATE INDEX planned_due ON planned (planned_at, key)",
 )
 
+#: Version 2: runs know their plugin, so ``ductile logs <plugin>`` reads the newest
+#: runs from an index instead of guessing from the newest jobs.
+_V2: Migration = (
+    "ALTER TABLE runs ADD COLUMN plugin TEXT NOT NULL DEFAULT ''",
+    "UPDATE runs SET plugin = (SELECT jobs.plugin FROM jobs WHERE jobs.id = runs.job_id)",
+    "CREATE INDEX runs_finished ON runs (finished_at, seq)",
+    "CREATE INDEX runs_plugin_finished ON runs (plugin, finished_at, seq)",
+)
+
 #: The whole history of the schema, oldest first. Append; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)

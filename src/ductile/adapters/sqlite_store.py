@@ -93,6 +93,7 @@ from ductile.ports.store import (
     Guard,
     InitRecord,
     RunningJob,
+    RunView,
     StaleJobError,
 )
 
@@ -199,8 +200,18 @@ SQL_UPDATE_JOB: Final = (
 )
 SQL_INSERT_TRANSITION: Final = f"INSERT INTO transitions ({_TRANSITION_COLS}) VALUES ({_marks(6)})"
 SQL_TRANSITIONS: Final = f"SELECT {_TRANSITION_COLS} FROM transitions WHERE job_id = ? ORDER BY seq"
-SQL_INSERT_RUN: Final = f"INSERT INTO runs ({_RUN_COLS}) VALUES ({_marks(12)})"
+SQL_INSERT_RUN: Final = f"INSERT INTO runs ({_RUN_COLS}, plugin) VALUES ({_marks(13)})"
 SQL_RUNS: Final = f"SELECT {_RUN_COLS} FROM runs WHERE job_id = ? ORDER BY seq"
+_RUN_COLS_R = ", ".join(f"r.{c.strip()}" for c in _RUN_COLS.split(","))
+#: ``ductile logs``: the newest runs, of all plugins or of one, each with its job.
+SQL_RECENT_RUNS: Final = (
+    f"SELECT {_RUN_COLS_R}, {_JOB_COLS_J} FROM runs r JOIN jobs j ON j.id = r.job_id "
+    "ORDER BY r.finished_at DESC, r.seq DESC LIMIT ?"
+)
+SQL_RECENT_RUNS_OF_PLUGIN: Final = (
+    f"SELECT {_RUN_COLS_R}, {_JOB_COLS_J} FROM runs r JOIN jobs j ON j.id = r.job_id "
+    "WHERE r.plugin = ? ORDER BY r.finished_at DESC, r.seq DESC LIMIT ?"
+)
 SQL_PUT_PROCESS: Final = (
     "INSERT INTO processes (job_id, pid, pgid, start_time) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (job_id) DO UPDATE SET pid = excluded.pid, pgid = excluded.pgid, "
@@ -301,6 +312,8 @@ HOT_QUERIES: Final[dict[str, str]] = {
     "queued of plugin (cancel)": SQL_QUEUED_OF_PLUGIN,
     "transitions of job": SQL_TRANSITIONS,
     "runs of job": SQL_RUNS,
+    "recent runs": SQL_RECENT_RUNS,
+    "recent runs of plugin": SQL_RECENT_RUNS_OF_PLUGIN,
     "delete process": SQL_DELETE_PROCESS,
     "retention: transitions": SQL_RETENTION_TRANSITIONS,
     "retention: runs": SQL_RETENTION_RUNS,
@@ -395,7 +408,7 @@ def _transition(row: Sequence[Any]) -> Transition:
     )
 
 
-def _run_params(run: RunRecord) -> tuple[Any, ...]:
+def _run_params(run: RunRecord, plugin: str) -> tuple[Any, ...]:
     logs = [{"level": line.level, "message": line.message} for line in run.logs]
     return (
         run.job_id,
@@ -410,6 +423,7 @@ def _run_params(run: RunRecord) -> tuple[Any, ...]:
         bytes(run.stderr_tail),
         bytes(run.stdout_head),
         _dumps(logs, f"job {run.job_id}: run logs"),
+        plugin,
     )
 
 
@@ -582,7 +596,7 @@ def _commit_settlement(
     _update_job(conn, before, s.job)
     for t in s.transitions:
         _add_transition(conn, t)
-    conn.execute(SQL_INSERT_RUN, _run_params(s.run))
+    conn.execute(SQL_INSERT_RUN, _run_params(s.run, s.job.plugin))
     conn.execute(SQL_DELETE_PROCESS, (s.job.id,))
     if s.state is not None:
         conn.execute(SQL_PUT_STATE, (s.job.plugin, serialize_state(s.state).decode()))
@@ -1117,6 +1131,19 @@ class SqliteStore:
         return await self._read(
             "runs", lambda c: [_run(r) for r in c.execute(SQL_RUNS, (job_id,)).fetchall()]
         )
+
+    async def recent_runs(self, *, plugin: str | None = None, limit: int = 50) -> list[RunView]:
+        params: tuple[Any, ...]
+        if plugin is None:
+            sql, params = SQL_RECENT_RUNS, (limit,)
+        else:
+            sql, params = SQL_RECENT_RUNS_OF_PLUGIN, (plugin, limit)
+        width = len(_RUN_COLS.split(","))
+
+        def read(c: sqlite3.Connection) -> list[RunView]:
+            return [RunView(job=_job(r[width:]), run=_run(r[:width])) for r in c.execute(sql, params)]
+
+        return await self._read("recent_runs", read)
 
     async def list_jobs(
         self,

@@ -1358,32 +1358,13 @@ async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
 # =========================================================================== logs
 
 
-async def recent_runs(store: Store, plugin: str | None, limit: int) -> list[tuple[Job, RunRecord]]:
-    """The ``limit`` most recently finished runs, newest first.
-
-    The Store port has no query over runs, so this looks at the most recently
-    created jobs (several times ``limit`` of them) and their runs: a run of a
-    job created long before all of those is not shown.
-    """
-    from ductile.domain.job import JobStatus
-
-    jobs = await store.list_jobs(plugin=plugin, limit=max(4 * limit, 200))
-    found: list[tuple[Job, RunRecord]] = []
-    for job in jobs:
-        if job.status is JobStatus.QUEUED and job.attempt == 1:
-            continue  # never ran
-        found += [(job, run) for run in await store.runs(job.id)]
-    found.sort(key=lambda pair: pair[1].finished_at, reverse=True)
-    return found[:limit]
-
-
 async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
     config = _load(ctx, args)
     store = await _read_store(ctx, config)
     pairs: list[tuple[Job, RunRecord]] = []
     if store is not None:
         try:
-            pairs = await recent_runs(store, args.plugin, args.limit)
+            pairs = [(v.job, v.run) for v in await store.recent_runs(plugin=args.plugin, limit=args.limit)]
         finally:
             await store.close()
     if args.json:

@@ -1516,6 +1516,11 @@ class ObservedStore:
     async def runs(self, job_id: str) -> list[Any]:
         return await self._plain("store.runs", lambda: self._inner.runs(job_id))
 
+    async def recent_runs(self, *, plugin: str | None = None, limit: int = 50) -> list[Any]:
+        return await self._plain(
+            "store.recent_runs", lambda: self._inner.recent_runs(plugin=plugin, limit=limit)
+        )
+
     async def list_jobs(
         self, *, statuses: Sequence[JobStatus] | None = None, plugin: str | None = None, limit: int = 100
     ) -> list[Job]:

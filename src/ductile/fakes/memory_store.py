@@ -29,6 +29,7 @@ from ductile.ports.store import (
     Guard,
     InitRecord,
     RunningJob,
+    RunView,
     StaleJobError,
 )
 
@@ -40,6 +41,8 @@ class InMemoryStore:
         self._counter = itertools.count()
         self._transitions: dict[str, list[Transition]] = {}
         self._runs: dict[str, list[RunRecord]] = {}
+        #: Recording order of each run, (job id, index) -> n: the tie-breaker of recent_runs.
+        self._run_seq: dict[tuple[str, int], int] = {}
         self._by_identity: dict[tuple[str, str, str], list[str]] = {}
         self._children: dict[tuple[str, str, str, str], str] = {}
         self._processes: dict[str, ProcessHandle] = {}
@@ -145,7 +148,9 @@ class InMemoryStore:
         results, inserts = self._plan_inserts(s.children, actor, now, ttl)
         self._jobs[s.job.id] = s.job
         self._transitions[s.job.id].extend(s.transitions)
-        self._runs.setdefault(s.job.id, []).append(s.run)
+        runs = self._runs.setdefault(s.job.id, [])
+        self._run_seq[(s.job.id, len(runs))] = next(self._counter)
+        runs.append(s.run)
         self._processes.pop(s.job.id, None)
         if s.state is not None:
             self._states[s.job.plugin] = copy.deepcopy(s.state)
@@ -204,7 +209,8 @@ class InMemoryStore:
             del self._jobs[j.id]
             del self._seq[j.id]
             self._transitions.pop(j.id, None)
-            self._runs.pop(j.id, None)
+            for n in range(len(self._runs.pop(j.id, []))):
+                del self._run_seq[(j.id, n)]
             if j.dedupe_key is not None:
                 ids = self._by_identity[(j.plugin, j.command, j.dedupe_key)]
                 ids.remove(j.id)
@@ -225,6 +231,16 @@ class InMemoryStore:
 
     async def runs(self, job_id: str) -> list[RunRecord]:
         return list(self._runs.get(job_id, []))
+
+    async def recent_runs(self, *, plugin: str | None = None, limit: int = 50) -> list[RunView]:
+        views = [
+            (run.finished_at, self._run_seq[(job_id, n)], RunView(job=self._jobs[job_id], run=run))
+            for job_id, runs in self._runs.items()
+            for n, run in enumerate(runs)
+            if plugin is None or self._jobs[job_id].plugin == plugin
+        ]
+        views.sort(key=lambda v: (v[0], v[1]), reverse=True)
+        return [v[2] for v in views[:limit]]
 
     async def list_jobs(
         self,

@@ -68,6 +68,14 @@ class RunningJob:
 
 
 @attrs.frozen(kw_only=True)
+class RunView:
+    """A run with its job as the job is now (for ``ductile logs``)."""
+
+    job: Job
+    run: RunRecord
+
+
+@attrs.frozen(kw_only=True)
 class InitRecord:
     plugin: str
     fingerprint: str
@@ -132,6 +140,11 @@ class Store(Protocol):
     async def transitions(self, job_id: str) -> list[Transition]: ...
 
     async def runs(self, job_id: str) -> list[RunRecord]: ...
+
+    async def recent_runs(self, *, plugin: str | None = None, limit: int = 50) -> list[RunView]:
+        """The most recently finished runs (of one plugin, or of all), newest first;
+        runs finished at the same instant: the later recorded first."""
+        ...
 
     async def list_jobs(
         self,
