@@ -1,12 +1,15 @@
-"""The HTTP adapter's pure helpers: signatures, JSON bodies, headers (SPEC D11; PITFALLS "HTTP")."""
+"""The HTTP adapter's pure helpers: signatures, JSON bodies, headers, request heads and the choice of
+parser (SPEC D11; PITFALLS "HTTP"; ADR 0017)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import hmac
+import importlib.util
 import json
 import math
+import re
 from typing import Any
 
 import pytest
@@ -16,12 +19,17 @@ from hypothesis import strategies as st
 from ductile.adapters.http import (
     MAX_INT_DIGITS,
     PRIVATE_HEADERS,
+    BadRequestError,
+    Framing,
     NotJsonError,
+    check_head,
     declared_length,
     dedupe_key,
     delivery_headers,
+    httptools_available,
     parse_json,
     parse_signature,
+    resolve_parser,
     sign,
     signature_matches,
 )
@@ -295,7 +303,7 @@ def test_dedupe_key(raw: list[tuple[bytes, bytes]], header: str | None, expected
         ([], None),
         ([(b"content-length", b"0")], 0),
         ([(b"content-length", b"12")], 12),
-        ([(b"content-length", b"12"), (b"content-length", b"12")], 12),
+        ([(b"content-length", b" 12\t")], 12),
         ([(b"host", b"x")], None),
     ],
 )
@@ -303,7 +311,175 @@ def test_declared_length(raw: list[tuple[bytes, bytes]], expected: int | None) -
     assert declared_length(raw) == expected
 
 
-@pytest.mark.parametrize("values", [[b"12", b"13"], [b"-1"], [b"0x10"], [b""], [b"1 2"], [b"\xd9\xa1"]])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [b"12", b"13"],
+        [b"12", b"12"],
+        [b"12, 12"],
+        [b"-1"],
+        [b"+1"],
+        [b"0x10"],
+        [b""],
+        [b"1 2"],
+        [b"\xd9\xa1"],
+    ],
+)
 def test_malformed_declared_lengths_raise_value_error(values: list[bytes]) -> None:
-    with pytest.raises(ValueError, match="Content-Length"):
+    """A repeat is refused even when identical: h11 would merge it, httptools refuses it (ADR 0017)."""
+    with pytest.raises(BadRequestError, match="Content-Length"):
         declared_length([(b"content-length", v) for v in values])
+
+
+def test_a_content_length_too_long_to_convert_is_malformed_not_a_crash() -> None:
+    with pytest.raises(BadRequestError, match="malformed Content-Length"):
+        declared_length([(b"content-length", b"9" * (MAX_INT_DIGITS + 1))])
+
+
+# ----------------------------------------------------------------- request heads (ADR 0017)
+
+HOST = (b"host", b"example.org")
+head_names = st.sampled_from(
+    [
+        b"content-length",
+        b"Content-Length",
+        b"transfer-encoding",
+        b"host",
+        b"upgrade",
+        b"connection",
+        b"x-other",
+    ]
+)
+head_values = st.one_of(
+    st.sampled_from([b"8", b"0", b" 12 ", b"chunked", b"Chunked", b"gzip, chunked", b"upgrade", b"h2c", b""]),
+    st.binary(max_size=12),
+)
+heads = st.lists(st.tuples(head_names, head_values), max_size=8)
+
+
+def values_of(raw: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    return [value for key, value in raw if key.lower() == name]
+
+
+@THOROUGH
+@given(heads, st.sampled_from(["1.0", "1.1"]))
+def test_a_head_is_accepted_only_when_every_rule_holds(raw: list[tuple[bytes, bytes]], version: str) -> None:
+    """Any head gives a Framing or a BadRequestError; a Framing only when the common line holds."""
+    try:
+        framing = check_head(raw, version)
+    except BadRequestError:
+        return
+    lengths = values_of(raw, b"content-length")
+    codings = values_of(raw, b"transfer-encoding")
+    assert not (lengths and codings), "smuggling framing accepted"
+    assert len(lengths) <= 1
+    assert [c.strip(b" \t").lower() for c in codings] in ([], [b"chunked"])
+    assert framing.chunked == bool(codings)
+    assert framing.length == (int(lengths[0]) if lengths else None)
+    assert version == "1.0" or len(values_of(raw, b"host")) == 1
+    assert not any(set(value) & (set(range(0x20)) - {0x09} | {0x7F}) for _, value in raw)
+    if framing.upgrade:
+        assert not framing.body_pending, "an upgrade request with a body accepted"
+
+
+@QUICK
+@given(heads)
+def test_content_length_with_transfer_encoding_is_always_refused(raw: list[tuple[bytes, bytes]]) -> None:
+    raw = [*raw, (b"Content-Length", b"8"), (b"Transfer-Encoding", b"chunked")]
+    with pytest.raises(BadRequestError):
+        check_head(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ([HOST], Framing(length=None, chunked=False)),
+        ([HOST, (b"Content-Length", b"0")], Framing(length=0, chunked=False)),
+        ([HOST, (b"content-length", b" 1024 ")], Framing(length=1024, chunked=False)),
+        ([HOST, (b"Transfer-Encoding", b"Chunked")], Framing(length=None, chunked=True)),
+        ([HOST, (b"transfer-encoding", b" chunked\t")], Framing(length=None, chunked=True)),
+        ([HOST, (b"x-note", b"tab\tinside and caf\xe9")], Framing(length=None, chunked=False)),
+        (
+            [HOST, (b"connection", b"keep-alive, Upgrade"), (b"upgrade", b"websocket")],
+            Framing(length=None, chunked=False, upgrade=True),
+        ),
+        ([HOST, (b"upgrade", b"h2c")], Framing(length=None, chunked=False)),  # no Connection: upgrade
+        ([HOST, (b"connection", b"upgrade"), (b"upgrade", b"h2c"), (b"content-length", b"0")], None),
+    ],
+)
+def test_heads_that_are_accepted(raw: list[tuple[bytes, bytes]], expected: Framing | None) -> None:
+    framing = check_head(raw)
+    if expected is not None:
+        assert framing == expected
+    assert framing.body_pending == (framing.chunked or bool(framing.length))
+
+
+@pytest.mark.parametrize(
+    ("raw", "version", "reason"),
+    [
+        ([HOST, (b"content-length", b"8"), (b"transfer-encoding", b"chunked")], "1.1", "both Content-Length"),
+        ([HOST, (b"transfer-encoding", b"gzip, chunked")], "1.1", "other than chunked"),
+        ([HOST, (b"transfer-encoding", b", chunked")], "1.1", "other than chunked"),
+        ([HOST, (b"transfer-encoding", b"chunked"), (b"transfer-encoding", b"chunked")], "1.1", "other than"),
+        ([HOST, (b"content-length", b"8"), (b"content-length", b"8")], "1.1", "more than one Content-Length"),
+        ([HOST, (b"content-length", b"8,8")], "1.1", "malformed Content-Length"),
+        ([], "1.1", "Host"),
+        ([HOST, HOST], "1.1", "Host"),
+        ([HOST, (b"x-note", b"a\x01b")], "1.1", "control character in header 'x-note'"),
+        ([HOST, (b"x-note", b"a\x7f")], "1.1", "control character"),
+        ([HOST, (b"x-note", b"a\r\n b")], "1.1", "control character"),
+        (
+            [HOST, (b"connection", b"Upgrade"), (b"upgrade", b"h2c"), (b"content-length", b"1")],
+            "1.1",
+            "upgrade request with a body",
+        ),
+        (
+            [HOST, (b"connection", b"upgrade"), (b"upgrade", b"h2c"), (b"transfer-encoding", b"chunked")],
+            "1.1",
+            "upgrade request with a body",
+        ),
+    ],
+)
+def test_heads_that_are_refused(raw: list[tuple[bytes, bytes]], version: str, reason: str) -> None:
+    with pytest.raises(BadRequestError, match=re.escape(reason)):
+        check_head(raw, version)
+
+
+def test_http_1_0_needs_no_host() -> None:
+    assert check_head([], "1.0") == Framing(length=None, chunked=False)
+
+
+# ----------------------------------------------------------------- choosing the parser
+
+
+@pytest.mark.parametrize(
+    ("requested", "importable", "chosen"),
+    [
+        ("auto", True, "httptools"),
+        ("auto", False, "h11"),
+        ("h11", True, "h11"),
+        ("h11", False, "h11"),
+        ("httptools", True, "httptools"),
+    ],
+)
+def test_resolve_parser(requested: str, importable: bool, chosen: str) -> None:
+    assert resolve_parser(requested, httptools_importable=importable) == chosen
+
+
+def test_asking_for_httptools_where_it_cannot_be_imported_names_the_problem() -> None:
+    with pytest.raises(
+        ValueError, match="'httptools' was requested but the httptools module cannot be imported"
+    ):
+        resolve_parser("httptools", httptools_importable=False)
+
+
+@pytest.mark.parametrize("requested", ["", "H11", "uvloop", "zttp"])
+def test_an_unknown_parser_is_refused_with_the_choices(requested: str) -> None:
+    with pytest.raises(ValueError, match=r"unknown HTTP parser .*; expected one of auto, h11, httptools"):
+        resolve_parser(requested, httptools_importable=True)
+
+
+def test_auto_follows_whether_httptools_imports_here() -> None:
+    importable = importlib.util.find_spec("httptools") is not None
+    assert httptools_available() == importable
+    assert resolve_parser("auto") == ("httptools" if importable else "h11")

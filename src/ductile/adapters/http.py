@@ -11,31 +11,38 @@ Two pieces:
   uvicorn's ``sys.exit``), never installs signal handlers (the daemon owns
   SIGTERM/SIGINT/SIGHUP), and stops gracefully and idempotently.
 
-A webhook request is answered in this order, each step before the next:
+A request is answered in this order, each step before the next:
 
-1. path (404; ``/healthz`` is always the health check, even if an endpoint
+1. the head (400, for every path): :func:`check_head` refuses what the two
+   HTTP parsers do not agree on (Content-Length with Transfer-Encoding, a
+   coding other than ``chunked``, a repeated Content-Length, control
+   characters in a value, a missing Host, an upgrade carrying a body);
+2. path (404; ``/healthz`` is always the health check, even if an endpoint
    claims it) and method (405);
-2. framing: ``Content-Length`` together with ``Transfer-Encoding`` is refused
-   (400; h11 itself would let it through), a declared length over the
-   endpoint's ``max_body_size`` is refused at once (413, body not read);
-3. the body is read chunk by chunk, counting, under one deadline of
+3. a declared length over the endpoint's ``max_body_size`` is refused at
+   once (413, body not read);
+4. the body is read chunk by chunk, counting, under one deadline of
    ``body_timeout`` seconds for the whole body: over the limit -> 413 as soon
    as the count passes it; too slow or short of its Content-Length -> 408;
-4. HMAC-SHA256 of the raw body, compared in constant time (403, no detail;
+5. HMAC-SHA256 of the raw body, compared in constant time (403, no detail;
    an endpoint with an empty secret accepts nothing);
-5. the body must be JSON (400);
-6. ``submit`` durably enqueues it -> 202 ``{"job_id": ...}``; if it raises ->
+6. the body must be JSON (400);
+7. ``submit`` durably enqueues it -> 202 ``{"job_id": ...}``; if it raises ->
    503 (logged; the body never carries a traceback).
 
 Answers sent before the body was read to its end carry ``Connection: close``:
 otherwise uvicorn would go on reading (and discarding) whatever the client
 still sends on the kept-alive connection, without bound.
 
-The HTTP parser is uvicorn's h11 implementation, chosen explicitly: httptools
-is not installed here and ``http="auto"`` would silently change parser if it
-ever were. Slow clients that dribble their *headers* (slowloris) are not cut
-off by uvicorn; the concurrency limit bounds how many they can hold, and a
-reverse proxy is the place to deal with them.
+The HTTP/1.1 parser is selectable (ADR 0017): httptools (C, llhttp) when it
+can be imported, else uvicorn's pure-Python h11, which costs about twice the
+CPU per request. The answers above do not depend on it, with the exceptions
+the ADR lists (malformed framing that one parser refuses with 400 and the
+other with 408, or serves). With httptools we run uvicorn's protocol with two
+changes that give it h11's bounds (:func:`bounded_httptools_protocol`). Slow
+clients that dribble their *headers* (slowloris) are cut off by neither
+parser; the concurrency limit bounds how many they can hold, and a reverse
+proxy is the place to deal with them.
 """
 
 from __future__ import annotations
@@ -46,13 +53,14 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import importlib
 import json
 import logging
 import math
 import re
 import socket
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import attrs
 import uvicorn
@@ -71,10 +79,14 @@ PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 SIGNATURE_PREFIX = b"sha256="
 #: Bodies larger than this are parsed in a worker thread (see :func:`_parse_payload`).
 INLINE_PARSE_LIMIT = 64 * 1024
+#: The most bytes of an incomplete request head (or chunk-size line, or trailer) buffered
+#: before the request is refused with 400: h11's default, applied to httptools too.
+MAX_HEAD_SIZE = 16 * 1024
 #: Python's own default limit on int <-> str conversion (3.11); enforced here
 #: whatever the interpreter is configured with, since int() is quadratic.
 MAX_INT_DIGITS = 4300
 
+BAD_REQUEST = {"error": "bad request"}
 FORBIDDEN = {"error": "forbidden"}
 NOT_JSON = {"error": "body is not valid JSON"}
 NOT_QUEUED = {"error": "could not queue the delivery; try again"}
@@ -220,21 +232,94 @@ def parse_json(body: bytes) -> Any:
     return value
 
 
-def declared_length(raw: Iterable[tuple[bytes, bytes]]) -> int | None:
-    """The request's Content-Length; None when absent. Raises ValueError if malformed.
+class BadRequestError(ValueError):
+    """A request head refused with 400, whichever HTTP parser let it through (ADR 0017)."""
 
-    h11 has already refused malformed or conflicting values; this is the
-    second line, so a surprise becomes a 400 rather than a 500.
-    """
-    values = {v.strip() for v in header_values(raw, "content-length")}
+
+@attrs.frozen
+class Framing:
+    """How a request's body is delimited, once :func:`check_head` accepted its head."""
+
+    #: The Content-Length; None when absent.
+    length: int | None
+    #: Transfer-Encoding: chunked.
+    chunked: bool
+    #: The request asks to switch protocols (Upgrade with Connection: upgrade). We switch to
+    #: nothing, but httptools stops parsing the connection after such a request.
+    upgrade: bool = False
+
+    @property
+    def body_pending(self) -> bool:
+        """Whether an answer sent before reading would leave body bytes unread."""
+        return self.chunked or bool(self.length)
+
+
+#: Control characters that may not appear in a header value (RFC 9110 5.5; HTAB may).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _length(values: Sequence[bytes]) -> int | None:
     if not values:
         return None
     if len(values) != 1:
-        raise ValueError("conflicting Content-Length values")
-    (value,) = values
-    if not value.isdigit():
-        raise ValueError("malformed Content-Length")
-    return int(value)
+        # Even identical copies: h11 merges them, httptools refuses them; we refuse under both.
+        raise BadRequestError("more than one Content-Length header")
+    text = values[0].strip(b" \t")
+    if not text.isdigit() or len(text) > MAX_INT_DIGITS:  # isdigit of bytes is ASCII only
+        raise BadRequestError("malformed Content-Length")
+    return int(text)
+
+
+def declared_length(raw: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The request's Content-Length; None when absent.
+
+    Raises :class:`BadRequestError` (a ValueError) unless there is exactly one
+    value of ASCII digits (spaces around it allowed): a list, a repeat, a sign
+    or hex is refused.
+    """
+    return _length(header_values(raw, "content-length"))
+
+
+def check_head(raw: Iterable[tuple[bytes, bytes]], http_version: str = "1.1") -> Framing:
+    """The framing of a request head, or :class:`BadRequestError` saying why it is refused.
+
+    uvicorn's two parsers disagree on what they let through (ADR 0017); this
+    is the common line both must pass, so that an answer never depends on the
+    parser: Content-Length together with Transfer-Encoding (request
+    smuggling, RFC 9112 6.1); a Transfer-Encoding other than a single
+    ``chunked``; a repeated or malformed Content-Length; an HTTP/1.1 request
+    without exactly one Host (RFC 9112 3.2); a control character in a header
+    value; and a request asking to switch protocols that carries a body
+    (httptools would not hand that body over).
+    """
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    hosts = 0
+    upgrade = connection_upgrade = False
+    for key, value in raw:
+        name = key.lower()
+        if _CONTROL.search(value):
+            raise BadRequestError(f"a control character in header {name[:40].decode('latin-1')!r}")
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            codings.append(value)
+        elif name == b"host":
+            hosts += 1
+        elif name == b"upgrade":
+            upgrade = True
+        elif name == b"connection":
+            connection_upgrade |= b"upgrade" in (token.strip(b" \t").lower() for token in value.split(b","))
+    if lengths and codings:
+        raise BadRequestError("both Content-Length and Transfer-Encoding")
+    if codings and [c.strip(b" \t").lower() for c in codings] != [b"chunked"]:
+        raise BadRequestError("a Transfer-Encoding other than chunked")
+    length = _length(lengths)
+    if http_version == "1.1" and hosts != 1:
+        raise BadRequestError("an HTTP/1.1 request without exactly one Host header")
+    if upgrade and connection_upgrade and (codings or length):
+        raise BadRequestError("a protocol upgrade request with a body")
+    return Framing(length=length, chunked=bool(codings), upgrade=upgrade and connection_upgrade)
 
 
 # --------------------------------------------------------------------- the ASGI app
@@ -305,6 +390,11 @@ async def _respond(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
+
+
 class _Dispatch:
     """The one ASGI handler behind the catch-all route."""
 
@@ -329,7 +419,9 @@ class _Dispatch:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # websockets are switched off in the server
             return
-        raw: list[tuple[bytes, bytes]] = scope["headers"]
+        # A snapshot: uvicorn's own httptools protocol (an embedder's server) appends a chunked
+        # body's trailer fields to this very list as they arrive; ours drops them.
+        raw = list(scope["headers"])
         path: str = scope["path"]
         # Mounted in a host application (Starlette's Mount): endpoints are
         # configured relative to where we are mounted.
@@ -337,27 +429,33 @@ class _Dispatch:
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
         method: str = scope["method"]
-        # Will an answer sent now leave request bytes unread on the connection?
-        body_pending = bool(header_values(raw, "transfer-encoding"))
         try:
-            body_pending = body_pending or (declared_length(raw) or 0) > 0
-        except ValueError:
-            await _respond(send, 400, {"error": "bad request"}, close=True)
+            framing = check_head(raw, scope.get("http_version", "1.1"))
+        except BadRequestError as exc:
+            log.warning(
+                f"request refused: {exc}",
+                extra={"component": "http", "fields": {"path": path[:200], "client": _client(scope)}},
+            )
+            await _respond(send, 400, BAD_REQUEST, close=True)
             return
+        # An answer sent now closes the connection if it would leave body bytes unread, and after
+        # CONNECT or an upgrade request, which make httptools stop parsing the connection (it
+        # would ignore a next request there; h11 would serve it).
+        close = framing.body_pending or framing.upgrade or method == "CONNECT"
 
         if path == HEALTH_PATH:
-            await self._healthz(method, send, close=body_pending)
+            await self._healthz(method, send, close=close)
             return
         endpoint = self._find(path)
         if endpoint is None:
-            await _respond(send, 404, {"error": "not found"}, close=body_pending)
+            await _respond(send, 404, {"error": "not found"}, close=close)
             return
         if method != "POST":
             await _respond(
-                send, 405, {"error": "method not allowed"}, close=body_pending, extra=[(b"allow", b"POST")]
+                send, 405, {"error": "method not allowed"}, close=close, extra=[(b"allow", b"POST")]
             )
             return
-        await self._webhook(endpoint, scope, receive, send)
+        await self._webhook(endpoint, scope, receive, send, raw=raw, framing=framing)
 
     async def _healthz(self, method: str, send: Send, *, close: bool) -> None:
         if method not in ("GET", "HEAD"):
@@ -379,20 +477,18 @@ class _Dispatch:
             extra={"component": "http", "plugin": endpoint.plugin, "fields": {**fields, **more}},
         )
 
-    async def _webhook(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
-        raw: list[tuple[bytes, bytes]] = scope["headers"]
-        client = scope.get("client")
-        fields: dict[str, Any] = {
-            "path": endpoint.path,
-            "client": f"{client[0]}:{client[1]}" if client else None,
-        }
-        if header_values(raw, "transfer-encoding") and header_values(raw, "content-length"):
-            # Request smuggling: h11 (0.16) ignores Content-Length here and reads chunked;
-            # a proxy in front might have done the opposite. Refuse (RFC 9112 6.1).
-            self._refused("both Content-Length and Transfer-Encoding", endpoint, fields)
-            await _respond(send, 400, {"error": "bad request"}, close=True)
-            return
-        declared = declared_length(raw)  # validated in __call__
+    async def _webhook(
+        self,
+        endpoint: Endpoint,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        raw: list[tuple[bytes, bytes]],
+        framing: Framing,
+    ) -> None:
+        fields: dict[str, Any] = {"path": endpoint.path, "client": _client(scope)}
+        declared = framing.length
         if declared is not None and declared > endpoint.max_body_size:
             self._refused(
                 "body over max_body_size (declared)",
@@ -423,12 +519,12 @@ class _Dispatch:
         given = signatures[0] if len(signatures) == 1 else None
         if not signature_matches(endpoint.secret, body, given):
             self._refused("bad or missing signature", endpoint, fields)
-            await _respond(send, 403, FORBIDDEN)
+            await _respond(send, 403, FORBIDDEN, close=framing.upgrade)
             return
         try:
             payload = await _parse_payload(body)
         except NotJsonError:
-            await _respond(send, 400, NOT_JSON)
+            await _respond(send, 400, NOT_JSON, close=framing.upgrade)
             return
 
         delivery = WebhookDelivery(
@@ -444,9 +540,9 @@ class _Dispatch:
                 "could not queue a webhook delivery",
                 extra={"component": "http", "plugin": endpoint.plugin, "fields": {"path": endpoint.path}},
             )
-            await _respond(send, 503, NOT_QUEUED)
+            await _respond(send, 503, NOT_QUEUED, close=framing.upgrade)
             return
-        await _respond(send, 202, {"job_id": job_id})
+        await _respond(send, 202, {"job_id": job_id}, close=framing.upgrade)
 
 
 def build_app(
@@ -467,6 +563,111 @@ def build_app(
 
 
 # --------------------------------------------------------------------- the server
+
+#: uvicorn's HTTP/1.1 implementations that we allow.
+ConcreteParser = Literal["h11", "httptools"]
+#: What a caller may ask for: "auto" is httptools when it can be imported, else h11.
+HttpParser = Literal["auto", "h11", "httptools"]
+PARSERS: tuple[str, ...] = get_args(HttpParser)
+
+
+@functools.cache
+def httptools_available() -> bool:
+    """Whether ``import httptools`` works here (a C extension: it may be missing or broken)."""
+    try:
+        importlib.import_module("httptools")
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_parser(requested: str, *, httptools_importable: bool | None = None) -> ConcreteParser:
+    """The parser to run for ``requested`` (ADR 0017).
+
+    "auto" is httptools when it can be imported (about twice the throughput
+    of h11's pure-Python parser), else h11, so a platform without a wheel
+    still works. Asking for httptools explicitly when it cannot be imported,
+    or for a parser we do not know, is a :class:`ValueError` naming the value.
+    """
+    available = httptools_available() if httptools_importable is None else httptools_importable
+    if requested == "auto":
+        return "httptools" if available else "h11"
+    if requested == "h11":
+        return "h11"
+    if requested == "httptools":
+        if not available:
+            raise ValueError(
+                "HTTP parser 'httptools' was requested but the httptools module cannot be imported"
+            )
+        return "httptools"
+    raise ValueError(f"unknown HTTP parser {requested!r}; expected one of {', '.join(PARSERS)}")
+
+
+@functools.cache
+def bounded_httptools_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, bounded like h11 in what it buffers outside bodies.
+
+    httptools gathers a header field (and uvicorn the request target) in
+    Python bytes that grow by concatenation, without any limit: measured here,
+    one 60 MiB header cost the server 120 MiB of memory and 6 s of CPU (the
+    copying is quadratic), where h11 refuses at 16 KiB. h11's rule: once a
+    socket read leaves an event incomplete (a head, a chunk-size line, a
+    trailer) with more than ``max_incomplete_event_size`` bytes buffered, the
+    request is refused with 400. This class applies the same rule with
+    :data:`MAX_HEAD_SIZE`, counting the bytes of consecutive reads in which
+    the parser made no progress (no end of head, no body bytes, no end of
+    message). So a head may still arrive whole in one read of up to 256 KiB
+    (asyncio's read size), as under h11; anything slower is refused past
+    16 KiB, and a parser's buffer never holds more than that plus two reads.
+
+    It also drops a chunked body's trailer fields, as h11 does: uvicorn's
+    httptools protocol appends them to the request's headers, where they
+    would reach the signature check, the dedupe key and the plugin.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415 - needs httptools
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        #: Bytes received in consecutive reads during which the parser made no progress.
+        _stalled_bytes = 0
+        #: Parser progress events so far (end of head, body bytes, end of message).
+        _progress = 0
+        #: The head is complete: further header fields are a trailer.
+        _in_body = False
+
+        def data_received(self, data: bytes) -> None:
+            before = self._progress
+            super().data_received(data)
+            if self._progress != before:
+                self._stalled_bytes = 0
+                return
+            self._stalled_bytes += len(data)
+            if self._stalled_bytes > MAX_HEAD_SIZE and not self.transport.is_closing():
+                self.logger.warning("Request head or chunk framing over %d bytes.", MAX_HEAD_SIZE)
+                self.send_400_response("Invalid HTTP request received.")
+
+        def on_message_begin(self) -> None:
+            self._in_body = False
+            super().on_message_begin()
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if self._in_body:  # a chunked body's trailer field: h11 drops them, so do we
+                return
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._progress += 1
+            self._in_body = True
+            super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            self._progress += 1
+            super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            self._progress += 1
+            super().on_message_complete()
+
+    return BoundedHttpToolsProtocol
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -529,7 +730,10 @@ class HttpServer:
     ``port`` 0 picks a free port (read it back from :attr:`port`).
     ``limit_concurrency`` caps open connections (beyond it uvicorn answers
     503); ``graceful_timeout`` bounds how long :meth:`stop` waits for requests
-    in flight before cancelling them.
+    in flight before cancelling them. ``parser`` picks uvicorn's HTTP/1.1
+    parser: "auto" (the default, the daemon's) is httptools when it can be
+    imported, else h11; naming httptools when it cannot be imported is a
+    ValueError here, not a failure at :meth:`start`.
     """
 
     def __init__(
@@ -541,7 +745,9 @@ class HttpServer:
         limit_concurrency: int = 128,
         graceful_timeout: int = 5,
         backlog: int = 128,
+        parser: HttpParser = "auto",
     ) -> None:
+        self._parser = resolve_parser(parser)
         self._app = app
         self._host = host
         self._requested_port = port
@@ -562,13 +768,19 @@ class HttpServer:
     def address(self) -> str:
         return _where(self._host, self.port)
 
+    @property
+    def parser(self) -> ConcreteParser:
+        """The HTTP/1.1 parser uvicorn uses ("auto" resolved at construction)."""
+        return self._parser
+
     async def start(self) -> None:
         """Bind, start serving in a task, return once connections are accepted."""
         if self._task is not None:
             raise RuntimeError("HttpServer.start() called while running")
         config = uvicorn.Config(
             self._app,
-            http="h11",
+            http=bounded_httptools_protocol() if self._parser == "httptools" else "h11",
+            h11_max_incomplete_event_size=MAX_HEAD_SIZE,
             ws="none",
             lifespan="off",
             log_config=None,  # the daemon configures logging, uvicorn must not
@@ -602,7 +814,9 @@ class HttpServer:
             raise ListenError(f"cannot listen on {where}: the server did not start ({cause})") from cause
         self._server, self._task, self._bound_port = server, task, port
         task.add_done_callback(functools.partial(_report_unexpected_end, server))
-        log.info("listening", extra={"component": "http", "fields": {"address": where}})
+        log.info(
+            "listening", extra={"component": "http", "fields": {"address": where, "parser": self._parser}}
+        )
 
     @staticmethod
     async def _serve(server: _EmbeddedServer, sock: socket.socket, where: str) -> None:
