@@ -56,8 +56,7 @@ service:
   tick_interval: 1s
 plugins_dir: ./plugins
 plugins:
-  echo:
-    schedule: {every: 1h}
+  echo: {}   # no schedule: nothing is queued at start, so STATUS reads 0 queued
 webhooks:
   listen: 127.0.0.1:0
   endpoints:
