@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import uvicorn
@@ -231,3 +232,34 @@ def test_embedding_with_fakes_touches_nothing_on_disk(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert not (tmp_path / "state").exists(), "no lock, no database: the store was the embedder's"
+
+
+def test_advice_on_the_config_is_logged_at_start_and_after_a_reload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="ductile")
+    sound = Config(service=ServiceConfig(state_dir=str(tmp_path / "state")), plugins_dir="/opt/plugins")
+    short = attrs.evolve(
+        sound, service=attrs.evolve(sound.service, job_log_retention=timedelta(hours=1))
+    )
+
+    def advice() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("config: ")]
+
+    async def scenario() -> None:
+        clock = FakeClock(T0)
+        async with Ductile(
+            short, store=InMemoryStore(), spawner=ScriptedSpawner({}, clock=clock), clock=clock,
+            catalog=DictCatalog(),
+        ) as d:  # fmt: skip
+            assert advice() == [
+                "config: service.job_log_retention (1h) is shorter than service.dedupe_ttl (1d): a succeeded "
+                "job deleted by retention no longer blocks its duplicates, so dedupe holds for 1h at most"
+            ]
+            caplog.clear()
+            await d.reload(sound)
+            assert advice() == []
+            await d.reload(short)
+            assert len(advice()) == 1
+
+    asyncio.run(scenario())

@@ -1052,8 +1052,11 @@ def test_config_check_ok(h: Harness) -> None:
     assert code == 0
     assert set(doc) == {
         "ok", "config", "state_dir", "plugins_dir", "plugins", "routes", "webhooks", "schedules", "problems",
+        "warnings",
     }  # fmt: skip
     assert doc["ok"] is True
+    assert doc["warnings"] == []
+    assert "warning" not in out
     assert doc["routes"] == [
         {"from": "a", "event_type": "done", "to": "b", "command": "handle", "problem": None}
     ]
@@ -1087,6 +1090,25 @@ def test_config_check_exits_1_for_refused_plugins_and_dangling_references(h: Har
     code, out, _ = h("config", "check")
     assert code == 1
     assert f"{len(problems)} problem(s):" in out
+
+
+def test_config_check_warns_about_retention_shorter_than_the_dedupe_ttl_but_passes(h: Harness) -> None:
+    h.plugin("a")
+    h.config.write_text(
+        "service:\n  state_dir: ./state\n  dedupe_ttl: 7d\n  job_log_retention: 2d\nplugins_dir: ./plugins\n"
+    )
+    code, out, _ = h("config", "check")
+    assert code == 0, out
+    assert (
+        "1 warning(s), not errors:\n"
+        "  - service.job_log_retention (2d) is shorter than service.dedupe_ttl (1w): a succeeded job "
+        "deleted by retention no longer blocks its duplicates, so dedupe holds for 2d at most\n"
+    ) in out
+    assert out.endswith("no problems found\n")
+    code, doc = h.json("config", "check")
+    assert (code, doc["ok"]) == (0, True)
+    [warning] = doc["warnings"]
+    assert warning.startswith("service.job_log_retention (2d) is shorter than service.dedupe_ttl (1w)")
 
 
 # =========================================================================== queue, logs, job, reset

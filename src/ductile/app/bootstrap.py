@@ -43,6 +43,12 @@ def database_path(config: Config) -> Path:
     return Path(config.service.state_dir) / DB_NAME
 
 
+def _advise(config: Config) -> None:
+    """Log, at WARN, each setting that is valid but probably unintended (:meth:`Config.advisories`)."""
+    for advice in config.advisories():
+        emit(logging.WARNING, f"config: {advice}", component="config")
+
+
 def restart_needed(old: Config, new: Config) -> list[str]:
     """Settings a reload cannot apply: the running process keeps the old value."""
     changes = []
@@ -161,6 +167,7 @@ class Ductile:
         except BaseException:
             await self.close()
             raise
+        _advise(config)
         return self
 
     async def __aenter__(self) -> Ductile:
@@ -263,6 +270,7 @@ class Ductile:
         for change in restart_needed(self.engine.runtime.config, config):
             emit(logging.WARNING, f"{change} changed: it applies at the next restart", component="reload")
         await self.engine.reload(config)
+        _advise(config)
 
     # ----------------------------------------------------------------- API
     async def enqueue(

@@ -1607,6 +1607,7 @@ async def cmd_config(ctx: Context, args: argparse.Namespace) -> int:
         "plugins_dir": config.plugins_dir,
         "plugins": _plugins_doc(config, discovery),
         **refs,
+        "warnings": list(config.advisories()),
     }
     if args.json:
         ctx.json(doc)
@@ -1636,6 +1637,11 @@ async def cmd_config(ctx: Context, args: argparse.Namespace) -> int:
         rows = [[s["plugin"], s["summary"], s["problem"] or "ok"] for s in refs["schedules"]]
         ctx.print(_indent(table(["PLUGIN", "SCHEDULE", "CHECK"], rows), "  "))
     ctx.print()
+    if doc["warnings"]:
+        ctx.print(f"{len(doc['warnings'])} warning(s), not errors:")
+        for warning in doc["warnings"]:
+            ctx.print(f"  - {warning}")
+        ctx.print()
     if refs["problems"]:
         ctx.print(f"{len(refs['problems'])} problem(s):")
         for problem in refs["problems"]:

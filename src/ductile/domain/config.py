@@ -18,6 +18,7 @@ from ductile.domain.job import Job, SubmittedBy
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route, Target
 from ductile.domain.schedule import Schedule
+from ductile.domain.units import format_duration
 
 DEFAULT_TICK = timedelta(seconds=60)
 DEFAULT_RETENTION = timedelta(days=30)
@@ -135,3 +136,20 @@ class Config:
             for name in loaded
             if self.plugin(name).enabled
         }
+
+    def advisories(self) -> tuple[str, ...]:
+        """Settings that are valid but probably not what the operator meant, each naming its keys.
+
+        Reported by ``ductile config check`` and logged at WARN when the daemon
+        starts or reloads; never a reason to refuse the config.
+        """
+        found: list[str] = []
+        service = self.service
+        if service.job_log_retention < service.dedupe_ttl:
+            found.append(
+                f"service.job_log_retention ({format_duration(service.job_log_retention)}) is shorter than "
+                f"service.dedupe_ttl ({format_duration(service.dedupe_ttl)}): a succeeded job deleted by "
+                "retention no longer blocks its duplicates, so dedupe holds for "
+                f"{format_duration(service.job_log_retention)} at most"
+            )
+        return tuple(found)
