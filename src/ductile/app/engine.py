@@ -394,13 +394,14 @@ class Engine:
             )
         elif result.fired:
             created = [r.job_id for r in result.jobs if r.created]
-            emit(
-                logging.INFO,
-                f"scheduled run enqueued; next at {next_run.planned_at.isoformat()}",
-                component="scheduler",
-                plugin=entry.key,
-                jobs=created,
-            )
+            if log.isEnabledFor(logging.INFO):
+                emit(
+                    logging.INFO,
+                    f"scheduled run enqueued; next at {next_run.planned_at.isoformat()}",
+                    component="scheduler",
+                    plugin=entry.key,
+                    jobs=created,
+                )
             if created:
                 self.inbox.notify()
         return result
@@ -577,13 +578,14 @@ class Engine:
                     extra={"component": "dispatcher", "plugin": job.plugin, "job_id": job.id},
                 )
 
-        emit(
-            logging.DEBUG,
-            f"running {job.command} (attempt {job.attempt} of {job.max_attempts})",
-            component="dispatcher",
-            plugin=job.plugin,
-            job_id=job.id,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            emit(
+                logging.DEBUG,
+                f"running {job.command} (attempt {job.attempt} of {job.max_attempts})",
+                component="dispatcher",
+                plugin=job.plugin,
+                job_id=job.id,
+            )
         try:
             return await self.spawner.run(spawn, on_start=remember)
         except Exception as e:  # a bug in the spawner must not lose the job
@@ -614,6 +616,14 @@ class Engine:
                 delay = min(delay * 2, 30.0)
 
     def _log_settlement(self, job: Job, outcome: Outcome, committed: Committed) -> None:
+        if log.isEnabledFor(logging.ERROR):  # the highest level below: nothing is built unheard
+            self._log_settlement_lines(job, outcome, committed)
+        elif len(committed.children) != len(committed.settlement.children):  # as the zip(strict) there
+            raise ValueError("a settlement's children and their enqueue results differ in number")
+        if any(r.created for r in committed.children):
+            self.inbox.notify()
+
+    def _log_settlement_lines(self, job: Job, outcome: Outcome, committed: Committed) -> None:
         s = committed.settlement
         final = s.job
         where = {"component": "dispatcher", "plugin": job.plugin, "job_id": job.id}
@@ -671,5 +681,3 @@ class Engine:
                     job_id=result.job_id,
                     parent_job_id=job.id,
                 )
-        if any(r.created for r in committed.children):
-            self.inbox.notify()

@@ -169,20 +169,61 @@ def apply(
     target = TRANSITIONS.get((job.status, event))
     if target is None:
         raise IllegalTransitionError(job.id, job.status.value, event.value)
-    changes: dict[str, Any] = {"status": target}
+    attempt, started_at, completed_at, retry_at = job.attempt, job.started_at, job.completed_at, None
     if target is JobStatus.RUNNING:
-        changes.update(started_at=at, completed_at=None, next_retry_at=None)
+        started_at, completed_at = at, None
     elif target in TERMINAL:
-        changes.update(completed_at=at, next_retry_at=None)
+        completed_at = at
     elif target is JobStatus.QUEUED:
-        changes.update(attempt=job.attempt + 1, next_retry_at=next_retry_at, started_at=None)
-    if last_error is not None:
-        changes["last_error"] = last_error
-    new = attrs.evolve(job, **changes)
+        attempt, retry_at, started_at = job.attempt + 1, next_retry_at, None
+    else:  # a transient state keeps the row's retry time
+        retry_at = job.next_retry_at
+    # Every field spelled out: attrs.evolve re-reads the class's fields on every call (twice per job).
+    new = Job(
+        id=job.id,
+        plugin=job.plugin,
+        command=job.command,
+        payload=job.payload,
+        status=target,
+        attempt=attempt,
+        max_attempts=job.max_attempts,
+        submitted_by=job.submitted_by,
+        dedupe_key=job.dedupe_key,
+        created_at=job.created_at,
+        started_at=started_at,
+        completed_at=completed_at,
+        next_retry_at=retry_at,
+        last_error=job.last_error if last_error is None else last_error,
+        parent_job_id=job.parent_job_id,
+        source_event_id=job.source_event_id,
+    )
     record = Transition(
         job_id=job.id, from_status=job.status, to_status=target, reason=reason, actor=actor, at=at
     )
     return new, record
+
+
+#: The fields :func:`apply` copies by name; a field added to Job must be added there too.
+_APPLIED_FIELDS = (
+    "id",
+    "plugin",
+    "command",
+    "payload",
+    "status",
+    "attempt",
+    "max_attempts",
+    "submitted_by",
+    "dedupe_key",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "next_retry_at",
+    "last_error",
+    "parent_job_id",
+    "source_event_id",
+)
+if tuple(a.name for a in attrs.fields(Job)) != _APPLIED_FIELDS:  # pragma: no cover - a guard for editors
+    raise TypeError("Job's fields changed: apply() builds the moved Job field by field, update it")
 
 
 def creation(job: Job, *, actor: Actor, reason: str = "created") -> Transition:

@@ -20,6 +20,7 @@ SUPPORTED_PROTOCOLS = frozenset({PROTOCOL_VERSION})
 LOG_LEVELS = ("info", "warn", "error")
 
 _JSON_WS = " \t\r\n"
+_JSON_WS_BYTES = _JSON_WS.encode()
 #: Deepest nesting of objects/arrays accepted in a response. Far beyond any
 #: real document, far below the interpreter's recursion limit, so whatever is
 #: accepted here can be re-encoded anywhere (state, a child's request).
@@ -63,6 +64,11 @@ def iso_utc(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: ``json.dumps`` with these options builds a new encoder per call; these are built once.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_STRICT = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def build_request(
     *,
     job_id: str,
@@ -83,7 +89,7 @@ def build_request(
     }
     if command == "handle":
         body["event"] = event if event is not None else {}
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return _COMPACT.encode(body).encode()
 
 
 def _refuse_constant(name: str) -> Any:
@@ -95,7 +101,7 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 def decode_json_object(raw: bytes, *, what: str = "response") -> dict[str, Any]:
     """Exactly one JSON object in ``raw`` (surrounding whitespace allowed)."""
-    if not raw.strip(_JSON_WS.encode()):
+    if not raw.strip(_JSON_WS_BYTES):
         raise ProtocolError("empty", f"{what} is empty: expected one JSON object")
     try:
         text = raw.decode("utf-8")
@@ -122,7 +128,7 @@ def decode_json_object(raw: bytes, *, what: str = "response") -> dict[str, Any]:
         # re-encoded a few frames deeper (a child's request wraps the payload).
         raise ProtocolError("too_deep", f"{what} is nested more than {MAX_DEPTH} levels deep")
     try:
-        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        _STRICT.encode(value).encode("utf-8")
     except UnicodeEncodeError:
         raise ProtocolError("encoding", f"{what} contains a lone surrogate escape") from None
     except RecursionError:

@@ -280,15 +280,23 @@ class Schedule:
         What a run does (``command``, ``emit``) and ``catch_up`` are read at
         fire time, so editing them keeps the planned grid.
         """
-        body: dict[str, Any] = {
-            "every": self.every // ONE_MICROSECOND if self.every is not None else None,
-            "cron": self.cron,
-            "jitter": self.jitter // ONE_MICROSECOND,
-            "window": [self.window.start.isoformat(), self.window.end.isoformat()] if self.window else None,
-            "tz": str(self.tz),
-        }
-        raw = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+        return _fingerprint(self.every, self.cron, self.jitter, self.window, str(self.tz))
+
+
+@functools.lru_cache(maxsize=1024)
+def _fingerprint(
+    every: timedelta | None, cron: str | None, jitter: timedelta, window: Window | None, tz: str
+) -> str:
+    """:meth:`Schedule.fingerprint`, computed once per distinct input (every fire plans the next run)."""
+    body: dict[str, Any] = {
+        "every": every // ONE_MICROSECOND if every is not None else None,
+        "cron": cron,
+        "jitter": jitter // ONE_MICROSECOND,
+        "window": [window.start.isoformat(), window.end.isoformat()] if window else None,
+        "tz": tz,
+    }
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 @attrs.frozen(kw_only=True)

@@ -28,7 +28,7 @@ from ductile.domain.outcome import (
 )
 from ductile.domain.protocol import LogLine, Response, iso_utc, parse_response
 from ductile.domain.retry import EX_CONFIG, RetryPolicy, decide_retry, is_retryable
-from ductile.domain.routing import Envelope, Route, Target, event_id_for, fan_out, wrap
+from ductile.domain.routing import Envelope, FanOut, Route, Target, event_id_for, fan_out, wrap
 from ductile.domain.state import MAX_STATE_BYTES, merge_state, serialize_state
 from ductile.domain.units import format_duration
 
@@ -105,6 +105,10 @@ class Settlement:
         return self.job.status is JobStatus.QUEUED
 
 
+#: What :func:`fan_out` returns for no envelopes (a frozen value: one serves every run).
+_NO_FAN_OUT = FanOut(children=())
+
+
 def _clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -115,6 +119,8 @@ def _text(value: str | None) -> str:
 
 
 def _stderr_hint(tail: bytes) -> str:
+    if not tail:
+        return ""
     for line in reversed(tail.decode("utf-8", "replace").splitlines()):
         if line.strip():
             return f"; stderr ends: {_clip(line.strip(), 200)!r}"
@@ -250,11 +256,11 @@ def settle(
             merged = merge_state(before, response.state_updates, limit=ctx.state_limit)
             if not merged.ok:
                 verdict = _Verdict(JobEvent.FAIL, merged.rejected, response.retry, response)
-            elif serialize_state(merged.state) != serialize_state(before):
+            elif merged.text != serialize_state(before):
                 # Compared as JSON text: 1, 1.0 and true are equal in Python, not in state.
                 new_state = merged.state
 
-    logs = _cap_logs(response.logs) if response is not None else ()
+    logs = _cap_logs(response.logs) if response is not None and response.logs else ()
     error = _clip(verdict.error) if verdict.error is not None else None
     run = RunRecord(
         job_id=job.id,
@@ -283,11 +289,15 @@ def settle(
     if verdict.event is JobEvent.SUCCEED:
         assert response is not None
         done, record = apply(job, JobEvent.SUCCEED, at=now, actor=Actor.DISPATCHER, reason="succeeded")
-        envelopes = tuple(
-            wrap(e, source=job.plugin, at=now, event_id=event_id_for(job.id, i))
-            for i, e in enumerate(response.events)
-        )
-        routed = fan_out(envelopes, routes=ctx.routes, targets=ctx.targets, parent_job_id=job.id, at=now)
+        if not response.events:  # most runs: what fan_out answers for no events
+            envelopes: tuple[Envelope, ...] = ()
+            routed = _NO_FAN_OUT
+        else:
+            envelopes = tuple(
+                wrap(e, source=job.plugin, at=now, event_id=event_id_for(job.id, i))
+                for i, e in enumerate(response.events)
+            )
+            routed = fan_out(envelopes, routes=ctx.routes, targets=ctx.targets, parent_job_id=job.id, at=now)
         return Settlement(
             job=done,
             transitions=(record,),

@@ -16,7 +16,11 @@ def state_size(state: dict[str, Any]) -> int:
 
 
 def serialize_state(state: dict[str, Any]) -> bytes:
-    return json.dumps(state, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return _COMPACT.encode(state).encode()
+
+
+#: ``json.dumps`` with these options builds a new encoder per call; this one is built once.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 @attrs.frozen
@@ -24,6 +28,8 @@ class MergeResult:
     state: dict[str, Any]
     size: int
     rejected: str | None = None
+    #: The accepted state's compact JSON (``serialize_state(state)``); empty when rejected.
+    text: bytes = attrs.field(default=b"", eq=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -39,11 +45,12 @@ def merge_state(
     ``current`` is returned unchanged with the reason.
     """
     merged = {**current, **updates}
-    size = state_size(merged)
+    text = serialize_state(merged)
+    size = len(text)
     if size > limit:
         return MergeResult(
             current,
             state_size(current),
             f"state would be {size:,} bytes, over the {limit:,}-byte limit; update rejected",
         )
-    return MergeResult(merged, size)
+    return MergeResult(merged, size, text=text)

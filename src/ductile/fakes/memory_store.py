@@ -33,6 +33,16 @@ from ductile.ports.store import (
     StaleJobError,
 )
 
+#: Types deepcopy returns as they are: a state holding only these at the top copies shallowly.
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
+
+
+def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
+    """``copy.deepcopy(state)``, without its machinery for the usual flat state."""
+    if type(state) is not dict or any(type(value) not in _ATOMIC for value in state.values()):
+        return copy.deepcopy(state)
+    return dict(state)
+
 
 class InMemoryStore:
     def __init__(self) -> None:
@@ -153,7 +163,7 @@ class InMemoryStore:
         runs.append(s.run)
         self._processes.pop(s.job.id, None)
         if s.state is not None:
-            self._states[s.job.plugin] = copy.deepcopy(s.state)
+            self._states[s.job.plugin] = _copy_state(s.state)
         if s.breaker is not None:
             self._breakers[(s.breaker.plugin, s.breaker.command)] = s.breaker
         for j, rec in inserts:
@@ -283,7 +293,7 @@ class InMemoryStore:
     # ------------------------------------------------------------- state
     async def get_state(self, plugin: str) -> dict[str, Any]:
         # Deep: a caller editing a nested value must not edit what is stored.
-        return copy.deepcopy(self._states.get(plugin, {}))
+        return _copy_state(self._states.get(plugin, {}))
 
     # ------------------------------------------------------------- breakers
     async def get_breaker(self, plugin: str, command: str) -> br.Breaker | None:
