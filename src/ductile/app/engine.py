@@ -55,15 +55,17 @@ def emit(
     component: str,
     plugin: str | None = None,
     job_id: str | None = None,
+    exc_info: bool = False,
     **fields: Any,
 ) -> None:
-    """Log one structured line (the JSON formatter turns ``extra`` into fields)."""
+    """Log one structured line (the JSON formatter turns ``extra`` into fields);
+    ``exc_info`` adds the exception being handled, as ``log.exception`` does."""
     extra: dict[str, Any] = {"component": component, "fields": fields}
     if plugin is not None:
         extra["plugin"] = plugin
     if job_id is not None:
         extra["job_id"] = job_id
-    log.log(level, message, extra=extra)
+    log.log(level, message, exc_info=exc_info, extra=extra)
 
 
 def plugin_env(base: Mapping[str, str]) -> dict[str, str]:
@@ -279,9 +281,11 @@ class Engine:
                 await self._sync_schedules(runtime)
                 self._schedules_dirty = False
         except Exception:
-            log.exception(
+            emit(
+                logging.ERROR,
                 "could not apply the configuration to the store yet; retrying at the next tick",
-                extra={"component": "reload"},
+                component="reload",
+                exc_info=True,
             )
         return cancelled
 
@@ -515,9 +519,13 @@ class Engine:
         try:
             outcome: Outcome = await self._execute(job, runtime, timeout)
         except Exception as e:  # e.g. the store could not read the state: fail the run, never strand it
-            log.exception(
+            emit(
+                logging.ERROR,
                 "could not prepare the run",
-                extra={"component": "dispatcher", "plugin": job.plugin, "job_id": job.id},
+                component="dispatcher",
+                plugin=job.plugin,
+                job_id=job.id,
+                exc_info=True,
             )
             outcome = SpawnOutcome(spawn_error=f"internal error: {e!r}")
         ctx = SettleContext(
@@ -573,9 +581,13 @@ class Engine:
             try:
                 await self.store.record_process(job.id, handle)
             except Exception:  # the run goes on; recovery just cannot kill this group
-                log.exception(
+                emit(
+                    logging.ERROR,
                     "could not record the process group of a running job",
-                    extra={"component": "dispatcher", "plugin": job.plugin, "job_id": job.id},
+                    component="dispatcher",
+                    plugin=job.plugin,
+                    job_id=job.id,
+                    exc_info=True,
                 )
 
         if log.isEnabledFor(logging.DEBUG):
@@ -589,9 +601,13 @@ class Engine:
         try:
             return await self.spawner.run(spawn, on_start=remember)
         except Exception as e:  # a bug in the spawner must not lose the job
-            log.exception(
+            emit(
+                logging.ERROR,
                 "the spawner failed",
-                extra={"component": "dispatcher", "plugin": job.plugin, "job_id": job.id},
+                component="dispatcher",
+                plugin=job.plugin,
+                job_id=job.id,
+                exc_info=True,
             )
             return SpawnOutcome(spawn_error=f"internal error: {e!r}")
 
@@ -608,9 +624,13 @@ class Engine:
             except StaleJobError:
                 raise
             except Exception:
-                log.exception(
+                emit(
+                    logging.ERROR,
                     f"could not record the end of the job; retrying in {delay:g}s",
-                    extra={"component": "dispatcher", "plugin": job.plugin, "job_id": job.id},
+                    component="dispatcher",
+                    plugin=job.plugin,
+                    job_id=job.id,
+                    exc_info=True,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
@@ -626,7 +646,7 @@ class Engine:
     def _log_settlement_lines(self, job: Job, outcome: Outcome, committed: Committed) -> None:
         s = committed.settlement
         final = s.job
-        where = {"component": "dispatcher", "plugin": job.plugin, "job_id": job.id}
+        where: dict[str, Any] = {"component": "dispatcher", "plugin": job.plugin, "job_id": job.id}
         if isinstance(outcome, SpawnOutcome) and outcome.stderr_tail:
             text = outcome.stderr_tail.decode("utf-8", "replace").rstrip("\n")
             emit(logging.WARNING, text, component="plugin", plugin=job.plugin, job_id=job.id, stream="stderr")
