@@ -21,6 +21,9 @@ import collections
 import pytest
 
 from ductile.app.simulation import SimulationResult, run_scenario
+from tests.sim.trace_fixture import load
+
+RECORDED = load()["sweep/memory"]
 
 SEEDS = range(500)
 SLOW_SEEDS = range(500, 5500)
@@ -34,6 +37,8 @@ def _run(seed: int) -> SimulationResult:
 def test_every_invariant_holds_for_seed(seed: int) -> None:
     result = _run(seed)
     assert result.jobs, "the scenario ran nothing"
+    # The trace is the one recorded (tests/sim/trace_fixture.py): behaviour did not move.
+    assert result.trace_hash == RECORDED[str(seed)]
     # every job of the run ended (jobs the scheduler made while draining may still wait)
     unfinished = [
         j.id for j in result.jobs if j.created_at < result.end and j.status.value not in ("succeeded", "dead")
