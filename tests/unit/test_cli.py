@@ -43,9 +43,9 @@ from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.protocol import EmittedEvent
+from ductile.domain.quantities import format_duration, parse_duration
 from ductile.domain.schedule import PlannedRun, Schedule, Window, plan_next
 from ductile.domain.settle import SettleContext
-from ductile.domain.units import format_duration, parse_duration
 from ductile.fakes.memory_store import InMemoryStore
 from ductile.fakes.spawner import ScriptedSpawner, error, ok
 from ductile.ports.store import InitRecord

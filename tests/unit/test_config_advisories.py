@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ductile.domain.config import Config, ServiceConfig
-from ductile.domain.units import format_duration
+from ductile.domain.quantities import format_duration
 
 durations = st.integers(min_value=1, max_value=400 * 86_400).map(lambda s: timedelta(seconds=s))
 

@@ -25,10 +25,10 @@ from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.config import Config, LogLevel, PluginConfig, Timeouts, WebhooksConfig
 from ductile.domain.errors import ConfigError
 from ductile.domain.protocol import EmittedEvent
+from ductile.domain.quantities import format_duration
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route
 from ductile.domain.schedule import CatchUp, Window
-from ductile.domain.units import format_duration
 
 EXAMPLES = Path(__file__).parent / "config_examples"
 BASE = "/srv/ductile"

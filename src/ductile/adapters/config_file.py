@@ -76,10 +76,10 @@ from ductile.domain.config import (
 )
 from ductile.domain.errors import ConfigError, ScheduleError, UnitError
 from ductile.domain.protocol import EmittedEvent
+from ductile.domain.quantities import parse_duration, parse_interval, parse_size
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route
 from ductile.domain.schedule import CatchUp, Schedule, Window, cron_fires, validate_cron
-from ductile.domain.units import parse_duration, parse_interval, parse_size
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",

@@ -315,7 +315,7 @@ def _utc(at: datetime | None) -> str | None:
 def _text_duration(value: timedelta) -> str:
     """A configured duration as the operator would write it."""
     from ductile.domain.errors import UnitError
-    from ductile.domain.units import format_duration
+    from ductile.domain.quantities import format_duration
 
     try:
         return format_duration(value)
@@ -492,7 +492,7 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         from ductile.domain.errors import UnitError
-        from ductile.domain.units import parse_duration
+        from ductile.domain.quantities import parse_duration
 
         try:
             value = parse_duration(text).total_seconds()
@@ -512,7 +512,7 @@ def parse_time(text: str, *, now: datetime, tz: tzinfo | None = None) -> datetim
     from datetime import UTC, datetime
 
     from ductile.domain.errors import UnitError
-    from ductile.domain.units import parse_duration
+    from ductile.domain.quantities import parse_duration
 
     s = text.strip()
     if s.lower() == "now":

@@ -85,11 +85,11 @@ from ductile.domain.job import (
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.plugin import Discovery, Manifest, Plugin, Refusal, missing_config_keys
 from ductile.domain.protocol import EmittedEvent
+from ductile.domain.quantities import format_duration, parse_duration
 from ductile.domain.retry import MAX_BACKOFF, RetryPolicy
 from ductile.domain.routing import Route, child_job_id, event_id_for
 from ductile.domain.schedule import PlannedRun, Schedule
 from ductile.domain.settle import SettleContext
-from ductile.domain.units import format_duration, parse_duration
 from ductile.fakes import FakeClock, FakeInbox, InMemoryStore, ScriptedSpawner
 from ductile.fakes.indexed_store import IndexedMemoryStore
 from ductile.ports.spawner import OnStart, ProcessHandle, SpawnRequest

@@ -15,10 +15,10 @@ import attrs
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.dedupe import DEFAULT_DEDUPE_TTL
 from ductile.domain.job import Job, SubmittedBy
+from ductile.domain.quantities import format_duration
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route, Target
 from ductile.domain.schedule import Schedule
-from ductile.domain.units import format_duration
 
 DEFAULT_TICK = timedelta(seconds=60)
 DEFAULT_RETENTION = timedelta(days=30)

@@ -55,8 +55,8 @@ from croniter import croniter
 
 from ductile.domain.errors import ScheduleError
 from ductile.domain.protocol import EmittedEvent
+from ductile.domain.quantities import format_duration
 from ductile.domain.routing import event_id_for
-from ductile.domain.units import format_duration
 
 ONE_SECOND = timedelta(seconds=1)
 ONE_MICROSECOND = timedelta(microseconds=1)

@@ -27,10 +27,10 @@ from ductile.domain.outcome import (
     signal_name,
 )
 from ductile.domain.protocol import LogLine, Response, iso_utc, parse_response
+from ductile.domain.quantities import format_duration
 from ductile.domain.retry import EX_CONFIG, RetryPolicy, decide_retry, is_retryable
 from ductile.domain.routing import Envelope, FanOut, Route, Target, event_id_for, fan_out, wrap
 from ductile.domain.state import MAX_STATE_BYTES, merge_state, serialize_state
-from ductile.domain.units import format_duration
 
 #: Longest ``last_error`` / run error / failure reason kept.
 MAX_ERROR_CHARS = 4000

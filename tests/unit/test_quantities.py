@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ductile.domain.errors import DuctileError, UnitError
-from ductile.domain.units import (
+from ductile.domain.quantities import (
     MAX_DURATION,
     MAX_SIZE,
     NAMED_INTERVALS,
