@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from datetime import timedelta, tzinfo
 from typing import Any, TypeVar, get_args
 
 import attrs
@@ -26,39 +25,11 @@ from cattrs.gen import make_dict_structure_fn
 
 from ductile.adapters.config.hooks import (
     PARSE_CONTEXT,
-    ClockTime,
-    Count,
-    Cron,
-    DirPath,
-    EventType,
-    Interval,
-    Jitter,
-    JsonObject,
-    Listen,
+    VALUE_HOOKS,
     ParseContext,
-    PluginName,
     PluginTable,
-    ScheduledCommand,
-    Size,
-    bool_hook,
     check_plugin_name,
-    clock_hook,
-    command_hook,
-    count_hook,
-    cron_hook,
-    dir_hook,
-    duration_hook,
-    enum_hook,
-    event_type_hook,
-    interval_hook,
-    jitter_hook,
-    json_object_hook,
-    listen_hook,
-    plugin_name_hook,
     section,
-    size_hook,
-    string_hook,
-    zone_hook,
 )
 from ductile.adapters.config.messages import KeyPath, Position, Problem, config_error, describe, unknown_key
 from ductile.adapters.config.schema import (
@@ -75,9 +46,8 @@ from ductile.adapters.config.schema import (
     is_tuple_of,
     without_extensions,
 )
-from ductile.domain.config import Config, LogLevel, PluginConfig
+from ductile.domain.config import Config, PluginConfig
 from ductile.domain.errors import ConfigError
-from ductile.domain.schedule import CatchUp
 
 _T = TypeVar("_T")
 
@@ -103,96 +73,91 @@ def _structuring_error(exc: BaseException, lines: Mapping[KeyPath, Position]) ->
     return config_error(found, lines)
 
 
+#: A cattrs structure hook: a plain value and the type asked for in, a checked value out.
+StructureHook = Callable[[object, Any], Any]
+
+
 @functools.cache
 def converter() -> cattrs.Converter:
     """The one converter: plain values in, domain values out."""
     conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=True)
+    conv.register_structure_hook_factory(attrs.has, _mapping_factory)
+    conv.register_structure_hook_factory(is_tuple_of, _tuple_factory)
+    conv.register_structure_hook_factory(is_optional, _optional_factory)
+    for cls, hook in VALUE_HOOKS:
+        conv.register_structure_hook(cls, hook)
+    conv.register_structure_hook(PluginTable, functools.partial(_structure_plugins, conv))
+    for cls, (doc, build) in BUILT_FROM.items():
+        conv.register_structure_hook(cls, _built_from(conv, doc, build))
+    conv.register_structure_hook(
+        Config, lambda value, _: build_config(conv.structure(without_extensions(value), ConfigDoc))
+    )
+    return conv
 
-    def optional_factory(t: Any) -> Callable[[object, Any], Any]:
-        inner = next(a for a in get_args(t) if a is not type(None))
-        return lambda value, _: None if value is None else conv.structure(value, inner)
 
-    def tuple_factory(t: Any) -> Callable[[object, Any], tuple[Any, ...]]:
-        item_type = get_args(t)[0]
+def _optional_factory(t: Any, conv: cattrs.Converter) -> StructureHook:
+    """``X | None``: null stays None, anything else is read as ``X``."""
+    inner = next(a for a in get_args(t) if a is not type(None))
+    return lambda value, _: None if value is None else conv.structure(value, inner)
 
-        def hook(value: object, _: Any) -> tuple[Any, ...]:
-            if not isinstance(value, list):
-                raise Problem(f"expected a list, got {describe(value)}")
-            items: list[Any] = []
-            errors: list[Exception] = []
-            for index, item in enumerate(value):
-                try:
-                    items.append(conv.structure(item, item_type))
-                except Exception as e:
-                    e.add_note(IterableValidationNote(f"item {index}", index, item_type))
-                    errors.append(e)
-            if errors:
-                raise IterableValidationError(f"while reading a list of {item_type.__name__}", errors, t)
-            return tuple(items)
 
-        return hook
+def _tuple_factory(t: Any, conv: cattrs.Converter) -> StructureHook:
+    """``tuple[X, ...]`` from a YAML list, every item's problem reported with its index."""
+    item_type = get_args(t)[0]
 
-    def mapping_factory(cl: Any) -> Callable[[object, Any], Any]:
-        generated = make_dict_structure_fn(cl, conv, **OVERRIDES.get(cl, {}))
-
-        allowed = set(allowed_keys(cl))
-
-        def hook(value: object, _: Any) -> Any:
-            # An empty value means "not given" for a known key; an unknown key
-            # stays in, empty or not, so the unknown-key check still sees it.
-            given = {
-                key: item for key, item in section(value).items() if item is not None or key not in allowed
-            }
-            return generated(given, cl)
-
-        return hook
-
-    def built_from(doc: type[Any], build: Callable[[Any], _T]) -> Callable[[object, Any], _T]:
-        return lambda value, _: build(conv.structure(value, doc))
-
-    def plugins_hook(value: object, _: Any) -> dict[str, PluginConfig]:
-        result: dict[str, PluginConfig] = {}
+    def hook(value: object, _: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise Problem(f"expected a list, got {describe(value)}")
+        items: list[Any] = []
         errors: list[Exception] = []
-        for name, body in section(value).items():
+        for index, item in enumerate(value):
             try:
-                check_plugin_name(name)
-                result[name] = build_plugin(name, conv.structure(body, PluginDoc))
+                items.append(conv.structure(item, item_type))
             except Exception as e:
-                e.add_note(IterableValidationNote(f"plugin {name!r}", name, PluginDoc))
+                e.add_note(IterableValidationNote(f"item {index}", index, item_type))
                 errors.append(e)
         if errors:
-            raise IterableValidationError("while reading plugins", errors, PluginTable)
-        return result
+            raise IterableValidationError(f"while reading a list of {item_type.__name__}", errors, t)
+        return tuple(items)
 
-    conv.register_structure_hook_factory(attrs.has, mapping_factory)
-    conv.register_structure_hook_factory(is_tuple_of, tuple_factory)
-    conv.register_structure_hook_factory(is_optional, optional_factory)
-    for cls, hook in (
-        (str, string_hook),
-        (bool, bool_hook),
-        (int, count_hook),
-        (timedelta, duration_hook),
-        (tzinfo, zone_hook),
-        (LogLevel, enum_hook(LogLevel)),
-        (CatchUp, enum_hook(CatchUp)),
-        (Interval, interval_hook),
-        (Jitter, jitter_hook),
-        (Size, size_hook),
-        (Count, count_hook),
-        (ClockTime, clock_hook),
-        (Cron, cron_hook),
-        (Listen, listen_hook),
-        (DirPath, dir_hook),
-        (PluginName, plugin_name_hook),
-        (EventType, event_type_hook),
-        (ScheduledCommand, command_hook),
-        (JsonObject, json_object_hook),
-        (PluginTable, plugins_hook),
-        *((cls, built_from(doc, build)) for cls, (doc, build) in BUILT_FROM.items()),
-        (Config, lambda value, _: build_config(conv.structure(without_extensions(value), ConfigDoc))),
-    ):
-        conv.register_structure_hook(cls, hook)
-    return conv
+    return hook
+
+
+def _mapping_factory(cl: Any, conv: cattrs.Converter) -> StructureHook:
+    """An attrs class from a YAML mapping, with its :data:`OVERRIDES` (hooks, YAML names)."""
+    generated = make_dict_structure_fn(cl, conv, **OVERRIDES.get(cl, {}))
+    allowed = set(allowed_keys(cl))
+
+    def hook(value: object, _: Any) -> Any:
+        # An empty value means "not given" for a known key; an unknown key
+        # stays in, empty or not, so the unknown-key check still sees it.
+        given = {key: item for key, item in section(value).items() if item is not None or key not in allowed}
+        return generated(given, cl)
+
+    return hook
+
+
+def _built_from(
+    conv: cattrs.Converter, doc: type[Any], build: Callable[[Any], _T]
+) -> Callable[[object, Any], _T]:
+    """A domain value read through its doc class (whose fields are the keys), then built."""
+    return lambda value, _: build(conv.structure(value, doc))
+
+
+def _structure_plugins(conv: cattrs.Converter, value: object, _: Any) -> dict[str, PluginConfig]:
+    """The ``plugins`` table: every plugin's problems reported under its name."""
+    result: dict[str, PluginConfig] = {}
+    errors: list[Exception] = []
+    for name, body in section(value).items():
+        try:
+            check_plugin_name(name)
+            result[name] = build_plugin(name, conv.structure(body, PluginDoc))
+        except Exception as e:
+            e.add_note(IterableValidationNote(f"plugin {name!r}", name, PluginDoc))
+            errors.append(e)
+    if errors:
+        raise IterableValidationError("while reading plugins", errors, PluginTable)
+    return result
 
 
 def _collect(exc: BaseException, path: KeyPath, out: list[tuple[KeyPath, str]]) -> None:

@@ -381,3 +381,27 @@ def section(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Problem(f"expected a mapping (key: value pairs), got {describe(value)}")
     return value
+
+
+#: The hook of every kind of value, by type (the converter registers them in this order).
+VALUE_HOOKS: tuple[tuple[Any, Callable[[object, Any], Any]], ...] = (
+    (str, string_hook),
+    (bool, bool_hook),
+    (int, count_hook),
+    (timedelta, duration_hook),
+    (tzinfo, zone_hook),
+    (LogLevel, enum_hook(LogLevel)),
+    (CatchUp, enum_hook(CatchUp)),
+    (Interval, interval_hook),
+    (Jitter, jitter_hook),
+    (Size, size_hook),
+    (Count, count_hook),
+    (ClockTime, clock_hook),
+    (Cron, cron_hook),
+    (Listen, listen_hook),
+    (DirPath, dir_hook),
+    (PluginName, plugin_name_hook),
+    (EventType, event_type_hook),
+    (ScheduledCommand, command_hook),
+    (JsonObject, json_object_hook),
+)
