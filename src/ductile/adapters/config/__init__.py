@@ -114,9 +114,9 @@ def parse_config(
     """
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"the config is longer than {MAX_CONFIG_BYTES // 1024} KiB")
-    tree, lines = read_tree(text)
+    tree = read_tree(text)
     context = ParseContext(env=env, local_tz=local_tz, base_dir=os.path.abspath(base_dir), source=source)
-    return structure_config(tree, lines, context)
+    return structure_config(tree.value, tree.lines, context)
 
 
 def resolve_config_path(arg: str | None, env: Mapping[str, str] | None = None) -> Path:

@@ -8,20 +8,24 @@ decimal (``0755``, ``0x1F``, ``1_000``, ``1:30`` stay text), ``.inf``/``.nan``
 and overflowing floats are refused. A plain scalar is a number only where
 YAML 1.1 and 1.2 agree that it is that number.
 
-The result is dict / list / str / int / float / bool / None plus a map from
-key path to (line, column). Duplicate keys, non-text keys, unsupported tags,
-recursive aliases, nesting deeper than :data:`MAX_DEPTH` and alias expansion
-beyond :data:`MAX_VALUES` values (the "billion laughs") are refused here.
-``<<`` merge keys work.
+The result (a :class:`Tree`) is dict / list / str / int / float / bool /
+None plus a map from key path to (line, column). Duplicate keys, non-text
+keys, unsupported tags, recursive aliases, nesting deeper than
+:data:`MAX_DEPTH` and alias expansion beyond :data:`MAX_VALUES` values (the
+"billion laughs") are refused here. ``<<`` merge keys work.
+
+The config reader and plugin discovery (``manifest.yaml``) both read YAML
+here, so a plugin author and an operator meet the same rules.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
+import attrs
 import yaml
 from yaml.composer import Composer
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -129,39 +133,57 @@ def _pos_of(node: Node) -> Position:
     return int(node.start_mark.line) + 1, int(node.start_mark.column)
 
 
-def read_tree(text: str) -> tuple[Any, dict[KeyPath, Position]]:
-    """The document as plain values, and the (line, column) of every key path."""
+@attrs.frozen
+class Tree:
+    """One YAML document as plain values, and where each of its key paths was written."""
+
+    #: dict / list / str / int / float / bool / None.
+    value: Any
+    #: The (line, column) of every key path (``()`` is the document itself).
+    lines: Mapping[KeyPath, Position]
+    #: The text as written of every plain scalar read as a number: ``1.10`` for the
+    #: float 1.1, for a document whose schema wants text there (a manifest's version).
+    written: Mapping[KeyPath, str]
+
+
+def read_tree(text: str, *, document: str = "config") -> Tree:
+    """The document as plain values, with its lines; :class:`ConfigError` for what our rules refuse.
+
+    ``document`` names the file in messages ("the config nests more than 64
+    levels deep", "the manifest ...").
+    """
     try:
         loader = _Loader(text)
     except yaml.reader.ReaderError as e:
-        raise _reader_error(e, text) from None
+        raise _reader_error(e, text, document) from None
     try:
         root = loader.get_single_node()
     except _TooDeepError as e:
-        raise ConfigError(f"the config nests more than {MAX_DEPTH} levels deep", line=e.line) from None
+        raise ConfigError(f"the {document} nests more than {MAX_DEPTH} levels deep", line=e.line) from None
     except yaml.reader.ReaderError as e:
-        raise _reader_error(e, text) from None
+        raise _reader_error(e, text, document) from None
     except yaml.MarkedYAMLError as e:
         raise _syntax_error(e) from None
     except yaml.YAMLError as e:  # pragma: no cover - every PyYAML error we know of is marked
         raise ConfigError(f"YAML error: {e}") from None
     finally:
         loader.dispose()
-    lines: dict[KeyPath, Position] = {}
     if root is None:
-        return None, lines
-    lines[()] = _pos_of(root)
-    return _Walker(lines).walk(root, (), 0), lines
+        return Tree(value=None, lines={}, written={})
+    walker = _Walker(document)
+    walker.lines[()] = _pos_of(root)
+    value = walker.walk(root, (), 0)
+    return Tree(value=value, lines=walker.lines, written=walker.written)
 
 
-def _reader_error(e: yaml.reader.ReaderError, text: str) -> ConfigError:
+def _reader_error(e: yaml.reader.ReaderError, text: str, document: str) -> ConfigError:
     position = max(0, min(int(e.position), len(text)))
     line = text.count("\n", 0, position) + 1
     char = e.character
     code = f"U+{char if isinstance(char, int) else ord(str(char)[:1] or chr(0)):04X}"
     return ConfigError(
         f"character {code} is not allowed in a YAML file (control characters other than tab and "
-        "newline, and lone surrogates, cannot appear in a config)",
+        f"newline, and lone surrogates, cannot appear in a {document})",
         line=line,
     )
 
@@ -238,10 +260,12 @@ def _tagged_value(tag: str, text: str) -> tuple[bool, Any]:
 
 
 class _Walker:
-    """Turns the node tree into plain values, recording the line of every path."""
+    """Turns the node tree into plain values, noting the line of every path and how numbers were written."""
 
-    def __init__(self, lines: dict[KeyPath, Position]) -> None:
-        self.lines = lines
+    def __init__(self, document: str) -> None:
+        self.document = document
+        self.lines: dict[KeyPath, Position] = {}
+        self.written: dict[KeyPath, str] = {}
         self.remaining = MAX_VALUES
         self.active: set[int] = set()
 
@@ -252,13 +276,13 @@ class _Walker:
         self.remaining -= 1
         if self.remaining < 0:
             self.fail(
-                f"the config expands to more than {MAX_VALUES:,} values; "
+                f"the {self.document} expands to more than {MAX_VALUES:,} values; "
                 "is an alias (*name) repeating a large block many times?",
                 path,
                 node,
             )
         if depth > MAX_DEPTH:
-            self.fail(f"the config nests more than {MAX_DEPTH} levels deep", path, node)
+            self.fail(f"the {self.document} nests more than {MAX_DEPTH} levels deep", path, node)
         if isinstance(node, ScalarNode):
             return self.scalar(node, path)
         if id(node) in self.active:
@@ -277,6 +301,8 @@ class _Walker:
         text = str(node.value)
         if node.tag == _PLAIN_TAG:
             ok, value = _plain_value(text)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self.written[path] = text
         else:
             ok, value = _tagged_value(str(node.tag), text)
         if not ok:
