@@ -43,6 +43,7 @@ def machine_timezone(*, env: Mapping[str, str] | None = None, etc: str | os.Path
 
 
 def zone_by_key(key: str) -> ZoneInfo | None:
+    """The IANA zone ``key``, or None when there is no such zone (or it cannot be read)."""
     try:
         return ZoneInfo(key)
     except Exception:  # not found, malformed key, unreadable file: just not this one

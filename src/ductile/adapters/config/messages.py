@@ -28,6 +28,7 @@ _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def format_path(path: KeyPath) -> str:
+    """``plugins.a.retry[0]``; keys that are not simple names in brackets and quotes."""
     out = ""
     for step in path:
         if isinstance(step, int):
@@ -41,11 +42,13 @@ def format_path(path: KeyPath) -> str:
 
 
 def shorten(text: str, limit: int = _SHOWN) -> str:
+    """``text`` for a message: escaped if it holds control characters, cut to ``limit``."""
     text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe(value: object) -> str:
+    """What a plain value is, for "expected X, got Y" (echoing it, shortened)."""
     if value is None:
         return "empty (null)"
     if isinstance(value, bool):
@@ -92,6 +95,7 @@ def _shorten_message(message: str, limit: int = 400) -> str:
 
 
 def unknown_key(key: str, allowed: list[str]) -> str:
+    """The message for a key the schema does not have: a "did you mean" and every allowed key."""
     shown = shorten(key)
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6) if len(key) <= 100 else []
     hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -150,6 +150,7 @@ RENAMED: dict[Any, dict[str, str]] = {Route: {"source": "from", "target": "to"}}
 
 
 def allowed_keys(cl: Any) -> list[str]:
+    """The YAML keys of a doc or domain class (renamed, omitted fields left out), in field order."""
     omitted = {name for name, o in OVERRIDES.get(cl, {}).items() if o.omit}
     renamed = RENAMED.get(cl, {})
     if not attrs.has(cl):  # pragma: no cover - only attrs classes forbid extra keys
@@ -205,6 +206,7 @@ def _build_schedule(doc: _ScheduleDoc) -> Schedule:
 
 
 def build_plugin(name: str, doc: PluginDoc) -> PluginConfig:
+    """One entry of the ``plugins`` table."""
     return PluginConfig(name=name, **_given(doc))
 
 
@@ -286,6 +288,7 @@ def without_extensions(value: object) -> object:
 
 
 def build_config(doc: ConfigDoc) -> Config:
+    """The whole config, with defaulted sections, resolved directories and no repeated route."""
     routes = doc.routes or ()
     seen: dict[Route, int] = {}
     for index, route in enumerate(routes):
@@ -304,10 +307,12 @@ def build_config(doc: ConfigDoc) -> Config:
 
 
 def is_optional(t: Any) -> bool:
+    """``t`` is ``X | None``."""
     args = get_args(t)
     return get_origin(t) in (Union, type(int | None)) and len(args) == 2 and type(None) in args
 
 
 def is_tuple_of(t: Any) -> bool:
+    """``t`` is ``tuple[X, ...]`` (a YAML list)."""
     args = get_args(t)
     return get_origin(t) is tuple and len(args) == 2 and args[1] is Ellipsis
