@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Ductile": "ductile.app.bootstrap",
     "Engine": "ductile.app.engine",
-    "load_config": "ductile.adapters.config_file",
+    "load_config": "ductile.adapters.config",
     "Config": "ductile.domain.config",
     "DuctileError": "ductile.domain.errors",
     "ConfigError": "ductile.domain.errors",
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ductile.adapters.config_file import load_config
+    from ductile.adapters.config import load_config
     from ductile.app.bootstrap import Ductile
     from ductile.app.engine import Engine
     from ductile.domain.config import Config

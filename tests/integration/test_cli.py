@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from ductile.adapters.config_file import load_config
+from ductile.adapters.config import load_config
 from ductile.adapters.pidlock import InstanceLock
 from ductile.adapters.sqlite_store import SqliteStore
 from ductile.app.bootstrap import Ductile

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ductile.adapters.config_file import (
+from ductile.adapters.config import (
     MAX_CONFIG_BYTES,
     load_config,
     machine_timezone,

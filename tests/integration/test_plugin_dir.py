@@ -257,6 +257,53 @@ def test_world_writable_manifest(plugins: Path) -> None:
     assert "world-writable" in refusal_of(plugins, "p")
 
 
+# -- manifest YAML: the config's rules (ADR 0011), not YAML 1.1 -----------------------------------
+
+
+def manifest_text(name: str, *extra: str, version: str = "1.0.0") -> str:
+    lines = [f"name: {name}", f"version: {version}", "protocol: 1", "entrypoint: run.py", "commands: [poll]"]
+    return "\n".join([*lines, *extra]) + "\n"
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["1.10", "2.0", "0755", "1_000", "1:30", "2024-01-01", "1e3", "2", "1.0.0"],
+)
+def test_a_version_is_the_text_as_written(plugins: Path, written: str) -> None:
+    # YAML 1.1 read these as 1.1, 2.0, 493, 1000, 90, a date (refused) and 1e3 as text.
+    make_plugin(plugins, "p", manifest=manifest_text("p", version=written))
+    assert discover(str(plugins), {}).plugins["p"].manifest.version == written
+
+
+def test_yaml_1_1_booleans_stay_text(plugins: Path) -> None:
+    # Under YAML 1.1, 'no', 'on' and 'off' were booleans: the name was "missing",
+    # the description dropped and the config keys "not a list of names".
+    text = manifest_text("no", "description: on", "config_keys:", "  required: [on, off]")
+    make_plugin(plugins, "no", manifest=text)
+    found = discover(str(plugins), {"no": {"on": 1, "off": 2}})
+    manifest = found.plugins["no"].manifest
+    assert (manifest.name, manifest.description, manifest.required_keys) == ("no", "on", ("on", "off"))
+
+
+def test_a_duplicate_key_is_refused_with_both_lines(plugins: Path) -> None:
+    make_plugin(plugins, "p", manifest=manifest_text("p", "version: 2.0.0"))
+    reason = refusal_of(plugins, "p")
+    assert "is not valid YAML (line 6, at version): duplicate key 'version' (first at line 2)" in reason
+
+
+def test_an_unsupported_tag_is_refused_with_its_line_and_key(plugins: Path) -> None:
+    make_plugin(plugins, "p", manifest=manifest_text("p", "config_keys: {required: [!!binary aGk=]}"))
+    reason = refusal_of(plugins, "p")
+    assert "is not valid YAML (line 6, at config_keys.required[0]): the YAML tag !!binary" in reason
+
+
+def test_a_manifest_nested_too_deep_is_refused_by_name(plugins: Path) -> None:
+    make_plugin(plugins, "p", manifest=manifest_text("p", "x: " + "[" * 100 + "]" * 100))
+    assert "is not valid YAML (line 6): the manifest nests more than 64 levels deep" in refusal_of(
+        plugins, "p"
+    )
+
+
 # -- entrypoint -----------------------------------------------------------------------------------
 
 

@@ -39,7 +39,7 @@ import pytest
 import yaml
 
 from ductile import plugin
-from ductile.adapters.config_file import load_config, parse_config
+from ductile.adapters.config import load_config, parse_config
 from ductile.adapters.plugin_dir import discover
 from ductile.app.engine import DEFAULT_PATH, INHERITED_ENV
 from ductile.domain.config import Config, Timeouts

@@ -660,7 +660,7 @@ def test_run_refuses_what_cannot_run_with_exit_1(h: Harness, argv: list[str], me
 
 def test_run_refuses_an_unhealthy_plugin_with_the_init_error(h: Harness) -> None:
     h.plugin("fragile", commands="[poll, init]")
-    from ductile.adapters.config_file import load_config
+    from ductile.adapters.config import load_config
     from ductile.app.catalog import FilesystemCatalog
 
     config = load_config(h.config)
@@ -1328,7 +1328,7 @@ def test_schedule_verb_lists_stored_and_fresh_plans(h: Harness) -> None:
         "plugins:\n  a:\n    schedule: {every: 6h, timezone: Europe/Berlin}\n"
         "  b:\n    schedule: {cron: '0 12 * * *', timezone: UTC}\n"
     )
-    from ductile.adapters.config_file import load_config
+    from ductile.adapters.config import load_config
 
     schedule = load_config(h.config).plugins["a"].schedule
     assert schedule is not None

@@ -14,13 +14,8 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ductile.adapters.config_file import (
-    MAX_CONFIG_BYTES,
-    MAX_DEPTH,
-    _substitute,
-    machine_timezone,
-    parse_config,
-)
+from ductile.adapters.config import MAX_CONFIG_BYTES, MAX_DEPTH, machine_timezone, parse_config
+from ductile.adapters.config.envsubst import substitute
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.config import Config, LogLevel, PluginConfig, Timeouts, WebhooksConfig
 from ductile.domain.errors import ConfigError
@@ -870,20 +865,20 @@ def test_keys_are_not_substituted() -> None:
 @given(st.text())
 def test_text_without_a_dollar_is_untouched(text: str) -> None:
     assume("$" not in text)
-    assert _substitute(text, {}) == text
+    assert substitute(text, {}) == text
 
 
 @PROPERTY
 @given(st.text(), st.dictionaries(st.sampled_from(["A", "X", "_b", "NAME_2"]), st.text(max_size=5)))
 def test_escaping_every_dollar_gives_the_text_back(text: str, env: dict[str, str]) -> None:
-    assert _substitute(text.replace("$", "$$"), env) == text
+    assert substitute(text.replace("$", "$$"), env) == text
 
 
 @PROPERTY
 @given(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True), st.text(), st.text(), st.text())
 def test_a_reference_becomes_exactly_its_value(name: str, value: str, before: str, after: str) -> None:
     esc_before, esc_after = before.replace("$", "$$"), after.replace("$", "$$")
-    assert _substitute(f"{esc_before}${{{name}}}{esc_after}", {name: value}) == before + value + after
+    assert substitute(f"{esc_before}${{{name}}}{esc_after}", {name: value}) == before + value + after
 
 
 # =========================================================================== paths

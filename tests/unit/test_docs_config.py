@@ -27,7 +27,7 @@ import attrs
 import pytest
 import yaml
 
-from ductile.adapters.config_file import known_keys, parse_config
+from ductile.adapters.config import known_keys, parse_config
 from ductile.domain.config import Config
 from ductile.domain.errors import ConfigError
 

@@ -19,8 +19,10 @@ module judges the *files*. The rules (ADR 0012):
   the owner. Ownership is not checked, nor are the ancestors of
   ``plugins_dir``.
 - ``manifest.yaml`` is read only when it is a regular file inside
-  ``plugins_dir`` of at most :data:`MANIFEST_MAX_BYTES`, with YAML's safe
-  loader.
+  ``plugins_dir`` of at most :data:`MANIFEST_MAX_BYTES`, with the config's
+  YAML reader (:mod:`ductile.adapters.config.yaml_tree`, ADR 0011): no tag
+  builds an object, ``no``/``on`` stay text, ``version: 1.10`` stays
+  ``"1.10"``, a duplicate key is refused with its line.
 
 :func:`verify` repeats the path checks right before each spawn, because the
 files may have changed since load.
@@ -33,9 +35,8 @@ import stat
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
-import yaml
-
-from ductile.domain.errors import ManifestError
+from ductile.adapters.config.yaml_tree import Tree, decode, read_tree
+from ductile.domain.errors import ConfigError, ManifestError
 from ductile.domain.plugin import (
     Discovery,
     Manifest,
@@ -49,8 +50,6 @@ __all__ = ["MANIFEST_MAX_BYTES", "MANIFEST_NAME", "Discovery", "discover", "veri
 
 MANIFEST_NAME = "manifest.yaml"
 MANIFEST_MAX_BYTES = 64 * 1024
-
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _RefusedError(Exception):
@@ -241,22 +240,25 @@ def _read_manifest(root: str, link: str, name: str) -> Manifest:
     finally:
         os.close(fd)
     try:
-        raw = yaml.load(data, Loader=_Loader)  # noqa: S506 - a SafeLoader (C or pure Python)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = exc.problem or exc.context or "syntax error"
-        raise _RefusedError(f"{path} is not valid YAML{where}: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise _RefusedError(f"{path} is not valid YAML: {exc}") from None
-    except (ValueError, OverflowError) as exc:
-        raise _RefusedError(f"{path} has a value YAML cannot build: {exc}") from None
-    except RecursionError:
-        raise _RefusedError(f"{path} is nested too deeply") from None
+        tree = read_tree(decode(data), document="manifest")
+    except ConfigError as exc:
+        where = ", ".join(
+            ([f"line {exc.line}"] if exc.line is not None else []) + ([f"at {exc.path}"] if exc.path else [])
+        )
+        where = f" ({where})" if where else ""
+        raise _RefusedError(f"{path} is not valid YAML{where}: {exc.detail}") from None
     try:
-        return parse_manifest(raw, directory_name=name)
+        return parse_manifest(_manifest_values(tree), directory_name=name)
     except ManifestError as exc:
         raise _RefusedError(f"{path}: {exc}") from None
+
+
+def _manifest_values(tree: Tree) -> object:
+    """The manifest's values; a ``version`` written as a number keeps its text (``1.10``, not 1.1)."""
+    written = tree.written.get(("version",))
+    if isinstance(tree.value, dict) and written is not None:
+        return {**tree.value, "version": written}
+    return tree.value
 
 
 def _read_capped(fd: int, path: str, size: int) -> bytes:

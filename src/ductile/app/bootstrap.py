@@ -106,7 +106,7 @@ class Ductile:
     def _load(self) -> Config:
         if isinstance(self._config_source, Config):
             return self._config_source
-        from ductile.adapters.config_file import load_config
+        from ductile.adapters.config import load_config
 
         return load_config(self._config_source, env=self._environ)
 

@@ -833,7 +833,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
 
 def _load(ctx: Context, args: argparse.Namespace) -> Config:
     """The config named by ``--config`` / ``$DUCTILE_CONFIG`` / ``./ductile.yaml``."""
-    from ductile.adapters.config_file import load_config, resolve_config_path
+    from ductile.adapters.config import load_config, resolve_config_path
 
     path = resolve_config_path(args.config, ctx.env)
     return load_config(path, env=ctx.env)
@@ -883,7 +883,7 @@ def _daemon_pid(ctx: Context, config: Config) -> int | None:
 
 
 async def cmd_start(ctx: Context, args: argparse.Namespace) -> int:
-    from ductile.adapters.config_file import resolve_config_path
+    from ductile.adapters.config import resolve_config_path
     from ductile.adapters.logs import configure_logging
     from ductile.app.bootstrap import Ductile
 
@@ -1798,7 +1798,7 @@ HANDLERS: dict[str, Handler] = {
 def _config_message(ctx: Context, args: argparse.Namespace, error: Exception) -> str:
     message = str(error)
     try:
-        from ductile.adapters.config_file import resolve_config_path
+        from ductile.adapters.config import resolve_config_path
 
         path = str(resolve_config_path(getattr(args, "config", None), ctx.env))
     except Exception:  # pragma: no cover - resolving a path does not fail in practice

@@ -61,38 +61,67 @@ class Refusal:
     reason: str
 
 
-def _str_list(raw: object, where: str) -> tuple[str, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
-        raise ManifestError(f"'{where}' must be a list of names")
-    return tuple(raw)
-
-
 def parse_manifest(raw: object, *, directory_name: str) -> Manifest:
-    """Validate a manifest's content. Raises :class:`ManifestError` with a human reason."""
+    """Validate a manifest's content. Raises :class:`ManifestError` with a human reason.
+
+    One check per key, always in this order, so a manifest with several
+    problems is always refused for the same first one.
+    """
+    fields = _known_mapping(raw)
+    name = _name(fields.get("name"), directory_name)
+    version = _version(fields.get("version"))
+    protocol = _protocol(fields.get("protocol"))
+    entrypoint = _entrypoint(fields.get("entrypoint"))
+    description = _description(fields.get("description"))
+    commands = _commands(fields.get("commands"))
+    required_keys, optional_keys = _config_keys(fields.get("config_keys"))
+    return Manifest(
+        name=name,
+        version=version,
+        protocol=protocol,
+        entrypoint=entrypoint,
+        description=description,
+        commands=commands,
+        required_keys=required_keys,
+        optional_keys=optional_keys,
+    )
+
+
+def _known_mapping(raw: object) -> Mapping[Any, object]:
     if not isinstance(raw, dict):
         raise ManifestError("manifest.yaml must be a mapping of keys to values")
     unknown = sorted(str(k) for k in raw if k not in _MANIFEST_KEYS)
     if unknown:
         raise ManifestError(f"manifest has unknown keys: {', '.join(unknown)}")
-    name = raw.get("name")
+    return raw
+
+
+def _name(name: object, directory_name: str) -> str:
     if not isinstance(name, str) or not name:
         raise ManifestError("manifest 'name' is missing")
     if name != directory_name:
         raise ManifestError(f"manifest name '{name}' does not match its directory '{directory_name}'")
-    version = raw.get("version")
+    return name
+
+
+def _version(version: object) -> str:
     if isinstance(version, int | float) and not isinstance(version, bool):
         version = str(version)
     if not isinstance(version, str) or not version:
         raise ManifestError("manifest 'version' is missing")
-    protocol = raw.get("protocol")
+    return version
+
+
+def _protocol(protocol: object) -> int:
     if isinstance(protocol, bool) or not isinstance(protocol, int):
         raise ManifestError("manifest 'protocol' must be a number (1)")
     if protocol not in SUPPORTED_PROTOCOLS:
         supported = ", ".join(str(p) for p in sorted(SUPPORTED_PROTOCOLS))
         raise ManifestError(f"protocol {protocol} is not supported (this core speaks {supported})")
-    entrypoint = raw.get("entrypoint")
+    return protocol
+
+
+def _entrypoint(entrypoint: object) -> str:
     if not isinstance(entrypoint, str) or not entrypoint.strip():
         raise ManifestError("manifest 'entrypoint' is missing")
     if entrypoint.startswith("/"):
@@ -101,32 +130,46 @@ def parse_manifest(raw: object, *, directory_name: str) -> Manifest:
         raise ManifestError(f"entrypoint '{entrypoint}' must not contain '..'")
     if "\x00" in entrypoint:
         raise ManifestError("entrypoint contains a NUL byte")
-    description = raw.get("description") or ""
+    return entrypoint
+
+
+def _description(description: object) -> str:
+    description = description or ""
     if not isinstance(description, str):
         raise ManifestError("manifest 'description' must be text")
-    commands_raw = raw.get("commands")
-    if commands_raw is None:
+    return description
+
+
+def _commands(raw: object) -> frozenset[str]:
+    if raw is None:
         raise ManifestError("manifest 'commands' is missing (e.g. [poll, handle, health])")
-    commands = _str_list(commands_raw, "commands")
+    commands = _str_list(raw, "commands")
     bad = sorted(set(commands) - KNOWN_COMMANDS)
     if bad:
         known = ", ".join(sorted(KNOWN_COMMANDS))
         raise ManifestError(f"unknown command(s) {', '.join(bad)}; known: {known}")
     if not commands:
         raise ManifestError("manifest 'commands' is empty")
-    keys = raw.get("config_keys") or {}
+    return frozenset(commands)
+
+
+def _config_keys(raw: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The required and the optional config keys."""
+    keys = raw or {}
     if not isinstance(keys, dict) or set(keys) - {"required", "optional"}:
         raise ManifestError("'config_keys' must be a mapping with 'required' and/or 'optional' lists")
-    return Manifest(
-        name=name,
-        version=version,
-        protocol=protocol,
-        entrypoint=entrypoint,
-        description=description,
-        commands=frozenset(commands),
-        required_keys=_str_list(keys.get("required"), "config_keys.required"),
-        optional_keys=_str_list(keys.get("optional"), "config_keys.optional"),
+    return (
+        _str_list(keys.get("required"), "config_keys.required"),
+        _str_list(keys.get("optional"), "config_keys.optional"),
     )
+
+
+def _str_list(raw: object, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
+        raise ManifestError(f"'{where}' must be a list of names")
+    return tuple(raw)
 
 
 def missing_config_keys(manifest: Manifest, config: Mapping[str, Any]) -> list[str]:
