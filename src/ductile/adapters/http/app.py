@@ -18,8 +18,9 @@ from ductile.adapters.http.headers import dedupe_key, delivery_headers, header_v
 from ductile.adapters.http.jsonbody import NotJsonError, parse_payload
 from ductile.adapters.http.signing import signature_matches
 from ductile.domain.config import Endpoint
+from ductile.log import Log
 
-log = logging.getLogger("ductile.http")
+log = Log("http", logger=logging.getLogger("ductile.http"))
 
 HEALTH_PATH = "/healthz"
 
@@ -140,10 +141,7 @@ class _Dispatch:
         try:
             framing = check_head(raw, scope.get("http_version", "1.1"))
         except BadRequestError as exc:
-            log.warning(
-                f"request refused: {exc}",
-                extra={"component": "http", "fields": {"path": path[:200], "client": _client(scope)}},
-            )
+            log.warning(f"request refused: {exc}", path=path[:200], client=_client(scope))
             await _respond(send, 400, BAD_REQUEST, close=True)
             return
         # An answer sent now closes the connection if it would leave body bytes unread, and after
@@ -175,15 +173,12 @@ class _Dispatch:
             document = await self._health()
             await _respond(send, 200, document, close=close)
         except Exception:
-            log.exception("the health check failed", extra={"component": "http"})
+            log.exception("the health check failed")
             await _respond(send, 503, {"status": "error"}, close=close)
 
     @staticmethod
     def _refused(why: str, endpoint: Endpoint, fields: dict[str, Any], **more: Any) -> None:
-        log.warning(
-            f"webhook refused: {why}",
-            extra={"component": "http", "plugin": endpoint.plugin, "fields": {**fields, **more}},
-        )
+        log.warning(f"webhook refused: {why}", plugin=endpoint.plugin, **fields, **more)
 
     async def _webhook(
         self,
@@ -244,10 +239,7 @@ class _Dispatch:
         try:
             job_id = await self._submit(delivery)
         except Exception:
-            log.exception(
-                "could not queue a webhook delivery",
-                extra={"component": "http", "plugin": endpoint.plugin, "fields": {"path": endpoint.path}},
-            )
+            log.exception("could not queue a webhook delivery", plugin=endpoint.plugin, path=endpoint.path)
             await _respond(send, 503, NOT_QUEUED, close=framing.upgrade)
             return
         await _respond(send, 202, {"job_id": job_id}, close=framing.upgrade)

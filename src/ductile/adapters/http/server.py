@@ -28,8 +28,9 @@ from ductile.adapters.http.parsers import (
     resolve_parser,
 )
 from ductile.domain.errors import DuctileError
+from ductile.log import Log
 
-log = logging.getLogger("ductile.http")
+log = Log("http", logger=logging.getLogger("ductile.http"))
 
 
 class ListenError(DuctileError):
@@ -87,7 +88,7 @@ def _report_unexpected_end(server: _EmbeddedServer, task: asyncio.Task[None]) ->
         return
     exc = task.exception()
     if exc is not None or not server.should_exit:
-        log.error("the HTTP listener stopped unexpectedly", exc_info=exc, extra={"component": "http"})
+        log.log(logging.ERROR, "the HTTP listener stopped unexpectedly", exc_info=exc)
 
 
 class HttpServer:
@@ -180,9 +181,7 @@ class HttpServer:
             raise ListenError(f"cannot listen on {where}: the server did not start ({cause})") from cause
         self._server, self._task, self._bound_port = server, task, port
         task.add_done_callback(functools.partial(_report_unexpected_end, server))
-        log.info(
-            "listening", extra={"component": "http", "fields": {"address": where, "parser": self._parser}}
-        )
+        log.info("listening", address=where, parser=self._parser)
 
     @staticmethod
     async def _serve(server: _EmbeddedServer, sock: socket.socket, where: str) -> None:
@@ -212,9 +211,9 @@ class HttpServer:
         try:
             await task
         except Exception:
-            log.exception("the HTTP listener failed while stopping", extra={"component": "http"})
+            log.exception("the HTTP listener failed while stopping")
         finally:
             self._server = None
             self._task = None
             self._stopping = None
-            log.info("stopped listening", extra={"component": "http"})
+            log.info("stopped listening")
