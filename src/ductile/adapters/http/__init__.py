@@ -2,11 +2,12 @@
 
 Two pieces:
 
-- :func:`build_app` returns the ASGI application. Every request goes
-  through one catch-all route so that the endpoint table can change on a
-  config reload (``endpoints`` is called per request) and so that every
-  answer, 404 and 405 included, is the same small JSON document.
-- :class:`HttpServer` runs uvicorn *inside the caller's event loop*.
+- :func:`build_app` returns the ASGI application: small wrappers, each doing
+  one check before the next (ADR 0018). The endpoint table can change on a
+  config reload (``endpoints`` is called per request), and every answer of
+  ours, 404 and 405 included, is the same small JSON document.
+- :class:`HttpServer` runs uvicorn *inside the caller's event loop*, on a
+  socket it binds itself, without signal handlers.
 
 A request is answered in this order, each step before the next:
 
@@ -35,11 +36,20 @@ The HTTP/1.1 parser is selectable (ADR 0017): httptools when it can be
 imported, else h11. The answers above do not depend on it, with the
 exceptions the ADR lists (malformed framing that one parser refuses with 400
 and the other with 408, or serves).
+
+The modules, in the order a request meets them: ``app`` (the stack and the
+router), ``framing`` (step 1), ``health``, ``limits`` (steps 3-4),
+``webhook`` (steps 5-7), with ``signing``, ``jsonbody`` and ``headers`` as
+its pure helpers and ``answers`` for what every step sends and logs;
+``asgi`` holds the ASGI types and the scope keys the layers share. The
+server side: ``server`` and ``parsers``.
 """
 
-from ductile.adapters.http.app import HEALTH_PATH, Health, Submit, WebhookDelivery, build_app
+from ductile.adapters.http.app import build_app
+from ductile.adapters.http.asgi import ASGIApp
 from ductile.adapters.http.framing import BadRequestError, Framing, check_head, declared_length
 from ductile.adapters.http.headers import PRIVATE_HEADERS, dedupe_key, delivery_headers, header_values
+from ductile.adapters.http.health import HEALTH_PATH, Health
 from ductile.adapters.http.jsonbody import MAX_INT_DIGITS, NotJsonError, parse_json
 from ductile.adapters.http.parsers import (
     MAX_HEAD_SIZE,
@@ -52,6 +62,7 @@ from ductile.adapters.http.parsers import (
 )
 from ductile.adapters.http.server import HttpServer, ListenError
 from ductile.adapters.http.signing import parse_signature, sign, signature_matches
+from ductile.adapters.http.webhook import Submit, WebhookDelivery
 
 __all__ = [
     "HEALTH_PATH",
@@ -59,6 +70,7 @@ __all__ = [
     "MAX_INT_DIGITS",
     "PARSERS",
     "PRIVATE_HEADERS",
+    "ASGIApp",
     "BadRequestError",
     "ConcreteParser",
     "Framing",

@@ -2,8 +2,8 @@
 
 uvicorn's two parsers (httptools and h11) let different heads through;
 :func:`check_head` is the common line, so that no answer depends on the
-parser. What it refuses is a :class:`BadRequestError`, answered 400 with
-``Connection: close`` on every path, before routing.
+parser. :class:`FramingCheck` applies it to every request, before routing:
+what it refuses is answered 400 with ``Connection: close``, on every path.
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from ductile.adapters.http.answers import client, log, respond
+from ductile.adapters.http.asgi import FRAMING, HEADERS, ROUTE_PATH, ASGIApp, Receive, Scope, Send
 from ductile.adapters.http.headers import header_values
 from ductile.adapters.http.jsonbody import MAX_INT_DIGITS
+
+BAD_REQUEST = {"error": "bad request"}
 
 
 class BadRequestError(ValueError):
@@ -105,3 +109,41 @@ def check_head(raw: Iterable[tuple[bytes, bytes]], http_version: str = "1.1") ->
     if upgrade and connection_upgrade and (codings or length):
         raise BadRequestError("a protocol upgrade request with a body")
     return Framing(length=length, chunked=bool(codings), upgrade=upgrade and connection_upgrade)
+
+
+def closes_early(scope: Scope) -> bool:
+    """Whether an answer sent now, before the body is read, closes the connection.
+
+    It does if it would leave body bytes unread, and after CONNECT or an
+    upgrade request, which make httptools stop parsing the connection (it
+    would ignore a next request there; h11 would serve it).
+    """
+    framing: Framing = scope[FRAMING]
+    return framing.body_pending or framing.upgrade or scope["method"] == "CONNECT"
+
+
+class FramingCheck:
+    """ASGI middleware: a head :func:`check_head` refuses is answered 400, on every path.
+
+    The layers inside find the header snapshot and the :class:`Framing` in the
+    scope (:data:`~ductile.adapters.http.asgi.HEADERS`,
+    :data:`~ductile.adapters.http.asgi.FRAMING`).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A snapshot: uvicorn's own httptools protocol (an embedder's server) appends a chunked
+        # body's trailer fields to this very list as they arrive; ours drops them.
+        headers = list(scope["headers"])
+        try:
+            framing = check_head(headers, scope.get("http_version", "1.1"))
+        except BadRequestError as exc:
+            path: str = scope[ROUTE_PATH]
+            log.warning(f"request refused: {exc}", path=path[:200], client=client(scope))
+            await respond(send, 400, BAD_REQUEST, close=True)
+            return
+        scope[HEADERS] = headers
+        scope[FRAMING] = framing
+        await self._app(scope, receive, send)

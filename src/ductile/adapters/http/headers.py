@@ -40,3 +40,9 @@ def dedupe_key(raw: Iterable[tuple[bytes, bytes]], header: str | None) -> str | 
     values = header_values(raw, header)
     key = ", ".join(v.decode("latin-1") for v in values).strip()
     return key or None
+
+
+def single_value(raw: Iterable[tuple[bytes, bytes]], name: str) -> bytes | None:
+    """The value of header ``name`` when it was sent exactly once; None when absent or repeated."""
+    values = header_values(raw, name)
+    return values[0] if len(values) == 1 else None

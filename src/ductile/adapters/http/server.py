@@ -18,8 +18,8 @@ import socket
 from collections.abc import Generator
 
 import uvicorn
-from starlette.types import ASGIApp
 
+from ductile.adapters.http.asgi import ASGIApp
 from ductile.adapters.http.parsers import (
     MAX_HEAD_SIZE,
     ConcreteParser,
