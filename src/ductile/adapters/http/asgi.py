@@ -19,7 +19,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-#: A request's header list as ASGI hands it over: (name, value) byte pairs, names lower-cased.
+#: A request's header list as ASGI hands it over: (name, value) byte pairs.
 Headers = list[tuple[bytes, bytes]]
 
 #: ``str``, set by the outermost layer: the path to route on, below the mount point (``root_path``).

@@ -1,8 +1,8 @@
 """Reading a request's header list: one header's values, the headers a plugin
 sees, the dedupe key.
 
-ASGI hands headers over as a list of ``(name, value)`` byte pairs, names
-lower-cased by the server; values are read as latin-1, HTTP's byte-transparent
+ASGI hands headers over as a list of ``(name, value)`` byte pairs (names are
+matched whatever their case); values are read as latin-1, HTTP's byte-transparent
 reading.
 """
 
