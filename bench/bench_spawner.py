@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from ductile.adapters.subprocess_spawner import SubprocessSpawner
+from ductile.adapters.spawner import SubprocessSpawner
 from ductile.ports.spawner import ProcessHandle, SpawnRequest
 
 ENV = {"PATH": "/usr/bin:/bin"}

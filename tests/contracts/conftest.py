@@ -42,7 +42,7 @@ from ductile.ports.store import Store
 T = TypeVar("T")
 
 SQLITE_STORE = "ductile.adapters.sqlite_store"
-SUBPROCESS_SPAWNER = "ductile.adapters.subprocess_spawner"
+SUBPROCESS_SPAWNER = "ductile.adapters.spawner"
 
 
 def adapter_class(module: str, name: str) -> Any:

@@ -24,7 +24,7 @@ import attrs
 import pytest
 
 from ductile import plugin
-from ductile.adapters.subprocess_spawner import SubprocessSpawner
+from ductile.adapters.spawner import SubprocessSpawner
 from ductile.app.engine import plugin_env
 from ductile.domain.job import Job, JobStatus, SubmittedBy
 from ductile.domain.outcome import SpawnOutcome

@@ -29,7 +29,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ductile.adapters.subprocess_spawner import (
+from ductile.adapters.spawner import (
     ProcStat,
     SubprocessSpawner,
     parse_proc_stat,
@@ -383,7 +383,7 @@ def test_the_stderr_tail_is_the_last_keep_bytes_of_the_first_cap_bytes(
 
 _MEASURE = """
 import asyncio, json, sys
-from ductile.adapters.subprocess_spawner import SubprocessSpawner
+from ductile.adapters.spawner import SubprocessSpawner
 from ductile.ports.spawner import SpawnRequest
 
 def hwm_kib():

@@ -140,7 +140,7 @@ class Ductile:
             self._lock.acquire()
         self._store = store
         if self._spawner is None:
-            from ductile.adapters.subprocess_spawner import SubprocessSpawner
+            from ductile.adapters.spawner import SubprocessSpawner
 
             self._spawner = SubprocessSpawner()
         if self._clock is None:

@@ -162,7 +162,7 @@ def _real_daemon_pid(state_dir: str) -> int | None:
 
 
 def _real_spawner() -> Spawner:
-    from ductile.adapters.subprocess_spawner import SubprocessSpawner
+    from ductile.adapters.spawner import SubprocessSpawner
 
     return SubprocessSpawner()
 

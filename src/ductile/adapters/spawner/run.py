@@ -1,15 +1,11 @@
-"""SubprocessSpawner: each job is one real process in its own process group (D4, D5).
+"""One run of a plugin process: its pipes, its exit, its deadline (D4, D5).
 
 How one run goes, and why (see PITFALLS.md, "Processes"):
 
-- The entrypoint is executed directly (no shell; its shebang picks the
-  interpreter) with ``close_fds``, the request's environment only, and
-  ``start_new_session=True``: the plugin leads a new session and process
-  group whose id is its pid, so everything it forks can be signalled at once
-  with ``os.killpg`` (``Popen.kill()`` would hit the leader only).
-- We use a plain :class:`subprocess.Popen` and drive its pipes from the event
-  loop ourselves (non-blocking fds and ``loop.add_reader``), and we reap the
-  child ourselves. asyncio's subprocess machinery is avoided on purpose: its
+- The process was started by :class:`~ductile.adapters.spawner.SubprocessSpawner`
+  as a plain :class:`subprocess.Popen`, and this module drives its pipes from
+  the event loop (non-blocking fds and ``loop.add_reader``) and reaps the
+  child itself. asyncio's subprocess machinery is avoided on purpose: its
   child watcher races us for the reap (CPython gh-119710) and its stream
   readers lose bytes when a read is cancelled. Every read lands in a buffer
   this module owns, so nothing is lost whichever way the run ends.
@@ -33,227 +29,28 @@ How one run goes, and why (see PITFALLS.md, "Processes"):
   stays bounded whatever a plugin prints.
 - The leader is always reaped, whatever happens (cancellation of ``run``, an
   ``on_start`` that raises): no zombies.
-
-Out of reach: a descendant that calls ``setsid()`` (or ``setpgid``) leaves the
-process group and survives ``killpg``. Only a cgroup contains it: run the
-daemon under systemd with ``KillMode=control-group`` (the default for
-services), or give each job its own cgroup. Such an escapee can also hold a
-pipe open; the drain deadline keeps it from stalling the job.
-
-Linux only: pidfds, ``/proc/<pid>/stat`` for start times and group members.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import io
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import attrs
-
+from ductile.adapters.spawner.proc import killpg, read_proc_stat
 from ductile.domain.outcome import SpawnOutcome
 from ductile.ports.spawner import OnStart, ProcessHandle, SpawnRequest
 
-#: Size of one read from a pipe (and of one write to stdin).
-CHUNK = 64 * 1024
-#: How long the pipes are drained after the plugin exited (its group killed).
-DRAIN_TIMEOUT = 1.0
 #: Exit polling period where pidfds are not available.
 POLL_INTERVAL = 0.02
-#: Bytes read from an executable's first line to name a bad interpreter.
-_SHEBANG_PEEK = 256
 
 
-# --------------------------------------------------------------------------
-# /proc
-
-
-@attrs.frozen
-class ProcStat:
-    """The fields of ``/proc/<pid>/stat`` that the spawner needs."""
-
-    #: Field 3: R, S, D, Z (zombie), T, X (dead)...
-    state: str
-    #: Field 5: the process group id.
-    pgrp: int
-    #: Field 22: start time in clock ticks since boot.
-    start_time: int
-
-    @property
-    def alive(self) -> bool:
-        """Not a zombie (nor dead): signalling it can still change something."""
-        return self.state not in ("Z", "X", "x")
-
-
-def parse_proc_stat(data: bytes) -> ProcStat:
-    """Parse one ``/proc/<pid>/stat`` line.
-
-    Field 2, the command name in parentheses, may itself contain spaces and
-    parentheses (a process can name itself ``a) 1 2 (b``): the fields are
-    counted from just after the *last* ``)``.
-    """
-    close = data.rfind(b")")
-    fields = data[close + 1 :].split() if close >= 0 else []
-    # After the comm: field 3 is fields[0], so field n is fields[n - 3].
-    if len(fields) < 20:
-        raise ValueError(f"not a /proc/<pid>/stat line: {data[:120]!r}")
-    try:
-        return ProcStat(
-            state=fields[0].decode("ascii", "replace"),
-            pgrp=int(fields[2]),
-            start_time=int(fields[19]),
-        )
-    except ValueError:
-        raise ValueError(f"not a /proc/<pid>/stat line: {data[:120]!r}") from None
-
-
-def read_proc_stat(pid: int) -> ProcStat | None:
-    """The stat of process ``pid``, or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return parse_proc_stat(data)
-
-
-def _all_pids() -> Iterator[int]:
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            yield int(name)
-
-
-def group_members(pgid: int) -> list[int]:
-    """Pids of the live (non-zombie) processes whose process group is ``pgid``."""
-    members = []
-    for pid in _all_pids():
-        try:
-            stat = read_proc_stat(pid)
-        except ValueError:  # vanished half-way or unreadable: not ours to judge
-            continue
-        if stat is not None and stat.pgrp == pgid and stat.alive:
-            members.append(pid)
-    return members
-
-
-def _killpg(pgid: int, sig: int) -> bool:
-    """Signal a group; False if it is gone (or not ours to signal)."""
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-# --------------------------------------------------------------------------
-# Exec failures
-
-
-def _first_line(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(_SHEBANG_PEEK).split(b"\n", 1)[0]
-    except OSError:
-        return b""
-
-
-def describe_spawn_error(exc: BaseException, request: SpawnRequest) -> str:
-    """A message naming what could not be started and why."""
-    exe = request.executable
-    if not isinstance(exc, OSError):
-        return f"{exe}: cannot start: {exc}"
-    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-    why = f"{exc.strerror or exc} ({code})"
-    if exc.filename is not None and exc.filename == request.cwd and exc.filename != exe:
-        return f"{exe}: working directory {request.cwd}: {why}"
-    if exc.errno in (errno.ENOENT, errno.EACCES) and os.path.isfile(exe):
-        if exc.errno == errno.EACCES and not os.access(exe, os.X_OK):
-            return f"{exe}: not executable: {why}"
-        line = _first_line(exe)
-        if line.startswith(b"#!"):
-            # The file is there and may be run: its interpreter could not be.
-            interpreter = line[2:].decode("utf-8", "replace").strip()
-            return f"{exe}: bad interpreter {interpreter!r}: {why}"
-    if exc.errno == errno.ENOEXEC:
-        return f"{exe}: not a program (no #! line, not a binary this system runs): {why}"
-    return f"{exe}: {why}"
-
-
-# --------------------------------------------------------------------------
-# The adapter
-
-
-class SubprocessSpawner:
-    """The real :class:`~ductile.ports.spawner.Spawner`."""
-
-    def __init__(self, *, drain_timeout: float = DRAIN_TIMEOUT, chunk_size: int = CHUNK) -> None:
-        self.drain_timeout = drain_timeout
-        self.chunk_size = chunk_size
-
-    async def run(self, request: SpawnRequest, *, on_start: OnStart | None = None) -> SpawnOutcome:
-        started = time.monotonic()
-        if not os.path.isabs(request.executable):
-            # A bare name would be looked up on PATH, a relative one in cwd: neither is meant.
-            return SpawnOutcome(
-                spawn_error=f"{request.executable}: the executable must be an absolute path",
-                duration=time.monotonic() - started,
-            )
-        try:
-            # Popen returns once the exec succeeded or failed (fork + exec: about a
-            # millisecond); it never waits for the plugin itself.
-            proc = subprocess.Popen(  # noqa: ASYNC220
-                [request.executable],
-                executable=request.executable,
-                cwd=request.cwd,
-                env=dict(request.env),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                close_fds=True,
-                bufsize=0,
-            )
-        except (OSError, ValueError, TypeError) as exc:
-            # OSError: exec failed (ENOENT, EACCES, ENOEXEC...) or no resources
-            # (EMFILE, EAGAIN); ValueError/TypeError: an unusable environment.
-            # Popen has reaped the failed child already.
-            return SpawnOutcome(
-                spawn_error=describe_spawn_error(exc, request), duration=time.monotonic() - started
-            )
-        job = _Job(proc, request, started, drain_timeout=self.drain_timeout, chunk_size=self.chunk_size)
-        return await job.run(on_start)
-
-    async def kill_orphan(self, handle: ProcessHandle) -> bool:
-        """SIGKILL the group of a process left by a crashed daemon (D6).
-
-        - The leader exists with the recorded start time: SIGKILL its group.
-        - A process with that pid exists but started at another time: the pid
-          was reused by someone else; nothing is signalled.
-        - No process has that pid: SIGKILL the group if live members remain
-          (found in /proc by their process group id).
-        """
-        try:
-            leader = read_proc_stat(handle.pid)
-        except ValueError:
-            return False  # unreadable: never guess
-        if leader is not None:
-            if leader.start_time != handle.start_time:
-                return False
-            return _killpg(handle.pgid, signal.SIGKILL)
-        if not group_members(handle.pgid):
-            return False
-        # A group id cannot be reused while the group has members, so killpg
-        # hits exactly them, including any forked since the scan.
-        return _killpg(handle.pgid, signal.SIGKILL)
-
-
-class _Job:
+class ProcessRun:
     """The state of one run: its process, pipes, buffers and what we did to it."""
 
     def __init__(
@@ -373,7 +170,7 @@ class _Job:
         if self.reaped:
             return
         self.sent.add(sig)
-        _killpg(self.pgid, sig)
+        killpg(self.pgid, sig)
 
     # -- exit ---------------------------------------------------------------
 
@@ -413,7 +210,7 @@ class _Job:
             self.loop.remove_reader(self.pidfd)
         # The unreaped leader keeps its pid, so the group id cannot have been
         # reused. Not recorded in self.sent: this signal is not for the leader.
-        _killpg(self.pgid, signal.SIGKILL)
+        killpg(self.pgid, signal.SIGKILL)
         self._reap()
         self.exited.set_result(None)
 

@@ -1,0 +1,48 @@
+"""Reading a request's header list: one header's values, the headers a plugin
+sees, the dedupe key.
+
+ASGI hands headers over as a list of ``(name, value)`` byte pairs (names are
+matched whatever their case); values are read as latin-1, HTTP's byte-transparent
+reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: Request headers never handed to a plugin.
+PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def header_values(raw: Iterable[tuple[bytes, bytes]], name: str) -> list[bytes]:
+    """Every value of header ``name`` (case-insensitive), in order."""
+    wanted = name.lower().encode("latin-1")
+    return [value for key, value in raw if key.lower() == wanted]
+
+
+def delivery_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Request headers for the plugin: lower-cased names, repeats joined with
+    ", ", latin-1 decoded (HTTP's byte-transparent reading), private ones dropped."""
+    out: dict[str, str] = {}
+    for key, value in raw:
+        name = key.decode("latin-1").lower()
+        if name in PRIVATE_HEADERS:
+            continue
+        text = value.decode("latin-1")
+        out[name] = f"{out[name]}, {text}" if name in out else text
+    return out
+
+
+def dedupe_key(raw: Iterable[tuple[bytes, bytes]], header: str | None) -> str | None:
+    """The dedupe key carried by ``header``; None when unset, absent or blank."""
+    if not header:
+        return None
+    values = header_values(raw, header)
+    key = ", ".join(v.decode("latin-1") for v in values).strip()
+    return key or None
+
+
+def single_value(raw: Iterable[tuple[bytes, bytes]], name: str) -> bytes | None:
+    """The value of header ``name`` when it was sent exactly once; None when absent or repeated."""
+    values = header_values(raw, name)
+    return values[0] if len(values) == 1 else None
