@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ductile.app.cli import Context, main
+from ductile.app.cli import main
+from ductile.app.cli.context import Context
 from ductile.app.simulation import (
     DEFAULT_DURATION,
     GARBAGE,

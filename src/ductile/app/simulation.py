@@ -2662,9 +2662,10 @@ def _crash_faults(days: float) -> Faults:
 
 async def simulate_cli(ctx: Any, args: argparse.Namespace) -> int:
     """``ductile simulate``: the operator's own config through the simulator."""
-    from ductile.app.cli import EXIT_FAILURE, EXIT_OK, UsageError, _load, parse_time
+    from ductile.app.cli.context import EXIT_FAILURE, EXIT_OK, UsageError, read_config
+    from ductile.app.cli.format import parse_time
 
-    config = _load(ctx, args)
+    config = read_config(ctx, args)
     if not 0 < args.days <= 366:
         raise UsageError(f"--days must be more than 0 and at most 366, not {args.days:g}")
     if args.webhooks_per_day < 0:
@@ -2729,7 +2730,8 @@ def build_report(
     result: SimulationResult, catalog: SimCatalog, behaviours: Mapping[str, Behaviour], *, days: float
 ) -> dict[str, Any]:
     """What ``ductile simulate --json`` prints (and the text output is drawn from)."""
-    from ductile.app.cli import _zone_name, local_time, schedule_summary
+    from ductile.app.cli.format import local_time, schedule_summary
+    from ductile.app.cli.format import zone_name as _zone_name
 
     config = result.config
     discovery = catalog.discover(config)
@@ -2893,7 +2895,7 @@ def render_text(ctx: Any, report: Mapping[str, Any], *, show: int, tz: tzinfo | 
     """The human form of :func:`build_report`."""
     from zoneinfo import ZoneInfo
 
-    from ductile.app.cli import human_duration, local_time, table
+    from ductile.app.cli.format import human_duration, local_time, table
 
     def zone(name: str | None) -> tzinfo | None:
         return ZoneInfo(name) if name else tz
