@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class Ports:
-    """Numbers every Store and Spawner call the engine makes; crashes on cue."""
+class CrashSwitch:
+    """Numbers every Store and Spawner call the engine makes; crashes on cue.
+
+    (Once called ``Ports``: it is the switch both proxies consult before and
+    after each call they forward.)"""
 
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
@@ -51,54 +54,54 @@ class Ports:
 class ObservedStore:
     """The Store port, forwarded: each call numbered (maybe crashed) and observed."""
 
-    def __init__(self, inner: Store, ports: Ports, monitor: Monitor) -> None:
+    def __init__(self, inner: Store, switch: CrashSwitch, monitor: Monitor) -> None:
         self._inner = inner
-        self._ports = ports
+        self._switch = switch
         self._monitor = monitor
 
     async def _plain(self, name: str, call: Callable[[], Awaitable[T]]) -> T:
-        index, point = self._ports.enter(name)
+        index, point = self._switch.enter(name)
         result = await call()
-        self._ports.leave(index, name, point)
+        self._switch.leave(index, name, point)
         return result
 
     # ------------------------------------------------------------- observed writes
     async def enqueue(self, job: Job, *, actor: Actor, now: datetime, dedupe_ttl: timedelta) -> EnqueueResult:
-        index, point = self._ports.enter("store.enqueue")
+        index, point = self._switch.enter("store.enqueue")
         result = await self._inner.enqueue(job, actor=actor, now=now, dedupe_ttl=dedupe_ttl)
         await self._monitor.on_enqueue(job, result, now=now, ttl=dedupe_ttl)
-        self._ports.leave(index, "store.enqueue", point)
+        self._switch.leave(index, "store.enqueue", point)
         if actor is Actor.API and job.command == Command.INIT:
             self._monitor.ack(result.job_id, "init")
         return result
 
     async def claim_next(self, now: datetime) -> Job | None:
-        index, point = self._ports.enter("store.claim_next")
+        index, point = self._switch.enter("store.claim_next")
         job = await self._inner.claim_next(now)
         await self._monitor.on_claim(job)
-        self._ports.leave(index, "store.claim_next", point)
+        self._switch.leave(index, "store.claim_next", point)
         return job
 
     async def claim(self, job_id: str, now: datetime) -> Job | None:
-        index, point = self._ports.enter("store.claim")
+        index, point = self._switch.enter("store.claim")
         job = await self._inner.claim(job_id, now)
         await self._monitor.on_claim(job)
-        self._ports.leave(index, "store.claim", point)
+        self._switch.leave(index, "store.claim", point)
         return job
 
     async def record_process(self, job_id: str, handle: ProcessHandle) -> None:
-        index, point = self._ports.enter("store.record_process")
+        index, point = self._switch.enter("store.record_process")
         await self._inner.record_process(job_id, handle)
-        self._ports.leave(index, "store.record_process", point)
+        self._switch.leave(index, "store.record_process", point)
 
     async def settle(
         self, job_id: str, outcome: Any, *, ctx: SettleContext, dedupe_ttl: timedelta
     ) -> Committed:
-        index, point = self._ports.enter("store.settle")
+        index, point = self._switch.enter("store.settle")
         breaker = await self._monitor.breaker_before_settle(job_id)
         committed = await self._inner.settle(job_id, outcome, ctx=ctx, dedupe_ttl=dedupe_ttl)
         await self._monitor.on_settle(job_id, ctx, dedupe_ttl, committed, breaker)
-        self._ports.leave(index, "store.settle", point)
+        self._switch.leave(index, "store.settle", point)
         self._monitor.ack_settle(committed)
         return committed
 
@@ -106,25 +109,25 @@ class ObservedStore:
         return await self._plain("store.running", self._inner.running)
 
     async def recover(self, now: datetime) -> list[Any]:
-        index, point = self._ports.enter("store.recover")
+        index, point = self._switch.enter("store.recover")
         settlements = await self._inner.recover(now)
         await self._monitor.on_recover(settlements)
-        self._ports.leave(index, "store.recover", point)
+        self._switch.leave(index, "store.recover", point)
         return settlements
 
     async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
-        index, point = self._ports.enter("store.cancel_queued")
+        index, point = self._switch.enter("store.cancel_queued")
         before = self._monitor.queued_of(plugin)
         ids = await self._inner.cancel_queued(plugin, reason=reason, now=now)
         await self._monitor.on_cancel(plugin, ids, before)
-        self._ports.leave(index, "store.cancel_queued", point)
+        self._switch.leave(index, "store.cancel_queued", point)
         return ids
 
     async def delete_finished(self, before: datetime) -> int:
-        index, point = self._ports.enter("store.delete_finished")
+        index, point = self._switch.enter("store.delete_finished")
         count = await self._inner.delete_finished(before)
         await self._monitor.on_delete(before, count)
-        self._ports.leave(index, "store.delete_finished", point)
+        self._switch.leave(index, "store.delete_finished", point)
         return count
 
     async def fire(
@@ -138,7 +141,7 @@ class ObservedStore:
         now: datetime,
         dedupe_ttl: timedelta,
     ) -> FireResult:
-        index, point = self._ports.enter("store.fire")
+        index, point = self._switch.enter("store.fire")
         breaker = None
         outstanding = 0
         if guard is not None:
@@ -159,21 +162,21 @@ class ObservedStore:
         )
         if result.fired:
             self._monitor.on_put_planned(next_run)
-        self._ports.leave(index, "store.fire", point)
+        self._switch.leave(index, "store.fire", point)
         self._monitor.ack_fire(result)
         return result
 
     async def put_planned(self, run: PlannedRun) -> None:
-        index, point = self._ports.enter("store.put_planned")
+        index, point = self._switch.enter("store.put_planned")
         await self._inner.put_planned(run)
         self._monitor.on_put_planned(run)
-        self._ports.leave(index, "store.put_planned", point)
+        self._switch.leave(index, "store.put_planned", point)
 
     async def put_init(self, record: InitRecord) -> None:
-        index, point = self._ports.enter("store.put_init")
+        index, point = self._switch.enter("store.put_init")
         await self._inner.put_init(record)
         self._monitor.on_put_init(record)
-        self._ports.leave(index, "store.put_init", point)
+        self._switch.leave(index, "store.put_init", point)
 
     # ------------------------------------------------------------- plain calls
     async def get_job(self, job_id: str) -> Job | None:
@@ -207,9 +210,9 @@ class ObservedStore:
         return await self._plain("store.next_retry_at", self._inner.next_retry_at)
 
     async def get_state(self, plugin: str) -> dict[str, Any]:  # once per run: written out, no lambda
-        index, point = self._ports.enter("store.get_state")
+        index, point = self._switch.enter("store.get_state")
         state = await self._inner.get_state(plugin)
-        self._ports.leave(index, "store.get_state", point)
+        self._switch.leave(index, "store.get_state", point)
         return state
 
     async def get_breaker(self, plugin: str, command: str) -> Breaker | None:
@@ -228,9 +231,9 @@ class ObservedStore:
         return await self._plain("store.all_planned", self._inner.all_planned)
 
     async def due(self, start: datetime, end: datetime) -> list[PlannedRun]:  # twice per tick
-        index, point = self._ports.enter("store.due")
+        index, point = self._switch.enter("store.due")
         runs = await self._inner.due(start, end)
-        self._ports.leave(index, "store.due", point)
+        self._switch.leave(index, "store.due", point)
         return runs
 
     async def delete_planned(self, key: str) -> None:
@@ -246,22 +249,22 @@ class ObservedStore:
 class ObservedSpawner:
     """The Spawner port, forwarded: each run numbered (maybe crashed) and observed."""
 
-    def __init__(self, inner: ScriptedSpawner, ports: Ports, monitor: Monitor) -> None:
+    def __init__(self, inner: ScriptedSpawner, switch: CrashSwitch, monitor: Monitor) -> None:
         self._inner = inner
-        self._ports = ports
+        self._switch = switch
         self._monitor = monitor
 
     async def run(self, request: SpawnRequest, *, on_start: OnStart | None = None) -> SpawnOutcome:
-        index, point = self._ports.enter("spawner.run")
+        index, point = self._switch.enter("spawner.run")
         self._monitor.on_spawn_call(request)
         outcome = await self._inner.run(request, on_start=on_start)
-        self._ports.leave(index, "spawner.run", point)
+        self._switch.leave(index, "spawner.run", point)
         return outcome
 
     async def kill_orphan(self, handle: ProcessHandle) -> bool:
-        index, point = self._ports.enter("spawner.kill_orphan")
+        index, point = self._switch.enter("spawner.kill_orphan")
         killed = await self._inner.kill_orphan(handle)
-        self._ports.leave(index, "spawner.kill_orphan", point)
+        self._switch.leave(index, "spawner.kill_orphan", point)
         return killed
 
 

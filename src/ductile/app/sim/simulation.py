@@ -33,7 +33,7 @@ from ductile.app.sim.faults import (
 )
 from ductile.app.sim.invariants import INVARIANTS, Expectation, InvariantError, Violation, backoff_bound
 from ductile.app.sim.monitor import Monitor
-from ductile.app.sim.proxies import ObservedSpawner, ObservedStore, Ports, ScriptingCatalog
+from ductile.app.sim.proxies import CrashSwitch, ObservedSpawner, ObservedStore, ScriptingCatalog
 from ductile.app.sim.results import JobReport, SimulationResult, plugin_stats
 from ductile.app.sim.trace import ref, stamp
 from ductile.domain.config import KILL_GRACE, Config, Endpoint, Timeouts
@@ -146,7 +146,7 @@ class Simulation:
         self.start = start.astimezone(UTC)
         self.clock = FakeClock(self.start)
         self.spawner = ScriptedSpawner(clock=self.clock)
-        self.ports = Ports(self)
+        self.switch = CrashSwitch(self)
         self.monitor = Monitor(self)
         self.replay = replay or f"python -m ductile.app.sim --seed {seed}"
         self.quiet = quiet
@@ -312,8 +312,8 @@ class Simulation:
     def _new_engine(self) -> Engine:
         return Engine(
             config=self.config,
-            store=ObservedStore(self.inner, self.ports, self.monitor),
-            spawner=ObservedSpawner(self.spawner, self.ports, self.monitor),
+            store=ObservedStore(self.inner, self.switch, self.monitor),
+            spawner=ObservedSpawner(self.spawner, self.switch, self.monitor),
             clock=self.clock,
             inbox=FakeInbox(self.clock),
             catalog=ScriptingCatalog(self),
@@ -638,7 +638,7 @@ class Simulation:
 
     def arm_crash(self, calls_from_now: int, point: CrashPoint) -> None:
         """Crash at the ``calls_from_now``-th port call from now (1: the next one)."""
-        self._armed = (self.ports.calls + calls_from_now, point)
+        self._armed = (self.switch.calls + calls_from_now, point)
 
     def disarm(self) -> None:
         self._armed = None
@@ -731,6 +731,6 @@ class Simulation:
             stats=plugin_stats(jobs),
             crashes=self.crashes,
             checks=self.monitor.checks,
-            calls=self.ports.calls,
+            calls=self.switch.calls,
             config=self.config,
         )
