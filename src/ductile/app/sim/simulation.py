@@ -11,6 +11,7 @@ import logging
 import random
 import shutil
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,11 +55,6 @@ DEFAULT_START = datetime(2026, 3, 27, 0, 0, tzinfo=UTC)
 
 #: A loop that makes no progress this many times in a row is stuck (an engine bug).
 STALL_LIMIT = 1000
-
-#: What uuid.UUID(version=4) does to an int: the variant (RFC 4122) and the version bits.
-_V4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
-
-_V4_SET = (0x8000 << 48) | (4 << 76)
 
 
 @attrs.define(eq=False)
@@ -188,11 +184,8 @@ class Simulation:
         )
 
     def new_id(self) -> str:
-        """``str(uuid.UUID(int=self.rng.getrandbits(128), version=4))``, bit for bit, without
-        the UUID object (one per job)."""
-        bits = self.rng.getrandbits(128) & _V4_CLEAR | _V4_SET
-        h = f"{bits:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        """A random (version 4) UUID drawn from the run's one random source."""
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def crash_decision(self, index: int) -> CrashPoint | None:
         if self._armed is not None and self._armed[0] == index:
