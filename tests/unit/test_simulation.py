@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ductile.app.cli import main
 from ductile.app.cli.context import Context
-from ductile.app.cli.simulate import dst_changes
+from ductile.app.cli.simulate_report import dst_changes
 from ductile.app.sim import (
     Behaviour,
     BehaviourError,

@@ -56,6 +56,7 @@ from ductile.app.sim.behaviour import (
 from ductile.app.sim.catalog import SimCatalog, sim_manifest
 from ductile.app.sim.faults import CRASH_POINTS, Arrivals, CrashPoint, Faults, Reload, SimulatedCrash
 from ductile.app.sim.invariants import INVARIANTS, InvariantError
+from ductile.app.sim.monitor import RunNote, SimEvent
 from ductile.app.sim.results import JobReport, PluginStats, SimulationResult
 from ductile.app.sim.scenarios import SCENARIOS, Scenario, quiet_scenario, run_scenario, sweep_scenario
 from ductile.app.sim.simulation import STORE_KINDS, Simulation, StoreKind
@@ -76,8 +77,10 @@ __all__ = [
     "Kind",
     "PluginStats",
     "Reload",
+    "RunNote",
     "Scenario",
     "SimCatalog",
+    "SimEvent",
     "SimulatedCrash",
     "Simulation",
     "SimulationResult",
