@@ -35,10 +35,14 @@ and prints what would happen (:mod:`ductile.app.cli.simulate`); the simulation
 never imports the command line.
 
 The package, in reading order: :mod:`~ductile.app.sim.behaviour` (what a
-simulated plugin does), :mod:`~ductile.app.sim.catalog` (the plugins without a
-filesystem), :mod:`~ductile.app.sim.faults` (crashes, arrivals, reloads),
-:mod:`~ductile.app.sim.invariants`, :mod:`~ductile.app.sim.monitor` (the
-ledger and its checks), :mod:`~ductile.app.sim.proxies` (the observed ports),
+simulated plugin does), :mod:`~ductile.app.sim.plugins` (one run of a
+behaviour), :mod:`~ductile.app.sim.catalog` (the plugins without a
+filesystem), :mod:`~ductile.app.sim.faults` (the settings of crashes,
+arrivals and reloads), :mod:`~ductile.app.sim.agenda` (arrivals and reloads
+at their instants), :mod:`~ductile.app.sim.trace`,
+:mod:`~ductile.app.sim.invariants`, :mod:`~ductile.app.sim.ledger` and
+:mod:`~ductile.app.sim.monitor` (what is known of each job, and the checks),
+:mod:`~ductile.app.sim.proxies` (the observed ports and the crash switch),
 :mod:`~ductile.app.sim.simulation` (the loop), :mod:`~ductile.app.sim.results`
 and :mod:`~ductile.app.sim.scenarios`.
 """
@@ -56,7 +60,7 @@ from ductile.app.sim.behaviour import (
 from ductile.app.sim.catalog import SimCatalog, sim_manifest
 from ductile.app.sim.faults import CRASH_POINTS, Arrivals, CrashPoint, Faults, Reload, SimulatedCrash
 from ductile.app.sim.invariants import INVARIANTS, InvariantError
-from ductile.app.sim.monitor import RunNote, SimEvent
+from ductile.app.sim.ledger import RunNote, SimEvent
 from ductile.app.sim.results import JobReport, PluginStats, SimulationResult
 from ductile.app.sim.scenarios import SCENARIOS, Scenario, quiet_scenario, run_scenario, sweep_scenario
 from ductile.app.sim.simulation import STORE_KINDS, Simulation, StoreKind

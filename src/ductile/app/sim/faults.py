@@ -1,4 +1,6 @@
-"""What goes wrong and what arrives from outside: crashes, webhook and CLI arrivals, reloads."""
+"""What goes wrong and what arrives from outside, as settings: crashes, webhook and CLI
+arrivals, reloads. The crash switch (:mod:`~ductile.app.sim.proxies`) and the agenda
+(:mod:`~ductile.app.sim.agenda`) carry them out."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ import attrs
 
 from ductile.domain.config import Config
 
+#: Where a port call crashes: before it is forwarded (it never happened) or after it
+#: returned (it happened, but the caller never heard back).
 CrashPoint = Literal["before", "after"]
-
 CRASH_POINTS: tuple[CrashPoint, ...] = ("before", "after")
 
 

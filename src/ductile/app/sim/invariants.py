@@ -11,6 +11,7 @@ import attrs
 
 from ductile.app.sim.trace import stamp
 from ductile.domain.breaker import Breaker, BreakerPolicy, BreakerStatus
+from ductile.domain.config import KILL_GRACE, Config, Timeouts
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import (
     TERMINAL,
@@ -407,6 +408,33 @@ def check_breaker_after_run(
     if not should_open and after.status is not BreakerStatus.CLOSED:
         return [f"{where}: opened after {failures} failures (threshold {policy.threshold})"]
     return []
+
+
+def liveness_deadlines(pending: Sequence[Job], config: Config, *, now: datetime) -> dict[str, datetime]:
+    """I8's deadlines once faults stop at ``now``: job id -> the latest instant it may end at.
+
+    From ``now`` (or its retry time, if later) each unfinished job is given: the
+    remaining runs of every pending job at their timeout plus the kill grace (one
+    lane: they may all go first), its own backoffs each at its bound, and its own
+    remaining attempts at the longest timeout of any command plus the grace."""
+    grace = KILL_GRACE
+    timeouts = [config.plugin(name).timeouts for name in config.plugins] + [Timeouts()]
+    longest = max(max(t.poll, t.handle, t.health, t.init) for t in timeouts)
+
+    def left(job: Job) -> int:
+        return job.max_attempts - job.attempt + 1
+
+    def timeout(job: Job) -> timedelta:
+        return config.plugin(job.plugin).timeouts.for_command(job.command)
+
+    ahead = sum((left(j) * (timeout(j) + grace) for j in pending), timedelta(0))
+    out = {}
+    for job in pending:
+        policy = config.plugin(job.plugin).retry
+        waits = sum((backoff_bound(policy, n) for n in range(job.attempt, job.max_attempts)), timedelta(0))
+        begin = max(now, job.next_retry_at or now)
+        out[job.id] = begin + ahead + waits + left(job) * (longest + grace)
+    return out
 
 
 def check_liveness(pending: Mapping[str, tuple[Job, datetime]], now: datetime) -> list[str]:

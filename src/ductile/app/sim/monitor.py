@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from ductile.app.sim.invariants import (
     Expectation,
     Violation,
@@ -25,9 +23,10 @@ from ductile.app.sim.invariants import (
     check_single_runner,
     check_state,
 )
+from ductile.app.sim.ledger import JobTrack, RunNote, SimEvent
 from ductile.app.sim.trace import ref, stamp
 from ductile.domain.breaker import Breaker, BreakerStatus
-from ductile.domain.job import TERMINAL, Command, Job, JobStatus, SubmittedBy, Transition
+from ductile.domain.job import TERMINAL, Command, Job, JobStatus, SubmittedBy
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import SettleContext
 from ductile.ports.spawner import SpawnRequest
@@ -35,46 +34,6 @@ from ductile.ports.store import Committed, EnqueueResult, FireResult, Guard, Ini
 
 if TYPE_CHECKING:
     from ductile.app.sim.simulation import Simulation
-
-
-@attrs.frozen(kw_only=True)
-class RunNote:
-    """One run (attempt) of a job, as observed."""
-
-    attempt: int
-    started_at: datetime | None
-    finished_at: datetime
-    duration: float
-    #: succeeded, failed, timed out, interrupted, not run
-    result: str
-    error: str | None
-    status_after: JobStatus
-
-
-@attrs.define(eq=False)
-class JobTrack:
-    """Everything the monitor knows about one job."""
-
-    job: Job
-    log: list[Transition]
-    deleted: bool = False
-    spawns: dict[int, int] = attrs.Factory(dict)
-    expected: dict[int, Expectation] = attrs.Factory(dict)
-    settled: set[int] = attrs.Factory(set)
-    plan: PlannedRun | None = None
-    children: list[str] = attrs.Factory(list)
-    waits: list[float] = attrs.Factory(list)
-    runs: list[RunNote] = attrs.Factory(list)
-
-
-@attrs.frozen(kw_only=True)
-class SimEvent:
-    """Something notable for the report: a breaker opening, a skipped run, a crash..."""
-
-    at: datetime
-    kind: str
-    plugin: str | None
-    detail: str
 
 
 def _identity(job: Job) -> tuple[str, str, str] | None:

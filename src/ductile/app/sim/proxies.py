@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ductile.app.sim.faults import CrashPoint, SimulatedCrash
+from ductile.app.sim.faults import CRASH_POINTS, CrashPoint, Faults, SimulatedCrash
 from ductile.app.sim.monitor import Monitor
 from ductile.domain.breaker import Breaker
 from ductile.domain.config import Config
@@ -16,6 +17,7 @@ from ductile.domain.plugin import Discovery, Plugin
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import SettleContext
 from ductile.fakes import ScriptedSpawner
+from ductile.ports.clock import Clock
 from ductile.ports.spawner import OnStart, ProcessHandle, SpawnRequest
 from ductile.ports.store import Committed, EnqueueResult, FireResult, Guard, InitRecord, RunningJob, Store
 
@@ -26,29 +28,81 @@ T = TypeVar("T")
 
 
 class CrashSwitch:
-    """Numbers every Store and Spawner call the engine makes; crashes on cue.
+    """Numbers every Store and Spawner call the engine makes, and crashes on cue.
 
-    (Once called ``Ports``: it is the switch both proxies consult before and
-    after each call they forward.)"""
+    Both proxies consult it before and after each call they forward (it was
+    once called ``Ports``). A crash comes at an armed call (:meth:`arm`), at
+    ``faults.crash_at``, or with ``faults.crash_rate`` per call (the chance and
+    the point drawn from the run's one random source) while the faults are on:
+    fewer than ``max_crashes`` so far, ``spacing`` past the last one, and
+    ``until`` not reached.
+    """
 
-    def __init__(self, sim: Simulation) -> None:
-        self.sim = sim
+    def __init__(self, faults: Faults, *, rng: random.Random, clock: Clock) -> None:
+        self.faults = faults
+        #: Port calls so far (1-based once counted), over every engine of the run.
         self.calls = 0
+        #: Crashes so far, over the whole run.
+        self.crashes = 0
+        #: False while the run drains: nothing crashes any more.
+        self.on = True
+        self._rng = rng
+        self._clock = clock
+        self._armed: tuple[int, CrashPoint] | None = None
+        start = clock.now()
+        self._last_crash = start
+        self._until = start + faults.until if faults.until is not None else None
+        self._may_crash = faults.crash_at is not None or bool(faults.crash_rate)
 
     def enter(self, name: str) -> tuple[int, CrashPoint | None]:
+        """Count a call about to be forwarded; raise when it crashes before it."""
         self.calls += 1
-        sim = self.sim
-        if sim._armed is None and not sim._may_crash:  # what crash_decision would answer, sooner
-            return self.calls, None
-        point = sim.crash_decision(self.calls)
+        point = self._decide(self.calls)
         if point == "before":
             raise SimulatedCrash(self.calls, name, "before")
         return self.calls, point
 
     @staticmethod
     def leave(index: int, name: str, point: CrashPoint | None) -> None:
+        """After the call returned: raise when it crashes after it."""
         if point == "after":
             raise SimulatedCrash(index, name, "after")
+
+    def arm(self, calls_from_now: int, point: CrashPoint) -> None:
+        """Crash at the ``calls_from_now``-th call from now (1: the next one)."""
+        self._armed = (self.calls + calls_from_now, point)
+
+    def disarm(self) -> None:
+        self._armed = None
+
+    def crashed(self) -> None:
+        """Count a crash (drawn, armed, or a kill between steps)."""
+        self.crashes += 1
+        self._last_crash = self._clock.now()
+
+    def active(self) -> bool:
+        """May a drawn fault happen now?"""
+        if not self.on or self.crashes >= self.faults.max_crashes:
+            return False
+        now = self._clock.now()
+        if self.faults.spacing and now < self._last_crash + self.faults.spacing:
+            return False
+        return self._until is None or now < self._until
+
+    def _decide(self, index: int) -> CrashPoint | None:
+        if self._armed is not None and self._armed[0] == index:
+            point = self._armed[1]
+            self._armed = None
+            return point
+        if not self._may_crash:  # neither crash_at nor crash_rate: nothing below can fire or draw
+            return None
+        if not self.active():
+            return None
+        if self.faults.crash_at == index:
+            return self.faults.crash_point
+        if self.faults.crash_rate and self._rng.random() < self.faults.crash_rate:
+            return self._rng.choice(CRASH_POINTS)
+        return None
 
 
 class ObservedStore:
@@ -278,7 +332,7 @@ class ScriptingCatalog:
         discovery = self._sim.catalog.discover(config)
         for name, plugin in discovery.plugins.items():
             if plugin.executable not in self._sim.spawner.scripts:
-                self._sim.spawner.script(plugin.executable, self._sim.script_for(name))
+                self._sim.spawner.script(plugin.executable, self._sim.plugins.script_for(name))
         return discovery
 
     def verify(self, plugin: Plugin) -> str | None:

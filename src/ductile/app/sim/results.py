@@ -7,9 +7,9 @@ from datetime import datetime
 
 import attrs
 
-from ductile.app.sim.monitor import RunNote, SimEvent
+from ductile.app.sim.ledger import JobTrack, RunNote, SimEvent
 from ductile.domain.config import Config
-from ductile.domain.job import JobStatus, SubmittedBy
+from ductile.domain.job import Command, JobStatus, SubmittedBy
 from ductile.domain.schedule import PlannedRun
 
 
@@ -95,3 +95,28 @@ def plugin_stats(jobs: Sequence[JobReport]) -> tuple[PluginStats, ...]:
             )
         )
     return tuple(out)
+
+
+def job_report(track: JobTrack) -> JobReport:
+    """One job of the ledger as the report shows it."""
+    job = track.job
+    return JobReport(
+        id=job.id,
+        plugin=job.plugin,
+        command=job.command,
+        submitted_by=job.submitted_by,
+        status=job.status,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        created_at=job.created_at,
+        completed_at=job.completed_at,
+        last_error=job.last_error,
+        dedupe_key=job.dedupe_key,
+        parent_job_id=job.parent_job_id,
+        event_type=job.payload.get("type") if job.command == Command.HANDLE else None,
+        plan=track.plan,
+        runs=tuple(track.runs),
+        children=tuple(track.children),
+        waits=tuple(track.waits),
+        deleted=track.deleted,
+    )
