@@ -14,31 +14,47 @@ from ductile.domain.plugin import Discovery
 
 def check_references(config: Config, discovery: Discovery) -> dict[str, Any]:
     """Routes, endpoints and schedules against the loaded plugins; every problem named."""
-    problems: list[str] = []
+    why = _Why(config, discovery)
+    routes, problems = _check_routes(config, why)
+    webhooks, endpoint_problems = _check_webhooks(config, why)
+    schedules, schedule_problems = _check_schedules(config, why)
+    problems += endpoint_problems + schedule_problems
+    problems += [f"plugin '{refusal.name}' refused: {refusal.reason}" for refusal in discovery.refused]
+    return {"routes": routes, "webhooks": webhooks, "schedules": schedules, "problems": problems}
 
-    def absent(name: str) -> str:
-        if name in discovery.disabled or not config.plugin(name).enabled:
+
+class _Why:
+    """Why a plugin named in the config cannot take a job (None: it can)."""
+
+    def __init__(self, config: Config, discovery: Discovery) -> None:
+        self.config = config
+        self.discovery = discovery
+
+    def absent(self, name: str) -> str:
+        if name in self.discovery.disabled or not self.config.plugin(name).enabled:
             return f"plugin '{name}' is disabled"
-        for refusal in discovery.refused:
+        for refusal in self.discovery.refused:
             if refusal.name == name:
                 return f"plugin '{name}' is refused"
         return f"plugin '{name}' is not loaded"
 
-    def lacks(name: str, command: str) -> str | None:
-        plugin = discovery.plugins.get(name)
+    def lacks(self, name: str, command: str) -> str | None:
+        plugin = self.discovery.plugins.get(name)
         if plugin is None:
-            return absent(name)
+            return self.absent(name)
         if not plugin.supports(command):
             return f"plugin '{name}' does not support '{command}'"
         return None
 
-    routes = []
+
+def _check_routes(config: Config, why: _Why) -> tuple[list[dict[str, Any]], list[str]]:
+    routes, problems = [], []
     for i, route in enumerate(config.routes):
         problem = None
-        if route.source not in discovery.plugins:
-            problem = f"from: {absent(route.source)}"
-        elif (why := lacks(route.target, route.command)) is not None:
-            problem = f"to: {why}"
+        if route.source not in why.discovery.plugins:
+            problem = f"from: {why.absent(route.source)}"
+        elif (lacking := why.lacks(route.target, route.command)) is not None:
+            problem = f"to: {lacking}"
         if problem is not None:
             problems.append(f"routes[{i}]: {problem}")
         routes.append(
@@ -50,33 +66,38 @@ def check_references(config: Config, discovery: Discovery) -> dict[str, Any]:
                 "problem": problem,
             }
         )
-    webhooks = None
-    if config.webhooks is not None:
-        endpoints = []
-        for i, ep in enumerate(config.webhooks.endpoints):
-            problem = lacks(ep.plugin, "handle")
-            if problem is not None:
-                problems.append(f"webhooks.endpoints[{i}] ({ep.path}): {problem}")
-            endpoints.append(
-                {"path": ep.path, "plugin": ep.plugin, "event_type": ep.event_type, "problem": problem}
-            )
-        webhooks = {"listen": f"{config.webhooks.host}:{config.webhooks.port}", "endpoints": endpoints}
-    schedules = []
+    return routes, problems
+
+
+def _check_webhooks(config: Config, why: _Why) -> tuple[dict[str, Any] | None, list[str]]:
+    if config.webhooks is None:
+        return None, []
+    endpoints, problems = [], []
+    for i, ep in enumerate(config.webhooks.endpoints):
+        problem = why.lacks(ep.plugin, "handle")
+        if problem is not None:
+            problems.append(f"webhooks.endpoints[{i}] ({ep.path}): {problem}")
+        endpoints.append(
+            {"path": ep.path, "plugin": ep.plugin, "event_type": ep.event_type, "problem": problem}
+        )
+    return {"listen": f"{config.webhooks.host}:{config.webhooks.port}", "endpoints": endpoints}, problems
+
+
+def _check_schedules(config: Config, why: _Why) -> tuple[list[dict[str, Any]], list[str]]:
+    schedules, problems = [], []
     for name, settings in sorted(config.plugins.items()):
         schedule = settings.schedule
         if schedule is None or not settings.enabled:
             continue
         problem = None
-        if name not in discovery.plugins:
-            problem = absent(name)
+        if name not in why.discovery.plugins:
+            problem = why.absent(name)
         elif schedule.emit is None:
-            problem = lacks(name, schedule.command)
+            problem = why.lacks(name, schedule.command)
         if problem is not None:
             problems.append(f"plugins.{name}.schedule: {problem}")
         schedules.append({"plugin": name, "summary": schedule_summary(schedule), "problem": problem})
-    for refusal in discovery.refused:
-        problems.append(f"plugin '{refusal.name}' refused: {refusal.reason}")
-    return {"routes": routes, "webhooks": webhooks, "schedules": schedules, "problems": problems}
+    return schedules, problems
 
 
 async def cmd_config(ctx: Context, args: argparse.Namespace) -> int:
@@ -101,6 +122,23 @@ async def cmd_config(ctx: Context, args: argparse.Namespace) -> int:
     ctx.print(f"  plugins_dir  {config.plugins_dir}")
     ctx.print()
     print_plugins(ctx, config, doc["plugins"])
+    _print_references(ctx, refs)
+    ctx.print()
+    if doc["warnings"]:
+        ctx.print(f"{len(doc['warnings'])} warning(s), not errors:")
+        for warning in doc["warnings"]:
+            ctx.print(f"  - {warning}")
+        ctx.print()
+    if refs["problems"]:
+        ctx.print(f"{len(refs['problems'])} problem(s):")
+        for problem in refs["problems"]:
+            ctx.print(f"  - {problem}")
+        return EXIT_FAILURE
+    ctx.print("no problems found")
+    return EXIT_OK
+
+
+def _print_references(ctx: Context, refs: dict[str, Any]) -> None:
     if refs["routes"]:
         ctx.print()
         ctx.print(f"routes ({len(refs['routes'])}):")
@@ -120,16 +158,3 @@ async def cmd_config(ctx: Context, args: argparse.Namespace) -> int:
         ctx.print(f"schedules ({len(refs['schedules'])}):")
         rows = [[s["plugin"], s["summary"], s["problem"] or "ok"] for s in refs["schedules"]]
         ctx.print(indent(table(["PLUGIN", "SCHEDULE", "CHECK"], rows), "  "))
-    ctx.print()
-    if doc["warnings"]:
-        ctx.print(f"{len(doc['warnings'])} warning(s), not errors:")
-        for warning in doc["warnings"]:
-            ctx.print(f"  - {warning}")
-        ctx.print()
-    if refs["problems"]:
-        ctx.print(f"{len(refs['problems'])} problem(s):")
-        for problem in refs["problems"]:
-            ctx.print(f"  - {problem}")
-        return EXIT_FAILURE
-    ctx.print("no problems found")
-    return EXIT_OK

@@ -13,8 +13,7 @@ from ductile.app.cli.context import PROG
 #: ``typing`` alone costs ~7 ms to import; the type checkers treat this name as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from typing import Any
+    from collections.abc import Callable, Sequence
 
 #: Default bound of ``run --wait``.
 DEFAULT_WAIT_SECONDS = 300.0
@@ -155,6 +154,7 @@ def _common(json_flag: bool) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole grammar: the options every verb takes, then each verb with its own."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="ductile: a personal automation server. Plugins on schedules, "
@@ -177,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
     plain, with_json = _common(False), _common(True)
 
-    def verb(name: str, summary: str, *, json_flag: bool = True, details: str | None = None) -> Any:
+    def verb(
+        name: str, summary: str, *, json_flag: bool = True, details: str | None = None
+    ) -> argparse.ArgumentParser:
         return verbs.add_parser(
             name,
             help=summary,
@@ -191,8 +193,41 @@ def build_parser() -> argparse.ArgumentParser:
         "run the daemon in the foreground (JSON logs on stdout; SIGTERM stops, SIGHUP reloads)",
         json_flag=False,
     )
+    _run_options(verb("run", "queue one job of a plugin", details=_RUN_HELP))
+    status = verb("status", "daemon, queue, plugins, breakers and health checks", details=_STATUS_HELP)
+    status.add_argument("--no-health", action="store_true", help="do not run the plugins' health commands")
+    verb("reload", "make the running daemon re-read its config (the config is checked first)", json_flag=True)
+    verb("plugins", "list plugins: loaded (with schedules), refused (with reasons), disabled")
+    _inspect_options(verb)
+    _config_actions(
+        verbs.add_parser(
+            "config", help="configuration tools", description="Configuration tools.", parents=[plain]
+        ),
+        with_json,
+    )
+    _schedule_options(
+        verb("schedule", "what is due in a time range (the schedule index)", details=_SCHEDULE_HELP)
+    )
+    _simulate_options(
+        verb("simulate", "what this config would do over days, simulated", details=_SIMULATE_HELP)
+    )
+    return parser
 
-    run = verb("run", "queue one job of a plugin", details=_RUN_HELP)
+
+def _config_actions(config: argparse.ArgumentParser, with_json: argparse.ArgumentParser) -> None:
+    """``config`` takes an action: ``check`` (the only one so far)."""
+    actions = config.add_subparsers(dest="config_verb", metavar="<action>")
+    actions.required = True
+    actions.add_parser(
+        "check",
+        help="validate the config file and what it refers to",
+        description=_CONFIG_CHECK_HELP,
+        parents=[with_json],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("plugin", help="plugin name")
     run.add_argument(
         "--command",
@@ -218,12 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"with --wait: give up after this long (seconds or e.g. 10m; default {DEFAULT_WAIT_SECONDS:g})",
     )
 
-    status = verb("status", "daemon, queue, plugins, breakers and health checks", details=_STATUS_HELP)
-    status.add_argument("--no-health", action="store_true", help="do not run the plugins' health commands")
 
-    verb("reload", "make the running daemon re-read its config (the config is checked first)", json_flag=True)
-    verb("plugins", "list plugins: loaded (with schedules), refused (with reasons), disabled")
-
+def _inspect_options(verb: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """queue, logs, reset and job."""
     queue = verb("queue", "list jobs queued or running, in dispatch order")
     queue.add_argument(
         "--limit",
@@ -232,7 +264,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"at most N jobs (default {DEFAULT_QUEUE_LIMIT})",
     )
-
     logs = verb("logs", "the most recent finished runs, newest first, with the plugins' log lines")
     logs.add_argument("plugin", nargs="?", help="only this plugin's runs")
     logs.add_argument(
@@ -242,27 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"at most N runs (default {DEFAULT_LOG_LIMIT})",
     )
-
     reset = verb("reset", "close a plugin's circuit breakers by hand")
     reset.add_argument("plugin", help="plugin name")
-
     job = verb("job", "one job: its record, transition log and runs")
     job.add_argument("job_id", metavar="id", help="the job id")
 
-    config = verbs.add_parser(
-        "config", help="configuration tools", description="Configuration tools.", parents=[plain]
-    )
-    config_verbs = config.add_subparsers(dest="config_verb", metavar="<action>")
-    config_verbs.required = True
-    config_verbs.add_parser(
-        "check",
-        help="validate the config file and what it refers to",
-        description=_CONFIG_CHECK_HELP,
-        parents=[with_json],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
 
-    schedule = verb("schedule", "what is due in a time range (the schedule index)", details=_SCHEDULE_HELP)
+def _schedule_options(schedule: argparse.ArgumentParser) -> None:
     schedule.add_argument("--from", dest="start", metavar="T", default="now", help="start (default: now)")
     schedule.add_argument("--to", dest="end", metavar="T", default="+24h", help="end (default: +24h)")
     schedule.add_argument(
@@ -272,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"at most N runs per schedule (default {DEFAULT_SCHEDULE_LIMIT})",
     )
-    simulate = verb("simulate", "what this config would do over days, simulated", details=_SIMULATE_HELP)
+
+
+def _simulate_options(simulate: argparse.ArgumentParser) -> None:
     simulate.add_argument(
         "--days", type=float, default=DEFAULT_SIMULATE_DAYS, metavar="N", help="simulated days (default 7)"
     )
@@ -310,7 +329,6 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--show", type=int, default=5, metavar="N", help="list the first N jobs of each plugin (default 5)"
     )
-    return parser
 
 
 #: Options whose value may start with "-" (a relative time such as -30m).

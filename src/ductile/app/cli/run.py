@@ -52,16 +52,7 @@ def _event(ctx: Context, args: argparse.Namespace, now: datetime) -> dict[str, A
 
 
 async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
-    if args.command != "handle" and (args.payload is not None or args.event_type is not None):
-        raise UsageError("--payload and --event-type are for --command handle only")
-    if args.dedupe_key is not None and not args.dedupe_key.strip():
-        raise UsageError("--dedupe-key cannot be empty")
-    if args.timeout is not None and not args.wait:
-        raise UsageError("--timeout only applies with --wait")
-    if args.event_type is not None and not args.event_type.strip():
-        raise UsageError("--event-type cannot be empty")
-    if args.payload is not None:
-        _payload(args.payload)  # a bad payload is a usage error, before the config is read
+    _check_arguments(args)
     config = read_config(ctx, args)
     path = db_path(config)
     store = await ctx.open_store(path, False)  # not created before the job is known to be runnable
@@ -80,40 +71,62 @@ async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         if store is None:
             store = await ctx.open_store(path, True)
             assert store is not None
-        now = ctx.now()
-        job = config.new_job(
-            args.plugin,
-            args.command,
-            job_id=ctx.new_id(),
-            now=now,
-            submitted_by=SubmittedBy.CLI,
-            payload=_event(ctx, args, now) if args.command == "handle" else None,
-            dedupe_key=args.dedupe_key,
-        )
-        result = await store.enqueue(job, actor=Actor.CLI, now=now, dedupe_ttl=config.service.dedupe_ttl)
-        doc: dict[str, Any] = {
-            "job_id": result.job_id,
-            "created": result.created,
-            "duplicate_of": None if result.created else result.job_id,
-            "daemon_pid": pid,
-            "outcome": None,
-        }
-        if not args.json:
-            ctx.print(result.job_id if result.created else f"duplicate of {result.job_id}")
-            ctx.out.flush()
-        if pid is None and result.created:
-            ctx.note("queued; no daemon is running — it will run when `ductile start` runs")
-        code = EXIT_OK
-        if args.wait:
-            timeout = args.timeout if args.timeout is not None else DEFAULT_WAIT_SECONDS
-            code, outcome = await _wait(ctx, store, config, result.job_id, timeout, quiet=args.json)
-            doc["outcome"] = outcome
+        code, doc = await _queue(ctx, args, config, store, pid)
     finally:
         if store is not None:
             await store.close()
     if args.json:
         ctx.json(doc)
     return code
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Usage errors, before the config is read."""
+    if args.command != "handle" and (args.payload is not None or args.event_type is not None):
+        raise UsageError("--payload and --event-type are for --command handle only")
+    if args.dedupe_key is not None and not args.dedupe_key.strip():
+        raise UsageError("--dedupe-key cannot be empty")
+    if args.timeout is not None and not args.wait:
+        raise UsageError("--timeout only applies with --wait")
+    if args.event_type is not None and not args.event_type.strip():
+        raise UsageError("--event-type cannot be empty")
+    if args.payload is not None:
+        _payload(args.payload)  # a bad payload is a usage error, before the config is read
+
+
+async def _queue(
+    ctx: Context, args: argparse.Namespace, config: Config, store: Store, pid: int | None
+) -> tuple[int, dict[str, Any]]:
+    """Queue the job, say so, and with ``--wait`` follow it: (exit code, the JSON document)."""
+    now = ctx.now()
+    job = config.new_job(
+        args.plugin,
+        args.command,
+        job_id=ctx.new_id(),
+        now=now,
+        submitted_by=SubmittedBy.CLI,
+        payload=_event(ctx, args, now) if args.command == "handle" else None,
+        dedupe_key=args.dedupe_key,
+    )
+    result = await store.enqueue(job, actor=Actor.CLI, now=now, dedupe_ttl=config.service.dedupe_ttl)
+    doc: dict[str, Any] = {
+        "job_id": result.job_id,
+        "created": result.created,
+        "duplicate_of": None if result.created else result.job_id,
+        "daemon_pid": pid,
+        "outcome": None,
+    }
+    if not args.json:
+        ctx.print(result.job_id if result.created else f"duplicate of {result.job_id}")
+        ctx.out.flush()
+    if pid is None and result.created:
+        ctx.note("queued; no daemon is running — it will run when `ductile start` runs")
+    code = EXIT_OK
+    if args.wait:
+        timeout = args.timeout if args.timeout is not None else DEFAULT_WAIT_SECONDS
+        code, outcome = await _wait(ctx, store, config, result.job_id, timeout, quiet=args.json)
+        doc["outcome"] = outcome
+    return code, doc
 
 
 async def _wait(

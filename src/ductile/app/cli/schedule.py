@@ -56,45 +56,44 @@ async def cmd_schedule(ctx: Context, args: argparse.Namespace) -> int:
         if store is not None:
             await store.close()
     found: list[tuple[datetime, dict[str, Any]]] = []
-    truncated: list[str] = []
     for key, schedule in sorted(schedules.items()):
         runs = schedule_runs(
             schedule, key=key, stored=stored[key], now=now, start=start, end=end, limit=args.limit
         )
         if len(runs) >= args.limit:
-            truncated.append(key)
-        target = {"emit": schedule.emit.type} if schedule.emit is not None else {"command": schedule.command}
-        found += [
-            (
-                run.planned_at,
-                {
-                    "plugin": key,
-                    "kind": kind,
-                    "planned_at": utc(run.planned_at),
-                    "planned_local": local_time(run.planned_at, schedule.tz),
-                    "nominal_at": utc(run.nominal_at),
-                    "nominal_local": local_time(run.nominal_at, schedule.tz),
-                    "offset_seconds": run.offset.total_seconds(),
-                    "snapped": run.snapped,
-                    "timezone": zone_name(schedule.tz),
-                    "target": target,
-                },
-            )
-            for run, kind in runs
-        ]
+            ctx.note(f"{key}: only the first {args.limit} runs are shown (use --limit or a shorter range)")
+        found += [(run.planned_at, _run_json(key, schedule, run, kind)) for run, kind in runs]
     found.sort(key=lambda pair: (pair[0], pair[1]["plugin"]))
-    for key in truncated:
-        ctx.note(f"{key}: only the first {args.limit} runs are shown (use --limit or a shorter range)")
     if args.json:
         ctx.json({"from": utc(start), "to": utc(end), "runs": [doc for _, doc in found]})
-        return EXIT_OK
-    span = f"{local_time(start, ctx.tz)} to {local_time(end, ctx.tz)}"
-    if not schedules:
+    elif not schedules:
         ctx.print("no schedules (no loaded plugin has one)")
-        return EXIT_OK
+    else:
+        _print_runs(ctx, found, f"{local_time(start, ctx.tz)} to {local_time(end, ctx.tz)}")
+    return EXIT_OK
+
+
+def _run_json(key: str, schedule: Schedule, run: PlannedRun, kind: str) -> dict[str, Any]:
+    return {
+        "plugin": key,
+        "kind": kind,
+        "planned_at": utc(run.planned_at),
+        "planned_local": local_time(run.planned_at, schedule.tz),
+        "nominal_at": utc(run.nominal_at),
+        "nominal_local": local_time(run.nominal_at, schedule.tz),
+        "offset_seconds": run.offset.total_seconds(),
+        "snapped": run.snapped,
+        "timezone": zone_name(schedule.tz),
+        "target": {"emit": schedule.emit.type}
+        if schedule.emit is not None
+        else {"command": schedule.command},
+    }
+
+
+def _print_runs(ctx: Context, found: list[tuple[datetime, dict[str, Any]]], span: str) -> None:
     if not found:
         ctx.print(f"nothing is due from {span}")
-        return EXIT_OK
+        return
     ctx.print(f"due from {span}:")
     rows = [
         [
@@ -110,4 +109,3 @@ async def cmd_schedule(ctx: Context, args: argparse.Namespace) -> int:
         for at, r in found
     ]
     ctx.print(table(["PLUGIN", "PLANNED", "ZONE", "UTC", "NOMINAL", "JITTER", "SNAPPED", "KIND"], rows))
-    return EXIT_OK

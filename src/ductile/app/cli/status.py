@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import attrs
+
 from ductile.app.catalog import Catalog
 from ductile.app.cli.context import (
     ALL_JOBS,
@@ -23,7 +25,8 @@ from ductile.app.cli.context import (
 from ductile.app.cli.format import human_duration, local_time, table
 from ductile.app.cli.jsondoc import breaker_json
 from ductile.app.engine import plugin_env
-from ductile.domain.breaker import reopens_at
+from ductile.app.runtime import Runtime
+from ductile.domain.breaker import Breaker, reopens_at
 from ductile.domain.config import KILL_GRACE, Config
 from ductile.domain.job import JobEvent, JobStatus
 from ductile.domain.plugin import Plugin
@@ -80,9 +83,51 @@ async def _health(
 
 
 async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
-
     config = read_config(ctx, args)
     pid = running_pid(ctx, config)
+    seen = await _observe(ctx, config)
+    rows = _plugin_rows(config, seen)
+    if not args.no_health:
+        await _health_checks(ctx, config, seen, rows)
+    problems = [] if pid is not None else ["the daemon is not running"]
+    problems += _plugin_problems(rows)
+    healthy = not problems
+    if args.json:
+        ctx.json(
+            {
+                "healthy": healthy,
+                "problems": problems,
+                "daemon": {"running": pid is not None, "pid": pid, "state_dir": config.service.state_dir},
+                "database": seen.database,
+                "queue": {"queued": seen.queued, "running": seen.running},
+                "plugins": [
+                    {k: r[k] for k in ("name", "state", "reason", "version", "breakers", "health")}
+                    for r in rows
+                ],
+            }
+        )
+    else:
+        _print_status(ctx, config, pid, seen, rows=rows, problems=problems)
+    return EXIT_OK if healthy else EXIT_FAILURE
+
+
+@attrs.frozen(kw_only=True)
+class _Observed:
+    """What the store and discovery say, read once (the store is closed again)."""
+
+    runtime: Runtime
+    catalog: Catalog
+    #: Plugins whose ``init`` has not run for their current manifest and config.
+    pending: set[str]
+    queued: int
+    running: int
+    breakers: list[Breaker]
+    states: dict[str, dict[str, Any]]
+    #: The database's path, None when there is none yet.
+    database: str | None
+
+
+async def _observe(ctx: Context, config: Config) -> _Observed:
     store = await read_store(ctx, config)
     try:
         runtime, catalog, pending = await survey(ctx, config, store)
@@ -99,13 +144,28 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             await store.close()
-    discovery = runtime.discovery
+    return _Observed(
+        runtime=runtime,
+        catalog=catalog,
+        pending=pending,
+        queued=queued,
+        running=running,
+        breakers=breakers,
+        states=states,
+        database=str(db_path(config)) if store is not None else None,
+    )
+
+
+def _plugin_rows(config: Config, seen: _Observed) -> list[dict[str, Any]]:
+    """One row per plugin, by name: loaded (maybe init pending), unhealthy, refused or
+    disabled, with its open breakers; health is filled in later."""
+    discovery = seen.runtime.discovery
     rows: list[dict[str, Any]] = []
     for name, plugin in discovery.plugins.items():
         state, reason = "loaded", None
-        if name in runtime.unhealthy:
-            state, reason = "unhealthy", runtime.unhealthy[name]
-        elif name in pending:
+        if name in seen.runtime.unhealthy:
+            state, reason = "unhealthy", seen.runtime.unhealthy[name]
+        elif name in seen.pending:
             reason = "init pending: it runs when the daemon starts or reloads"
         rows.append({"name": name, "state": state, "reason": reason, "version": plugin.manifest.version})
     rows += [
@@ -116,35 +176,41 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     for row in rows:
         policy = config.plugin(row["name"]).circuit_breaker
         row["breakers"] = [
-            breaker_json(b, reopens_at(b, policy)) for b in breakers if b.plugin == row["name"] and b.is_open
+            breaker_json(b, reopens_at(b, policy))
+            for b in seen.breakers
+            if b.plugin == row["name"] and b.is_open
         ]
         row["health"] = None
+    return rows
 
-    checks = [
-        r["name"]
-        for r in rows
-        if r["name"] in runtime.plugins and runtime.plugins[r["name"]].supports("health")
-    ]
-    if checks and not args.no_health:
-        spawner = ctx.spawner()
-        results = await asyncio.gather(
-            *(
-                _health(
-                    ctx,
-                    spawner=spawner,
-                    catalog=catalog,
-                    config=config,
-                    plugin=runtime.plugins[name],
-                    state=states.get(name, {}),
-                )
-                for name in checks
+
+async def _health_checks(ctx: Context, config: Config, seen: _Observed, rows: list[dict[str, Any]]) -> None:
+    """Run the ``health`` command of every loaded plugin that has one, all at once."""
+    plugins = seen.runtime.plugins
+    checks = [r["name"] for r in rows if r["name"] in plugins and plugins[r["name"]].supports("health")]
+    if not checks:
+        return
+    spawner = ctx.spawner()
+    results = await asyncio.gather(
+        *(
+            _health(
+                ctx,
+                spawner=spawner,
+                catalog=seen.catalog,
+                config=config,
+                plugin=plugins[name],
+                state=seen.states.get(name, {}),
             )
+            for name in checks
         )
-        by_name = dict(zip(checks, results, strict=True))
-        for row in rows:
-            row["health"] = by_name.get(row["name"])
+    )
+    by_name = dict(zip(checks, results, strict=True))
+    for row in rows:
+        row["health"] = by_name.get(row["name"])
 
-    problems = [] if pid is not None else ["the daemon is not running"]
+
+def _plugin_problems(rows: list[dict[str, Any]]) -> list[str]:
+    problems = []
     for r in rows:
         if r["state"] in ("refused", "unhealthy"):
             problems.append(f"plugin '{r['name']}' is {r['state']}")
@@ -154,38 +220,33 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
         ]
         if r["health"] is not None and not r["health"]["ok"]:
             problems.append(f"the health check of {r['name']} failed")
-    healthy = not problems
-    doc = {
-        "healthy": healthy,
-        "problems": problems,
-        "daemon": {"running": pid is not None, "pid": pid, "state_dir": config.service.state_dir},
-        "database": str(db_path(config)) if store is not None else None,
-        "queue": {"queued": queued, "running": running},
-        "plugins": [
-            {k: r[k] for k in ("name", "state", "reason", "version", "breakers", "health")} for r in rows
-        ],
-    }
-    if args.json:
-        ctx.json(doc)
-    else:
-        where = f"state dir {config.service.state_dir}"
+    return problems
+
+
+def _print_status(
+    ctx: Context,
+    config: Config,
+    pid: int | None,
+    seen: _Observed,
+    *,
+    rows: list[dict[str, Any]],
+    problems: list[str],
+) -> None:
+    where = f"state dir {config.service.state_dir}"
+    ctx.print(f"daemon: running (pid {pid}), {where}" if pid is not None else f"daemon: not running, {where}")
+    ctx.print(f"queue: {seen.queued} queued, {seen.running} running")
+    ctx.print()
+    if rows:
         ctx.print(
-            f"daemon: running (pid {pid}), {where}" if pid is not None else f"daemon: not running, {where}"
-        )
-        ctx.print(f"queue: {queued} queued, {running} running")
-        ctx.print()
-        if rows:
-            ctx.print(
-                table(
-                    ["PLUGIN", "STATE", "BREAKER", "HEALTH", "TOOK", "DETAIL"],
-                    [_status_row(ctx, r) for r in rows],
-                )
+            table(
+                ["PLUGIN", "STATE", "BREAKER", "HEALTH", "TOOK", "DETAIL"],
+                [_status_row(ctx, r) for r in rows],
             )
-        else:
-            ctx.print(f"no plugins in {config.plugins_dir}")
-        ctx.print()
-        ctx.print("all healthy" if healthy else "NOT healthy: " + "; ".join(problems))
-    return EXIT_OK if healthy else EXIT_FAILURE
+        )
+    else:
+        ctx.print(f"no plugins in {config.plugins_dir}")
+    ctx.print()
+    ctx.print("NOT healthy: " + "; ".join(problems) if problems else "all healthy")
 
 
 def _status_row(ctx: Context, row: Mapping[str, Any]) -> list[object]:
