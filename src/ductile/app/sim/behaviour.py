@@ -164,43 +164,53 @@ def parse_behaviour(text: str) -> Behaviour:
         raise BehaviourError(f"unknown behaviour {parts[0]!r} (known: {kinds})") from None
     rest = parts[1:]
     fields: dict[str, Any] = {"kind": kind}
-    if kind is Kind.SLOW:
-        if not rest:
-            raise BehaviourError("'slow' needs a duration: slow:90s")
-        fields["duration"] = _option_duration(rest.pop(0), "slow")
-    elif kind is Kind.FLAKY:
-        if not rest:
-            raise BehaviourError("'flaky' needs a failure rate from 0 to 1: flaky:0.2")
-        raw = rest.pop(0)
-        try:
-            fields["rate"] = float(raw)
-        except ValueError:
-            raise BehaviourError(f"the rate of 'flaky' must be a number from 0 to 1, not {raw!r}") from None
+    if kind in (Kind.SLOW, Kind.FLAKY):
+        fields.update(_argument(kind, rest.pop(0) if rest else None))
     seen: set[str] = set()
     for option in rest:
-        name, eq, value = option.partition("=")
+        name, _, _ = option.partition("=")
         if name in seen:
             raise BehaviourError(f"option '{name}' is given twice in {text!r}")
         seen.add(name)
-        if name == "fatal" and not eq:
-            fields["fatal"] = True
-        elif name == "emit" and eq:
-            fields["emit"] = tuple(value.split("+")) if value else ()
-            if "" in fields["emit"]:
-                raise BehaviourError(f"an empty event type in {option!r}")
-        elif name == "dedupe" and eq:
-            if not value.isdigit():
-                raise BehaviourError(f"dedupe must be a whole number, not {value!r}")
-            fields["dedupe"] = int(value)
-        elif name == "took" and eq:
-            if kind is Kind.SLOW:
-                raise BehaviourError("'slow' already says how long a run takes")
-            fields["duration"] = _option_duration(value, "took")
-        else:
-            raise BehaviourError(
-                f"unknown option {option!r} of '{kind}' (options: fatal, emit=a+b, dedupe=N, took=DURATION)"
-            )
+        fields.update(_option(kind, option))
     return Behaviour(**fields)
+
+
+def _argument(kind: Kind, raw: str | None) -> dict[str, Any]:
+    """The argument ``slow`` and ``flaky`` take first: a duration, a failure rate."""
+    if kind is Kind.SLOW:
+        if raw is None:
+            raise BehaviourError("'slow' needs a duration: slow:90s")
+        return {"duration": _option_duration(raw, "slow")}
+    if raw is None:
+        raise BehaviourError("'flaky' needs a failure rate from 0 to 1: flaky:0.2")
+    try:
+        return {"rate": float(raw)}
+    except ValueError:
+        raise BehaviourError(f"the rate of 'flaky' must be a number from 0 to 1, not {raw!r}") from None
+
+
+def _option(kind: Kind, option: str) -> dict[str, Any]:
+    """One ``name`` or ``name=value`` option into the fields it sets."""
+    name, eq, value = option.partition("=")
+    if name == "fatal" and not eq:
+        return {"fatal": True}
+    if name == "emit" and eq:
+        emit = tuple(value.split("+")) if value else ()
+        if "" in emit:
+            raise BehaviourError(f"an empty event type in {option!r}")
+        return {"emit": emit}
+    if name == "dedupe" and eq:
+        if not value.isdigit():
+            raise BehaviourError(f"dedupe must be a whole number, not {value!r}")
+        return {"dedupe": int(value)}
+    if name == "took" and eq:
+        if kind is Kind.SLOW:
+            raise BehaviourError("'slow' already says how long a run takes")
+        return {"duration": _option_duration(value, "took")}
+    raise BehaviourError(
+        f"unknown option {option!r} of '{kind}' (options: fatal, emit=a+b, dedupe=N, took=DURATION)"
+    )
 
 
 def behaviour_key(plugin: str, command: str | None = None) -> str:

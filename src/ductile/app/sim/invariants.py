@@ -25,7 +25,7 @@ from ductile.domain.job import (
 )
 from ductile.domain.protocol import EmittedEvent
 from ductile.domain.retry import MAX_BACKOFF, RetryPolicy
-from ductile.domain.routing import child_job_id
+from ductile.domain.routing import Envelope, child_job_id
 from ductile.domain.settle import SettleContext
 from ductile.ports.store import Committed, EnqueueResult, FireResult, Guard
 
@@ -256,8 +256,23 @@ def check_children(
         wrapped = [(e.type, e.dedupe_key) for e in s.events]
         if emitted != wrapped:
             problems.append(f"{where}: the plugin emitted {emitted}, the core wrapped {wrapped}")
+    expected = _expected_children(parent, s.events, ctx)
+    actual = [(c.source_event_id or "", c.plugin, c.command) for c in s.children]
+    if actual != expected:
+        problems.append(f"{where}: children {actual}, expected one per event and matching route: {expected}")
+    envelopes = {e.event_id: e for e in s.events}
+    for child in s.children:
+        problems += _check_child(where, parent, child, envelopes.get(child.source_event_id or ""), ctx)
+    return problems
+
+
+def _expected_children(
+    parent: Job, events: Sequence[Envelope], ctx: SettleContext
+) -> list[tuple[str, str, str]]:
+    """(event id, target, command) of each child the events should yield, in order: one
+    per distinct (target, command) of the matching routes, loaded targets only."""
     expected: list[tuple[str, str, str]] = []
-    for envelope in s.events:
+    for envelope in events:
         seen: set[tuple[str, str]] = set()
         for route in ctx.routes:
             if route.source != parent.plugin or route.event_type != envelope.type:
@@ -267,28 +282,29 @@ def check_children(
             seen.add((route.target, route.command))
             if route.target in ctx.targets:
                 expected.append((envelope.event_id, route.target, route.command))
-    actual = [(c.source_event_id or "", c.plugin, c.command) for c in s.children]
-    if actual != expected:
-        problems.append(f"{where}: children {actual}, expected one per event and matching route: {expected}")
-    envelopes = {e.event_id: e for e in s.events}
-    for child in s.children:
-        found = envelopes.get(child.source_event_id or "")
-        if child.parent_job_id != parent.id or found is None:
-            problems.append(f"{where}: child {child.id} does not point back at it and its event")
-            continue
-        if child.payload != found.to_json() or child.dedupe_key != found.dedupe_key:
-            problems.append(f"{where}: child {child.id} does not carry its event envelope and dedupe key")
-        if child.submitted_by is not SubmittedBy.ROUTE or child.command != Command.HANDLE:
-            problems.append(
-                f"{where}: child {child.id} is {child.submitted_by} {child.command}, not a routed handle"
-            )
-        target = ctx.targets.get(child.plugin)
-        if target is not None and child.max_attempts != target.max_attempts:
-            problems.append(
-                f"{where}: child {child.id} has max_attempts {child.max_attempts}, not {target.max_attempts}"
-            )
-        if child.id != child_job_id(parent.id, found.event_id, child.plugin, child.command):
-            problems.append(f"{where}: child {child.id} does not have its derived id")
+    return expected
+
+
+def _check_child(
+    where: str, parent: Job, child: Job, envelope: Envelope | None, ctx: SettleContext
+) -> list[str]:
+    """One routed child against the envelope of the event it handles."""
+    if child.parent_job_id != parent.id or envelope is None:
+        return [f"{where}: child {child.id} does not point back at it and its event"]
+    problems = []
+    if child.payload != envelope.to_json() or child.dedupe_key != envelope.dedupe_key:
+        problems.append(f"{where}: child {child.id} does not carry its event envelope and dedupe key")
+    if child.submitted_by is not SubmittedBy.ROUTE or child.command != Command.HANDLE:
+        problems.append(
+            f"{where}: child {child.id} is {child.submitted_by} {child.command}, not a routed handle"
+        )
+    target = ctx.targets.get(child.plugin)
+    if target is not None and child.max_attempts != target.max_attempts:
+        problems.append(
+            f"{where}: child {child.id} has max_attempts {child.max_attempts}, not {target.max_attempts}"
+        )
+    if child.id != child_job_id(parent.id, envelope.event_id, child.plugin, child.command):
+        problems.append(f"{where}: child {child.id} does not have its derived id")
     return problems
 
 

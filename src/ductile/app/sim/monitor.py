@@ -25,10 +25,10 @@ from ductile.app.sim.invariants import (
 )
 from ductile.app.sim.ledger import JobTrack, RunNote, SimEvent
 from ductile.app.sim.trace import ref, stamp
-from ductile.domain.breaker import Breaker, BreakerStatus
+from ductile.domain.breaker import Breaker, BreakerPolicy, BreakerStatus
 from ductile.domain.job import TERMINAL, Command, Job, JobStatus, SubmittedBy
 from ductile.domain.schedule import PlannedRun
-from ductile.domain.settle import SettleContext
+from ductile.domain.settle import SettleContext, Settlement
 from ductile.ports.spawner import SpawnRequest
 from ductile.ports.store import Committed, EnqueueResult, FireResult, Guard, InitRecord, Store
 
@@ -247,6 +247,20 @@ class Monitor:
         self.unsettled.discard((job_id, attempt))
         track.settled.add(attempt)
         spawned = (job_id, attempt) in self.spawn_calls
+        self._note_run(track, before, s, spawned=spawned)
+        for child, result in zip(s.children, committed.children, strict=False):
+            if result.created:
+                await self.refresh(child.id, new=True)
+            track.children.append(result.job_id)
+            fate = "new" if result.created else f"dup of {ref(result.job_id)}"
+            self.sim.note(f"  route {ref(job_id)} -> {child.plugin}.{child.command} {ref(child.id)} {fate}")
+        state = await self.store.get_state(before.plugin)
+        self.require("I4", check_state(before.plugin, state, self.succeeded.get(before.plugin, 0)))
+        if before.submitted_by is SubmittedBy.SCHEDULER and spawned:
+            await self._breaker_after_run(before, s.succeeded, breaker_before, ctx.breaker)
+
+    def _note_run(self, track: JobTrack, before: Job, s: Settlement, *, spawned: bool) -> None:
+        """Add the settled run to the job's notes, and its line to the trace."""
         if s.succeeded:
             result_text = "succeeded"
         elif s.run.timed_out:
@@ -257,7 +271,7 @@ class Monitor:
             result_text = "failed"
         track.runs.append(
             RunNote(
-                attempt=attempt,
+                attempt=before.attempt,
                 started_at=before.started_at,
                 finished_at=s.run.finished_at,
                 duration=s.run.duration,
@@ -271,35 +285,22 @@ class Monitor:
             status += f" retry {stamp(s.job.next_retry_at)}"
         elif s.job.status is JobStatus.DEAD:
             status += f": {s.run.error or s.job.last_error}"
-        self.sim.note(f"settle {ref(job_id)} {result_text} -> {status}")
-        for child, result in zip(s.children, committed.children, strict=False):
-            if result.created:
-                await self.refresh(child.id, new=True)
-            track.children.append(result.job_id)
-            fate = "new" if result.created else f"dup of {ref(result.job_id)}"
-            self.sim.note(f"  route {ref(job_id)} -> {child.plugin}.{child.command} {ref(child.id)} {fate}")
-        state = await self.store.get_state(before.plugin)
-        self.require("I4", check_state(before.plugin, state, self.succeeded.get(before.plugin, 0)))
-        if before.submitted_by is SubmittedBy.SCHEDULER and spawned:
-            after = await self.store.get_breaker(before.plugin, before.command)
-            self.require(
-                "I7", check_breaker_after_run(before, s.succeeded, breaker_before, after, ctx.breaker)
-            )
-            was_open = breaker_before is not None and breaker_before.status is not BreakerStatus.CLOSED
-            is_open = after is not None and after.status is not BreakerStatus.CLOSED
-            if is_open and not was_open and after is not None:
-                self.event(
-                    "breaker_open", before.plugin, f"circuit breaker opened after {after.failures} failures"
-                )
-            elif was_open and not is_open:
-                self.event("breaker_closed", before.plugin, "circuit breaker closed by a success")
-            elif (
-                was_open
-                and is_open
-                and breaker_before is not None
-                and breaker_before.status is BreakerStatus.HALF_OPEN
-            ):
-                self.event("breaker_open", before.plugin, "circuit breaker re-opened: the probe failed")
+        self.sim.note(f"settle {ref(before.id)} {result_text} -> {status}")
+
+    async def _breaker_after_run(
+        self, job: Job, succeeded: bool, before: Breaker | None, policy: BreakerPolicy
+    ) -> None:
+        """I7 on a scheduler job's run, and the report's breaker events."""
+        after = await self.store.get_breaker(job.plugin, job.command)
+        self.require("I7", check_breaker_after_run(job, succeeded, before, after, policy))
+        was_open = before is not None and before.status is not BreakerStatus.CLOSED
+        is_open = after is not None and after.status is not BreakerStatus.CLOSED
+        if is_open and not was_open and after is not None:
+            self.event("breaker_open", job.plugin, f"circuit breaker opened after {after.failures} failures")
+        elif was_open and not is_open:
+            self.event("breaker_closed", job.plugin, "circuit breaker closed by a success")
+        elif was_open and is_open and before is not None and before.status is BreakerStatus.HALF_OPEN:
+            self.event("breaker_open", job.plugin, "circuit breaker re-opened: the probe failed")
 
     def ack_settle(self, committed: Committed) -> None:
         for result in committed.children:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import attrs
 
@@ -22,7 +23,7 @@ from ductile.domain.config import Config, Endpoint, PluginConfig, ServiceConfig,
 from ductile.domain.job import TERMINAL
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route
-from ductile.domain.schedule import Schedule
+from ductile.domain.schedule import Schedule, Window
 
 
 @attrs.frozen(kw_only=True)
@@ -68,6 +69,22 @@ def _every(interval: timedelta, tz: tzinfo, **kw: Any) -> Schedule:
     return Schedule(tz=tz, every=interval, **kw)
 
 
+_MINUTE = timedelta(minutes=1)
+
+#: How the sweep's plugins behave.
+SWEEP_BEHAVIOURS = {
+    "counter": "ok:dedupe=2",
+    "flaky": "flaky:0.5",
+    "broken": "exit78",
+    "sleepy": "slow:90s",
+    "garbled": "garbage",
+    "mailer": "flaky:0.1",
+    "archive.handle": "flaky:0.2:took=5s",
+    "archive.init": "flaky:0.2",
+    "late": "ok:emit=late.done",
+}
+
+
 def sweep_scenario(days: float = 1.5) -> Scenario:
     """The canonical scenario of the seed sweep.
 
@@ -80,12 +97,24 @@ def sweep_scenario(days: float = 1.5) -> Scenario:
     then back); crashes at random port calls with a few minutes of downtime.
     Starts the day before Europe's spring-forward change.
     """
-    from zoneinfo import ZoneInfo
+    berlin = ZoneInfo("Europe/Berlin")  # the zone of its local schedules
+    config = _sweep_config(berlin)
+    return Scenario(
+        name="sweep",
+        config=config,
+        behaviours={key: parse_behaviour(text) for key, text in SWEEP_BEHAVIOURS.items()},
+        faults=Faults(crash_rate=0.001, max_crashes=4, downtime=timedelta(minutes=45)),
+        arrivals=Arrivals(webhooks_per_day=20, cli_per_day=4, keyed=0.6, redeliver=0.4),
+        reloads=(
+            Reload(choices=_sweep_mutations(config, berlin)),
+            Reload(choices=(("back to the original", config),)),
+        ),
+        duration=timedelta(days=days),
+    )
 
-    from ductile.domain.schedule import Window
 
-    berlin = ZoneInfo("Europe/Berlin")
-    minute = timedelta(minutes=1)
+def _sweep_config(berlin: ZoneInfo) -> Config:
+    minute = _MINUTE
     plugins = (
         PluginConfig(name="counter", schedule=_every(60 * minute, berlin, jitter=8 * minute)),
         PluginConfig(
@@ -117,7 +146,7 @@ def sweep_scenario(days: float = 1.5) -> Scenario:
         Route(source="counter", event_type="counter.ticked", target="mailer"),
         Route(source="counter", event_type="counter.ticked", target="archive"),
     )
-    config = Config(
+    return Config(
         service=ServiceConfig(
             state_dir=f"{SIM_ROOT}/state",
             tick_interval=10 * minute,
@@ -134,6 +163,10 @@ def sweep_scenario(days: float = 1.5) -> Scenario:
         ),
     )
 
+
+def _sweep_mutations(config: Config, berlin: ZoneInfo) -> tuple[tuple[str, Config], ...]:
+    """The configurations the sweep's first reload draws from."""
+
     def changed(
         *replace: PluginConfig, drop: str | None = None, routes: tuple[Route, ...] | None = None
     ) -> Config:
@@ -142,8 +175,8 @@ def sweep_scenario(days: float = 1.5) -> Scenario:
         return attrs.evolve(config, plugins=new, routes=config.routes if routes is None else routes)
 
     counter, flaky, archive, mailer = (config.plugins[n] for n in ("counter", "flaky", "archive", "mailer"))
-    mutations = (
-        ("counter every 25m", changed(attrs.evolve(counter, schedule=_every(25 * minute, berlin)))),
+    return (
+        ("counter every 25m", changed(attrs.evolve(counter, schedule=_every(25 * _MINUTE, berlin)))),
         ("flaky disabled", changed(attrs.evolve(flaky, enabled=False))),
         ("archive removed", changed(drop="archive")),
         ("mailer disabled", changed(attrs.evolve(mailer, enabled=False))),
@@ -151,30 +184,10 @@ def sweep_scenario(days: float = 1.5) -> Scenario:
         (
             "late added",
             changed(
-                PluginConfig(name="late", schedule=_every(40 * minute, UTC)),
+                PluginConfig(name="late", schedule=_every(40 * _MINUTE, UTC)),
                 routes=(*config.routes, Route(source="late", event_type="late.done", target="mailer")),
             ),
         ),
-    )
-    behaviours = {
-        "counter": parse_behaviour("ok:dedupe=2"),
-        "flaky": parse_behaviour("flaky:0.5"),
-        "broken": parse_behaviour("exit78"),
-        "sleepy": parse_behaviour("slow:90s"),
-        "garbled": parse_behaviour("garbage"),
-        "mailer": parse_behaviour("flaky:0.1"),
-        "archive.handle": parse_behaviour("flaky:0.2:took=5s"),
-        "archive.init": parse_behaviour("flaky:0.2"),
-        "late": parse_behaviour("ok:emit=late.done"),
-    }
-    return Scenario(
-        name="sweep",
-        config=config,
-        behaviours=behaviours,
-        faults=Faults(crash_rate=0.001, max_crashes=4, downtime=timedelta(minutes=45)),
-        arrivals=Arrivals(webhooks_per_day=20, cli_per_day=4, keyed=0.6, redeliver=0.4),
-        reloads=(Reload(choices=mutations), Reload(choices=(("back to the original", config),))),
-        duration=timedelta(days=days),
     )
 
 
