@@ -22,7 +22,11 @@ from ductile.domain.plugin import Discovery
 from ductile.domain.settle import RunRecord
 
 
+# =========================================================================== plugins
+
+
 def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
+    """What discovery found, as ``plugins --json`` prints it (``config check`` embeds it)."""
     loaded = []
     for name, plugin in sorted(discovery.plugins.items()):
         schedule = config.plugin(name).schedule
@@ -57,6 +61,7 @@ async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
+    """The text form of :func:`plugins_doc`."""
     if not (doc["loaded"] or doc["refused"] or doc["disabled"]):
         ctx.print(f"no plugins in {config.plugins_dir}")
         return
@@ -77,6 +82,9 @@ def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
         ctx.print(indent(table(["NAME", "REASON"], [[r["name"], r["reason"]] for r in doc["refused"]]), "  "))
     if doc["disabled"]:
         ctx.print(f"disabled ({len(doc['disabled'])}): {', '.join(doc['disabled'])}")
+
+
+# =========================================================================== queue
 
 
 async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
@@ -111,6 +119,9 @@ async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
         )  # fmt: skip
     ctx.print(table(["ID", "PLUGIN", "COMMAND", "STATUS", "ATTEMPT", "CREATED", "WHEN"], rows))
     return EXIT_OK
+
+
+# =========================================================================== logs
 
 
 async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
@@ -154,6 +165,9 @@ def _run_result(run: RunRecord) -> str:
     return "failed"
 
 
+# =========================================================================== reset
+
+
 async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
     path = db_path(config)
@@ -193,6 +207,9 @@ async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
             f"(was {b.status.value.replace('_', '-')}{since}, {b.failures} failure(s))"
         )
     return EXIT_OK
+
+
+# =========================================================================== job
 
 
 async def cmd_job(ctx: Context, args: argparse.Namespace) -> int:
