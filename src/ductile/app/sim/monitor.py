@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ductile.app.sim.invariants import (
     Expectation,
@@ -306,7 +306,7 @@ class Monitor:
         for result in committed.children:
             self.ack(result.job_id, "route")
 
-    async def on_recover(self, settlements: Sequence[Any]) -> None:
+    async def on_recover(self, settlements: Sequence[Settlement]) -> None:
         for s in settlements:
             track = await self.refresh(s.job.id)
             track.runs.append(

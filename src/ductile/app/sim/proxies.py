@@ -12,14 +12,23 @@ from ductile.app.sim.monitor import Monitor
 from ductile.domain.breaker import Breaker
 from ductile.domain.config import Config
 from ductile.domain.job import Actor, Command, Job, JobStatus, Transition
-from ductile.domain.outcome import SpawnOutcome
+from ductile.domain.outcome import Outcome, SpawnOutcome
 from ductile.domain.plugin import Discovery, Plugin
 from ductile.domain.schedule import PlannedRun
-from ductile.domain.settle import SettleContext
+from ductile.domain.settle import RunRecord, SettleContext, Settlement
 from ductile.fakes import ScriptedSpawner
 from ductile.ports.clock import Clock
 from ductile.ports.spawner import OnStart, ProcessHandle, SpawnRequest
-from ductile.ports.store import Committed, EnqueueResult, FireResult, Guard, InitRecord, RunningJob, Store
+from ductile.ports.store import (
+    Committed,
+    EnqueueResult,
+    FireResult,
+    Guard,
+    InitRecord,
+    RunningJob,
+    RunView,
+    Store,
+)
 
 if TYPE_CHECKING:
     from ductile.app.sim.simulation import Simulation
@@ -149,7 +158,7 @@ class ObservedStore:
         self._switch.leave(index, "store.record_process", point)
 
     async def settle(
-        self, job_id: str, outcome: Any, *, ctx: SettleContext, dedupe_ttl: timedelta
+        self, job_id: str, outcome: Outcome, *, ctx: SettleContext, dedupe_ttl: timedelta
     ) -> Committed:
         index, point = self._switch.enter("store.settle")
         breaker = await self._monitor.breaker_before_settle(job_id)
@@ -162,7 +171,7 @@ class ObservedStore:
     async def running(self) -> list[RunningJob]:
         return await self._plain("store.running", self._inner.running)
 
-    async def recover(self, now: datetime) -> list[Any]:
+    async def recover(self, now: datetime) -> list[Settlement]:
         index, point = self._switch.enter("store.recover")
         settlements = await self._inner.recover(now)
         await self._monitor.on_recover(settlements)
@@ -239,10 +248,10 @@ class ObservedStore:
     async def transitions(self, job_id: str) -> list[Transition]:
         return await self._plain("store.transitions", lambda: self._inner.transitions(job_id))
 
-    async def runs(self, job_id: str) -> list[Any]:
+    async def runs(self, job_id: str) -> list[RunRecord]:
         return await self._plain("store.runs", lambda: self._inner.runs(job_id))
 
-    async def recent_runs(self, *, plugin: str | None = None, limit: int = 50) -> list[Any]:
+    async def recent_runs(self, *, plugin: str | None = None, limit: int = 50) -> list[RunView]:
         return await self._plain(
             "store.recent_runs", lambda: self._inner.recent_runs(plugin=plugin, limit=limit)
         )
