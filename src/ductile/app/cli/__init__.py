@@ -76,13 +76,15 @@ milliseconds, durations are seconds as numbers; absent values are ``null``):
   or ``projected`` (a later run; jitter is drawn only when a run is
   planned, so it is shown at its centre)
 
-The package, one module per idea: :mod:`~ductile.app.cli.main` (``main()``, the
-exit codes, loading the verb modules), :mod:`~ductile.app.cli.context` (what a
-verb touches outside its arguments), :mod:`~ductile.app.cli.parser`,
+The package, one module per idea: :mod:`~ductile.app.cli.main` (``main()``:
+errors to exit codes, the verb modules loaded when their verb runs),
+:mod:`~ductile.app.cli.context` (what a verb touches outside its arguments,
+the exit codes, the steps every verb shares), :mod:`~ductile.app.cli.parser`,
 :mod:`~ductile.app.cli.format` and :mod:`~ductile.app.cli.jsondoc` (shared
 formatting), then one module per verb group: ``daemon`` (start, reload),
 ``run``, ``status``, ``inspect`` (plugins, queue, logs, reset, job),
-``config`` (config check), ``schedule`` and ``simulate``.
+``config`` (config check), ``schedule``, and ``simulate`` with its report
+(``simulate_report``, ``simulate_text``).
 
 Performance: ``main``, ``context`` and ``parser`` import only the standard
 library's argparse, os and sys at import time; a verb's module (and with it
