@@ -21,7 +21,6 @@ from ductile.domain.outcome import signal_name
 from ductile.domain.plugin import Discovery
 from ductile.domain.settle import RunRecord
 
-
 # =========================================================================== plugins
 
 
