@@ -5,7 +5,7 @@
 The config: 40 scheduled pollers (every 5m, 15m, 30m, 1h and 6h, eight of
 each, with jitter), the first ten of which emit an event routed to one of 10
 handler plugins; a few pollers are flaky (10% failures, retried with backoff).
-:class:`ductile.app.simulation.Simulation` runs the real engine on the fake
+:class:`ductile.app.sim.Simulation` runs the real engine on the fake
 clock, spawner and store (``indexed``: the in-memory store with indexes, meant
 for long runs), checking every invariant as it goes, then drains. The figure is
 jobs in the result / wall seconds of ``Simulation.run`` (one run; the engine is
@@ -23,7 +23,7 @@ from datetime import UTC, timedelta
 
 from _common import heading, loadavg, machine, table, verdict
 
-from ductile.app.simulation import Simulation, parse_behaviour
+from ductile.app.sim import Simulation, parse_behaviour
 from ductile.domain.config import Config, PluginConfig, ServiceConfig
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route

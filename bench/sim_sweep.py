@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from ductile.app.simulation import SCENARIOS, STORE_KINDS, InvariantError, run_scenario
+from ductile.app.sim import SCENARIOS, STORE_KINDS, InvariantError, run_scenario
 
 
 def _one(task: tuple[str, int, str, float | None]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ductile.app.simulation import SimulationResult, StoreKind, sweep_scenario
+from ductile.app.sim import SimulationResult, StoreKind, sweep_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +66,7 @@ def test_the_replay_command_reproduces_the_run_in_another_process() -> None:
     seed, days = 33, 0.25
     expected = _run(seed, "memory", days).trace_hash
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT / "src")}
-    command = [sys.executable, "-m", "ductile.app.simulation", "--seed", str(seed), "--days", str(days)]
+    command = [sys.executable, "-m", "ductile.app.sim", "--seed", str(seed), "--days", str(days)]
     done = subprocess.run(
         command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False
     )

@@ -1,7 +1,7 @@
 """The engine against the invariants, driven by hypothesis one step at a time.
 
 A :class:`~hypothesis.stateful.RuleBasedStateMachine` over a
-:class:`~ductile.app.simulation.Simulation` (the real engine on fakes): rules
+:class:`~ductile.app.sim.Simulation` (the real engine on fakes): rules
 enqueue (with or without a dedupe key, to loaded, disabled and unknown
 plugins), let time pass, tick, dispatch with a chosen plugin outcome, crash at
 a chosen port call of a dispatch or a tick (before or after it), kill the
@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from ductile.app.simulation import CRASH_POINTS, Behaviour, CrashPoint, Simulation, parse_behaviour
+from ductile.app.sim import CRASH_POINTS, Behaviour, CrashPoint, Simulation, parse_behaviour
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.config import Config, PluginConfig, ServiceConfig, Timeouts
 from ductile.domain.job import SubmittedBy

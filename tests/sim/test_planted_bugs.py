@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import pytest
 
-from ductile.app.simulation import (
+from ductile.app.sim import (
     Faults,
     InvariantError,
     Scenario,
@@ -170,7 +170,7 @@ def test_i8_catches_jobs_that_never_finish() -> None:
 
 def test_an_invariant_error_names_the_command_that_replays_it() -> None:
     error = _expect("I5", quiet_scenario(), seed=11, memory_store=NoDedupe())
-    assert "replay: python -m ductile.app.simulation --seed 11 --scenario quiet --days 1" in str(error)
+    assert "replay: python -m ductile.app.sim --seed 11 --scenario quiet --days 1" in str(error)
     # the replay is faithful: the same seed fails the same way, at the same instant
     again = _expect("I5", quiet_scenario(), seed=11, memory_store=NoDedupe())
     assert (again.at, again.detail) == (error.at, error.detail)

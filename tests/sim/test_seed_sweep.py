@@ -1,13 +1,13 @@
 """The seed sweep: 500 seeds of the canonical scenario, every invariant checked.
 
 Each seed simulates 1.5 days (crossing Europe's spring-forward change) of the
-``sweep`` scenario (see :func:`ductile.app.simulation.sweep_scenario`): a
+``sweep`` scenario (see :func:`ductile.app.sim.sweep_scenario`): a
 scheduled counter routed to two handlers, a flaky poller, a plugin exiting 78,
 one timing out, one printing garbage, a handler whose ``init`` may fail,
 webhook-like deliveries with redelivered dedupe keys, CLI runs, two reloads and
 crashes at random port calls. A failing seed names the command that replays it:
 
-    python -m ductile.app.simulation --seed <N> --scenario sweep
+    python -m ductile.app.sim --seed <N> --scenario sweep
 
 Measured on the 2-core machine: ~0.2 s per seed, ~105 s for the 500.
 ``bench/sim_sweep.py --seeds 10000`` (or the ``slow`` test below) goes further.
@@ -20,7 +20,7 @@ import collections
 
 import pytest
 
-from ductile.app.simulation import SimulationResult, run_scenario
+from ductile.app.sim import SimulationResult, run_scenario
 from tests.sim.trace_fixture import load
 
 RECORDED = load()["sweep/memory"]

@@ -37,7 +37,7 @@ SETS: tuple[tuple[str, str, str, float | None, range], ...] = (
 
 
 def trace_hash(scenario: str, store: str, days: float | None, seed: int) -> str:
-    from ductile.app.simulation import run_scenario
+    from ductile.app.sim import run_scenario
 
     result = asyncio.run(run_scenario(scenario, seed, store=store, days=days))  # type: ignore[arg-type]
     return result.trace_hash

@@ -25,19 +25,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ductile.app import cli
-from ductile.app.cli import (
-    Context,
-    UsageError,
+from ductile.app.cli import main
+from ductile.app.cli.context import Context, UsageError
+from ductile.app.cli.format import cell, human_duration, local_time, parse_time, schedule_summary, table
+from ductile.app.cli.parser import (
+    DEFAULT_LOG_LIMIT,
+    DEFAULT_QUEUE_LIMIT,
+    DEFAULT_SCHEDULE_LIMIT,
     build_parser,
-    human_duration,
-    local_time,
-    main,
-    parse_time,
-    schedule_runs,
-    schedule_summary,
-    table,
+    parse_args,
 )
+from ductile.app.cli.schedule import schedule_runs
 from ductile.app.runtime import init_fingerprint
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
@@ -253,9 +251,9 @@ def no_traceback(text: str) -> None:
         (["run", "echo", "--wait", "--timeout", "1.5"], {"timeout": 1.5}),
         (["reload"], {"verb": "reload", "json": False}),
         (["plugins", "--json"], {"verb": "plugins", "json": True}),
-        (["queue"], {"verb": "queue", "limit": cli.DEFAULT_QUEUE_LIMIT}),
+        (["queue"], {"verb": "queue", "limit": DEFAULT_QUEUE_LIMIT}),
         (["queue", "--limit", "3"], {"limit": 3}),
-        (["logs"], {"verb": "logs", "plugin": None, "limit": cli.DEFAULT_LOG_LIMIT}),
+        (["logs"], {"verb": "logs", "plugin": None, "limit": DEFAULT_LOG_LIMIT}),
         (["logs", "echo", "--limit", "5", "--json"], {"plugin": "echo", "limit": 5, "json": True}),
         (["reset", "echo"], {"verb": "reset", "plugin": "echo"}),
         (["job", "abc", "--json"], {"verb": "job", "job_id": "abc", "json": True}),
@@ -264,7 +262,7 @@ def no_traceback(text: str) -> None:
         (["config", "--config", "/c.yaml", "check"], {"config": "/c.yaml"}),
         (
             ["schedule"],
-            {"verb": "schedule", "start": "now", "end": "+24h", "limit": cli.DEFAULT_SCHEDULE_LIMIT},
+            {"verb": "schedule", "start": "now", "end": "+24h", "limit": DEFAULT_SCHEDULE_LIMIT},
         ),
         (
             ["schedule", "--from", "-1h", "--to", "2026-12-01T00:00", "--limit", "7"],
@@ -275,7 +273,7 @@ def no_traceback(text: str) -> None:
     ],
 )
 def test_parser_accepts_every_verb_and_flag(argv: list[str], expected: dict[str, Any]) -> None:
-    args = vars(cli.parse_args(build_parser(), argv))
+    args = vars(parse_args(build_parser(), argv))
     for key, value in expected.items():
         assert args[key] == value, key
 
@@ -383,7 +381,7 @@ def test_table_columns_start_at_the_same_offset_on_every_line(
     text = table(headers, rows)
     lines = text.split("\n")
     assert text.splitlines() == (lines if text else [])  # no line break of any other kind either
-    grid = [[cli._cell(c) for c in headers]] + [[cli._cell(c) for c in r] for r in rows]
+    grid = [[cell(c) for c in headers]] + [[cell(c) for c in r] for r in rows]
     assert len(lines) == len(grid)
     widths = [max(len(line[i]) for line in grid) for i in range(len(headers))]
     full = sum(widths) + 2 * (len(widths) - 1)
@@ -391,8 +389,8 @@ def test_table_columns_start_at_the_same_offset_on_every_line(
         assert line == line.rstrip()
         padded = line.ljust(full)
         offset = 0
-        for cell, width in zip(cells, widths, strict=True):
-            assert padded[offset : offset + width] == cell.ljust(width)
+        for shown, width in zip(cells, widths, strict=True):
+            assert padded[offset : offset + width] == shown.ljust(width)
             offset += width
             if offset < full:
                 assert padded[offset : offset + 2] == "  "

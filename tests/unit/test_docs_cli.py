@@ -13,7 +13,7 @@ Conventions of the doc (the tests parse them):
 - a Default cell that is one value in backticks is the parser's default;
   every choice of an option appears in backticks in its Value cell;
 - the exit codes table (``<!-- exit-codes -->``) lists exactly the codes
-  ``ductile.app.cli`` defines (``EXIT_*``);
+  ``ductile.app.cli.context`` defines (``EXIT_*``);
 - the JSON table (``<!-- json-keys -->``) has a row `` `ductile <verb>` ``
   for exactly the verbs that take ``--json``, with the top-level keys the
   verb prints, and rows for the shared ``job``, ``transition`` and
@@ -33,8 +33,10 @@ from typing import Any
 
 import pytest
 
-from ductile.app import cli
-from ductile.app.cli import Context, build_parser, job_json, main, run_json, transition_json
+from ductile.app.cli import context, main
+from ductile.app.cli.context import Context
+from ductile.app.cli.jsondoc import job_json, run_json, transition_json
+from ductile.app.cli.parser import DEFAULT_WAIT_SECONDS, build_parser
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy, Transition
 from ductile.domain.protocol import LogLine
 from ductile.domain.settle import RunRecord
@@ -229,13 +231,13 @@ def test_documented_defaults_and_choices_are_the_parsers(
 def test_the_documented_wait_timeout_is_the_codes() -> None:
     # --timeout has no parser default (None means "not given"); its default is a constant.
     rows = {name: cells for _, cells in doc_verbs()["run"] for name in _names(cells[0])}
-    assert _only_code(rows["--timeout"][2]) == f"{cli.DEFAULT_WAIT_SECONDS:g}"
+    assert _only_code(rows["--timeout"][2]) == f"{DEFAULT_WAIT_SECONDS:g}"
 
 
 def test_the_exit_codes_are_the_codes_the_cli_defines() -> None:
     documented = {int(_only_code(cells[0]) or "-1") for _, cells in _marked_rows("exit-codes")}
     defined = {
-        value for name, value in vars(cli).items() if name.startswith("EXIT_") and isinstance(value, int)
+        value for name, value in vars(context).items() if name.startswith("EXIT_") and isinstance(value, int)
     }
     assert documented == defined
 

@@ -15,16 +15,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ductile.app.cli import Context, main
-from ductile.app.simulation import (
-    DEFAULT_DURATION,
-    GARBAGE,
+from ductile.app.cli import main
+from ductile.app.cli.context import Context
+from ductile.app.cli.simulate_report import dst_changes
+from ductile.app.sim import (
     Behaviour,
     BehaviourError,
     Kind,
     SimCatalog,
-    backoff_bound,
     behaviour_for,
+    parse_assignment,
+    parse_behaviour,
+    split_key,
+)
+from ductile.app.sim.behaviour import DEFAULT_DURATION, GARBAGE
+from ductile.app.sim.invariants import (
+    backoff_bound,
     check_attempts,
     check_dedupe,
     check_executions,
@@ -33,10 +39,6 @@ from ductile.app.simulation import (
     check_liveness,
     check_single_runner,
     check_state,
-    dst_changes,
-    parse_assignment,
-    parse_behaviour,
-    split_key,
 )
 from ductile.domain.breaker import Breaker, BreakerPolicy, BreakerStatus
 from ductile.domain.config import Config, PluginConfig, ServiceConfig

@@ -1,0 +1,158 @@
+"""How the verbs show things: aligned tables, durations, local times, schedules, times read.
+
+Pure functions shared by the verb modules (and by ``ductile simulate``'s report).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta, tzinfo
+
+from ductile.app.cli.context import UsageError
+from ductile.domain.errors import UnitError
+from ductile.domain.protocol import iso_utc
+from ductile.domain.quantities import format_duration, parse_duration
+from ductile.domain.schedule import CatchUp, Schedule
+
+#: Between the two ends of a window in a schedule summary.
+EN_DASH = "\u2013"
+
+
+def cell(value: object) -> str:
+    """One table cell on one line: control characters and every blank but the
+    space (tabs, line and paragraph separators) become spaces."""
+    text = "-" if value is None else str(value)
+    text = "".join(" " if (c.isspace() or c < " " or "\x7f" <= c <= "\x9f") else c for c in text)
+    return text if text.strip() else "-"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Aligned columns, two spaces apart; no trailing blanks. ``None``/empty cells show ``-``."""
+    grid = [[cell(h) for h in headers]]
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"a row has {len(row)} cells, the table {len(headers)} columns")
+        grid.append([cell(c) for c in row])
+    widths = [max(len(line[i]) for line in grid) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in grid
+    )
+
+
+def human_duration(seconds: float) -> str:
+    """``350ms``, ``1.2s``, ``3m4s``, ``2h5m``, ``3d4h``: at most two units, never rounded up."""
+    if math.isnan(seconds) or math.isinf(seconds):
+        return "-"
+    if seconds < 0:
+        return "-" + human_duration(-seconds)
+    if seconds < 1:
+        return f"{math.floor(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{math.floor(seconds * 10) / 10:.1f}s"
+    total = math.floor(seconds)
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    for i, (unit, size) in enumerate(units):
+        if total >= size:
+            text = f"{total // size}{unit}"
+            next_unit, next_size = units[i + 1] if i + 1 < len(units) else ("", 0)
+            if next_size and (total % size) // next_size:
+                text += f"{(total % size) // next_size}{next_unit}"
+            return text
+    raise AssertionError("unreachable: seconds >= 60")  # pragma: no cover
+
+
+def local_time(at: datetime | None, tz: tzinfo | None = None) -> str:
+    """An instant as ISO-8601 in ``tz`` (None: the machine's zone), without microseconds."""
+    if at is None:
+        return "-"
+    shown = at.astimezone(tz) if tz is not None else at.astimezone()
+    return shown.replace(microsecond=0).isoformat()
+
+
+def utc(at: datetime | None) -> str | None:
+    """The JSON form of an instant: UTC ISO-8601 ending in ``Z``; None stays None."""
+    if at is None:
+        return None
+    return iso_utc(at)
+
+
+def _text_duration(value: timedelta) -> str:
+    """A configured duration as the operator would write it."""
+    try:
+        return format_duration(value)
+    except UnitError:
+        return human_duration(value.total_seconds())
+
+
+def schedule_summary(schedule: Schedule) -> str:
+    """One line: ``every 6h ±15m 06:00\u201322:00 Europe/Berlin`` (with an en dash), or
+    ``cron '30 7 * * 1-5' Europe/Berlin``."""
+    parts: list[str] = []
+    if schedule.every is not None:
+        parts.append(f"every {_text_duration(schedule.every)}")
+    else:
+        parts.append(f"cron '{schedule.cron}'")
+    if schedule.jitter:
+        parts.append(f"±{_text_duration(schedule.jitter / 2)}")
+    if schedule.window is not None:
+        parts.append(f"{schedule.window.start:%H:%M}{EN_DASH}{schedule.window.end:%H:%M}")
+    parts.append(zone_name(schedule.tz))
+    if schedule.catch_up is CatchUp.RUN_ONCE:
+        parts.append("catch_up run_once")
+    if schedule.emit is not None:
+        parts.append(f"emit '{schedule.emit.type}'")
+    elif schedule.command != "poll":
+        parts.append(f"command {schedule.command}")
+    return " ".join(parts)
+
+
+def zone_name(tz: tzinfo) -> str:
+    """``Europe/Berlin`` for a ZoneInfo; the zone's own text otherwise."""
+    key = getattr(tz, "key", None)
+    return key if isinstance(key, str) else str(tz)
+
+
+def indent(text: str, prefix: str = "    ") -> str:
+    """Every line of ``text`` behind ``prefix``."""
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def pretty_json(value: object) -> str:
+    """A JSON value for people: indented, keys sorted."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def signed(seconds: float) -> str:
+    """An offset with its sign: ``+3m4s``, ``-12s``, ``0s``."""
+    if seconds == 0:
+        return "0s"
+    return ("+" if seconds > 0 else "") + human_duration(seconds)
+
+
+def parse_time(text: str, *, now: datetime, tz: tzinfo | None = None) -> datetime:
+    """``now``, ``+24h``, ``-30m`` (relative to now), or ISO-8601.
+
+    An ISO time without an offset is in ``tz`` (None: the machine's zone); a
+    date alone is its midnight. Raises :class:`UsageError`.
+    """
+    s = text.strip()
+    if s.lower() == "now":
+        return now
+    if s[:1] in "+-" and len(s) > 1:
+        try:
+            delta = parse_duration(s[1:])
+        except UnitError as e:
+            raise UsageError(f"{text!r} is not a relative time: {e}") from None
+        return now + delta if s[0] == "+" else now - delta
+    try:
+        at = datetime.fromisoformat(s)
+    except ValueError:
+        raise UsageError(
+            f"{text!r} is not a time: use ISO-8601 (2026-11-23T07:30, 2026-11-23T07:30+01:00), "
+            "'now', or a relative time such as +24h or -30m"
+        ) from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=tz) if tz is not None else at.astimezone()
+    return at.astimezone(UTC)

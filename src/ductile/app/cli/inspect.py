@@ -1,0 +1,308 @@
+"""The read-only verbs over discovery and the store: plugins, queue, logs, job; and reset.
+
+``ductile reset`` is here too: it closes a plugin's breakers, the one write
+among them, and reads the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ductile.app.cli.context import ALL_JOBS, EXIT_OK, Context, db_path, read_config, read_store
+from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table, utc
+from ductile.app.cli.jsondoc import job_json, run_json, schedule_json, stdout_object, transition_json
+from ductile.domain.breaker import Breaker
+from ductile.domain.config import Config
+from ductile.domain.job import Job, JobStatus, Transition
+from ductile.domain.outcome import signal_name
+from ductile.domain.plugin import Discovery
+from ductile.domain.settle import RunRecord
+
+# =========================================================================== plugins
+
+
+def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
+    """What discovery found, as ``plugins --json`` prints it (``config check`` embeds it)."""
+    loaded = []
+    for name, plugin in sorted(discovery.plugins.items()):
+        schedule = config.plugin(name).schedule
+        loaded.append(
+            {
+                "name": name,
+                "version": plugin.manifest.version,
+                "description": plugin.manifest.description,
+                "commands": sorted(plugin.manifest.commands),
+                "directory": plugin.directory,
+                "schedule": schedule_json(schedule) if schedule is not None else None,
+            }
+        )
+    return {
+        "loaded": loaded,
+        "refused": [
+            {"name": r.name, "directory": r.directory, "reason": r.reason} for r in discovery.refused
+        ],
+        "disabled": list(discovery.disabled),
+    }
+
+
+async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
+    config = read_config(ctx, args)
+    discovery = ctx.catalog().discover(config)
+    doc = plugins_doc(config, discovery)
+    if args.json:
+        ctx.json(doc)
+        return EXIT_OK
+    print_plugins(ctx, config, doc)
+    return EXIT_OK
+
+
+def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
+    """The text form of :func:`plugins_doc`."""
+    if not (doc["loaded"] or doc["refused"] or doc["disabled"]):
+        ctx.print(f"no plugins in {config.plugins_dir}")
+        return
+    if doc["loaded"]:
+        ctx.print(f"loaded ({len(doc['loaded'])}):")
+        rows = [
+            [
+                p["name"],
+                p["version"],
+                ",".join(p["commands"]),
+                p["schedule"]["summary"] if p["schedule"] else None,
+            ]
+            for p in doc["loaded"]
+        ]
+        ctx.print(indent(table(["NAME", "VERSION", "COMMANDS", "SCHEDULE"], rows), "  "))
+    if doc["refused"]:
+        ctx.print(f"refused ({len(doc['refused'])}):")
+        ctx.print(indent(table(["NAME", "REASON"], [[r["name"], r["reason"]] for r in doc["refused"]]), "  "))
+    if doc["disabled"]:
+        ctx.print(f"disabled ({len(doc['disabled'])}): {', '.join(doc['disabled'])}")
+
+
+# =========================================================================== queue
+
+
+async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
+    config = read_config(ctx, args)
+    store = await read_store(ctx, config)
+    jobs: list[Job] = []
+    if store is not None:
+        try:
+            # list_jobs is newest first; the dispatcher takes the oldest first: read them all.
+            running = await store.list_jobs(statuses=[JobStatus.RUNNING], limit=ALL_JOBS)
+            queued = await store.list_jobs(statuses=[JobStatus.QUEUED], limit=ALL_JOBS)
+        finally:
+            await store.close()
+        jobs = (list(reversed(running)) + list(reversed(queued)))[: args.limit]
+    if args.json:
+        ctx.json({"jobs": [job_json(j) for j in jobs]})
+        return EXIT_OK
+    if not jobs:
+        ctx.print("the queue is empty")
+        return EXIT_OK
+    rows = []
+    for j in jobs:
+        if j.status is JobStatus.RUNNING:
+            when = f"started {local_time(j.started_at, ctx.tz)}"
+        elif j.next_retry_at is not None:
+            when = f"retry at {local_time(j.next_retry_at, ctx.tz)}"
+        else:
+            when = "next"
+        rows.append(
+            [j.id, j.plugin, j.command, j.status.value, f"{j.attempt}/{j.max_attempts}",
+             local_time(j.created_at, ctx.tz), when]
+        )  # fmt: skip
+    ctx.print(table(["ID", "PLUGIN", "COMMAND", "STATUS", "ATTEMPT", "CREATED", "WHEN"], rows))
+    return EXIT_OK
+
+
+# =========================================================================== logs
+
+
+async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
+    config = read_config(ctx, args)
+    store = await read_store(ctx, config)
+    pairs: list[tuple[Job, RunRecord]] = []
+    if store is not None:
+        try:
+            pairs = [(v.job, v.run) for v in await store.recent_runs(plugin=args.plugin, limit=args.limit)]
+        finally:
+            await store.close()
+    if args.json:
+        ctx.json({"runs": [{"job": job_json(j), "run": run_json(r)} for j, r in pairs]})
+        return EXIT_OK
+    if not pairs:
+        ctx.print("no finished runs" + (f" of {args.plugin}" if args.plugin else ""))
+        return EXIT_OK
+    lines = table(
+        ["FINISHED", "PLUGIN", "COMMAND", "JOB", "ATTEMPT", "RESULT", "TOOK"],
+        [
+            [local_time(run.finished_at, ctx.tz), job.plugin, job.command, job.id,
+             f"{run.attempt}/{job.max_attempts}", _run_result(run), human_duration(run.duration)]
+            for job, run in pairs
+        ],
+    ).splitlines()  # fmt: skip
+    ctx.print(lines[0])
+    for line, (_, run) in zip(lines[1:], pairs, strict=True):
+        ctx.print(line)
+        if run.error:
+            ctx.print(f"    error: {cell(run.error)}")
+        for entry in run.logs:
+            ctx.print(f"    [{entry.level}] {cell(entry.message)}")
+    return EXIT_OK
+
+
+def _run_result(run: RunRecord) -> str:
+    if run.error is None:
+        return "ok"
+    if run.timed_out:
+        return "timed out"
+    return "failed"
+
+
+# =========================================================================== reset
+
+
+async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
+    config = read_config(ctx, args)
+    path = db_path(config)
+    folder = os.path.join(config.plugins_dir, args.plugin)
+    known = args.plugin in config.plugins or os.path.isdir(folder)  # noqa: ASYNC240 - one stat
+    store = await ctx.open_store(path, False)
+    reset: list[Breaker] = []
+    if store is not None:
+        try:
+            reset = await store.reset_breakers(args.plugin)
+        finally:
+            await store.close()
+    if not reset and not known:
+        return ctx.fail(f"no plugin named '{args.plugin}' in the config or in {config.plugins_dir}")
+    if args.json:
+        ctx.json(
+            {
+                "plugin": args.plugin,
+                "reset": [
+                    {
+                        "command": b.command,
+                        "status": b.status.value,
+                        "failures": b.failures,
+                        "opened_at": utc(b.opened_at),
+                    }
+                    for b in reset
+                ],
+            }
+        )
+        return EXIT_OK
+    if not reset:
+        ctx.print(f"no breaker of {args.plugin} was open")
+    for b in reset:
+        since = f" since {local_time(b.opened_at, ctx.tz)}" if b.opened_at else ""
+        ctx.print(
+            f"closed the breaker of {args.plugin} {b.command} "
+            f"(was {b.status.value.replace('_', '-')}{since}, {b.failures} failure(s))"
+        )
+    return EXIT_OK
+
+
+# =========================================================================== job
+
+
+async def cmd_job(ctx: Context, args: argparse.Namespace) -> int:
+    config = read_config(ctx, args)
+    store = await read_store(ctx, config)
+    if store is None:
+        return ctx.fail(f"no job with id {args.job_id}")
+    try:
+        job = await store.get_job(args.job_id)
+        transitions = await store.transitions(args.job_id) if job is not None else []
+        runs = await store.runs(args.job_id) if job is not None else []
+    finally:
+        await store.close()
+    if job is None:
+        return ctx.fail(f"no job with id {args.job_id}")
+    if args.json:
+        ctx.json(
+            {
+                "job": job_json(job),
+                "transitions": [transition_json(t) for t in transitions],
+                "runs": [run_json(r) for r in runs],
+            }
+        )
+        return EXIT_OK
+    _print_job(ctx, job, transitions, runs)
+    return EXIT_OK
+
+
+def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: Sequence[RunRecord]) -> None:
+    t = ctx.tz
+    fields = [
+        ("plugin", job.plugin),
+        ("command", job.command),
+        ("status", job.status.value),
+        ("attempt", f"{job.attempt} of {job.max_attempts}"),
+        ("submitted by", job.submitted_by.value),
+        ("dedupe key", job.dedupe_key),
+        ("created", local_time(job.created_at, t)),
+        ("started", local_time(job.started_at, t)),
+        ("completed", local_time(job.completed_at, t)),
+        ("next retry", local_time(job.next_retry_at, t)),
+        ("last error", job.last_error),
+        ("parent job", job.parent_job_id),
+        ("source event", job.source_event_id),
+    ]
+    ctx.print(f"job {job.id}")
+    ctx.print(indent(table(["FIELD", "VALUE"], fields).split("\n", 1)[1], "  "))
+    ctx.print("  payload:")
+    ctx.print(indent(pretty_json(job.payload)))
+    ctx.print()
+    ctx.print("transitions:")
+    ctx.print(
+        indent(
+            table(
+                ["TIME", "FROM", "TO", "ACTOR", "REASON"],
+                [
+                    [local_time(x.at, t), x.from_status.value if x.from_status else "(new)",
+                     x.to_status.value, x.actor.value, x.reason]
+                    for x in transitions
+                ],
+            ),
+            "  ",
+        )
+    )  # fmt: skip
+    for run in runs:
+        ctx.print()
+        ctx.print(f"run of attempt {run.attempt}:")
+        rows = [
+            ("started", local_time(run.started_at, t)),
+            ("finished", local_time(run.finished_at, t)),
+            ("took", human_duration(run.duration)),
+            ("exit", _exit_text(run)),
+            ("error", run.error),
+        ]
+        ctx.print(indent(table(["FIELD", "VALUE"], rows).split("\n", 1)[1], "  "))
+        if run.logs:
+            ctx.print("  logs:")
+            for line in run.logs:
+                ctx.print(f"    [{line.level}] {cell(line.message)}")
+        if run.stderr_tail:
+            ctx.print("  stderr (tail):")
+            ctx.print(indent(run.stderr_tail.decode("utf-8", "replace").rstrip("\n")))
+        if run.stdout_head:
+            ctx.print("  stdout (head):")
+            parsed = stdout_object(run.stdout_head)
+            text = pretty_json(parsed) if parsed is not None else run.stdout_head.decode("utf-8", "replace")
+            ctx.print(indent(text.rstrip("\n")))
+
+
+def _exit_text(run: RunRecord) -> str:
+    if run.timed_out:
+        return "timed out"
+    if run.signal is not None:
+        return f"killed by {signal_name(run.signal)}"
+    if run.exit_code is not None:
+        return f"exit code {run.exit_code}"
+    return "did not run"

@@ -1,0 +1,355 @@
+"""The command line's grammar: every verb, its options and its help text.
+
+Imported at start-up (``ductile --help``): only the standard library's argparse
+at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ductile.app.cli.context import PROG
+
+#: ``typing`` alone costs ~7 ms to import; the type checkers treat this name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+#: Default bound of ``run --wait``.
+DEFAULT_WAIT_SECONDS = 300.0
+#: Default number of runs ``logs`` shows.
+DEFAULT_LOG_LIMIT = 20
+#: Most runs ``schedule`` lists per schedule.
+DEFAULT_SCHEDULE_LIMIT = 1000
+#: Default number of jobs ``queue`` lists.
+DEFAULT_QUEUE_LIMIT = 1000
+#: The event type of a ``run --command handle`` job unless ``--event-type`` says otherwise.
+MANUAL_EVENT_TYPE = "manual"
+#: Commands ``run`` may queue: ``health`` runs with ``status``, ``init`` on start/reload.
+RUNNABLE_COMMANDS = ("poll", "handle")
+#: Simulated days of ``simulate`` unless told.
+DEFAULT_SIMULATE_DAYS = 7
+
+_RUN_HELP = """\
+Queue one job of <plugin> durably, as if the scheduler had made it (submitted_by
+"cli"). The job is written straight into the database without the instance lock;
+the running daemon picks it up within a second. When no daemon runs, the job waits
+in the queue until `ductile start`.
+
+--payload is for --command handle only: it becomes the event the plugin receives,
+wrapped like any other event:
+  {"type": "<--event-type, default manual>", "payload": <your object>,
+   "source": "cli", "timestamp": "<now, UTC>", "event_id": "<new UUID>"}
+(plus "dedupe_key" when --dedupe-key is given).
+
+--dedupe-key K: no new job when one of the same (plugin, command, K) is still
+queued or succeeded within service.dedupe_ttl; the existing id is printed as
+"duplicate of <id>".
+
+--wait: follow the job to its end and print its outcome; exit 0 when it
+succeeded, 1 when it ended dead or --timeout (default 300 s) passed first (the
+job itself carries on). --wait needs a running daemon.
+"""
+
+_STATUS_HELP = """\
+Show whether the daemon runs, the queue, and every plugin: loaded / unhealthy
+(init failed) / refused (with the reason) / disabled, its circuit breakers, and the
+result of its `health` command, run now (only plugins whose manifest lists health;
+read-only: state_updates from health are ignored).
+
+Exit status: 0 when everything is healthy; 1 when the daemon is not running, a
+plugin is refused or unhealthy, a circuit breaker is open or half-open, or a
+health check failed.
+"""
+
+_CONFIG_CHECK_HELP = """\
+Validate the config file and what it refers to: plugins (loaded, refused with the
+reason, disabled), routes, webhook endpoints and schedules.
+
+Exit status: 2 when the config itself is invalid; 1 when a plugin is refused, or a
+route, endpoint or schedule names a plugin that is not loaded or does not support
+the command; 0 otherwise.
+"""
+
+_SIMULATE_HELP = """\
+Run this config through ductile's deterministic simulation: the real engine on
+a simulated clock, store and plugins, for --days of simulated time (seconds of real
+time). Nothing real runs and the state directory is not touched. Prints a timeline
+per plugin (planned times in the schedule's zone, jitter, window snaps, DST days),
+breaker openings, routed chains and a summary (runs, failures, retries, dead, mean
+queue wait). The same --seed gives the same run.
+
+Plugins are the config's and those in plugins_dir (their manifests are read, never
+run). Each behaves "ok" unless told: --fail notify=0.3 makes 30% of its runs fail;
+--behaviour PLUGIN[.COMMAND]=B sets any behaviour:
+  ok | ok:emit=a.b+c.d | ok:dedupe=2 | ok:took=5s | slow:90s | flaky:0.2 |
+  error | error:fatal | exit78 | timeout | garbage
+("ok": a poll emits one event of each type its routes listen for, so chains show).
+
+--check also crashes the simulated daemon at random moments and verifies the
+invariants (nothing acknowledged lost, legal state moves, ...): exit 1 with the
+command that replays the failure.
+"""
+
+_SCHEDULE_HELP = """\
+The schedule index: every run of a loaded plugin's schedule due between --from and
+--to (default: now to +24h). Times are ISO-8601 (without an offset: local time),
+'now', or relative to now: +24h, -30m, +1d.
+
+The first run of each schedule is the one the daemon stored (jitter drawn), or,
+when the daemon has not planned it yet, a plan computed from now with the jitter
+at its centre ("not yet planned"). Later runs are projected with the jitter at its
+centre: it is drawn only when a run is planned. Past runs are in `ductile logs`.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """``90`` (seconds), ``1.5``, or a duration such as ``5m``."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        from ductile.domain.errors import UnitError
+        from ductile.domain.quantities import parse_duration
+
+        try:
+            value = parse_duration(text).total_seconds()
+        except UnitError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+def _common(json_flag: bool) -> argparse.ArgumentParser:
+    """Options every verb accepts, placed after the verb (defaults suppressed, so
+    the same option given before the verb is not overwritten)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $DUCTILE_CONFIG, then ./ductile.yaml)",
+    )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks of internal errors (also DUCTILE_DEBUG=1)",
+    )
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole grammar: the options every verb takes, then each verb with its own."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="ductile: a personal automation server. Plugins on schedules, "
+        "signed webhooks and each other's events, durably.",
+        epilog="Exit codes: 0 ok, 1 runtime error (or a negative answer), 2 usage or config error. "
+        "`ductile <verb> --help` describes each verb.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help="config file (default: $DUCTILE_CONFIG, then ./ductile.yaml)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False,
+        help="show tracebacks of internal errors (DUCTILE_DEBUG=1)",
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
+    plain, with_json = _common(False), _common(True)
+
+    def verb(
+        name: str, summary: str, *, json_flag: bool = True, details: str | None = None
+    ) -> argparse.ArgumentParser:
+        return verbs.add_parser(
+            name,
+            help=summary,
+            description=details or summary,
+            parents=[with_json if json_flag else plain],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    verb(
+        "start",
+        "run the daemon in the foreground (JSON logs on stdout; SIGTERM stops, SIGHUP reloads)",
+        json_flag=False,
+    )
+    _run_options(verb("run", "queue one job of a plugin", details=_RUN_HELP))
+    status = verb("status", "daemon, queue, plugins, breakers and health checks", details=_STATUS_HELP)
+    status.add_argument("--no-health", action="store_true", help="do not run the plugins' health commands")
+    verb("reload", "make the running daemon re-read its config (the config is checked first)", json_flag=True)
+    verb("plugins", "list plugins: loaded (with schedules), refused (with reasons), disabled")
+    _inspect_options(verb)
+    _config_actions(
+        verbs.add_parser(
+            "config", help="configuration tools", description="Configuration tools.", parents=[plain]
+        ),
+        with_json,
+    )
+    _schedule_options(
+        verb("schedule", "what is due in a time range (the schedule index)", details=_SCHEDULE_HELP)
+    )
+    _simulate_options(
+        verb("simulate", "what this config would do over days, simulated", details=_SIMULATE_HELP)
+    )
+    return parser
+
+
+def _config_actions(config: argparse.ArgumentParser, with_json: argparse.ArgumentParser) -> None:
+    """``config`` takes an action: ``check`` (the only one so far)."""
+    actions = config.add_subparsers(dest="config_verb", metavar="<action>")
+    actions.required = True
+    actions.add_parser(
+        "check",
+        help="validate the config file and what it refers to",
+        description=_CONFIG_CHECK_HELP,
+        parents=[with_json],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _run_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument("plugin", help="plugin name")
+    run.add_argument(
+        "--command",
+        default="poll",
+        choices=RUNNABLE_COMMANDS,
+        help="the command to run (default: poll; `health` runs with `ductile status`, "
+        "`init` on start and reload)",
+    )
+    run.add_argument("--payload", metavar="JSON", help="event payload, a JSON object (--command handle)")
+    run.add_argument(
+        "--event-type",
+        metavar="TYPE",
+        help=f"event type for --command handle (default: {MANUAL_EVENT_TYPE})",
+    )
+    run.add_argument(
+        "--dedupe-key", metavar="KEY", help="skip if an equal job is queued or recently succeeded"
+    )
+    run.add_argument("--wait", action="store_true", help="wait for the job to end and print its outcome")
+    run.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help=f"with --wait: give up after this long (seconds or e.g. 10m; default {DEFAULT_WAIT_SECONDS:g})",
+    )
+
+
+def _inspect_options(verb: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """queue, logs, reset and job."""
+    queue = verb("queue", "list jobs queued or running, in dispatch order")
+    queue.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=DEFAULT_QUEUE_LIMIT,
+        metavar="N",
+        help=f"at most N jobs (default {DEFAULT_QUEUE_LIMIT})",
+    )
+    logs = verb("logs", "the most recent finished runs, newest first, with the plugins' log lines")
+    logs.add_argument("plugin", nargs="?", help="only this plugin's runs")
+    logs.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=DEFAULT_LOG_LIMIT,
+        metavar="N",
+        help=f"at most N runs (default {DEFAULT_LOG_LIMIT})",
+    )
+    reset = verb("reset", "close a plugin's circuit breakers by hand")
+    reset.add_argument("plugin", help="plugin name")
+    job = verb("job", "one job: its record, transition log and runs")
+    job.add_argument("job_id", metavar="id", help="the job id")
+
+
+def _schedule_options(schedule: argparse.ArgumentParser) -> None:
+    schedule.add_argument("--from", dest="start", metavar="T", default="now", help="start (default: now)")
+    schedule.add_argument("--to", dest="end", metavar="T", default="+24h", help="end (default: +24h)")
+    schedule.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=DEFAULT_SCHEDULE_LIMIT,
+        metavar="N",
+        help=f"at most N runs per schedule (default {DEFAULT_SCHEDULE_LIMIT})",
+    )
+
+
+def _simulate_options(simulate: argparse.ArgumentParser) -> None:
+    simulate.add_argument(
+        "--days", type=float, default=DEFAULT_SIMULATE_DAYS, metavar="N", help="simulated days (default 7)"
+    )
+    simulate.add_argument("--seed", type=int, default=1, metavar="N", help="the run's seed (default 1)")
+    simulate.add_argument(
+        "--start", metavar="T", default="now", help="simulated time starts here (default: now)"
+    )
+    simulate.add_argument(
+        "--behaviour",
+        action="append",
+        metavar="PLUGIN[.COMMAND]=B",
+        help="how a plugin behaves (default ok); see below; repeatable",
+    )
+    simulate.add_argument(
+        "--fail",
+        action="append",
+        metavar="PLUGIN=RATE",
+        help="the plugin fails this share of runs; repeatable",
+    )
+    simulate.add_argument(
+        "--webhooks-per-day",
+        type=float,
+        default=0,
+        metavar="N",
+        help="webhook deliveries per day, spread over the endpoints (default 0)",
+    )
+    simulate.add_argument(
+        "--check",
+        action="store_true",
+        help="also crash the simulated daemon now and then; check nothing is lost",
+    )
+    simulate.add_argument(
+        "--store", choices=("memory", "sqlite"), default="memory", help="the store simulated (default memory)"
+    )
+    simulate.add_argument(
+        "--show", type=int, default=5, metavar="N", help="list the first N jobs of each plugin (default 5)"
+    )
+
+
+#: Options whose value may start with "-" (a relative time such as -30m).
+_DASH_VALUED = ("--from", "--to", "--start")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``, letting ``--from -30m`` mean ``--from=-30m`` (argparse would take
+    ``-30m`` for an option)."""
+    joined: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item == "--":
+            joined += items[i:]
+            break
+        if item in _DASH_VALUED and i + 1 < len(items) and items[i + 1][:1] == "-" and items[i + 1] != "--":
+            joined.append(f"{item}={items[i + 1]}")
+            i += 2
+            continue
+        joined.append(item)
+        i += 1
+    return parser.parse_args(joined)

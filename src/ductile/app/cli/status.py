@@ -1,0 +1,271 @@
+"""``ductile status``: the daemon, the queue, every plugin, its breakers, and health checks run now."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from ductile.app.catalog import Catalog
+from ductile.app.cli.context import (
+    ALL_JOBS,
+    EXIT_FAILURE,
+    EXIT_OK,
+    Context,
+    db_path,
+    read_config,
+    read_store,
+    running_pid,
+    survey,
+)
+from ductile.app.cli.format import human_duration, local_time, table
+from ductile.app.cli.jsondoc import breaker_json
+from ductile.app.engine import plugin_env
+from ductile.app.runtime import Runtime
+from ductile.domain.breaker import Breaker, reopens_at
+from ductile.domain.config import KILL_GRACE, Config
+from ductile.domain.job import JobEvent, JobStatus
+from ductile.domain.plugin import Plugin
+from ductile.domain.protocol import build_request
+from ductile.domain.settle import classify
+from ductile.ports.spawner import Spawner, SpawnRequest
+
+
+async def _health(
+    ctx: Context,
+    *,
+    spawner: Spawner,
+    catalog: Catalog,
+    config: Config,
+    plugin: Plugin,
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """Run the plugin's ``health`` now; read-only (its state_updates are ignored)."""
+    refused = catalog.verify(plugin)
+    if refused is not None:
+        return {"ok": False, "error": f"refused before spawn: {refused}", "duration_seconds": 0.0, "logs": []}
+    settings = config.plugin(plugin.name)
+    timeout = settings.timeouts.health
+    job_id = f"health-{ctx.new_id()}"
+    request = build_request(
+        job_id=job_id,
+        command="health",
+        config=dict(settings.config),
+        state=state,
+        deadline_at=ctx.now() + timeout,
+    )
+    env = plugin_env(ctx.env)
+    env.update(
+        DUCTILE_PLUGIN=plugin.name, DUCTILE_COMMAND="health", DUCTILE_JOB_ID=job_id, DUCTILE_ATTEMPT="1"
+    )
+    outcome = await spawner.run(
+        SpawnRequest(
+            executable=plugin.executable,
+            cwd=plugin.directory,
+            stdin=request,
+            env=env,
+            timeout=timeout.total_seconds(),
+            grace=KILL_GRACE.total_seconds(),
+        )
+    )
+    verdict = classify(outcome, timeout)
+    logs = verdict.response.logs if verdict.response is not None else ()
+    return {
+        "ok": verdict.event is JobEvent.SUCCEED,
+        "error": verdict.error,
+        "duration_seconds": outcome.duration,
+        "logs": [{"level": line.level, "message": line.message} for line in logs],
+    }
+
+
+async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    config = read_config(ctx, args)
+    pid = running_pid(ctx, config)
+    seen = await _observe(ctx, config)
+    rows = _plugin_rows(config, seen)
+    if not args.no_health:
+        await _health_checks(ctx, config, seen, rows)
+    problems = [] if pid is not None else ["the daemon is not running"]
+    problems += _plugin_problems(rows)
+    healthy = not problems
+    if args.json:
+        ctx.json(
+            {
+                "healthy": healthy,
+                "problems": problems,
+                "daemon": {"running": pid is not None, "pid": pid, "state_dir": config.service.state_dir},
+                "database": seen.database,
+                "queue": {"queued": seen.queued, "running": seen.running},
+                "plugins": [
+                    {k: r[k] for k in ("name", "state", "reason", "version", "breakers", "health")}
+                    for r in rows
+                ],
+            }
+        )
+    else:
+        _print_status(ctx, config, pid, seen, rows=rows, problems=problems)
+    return EXIT_OK if healthy else EXIT_FAILURE
+
+
+@attrs.frozen(kw_only=True)
+class _Observed:
+    """What the store and discovery say, read once (the store is closed again)."""
+
+    runtime: Runtime
+    catalog: Catalog
+    #: Plugins whose ``init`` has not run for their current manifest and config.
+    pending: set[str]
+    queued: int
+    running: int
+    breakers: list[Breaker]
+    states: dict[str, dict[str, Any]]
+    #: The database's path, None when there is none yet.
+    database: str | None
+
+
+async def _observe(ctx: Context, config: Config) -> _Observed:
+    store = await read_store(ctx, config)
+    try:
+        runtime, catalog, pending = await survey(ctx, config, store)
+        queued = await store.queue_depth() if store is not None else 0
+        running = (
+            len(await store.list_jobs(statuses=[JobStatus.RUNNING], limit=ALL_JOBS))
+            if store is not None
+            else 0
+        )
+        breakers = await store.breakers() if store is not None else []
+        states = {
+            name: (await store.get_state(name) if store is not None else {}) for name in runtime.plugins
+        }
+    finally:
+        if store is not None:
+            await store.close()
+    return _Observed(
+        runtime=runtime,
+        catalog=catalog,
+        pending=pending,
+        queued=queued,
+        running=running,
+        breakers=breakers,
+        states=states,
+        database=str(db_path(config)) if store is not None else None,
+    )
+
+
+def _plugin_rows(config: Config, seen: _Observed) -> list[dict[str, Any]]:
+    """One row per plugin, by name: loaded (maybe init pending), unhealthy, refused or
+    disabled, with its open breakers; health is filled in later."""
+    discovery = seen.runtime.discovery
+    rows: list[dict[str, Any]] = []
+    for name, plugin in discovery.plugins.items():
+        state, reason = "loaded", None
+        if name in seen.runtime.unhealthy:
+            state, reason = "unhealthy", seen.runtime.unhealthy[name]
+        elif name in seen.pending:
+            reason = "init pending: it runs when the daemon starts or reloads"
+        rows.append({"name": name, "state": state, "reason": reason, "version": plugin.manifest.version})
+    rows += [
+        {"name": r.name, "state": "refused", "reason": r.reason, "version": None} for r in discovery.refused
+    ]
+    rows += [{"name": n, "state": "disabled", "reason": None, "version": None} for n in discovery.disabled]
+    rows.sort(key=lambda r: str(r["name"]))
+    for row in rows:
+        policy = config.plugin(row["name"]).circuit_breaker
+        row["breakers"] = [
+            breaker_json(b, reopens_at(b, policy))
+            for b in seen.breakers
+            if b.plugin == row["name"] and b.is_open
+        ]
+        row["health"] = None
+    return rows
+
+
+async def _health_checks(ctx: Context, config: Config, seen: _Observed, rows: list[dict[str, Any]]) -> None:
+    """Run the ``health`` command of every loaded plugin that has one, all at once."""
+    plugins = seen.runtime.plugins
+    checks = [r["name"] for r in rows if r["name"] in plugins and plugins[r["name"]].supports("health")]
+    if not checks:
+        return
+    spawner = ctx.spawner()
+    results = await asyncio.gather(
+        *(
+            _health(
+                ctx,
+                spawner=spawner,
+                catalog=seen.catalog,
+                config=config,
+                plugin=plugins[name],
+                state=seen.states.get(name, {}),
+            )
+            for name in checks
+        )
+    )
+    by_name = dict(zip(checks, results, strict=True))
+    for row in rows:
+        row["health"] = by_name.get(row["name"])
+
+
+def _plugin_problems(rows: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for r in rows:
+        if r["state"] in ("refused", "unhealthy"):
+            problems.append(f"plugin '{r['name']}' is {r['state']}")
+        problems += [
+            f"the circuit breaker of {r['name']} {b['command']} is {b['status'].replace('_', '-')}"
+            for b in r["breakers"]
+        ]
+        if r["health"] is not None and not r["health"]["ok"]:
+            problems.append(f"the health check of {r['name']} failed")
+    return problems
+
+
+def _print_status(
+    ctx: Context,
+    config: Config,
+    pid: int | None,
+    seen: _Observed,
+    *,
+    rows: list[dict[str, Any]],
+    problems: list[str],
+) -> None:
+    where = f"state dir {config.service.state_dir}"
+    ctx.print(f"daemon: running (pid {pid}), {where}" if pid is not None else f"daemon: not running, {where}")
+    ctx.print(f"queue: {seen.queued} queued, {seen.running} running")
+    ctx.print()
+    if rows:
+        ctx.print(
+            table(
+                ["PLUGIN", "STATE", "BREAKER", "HEALTH", "TOOK", "DETAIL"],
+                [_status_row(ctx, r) for r in rows],
+            )
+        )
+    else:
+        ctx.print(f"no plugins in {config.plugins_dir}")
+    ctx.print()
+    ctx.print("NOT healthy: " + "; ".join(problems) if problems else "all healthy")
+
+
+def _status_row(ctx: Context, row: Mapping[str, Any]) -> list[object]:
+    breakers = []
+    for b in row["breakers"]:
+        if b["status"] == "open":
+            until = b["reopens_at"]
+            shown = local_time(datetime.fromisoformat(until), ctx.tz) if until else "?"
+            breakers.append(f"{b['command']}: open until {shown}")
+        else:
+            breakers.append(f"{b['command']}: half-open")
+    breaker = "; ".join(breakers) if breakers else ("closed" if row["state"] != "refused" else None)
+    health = row["health"]
+    details = [row["reason"]] if row["reason"] else []
+    if health is None:
+        shown_health, took = None, None
+    else:
+        shown_health = "ok" if health["ok"] else "error"
+        took = human_duration(health["duration_seconds"])
+        if health["error"]:
+            details.append(f"health: {health['error']}")
+    return [row["name"], row["state"], breaker, shown_health, took, "; ".join(details) or None]

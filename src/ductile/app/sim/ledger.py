@@ -1,0 +1,55 @@
+"""The monitor's ledger: what it knows of each job (:class:`JobTrack`) and each run
+(:class:`RunNote`), and the notable events it saw (:class:`SimEvent`).
+
+Built only from what the ports returned, never from the engine's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import attrs
+
+from ductile.app.sim.invariants import Expectation
+from ductile.domain.job import Job, JobStatus, Transition
+from ductile.domain.schedule import PlannedRun
+
+
+@attrs.frozen(kw_only=True)
+class RunNote:
+    """One run (attempt) of a job, as observed."""
+
+    attempt: int
+    started_at: datetime | None
+    finished_at: datetime
+    duration: float
+    #: succeeded, failed, timed out, interrupted, not run
+    result: str
+    error: str | None
+    status_after: JobStatus
+
+
+@attrs.define(eq=False)
+class JobTrack:
+    """Everything the monitor knows about one job."""
+
+    job: Job
+    log: list[Transition]
+    deleted: bool = False
+    spawns: dict[int, int] = attrs.Factory(dict)
+    expected: dict[int, Expectation] = attrs.Factory(dict)
+    settled: set[int] = attrs.Factory(set)
+    plan: PlannedRun | None = None
+    children: list[str] = attrs.Factory(list)
+    waits: list[float] = attrs.Factory(list)
+    runs: list[RunNote] = attrs.Factory(list)
+
+
+@attrs.frozen(kw_only=True)
+class SimEvent:
+    """Something notable for the report: a breaker opening, a skipped run, a crash..."""
+
+    at: datetime
+    kind: str
+    plugin: str | None
+    detail: str
