@@ -38,8 +38,8 @@ from pathlib import Path
 
 from _common import bench_dir
 
-from ductile.adapters import sqlite_store
-from ductile.adapters.sqlite_store import SqliteStore
+from ductile.adapters.sqlite import SqliteStore
+from ductile.adapters.sqlite import store as sqlite_store
 from ductile.domain.job import Actor, Job
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.settle import SettleContext

@@ -41,7 +41,7 @@ from ductile.ports.store import Store
 
 T = TypeVar("T")
 
-SQLITE_STORE = "ductile.adapters.sqlite_store"
+SQLITE_STORE = "ductile.adapters.sqlite"
 SUBPROCESS_SPAWNER = "ductile.adapters.subprocess_spawner"
 
 

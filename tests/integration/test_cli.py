@@ -27,7 +27,7 @@ import pytest
 
 from ductile.adapters.config_file import load_config
 from ductile.adapters.pidlock import InstanceLock
-from ductile.adapters.sqlite_store import SqliteStore
+from ductile.adapters.sqlite import SqliteStore
 from ductile.app.bootstrap import Ductile
 
 SCRIPT = Path(sys.executable).with_name("ductile")

@@ -29,17 +29,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ductile.adapters.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate, user_version
-from ductile.adapters.sqlite_store import (
+from ductile.adapters.sqlite import (
     MigrationError,
     SchemaVersionError,
     SqliteStore,
     StoreBusyError,
     StoreClosedError,
     StoreError,
-    from_us,
-    to_us,
 )
+from ductile.adapters.sqlite.rows import from_us, to_us
+from ductile.adapters.sqlite.schema import MIGRATIONS, SCHEMA_VERSION, migrate, user_version
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
@@ -419,7 +418,7 @@ def test_two_stores_on_one_file_write_concurrently_without_losing_anything(tmp_p
 CHILD = """
 import asyncio, sys
 from datetime import UTC, datetime, timedelta
-from ductile.adapters.sqlite_store import SqliteStore
+from ductile.adapters.sqlite import SqliteStore
 from ductile.domain.job import Actor, Job
 
 async def main(path, prefix, count):

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ductile.adapters.sqlite_store import SYNCHRONOUS_MODES, SqliteStore, relaxed_level
+from ductile.adapters.sqlite import SqliteStore
+from ductile.adapters.sqlite.store import SYNCHRONOUS_MODES, relaxed_level
 from ductile.domain.job import Actor, Job, JobStatus
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.settle import SettleContext
@@ -167,7 +168,7 @@ def test_stats_count_the_relaxed_commits(tmp_path: Path) -> None:
 CHILD = """
 import asyncio, os, signal, sys
 from datetime import UTC, datetime, timedelta
-from ductile.adapters.sqlite_store import SqliteStore
+from ductile.adapters.sqlite import SqliteStore
 from ductile.domain.job import Actor, Job
 from ductile.ports.spawner import ProcessHandle
 

@@ -532,7 +532,7 @@ def test_config_option_beats_the_environment(h: Harness, tmp_path: Path) -> None
 
 
 def test_a_ductile_error_exits_1_without_a_traceback(h: Harness) -> None:
-    from ductile.adapters.sqlite_schema import StoreError
+    from ductile.adapters.sqlite import StoreError
 
     async def broken(path: Path, create: bool) -> None:
         raise StoreError(f"{path}: the database is locked")
