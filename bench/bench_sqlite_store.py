@@ -39,7 +39,7 @@ from pathlib import Path
 from _common import bench_dir
 
 from ductile.adapters.sqlite import SqliteStore
-from ductile.adapters.sqlite import store as sqlite_store
+from ductile.adapters.sqlite import worker as sqlite_worker
 from ductile.domain.job import Actor, Job
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.settle import SettleContext
@@ -108,20 +108,20 @@ async def measure(
     try:
         if scenario is claim_settle:
             await prefill(store, args)
-        sqlite_store.MAX_BATCH = batch
+        sqlite_worker.MAX_BATCH = batch
         before = store.stats
         start = time.perf_counter()
         ops = await scenario(store, args)
         elapsed = time.perf_counter() - start
         after = store.stats
     finally:
-        sqlite_store.MAX_BATCH = DEFAULT_BATCH
+        sqlite_worker.MAX_BATCH = DEFAULT_BATCH
         await store.close()
     commits = max(1, after.commits - before.commits)
     return ops / elapsed, (after.units - before.units) / commits
 
 
-DEFAULT_BATCH = sqlite_store.MAX_BATCH
+DEFAULT_BATCH = sqlite_worker.MAX_BATCH
 
 
 class AllDurableStore(SqliteStore):

@@ -556,7 +556,7 @@ def test_concurrent_units_share_one_commit(tmp_path: Path) -> None:
             commits = store.stats.commits
             tasks = [asyncio.ensure_future(enqueue(store, f"j{i}")) for i in range(32)]
             await asyncio.sleep(0)  # every task submits its unit, then waits
-            assert store._writes.qsize() == 32
+            assert store._writer.queued() == 32
             gate.release.set()
             assert await held == "gate"
             assert sorted(await asyncio.gather(*tasks)) == sorted(f"j{i}" for i in range(32))

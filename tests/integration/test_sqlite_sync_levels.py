@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import pytest
 
 from ductile.adapters.sqlite import SqliteStore
-from ductile.adapters.sqlite.store import SYNCHRONOUS_MODES, relaxed_level
+from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, relaxed_level
 from ductile.domain.job import Actor, Job, JobStatus
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.settle import SettleContext
@@ -80,7 +80,7 @@ async def batch_level(store: SqliteStore, write: Callable[[], Awaitable[Any]]) -
     other = asyncio.ensure_future(write())
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert store._writes.qsize() == 2, "the probe and the write must wait in the queue together"
+    assert store._writer.queued() == 2, "the probe and the write must wait in the queue together"
     commits = store.stats.commits
     gate.release.set()
     await held

@@ -49,17 +49,13 @@ and rolls the unit back. The SQL the store runs is in module constants
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Final, TypeVar
-
-import attrs
+from typing import Any, ClassVar, TypeVar
 
 from ductile.adapters.sqlite.errors import StoreBusyError, StoreClosedError, StoreError
 from ductile.adapters.sqlite.rows import (
@@ -108,6 +104,7 @@ from ductile.adapters.sqlite.units import (
     _reset_breakers,
     _settle,
 )
+from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, Pending, Reader, Worker, Writer, WriterStats
 from ductile.domain import breaker as br
 from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.outcome import Outcome
@@ -126,68 +123,6 @@ from ductile.ports.store import (
 
 T = TypeVar("T")
 Unit = Callable[[sqlite3.Connection], T]
-
-
-#: Most units committed in one transaction.
-MAX_BATCH: Final = 256
-SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-
-def relaxed_level(level: str) -> str:
-    """The ``synchronous`` level of a batch of relaxed units on a store opened at ``level``:
-    never stronger than NORMAL (no fsync at commit in WAL mode), never weaker than the store's own."""
-    return "NORMAL" if SYNCHRONOUS_MODES.index(level) > SYNCHRONOUS_MODES.index("NORMAL") else level
-
-
-# --------------------------------------------------------------------------- the worker threads
-
-
-@attrs.frozen
-class WriterStats:
-    """What the writer thread has done since the store was opened."""
-
-    #: Write transactions committed (one per batch that got as far as COMMIT).
-    commits: int
-    #: Units executed (each committed with its batch, or rolled back alone).
-    units: int
-    #: The most units one transaction carried.
-    largest_batch: int
-    #: Of ``commits``, those made at the relaxed level (every unit of the batch relaxed).
-    relaxed_commits: int = 0
-
-
-@attrs.define(eq=False)
-class _Pending:
-    name: str
-    fn: Callable[[sqlite3.Connection], Any]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-    #: Must survive power loss once acknowledged (False: a relaxed unit, see the module's docs).
-    durable: bool = True
-
-
-_STOP: Final = object()
-_Delivery = tuple[_Pending, Any, BaseException | None]
-
-
-def _resolve(items: list[_Delivery]) -> None:
-    for pending, result, error in items:
-        if pending.future.done():  # the caller was cancelled; the unit still ran
-            continue
-        if error is not None:
-            pending.future.set_exception(error)
-        else:
-            pending.future.set_result(result)
-
-
-def _deliver(items: list[_Delivery]) -> None:
-    """Resolve futures on their own loops, one wake-up per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Delivery]] = {}
-    for item in items:
-        by_loop.setdefault(item[0].loop, []).append(item)
-    for loop, group in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
-            loop.call_soon_threadsafe(_resolve, group)
 
 
 class SqliteStore:
@@ -212,15 +147,22 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._open = False
         self._closed = False
-        self._writes: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._reads: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._commits = 0
-        self._relaxed_commits = 0
-        self._units = 0
-        self._largest_batch = 0
-        #: The ``synchronous`` level the write connection is at (set by the writer thread).
-        self._level = mode
+        where = str(self._path)
+        self._writer = Writer(
+            thread_name=f"ductile-sqlite-writer:{self._path.name}",
+            where=where,
+            connect=self._open_writer,
+            failure=self._failure,
+            on_exit=self._stopped,
+            synchronous=mode,
+        )
+        self._reader = Reader(
+            thread_name=f"ductile-sqlite-reader:{self._path.name}",
+            where=where,
+            connect=self._open_reader,
+            failure=self._failure,
+            on_exit=self._stopped,
+        )
 
     # ------------------------------------------------------------- life cycle
     @classmethod
@@ -243,19 +185,13 @@ class SqliteStore:
 
     @property
     def stats(self) -> WriterStats:
-        return WriterStats(self._commits, self._units, self._largest_batch, self._relaxed_commits)
+        return self._writer.stats
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        for name, main in (("writer", self._writer_main), ("reader", self._reader_main)):
-            ready: asyncio.Future[None] = loop.create_future()
-            thread = threading.Thread(
-                target=main, args=(loop, ready), name=f"ductile-sqlite-{name}:{self._path.name}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        for worker in (self._writer, self._reader):
             try:
-                await ready
+                await worker.start(loop)
             except BaseException:
                 await self._shutdown()
                 raise
@@ -269,13 +205,15 @@ class SqliteStore:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._writes.put(_STOP)
-                self._reads.put(_STOP)
-        threads = [t for t in self._threads if t.is_alive()]
-        if threads:
-            loop = asyncio.get_running_loop()
-            for thread in threads:
-                await loop.run_in_executor(None, thread.join)
+                self._writer.stop()
+                self._reader.stop()
+        await self._writer.join()
+        await self._reader.join()
+
+    def _stopped(self) -> None:
+        """A thread ended: refuse every later unit."""
+        with self._lock:
+            self._closed = True
 
     # ------------------------------------------------------------- connections
     def _connect(self) -> sqlite3.Connection:
@@ -321,143 +259,8 @@ class SqliteStore:
             return new
         return error
 
-    # ------------------------------------------------------------- the writer
-    def _writer_main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
-        try:
-            conn = self._open_writer()
-        except BaseException as e:
-            _deliver_ready(loop, ready, self._failure(e, "opening the database"))
-            self._fail_remaining(self._writes)
-            return
-        _deliver_ready(loop, ready, None)
-        try:
-            stopping = False
-            while not stopping:
-                first = self._writes.get()
-                if not isinstance(first, _Pending):
-                    break
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        item = self._writes.get_nowait()
-                    except queue.Empty:
-                        break
-                    if not isinstance(item, _Pending):
-                        stopping = True
-                        break
-                    batch.append(item)
-                try:
-                    self._run_batch(conn, batch)
-                except Exception as e:  # a bug or a broken connection: fail the batch, keep serving
-                    _deliver([(p, None, self._failure(e, p.name)) for p in batch])
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-        finally:
-            with self._lock:
-                self._closed = True
-            conn.close()
-            self._fail_remaining(self._writes)
-
-    def _set_level(self, conn: sqlite3.Connection, level: str) -> None:
-        """Switch ``synchronous`` (outside a transaction only: SQLite applies it per transaction)."""
-        if level != self._level:
-            conn.execute(f"PRAGMA synchronous = {level}")
-            self._level = level
-
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
-        while batch:
-            durable = any(p.durable for p in batch)
-            try:
-                self._set_level(conn, self._synchronous if durable else relaxed_level(self._synchronous))
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as e:
-                _deliver([(p, None, self._failure(e, p.name)) for p in batch])
-                return
-            done: list[_Delivery] = []
-            rest: list[_Pending] = []
-            aborted: BaseException | None = None
-            for index, pending in enumerate(batch):
-                conn.execute("SAVEPOINT unit")
-                try:
-                    result = pending.fn(conn)
-                except Exception as e:
-                    self._units += 1
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK TO unit")
-                        conn.execute("RELEASE unit")
-                        done.append((pending, None, self._failure(e, pending.name)))
-                        continue
-                    # SQLite rolled back the whole transaction (I/O error, full disk...):
-                    # the units before this one are lost too; the ones after never ran.
-                    aborted = e
-                    done.append((pending, None, self._failure(e, pending.name)))
-                    rest = batch[index + 1 :]
-                    break
-                self._units += 1
-                conn.execute("RELEASE unit")
-                done.append((pending, result, None))
-            if aborted is None:
-                try:
-                    conn.execute("COMMIT")
-                except sqlite3.Error as e:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    aborted = e
-                else:
-                    self._commits += 1
-                    if not durable:
-                        self._relaxed_commits += 1
-                    self._largest_batch = max(self._largest_batch, len(done))
-            if aborted is not None:
-                done = [
-                    (p, None, err if err is not None else self._failure(aborted, p.name))
-                    for p, _, err in done
-                ]
-            _deliver(done)
-            batch = rest
-
-    # ------------------------------------------------------------- the reader
-    def _reader_main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
-        try:
-            conn = self._open_reader()
-        except BaseException as e:
-            _deliver_ready(loop, ready, self._failure(e, "opening the database for reading"))
-            self._fail_remaining(self._reads)
-            return
-        _deliver_ready(loop, ready, None)
-        try:
-            while True:
-                pending = self._reads.get()
-                if not isinstance(pending, _Pending):
-                    break
-                try:
-                    delivery: _Delivery = (pending, pending.fn(conn), None)
-                except Exception as e:
-                    delivery = (pending, None, self._failure(e, pending.name))
-                _deliver([delivery])
-        finally:
-            with self._lock:
-                self._closed = True
-            conn.close()
-            self._fail_remaining(self._reads)
-
-    def _fail_remaining(self, q: queue.SimpleQueue[object]) -> None:
-        left: list[_Delivery] = []
-        while True:
-            try:
-                item = q.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, _Pending):
-                left.append(
-                    (item, None, StoreClosedError(f"{self._path}: {item.name}: the store was closed"))
-                )
-        _deliver(left)
-
     # ------------------------------------------------------------- submission
-    async def _submit(
-        self, q: queue.SimpleQueue[object], name: str, fn: Unit[T], *, durable: bool = True
-    ) -> T:
+    async def _submit(self, worker: Worker, name: str, fn: Unit[T], *, durable: bool = True) -> T:
         if os.getpid() != self._pid:
             raise StoreError(
                 f"{self._path}: this SqliteStore was opened in process {self._pid} and cannot be used "
@@ -469,7 +272,7 @@ class SqliteStore:
             if self._closed or not self._open:
                 state = "closed" if self._closed else "not open yet (use: await SqliteStore.open(path))"
                 raise StoreClosedError(f"{self._path}: {name}: the store is {state}")
-            q.put(_Pending(name, fn, loop, future, durable))
+            worker.put(Pending(name, fn, loop, future, durable))
         return await future
 
     async def _write(self, name: str, fn: Unit[T], *, durable: bool = True) -> T:
@@ -478,10 +281,10 @@ class SqliteStore:
         ``durable=False`` (a relaxed unit): once committed, but not necessarily
         fsynced; only for writes whose loss to a power cut is harmless.
         """
-        return await self._submit(self._writes, name, fn, durable=durable)
+        return await self._submit(self._writer, name, fn, durable=durable)
 
     async def _read(self, name: str, fn: Unit[T]) -> T:
-        return await self._submit(self._reads, name, fn)
+        return await self._submit(self._reader, name, fn)
 
     # ------------------------------------------------------------- jobs
     async def enqueue(self, job: Job, *, actor: Actor, now: datetime, dedupe_ttl: timedelta) -> EnqueueResult:
@@ -667,18 +470,3 @@ def _statement(sql: str, params: Sequence[Any]) -> Unit[None]:
         conn.execute(sql, params)
 
     return unit
-
-
-def _deliver_ready(
-    loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None], error: BaseException | None
-) -> None:
-    def resolve() -> None:
-        if ready.done():
-            return
-        if error is None:
-            ready.set_result(None)
-        else:
-            ready.set_exception(error)
-
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(resolve)
