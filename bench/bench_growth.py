@@ -41,13 +41,14 @@ from _common import bench_dir, heading, loadavg, machine, median, table, verdict
 from ductile.adapters.sqlite import SqliteStore
 from ductile.adapters.sqlite.rows import from_us, to_us
 from ductile.adapters.sqlite.schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Job
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.settle import SettleContext
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TTL = timedelta(hours=24)
-OK = SpawnOutcome(exit_code=0, stdout=b'{"status": "ok"}', duration=0.01)
+OK = classify(SpawnOutcome(exit_code=0, stdout=b'{"status": "ok"}', duration=0.01))
 PLUGINS = [f"plugin-{i}" for i in range(20)]
 BATCH = 50_000
 T = TypeVar("T")

@@ -40,6 +40,7 @@ from _common import bench_dir
 
 from ductile.adapters.sqlite import SqliteStore
 from ductile.adapters.sqlite import worker as sqlite_worker
+from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Job
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.settle import SettleContext
@@ -47,7 +48,7 @@ from ductile.ports.spawner import ProcessHandle
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TTL = timedelta(hours=24)
-OK = SpawnOutcome(exit_code=0, stdout=b'{"status": "ok"}', duration=0.01)
+OK = classify(SpawnOutcome(exit_code=0, stdout=b'{"status": "ok"}', duration=0.01))
 MODES = ("FULL", "NORMAL")
 
 

@@ -26,6 +26,7 @@ import pytest
 
 from ductile.adapters.sqlite import SqliteStore
 from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, relaxed_level
+from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Job, JobStatus
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.settle import SettleContext
@@ -36,7 +37,7 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(hours=24)
 #: ``PRAGMA synchronous`` answers with a number.
 LEVEL = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
-OK = SpawnOutcome(exit_code=0, stdout=b'{"status": "ok"}', duration=0.1)
+OK = classify(SpawnOutcome(exit_code=0, stdout=b'{"status": "ok"}', duration=0.1))
 
 
 def run(coro: Awaitable[T]) -> T:

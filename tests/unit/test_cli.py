@@ -40,6 +40,7 @@ from ductile.app.cli import (
 )
 from ductile.app.runtime import init_fingerprint
 from ductile.domain.breaker import BreakerPolicy
+from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.protocol import EmittedEvent
@@ -139,7 +140,7 @@ class Harness:
         async def go() -> None:
             claimed = await self.store.claim(job.id, when)
             assert claimed is not None
-            await self.store.settle(job.id, outcome, ctx=ctx, dedupe_ttl=TTL)
+            await self.store.settle(job.id, classify(outcome), ctx=ctx, dedupe_ttl=TTL)
 
         asyncio.run(go())
 
@@ -730,7 +731,7 @@ def _settle_on_sleep(h: Harness, outcome: SpawnOutcome, *, after: int = 1) -> No
         assert job is not None
         h.now += timedelta(seconds=2)
         await h.store.settle(
-            job.id, outcome, ctx=SettleContext(now=h.now, retry=_one_attempt()), dedupe_ttl=TTL
+            job.id, classify(outcome), ctx=SettleContext(now=h.now, retry=_one_attempt()), dedupe_ttl=TTL
         )
 
     h.on_sleep = run_it

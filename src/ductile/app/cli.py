@@ -1051,10 +1051,10 @@ async def _health(
 ) -> dict[str, Any]:
     """Run the plugin's ``health`` now; read-only (its state_updates are ignored)."""
     from ductile.app.engine import plugin_env
+    from ductile.domain.classify import classify
     from ductile.domain.config import KILL_GRACE
     from ductile.domain.job import JobEvent
     from ductile.domain.protocol import build_request
-    from ductile.domain.settle import classify
     from ductile.ports.spawner import SpawnRequest
 
     refused = catalog.verify(plugin)

@@ -15,9 +15,9 @@ from typing import Any
 import attrs
 
 from ductile.domain import breaker as br
+from ductile.domain.classify import RunEnd
 from ductile.domain.dedupe import find_duplicate
 from ductile.domain.job import TERMINAL, Actor, Job, JobEvent, JobStatus, Transition, apply, creation
-from ductile.domain.outcome import Outcome
 from ductile.domain.recovery import recover as recover_job
 from ductile.domain.schedule import PlannedRun, poll_guard_allows
 from ductile.domain.settle import RunRecord, SettleContext, Settlement, settle
@@ -171,14 +171,14 @@ class InMemoryStore:
         return Committed(settlement=s, children=tuple(results))
 
     async def settle(
-        self, job_id: str, outcome: Outcome, *, ctx: SettleContext, dedupe_ttl: timedelta
+        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
     ) -> Committed:
         job = self._jobs.get(job_id)
         if job is None or job.status is not JobStatus.RUNNING:
             raise StaleJobError(f"job {job_id} is not running")
         s = settle(
             job,
-            outcome,
+            end,
             ctx=ctx,
             state=self._states.get(job.plugin, {}),
             breaker=self._breakers.get((job.plugin, job.command)),

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import attrs
 
 from ductile.domain.breaker import Breaker, BreakerPolicy
+from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job, JobStatus, Transition
-from ductile.domain.outcome import Outcome
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
@@ -111,11 +111,12 @@ class Store(Protocol):
         ...
 
     async def settle(
-        self, job_id: str, outcome: Outcome, *, ctx: SettleContext, dedupe_ttl: timedelta
+        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
     ) -> Committed:
-        """Settle a running job (D9): job transitions, run record, state merge,
-        breaker, routed children with dedupe: one commit. Raises
-        :class:`StaleJobError` if the job is not running."""
+        """Settle a running job (D9) from how its run ended (``end``: the caller
+        classified the spawn outcome, outside the transaction): job transitions,
+        run record, state merge, breaker, routed children with dedupe: one
+        commit. Raises :class:`StaleJobError` if the job is not running."""
         ...
 
     async def running(self) -> list[RunningJob]:

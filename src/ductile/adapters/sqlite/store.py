@@ -106,8 +106,8 @@ from ductile.adapters.sqlite.units import (
 )
 from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, Pending, Reader, Worker, Writer, WriterStats
 from ductile.domain import breaker as br
+from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job, JobStatus, Transition
-from ductile.domain.outcome import Outcome
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
@@ -303,9 +303,9 @@ class SqliteStore:
         await self._write("record_process", lambda c: _record_process(c, job_id, handle), durable=False)
 
     async def settle(
-        self, job_id: str, outcome: Outcome, *, ctx: SettleContext, dedupe_ttl: timedelta
+        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
     ) -> Committed:
-        return await self._write("settle", lambda c: _settle(c, job_id, outcome, ctx, dedupe_ttl))
+        return await self._write("settle", lambda c: _settle(c, job_id, end, ctx, dedupe_ttl))
 
     async def running(self) -> list[RunningJob]:
         def read(conn: sqlite3.Connection) -> list[RunningJob]:

@@ -52,9 +52,9 @@ from ductile.adapters.sqlite.sql import (
     SQL_UPDATE_JOB,
 )
 from ductile.domain import breaker as br
+from ductile.domain.classify import RunEnd
 from ductile.domain.dedupe import find_duplicate
 from ductile.domain.job import Actor, Job, JobEvent, JobStatus, Transition, apply, creation
-from ductile.domain.outcome import Outcome
 from ductile.domain.recovery import recover as recover_job
 from ductile.domain.schedule import PlannedRun, poll_guard_allows
 from ductile.domain.settle import SettleContext, Settlement, settle
@@ -211,14 +211,14 @@ def _record_process(conn: sqlite3.Connection, job_id: str, handle: ProcessHandle
 
 
 def _settle(
-    conn: sqlite3.Connection, job_id: str, outcome: Outcome, ctx: SettleContext, ttl: timedelta
+    conn: sqlite3.Connection, job_id: str, end: RunEnd, ctx: SettleContext, ttl: timedelta
 ) -> Committed:
     job = _get_job(conn, job_id)
     if job is None or job.status is not JobStatus.RUNNING:
         raise StaleJobError(f"job {job_id} is not running")
     s = settle(
         job,
-        outcome,
+        end,
         ctx=ctx,
         state=_get_state(conn, job.plugin),
         breaker=_get_breaker(conn, job.plugin, job.command),
