@@ -35,6 +35,8 @@ __all__ = [
     "RunRecord",
     "SettleContext",
     "Settlement",
+    "reads_breaker",
+    "reads_state",
     "settle",
 ]
 
@@ -141,13 +143,31 @@ def settle(
         )
     else:
         verdict = end
-    verdict, new_state = _merge(verdict, state, ctx.state_limit)
+    new_state: dict[str, Any] | None = None
+    if reads_state(end):
+        verdict, new_state = _merge(verdict, state, ctx.state_limit)
     run = _record(job, verdict, ctx.now)
-    # A run the core refused says nothing of the plugin's health: the breaker counts real runs only.
-    new_breaker = _count(job, verdict, breaker, ctx) if isinstance(end, Verdict) else None
+    new_breaker = _count(job, verdict, breaker, ctx) if reads_breaker(job, end) else None
     if verdict.succeeded:
         return _succeeded(job, verdict, run, state=new_state, breaker=new_breaker, ctx=ctx)
     return _failed(job, verdict, run, new_breaker, ctx)
+
+
+def reads_state(end: RunEnd) -> bool:
+    """Does settling ``end`` read the plugin's state? Only a success with state updates
+    does: a store's unit need not read (nor lock) the state for any other run."""
+    return (
+        isinstance(end, Verdict)
+        and end.succeeded
+        and end.response is not None
+        and bool(end.response.state_updates)
+    )
+
+
+def reads_breaker(job: Job, end: RunEnd) -> bool:
+    """Does settling ``end`` read the pair's breaker? Only a scheduled job's real run
+    counts (D3): a run the core refused says nothing of the plugin's health."""
+    return isinstance(end, Verdict) and job.submitted_by is SubmittedBy.SCHEDULER
 
 
 def _merge(
@@ -156,8 +176,7 @@ def _merge(
     """A success's state updates merged over ``state``: the plugin's whole new state when it
     changed (else None), or a failed verdict when the merged state would be too large."""
     response = verdict.response
-    if not verdict.succeeded or response is None or not response.state_updates:
-        return verdict, None
+    assert response is not None
     before = state or {}
     merged = merge_state(before, response.state_updates, limit=limit)
     if not merged.ok:
@@ -187,9 +206,7 @@ def _record(job: Job, verdict: Verdict, now: datetime) -> RunRecord:
 
 
 def _count(job: Job, verdict: Verdict, breaker: br.Breaker | None, ctx: SettleContext) -> br.Breaker | None:
-    """The pair's breaker after this run, when it changed (only scheduled runs count, D3)."""
-    if job.submitted_by is not SubmittedBy.SCHEDULER:
-        return None
+    """The pair's breaker after this run, when it changed."""
     current = breaker or br.closed(job.plugin, job.command)
     if verdict.succeeded:
         updated = br.record_success(current)

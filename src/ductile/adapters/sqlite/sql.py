@@ -60,17 +60,10 @@ SQL_DEDUPE_CANDIDATES: Final = (
     f"SELECT {_JOB_COLS} FROM jobs WHERE plugin = ? AND command = ? AND dedupe_key = ? "
     "AND status IN ('queued', 'succeeded') ORDER BY seq"
 )
-#: The oldest due queued job moved to running in one statement (FIFO: created_at, then insertion).
-SQL_CLAIM: Final = (
-    "UPDATE jobs SET status = 'running', started_at = ?, completed_at = NULL, next_retry_at = NULL "
-    "WHERE status = 'queued' AND seq = (SELECT seq FROM jobs WHERE status = 'queued' "
-    "AND (next_retry_at IS NULL OR next_retry_at <= ?) ORDER BY created_at, seq LIMIT 1) "
-    f"RETURNING {_JOB_COLS}"
-)
-#: One given queued job moved to running (``init`` runs at once, outside FIFO and retry times).
-SQL_CLAIM_ONE: Final = (
-    "UPDATE jobs SET status = 'running', started_at = ?, completed_at = NULL, next_retry_at = NULL "
-    f"WHERE id = ? AND status = 'queued' RETURNING {_JOB_COLS}"
+#: The queued job to claim next: due (no retry time, or it has passed), FIFO by created_at, then insertion.
+SQL_OLDEST_RUNNABLE: Final = (
+    f"SELECT {_JOB_COLS} FROM jobs WHERE status = 'queued' "
+    "AND (next_retry_at IS NULL OR next_retry_at <= ?) ORDER BY created_at, seq LIMIT 1"
 )
 #: Compare-and-set of a job's mutable fields on its expected status.
 SQL_UPDATE_JOB: Final = (
@@ -169,8 +162,7 @@ def sql_list_jobs(*, statuses: int | None, plugin: bool) -> str:
 
 #: The statements every hot path runs, by name: each must use an index (see the query-plan test).
 HOT_QUERIES: Final[dict[str, str]] = {
-    "claim": SQL_CLAIM,
-    "claim one": SQL_CLAIM_ONE,
+    "oldest runnable (claim)": SQL_OLDEST_RUNNABLE,
     "dedupe lookup": SQL_DEDUPE_CANDIDATES,
     "child lookup": SQL_CHILD_LOOKUP,
     "job by id": SQL_GET_JOB,

@@ -1,32 +1,25 @@
 """SqliteStore: the Store port on SQLite (stdlib ``sqlite3``), durable and shareable.
 
-Behaviour is that of :class:`ductile.fakes.memory_store.InMemoryStore`: every
-unit reads the rows as they are inside its transaction and calls the same
-domain functions (``settle``, ``recover``, ``find_duplicate``, ``admit``,
-``reset``, ``poll_guard_allows``, ``apply``, ``creation``) to decide.
+Every write method submits one of the shared units (:mod:`ductile.units`)
+over a :class:`~ductile.adapters.sqlite.tx.SqliteTx` of the writer's
+connection: the same unit bodies the in-memory fakes run, on the rows as they
+are inside the transaction. Reads go to the reader thread, one statement each.
 
-Threads and transactions
-------------------------
-* **One writer thread** owns the only write connection of this store. Every
-  write method submits a *unit* (a function of the connection) to its queue
-  and awaits an asyncio future, resolved with ``loop.call_soon_threadsafe``.
-  The writer takes **all** pending units at once (up to :data:`MAX_BATCH`),
-  runs them in **one** ``BEGIN IMMEDIATE`` transaction, each inside its own
-  ``SAVEPOINT`` (a unit that raises is rolled back alone and its caller alone
-  gets the exception), commits once, and only then resolves the futures:
-  a write is acknowledged only once it is durable. That is group commit:
-  concurrent writers (webhooks, the dispatcher, the scheduler) share one
-  fsync, so ``synchronous=FULL`` costs little under load (ADR 0010).
+Threads and transactions (ADR 0010; :mod:`~ductile.adapters.sqlite.worker`)
+---------------------------------------------------------------------------
+* **One writer thread** owns the only write connection of this store. The
+  writer takes all pending units at once, runs them in **one** ``BEGIN
+  IMMEDIATE`` transaction, each inside its own ``SAVEPOINT`` (a unit that
+  raises is rolled back alone), commits once, and only then resolves the
+  futures: group commit, so ``synchronous=FULL`` costs little under load.
 * **Sync level per unit.** A unit is *durable* (the default) or *relaxed*.
   Only the claims (``claim_next``, ``claim``) and ``record_process`` are
   relaxed: losing them to a power cut is harmless (the job is simply still
   queued, or running without a process record, and no process survives a
   power cut anyway). A batch of relaxed units only commits at
-  ``synchronous=NORMAL`` (no fsync); a batch with any durable unit commits at
-  the store's level (``FULL``), and in WAL mode that fsync also covers every
-  relaxed commit before it. ``PRAGMA synchronous`` is switched between
-  transactions only, never inside one. A process kill loses no commit at any
-  level; only power loss can, and only relaxed ones (ADR 0010).
+  ``synchronous=NORMAL``; a batch with any durable unit commits at the
+  store's level (``FULL``), and in WAL mode that fsync also covers every
+  relaxed commit before it.
 * **One reader thread** owns a second, ``query_only`` connection. WAL readers
   never block the writer nor wait for its fsync, and running reads on a
   thread keeps a rare busy wait (WAL recovery, a checkpoint) off the event
@@ -39,11 +32,6 @@ Threads and transactions
   unit with :class:`StoreBusyError`, it never hangs.
 * Connections never cross ``fork()``: a store used in a forked child raises
   :class:`StoreError` instead of touching the parent's connections.
-
-Every state change of a job is a compare-and-set on its expected status with
-the row count checked; a miss raises :class:`~ductile.ports.store.StaleJobError`
-and rolls the unit back. The SQL the store runs is in module constants
-(``SQL_*``), so the query-plan test checks the real statements.
 """
 
 from __future__ import annotations
@@ -57,6 +45,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from ductile import units
 from ductile.adapters.sqlite.errors import StoreBusyError, StoreClosedError, StoreError
 from ductile.adapters.sqlite.rows import (
     breaker_of,
@@ -64,7 +53,6 @@ from ductile.adapters.sqlite.rows import (
     job_of,
     opt_dt,
     planned_of,
-    planned_params,
     run_of,
     to_us,
     transition_of,
@@ -74,12 +62,9 @@ from ductile.adapters.sqlite.sql import (
     RUN_COLS,
     SQL_ALL_PLANNED,
     SQL_BREAKERS,
-    SQL_DELETE_PLANNED,
     SQL_DUE,
     SQL_GET_INIT,
     SQL_NEXT_RETRY_AT,
-    SQL_PUT_INIT,
-    SQL_PUT_PLANNED,
     SQL_QUEUE_DEPTH,
     SQL_RECENT_RUNS,
     SQL_RECENT_RUNS_OF_PLUGIN,
@@ -88,22 +73,7 @@ from ductile.adapters.sqlite.sql import (
     SQL_TRANSITIONS,
     sql_list_jobs,
 )
-from ductile.adapters.sqlite.units import (
-    _cancel_queued,
-    _claim,
-    _delete_finished,
-    _fire,
-    _get_breaker,
-    _get_job,
-    _get_planned,
-    _get_state,
-    _insert_jobs,
-    _outstanding,
-    _record_process,
-    _recover,
-    _reset_breakers,
-    _settle,
-)
+from ductile.adapters.sqlite.tx import SqliteTx
 from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, Pending, Reader, Worker, Writer, WriterStats
 from ductile.domain import breaker as br
 from ductile.domain.classify import RunEnd
@@ -111,7 +81,7 @@ from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store import (
+from ductile.ports.store_values import (
     Committed,
     EnqueueResult,
     FireResult,
@@ -286,26 +256,86 @@ class SqliteStore:
     async def _read(self, name: str, fn: Unit[T]) -> T:
         return await self._submit(self._reader, name, fn)
 
-    # ------------------------------------------------------------- jobs
+    # ------------------------------------------------------------- jobs: the shared units, on the writer
     async def enqueue(self, job: Job, *, actor: Actor, now: datetime, dedupe_ttl: timedelta) -> EnqueueResult:
-        return await self._write("enqueue", lambda c: _insert_jobs(c, [job], actor, now, dedupe_ttl)[0])
+        return await self._write(
+            "enqueue", lambda c: units.enqueue(SqliteTx(c), job, actor=actor, now=now, dedupe_ttl=dedupe_ttl)
+        )
 
     async def claim_next(self, now: datetime) -> Job | None:
         # Relaxed: a claim lost to a power cut leaves the job queued; its plugin died with the power.
-        return await self._write("claim_next", lambda c: _claim(c, now), durable=False)
+        return await self._write("claim_next", lambda c: units.claim_next(SqliteTx(c), now), durable=False)
 
     async def claim(self, job_id: str, now: datetime) -> Job | None:
         """Claim one specific queued job; None when it is not queued."""
-        return await self._write("claim", lambda c: _claim(c, now, job_id), durable=False)
+        return await self._write("claim", lambda c: units.claim(SqliteTx(c), job_id, now), durable=False)
 
     async def record_process(self, job_id: str, handle: ProcessHandle) -> None:
         # Relaxed: after a power cut no process survives to be killed; recovery re-queues the job anyway.
-        await self._write("record_process", lambda c: _record_process(c, job_id, handle), durable=False)
+        await self._write(
+            "record_process", lambda c: units.record_process(SqliteTx(c), job_id, handle), durable=False
+        )
 
     async def settle(
         self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
     ) -> Committed:
-        return await self._write("settle", lambda c: _settle(c, job_id, end, ctx, dedupe_ttl))
+        return await self._write(
+            "settle", lambda c: units.settle(SqliteTx(c), job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl)
+        )
+
+    async def recover(self, now: datetime) -> list[Settlement]:
+        return await self._write("recover", lambda c: units.recover(SqliteTx(c), now))
+
+    async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
+        return await self._write(
+            "cancel_queued", lambda c: units.cancel_queued(SqliteTx(c), plugin, reason=reason, now=now)
+        )
+
+    async def delete_finished(self, before: datetime) -> int:
+        return await self._write("delete_finished", lambda c: units.delete_finished(SqliteTx(c), before))
+
+    async def reset_breakers(self, plugin: str) -> list[br.Breaker]:
+        return await self._write("reset_breakers", lambda c: units.reset_breakers(SqliteTx(c), plugin))
+
+    async def fire(
+        self,
+        *,
+        due: PlannedRun,
+        next_run: PlannedRun,
+        jobs: Sequence[Job],
+        guard: Guard | None,
+        actor: Actor,
+        now: datetime,
+        dedupe_ttl: timedelta,
+    ) -> FireResult:
+        batch = tuple(jobs)
+        return await self._write(
+            "fire",
+            lambda c: units.fire(
+                SqliteTx(c),
+                due=due,
+                next_run=next_run,
+                jobs=batch,
+                guard=guard,
+                actor=actor,
+                now=now,
+                dedupe_ttl=dedupe_ttl,
+            ),
+        )
+
+    # ------------------------------------------------------------- plain writes
+    async def put_planned(self, run: PlannedRun) -> None:
+        await self._write("put_planned", lambda c: SqliteTx(c).put_planned(run))
+
+    async def delete_planned(self, key: str) -> None:
+        await self._write("delete_planned", lambda c: SqliteTx(c).delete_planned(key))
+
+    async def put_init(self, record: InitRecord) -> None:
+        await self._write("put_init", lambda c: SqliteTx(c).put_init(record))
+
+    # ------------------------------------------------------------- reads, on the reader
+    async def get_job(self, job_id: str) -> Job | None:
+        return await self._read("get_job", lambda c: SqliteTx(c).get_job(job_id))
 
     async def running(self) -> list[RunningJob]:
         def read(conn: sqlite3.Connection) -> list[RunningJob]:
@@ -320,18 +350,6 @@ class SqliteStore:
             ]
 
         return await self._read("running", read)
-
-    async def recover(self, now: datetime) -> list[Settlement]:
-        return await self._write("recover", lambda c: _recover(c, now))
-
-    async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
-        return await self._write("cancel_queued", lambda c: _cancel_queued(c, plugin, reason, now))
-
-    async def delete_finished(self, before: datetime) -> int:
-        return await self._write("delete_finished", lambda c: _delete_finished(c, before))
-
-    async def get_job(self, job_id: str) -> Job | None:
-        return await self._read("get_job", lambda c: _get_job(c, job_id))
 
     async def transitions(self, job_id: str) -> list[Transition]:
         return await self._read(
@@ -383,30 +401,24 @@ class SqliteStore:
         return await self._read("queue_depth", lambda c: int(c.execute(SQL_QUEUE_DEPTH).fetchone()[0]))
 
     async def outstanding(self, plugin: str, command: str) -> int:
-        return await self._read("outstanding", lambda c: _outstanding(c, plugin, command))
+        return await self._read("outstanding", lambda c: SqliteTx(c).outstanding(plugin, command))
 
     async def next_retry_at(self) -> datetime | None:
         return await self._read("next_retry_at", lambda c: opt_dt(c.execute(SQL_NEXT_RETRY_AT).fetchone()[0]))
 
-    # ------------------------------------------------------------- plugin state
     async def get_state(self, plugin: str) -> dict[str, Any]:
-        return await self._read("get_state", lambda c: _get_state(c, plugin))
+        return await self._read("get_state", lambda c: SqliteTx(c).get_state(plugin))
 
-    # ------------------------------------------------------------- breakers
     async def get_breaker(self, plugin: str, command: str) -> br.Breaker | None:
-        return await self._read("get_breaker", lambda c: _get_breaker(c, plugin, command))
+        return await self._read("get_breaker", lambda c: SqliteTx(c).get_breaker(plugin, command))
 
     async def breakers(self) -> list[br.Breaker]:
         return await self._read(
             "breakers", lambda c: [breaker_of(r) for r in c.execute(SQL_BREAKERS).fetchall()]
         )
 
-    async def reset_breakers(self, plugin: str) -> list[br.Breaker]:
-        return await self._write("reset_breakers", lambda c: _reset_breakers(c, plugin))
-
-    # ------------------------------------------------------------- schedule index
     async def planned(self, key: str) -> PlannedRun | None:
-        return await self._read("planned", lambda c: _get_planned(c, key))
+        return await self._read("planned", lambda c: SqliteTx(c).get_planned(key))
 
     async def all_planned(self) -> list[PlannedRun]:
         return await self._read(
@@ -420,33 +432,6 @@ class SqliteStore:
             "due", lambda c: [planned_of(r) for r in c.execute(SQL_DUE, bounds).fetchall()]
         )
 
-    async def put_planned(self, run: PlannedRun) -> None:
-        params = planned_params(run)
-        await self._write("put_planned", _statement(SQL_PUT_PLANNED, params))
-
-    async def delete_planned(self, key: str) -> None:
-        await self._write("delete_planned", _statement(SQL_DELETE_PLANNED, (key,)))
-
-    async def fire(
-        self,
-        *,
-        due: PlannedRun,
-        next_run: PlannedRun,
-        jobs: Sequence[Job],
-        guard: Guard | None,
-        actor: Actor,
-        now: datetime,
-        dedupe_ttl: timedelta,
-    ) -> FireResult:
-        batch = tuple(jobs)
-        return await self._write(
-            "fire",
-            lambda c: _fire(
-                c, due=due, next_run=next_run, jobs=batch, guard=guard, actor=actor, now=now, ttl=dedupe_ttl
-            ),
-        )
-
-    # ------------------------------------------------------------- init
     async def get_init(self, plugin: str) -> InitRecord | None:
         def read(conn: sqlite3.Connection) -> InitRecord | None:
             row = conn.execute(SQL_GET_INIT, (plugin,)).fetchone()
@@ -454,19 +439,8 @@ class SqliteStore:
 
         return await self._read("get_init", read)
 
-    async def put_init(self, record: InitRecord) -> None:
-        params = (record.plugin, record.fingerprint, int(record.ok), record.error, to_us(record.at))
-        await self._write("put_init", _statement(SQL_PUT_INIT, params))
-
 
 def _use_wal(conn: sqlite3.Connection, where: str) -> None:
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise StoreError(f"{where}: could not switch the database to WAL mode (it is {mode!r})")
-
-
-def _statement(sql: str, params: Sequence[Any]) -> Unit[None]:
-    def unit(conn: sqlite3.Connection) -> None:
-        conn.execute(sql, params)
-
-    return unit
