@@ -239,7 +239,9 @@ def test_advice_on_the_config_is_logged_at_start_and_after_a_reload(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="ductile")
     sound = Config(service=ServiceConfig(state_dir=str(tmp_path / "state")), plugins_dir="/opt/plugins")
-    short = attrs.evolve(sound, service=attrs.evolve(sound.service, job_log_retention=timedelta(hours=1)))
+    short = attrs.evolve(
+        sound, service=attrs.evolve(sound.service, job_log_retention=timedelta(hours=1))
+    )
 
     def advice() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.getMessage().startswith("config: ")]

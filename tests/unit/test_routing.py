@@ -312,7 +312,6 @@ def test_a_route_written_twice_yields_one_child() -> None:
     at = datetime(2026, 1, 1, tzinfo=UTC)
     env = Envelope(type="t", payload={}, source="a", timestamp=at, event_id="e1")
     route = Route(source="a", event_type="t", target="b")
-    out = fan_out(
-        [env], routes=[route, route], targets={"b": Target(max_attempts=4)}, parent_job_id="p", at=at
-    )
+    out = fan_out([env], routes=[route, route], targets={"b": Target(max_attempts=4)},
+                  parent_job_id="p", at=at)
     assert len(out.children) == 1
