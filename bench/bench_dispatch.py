@@ -52,7 +52,7 @@ from _common import (
     write_site,
 )
 
-from ductile.adapters.sqlite_store import SqliteStore
+from ductile.adapters.sqlite import SqliteStore
 from ductile.app.engine import plugin_env
 from ductile.domain.job import Actor, Job
 from ductile.domain.protocol import build_request

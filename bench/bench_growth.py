@@ -3,7 +3,7 @@
     python bench/bench_growth.py [--sizes 1000,100000,1000000] [--samples 150] [--rounds 3]
                                  [--schedules 10000] [--rebuild]
 
-Databases are built fast, straight into the store's schema (``sqlite_schema``
+Databases are built fast, straight into the store's schema (``ductile.adapters.sqlite.schema``
 migrations, then batched ``executemany`` inserts in one transaction with
 synchronous=OFF), and cached next to the bench files keyed by schema version and
 size (``--rebuild`` makes them again). A database of N jobs holds N/2 finished
@@ -38,15 +38,17 @@ from typing import TypeVar
 
 from _common import bench_dir, heading, loadavg, machine, median, table, verdict
 
-from ductile.adapters.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate
-from ductile.adapters.sqlite_store import SqliteStore, from_us, to_us
+from ductile.adapters.sqlite import SqliteStore
+from ductile.adapters.sqlite.rows import from_us, to_us
+from ductile.adapters.sqlite.schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Job
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.settle import SettleContext
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TTL = timedelta(hours=24)
-OK = SpawnOutcome(exit_code=0, stdout=b'{"status": "ok"}', duration=0.01)
+OK = classify(SpawnOutcome(exit_code=0, stdout=b'{"status": "ok"}', duration=0.01))
 PLUGINS = [f"plugin-{i}" for i in range(20)]
 BATCH = 50_000
 T = TypeVar("T")

@@ -53,7 +53,7 @@ from _common import (
 )
 from bench_dispatch import ductile_drain, request_for
 
-from ductile.adapters.sqlite_store import SqliteStore
+from ductile.adapters.sqlite import SqliteStore
 from ductile.domain.job import Actor, Job
 
 TTL = timedelta(hours=24)

@@ -39,7 +39,7 @@ from _common import (
     write_site,
 )
 
-from ductile.adapters.sqlite_store import SqliteStore
+from ductile.adapters.sqlite import SqliteStore
 from ductile.domain.job import Actor, Job
 
 IDLE_GOAL_MB = 60.0

@@ -38,8 +38,9 @@ from pathlib import Path
 
 from _common import bench_dir
 
-from ductile.adapters import sqlite_store
-from ductile.adapters.sqlite_store import SqliteStore
+from ductile.adapters.sqlite import SqliteStore
+from ductile.adapters.sqlite import worker as sqlite_worker
+from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Job
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.settle import SettleContext
@@ -47,7 +48,7 @@ from ductile.ports.spawner import ProcessHandle
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TTL = timedelta(hours=24)
-OK = SpawnOutcome(exit_code=0, stdout=b'{"status": "ok"}', duration=0.01)
+OK = classify(SpawnOutcome(exit_code=0, stdout=b'{"status": "ok"}', duration=0.01))
 MODES = ("FULL", "NORMAL")
 
 
@@ -108,20 +109,20 @@ async def measure(
     try:
         if scenario is claim_settle:
             await prefill(store, args)
-        sqlite_store.MAX_BATCH = batch
+        sqlite_worker.MAX_BATCH = batch
         before = store.stats
         start = time.perf_counter()
         ops = await scenario(store, args)
         elapsed = time.perf_counter() - start
         after = store.stats
     finally:
-        sqlite_store.MAX_BATCH = DEFAULT_BATCH
+        sqlite_worker.MAX_BATCH = DEFAULT_BATCH
         await store.close()
     commits = max(1, after.commits - before.commits)
     return ops / elapsed, (after.units - before.units) / commits
 
 
-DEFAULT_BATCH = sqlite_store.MAX_BATCH
+DEFAULT_BATCH = sqlite_worker.MAX_BATCH
 
 
 class AllDurableStore(SqliteStore):

@@ -4,17 +4,13 @@ Every test in ``tests/contracts`` runs once per implementation. A real
 adapter joins a suite by adding one parameter (and one branch) to the fixture
 of its port here; the tests themselves never name an implementation.
 
-Adapters that other engineers are still writing are imported lazily: while
-their module does not exist, their parameter is *skipped* with a reason that
-says so. Once the module exists it must import cleanly: an import error is
-reported as an error, never hidden behind a skip.
+Every implementation is imported directly: a renamed or missing module fails
+the whole suite at once, it never silently skips half of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import itertools
 import os
 import stat
@@ -28,10 +24,13 @@ import attrs
 import pytest
 
 from ductile.adapters.asyncio_inbox import AsyncioInbox
+from ductile.adapters.spawner import SubprocessSpawner
+from ductile.adapters.sqlite import SqliteStore
 from ductile.adapters.system_clock import SystemClock
 from ductile.domain.outcome import SpawnOutcome
 from ductile.fakes.clock import FakeClock
 from ductile.fakes.inbox import FakeInbox
+from ductile.fakes.indexed_store import IndexedMemoryStore
 from ductile.fakes.memory_store import InMemoryStore
 from ductile.fakes.spawner import ScriptedSpawner
 from ductile.ports.clock import Clock
@@ -41,24 +40,6 @@ from ductile.ports.store import Store
 
 T = TypeVar("T")
 
-SQLITE_STORE = "ductile.adapters.sqlite_store"
-SUBPROCESS_SPAWNER = "ductile.adapters.spawner"
-
-
-def adapter_class(module: str, name: str) -> Any:
-    """``module.name``, or skip the test while ``module`` has not been written."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            pytest.skip(f"{module} does not exist yet; {name} joins this contract suite once it does")
-        raise
-    try:
-        return getattr(mod, name)
-    except AttributeError:
-        pytest.fail(f"{module} exists but defines no {name}")
-
-
 # --------------------------------------------------------------------------- store
 
 StoreFactory = Callable[[], Awaitable[Store]]
@@ -66,7 +47,7 @@ StoreBody = Callable[[Store], Coroutine[Any, Any, None]]
 StoreRunner = Callable[[StoreBody], None]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "indexed", "sqlite"])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Makes a fresh, empty store each time it is awaited (inside the running loop)."""
     if request.param == "memory":
@@ -76,16 +57,18 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactor
 
         return make_memory
 
+    if request.param == "indexed":
+
+        async def make_indexed() -> Store:
+            return IndexedMemoryStore()
+
+        return make_indexed
+
     assert request.param == "sqlite"
-    sqlite_store = adapter_class(SQLITE_STORE, "SqliteStore")
     numbers = itertools.count()
 
     async def make_sqlite() -> Store:
-        opened = sqlite_store.open(tmp_path / f"ductile-{next(numbers)}.db")
-        if inspect.isawaitable(opened):
-            opened = await opened
-        store: Store = opened
-        return store
+        return await SqliteStore.open(tmp_path / f"ductile-{next(numbers)}.db")
 
     return make_sqlite
 
@@ -234,11 +217,10 @@ def spawner_case(request: pytest.FixtureRequest, tmp_path: Path) -> SpawnerCase:
         scripts = {str(plugin_dir / name): script for name, script in _SCRIPTS.items()}
         return SpawnerCase("scripted", ScriptedSpawner(scripts, clock=FakeClock()), str(plugin_dir))
     assert request.param == "subprocess"
-    subprocess_spawner = adapter_class(SUBPROCESS_SPAWNER, "SubprocessSpawner")
     plugin_dir.mkdir()
     for name, text in PLUGIN_SCRIPTS.items():
         path = plugin_dir / name
         path.write_text(text)
         path.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    spawner: Spawner = subprocess_spawner()
+    spawner: Spawner = SubprocessSpawner()
     return SpawnerCase("subprocess", spawner, str(plugin_dir))

@@ -21,14 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ductile.domain.breaker import Breaker, BreakerPolicy, BreakerStatus
+from ductile.domain.classify import RunEnd, Verdict, classify
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy, Transition, creation
-from ductile.domain.outcome import Outcome, SpawnOutcome
 from ductile.domain.recovery import recover as recover_job
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route, Target
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import SettleContext, settle
-from ductile.fakes.spawner import error, ok
+from ductile.fakes import spawner
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store import (
     Committed,
@@ -80,6 +80,15 @@ def make_job(
     return Job(id=job_id or next_id(), plugin=plugin, command=command, created_at=created, **fields)
 
 
+def ok(**fields: Any) -> Verdict:
+    """A successful run's verdict (the store's settle takes runs classified by the engine)."""
+    return classify(spawner.ok(**fields))
+
+
+def error(message: str, **fields: Any) -> Verdict:
+    return classify(spawner.error(message, **fields))
+
+
 OK = ok()
 FAIL = error("boom")  # retryable
 FATAL = error("bad config", retry=False)  # not retryable: dead at once
@@ -108,7 +117,7 @@ async def claim(store: Store, now: datetime, expected: Job | str) -> Job:
 async def finish(
     store: Store,
     job: Job,
-    outcome: Outcome = OK,
+    outcome: RunEnd = OK,
     *,
     now: datetime,
     context: SettleContext | None = None,
@@ -1520,7 +1529,7 @@ def test_invariants_hold_over_random_histories(
                     running = sorted(await store.running(), key=lambda r: r.job.id)
                     if running:
                         target = running[op[1] % len(running)].job
-                        outcome: SpawnOutcome = {
+                        outcome: Verdict = {
                             "ok": OK,
                             "fail": FAIL,
                             "fatal": FATAL,

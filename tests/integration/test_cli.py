@@ -27,7 +27,7 @@ import pytest
 
 from ductile.adapters.config import load_config
 from ductile.adapters.pidlock import InstanceLock
-from ductile.adapters.sqlite_store import SqliteStore
+from ductile.adapters.sqlite import SqliteStore
 from ductile.app.bootstrap import Ductile
 
 SCRIPT = Path(sys.executable).with_name("ductile")
@@ -466,6 +466,7 @@ def test_logs_shows_a_late_retry_of_an_old_job_first(site: Site) -> None:
     """``logs`` reads runs by when they finished, not by when their jobs were made:
     an old job's late retry is the newest run, even behind many newer jobs."""
     from ductile.app.bootstrap import database_path
+    from ductile.domain.classify import classify
     from ductile.domain.job import Actor, Job
     from ductile.domain.retry import RetryPolicy
     from ductile.domain.settle import SettleContext
@@ -482,7 +483,7 @@ def test_logs_shows_a_late_retry_of_an_old_job_first(site: Site) -> None:
             await store.enqueue(old, actor=Actor.CLI, now=t0, dedupe_ttl=timedelta(hours=1))
             await store.claim_next(t0)
             slow = SettleContext(now=t0, retry=RetryPolicy(backoff_base=timedelta(days=1)))
-            await store.settle("old-job", error("flaky"), ctx=slow, dedupe_ttl=timedelta(hours=1))
+            await store.settle("old-job", classify(error("flaky")), ctx=slow, dedupe_ttl=timedelta(hours=1))
             for n in range(250):  # newer jobs, each run once
                 t = t0 + timedelta(minutes=n + 1)
                 await store.enqueue(
@@ -492,12 +493,16 @@ def test_logs_shows_a_late_retry_of_an_old_job_first(site: Site) -> None:
                     dedupe_ttl=timedelta(hours=1),
                 )
                 await store.claim_next(t)
-                await store.settle(f"new-{n}", ok(), ctx=SettleContext(now=t), dedupe_ttl=timedelta(hours=1))
+                await store.settle(
+                    f"new-{n}", classify(ok()), ctx=SettleContext(now=t), dedupe_ttl=timedelta(hours=1)
+                )
             late = t0 + timedelta(days=3)
             retry = await store.claim_next(late)  # the old job's retry, a day after its failure
             assert retry is not None
             assert retry.id == "old-job"
-            await store.settle("old-job", ok(), ctx=SettleContext(now=late), dedupe_ttl=timedelta(hours=1))
+            await store.settle(
+                "old-job", classify(ok()), ctx=SettleContext(now=late), dedupe_ttl=timedelta(hours=1)
+            )
             return "old-job"
         finally:
             await store.close()

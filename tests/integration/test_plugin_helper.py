@@ -26,6 +26,7 @@ import pytest
 from ductile import plugin
 from ductile.adapters.spawner import SubprocessSpawner
 from ductile.app.engine import plugin_env
+from ductile.domain.classify import classify
 from ductile.domain.job import Job, JobStatus, SubmittedBy
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.protocol import build_request, parse_response
@@ -128,10 +129,9 @@ def run_plugin(
         started_at=started,
     )
     targets = {r.target: Target(max_attempts=4) for r in routes}
-    ctx = SettleContext(
-        now=datetime.now(UTC), timeout=timedelta(seconds=timeout), routes=routes, targets=targets
-    )
-    return Ran(outcome, settle(job, outcome, ctx=ctx, state=state or {}))
+    ctx = SettleContext(now=datetime.now(UTC), routes=routes, targets=targets)
+    verdict = classify(outcome, timedelta(seconds=timeout))
+    return Ran(outcome, settle(job, verdict, ctx=ctx, state=state or {}))
 
 
 # --------------------------------------------------------------------------- ok, error, crash

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ductile.adapters import sqlite_store
-from ductile.adapters.sqlite_schema import migrate
+from ductile.adapters.sqlite import sql as sqlite_sql
+from ductile.adapters.sqlite.schema import migrate
 
 BIG_TABLES = ("jobs", "transitions", "runs")
 
@@ -44,10 +44,10 @@ def full_scans(steps: list[str], *, allow_index_scan: bool = False) -> list[str]
 
 def test_every_sql_constant_of_the_store_is_checked() -> None:
     """A new SELECT/UPDATE/DELETE constant must be added to HOT_QUERIES (or be an insert/upsert)."""
-    checked = set(sqlite_store.HOT_QUERIES.values())
+    checked = set(sqlite_sql.HOT_QUERIES.values())
     constants = {
         name: value
-        for name, value in vars(sqlite_store).items()
+        for name, value in vars(sqlite_sql).items()
         if name.startswith("SQL_") and isinstance(value, str)
     }
     unchecked = [
@@ -55,26 +55,26 @@ def test_every_sql_constant_of_the_store_is_checked() -> None:
         for name, sql in constants.items()
         if sql not in checked
         and not sql.startswith("INSERT")  # inserts and upserts look rows up by key only
-        and sql not in (sqlite_store.SQL_BREAKERS, sqlite_store.SQL_ALL_PLANNED)  # small tables, whole
+        and sql not in (sqlite_sql.SQL_BREAKERS, sqlite_sql.SQL_ALL_PLANNED)  # small tables, whole
     ]
     assert unchecked == [], f"SQL constants missing from HOT_QUERIES: {unchecked}"
 
 
-@pytest.mark.parametrize("name", sorted(sqlite_store.HOT_QUERIES))
+@pytest.mark.parametrize("name", sorted(sqlite_sql.HOT_QUERIES))
 def test_hot_query_uses_an_index(conn: sqlite3.Connection, name: str) -> None:
-    steps = plan(conn, sqlite_store.HOT_QUERIES[name])
+    steps = plan(conn, sqlite_sql.HOT_QUERIES[name])
     assert full_scans(steps) == [], f"{name}: full scan in plan {steps}"
     assert any(step.startswith("SEARCH") for step in steps), f"{name}: no index search in {steps}"
 
 
 def test_claim_reads_the_queue_in_index_order(conn: sqlite3.Connection) -> None:
-    steps = plan(conn, sqlite_store.SQL_CLAIM)
+    steps = plan(conn, sqlite_sql.SQL_OLDEST_RUNNABLE)
     assert not any("TEMP B-TREE" in s for s in steps), f"claim sorts the whole queue: {steps}"
     assert any("jobs_status_created" in s for s in steps), steps
 
 
 def test_next_retry_at_is_an_index_range(conn: sqlite3.Connection) -> None:
-    steps = plan(conn, sqlite_store.SQL_NEXT_RETRY_AT)
+    steps = plan(conn, sqlite_sql.SQL_NEXT_RETRY_AT)
     assert any("jobs_retry" in s and "next_retry_at>" in s for s in steps), steps
 
 
@@ -84,7 +84,7 @@ def test_list_jobs_never_scans_the_table(
     conn: sqlite3.Connection, statuses: int | None, plugin: bool
 ) -> None:
     """Listing newest-first may walk an index in order (it stops at LIMIT), never the table."""
-    steps = plan(conn, sqlite_store.sql_list_jobs(statuses=statuses, plugin=plugin))
+    steps = plan(conn, sqlite_sql.sql_list_jobs(statuses=statuses, plugin=plugin))
     assert full_scans(steps, allow_index_scan=True) == [], steps
 
 

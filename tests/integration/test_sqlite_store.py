@@ -29,21 +29,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ductile.adapters.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate, user_version
-from ductile.adapters.sqlite_store import (
+from ductile.adapters.sqlite import (
     MigrationError,
     SchemaVersionError,
     SqliteStore,
     StoreBusyError,
     StoreClosedError,
     StoreError,
-    from_us,
-    to_us,
 )
+from ductile.adapters.sqlite.rows import from_us, to_us
+from ductile.adapters.sqlite.schema import MIGRATIONS, SCHEMA_VERSION, migrate, user_version
 from ductile.domain.breaker import BreakerPolicy
+from ductile.domain.classify import RunEnd, Verdict, classify
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
-from ductile.domain.outcome import Interrupted, NotRun, Outcome, SpawnOutcome
+from ductile.domain.outcome import Interrupted, NotRun, SpawnOutcome
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route, Target
 from ductile.domain.schedule import PlannedRun
@@ -73,8 +73,10 @@ async def enqueue(store: Store, job_id: str, **kw: Any) -> str:
     return result.job_id
 
 
-def ok(body: dict[str, Any] | None = None) -> SpawnOutcome:
-    return SpawnOutcome(exit_code=0, stdout=json.dumps(body or {"status": "ok"}).encode(), duration=0.25)
+def ok(body: dict[str, Any] | None = None) -> Verdict:
+    return classify(
+        SpawnOutcome(exit_code=0, stdout=json.dumps(body or {"status": "ok"}).encode(), duration=0.25)
+    )
 
 
 def integrity(path: Path) -> tuple[str, list[Any]]:
@@ -177,12 +179,12 @@ def test_a_fresh_store_on_the_same_file_sees_everything(tmp_path: Path) -> None:
             ctx = SettleContext(
                 now=T0 + timedelta(seconds=2), routes=routes, targets={"q": Target(max_attempts=2)}
             )
-            committed = await store.settle("a", outcome, ctx=ctx, dedupe_ttl=TTL)
+            committed = await store.settle("a", classify(outcome), ctx=ctx, dedupe_ttl=TTL)
             assert [c.created for c in committed.children] == [True]
             second = await store.claim_next(T0 + timedelta(seconds=3))
             assert second is not None
             assert second.id == "b"
-            failing = SpawnOutcome(exit_code=1, stdout=b"", duration=0.1)
+            failing = classify(SpawnOutcome(exit_code=1, stdout=b"", duration=0.1))
             ctx = SettleContext(now=T0 + timedelta(seconds=4), draw=0.5, breaker=BreakerPolicy(threshold=1))
             await store.settle("b", failing, ctx=ctx, dedupe_ttl=TTL)
             third = await store.claim_next(T0 + timedelta(seconds=5))
@@ -419,7 +421,7 @@ def test_two_stores_on_one_file_write_concurrently_without_losing_anything(tmp_p
 CHILD = """
 import asyncio, sys
 from datetime import UTC, datetime, timedelta
-from ductile.adapters.sqlite_store import SqliteStore
+from ductile.adapters.sqlite import SqliteStore
 from ductile.domain.job import Actor, Job
 
 async def main(path, prefix, count):
@@ -557,7 +559,7 @@ def test_concurrent_units_share_one_commit(tmp_path: Path) -> None:
             commits = store.stats.commits
             tasks = [asyncio.ensure_future(enqueue(store, f"j{i}")) for i in range(32)]
             await asyncio.sleep(0)  # every task submits its unit, then waits
-            assert store._writes.qsize() == 32
+            assert store._writer.queued() == 32
             gate.release.set()
             assert await held == "gate"
             assert sorted(await asyncio.gather(*tasks)) == sorted(f"j{i}" for i in range(32))
@@ -778,7 +780,7 @@ class Driver:
         self.counter += 1
         return f"j{self.counter}"
 
-    def outcome(self, kind: str, plugin: str) -> Outcome:
+    def outcome(self, kind: str, plugin: str) -> RunEnd:
         if kind == "ok":
             return ok()
         if kind == "state":
@@ -787,11 +789,11 @@ class Driver:
             events = [{"type": "e", "payload": {"i": i}, "dedupe_key": "k1" if i else None} for i in range(2)]
             return ok({"status": "ok", "events": events})
         if kind == "fail":
-            return SpawnOutcome(exit_code=1, stdout=b"", stderr_tail=b"oops\n\xff")
+            return classify(SpawnOutcome(exit_code=1, stdout=b"", stderr_tail=b"oops\n\xff"))
         if kind == "exit78":
-            return SpawnOutcome(exit_code=78, stdout=b'{"status": "error", "error": "bad config"}')
+            return classify(SpawnOutcome(exit_code=78, stdout=b'{"status": "error", "error": "bad config"}'))
         if kind == "timeout":
-            return SpawnOutcome(timed_out=True, duration=60.0)
+            return classify(SpawnOutcome(timed_out=True, duration=60.0), timedelta(seconds=60))
         if kind == "notrun":
             return NotRun(reason="plugin unhealthy", retryable=True)
         return Interrupted()
@@ -844,7 +846,6 @@ async def prepare(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
             breaker=BreakerPolicy(threshold=2, reset_after=timedelta(minutes=5)),
             routes=ROUTES,
             targets=TARGETS,
-            timeout=timedelta(seconds=60),
         )
         outcome = d.outcome(operation[2], chosen.plugin if chosen else "a")
         return lambda s: call(lambda: s.settle(target, outcome, ctx=ctx, dedupe_ttl=TTL))

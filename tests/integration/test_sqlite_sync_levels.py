@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ductile.adapters.sqlite_store import SYNCHRONOUS_MODES, SqliteStore, relaxed_level
+from ductile.adapters.sqlite import SqliteStore
+from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, relaxed_level
+from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Job, JobStatus
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.settle import SettleContext
@@ -35,7 +37,7 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(hours=24)
 #: ``PRAGMA synchronous`` answers with a number.
 LEVEL = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
-OK = SpawnOutcome(exit_code=0, stdout=b'{"status": "ok"}', duration=0.1)
+OK = classify(SpawnOutcome(exit_code=0, stdout=b'{"status": "ok"}', duration=0.1))
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -79,7 +81,7 @@ async def batch_level(store: SqliteStore, write: Callable[[], Awaitable[Any]]) -
     other = asyncio.ensure_future(write())
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert store._writes.qsize() == 2, "the probe and the write must wait in the queue together"
+    assert store._writer.queued() == 2, "the probe and the write must wait in the queue together"
     commits = store.stats.commits
     gate.release.set()
     await held
@@ -167,7 +169,7 @@ def test_stats_count_the_relaxed_commits(tmp_path: Path) -> None:
 CHILD = """
 import asyncio, os, signal, sys
 from datetime import UTC, datetime, timedelta
-from ductile.adapters.sqlite_store import SqliteStore
+from ductile.adapters.sqlite import SqliteStore
 from ductile.domain.job import Actor, Job
 from ductile.ports.spawner import ProcessHandle
 

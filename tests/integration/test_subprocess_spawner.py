@@ -35,9 +35,9 @@ from ductile.adapters.spawner import (
     parse_proc_stat,
     read_proc_stat,
 )
+from ductile.domain.classify import classify
 from ductile.domain.job import JobEvent
 from ductile.domain.outcome import STDERR_CAP, STDERR_KEEP, STDOUT_CAP, SpawnOutcome
-from ductile.domain.settle import classify
 from ductile.ports.spawner import ProcessHandle, SpawnRequest
 
 ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}

@@ -46,7 +46,7 @@ from typing import Any, Literal, cast
 import attrs
 import pytest
 
-from ductile.adapters.sqlite_store import SqliteStore
+from ductile.adapters.sqlite import SqliteStore
 from ductile.app.engine import Engine
 from ductile.domain.config import Config, PluginConfig
 from ductile.domain.job import TERMINAL, TRANSIENT, TRANSITIONS, Actor, Job, JobStatus

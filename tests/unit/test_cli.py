@@ -38,6 +38,7 @@ from ductile.app.cli.parser import (
 from ductile.app.cli.schedule import schedule_runs
 from ductile.app.runtime import init_fingerprint
 from ductile.domain.breaker import BreakerPolicy
+from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.protocol import EmittedEvent
@@ -137,7 +138,7 @@ class Harness:
         async def go() -> None:
             claimed = await self.store.claim(job.id, when)
             assert claimed is not None
-            await self.store.settle(job.id, outcome, ctx=ctx, dedupe_ttl=TTL)
+            await self.store.settle(job.id, classify(outcome), ctx=ctx, dedupe_ttl=TTL)
 
         asyncio.run(go())
 
@@ -530,7 +531,7 @@ def test_config_option_beats_the_environment(h: Harness, tmp_path: Path) -> None
 
 
 def test_a_ductile_error_exits_1_without_a_traceback(h: Harness) -> None:
-    from ductile.adapters.sqlite_schema import StoreError
+    from ductile.adapters.sqlite import StoreError
 
     async def broken(path: Path, create: bool) -> None:
         raise StoreError(f"{path}: the database is locked")
@@ -728,7 +729,7 @@ def _settle_on_sleep(h: Harness, outcome: SpawnOutcome, *, after: int = 1) -> No
         assert job is not None
         h.now += timedelta(seconds=2)
         await h.store.settle(
-            job.id, outcome, ctx=SettleContext(now=h.now, retry=_one_attempt()), dedupe_ttl=TTL
+            job.id, classify(outcome), ctx=SettleContext(now=h.now, retry=_one_attempt()), dedupe_ttl=TTL
         )
 
     h.on_sleep = run_it

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import ductile.app.engine as engine_module
+from ductile.domain.classify import RunEnd
 from ductile.domain.config import PluginConfig, Timeouts
 from ductile.domain.job import Actor, JobStatus, SubmittedBy
 from ductile.domain.outcome import Outcome, SpawnOutcome
@@ -542,10 +543,10 @@ class FlakyStore(InMemoryStore):
             raise OSError(28, f"No space left on device ({name})")
 
     async def settle(
-        self, job_id: str, outcome: Outcome, *, ctx: SettleContext, dedupe_ttl: timedelta
+        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
     ) -> Committed:
         self._trip("settle")
-        return await super().settle(job_id, outcome, ctx=ctx, dedupe_ttl=dedupe_ttl)
+        return await super().settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl)
 
     async def get_state(self, plugin: str) -> dict[str, Any]:
         self._trip("get_state")

@@ -5,7 +5,7 @@ pinned here to the domain's value: a change on one side fails this test."""
 from __future__ import annotations
 
 from ductile import plugin
-from ductile.domain import outcome, protocol, retry, settle
+from ductile.domain import classify, outcome, protocol, retry
 from ductile.domain.job import Command
 
 
@@ -34,4 +34,4 @@ def test_the_depth_limit_is_the_cores() -> None:
 
 
 def test_the_error_length_is_the_cores() -> None:
-    assert plugin.MAX_ERROR_CHARS == settle.MAX_ERROR_CHARS
+    assert plugin.MAX_ERROR_CHARS == classify.MAX_ERROR_CHARS

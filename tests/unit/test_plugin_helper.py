@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ductile import plugin
+from ductile.domain.classify import classify
 from ductile.domain.job import JobEvent
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.protocol import build_request, iso_utc, parse_response
 from ductile.domain.routing import Envelope
-from ductile.domain.settle import classify
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DEADLINE = NOW + timedelta(seconds=60)

@@ -1,7 +1,9 @@
-"""settle(): the one pure decision after a job's run (D2, D3, D4, D7, D8, D9).
+"""classify() then settle(): the pure decisions after a job's run (D2, D3, D4, D7, D8, D9).
 
-Examples pin every field a settlement carries; the properties at the end hold
-settle to the state machine and the retry rules for any outcome at all.
+Each example takes a run the way the engine does: the spawner's outcome is
+classified (``classify``), then settled against the job, state and breaker
+(``settle``). Examples pin every field a settlement carries; the properties at
+the end hold the pair to the state machine and the retry rules for any outcome.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ductile.domain import breaker as br
+from ductile.domain.classify import MAX_ERROR_CHARS, classify
 from ductile.domain.errors import IllegalTransitionError, ProtocolError
 from ductile.domain.job import (
     TRANSITIONS,
@@ -29,19 +32,27 @@ from ductile.domain.outcome import STDOUT_KEEP, Interrupted, NotRun, Outcome, Sp
 from ductile.domain.protocol import LogLine, parse_response
 from ductile.domain.retry import RetryPolicy, max_backoff
 from ductile.domain.routing import Route, Target, child_job_id, event_id_for
-from ductile.domain.settle import (
-    MAX_ERROR_CHARS,
-    MAX_LOG_CHARS,
-    MAX_LOG_LINES,
-    SettleContext,
-    Settlement,
-    settle,
-)
+from ductile.domain.settle import MAX_LOG_CHARS, MAX_LOG_LINES, SettleContext, Settlement
+from ductile.domain.settle import settle as settle_end
 from ductile.domain.state import MAX_STATE_BYTES, state_size
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STARTED = NOW - timedelta(seconds=5)
 S = JobStatus
+
+
+def settle(
+    job: Job,
+    outcome: Outcome,
+    *,
+    ctx: SettleContext,
+    state: dict[str, Any] | None = None,
+    breaker: br.Breaker | None = None,
+    timeout: timedelta | None = None,
+) -> Settlement:
+    """What the engine and the store's unit do with an outcome: classify it, then settle it."""
+    end = classify(outcome, timeout) if isinstance(outcome, SpawnOutcome) else outcome
+    return settle_end(job, end, ctx=ctx, state=state, breaker=breaker)
 
 
 def running(**changes: Any) -> Job:
@@ -444,7 +455,7 @@ def test_timeout_wins_over_a_valid_ok_response() -> None:
         stdout=body(status="ok", state_updates={"a": 1}, events=EVENTS),
         stderr_tail=b"still waiting for the API\n",
     )
-    s = settle(job, out, ctx=attrs.evolve(ROUTED, timeout=timedelta(minutes=1)), state={})
+    s = settle(job, out, ctx=ROUTED, state={}, timeout=timedelta(minutes=1))
     assert_retried(s, job, via=S.TIMED_OUT)
     assert s.job.last_error == "timed out after 1m; stderr ends: 'still waiting for the API'"
     assert s.response is None
@@ -455,9 +466,7 @@ def test_timeout_wins_over_a_valid_ok_response() -> None:
 
 
 def test_timeout_on_the_last_attempt_is_dead() -> None:
-    s = settle(
-        running(attempt=4), SpawnOutcome(timed_out=True), ctx=attrs.evolve(CTX, timeout=timedelta(seconds=90))
-    )
+    s = settle(running(attempt=4), SpawnOutcome(timed_out=True), ctx=CTX, timeout=timedelta(seconds=90))
     assert_dead(s, reason="attempts exhausted (4/4)", via=S.TIMED_OUT)
     assert s.job.last_error == "timed out after 1m30s"
 
@@ -474,9 +483,7 @@ def test_timeout_on_the_last_attempt_is_dead() -> None:
 def test_timeout_message_without_a_configured_timeout(
     timeout: timedelta | None, duration: float, text: str
 ) -> None:
-    s = settle(
-        running(), SpawnOutcome(timed_out=True, duration=duration), ctx=attrs.evolve(CTX, timeout=timeout)
-    )
+    s = settle(running(), SpawnOutcome(timed_out=True, duration=duration), ctx=CTX, timeout=timeout)
     assert s.job.last_error == text
 
 
@@ -845,9 +852,9 @@ contexts = st.builds(
     retry=st.builds(RetryPolicy, backoff_base=st.integers(1, 7200).map(lambda s: timedelta(seconds=s))),
     routes=st.just(PROP_ROUTES),
     targets=st.just(PROP_TARGETS),
-    timeout=st.none() | st.integers(1, 600).map(lambda s: timedelta(seconds=s)),
     state_limit=rarely(st.just(40), MAX_STATE_BYTES),
 )
+timeouts = st.none() | st.integers(1, 600).map(lambda s: timedelta(seconds=s))
 states = st.none() | st.dictionaries(st.text(max_size=4), json_values, max_size=3)
 breakers = st.none() | st.builds(
     br.Breaker,
@@ -894,11 +901,17 @@ PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[Heal
 
 
 @PROPERTY
-@given(job=running_jobs(), outcome=outcomes, ctx=contexts, state=states, breaker=breakers)
+@given(job=running_jobs(), outcome=outcomes, ctx=contexts, state=states, breaker=breakers, timeout=timeouts)
 def test_settle_always_ends_in_a_resting_state_by_a_legal_path(
-    job: Job, outcome: Outcome, ctx: SettleContext, state: dict[str, Any] | None, breaker: br.Breaker | None
+    *,
+    job: Job,
+    outcome: Outcome,
+    ctx: SettleContext,
+    state: dict[str, Any] | None,
+    breaker: br.Breaker | None,
+    timeout: timedelta | None,
 ) -> None:
-    s = settle(job, outcome, ctx=ctx, state=state, breaker=breaker)
+    s = settle(job, outcome, ctx=ctx, state=state, breaker=breaker, timeout=timeout)
     final = s.job.status
 
     # A legal path through the table, from running to where the row rests.
@@ -973,12 +986,18 @@ def test_settle_always_ends_in_a_resting_state_by_a_legal_path(
 
 
 @settings(PROPERTY, max_examples=200)
-@given(job=running_jobs(), outcome=outcomes, ctx=contexts, state=states, breaker=breakers)
+@given(job=running_jobs(), outcome=outcomes, ctx=contexts, state=states, breaker=breakers, timeout=timeouts)
 def test_settle_is_deterministic(
-    job: Job, outcome: Outcome, ctx: SettleContext, state: dict[str, Any] | None, breaker: br.Breaker | None
+    *,
+    job: Job,
+    outcome: Outcome,
+    ctx: SettleContext,
+    state: dict[str, Any] | None,
+    breaker: br.Breaker | None,
+    timeout: timedelta | None,
 ) -> None:
-    first = settle(job, outcome, ctx=ctx, state=state, breaker=breaker)
-    again = settle(job, outcome, ctx=ctx, state=state, breaker=breaker)
+    first = settle(job, outcome, ctx=ctx, state=state, breaker=breaker, timeout=timeout)
+    again = settle(job, outcome, ctx=ctx, state=state, breaker=breaker, timeout=timeout)
     assert first == again
     assert [c.id for c in first.children] == [c.id for c in again.children]
 
@@ -989,11 +1008,14 @@ def test_settle_is_deterministic(
     stdout=responses,
     exit_code=st.sampled_from([0, None]),
     ctx=contexts,
+    timeout=timeouts,
 )
 def test_a_timeout_never_succeeds_whatever_stdout_holds(
-    job: Job, stdout: bytes, exit_code: int | None, ctx: SettleContext
+    job: Job, stdout: bytes, exit_code: int | None, ctx: SettleContext, timeout: timedelta | None
 ) -> None:
-    s = settle(job, SpawnOutcome(exit_code=exit_code, stdout=stdout, timed_out=True), ctx=ctx)
+    s = settle(
+        job, SpawnOutcome(exit_code=exit_code, stdout=stdout, timed_out=True), ctx=ctx, timeout=timeout
+    )
     assert s.transitions[0].to_status is S.TIMED_OUT
     assert s.job.status is not S.SUCCEEDED
     assert s.response is None

@@ -125,7 +125,7 @@ class Ductile:
 
                 self._lock = InstanceLock(config.service.state_dir)
                 self._lock.acquire()
-            from ductile.adapters.sqlite_store import SqliteStore
+            from ductile.adapters.sqlite import SqliteStore
 
             try:
                 store = await SqliteStore.open(database_path(config))

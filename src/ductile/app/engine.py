@@ -21,6 +21,7 @@ import attrs
 
 from ductile.app.catalog import Catalog
 from ductile.app.runtime import Runtime, init_fingerprint
+from ductile.domain.classify import RunEnd, classify
 from ductile.domain.config import KILL_GRACE, Config
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import Actor, Command, Job, JobStatus, SubmittedBy
@@ -535,9 +536,10 @@ class Engine:
             breaker=settings.circuit_breaker,
             routes=runtime.config.routes,
             targets=runtime.targets(),
-            timeout=timeout,
         )
-        committed = await self._settle(job, outcome, ctx, runtime)
+        # Classified here, not in the store's unit: parsing stdout holds no write transaction.
+        end = classify(outcome, timeout) if isinstance(outcome, SpawnOutcome) else outcome
+        committed = await self._settle(job, end, ctx, runtime)
         self._log_settlement(job, outcome, committed)
         return committed
 
@@ -611,7 +613,7 @@ class Engine:
             )
             return SpawnOutcome(spawn_error=f"internal error: {e!r}")
 
-    async def _settle(self, job: Job, outcome: Outcome, ctx: SettleContext, runtime: Runtime) -> Committed:
+    async def _settle(self, job: Job, end: RunEnd, ctx: SettleContext, runtime: Runtime) -> Committed:
         """Commit the settlement, retrying while the store cannot write (a full disk,
         a locked database): the job stays ``running`` in the store meanwhile, and
         crash recovery would pick it up if we died."""
@@ -619,7 +621,7 @@ class Engine:
         while True:
             try:
                 return await self.store.settle(
-                    job.id, outcome, ctx=ctx, dedupe_ttl=runtime.config.service.dedupe_ttl
+                    job.id, end, ctx=ctx, dedupe_ttl=runtime.config.service.dedupe_ttl
                 )
             except StaleJobError:
                 raise

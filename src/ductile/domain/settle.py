@@ -1,39 +1,45 @@
 """Settle: everything that follows from one run of a job, decided at once.
 
-The app calls :func:`settle` inside the store's unit of work with the job as
-it is *now* in the store, the plugin's current state and breaker; the store
-commits the returned :class:`Settlement` in one transaction (D9). Crash
-recovery (D6) goes through the same function with an
-:class:`~ductile.domain.outcome.Interrupted` outcome.
+The engine classifies the run first (:func:`~ductile.domain.classify.classify`
+needs no stored row); the store's settle unit then calls :func:`settle` with
+that :data:`~ductile.domain.classify.RunEnd`, the job as it is *now* in the
+store, the plugin's current state and breaker, and commits the returned
+:class:`Settlement` in one transaction (D9). Only the decisions that depend on
+those rows are made here: the state merge, the breaker, retry or bury, and the
+fan-out of events. Crash recovery (D6) goes through the same function with an
+:class:`~ductile.domain.outcome.Interrupted` end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import attrs
 
 from ductile.domain import breaker as br
-from ductile.domain.errors import IllegalTransitionError, ProtocolError, UnitError
+from ductile.domain.classify import MAX_ERROR_CHARS, RunEnd, Verdict, clip, plain
+from ductile.domain.errors import IllegalTransitionError
 from ductile.domain.job import Actor, Job, JobEvent, JobStatus, SubmittedBy, Transition, apply
-from ductile.domain.outcome import (
-    STDOUT_KEEP,
-    Interrupted,
-    NotRun,
-    Outcome,
-    SpawnOutcome,
-    signal_name,
-)
-from ductile.domain.protocol import LogLine, Response, iso_utc, parse_response
-from ductile.domain.quantities import format_duration
-from ductile.domain.retry import EX_CONFIG, RetryPolicy, decide_retry, is_retryable
+from ductile.domain.outcome import Interrupted, NotRun
+from ductile.domain.protocol import LogLine, Response, iso_utc
+from ductile.domain.retry import RetryPolicy, decide_retry
 from ductile.domain.routing import Envelope, FanOut, Route, Target, event_id_for, fan_out, wrap
 from ductile.domain.state import MAX_STATE_BYTES, merge_state, serialize_state
 
-#: Longest ``last_error`` / run error / failure reason kept.
-MAX_ERROR_CHARS = 4000
+__all__ = [
+    "MAX_ERROR_CHARS",
+    "MAX_LOG_CHARS",
+    "MAX_LOG_LINES",
+    "RunRecord",
+    "SettleContext",
+    "Settlement",
+    "reads_breaker",
+    "reads_state",
+    "settle",
+]
+
 #: Most log lines kept per run, the "more dropped" marker included.
 MAX_LOG_LINES = 200
 #: Longest log message kept.
@@ -56,7 +62,6 @@ class SettleContext:
     breaker: br.BreakerPolicy = br.BreakerPolicy()
     routes: tuple[Route, ...] = ()
     targets: Mapping[str, Target] = attrs.field(factory=dict)
-    timeout: timedelta | None = None
     state_limit: int = MAX_STATE_BYTES
 
 
@@ -109,122 +114,19 @@ class Settlement:
 _NO_FAN_OUT = FanOut(children=())
 
 
-def _clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _text(value: str | None) -> str:
-    """A message with its surrounding blanks removed ('' when there is none)."""
-    return value.strip() if value else ""
-
-
-def _stderr_hint(tail: bytes) -> str:
-    if not tail:
-        return ""
-    for line in reversed(tail.decode("utf-8", "replace").splitlines()):
-        if line.strip():
-            return f"; stderr ends: {_clip(line.strip(), 200)!r}"
-    return ""
-
-
 def _cap_logs(logs: tuple[LogLine, ...]) -> tuple[LogLine, ...]:
     """At most MAX_LOG_LINES lines in all; when cut, the last one says how many were dropped."""
     over = len(logs) > MAX_LOG_LINES
     kept = logs[: MAX_LOG_LINES - 1] if over else logs
-    capped = tuple(attrs.evolve(line, message=_clip(line.message, MAX_LOG_CHARS)) for line in kept)
+    capped = tuple(attrs.evolve(line, message=clip(line.message, MAX_LOG_CHARS)) for line in kept)
     if over:
         capped += (LogLine(level="warn", message=f"{len(logs) - len(kept)} more log lines dropped"),)
     return capped
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
-
-
-def _after(timeout: timedelta | None, duration: float) -> str:
-    """`` after 1m`` from the configured timeout, else the measured duration, else nothing."""
-    if timeout is not None and timeout > timedelta(0):
-        try:
-            return f" after {format_duration(timeout)}"
-        except UnitError:  # finer than a millisecond: no canonical text
-            return f" after {_seconds(timeout.total_seconds())}"
-    if duration > 0:
-        return f" after {_seconds(duration)}"
-    return ""
-
-
-@attrs.frozen
-class _Verdict:
-    """The classification of a spawn outcome before any transition."""
-
-    event: JobEvent  # SUCCEED, FAIL or TIME_OUT
-    error: str | None
-    retryable: bool
-    response: Response | None = None
-    protocol_error: str | None = None
-
-
-def classify(outcome: SpawnOutcome, timeout: timedelta | None = None) -> _Verdict:
-    """What a finished process means, independent of state and routing.
-
-    The order matters: a timeout wins over everything (output produced after
-    the deadline never makes a success, D4), then a failed exec, an
-    overflowing stdout, a signal, exit 78, and only then the response.
-    """
-    hint = _stderr_hint(outcome.stderr_tail)
-    if outcome.timed_out:
-        return _Verdict(JobEvent.TIME_OUT, f"timed out{_after(timeout, outcome.duration)}{hint}", True)
-    if outcome.spawn_error is not None:
-        why = outcome.spawn_error.strip()
-        return _Verdict(
-            JobEvent.FAIL, f"could not start the plugin: {why}" if why else "could not start the plugin", True
-        )
-    if outcome.stdout_overflow:
-        return _Verdict(JobEvent.FAIL, f"stdout over 10 MiB: the plugin was stopped{hint}", True)
-    code = outcome.exit_code
-    sig = outcome.signal
-    if sig is None and code is not None and code < 0:  # a raw waitpid-style "-N": signal N
-        sig = -code
-    if sig is not None:  # a killed process has no exit code, whatever else was filled in
-        code = None
-    response: Response | None = None
-    perr: ProtocolError | None = None
-    try:
-        response = parse_response(outcome.stdout)
-    except ProtocolError as e:
-        perr = e
-    kind = perr.kind if perr is not None else None
-    # A complete response saying "retry": false is honoured whatever else went wrong (D3).
-    retryable = is_retryable(exit_code=code, response_retry=response.retry if response else None)
-    if sig is not None:
-        return _Verdict(JobEvent.FAIL, f"killed by {signal_name(sig)}{hint}", retryable, response)
-    if code == EX_CONFIG:
-        if response is not None and _text(response.error):
-            detail = f"{_text(response.error)} (exit code 78, EX_CONFIG: not retried)"
-        elif perr is not None and perr.kind != "empty":
-            detail = f"exit code 78 (EX_CONFIG: not retried) with protocol error: {perr}{hint}"
-        else:
-            detail = f"exit code 78 (EX_CONFIG: not retried){hint}"
-        return _Verdict(JobEvent.FAIL, detail, False, response, kind)
-    if response is None:
-        assert perr is not None
-        if code not in (0, None):
-            what = "no response on stdout" if perr.kind == "empty" else f"protocol error: {perr}"
-            return _Verdict(JobEvent.FAIL, f"exit code {code} with {what}{hint}", True, None, kind)
-        return _Verdict(JobEvent.FAIL, f"protocol error: {perr}{hint}", True, None, kind)
-    if not response.ok:
-        message = _text(response.error) or f"the plugin reported an error without a message{hint}"
-        if code not in (0, None):
-            message = f"{message} (exit code {code})"
-        return _Verdict(JobEvent.FAIL, message, retryable, response)
-    if code not in (0, None):
-        return _Verdict(JobEvent.FAIL, f"exit code {code} with an ok response{hint}", retryable, response)
-    return _Verdict(JobEvent.SUCCEED, None, True, response)
-
-
 def settle(
     job: Job,
-    outcome: Outcome,
+    end: RunEnd,
     *,
     ctx: SettleContext,
     state: dict[str, Any] | None = None,
@@ -233,85 +135,128 @@ def settle(
     """Decide the end of one run of ``job`` (which must be ``running``)."""
     if job.status is not JobStatus.RUNNING:
         raise IllegalTransitionError(job.id, job.status.value, "settle")
-    now = ctx.now
-    if isinstance(outcome, Interrupted):
-        return _interrupted(job, outcome, now)
-    if isinstance(outcome, NotRun):
-        verdict = _Verdict(
-            JobEvent.FAIL, _text(outcome.reason) or "the core did not run the plugin", outcome.retryable
+    if isinstance(end, Interrupted):
+        return _interrupted(job, end, ctx.now)
+    if isinstance(end, NotRun):
+        verdict = Verdict(
+            JobEvent.FAIL, plain(end.reason) or "the core did not run the plugin", end.retryable
         )
-        spawn = SpawnOutcome()
-        counts_for_breaker = False
     else:
-        verdict = classify(outcome, ctx.timeout)
-        spawn = outcome
-        counts_for_breaker = True
-
-    response = verdict.response
+        verdict = end
     new_state: dict[str, Any] | None = None
-    if verdict.event is JobEvent.SUCCEED:
-        assert response is not None
-        if response.state_updates:
-            before = state or {}
-            merged = merge_state(before, response.state_updates, limit=ctx.state_limit)
-            if not merged.ok:
-                verdict = _Verdict(JobEvent.FAIL, merged.rejected, response.retry, response)
-            elif merged.text != serialize_state(before):
-                # Compared as JSON text: 1, 1.0 and true are equal in Python, not in state.
-                new_state = merged.state
+    if reads_state(end):
+        verdict, new_state = _merge(verdict, state, ctx.state_limit)
+    run = _record(job, verdict, ctx.now)
+    new_breaker = _count(job, verdict, breaker, ctx) if reads_breaker(job, end) else None
+    if verdict.succeeded:
+        return _succeeded(job, verdict, run, state=new_state, breaker=new_breaker, ctx=ctx)
+    return _failed(job, verdict, run, new_breaker, ctx)
 
-    logs = _cap_logs(response.logs) if response is not None and response.logs else ()
-    error = _clip(verdict.error) if verdict.error is not None else None
-    run = RunRecord(
+
+def reads_state(end: RunEnd) -> bool:
+    """Does settling ``end`` read the plugin's state? Only a success with state updates
+    does: a store's unit need not read (nor lock) the state for any other run."""
+    return (
+        isinstance(end, Verdict)
+        and end.succeeded
+        and end.response is not None
+        and bool(end.response.state_updates)
+    )
+
+
+def reads_breaker(job: Job, end: RunEnd) -> bool:
+    """Does settling ``end`` read the pair's breaker? Only a scheduled job's real run
+    counts (D3): a run the core refused says nothing of the plugin's health."""
+    return isinstance(end, Verdict) and job.submitted_by is SubmittedBy.SCHEDULER
+
+
+def _merge(
+    verdict: Verdict, state: dict[str, Any] | None, limit: int
+) -> tuple[Verdict, dict[str, Any] | None]:
+    """A success's state updates merged over ``state``: the plugin's whole new state when it
+    changed (else None), or a failed verdict when the merged state would be too large."""
+    response = verdict.response
+    assert response is not None
+    before = state or {}
+    merged = merge_state(before, response.state_updates, limit=limit)
+    if not merged.ok:
+        failed = attrs.evolve(verdict, event=JobEvent.FAIL, error=merged.rejected, retryable=response.retry)
+        return failed, None
+    # Compared as JSON text: 1, 1.0 and true are equal in Python, not in state.
+    return verdict, (merged.state if merged.text != serialize_state(before) else None)
+
+
+def _record(job: Job, verdict: Verdict, now: datetime) -> RunRecord:
+    response = verdict.response
+    facts = verdict.facts
+    return RunRecord(
         job_id=job.id,
         attempt=job.attempt,
         started_at=job.started_at,
         finished_at=now,
-        duration=spawn.duration,
-        exit_code=spawn.exit_code,
-        signal=spawn.signal,
-        timed_out=spawn.timed_out,
-        error=error,
-        stderr_tail=spawn.stderr_tail,
-        stdout_head=spawn.stdout[:STDOUT_KEEP],
-        logs=logs,
+        duration=facts.duration,
+        exit_code=facts.exit_code,
+        signal=facts.signal,
+        timed_out=facts.timed_out,
+        error=clip(verdict.error) if verdict.error is not None else None,
+        stderr_tail=facts.stderr_tail,
+        stdout_head=facts.stdout_head,
+        logs=_cap_logs(response.logs) if response is not None and response.logs else (),
     )
 
-    new_breaker: br.Breaker | None = None
-    if counts_for_breaker and job.submitted_by is SubmittedBy.SCHEDULER:
-        current = breaker or br.closed(job.plugin, job.command)
-        if verdict.event is JobEvent.SUCCEED:
-            updated = br.record_success(current)
-        else:
-            updated = br.record_failure(current, now=now, policy=ctx.breaker)
-        new_breaker = updated if updated != current else None
 
-    if verdict.event is JobEvent.SUCCEED:
-        assert response is not None
-        done, record = apply(job, JobEvent.SUCCEED, at=now, actor=Actor.DISPATCHER, reason="succeeded")
-        if not response.events:  # most runs: what fan_out answers for no events
-            envelopes: tuple[Envelope, ...] = ()
-            routed = _NO_FAN_OUT
-        else:
-            envelopes = tuple(
-                wrap(e, source=job.plugin, at=now, event_id=event_id_for(job.id, i))
-                for i, e in enumerate(response.events)
-            )
-            routed = fan_out(envelopes, routes=ctx.routes, targets=ctx.targets, parent_job_id=job.id, at=now)
-        return Settlement(
-            job=done,
-            transitions=(record,),
-            run=run,
-            response=response,
-            state=new_state,
-            breaker=new_breaker,
-            events=envelopes,
-            children=routed.children,
-            unroutable=routed.unroutable,
-            unmatched=routed.unmatched,
+def _count(job: Job, verdict: Verdict, breaker: br.Breaker | None, ctx: SettleContext) -> br.Breaker | None:
+    """The pair's breaker after this run, when it changed."""
+    current = breaker or br.closed(job.plugin, job.command)
+    if verdict.succeeded:
+        updated = br.record_success(current)
+    else:
+        updated = br.record_failure(current, now=ctx.now, policy=ctx.breaker)
+    return updated if updated != current else None
+
+
+def _succeeded(
+    job: Job,
+    verdict: Verdict,
+    run: RunRecord,
+    *,
+    state: dict[str, Any] | None,
+    breaker: br.Breaker | None,
+    ctx: SettleContext,
+) -> Settlement:
+    response = verdict.response
+    assert response is not None
+    now = ctx.now
+    done, record = apply(job, JobEvent.SUCCEED, at=now, actor=Actor.DISPATCHER, reason="succeeded")
+    if not response.events:  # most runs: what fan_out answers for no events
+        envelopes: tuple[Envelope, ...] = ()
+        routed = _NO_FAN_OUT
+    else:
+        envelopes = tuple(
+            wrap(e, source=job.plugin, at=now, event_id=event_id_for(job.id, i))
+            for i, e in enumerate(response.events)
         )
+        routed = fan_out(envelopes, routes=ctx.routes, targets=ctx.targets, parent_job_id=job.id, at=now)
+    return Settlement(
+        job=done,
+        transitions=(record,),
+        run=run,
+        response=response,
+        state=state,
+        breaker=breaker,
+        events=envelopes,
+        children=routed.children,
+        unroutable=routed.unroutable,
+        unmatched=routed.unmatched,
+    )
 
+
+def _failed(
+    job: Job, verdict: Verdict, run: RunRecord, breaker: br.Breaker | None, ctx: SettleContext
+) -> Settlement:
+    error = run.error
     assert error is not None
+    now = ctx.now
     failed, first = apply(job, verdict.event, at=now, actor=Actor.DISPATCHER, reason=error, last_error=error)
     decision = decide_retry(
         attempt=job.attempt,
@@ -342,14 +287,14 @@ def settle(
         job=final,
         transitions=(first, second),
         run=run,
-        response=response,
-        breaker=new_breaker,
+        response=verdict.response,
+        breaker=breaker,
         protocol_error=verdict.protocol_error,
     )
 
 
 def _interrupted(job: Job, outcome: Interrupted, now: datetime) -> Settlement:
-    error = _clip(f"interrupted: {_text(outcome.reason) or Interrupted().reason}")
+    error = clip(f"interrupted: {plain(outcome.reason) or Interrupted().reason}")
     run = RunRecord(
         job_id=job.id,
         attempt=job.attempt,

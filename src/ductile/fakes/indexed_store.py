@@ -2,9 +2,10 @@
 
 The simulation's hot queries (claim, next retry, poll guard, queue depth,
 retention, due schedules) answered from heaps and sorted lists instead of
-scans, so a simulated month of a busy config stays fast. Same answers as the
-plain fake: the simulation's traces are identical on both
-(``tests/sim/test_determinism.py``).
+scans, so a simulated month of a busy config stays fast. It is the plain fake
+with another :class:`~ductile.fakes.memory_tx.Index` in its Tx: the same
+units, the same tables, the same answers; the simulation's traces are
+identical on both (``tests/sim/test_determinism.py``).
 """
 
 from __future__ import annotations
@@ -12,182 +13,143 @@ from __future__ import annotations
 import bisect
 import heapq
 from datetime import datetime
-from typing import Any
 
 from ductile.domain.job import TERMINAL, Job, JobStatus
 from ductile.domain.schedule import PlannedRun
 from ductile.fakes.memory_store import InMemoryStore
+from ductile.fakes.memory_tx import MemoryTx
 
 
-class _JobTable(dict[str, Job]):
-    """InMemoryStore's job table, keeping on every write the indexes
-    :class:`IndexedMemoryStore` answers its hot queries from. Every entry of a heap
-    is checked against the table when used (stale ones are dropped)."""
+class HeapIndex:
+    """The hot queries from heaps and a sorted list, kept up to date on every write.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.order: dict[str, int] = {}
-        self._counter = 0
-        #: Queued jobs that may run (no retry time, or it has passed): (created_at, order, id).
-        self.ready: list[tuple[datetime, int, str]] = []
-        #: Queued jobs waiting for their retry time, to move to ``ready``: (next_retry_at, id).
-        self.waiting: list[tuple[datetime, str]] = []
-        #: The same, for ``next_retry_at()``.
-        self.retries: list[tuple[datetime, str]] = []
+    A heap entry is checked against the job table when it is used: one that no
+    longer describes its job (claimed, re-queued for later, deleted) is dropped.
+    """
+
+    def __init__(self, tx: MemoryTx) -> None:
+        self._jobs = tx.jobs
+        self._seq = tx.seq
+        self._planned = tx.planned
+        #: Queued jobs that may run (no retry time, or it has passed): (created_at, seq, id).
+        self._ready: list[tuple[datetime, int, str]] = []
+        #: Queued jobs waiting for their retry time, to move to ``_ready``: (next_retry_at, id).
+        self._waiting: list[tuple[datetime, str]] = []
+        #: The same, for :meth:`next_retry_at`.
+        self._retries: list[tuple[datetime, str]] = []
         #: Terminal jobs by completion: (completed_at, id).
-        self.finished: list[tuple[datetime, str]] = []
-        self.outstanding: dict[tuple[str, str], int] = {}
-        self.queued = 0
+        self._finished: list[tuple[datetime, str]] = []
+        self._outstanding: dict[tuple[str, str], int] = {}
+        self._queued = 0
+        #: Every planned run as (planned_at, key), sorted.
+        self._plans: list[tuple[datetime, str]] = []
 
+    # ----------------------------------------------------------------- kept up to date
     def _account(self, job: Job | None, sign: int) -> None:
         if job is None:
             return
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             key = (job.plugin, job.command)
-            self.outstanding[key] = self.outstanding.get(key, 0) + sign
+            self._outstanding[key] = self._outstanding.get(key, 0) + sign
         if job.status is JobStatus.QUEUED:
-            self.queued += sign
+            self._queued += sign
 
-    def __setitem__(self, key: str, job: Job) -> None:
-        old = self.get(key)
-        if key not in self.order:
-            self._counter += 1
-            self.order[key] = self._counter
-        super().__setitem__(key, job)
+    def job_written(self, old: Job | None, new: Job | None) -> None:
+        if new is None:
+            self._account(old, -1)
+            return
         if (  # else the counts stay as they are
             old is None
-            or old.status is not job.status
-            or old.plugin != job.plugin
-            or old.command != job.command
+            or old.status is not new.status
+            or old.plugin != new.plugin
+            or old.command != new.command
         ):
             self._account(old, -1)
-            self._account(job, +1)
-        if job.status is JobStatus.QUEUED and (
-            old is None or old.status is not JobStatus.QUEUED or old.next_retry_at != job.next_retry_at
+            self._account(new, +1)
+        if new.status is JobStatus.QUEUED and (
+            old is None or old.status is not JobStatus.QUEUED or old.next_retry_at != new.next_retry_at
         ):
-            if job.next_retry_at is None:
-                heapq.heappush(self.ready, (job.created_at, self.order[key], key))
+            if new.next_retry_at is None:
+                heapq.heappush(self._ready, (new.created_at, self._seq[new.id], new.id))
             else:
-                heapq.heappush(self.waiting, (job.next_retry_at, key))
-                heapq.heappush(self.retries, (job.next_retry_at, key))
+                heapq.heappush(self._waiting, (new.next_retry_at, new.id))
+                heapq.heappush(self._retries, (new.next_retry_at, new.id))
         if (
-            job.status in TERMINAL
-            and job.completed_at is not None
+            new.status in TERMINAL
+            and new.completed_at is not None
             and (old is None or old.status not in TERMINAL)
         ):
-            heapq.heappush(self.finished, (job.completed_at, key))
+            heapq.heappush(self._finished, (new.completed_at, new.id))
 
-    def __delitem__(self, key: str) -> None:
-        old = self[key]
-        super().__delitem__(key)
-        self.order.pop(key, None)
-        self._account(old, -1)
-
-
-class _PlanTable(dict[str, PlannedRun]):
-    """InMemoryStore's schedule index, keeping its rows sorted by (planned_at, key) on
-    every write, so ``due`` and ``all_planned`` answer without sorting every row."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.order: list[tuple[datetime, str]] = []
-
-    def _unlist(self, key: str) -> None:
-        old = self.get(key)
+    def plan_written(self, old: PlannedRun | None, new: PlannedRun | None) -> None:
         if old is not None:
-            del self.order[bisect.bisect_left(self.order, (old.planned_at, key))]
+            del self._plans[bisect.bisect_left(self._plans, (old.planned_at, old.key))]
+        if new is not None:
+            bisect.insort(self._plans, (new.planned_at, new.key))
 
-    def __setitem__(self, key: str, run: PlannedRun) -> None:
-        self._unlist(key)
-        super().__setitem__(key, run)
-        bisect.insort(self.order, (run.planned_at, key))
-
-    def __delitem__(self, key: str) -> None:
-        self._unlist(key)
-        super().__delitem__(key)
-
-    def pop(self, key: str, *default: Any) -> Any:
-        self._unlist(key)
-        return super().pop(key, *default)
-
-    def between(self, start: datetime, end: datetime) -> list[PlannedRun]:
-        """The rows with ``start <= planned_at < end``, by (planned_at, key)."""
-        order = self.order
-        lo = bisect.bisect_left(order, (start, ""))
-        hi = bisect.bisect_left(order, (end, ""), lo)
-        return [self[key] for _, key in order[lo:hi]]
-
-
-class IndexedMemoryStore(InMemoryStore):
-    """:class:`~ductile.fakes.InMemoryStore` with indexes for the queries a long
-    simulation repeats (claim, next retry, poll guard, queue depth, retention, due
-    schedules), so a simulated week of a busy config stays fast. Same answers: the
-    simulation's traces are identical on both (``tests/sim/test_determinism.py``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._table = _JobTable()
-        self._jobs = self._table
-        self._plans = _PlanTable()
-        self._planned = self._plans
-
-    async def all_planned(self) -> list[PlannedRun]:
-        return [self._plans[key] for _, key in self._plans.order]
-
-    async def due(self, start: datetime, end: datetime) -> list[PlannedRun]:
-        return self._plans.between(start, end)
-
-    async def claim_next(self, now: datetime) -> Job | None:
-        table = self._table
-        while table.waiting and table.waiting[0][0] <= now:
-            at, job_id = heapq.heappop(table.waiting)
-            job = table.get(job_id)
+    # ----------------------------------------------------------------- the queries
+    def oldest_runnable(self, now: datetime) -> Job | None:
+        jobs = self._jobs
+        ready = self._ready
+        waiting = self._waiting
+        while waiting and waiting[0][0] <= now:
+            at, job_id = heapq.heappop(waiting)
+            job = jobs.get(job_id)
             if job is not None and job.status is JobStatus.QUEUED and job.next_retry_at == at:
-                heapq.heappush(table.ready, (job.created_at, table.order[job_id], job_id))
-        while table.ready:
-            _, _, job_id = heapq.heappop(table.ready)
-            job = table.get(job_id)
+                heapq.heappush(ready, (job.created_at, self._seq[job_id], job_id))
+        while ready:
+            job = jobs.get(ready[0][2])
             if job is None or job.status is not JobStatus.QUEUED:
-                continue
-            if job.next_retry_at is not None and job.next_retry_at > now:
-                continue  # re-queued for later since: its retry time puts it back
-            return self._claim(job, now)
+                heapq.heappop(ready)
+            elif job.next_retry_at is not None and job.next_retry_at > now:
+                # Not yet (re-queued for later since, or asked about an earlier instant): it waits again.
+                heapq.heappop(ready)
+                heapq.heappush(waiting, (job.next_retry_at, job.id))
+            else:
+                return job
         return None
 
-    async def next_retry_at(self) -> datetime | None:
-        retries = self._table.retries
+    def next_retry_at(self) -> datetime | None:
+        retries = self._retries
         while retries:
             at, job_id = retries[0]
-            job = self._table.get(job_id)
+            job = self._jobs.get(job_id)
             if job is not None and job.status is JobStatus.QUEUED and job.next_retry_at == at:
                 return at
             heapq.heappop(retries)
         return None
 
-    async def queue_depth(self) -> int:
-        return self._table.queued
+    def outstanding(self, plugin: str, command: str) -> int:
+        return self._outstanding.get((plugin, command), 0)
 
-    def _outstanding(self, plugin: str, command: str) -> int:
-        return self._table.outstanding.get((plugin, command), 0)
+    def queue_depth(self) -> int:
+        return self._queued
 
-    async def delete_finished(self, before: datetime) -> int:
-        table = self._table
+    def finished_before(self, before: datetime) -> list[Job]:
+        finished = self._finished
         doomed: list[Job] = []
-        while table.finished and table.finished[0][0] < before:
-            at, job_id = heapq.heappop(table.finished)
-            job = table.get(job_id)
+        while finished and finished[0][0] < before:
+            at, job_id = heapq.heappop(finished)
+            job = self._jobs.get(job_id)
             if job is not None and job.status in TERMINAL and job.completed_at == at:
                 doomed.append(job)
-        for job in doomed:
-            del self._jobs[job.id]
-            del self._seq[job.id]
-            self._transitions.pop(job.id, None)
-            self._runs.pop(job.id, None)
-            if job.dedupe_key is not None:
-                ids = self._by_identity[(job.plugin, job.command, job.dedupe_key)]
-                ids.remove(job.id)
-                if not ids:
-                    del self._by_identity[(job.plugin, job.command, job.dedupe_key)]
-            if job.parent_job_id is not None and job.source_event_id is not None:
-                self._children.pop((job.parent_job_id, job.source_event_id, job.plugin, job.command), None)
-        return len(doomed)
+        return doomed
+
+    def all_planned(self) -> list[PlannedRun]:
+        planned = self._planned
+        return [planned[key] for _, key in self._plans]
+
+    def due(self, start: datetime, end: datetime) -> list[PlannedRun]:
+        """The planned runs with ``start <= planned_at < end``, by (planned_at, key)."""
+        plans = self._plans
+        lo = bisect.bisect_left(plans, (start, ""))
+        hi = bisect.bisect_left(plans, (end, ""), lo)
+        planned = self._planned
+        return [planned[key] for _, key in plans[lo:hi]]
+
+
+class IndexedMemoryStore(InMemoryStore):
+    """:class:`~ductile.fakes.InMemoryStore` over a Tx whose index is a :class:`HeapIndex`."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryTx(index=HeapIndex))

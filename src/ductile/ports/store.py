@@ -4,7 +4,9 @@ Every method is one atomic unit: it commits wholly or not at all. Methods
 that decide something call the domain's pure functions *inside* the unit,
 on the rows as they are at that moment, so concurrent writers (the scheduler
 runner, the dispatcher, a webhook, the CLI in another process) cannot
-overwrite each other's decisions.
+overwrite each other's decisions. Every store runs the same unit bodies
+(:mod:`ductile.units`) over its own :class:`~ductile.ports.tx.Tx`; the values
+these methods take and return are in :mod:`ductile.ports.store_values`.
 """
 
 from __future__ import annotations
@@ -13,79 +15,36 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import attrs
-
-from ductile.domain.breaker import Breaker, BreakerPolicy
+from ductile.domain.breaker import Breaker
+from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job, JobStatus, Transition
-from ductile.domain.outcome import Outcome
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
+from ductile.ports.store_values import (
+    Blocked,
+    Committed,
+    EnqueueResult,
+    FireResult,
+    Guard,
+    InitRecord,
+    RunningJob,
+    RunView,
+    StaleJobError,
+)
 
-
-@attrs.frozen
-class EnqueueResult:
-    #: The new job's id, or the id of the job it duplicates.
-    job_id: str
-    created: bool
-
-
-@attrs.frozen(kw_only=True)
-class Committed:
-    """A settlement as committed, with what became of its children."""
-
-    settlement: Settlement
-    #: One per ``settlement.children``, in order.
-    children: tuple[EnqueueResult, ...] = ()
-
-
-@attrs.frozen(kw_only=True)
-class Guard:
-    """Conditions a scheduled enqueue must pass inside the fire unit."""
-
-    plugin: str
-    command: str
-    #: D21: refuse when this many jobs of (plugin, command) are queued or running.
-    max_outstanding: int | None = None
-    #: D3: consult (and advance) the pair's breaker.
-    breaker: BreakerPolicy | None = None
-
-
-@attrs.frozen(kw_only=True)
-class FireResult:
-    #: False when ``due`` was no longer the current planned run (already handled).
-    fired: bool
-    #: Enqueue results, one per job given (empty when skipped or blocked).
-    jobs: tuple[EnqueueResult, ...] = ()
-    #: "breaker_open" or "poll_guard" when the guard refused.
-    blocked: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class RunningJob:
-    job: Job
-    process: ProcessHandle | None
-
-
-@attrs.frozen(kw_only=True)
-class RunView:
-    """A run with its job as the job is now (for ``ductile logs``)."""
-
-    job: Job
-    run: RunRecord
-
-
-@attrs.frozen(kw_only=True)
-class InitRecord:
-    plugin: str
-    fingerprint: str
-    ok: bool
-    error: str | None
-    at: datetime
-
-
-class StaleJobError(Exception):
-    """The job was not in the state the caller expected (compare-and-set failed)."""
+__all__ = [
+    "Blocked",
+    "Committed",
+    "EnqueueResult",
+    "FireResult",
+    "Guard",
+    "InitRecord",
+    "RunView",
+    "RunningJob",
+    "StaleJobError",
+    "Store",
+]
 
 
 class Store(Protocol):
@@ -111,11 +70,12 @@ class Store(Protocol):
         ...
 
     async def settle(
-        self, job_id: str, outcome: Outcome, *, ctx: SettleContext, dedupe_ttl: timedelta
+        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
     ) -> Committed:
-        """Settle a running job (D9): job transitions, run record, state merge,
-        breaker, routed children with dedupe: one commit. Raises
-        :class:`StaleJobError` if the job is not running."""
+        """Settle a running job (D9) from how its run ended (``end``: the caller
+        classified the spawn outcome, outside the transaction): job transitions,
+        run record, state merge, breaker, routed children with dedupe: one
+        commit. Raises :class:`StaleJobError` if the job is not running."""
         ...
 
     async def running(self) -> list[RunningJob]:

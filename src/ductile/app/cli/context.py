@@ -53,7 +53,7 @@ async def _open_sqlite(path: Path, create: bool) -> Store | None:
         return None
     if create:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    from ductile.adapters.sqlite_store import SqliteStore
+    from ductile.adapters.sqlite import SqliteStore
 
     return await SqliteStore.open(path)
 

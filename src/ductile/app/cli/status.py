@@ -27,11 +27,11 @@ from ductile.app.cli.jsondoc import breaker_json
 from ductile.app.engine import plugin_env
 from ductile.app.runtime import Runtime
 from ductile.domain.breaker import Breaker, reopens_at
+from ductile.domain.classify import classify
 from ductile.domain.config import KILL_GRACE, Config
 from ductile.domain.job import JobEvent, JobStatus
 from ductile.domain.plugin import Plugin
 from ductile.domain.protocol import build_request
-from ductile.domain.settle import classify
 from ductile.ports.spawner import Spawner, SpawnRequest
 
 

@@ -5,7 +5,7 @@ daemon runs — ``start`` (crash recovery), ``tick``, ``dispatch_one``,
 ``enqueue``, ``reload`` — on a :class:`~ductile.fakes.FakeClock`, a
 :class:`~ductile.fakes.ScriptedSpawner` whose plugins follow
 :class:`Behaviour` values, and an :class:`~ductile.fakes.InMemoryStore` or a
-real :class:`~ductile.adapters.sqlite_store.SqliteStore` in a temporary
+real :class:`~ductile.adapters.sqlite.SqliteStore` in a temporary
 directory. There is no thread of its own and no real sleep: a simulated week
 takes as long as the work done in it.
 

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ductile.app.sim.faults import CRASH_POINTS, CrashPoint, Faults, SimulatedCrash
 from ductile.app.sim.monitor import Monitor
 from ductile.domain.breaker import Breaker
+from ductile.domain.classify import RunEnd
 from ductile.domain.config import Config
 from ductile.domain.job import Actor, Command, Job, JobStatus, Transition
-from ductile.domain.outcome import Outcome, SpawnOutcome
+from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.plugin import Discovery, Plugin
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
@@ -158,11 +159,11 @@ class ObservedStore:
         self._switch.leave(index, "store.record_process", point)
 
     async def settle(
-        self, job_id: str, outcome: Outcome, *, ctx: SettleContext, dedupe_ttl: timedelta
+        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
     ) -> Committed:
         index, point = self._switch.enter("store.settle")
         breaker = await self._monitor.breaker_before_settle(job_id)
-        committed = await self._inner.settle(job_id, outcome, ctx=ctx, dedupe_ttl=dedupe_ttl)
+        committed = await self._inner.settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl)
         await self._monitor.on_settle(job_id, ctx, dedupe_ttl, committed, breaker)
         self._switch.leave(index, "store.settle", point)
         self._monitor.ack_settle(committed)

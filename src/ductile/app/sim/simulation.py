@@ -195,7 +195,7 @@ class Simulation:
     async def _open_store(self) -> Store:
         if self.store_kind != "sqlite":
             return self.inner
-        from ductile.adapters.sqlite_store import SqliteStore
+        from ductile.adapters.sqlite import SqliteStore
 
         if self._directory is None:
             self._directory = Path(tempfile.mkdtemp(prefix="ductile-sim-"))

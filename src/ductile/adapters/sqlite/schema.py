@@ -1,4 +1,4 @@
-"""The SQLite schema of :class:`~ductile.adapters.sqlite_store.SqliteStore` and its migrations.
+"""The SQLite schema of :class:`~ductile.adapters.sqlite.SqliteStore` and its migrations.
 
 The schema version lives in ``PRAGMA user_version``. :data:`MIGRATIONS` is the
 whole history: step *i* takes a database from version *i* to *i + 1*, and
@@ -28,20 +28,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from ductile.domain.errors import DuctileError
-
-
-class StoreError(DuctileError):
-    """The SQLite store could not do what was asked (locked, full disk, bad file...)."""
-
-
-class SchemaVersionError(StoreError):
-    """The database was written by a newer ductile: this one refuses to touch it."""
-
-
-class MigrationError(StoreError):
-    """A migration step failed; the database was rolled back to its old version."""
-
+from ductile.adapters.sqlite.errors import MigrationError, SchemaVersionError
 
 #: One migration step: statements run in order inside the migration transaction.
 Migration = tuple[str, ...]

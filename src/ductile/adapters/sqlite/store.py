@@ -1,0 +1,446 @@
+"""SqliteStore: the Store port on SQLite (stdlib ``sqlite3``), durable and shareable.
+
+Every write method submits one of the shared units (:mod:`ductile.units`)
+over a :class:`~ductile.adapters.sqlite.tx.SqliteTx` of the writer's
+connection: the same unit bodies the in-memory fakes run, on the rows as they
+are inside the transaction. Reads go to the reader thread, one statement each.
+
+Threads and transactions (ADR 0010; :mod:`~ductile.adapters.sqlite.worker`)
+---------------------------------------------------------------------------
+* **One writer thread** owns the only write connection of this store. The
+  writer takes all pending units at once, runs them in **one** ``BEGIN
+  IMMEDIATE`` transaction, each inside its own ``SAVEPOINT`` (a unit that
+  raises is rolled back alone), commits once, and only then resolves the
+  futures: group commit, so ``synchronous=FULL`` costs little under load.
+* **Sync level per unit.** A unit is *durable* (the default) or *relaxed*.
+  Only the claims (``claim_next``, ``claim``) and ``record_process`` are
+  relaxed: losing them to a power cut is harmless (the job is simply still
+  queued, or running without a process record, and no process survives a
+  power cut anyway). A batch of relaxed units only commits at
+  ``synchronous=NORMAL``; a batch with any durable unit commits at the
+  store's level (``FULL``), and in WAL mode that fsync also covers every
+  relaxed commit before it.
+* **One reader thread** owns a second, ``query_only`` connection. WAL readers
+  never block the writer nor wait for its fsync, and running reads on a
+  thread keeps a rare busy wait (WAL recovery, a checkpoint) off the event
+  loop. Every read is one statement, so each sees one committed snapshot;
+  a read issued after a write was acknowledged sees that write.
+* Connections use ``isolation_level=None`` (no implicit transactions), WAL,
+  ``busy_timeout``, ``foreign_keys=ON``. Another process (the CLI) may write
+  to the same file at the same time: ``BEGIN IMMEDIATE`` waits up to
+  ``busy_timeout`` for the write lock; a lock that outlasts it fails the
+  unit with :class:`StoreBusyError`, it never hangs.
+* Connections never cross ``fork()``: a store used in a forked child raises
+  :class:`StoreError` instead of touching the parent's connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from ductile import units
+from ductile.adapters.sqlite.errors import StoreBusyError, StoreClosedError, StoreError
+from ductile.adapters.sqlite.rows import (
+    breaker_of,
+    init_of,
+    job_of,
+    opt_dt,
+    planned_of,
+    run_of,
+    to_us,
+    transition_of,
+)
+from ductile.adapters.sqlite.schema import MIGRATIONS, Migration, migrate, refuse_newer
+from ductile.adapters.sqlite.sql import (
+    RUN_COLS,
+    SQL_ALL_PLANNED,
+    SQL_BREAKERS,
+    SQL_DUE,
+    SQL_GET_INIT,
+    SQL_NEXT_RETRY_AT,
+    SQL_QUEUE_DEPTH,
+    SQL_RECENT_RUNS,
+    SQL_RECENT_RUNS_OF_PLUGIN,
+    SQL_RUNNING,
+    SQL_RUNS,
+    SQL_TRANSITIONS,
+    sql_list_jobs,
+)
+from ductile.adapters.sqlite.tx import SqliteTx
+from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, Pending, Reader, Worker, Writer, WriterStats
+from ductile.domain import breaker as br
+from ductile.domain.classify import RunEnd
+from ductile.domain.job import Actor, Job, JobStatus, Transition
+from ductile.domain.schedule import PlannedRun
+from ductile.domain.settle import RunRecord, SettleContext, Settlement
+from ductile.ports.spawner import ProcessHandle
+from ductile.ports.store_values import (
+    Committed,
+    EnqueueResult,
+    FireResult,
+    Guard,
+    InitRecord,
+    RunningJob,
+    RunView,
+)
+
+T = TypeVar("T")
+Unit = Callable[[sqlite3.Connection], T]
+
+
+class SqliteStore:
+    """The Store port on one SQLite file. Open with ``await SqliteStore.open(path)``."""
+
+    #: The schema history this store migrates to (a subclass may extend it, e.g. in a test).
+    migrations: ClassVar[tuple[Migration, ...]] = MIGRATIONS
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL", busy_timeout: float = 5.0):
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {synchronous!r}"
+            )
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
+        self._path = Path(path)
+        self._synchronous = mode
+        self._busy_ms = int(busy_timeout * 1000)
+        self._busy_timeout = busy_timeout
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._open = False
+        self._closed = False
+        where = str(self._path)
+        self._writer = Writer(
+            thread_name=f"ductile-sqlite-writer:{self._path.name}",
+            where=where,
+            connect=self._open_writer,
+            failure=self._failure,
+            on_exit=self._stopped,
+            synchronous=mode,
+        )
+        self._reader = Reader(
+            thread_name=f"ductile-sqlite-reader:{self._path.name}",
+            where=where,
+            connect=self._open_reader,
+            failure=self._failure,
+            on_exit=self._stopped,
+        )
+
+    # ------------------------------------------------------------- life cycle
+    @classmethod
+    async def open(
+        cls, path: str | os.PathLike[str], *, synchronous: str = "FULL", busy_timeout: float = 5.0
+    ) -> SqliteStore:
+        """Open (creating or migrating) the database at ``path``.
+
+        Raises :class:`SchemaVersionError` for a database of a newer ductile,
+        :class:`MigrationError` when a migration fails (nothing changed),
+        :class:`StoreError` when the file cannot be opened as a database.
+        """
+        store = cls(path, synchronous=synchronous, busy_timeout=busy_timeout)
+        await store._start()
+        return store
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def stats(self) -> WriterStats:
+        return self._writer.stats
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for worker in (self._writer, self._reader):
+            try:
+                await worker.start(loop)
+            except BaseException:
+                await self._shutdown()
+                raise
+        self._open = True
+
+    async def close(self) -> None:
+        """Commit what was submitted before, then stop both threads. Idempotent."""
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._writer.stop()
+                self._reader.stop()
+        await self._writer.join()
+        await self._reader.join()
+
+    def _stopped(self) -> None:
+        """A thread ended: refuse every later unit."""
+        with self._lock:
+            self._closed = True
+
+    # ------------------------------------------------------------- connections
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=self._busy_timeout)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_writer(self) -> sqlite3.Connection:
+        where = str(self._path)
+        conn = self._connect()
+        try:
+            refuse_newer(conn, where, len(self.migrations))
+            _use_wal(conn, where)
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrate(conn, where, self.migrations)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_reader(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    def _failure(self, error: BaseException, name: str) -> BaseException:
+        """The exception a caller gets: SQLite errors become clear StoreErrors."""
+        if isinstance(error, sqlite3.Error):
+            code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+            if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                new: StoreError = StoreBusyError(
+                    f"{self._path}: {name} failed: the database stayed locked by another connection "
+                    f"for longer than busy_timeout ({self._busy_timeout:g} s); nothing was written"
+                )
+            else:
+                new = StoreError(f"{self._path}: {name} failed: SQLite error: {error}")
+            new.__cause__ = error
+            return new
+        return error
+
+    # ------------------------------------------------------------- submission
+    async def _submit(self, worker: Worker, name: str, fn: Unit[T], *, durable: bool = True) -> T:
+        if os.getpid() != self._pid:
+            raise StoreError(
+                f"{self._path}: this SqliteStore was opened in process {self._pid} and cannot be used "
+                f"in the forked process {os.getpid()}; open a new store there"
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            if self._closed or not self._open:
+                state = "closed" if self._closed else "not open yet (use: await SqliteStore.open(path))"
+                raise StoreClosedError(f"{self._path}: {name}: the store is {state}")
+            worker.put(Pending(name, fn, loop, future, durable))
+        return await future
+
+    async def _write(self, name: str, fn: Unit[T], *, durable: bool = True) -> T:
+        """Run ``fn(connection)`` as one unit of a write transaction; its result once committed.
+
+        ``durable=False`` (a relaxed unit): once committed, but not necessarily
+        fsynced; only for writes whose loss to a power cut is harmless.
+        """
+        return await self._submit(self._writer, name, fn, durable=durable)
+
+    async def _read(self, name: str, fn: Unit[T]) -> T:
+        return await self._submit(self._reader, name, fn)
+
+    # ------------------------------------------------------------- jobs: the shared units, on the writer
+    async def enqueue(self, job: Job, *, actor: Actor, now: datetime, dedupe_ttl: timedelta) -> EnqueueResult:
+        return await self._write(
+            "enqueue", lambda c: units.enqueue(SqliteTx(c), job, actor=actor, now=now, dedupe_ttl=dedupe_ttl)
+        )
+
+    async def claim_next(self, now: datetime) -> Job | None:
+        # Relaxed: a claim lost to a power cut leaves the job queued; its plugin died with the power.
+        return await self._write("claim_next", lambda c: units.claim_next(SqliteTx(c), now), durable=False)
+
+    async def claim(self, job_id: str, now: datetime) -> Job | None:
+        """Claim one specific queued job; None when it is not queued."""
+        return await self._write("claim", lambda c: units.claim(SqliteTx(c), job_id, now), durable=False)
+
+    async def record_process(self, job_id: str, handle: ProcessHandle) -> None:
+        # Relaxed: after a power cut no process survives to be killed; recovery re-queues the job anyway.
+        await self._write(
+            "record_process", lambda c: units.record_process(SqliteTx(c), job_id, handle), durable=False
+        )
+
+    async def settle(
+        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
+    ) -> Committed:
+        return await self._write(
+            "settle", lambda c: units.settle(SqliteTx(c), job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl)
+        )
+
+    async def recover(self, now: datetime) -> list[Settlement]:
+        return await self._write("recover", lambda c: units.recover(SqliteTx(c), now))
+
+    async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
+        return await self._write(
+            "cancel_queued", lambda c: units.cancel_queued(SqliteTx(c), plugin, reason=reason, now=now)
+        )
+
+    async def delete_finished(self, before: datetime) -> int:
+        return await self._write("delete_finished", lambda c: units.delete_finished(SqliteTx(c), before))
+
+    async def reset_breakers(self, plugin: str) -> list[br.Breaker]:
+        return await self._write("reset_breakers", lambda c: units.reset_breakers(SqliteTx(c), plugin))
+
+    async def fire(
+        self,
+        *,
+        due: PlannedRun,
+        next_run: PlannedRun,
+        jobs: Sequence[Job],
+        guard: Guard | None,
+        actor: Actor,
+        now: datetime,
+        dedupe_ttl: timedelta,
+    ) -> FireResult:
+        batch = tuple(jobs)
+        return await self._write(
+            "fire",
+            lambda c: units.fire(
+                SqliteTx(c),
+                due=due,
+                next_run=next_run,
+                jobs=batch,
+                guard=guard,
+                actor=actor,
+                now=now,
+                dedupe_ttl=dedupe_ttl,
+            ),
+        )
+
+    # ------------------------------------------------------------- plain writes
+    async def put_planned(self, run: PlannedRun) -> None:
+        await self._write("put_planned", lambda c: SqliteTx(c).put_planned(run))
+
+    async def delete_planned(self, key: str) -> None:
+        await self._write("delete_planned", lambda c: SqliteTx(c).delete_planned(key))
+
+    async def put_init(self, record: InitRecord) -> None:
+        await self._write("put_init", lambda c: SqliteTx(c).put_init(record))
+
+    # ------------------------------------------------------------- reads, on the reader
+    async def get_job(self, job_id: str) -> Job | None:
+        return await self._read("get_job", lambda c: SqliteTx(c).get_job(job_id))
+
+    async def running(self) -> list[RunningJob]:
+        def read(conn: sqlite3.Connection) -> list[RunningJob]:
+            return [
+                RunningJob(
+                    job=job_of(row),
+                    process=None
+                    if row[16] is None
+                    else ProcessHandle(pid=row[16], pgid=row[17], start_time=row[18]),
+                )
+                for row in conn.execute(SQL_RUNNING).fetchall()
+            ]
+
+        return await self._read("running", read)
+
+    async def transitions(self, job_id: str) -> list[Transition]:
+        return await self._read(
+            "transitions",
+            lambda c: [transition_of(r) for r in c.execute(SQL_TRANSITIONS, (job_id,)).fetchall()],
+        )
+
+    async def runs(self, job_id: str) -> list[RunRecord]:
+        return await self._read(
+            "runs", lambda c: [run_of(r) for r in c.execute(SQL_RUNS, (job_id,)).fetchall()]
+        )
+
+    async def recent_runs(self, *, plugin: str | None = None, limit: int = 50) -> list[RunView]:
+        params: tuple[Any, ...]
+        if plugin is None:
+            sql, params = SQL_RECENT_RUNS, (limit,)
+        else:
+            sql, params = SQL_RECENT_RUNS_OF_PLUGIN, (plugin, limit)
+        width = len(RUN_COLS.split(","))
+
+        def read(c: sqlite3.Connection) -> list[RunView]:
+            return [RunView(job=job_of(r[width:]), run=run_of(r[:width])) for r in c.execute(sql, params)]
+
+        return await self._read("recent_runs", read)
+
+    async def list_jobs(
+        self,
+        *,
+        statuses: Sequence[JobStatus] | None = None,
+        plugin: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Newest first."""
+        wanted = None if statuses is None else sorted({JobStatus(s).value for s in statuses})
+        if wanted == [] or limit == 0:
+            return []
+        sql = sql_list_jobs(statuses=None if wanted is None else len(wanted), plugin=plugin is not None)
+        params: list[Any] = [*(wanted or []), *([plugin] if plugin is not None else [])]
+        # A negative limit slices like a Python list (all but the last -limit), as the fake does.
+        params.append(limit if limit > 0 else -1)
+
+        def read(conn: sqlite3.Connection) -> list[Job]:
+            jobs = [job_of(r) for r in conn.execute(sql, params).fetchall()]
+            return jobs if limit > 0 else jobs[:limit]
+
+        return await self._read("list_jobs", read)
+
+    async def queue_depth(self) -> int:
+        return await self._read("queue_depth", lambda c: int(c.execute(SQL_QUEUE_DEPTH).fetchone()[0]))
+
+    async def outstanding(self, plugin: str, command: str) -> int:
+        return await self._read("outstanding", lambda c: SqliteTx(c).outstanding(plugin, command))
+
+    async def next_retry_at(self) -> datetime | None:
+        return await self._read("next_retry_at", lambda c: opt_dt(c.execute(SQL_NEXT_RETRY_AT).fetchone()[0]))
+
+    async def get_state(self, plugin: str) -> dict[str, Any]:
+        return await self._read("get_state", lambda c: SqliteTx(c).get_state(plugin))
+
+    async def get_breaker(self, plugin: str, command: str) -> br.Breaker | None:
+        return await self._read("get_breaker", lambda c: SqliteTx(c).get_breaker(plugin, command))
+
+    async def breakers(self) -> list[br.Breaker]:
+        return await self._read(
+            "breakers", lambda c: [breaker_of(r) for r in c.execute(SQL_BREAKERS).fetchall()]
+        )
+
+    async def planned(self, key: str) -> PlannedRun | None:
+        return await self._read("planned", lambda c: SqliteTx(c).get_planned(key))
+
+    async def all_planned(self) -> list[PlannedRun]:
+        return await self._read(
+            "all_planned", lambda c: [planned_of(r) for r in c.execute(SQL_ALL_PLANNED).fetchall()]
+        )
+
+    async def due(self, start: datetime, end: datetime) -> list[PlannedRun]:
+        """Planned runs with ``start <= planned_at < end``, earliest first."""
+        bounds = (to_us(start), to_us(end))
+        return await self._read(
+            "due", lambda c: [planned_of(r) for r in c.execute(SQL_DUE, bounds).fetchall()]
+        )
+
+    async def get_init(self, plugin: str) -> InitRecord | None:
+        def read(conn: sqlite3.Connection) -> InitRecord | None:
+            row = conn.execute(SQL_GET_INIT, (plugin,)).fetchone()
+            return None if row is None else init_of(row)
+
+        return await self._read("get_init", read)
+
+
+def _use_wal(conn: sqlite3.Connection, where: str) -> None:
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StoreError(f"{where}: could not switch the database to WAL mode (it is {mode!r})")

@@ -1,0 +1,221 @@
+"""SqliteTx: the Tx protocol as statements on one connection.
+
+The writer runs each unit (:mod:`ductile.units`) over a ``SqliteTx`` of its
+connection, inside the batch's ``BEGIN IMMEDIATE`` transaction and the unit's
+own savepoint: a unit that raises is rolled back to that savepoint, alone.
+``BEGIN IMMEDIATE`` serialises every writer of the file (this process's and
+any other's), so the lock methods have nothing to do. The read methods also
+serve the reader thread's one-statement reads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from ductile.adapters.sqlite.errors import StoreError
+from ductile.adapters.sqlite.rows import (
+    breaker_of,
+    breaker_params,
+    job_of,
+    job_params,
+    opt_us,
+    planned_of,
+    planned_params,
+    run_params,
+    to_us,
+)
+from ductile.adapters.sqlite.sql import (
+    SQL_BREAKERS_OF_PLUGIN,
+    SQL_CHILD_LOOKUP,
+    SQL_DEDUPE_CANDIDATES,
+    SQL_DELETE_PLANNED,
+    SQL_DELETE_PROCESS,
+    SQL_GET_BREAKER,
+    SQL_GET_JOB,
+    SQL_GET_PLANNED,
+    SQL_GET_STATE,
+    SQL_INSERT_JOB,
+    SQL_INSERT_RUN,
+    SQL_INSERT_TRANSITION,
+    SQL_JOB_EXISTS,
+    SQL_JOB_STATUS,
+    SQL_OLDEST_RUNNABLE,
+    SQL_OUTSTANDING,
+    SQL_PUT_BREAKER,
+    SQL_PUT_INIT,
+    SQL_PUT_PLANNED,
+    SQL_PUT_PROCESS,
+    SQL_PUT_STATE,
+    SQL_QUEUED_OF_PLUGIN,
+    SQL_REPLACE_PLANNED,
+    SQL_RETENTION_JOBS,
+    SQL_RETENTION_PROCESSES,
+    SQL_RETENTION_RUNS,
+    SQL_RETENTION_TRANSITIONS,
+    SQL_RUNNING_JOBS,
+    SQL_UPDATE_JOB,
+)
+from ductile.domain.breaker import Breaker
+from ductile.domain.job import Job, JobStatus, Transition
+from ductile.domain.schedule import PlannedRun
+from ductile.domain.settle import RunRecord
+from ductile.domain.state import serialize_state
+from ductile.ports.spawner import ProcessHandle
+from ductile.ports.store_values import InitRecord, StaleJobError
+
+
+class SqliteTx:
+    """The Tx of one unit on the writer's connection (made per unit: it holds only the connection)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    # ----------------------------------------------------------------- locks: BEGIN IMMEDIATE holds them all
+    def lock_planned(self, key: str) -> None:
+        pass
+
+    def lock_job(self, job_id: str) -> None:
+        pass
+
+    def lock_state(self, plugin: str) -> None:
+        pass
+
+    def lock_breaker(self, plugin: str, command: str) -> None:
+        pass
+
+    def lock_dedupe(self, plugin: str, command: str, key: str) -> None:
+        pass
+
+    # ----------------------------------------------------------------- jobs: reads
+    def get_job(self, job_id: str) -> Job | None:
+        row = self._conn.execute(SQL_GET_JOB, (job_id,)).fetchone()
+        return None if row is None else job_of(row)
+
+    def job_status(self, job_id: str) -> JobStatus | None:
+        row = self._conn.execute(SQL_JOB_STATUS, (job_id,)).fetchone()
+        return None if row is None else JobStatus(row[0])
+
+    def job_exists(self, job_id: str) -> bool:
+        return self._conn.execute(SQL_JOB_EXISTS, (job_id,)).fetchone() is not None
+
+    def child_of(self, parent_job_id: str, source_event_id: str, plugin: str, command: str) -> str | None:
+        row = self._conn.execute(
+            SQL_CHILD_LOOKUP, (parent_job_id, source_event_id, plugin, command)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def dedupe_candidates(self, plugin: str, command: str, key: str) -> list[Job]:
+        return [
+            job_of(r) for r in self._conn.execute(SQL_DEDUPE_CANDIDATES, (plugin, command, key)).fetchall()
+        ]
+
+    def oldest_runnable(self, now: datetime) -> Job | None:
+        row = self._conn.execute(SQL_OLDEST_RUNNABLE, (to_us(now),)).fetchone()
+        return None if row is None else job_of(row)
+
+    def running_jobs(self) -> list[Job]:
+        return [job_of(r) for r in self._conn.execute(SQL_RUNNING_JOBS).fetchall()]
+
+    def queued_of(self, plugin: str) -> list[Job]:
+        return [job_of(r) for r in self._conn.execute(SQL_QUEUED_OF_PLUGIN, (plugin,)).fetchall()]
+
+    def outstanding(self, plugin: str, command: str) -> int:
+        return int(self._conn.execute(SQL_OUTSTANDING, (plugin, command)).fetchone()[0])
+
+    # ----------------------------------------------------------------- jobs: writes
+    def insert_job(self, job: Job) -> None:
+        self._conn.execute(SQL_INSERT_JOB, job_params(job))
+
+    def update_job(self, job: Job, *, expected: JobStatus) -> None:
+        cursor = self._conn.execute(
+            SQL_UPDATE_JOB,
+            (
+                job.status.value,
+                job.attempt,
+                opt_us(job.started_at),
+                opt_us(job.completed_at),
+                opt_us(job.next_retry_at),
+                job.last_error,
+                job.id,
+                expected.value,
+            ),
+        )
+        if cursor.rowcount != 1:
+            raise StaleJobError(f"job {job.id} is no longer {expected.value}")
+
+    def add_transition(self, transition: Transition) -> None:
+        t = transition
+        self._conn.execute(
+            SQL_INSERT_TRANSITION,
+            (
+                t.job_id,
+                None if t.from_status is None else t.from_status.value,
+                t.to_status.value,
+                t.reason,
+                t.actor.value,
+                to_us(t.at),
+            ),
+        )
+
+    def add_run(self, run: RunRecord, plugin: str) -> None:
+        self._conn.execute(SQL_INSERT_RUN, run_params(run, plugin))
+
+    def put_process(self, job_id: str, handle: ProcessHandle) -> None:
+        self._conn.execute(SQL_PUT_PROCESS, (job_id, handle.pid, handle.pgid, handle.start_time))
+
+    def delete_process(self, job_id: str) -> None:
+        self._conn.execute(SQL_DELETE_PROCESS, (job_id,))
+
+    def delete_finished(self, before: datetime) -> int:
+        cut = (to_us(before),)
+        self._conn.execute(SQL_RETENTION_TRANSITIONS, cut)
+        self._conn.execute(SQL_RETENTION_RUNS, cut)
+        self._conn.execute(SQL_RETENTION_PROCESSES, cut)
+        return self._conn.execute(SQL_RETENTION_JOBS, cut).rowcount
+
+    # ----------------------------------------------------------------- plugin state and breakers
+    def get_state(self, plugin: str) -> dict[str, Any]:
+        row = self._conn.execute(SQL_GET_STATE, (plugin,)).fetchone()
+        if row is None:
+            return {}
+        state: dict[str, Any] = json.loads(row[0])
+        return state
+
+    def put_state(self, plugin: str, state: dict[str, Any]) -> None:
+        self._conn.execute(SQL_PUT_STATE, (plugin, serialize_state(state).decode()))
+
+    def get_breaker(self, plugin: str, command: str) -> Breaker | None:
+        row = self._conn.execute(SQL_GET_BREAKER, (plugin, command)).fetchone()
+        return None if row is None else breaker_of(row)
+
+    def breakers_of(self, plugin: str) -> list[Breaker]:
+        return [breaker_of(r) for r in self._conn.execute(SQL_BREAKERS_OF_PLUGIN, (plugin,)).fetchall()]
+
+    def put_breaker(self, breaker: Breaker) -> None:
+        self._conn.execute(SQL_PUT_BREAKER, breaker_params(breaker))
+
+    # ----------------------------------------------------------------- schedule index and init records
+    def get_planned(self, key: str) -> PlannedRun | None:
+        row = self._conn.execute(SQL_GET_PLANNED, (key,)).fetchone()
+        return None if row is None else planned_of(row)
+
+    def put_planned(self, run: PlannedRun) -> None:
+        self._conn.execute(SQL_PUT_PLANNED, planned_params(run))
+
+    def replace_planned(self, old: PlannedRun, new: PlannedRun) -> None:
+        # A compare-and-set all the same: a miss means another writer got here first.
+        params = (*planned_params(new)[1:], *planned_params(old))
+        if self._conn.execute(SQL_REPLACE_PLANNED, params).rowcount != 1:
+            raise StoreError(f"planned run {old.key!r} changed while it was being fired")
+
+    def delete_planned(self, key: str) -> None:
+        self._conn.execute(SQL_DELETE_PLANNED, (key,))
+
+    def put_init(self, record: InitRecord) -> None:
+        params = (record.plugin, record.fingerprint, int(record.ok), record.error, to_us(record.at))
+        self._conn.execute(SQL_PUT_INIT, params)

@@ -1,0 +1,317 @@
+"""One connection, one thread, batched futures: the threads of the SQLite store.
+
+A :class:`Worker` owns one SQLite connection, opened on its own thread, and
+runs the *units* (plain functions of the connection) put on its queue; each
+caller awaits an asyncio future, resolved with ``loop.call_soon_threadsafe``
+(one wake-up per event loop for everything that finished together).
+
+* :class:`Writer` takes **all** pending units at once (up to
+  :data:`MAX_BATCH`), runs them in **one** ``BEGIN IMMEDIATE`` transaction,
+  each inside its own ``SAVEPOINT`` (a unit that raises is rolled back alone
+  and its caller alone gets the exception), commits once, and only then
+  resolves the futures: a write is acknowledged only once it is durable. That
+  is group commit (ADR 0010). A batch of *relaxed* units only (``durable``
+  False) commits at :func:`relaxed_level`; ``PRAGMA synchronous`` is switched
+  between transactions only, never inside one.
+* :class:`Reader` runs one unit at a time, outside any explicit transaction
+  (every read is one statement, so it sees one committed snapshot).
+
+Units must never call back into the store: they run on the worker's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+
+from ductile.adapters.sqlite.errors import StoreClosedError
+
+#: Most units committed in one transaction.
+MAX_BATCH: Final = 256
+SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def relaxed_level(level: str) -> str:
+    """The ``synchronous`` level of a batch of relaxed units on a store opened at ``level``:
+    never stronger than NORMAL (no fsync at commit in WAL mode), never weaker than the store's own."""
+    return "NORMAL" if SYNCHRONOUS_MODES.index(level) > SYNCHRONOUS_MODES.index("NORMAL") else level
+
+
+@attrs.frozen
+class WriterStats:
+    """What the writer thread has done since the store was opened."""
+
+    #: Write transactions committed (one per batch that got as far as COMMIT).
+    commits: int
+    #: Units executed (each committed with its batch, or rolled back alone).
+    units: int
+    #: The most units one transaction carried.
+    largest_batch: int
+    #: Of ``commits``, those made at the relaxed level (every unit of the batch relaxed).
+    relaxed_commits: int = 0
+
+
+@attrs.define(eq=False)
+class Pending:
+    """One submitted unit and the future its caller awaits."""
+
+    name: str
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    #: Must survive power loss once acknowledged (False: a relaxed unit, see the module's docs).
+    durable: bool = True
+
+
+_STOP: Final = object()
+_Delivery = tuple[Pending, Any, BaseException | None]
+#: Turns what a unit (or the connection) raised into what its caller gets: (error, unit name).
+Failure = Callable[[BaseException, str], BaseException]
+
+
+def _resolve(items: list[_Delivery]) -> None:
+    for pending, result, error in items:
+        if pending.future.done():  # the caller was cancelled; the unit still ran
+            continue
+        if error is not None:
+            pending.future.set_exception(error)
+        else:
+            pending.future.set_result(result)
+
+
+def _deliver(items: list[_Delivery]) -> None:
+    """Resolve futures on their own loops, one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Delivery]] = {}
+    for item in items:
+        by_loop.setdefault(item[0].loop, []).append(item)
+    for loop, group in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve, group)
+
+
+def _deliver_ready(
+    loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None], error: BaseException | None
+) -> None:
+    def resolve() -> None:
+        if ready.done():
+            return
+        if error is None:
+            ready.set_result(None)
+        else:
+            ready.set_exception(error)
+
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(resolve)
+
+
+class Worker:
+    """A thread that owns one connection and runs the units put on its queue."""
+
+    #: Says what failed when the connection cannot be opened.
+    opening = "opening the database"
+
+    def __init__(
+        self,
+        *,
+        thread_name: str,
+        where: str,
+        connect: Callable[[], sqlite3.Connection],
+        failure: Failure,
+        on_exit: Callable[[], None],
+    ) -> None:
+        self._thread_name = thread_name
+        self._where = where
+        self._connect = connect
+        self._failure = failure
+        self._on_exit = on_exit
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """Start the thread; the future resolves once the connection is open (or failed to open)."""
+        ready: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._main, args=(loop, ready), name=self._thread_name, daemon=True
+        )
+        self._thread.start()
+        return ready
+
+    def put(self, pending: Pending) -> None:
+        self._queue.put(pending)
+
+    def queued(self) -> int:
+        """Units waiting in the queue (not yet taken by the thread)."""
+        return self._queue.qsize()
+
+    def stop(self) -> None:
+        """Finish what was put before, then close the connection and end the thread."""
+        self._queue.put(_STOP)
+
+    async def join(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+
+    def _main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as e:
+            _deliver_ready(loop, ready, self._failure(e, self.opening))
+            self._fail_remaining()
+            return
+        _deliver_ready(loop, ready, None)
+        try:
+            self._serve(conn)
+        finally:
+            self._on_exit()
+            conn.close()
+            self._fail_remaining()
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        raise NotImplementedError
+
+    def _fail_remaining(self) -> None:
+        left: list[_Delivery] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Pending):
+                closed = StoreClosedError(f"{self._where}: {item.name}: the store was closed")
+                left.append((item, None, closed))
+        _deliver(left)
+
+
+class Reader(Worker):
+    """Runs one unit at a time on a ``query_only`` connection."""
+
+    opening = "opening the database for reading"
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        while True:
+            pending = self._queue.get()
+            if not isinstance(pending, Pending):
+                break
+            try:
+                delivery: _Delivery = (pending, pending.fn(conn), None)
+            except Exception as e:
+                delivery = (pending, None, self._failure(e, pending.name))
+            _deliver([delivery])
+
+
+class Writer(Worker):
+    """Runs units in batches, one transaction per batch, each unit in its own savepoint."""
+
+    def __init__(
+        self,
+        *,
+        thread_name: str,
+        where: str,
+        connect: Callable[[], sqlite3.Connection],
+        failure: Failure,
+        on_exit: Callable[[], None],
+        synchronous: str,
+    ) -> None:
+        super().__init__(
+            thread_name=thread_name, where=where, connect=connect, failure=failure, on_exit=on_exit
+        )
+        self._synchronous = synchronous
+        #: The ``synchronous`` level the connection is at (the connection opens at the store's).
+        self._level = synchronous
+        self._commits = 0
+        self._relaxed_commits = 0
+        self._units = 0
+        self._largest_batch = 0
+
+    @property
+    def stats(self) -> WriterStats:
+        return WriterStats(self._commits, self._units, self._largest_batch, self._relaxed_commits)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if not isinstance(first, Pending):
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(item, Pending):
+                    stopping = True
+                    break
+                batch.append(item)
+            try:
+                self._run_batch(conn, batch)
+            except Exception as e:  # a bug or a broken connection: fail the batch, keep serving
+                _deliver([(p, None, self._failure(e, p.name)) for p in batch])
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+
+    def _set_level(self, conn: sqlite3.Connection, level: str) -> None:
+        """Switch ``synchronous`` (outside a transaction only: SQLite applies it per transaction)."""
+        if level != self._level:
+            conn.execute(f"PRAGMA synchronous = {level}")
+            self._level = level
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Pending]) -> None:
+        while batch:
+            durable = any(p.durable for p in batch)
+            try:
+                self._set_level(conn, self._synchronous if durable else relaxed_level(self._synchronous))
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                _deliver([(p, None, self._failure(e, p.name)) for p in batch])
+                return
+            done: list[_Delivery] = []
+            rest: list[Pending] = []
+            aborted: BaseException | None = None
+            for index, pending in enumerate(batch):
+                conn.execute("SAVEPOINT unit")
+                try:
+                    result = pending.fn(conn)
+                except Exception as e:
+                    self._units += 1
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK TO unit")
+                        conn.execute("RELEASE unit")
+                        done.append((pending, None, self._failure(e, pending.name)))
+                        continue
+                    # SQLite rolled back the whole transaction (I/O error, full disk...):
+                    # the units before this one are lost too; the ones after never ran.
+                    aborted = e
+                    done.append((pending, None, self._failure(e, pending.name)))
+                    rest = batch[index + 1 :]
+                    break
+                self._units += 1
+                conn.execute("RELEASE unit")
+                done.append((pending, result, None))
+            if aborted is None:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as e:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    aborted = e
+                else:
+                    self._commits += 1
+                    if not durable:
+                        self._relaxed_commits += 1
+                    self._largest_batch = max(self._largest_batch, len(done))
+            if aborted is not None:
+                done = [
+                    (p, None, err if err is not None else self._failure(aborted, p.name))
+                    for p, _, err in done
+                ]
+            _deliver(done)
+            batch = rest

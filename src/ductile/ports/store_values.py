@@ -1,0 +1,97 @@
+"""The values the Store port's units take and return (and its one error).
+
+Kept apart from the Protocol (:mod:`ductile.ports.store`) so each reads in one
+sitting; the shared units (:mod:`ductile.units`) build these values, and every
+store returns them as they are.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import attrs
+
+from ductile.domain.breaker import BreakerPolicy
+from ductile.domain.job import Job
+from ductile.domain.settle import RunRecord, Settlement
+from ductile.ports.spawner import ProcessHandle
+
+
+class StaleJobError(Exception):
+    """The job was not in the state the caller expected (compare-and-set failed)."""
+
+
+@attrs.frozen
+class EnqueueResult:
+    #: The new job's id, or the id of the job it duplicates.
+    job_id: str
+    created: bool
+
+
+@attrs.frozen(kw_only=True)
+class Committed:
+    """A settlement as committed, with what became of its children."""
+
+    settlement: Settlement
+    #: One per ``settlement.children``, in order.
+    children: tuple[EnqueueResult, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.children) != len(self.settlement.children):
+            raise ValueError(
+                f"job {self.settlement.job.id}: {len(self.settlement.children)} children "
+                f"but {len(self.children)} enqueue results"
+            )
+
+
+@attrs.frozen(kw_only=True)
+class Guard:
+    """Conditions a scheduled enqueue must pass inside the fire unit."""
+
+    plugin: str
+    command: str
+    #: D21: refuse when this many jobs of (plugin, command) are queued or running.
+    max_outstanding: int | None = None
+    #: D3: consult (and advance) the pair's breaker.
+    breaker: BreakerPolicy | None = None
+
+
+class Blocked(enum.StrEnum):
+    """Why a guard refused a scheduled enqueue (the values are the logged words)."""
+
+    BREAKER_OPEN = "breaker_open"
+    POLL_GUARD = "poll_guard"
+
+
+@attrs.frozen(kw_only=True)
+class FireResult:
+    #: False when ``due`` was no longer the current planned run (already handled).
+    fired: bool
+    #: Enqueue results, one per job given (empty when skipped or blocked).
+    jobs: tuple[EnqueueResult, ...] = ()
+    #: Why the guard refused, when it did.
+    blocked: Blocked | None = attrs.field(default=None, converter=attrs.converters.optional(Blocked))
+
+
+@attrs.frozen(kw_only=True)
+class RunningJob:
+    job: Job
+    process: ProcessHandle | None
+
+
+@attrs.frozen(kw_only=True)
+class RunView:
+    """A run with its job as the job is now (for ``ductile logs``)."""
+
+    job: Job
+    run: RunRecord
+
+
+@attrs.frozen(kw_only=True)
+class InitRecord:
+    plugin: str
+    fingerprint: str
+    ok: bool
+    error: str | None
+    at: datetime

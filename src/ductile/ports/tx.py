@@ -1,0 +1,161 @@
+"""Tx: the reads and writes one store unit makes, inside one transaction.
+
+The Store port's units (enqueue, claim, settle, fire...) are written once, as
+plain functions over this protocol (:mod:`ductile.units`); each store runs
+them over its own Tx (ADR 0019):
+
+* ``SqliteTx``: statements on the writer's connection, inside the batch's
+  ``BEGIN IMMEDIATE`` transaction, the unit in its own savepoint;
+* ``MemoryTx``: dictionaries with an undo log (the in-memory fakes).
+
+What every Tx guarantees to a unit:
+
+* **Atomicity.** A unit that raises changes nothing: the store rolls the Tx
+  back (SQLite: ``ROLLBACK TO`` the unit's savepoint; the fakes: the undo log).
+* **Visibility.** A read sees every write the unit made before it (a batch of
+  jobs deduplicates against itself).
+* **Isolation.** The rows a unit reads stay as it read them until it commits.
+  SQLite and the fakes serialise writers, so their lock methods do nothing. A
+  store whose writers run concurrently (PostgreSQL, in READ COMMITTED) takes
+  the lock *before* reading what it protects, and takes them in this order
+  (deadlock-free by construction):
+
+  1. the planned row (:meth:`Tx.lock_planned`);
+  2. job rows, in ascending insertion order (:meth:`Tx.lock_job`, and the rows
+     :meth:`Tx.oldest_runnable`, :meth:`Tx.running_jobs` and
+     :meth:`Tx.queued_of` return, which they lock as they read them);
+  3. the plugin's state (:meth:`Tx.lock_state`);
+  4. breakers (:meth:`Tx.lock_breaker`), several in (plugin, command) order;
+  5. dedupe identities (:meth:`Tx.lock_dedupe`), several in sorted order.
+
+Instants are aware UTC datetimes. Methods named ``get_*`` answer None (or an
+empty value) when the row does not exist; nothing here ever waits on time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from ductile.domain.breaker import Breaker
+from ductile.domain.job import Job, JobStatus, Transition
+from ductile.domain.schedule import PlannedRun
+from ductile.domain.settle import RunRecord
+from ductile.ports.spawner import ProcessHandle
+from ductile.ports.store_values import InitRecord
+
+
+class Tx(Protocol):
+    # ----------------------------------------------------------------- locks (see the order above)
+    def lock_planned(self, key: str) -> None:
+        """Hold the planned run of ``key`` (PostgreSQL: ``SELECT ... FOR UPDATE``)."""
+        ...
+
+    def lock_job(self, job_id: str) -> None:
+        """Hold the job's row until the unit ends."""
+        ...
+
+    def lock_state(self, plugin: str) -> None:
+        """Hold the plugin's state: nobody else merges into it meanwhile."""
+        ...
+
+    def lock_breaker(self, plugin: str, command: str) -> None:
+        """Hold the breaker of (plugin, command), whether its row exists or not."""
+        ...
+
+    def lock_dedupe(self, plugin: str, command: str, key: str) -> None:
+        """Hold the dedupe identity (plugin, command, key): no other insert of it meanwhile."""
+        ...
+
+    # ----------------------------------------------------------------- jobs: reads
+    def get_job(self, job_id: str) -> Job | None: ...
+
+    def job_status(self, job_id: str) -> JobStatus | None:
+        """The job's status alone (cheaper than the whole row)."""
+        ...
+
+    def job_exists(self, job_id: str) -> bool: ...
+
+    def child_of(self, parent_job_id: str, source_event_id: str, plugin: str, command: str) -> str | None:
+        """D8: the id of the job this parent already made from this event for (plugin, command)."""
+        ...
+
+    def dedupe_candidates(self, plugin: str, command: str, key: str) -> list[Job]:
+        """D1: jobs of the identity that may block a new one (at least every queued or
+        succeeded one), in insertion order."""
+        ...
+
+    def oldest_runnable(self, now: datetime) -> Job | None:
+        """The queued job to claim next: no retry time or one that has passed; the oldest
+        ``created_at``, ties by insertion order. Locked (PostgreSQL: ``SKIP LOCKED``)."""
+        ...
+
+    def running_jobs(self) -> list[Job]:
+        """Every running job, oldest first (``created_at``, then insertion); locked."""
+        ...
+
+    def queued_of(self, plugin: str) -> list[Job]:
+        """The plugin's queued jobs, oldest first; locked."""
+        ...
+
+    def outstanding(self, plugin: str, command: str) -> int:
+        """Jobs of (plugin, command) queued or running (the poll guard)."""
+        ...
+
+    # ----------------------------------------------------------------- jobs: writes
+    def insert_job(self, job: Job) -> None:
+        """Store a new job (its id is not stored yet: the unit checked)."""
+        ...
+
+    def update_job(self, job: Job, *, expected: JobStatus) -> None:
+        """Compare-and-set: store ``job`` over its row if the row is still ``expected``;
+        :class:`~ductile.ports.store_values.StaleJobError` otherwise (nothing written)."""
+        ...
+
+    def add_transition(self, transition: Transition) -> None: ...
+
+    def add_run(self, run: RunRecord, plugin: str) -> None:
+        """Append a run record to its job (``plugin``: the job's, for ``recent_runs``)."""
+        ...
+
+    def put_process(self, job_id: str, handle: ProcessHandle) -> None: ...
+
+    def delete_process(self, job_id: str) -> None:
+        """Forget the job's process record, if there is one."""
+        ...
+
+    def delete_finished(self, before: datetime) -> int:
+        """D19: delete every terminal job completed before ``before``, with everything
+        kept about it (transitions, runs, process record); how many jobs."""
+        ...
+
+    # ----------------------------------------------------------------- plugin state and breakers
+    def get_state(self, plugin: str) -> dict[str, Any]:
+        """The plugin's stored state ({} when none). The unit must not change it in place."""
+        ...
+
+    def put_state(self, plugin: str, state: dict[str, Any]) -> None: ...
+
+    def get_breaker(self, plugin: str, command: str) -> Breaker | None: ...
+
+    def breakers_of(self, plugin: str) -> list[Breaker]:
+        """The plugin's stored breakers, by command."""
+        ...
+
+    def put_breaker(self, breaker: Breaker) -> None: ...
+
+    # ----------------------------------------------------------------- schedule index and init records
+    def get_planned(self, key: str) -> PlannedRun | None: ...
+
+    def put_planned(self, run: PlannedRun) -> None:
+        """Insert or replace the planned run of ``run.key``."""
+        ...
+
+    def replace_planned(self, old: PlannedRun, new: PlannedRun) -> None:
+        """Put ``new`` where ``old`` (of the same key) is stored; the unit checked that
+        it is (a store may check again and raise its own error)."""
+        ...
+
+    def delete_planned(self, key: str) -> None: ...
+
+    def put_init(self, record: InitRecord) -> None: ...

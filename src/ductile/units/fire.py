@@ -1,0 +1,64 @@
+"""Fire: one scheduled firing, atomically (D2, D3, D21).
+
+If ``due`` is still the stored planned run of its key, the guard is checked
+(the poll guard, then the breaker's admission), the jobs are enqueued when it
+allows, and the planned run is replaced by ``next_run``, blocked or not. A
+``due`` that is no longer stored was handled already: nothing happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from ductile.domain import breaker as br
+from ductile.domain.job import Actor, Job
+from ductile.domain.schedule import PlannedRun, poll_guard_allows
+from ductile.ports.store_values import Blocked, EnqueueResult, FireResult, Guard
+from ductile.ports.tx import Tx
+from ductile.units.enqueue import insert_jobs
+
+
+def fire(
+    tx: Tx,
+    *,
+    due: PlannedRun,
+    next_run: PlannedRun,
+    jobs: Sequence[Job],
+    guard: Guard | None,
+    actor: Actor,
+    now: datetime,
+    dedupe_ttl: timedelta,
+) -> FireResult:
+    tx.lock_planned(due.key)
+    if tx.get_planned(due.key) != due:
+        return FireResult(fired=False)
+    if next_run.key != due.key:
+        raise ValueError("next_run must belong to the same schedule key")
+    blocked: Blocked | None = None
+    admitted: br.Breaker | None = None
+    if guard is not None and jobs:
+        blocked, admitted = _check(tx, guard, now)
+    results: list[EnqueueResult] = []
+    if blocked is None:
+        results = insert_jobs(tx, jobs, actor=actor, now=now, ttl=dedupe_ttl)
+    tx.replace_planned(due, next_run)
+    if admitted is not None:
+        tx.put_breaker(admitted)
+    return FireResult(fired=True, jobs=tuple(results), blocked=blocked)
+
+
+def _check(tx: Tx, guard: Guard, now: datetime) -> tuple[Blocked | None, br.Breaker | None]:
+    """Why the guard refuses (None: it allows), and the pair's breaker when admitting changed it."""
+    if guard.max_outstanding is not None and not poll_guard_allows(
+        tx.outstanding(guard.plugin, guard.command), guard.max_outstanding
+    ):
+        return Blocked.POLL_GUARD, None
+    if guard.breaker is None:
+        return None, None
+    tx.lock_breaker(guard.plugin, guard.command)
+    current = tx.get_breaker(guard.plugin, guard.command) or br.closed(guard.plugin, guard.command)
+    allowed, updated = br.admit(current, now=now, policy=guard.breaker)
+    if not allowed:
+        return Blocked.BREAKER_OPEN, None
+    return None, (updated if updated != current else None)

@@ -1,0 +1,64 @@
+"""Settle and recover: the end of a run, committed whole (D9, D6).
+
+The unit reads the job as it is now (it must still be running), the plugin's
+state and the pair's breaker when the domain will need them, lets
+:func:`~ductile.domain.settle.settle` decide, and commits the settlement in
+this order: the routed children (decided while the parent is still running,
+so a replayed settle finds them), the job's compare-and-set, its transitions,
+the run record, the process record gone, the state, the breaker.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from ductile.domain import settle as decide
+from ductile.domain.classify import RunEnd
+from ductile.domain.job import Actor, Job, JobStatus
+from ductile.domain.recovery import recover as recover_job
+from ductile.domain.settle import SettleContext, Settlement
+from ductile.ports.store_values import Committed, StaleJobError
+from ductile.ports.tx import Tx
+from ductile.units.enqueue import insert_jobs
+
+
+def settle(tx: Tx, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta) -> Committed:
+    """Settle a running job from how its run ended; StaleJobError when it is not running."""
+    tx.lock_job(job_id)
+    job = tx.get_job(job_id)
+    if job is None or job.status is not JobStatus.RUNNING:
+        raise StaleJobError(f"job {job_id} is not running")
+    state = None
+    breaker = None
+    if decide.reads_state(end):
+        tx.lock_state(job.plugin)
+        state = tx.get_state(job.plugin)
+    if decide.reads_breaker(job, end):
+        tx.lock_breaker(job.plugin, job.command)
+        breaker = tx.get_breaker(job.plugin, job.command)
+    settlement = decide.settle(job, end, ctx=ctx, state=state, breaker=breaker)
+    return _commit(tx, job, settlement, now=ctx.now, ttl=dedupe_ttl, actor=Actor.ROUTE)
+
+
+def recover(tx: Tx, now: datetime) -> list[Settlement]:
+    """D6: every running job is an orphan; each settles as interrupted (re-queued or dead)."""
+    settlements: list[Settlement] = []
+    for job in tx.running_jobs():
+        settlement = recover_job(job, now=now)
+        _commit(tx, job, settlement, now=now, ttl=timedelta(0), actor=Actor.RECOVERY)
+        settlements.append(settlement)
+    return settlements
+
+
+def _commit(tx: Tx, before: Job, s: Settlement, *, now: datetime, ttl: timedelta, actor: Actor) -> Committed:
+    children = insert_jobs(tx, s.children, actor=actor, now=now, ttl=ttl)
+    tx.update_job(s.job, expected=before.status)
+    for transition in s.transitions:
+        tx.add_transition(transition)
+    tx.add_run(s.run, s.job.plugin)
+    tx.delete_process(s.job.id)
+    if s.state is not None:
+        tx.put_state(s.job.plugin, s.state)
+    if s.breaker is not None:
+        tx.put_breaker(s.breaker)
+    return Committed(settlement=s, children=tuple(children))
