@@ -15,7 +15,6 @@ time, and no signal handler is installed unless asked.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -24,19 +23,23 @@ from typing import Any
 
 from ductile.app.catalog import Catalog, FilesystemCatalog
 from ductile.app.daemon import Service
-from ductile.app.engine import Engine, emit
+from ductile.app.engine import Engine
 from ductile.domain.breaker import BreakerStatus
 from ductile.domain.config import Config
 from ductile.domain.errors import ConfigError
 from ductile.domain.job import Command, SubmittedBy
 from ductile.domain.routing import event_id_for
 from ductile.domain.schedule import PlannedRun
+from ductile.log import Log
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
 from ductile.ports.store import Store
 
 DB_NAME = "ductile.db"
+
+_config_log = Log("config")
+_reload_log = Log("reload")
 
 
 def database_path(config: Config) -> Path:
@@ -46,7 +49,7 @@ def database_path(config: Config) -> Path:
 def _advise(config: Config) -> None:
     """Log, at WARN, each setting that is valid but probably unintended (:meth:`Config.advisories`)."""
     for advice in config.advisories():
-        emit(logging.WARNING, f"config: {advice}", component="config")
+        _config_log.warning(f"config: {advice}")
 
 
 def restart_needed(old: Config, new: Config) -> list[str]:
@@ -261,14 +264,10 @@ class Ductile:
             try:
                 config = self._load()
             except ConfigError as e:
-                emit(
-                    logging.ERROR,
-                    f"reload refused, keeping the running configuration: {e}",
-                    component="reload",
-                )
+                _reload_log.error(f"reload refused, keeping the running configuration: {e}")
                 return
         for change in restart_needed(self.engine.runtime.config, config):
-            emit(logging.WARNING, f"{change} changed: it applies at the next restart", component="reload")
+            _reload_log.warning(f"{change} changed: it applies at the next restart")
         await self.engine.reload(config)
         _advise(config)
 

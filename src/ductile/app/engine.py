@@ -30,12 +30,20 @@ from ductile.domain.protocol import EmittedEvent, build_request
 from ductile.domain.routing import fan_out, wrap
 from ductile.domain.schedule import FireDecision, PlannedRun, on_due, plan_next, timer_event_id
 from ductile.domain.settle import SettleContext, Settlement
+from ductile.log import Log
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import ProcessHandle, Spawner, SpawnRequest
 from ductile.ports.store import Committed, EnqueueResult, FireResult, Guard, InitRecord, StaleJobError, Store
 
-log = logging.getLogger("ductile")
+_recovery_log = Log("recovery")
+_plugins_log = Log("plugins")
+_reload_log = Log("reload")
+_scheduler_log = Log("scheduler")
+_router_log = Log("router")
+_retention_log = Log("retention")
+_intake_log = Log("intake")
+_dispatcher_log = Log("dispatcher")
 
 #: Environment variables a plugin inherits from the daemon; nothing else leaks.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
@@ -46,26 +54,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 class EnqueueRefusedError(DuctileError):
     """A job was asked for a plugin or command that cannot run."""
-
-
-def emit(
-    level: int,
-    message: str,
-    *,
-    component: str,
-    plugin: str | None = None,
-    job_id: str | None = None,
-    exc_info: bool = False,
-    **fields: Any,
-) -> None:
-    """Log one structured line (the JSON formatter turns ``extra`` into fields);
-    ``exc_info`` adds the exception being handled, as ``log.exception`` does."""
-    extra: dict[str, Any] = {"component": component, "fields": fields}
-    if plugin is not None:
-        extra["plugin"] = plugin
-    if job_id is not None:
-        extra["job_id"] = job_id
-    log.log(level, message, exc_info=exc_info, extra=extra)
 
 
 def plugin_env(base: Mapping[str, str]) -> dict[str, str]:
@@ -135,47 +123,26 @@ class Engine:
             if orphan.process is not None:
                 killed = await self.spawner.kill_orphan(orphan.process)
                 if killed:
-                    emit(
-                        logging.WARNING,
-                        "killed the process group of an orphaned job",
-                        component="recovery",
-                        plugin=orphan.job.plugin,
-                        job_id=orphan.job.id,
-                        pgid=orphan.process.pgid,
+                    _recovery_log.bind(plugin=orphan.job.plugin, job_id=orphan.job.id).warning(
+                        "killed the process group of an orphaned job", pgid=orphan.process.pgid
                     )
         settlements = await self.store.recover(self.clock.now())
         for s in settlements:
             job = s.job
+            job_log = _recovery_log.bind(plugin=job.plugin, job_id=job.id)
             if job.status is JobStatus.QUEUED:
-                emit(
-                    logging.WARNING,
-                    f"orphaned job re-queued (attempt {job.attempt} of {job.max_attempts})",
-                    component="recovery",
-                    plugin=job.plugin,
-                    job_id=job.id,
-                )
+                job_log.warning(f"orphaned job re-queued (attempt {job.attempt} of {job.max_attempts})")
             else:
-                emit(
-                    logging.ERROR,
-                    f"orphaned job is dead: {job.last_error}",
-                    component="recovery",
-                    plugin=job.plugin,
-                    job_id=job.id,
-                )
+                job_log.error(f"orphaned job is dead: {job.last_error}")
         if settlements:
             self.inbox.notify()
         return settlements
 
     def _log_discovery(self, discovery: Discovery) -> None:
         for name, plugin in sorted(discovery.plugins.items()):
-            emit(
-                logging.INFO,
-                f"plugin loaded (version {plugin.manifest.version})",
-                component="plugins",
-                plugin=name,
-            )
+            _plugins_log.info(f"plugin loaded (version {plugin.manifest.version})", plugin=name)
         for refusal in discovery.refused:
-            emit(logging.ERROR, f"plugin refused: {refusal.reason}", component="plugins", plugin=refusal.name)
+            _plugins_log.error(f"plugin refused: {refusal.reason}", plugin=refusal.name)
 
     # ----------------------------------------------------------------- init (D5)
     async def _run_inits(self, config: Config, discovery: Discovery) -> dict[str, str]:
@@ -210,18 +177,13 @@ class Engine:
             await self.store.put_init(
                 InitRecord(plugin=name, fingerprint=fingerprint, ok=ok, error=error, at=self.clock.now())
             )
+            init_log = _plugins_log.bind(plugin=name, job_id=job.id)
             if not ok:
                 assert error is not None
                 unhealthy[name] = f"init failed: {error}"
-                emit(
-                    logging.ERROR,
-                    f"plugin unhealthy, not scheduled: init failed: {error}",
-                    component="plugins",
-                    plugin=name,
-                    job_id=job.id,
-                )
+                init_log.error(f"plugin unhealthy, not scheduled: init failed: {error}")
             else:
-                emit(logging.INFO, "plugin initialized", component="plugins", plugin=name, job_id=job.id)
+                init_log.info("plugin initialized")
         return unhealthy
 
     # ----------------------------------------------------------------- reload (D13)
@@ -253,7 +215,7 @@ class Engine:
             self.runtime = runtime
             self._schedules_dirty = True
             added = tuple(sorted(set(discovery.plugins) - set(old.plugins)))
-            emit(logging.INFO, "configuration reloaded", component="reload", added=list(added), removed=gone)
+            _reload_log.info("configuration reloaded", added=list(added), removed=gone)
             cancelled = await self._reconcile(runtime)
             return ReloadReport(cancelled=cancelled, added=added, removed=tuple(gone), unhealthy=unhealthy)
 
@@ -271,21 +233,13 @@ class Engine:
                 ids = await self.store.cancel_queued(name, reason=reason, now=self.clock.now())
                 del self._pending_cancel[name]
                 cancelled[name] = tuple(ids)
-                emit(
-                    logging.WARNING,
-                    f"{reason}: {len(ids)} queued job(s) cancelled",
-                    component="reload",
-                    plugin=name,
-                )
+                _reload_log.warning(f"{reason}: {len(ids)} queued job(s) cancelled", plugin=name)
             if self._schedules_dirty:
                 await self._sync_schedules(runtime)
                 self._schedules_dirty = False
         except Exception:
-            emit(
-                logging.ERROR,
-                "could not apply the configuration to the store yet; retrying at the next tick",
-                component="reload",
-                exc_info=True,
+            _reload_log.exception(
+                "could not apply the configuration to the store yet; retrying at the next tick"
             )
         return cancelled
 
@@ -303,12 +257,7 @@ class Engine:
                 continue
             run = plan_next(schedule, key=key, previous=entry, now=now, draw=self.draw())
             await self.store.put_planned(run)
-            emit(
-                logging.INFO,
-                f"schedule planned: next run at {run.planned_at.isoformat()}",
-                component="scheduler",
-                plugin=key,
-            )
+            _scheduler_log.info(f"schedule planned: next run at {run.planned_at.isoformat()}", plugin=key)
 
     # ----------------------------------------------------------------- scheduler runner (D17)
     async def tick(self) -> datetime:
@@ -374,37 +323,21 @@ class Engine:
             dedupe_ttl=runtime.config.service.dedupe_ttl,
         )
         late = now - entry.planned_at
+        fire_log = _scheduler_log.bind(plugin=entry.key)
         if decision is FireDecision.SKIP_MISSED:
-            emit(
-                logging.INFO,
+            fire_log.info(
                 f"missed run at {entry.planned_at.isoformat()} skipped (catch_up: skip)",
-                component="scheduler",
-                plugin=entry.key,
                 late_seconds=late.total_seconds(),
             )
         elif result.blocked == "breaker_open":
-            emit(
-                logging.WARNING,
-                "scheduled run skipped: circuit breaker open",
-                component="scheduler",
-                plugin=entry.key,
-            )
+            fire_log.warning("scheduled run skipped: circuit breaker open")
         elif result.blocked == "poll_guard":
-            emit(
-                logging.INFO,
-                "scheduled run skipped: a poll is still queued or running",
-                component="scheduler",
-                plugin=entry.key,
-            )
+            fire_log.info("scheduled run skipped: a poll is still queued or running")
         elif result.fired:
             created = [r.job_id for r in result.jobs if r.created]
-            if log.isEnabledFor(logging.INFO):
-                emit(
-                    logging.INFO,
-                    f"scheduled run enqueued; next at {next_run.planned_at.isoformat()}",
-                    component="scheduler",
-                    plugin=entry.key,
-                    jobs=created,
+            if fire_log.enabled_for(logging.INFO):
+                fire_log.info(
+                    f"scheduled run enqueued; next at {next_run.planned_at.isoformat()}", jobs=created
                 )
             if created:
                 self.inbox.notify()
@@ -418,11 +351,8 @@ class Engine:
             [envelope], routes=runtime.config.routes, targets=runtime.targets(), parent_job_id=None, at=now
         )
         for etype, target in routed.unroutable:
-            emit(
-                logging.WARNING,
-                f"timer event '{etype}' routed to '{target}', which is not loaded",
-                component="router",
-                plugin=entry.key,
+            _router_log.warning(
+                f"timer event '{etype}' routed to '{target}', which is not loaded", plugin=entry.key
             )
         return list(routed.children)
 
@@ -433,10 +363,8 @@ class Engine:
         cutoff = now - runtime.config.service.job_log_retention
         deleted = await self.store.delete_finished(cutoff)
         if deleted:
-            emit(
-                logging.INFO,
-                f"retention: deleted {deleted} finished job(s) older than {cutoff.isoformat()}",
-                component="retention",
+            _retention_log.info(
+                f"retention: deleted {deleted} finished job(s) older than {cutoff.isoformat()}"
             )
 
     # ----------------------------------------------------------------- intake
@@ -472,24 +400,12 @@ class Engine:
         result = await self.store.enqueue(
             job, actor=Actor(submitted_by.value), now=now, dedupe_ttl=runtime.config.service.dedupe_ttl
         )
+        job_log = _intake_log.bind(plugin=plugin, job_id=result.job_id)
         if result.created:
-            emit(
-                logging.INFO,
-                f"job queued ({command})",
-                component="intake",
-                plugin=plugin,
-                job_id=result.job_id,
-                submitted_by=submitted_by.value,
-            )
+            job_log.info(f"job queued ({command})", submitted_by=submitted_by.value)
             self.inbox.notify()
         else:
-            emit(
-                logging.INFO,
-                f"duplicate dropped: dedupe_key {dedupe_key!r} matches job {result.job_id}",
-                component="intake",
-                plugin=plugin,
-                job_id=result.job_id,
-            )
+            job_log.info(f"duplicate dropped: dedupe_key {dedupe_key!r} matches job {result.job_id}")
         return result
 
     # ----------------------------------------------------------------- dispatcher (D14)
@@ -519,14 +435,7 @@ class Engine:
         try:
             outcome: Outcome = await self._execute(job, runtime, timeout)
         except Exception as e:  # e.g. the store could not read the state: fail the run, never strand it
-            emit(
-                logging.ERROR,
-                "could not prepare the run",
-                component="dispatcher",
-                plugin=job.plugin,
-                job_id=job.id,
-                exc_info=True,
-            )
+            _dispatcher_log.bind(plugin=job.plugin, job_id=job.id).exception("could not prepare the run")
             outcome = SpawnOutcome(spawn_error=f"internal error: {e!r}")
         ctx = SettleContext(
             now=self.clock.now(),
@@ -542,6 +451,7 @@ class Engine:
         return committed
 
     async def _execute(self, job: Job, runtime: Runtime, timeout: timedelta) -> Outcome:
+        job_log = _dispatcher_log.bind(plugin=job.plugin, job_id=job.id)
         reason = runtime.why_not_runnable(job.plugin, job.command)
         plugin: Plugin | None = runtime.plugins.get(job.plugin)
         if reason is None and plugin is not None:
@@ -581,34 +491,14 @@ class Engine:
             try:
                 await self.store.record_process(job.id, handle)
             except Exception:  # the run goes on; recovery just cannot kill this group
-                emit(
-                    logging.ERROR,
-                    "could not record the process group of a running job",
-                    component="dispatcher",
-                    plugin=job.plugin,
-                    job_id=job.id,
-                    exc_info=True,
-                )
+                job_log.exception("could not record the process group of a running job")
 
-        if log.isEnabledFor(logging.DEBUG):
-            emit(
-                logging.DEBUG,
-                f"running {job.command} (attempt {job.attempt} of {job.max_attempts})",
-                component="dispatcher",
-                plugin=job.plugin,
-                job_id=job.id,
-            )
+        if job_log.enabled_for(logging.DEBUG):
+            job_log.debug(f"running {job.command} (attempt {job.attempt} of {job.max_attempts})")
         try:
             return await self.spawner.run(spawn, on_start=remember)
         except Exception as e:  # a bug in the spawner must not lose the job
-            emit(
-                logging.ERROR,
-                "the spawner failed",
-                component="dispatcher",
-                plugin=job.plugin,
-                job_id=job.id,
-                exc_info=True,
-            )
+            job_log.exception("the spawner failed")
             return SpawnOutcome(spawn_error=f"internal error: {e!r}")
 
     async def _settle(self, job: Job, outcome: Outcome, ctx: SettleContext, runtime: Runtime) -> Committed:
@@ -624,80 +514,53 @@ class Engine:
             except StaleJobError:
                 raise
             except Exception:
-                emit(
-                    logging.ERROR,
-                    f"could not record the end of the job; retrying in {delay:g}s",
-                    component="dispatcher",
-                    plugin=job.plugin,
-                    job_id=job.id,
-                    exc_info=True,
+                _dispatcher_log.bind(plugin=job.plugin, job_id=job.id).exception(
+                    f"could not record the end of the job; retrying in {delay:g}s"
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
     def _log_settlement(self, job: Job, outcome: Outcome, committed: Committed) -> None:
-        if log.isEnabledFor(logging.ERROR):  # the highest level below: nothing is built unheard
+        if _dispatcher_log.enabled_for(logging.ERROR):  # the highest level below: nothing is built unheard
             self._log_settlement_lines(job, outcome, committed)
-        elif len(committed.children) != len(committed.settlement.children):  # as the zip(strict) there
-            raise ValueError("a settlement's children and their enqueue results differ in number")
         if any(r.created for r in committed.children):
             self.inbox.notify()
 
     def _log_settlement_lines(self, job: Job, outcome: Outcome, committed: Committed) -> None:
         s = committed.settlement
         final = s.job
-        where: dict[str, Any] = {"component": "dispatcher", "plugin": job.plugin, "job_id": job.id}
+        job_log = _dispatcher_log.bind(plugin=job.plugin, job_id=job.id)
+        plugin_log = job_log.bind(component="plugin")
         if isinstance(outcome, SpawnOutcome) and outcome.stderr_tail:
             text = outcome.stderr_tail.decode("utf-8", "replace").rstrip("\n")
-            emit(logging.WARNING, text, component="plugin", plugin=job.plugin, job_id=job.id, stream="stderr")
+            plugin_log.warning(text, stream="stderr")
         if s.response is not None:
             levels = {"info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
             for line in s.run.logs:
-                emit(levels[line.level], line.message, component="plugin", plugin=job.plugin, job_id=job.id)
+                plugin_log.log(levels[line.level], line.message)
         duration = round(s.run.duration, 3)
         if final.status is JobStatus.SUCCEEDED:
-            emit(
-                logging.INFO,
-                f"{job.command} succeeded",
-                duration_seconds=duration,
-                events=len(s.events),
-                **where,
-            )
+            job_log.info(f"{job.command} succeeded", duration_seconds=duration, events=len(s.events))
         elif final.status is JobStatus.QUEUED:
             retry_at = final.next_retry_at.isoformat() if final.next_retry_at else "now"
-            emit(
-                logging.WARNING,
+            job_log.warning(
                 f"{job.command} failed (attempt {job.attempt} of "
                 f"{job.max_attempts}), retry at {retry_at}: {s.run.error}",
                 duration_seconds=duration,
-                **where,
             )
         else:
-            emit(logging.ERROR, f"{job.command} dead: {final.last_error}", duration_seconds=duration, **where)
+            job_log.error(f"{job.command} dead: {final.last_error}", duration_seconds=duration)
         for etype, target in s.unroutable:
-            emit(
-                logging.WARNING,
-                f"event '{etype}' routed to '{target}', which is not loaded: dropped",
-                **where,
-            )
+            job_log.warning(f"event '{etype}' routed to '{target}', which is not loaded: dropped")
         for etype in s.unmatched:
-            emit(logging.DEBUG, f"event '{etype}' matched no route", **where)
+            job_log.debug(f"event '{etype}' matched no route")
+        router_log = _router_log.bind(parent_job_id=job.id)
         for child, result in zip(s.children, committed.children, strict=True):
             if result.created:
-                emit(
-                    logging.INFO,
-                    f"routed to {child.plugin}",
-                    component="router",
-                    plugin=child.plugin,
-                    job_id=child.id,
-                    parent_job_id=job.id,
-                )
+                router_log.info(f"routed to {child.plugin}", plugin=child.plugin, job_id=child.id)
             else:
-                emit(
-                    logging.INFO,
+                router_log.info(
                     f"routed event to {child.plugin} deduplicated: job {result.job_id} already covers it",
-                    component="router",
                     plugin=child.plugin,
                     job_id=result.job_id,
-                    parent_job_id=job.id,
                 )
