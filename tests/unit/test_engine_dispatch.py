@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import ductile.app.engine as engine_module
+import ductile.app.dispatch as dispatch_module
 from ductile.domain.config import PluginConfig, Timeouts
 from ductile.domain.job import Actor, JobStatus, SubmittedBy
 from ductile.domain.outcome import Outcome, SpawnOutcome
@@ -567,8 +567,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
             slept.append(delay)
         return await real_sleep(0, result)
 
-    # The engine calls ``asyncio.sleep`` through its module's ``asyncio``: the same module object.
-    assert engine_module.asyncio is asyncio  # type: ignore[attr-defined]
+    # The dispatcher calls ``asyncio.sleep`` through its module's ``asyncio``: the same module object.
+    assert dispatch_module.asyncio is asyncio  # type: ignore[attr-defined]
     monkeypatch.setattr(asyncio, "sleep", fake_sleep)
     return slept
 

@@ -1050,7 +1050,7 @@ async def _health(
     state: dict[str, Any],
 ) -> dict[str, Any]:
     """Run the plugin's ``health`` now; read-only (its state_updates are ignored)."""
-    from ductile.app.engine import plugin_env
+    from ductile.app.spawn import plugin_env
     from ductile.domain.config import KILL_GRACE
     from ductile.domain.job import JobEvent
     from ductile.domain.protocol import build_request
