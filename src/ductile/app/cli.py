@@ -1050,40 +1050,26 @@ async def _health(
     state: dict[str, Any],
 ) -> dict[str, Any]:
     """Run the plugin's ``health`` now; read-only (its state_updates are ignored)."""
-    from ductile.app.spawn import plugin_env
-    from ductile.domain.config import KILL_GRACE
+    from ductile.app.spawn import plugin_env, spawn_request
     from ductile.domain.job import JobEvent
-    from ductile.domain.protocol import build_request
     from ductile.domain.settle import classify
-    from ductile.ports.spawner import SpawnRequest
 
     refused = catalog.verify(plugin)
     if refused is not None:
         return {"ok": False, "error": f"refused before spawn: {refused}", "duration_seconds": 0.0, "logs": []}
     settings = config.plugin(plugin.name)
     timeout = settings.timeouts.health
-    job_id = f"health-{ctx.new_id()}"
-    request = build_request(
-        job_id=job_id,
-        command="health",
-        config=dict(settings.config),
+    request = spawn_request(
+        plugin,
+        "health",
+        job_id=f"health-{ctx.new_id()}",
+        attempt=1,
+        settings=settings,
         state=state,
-        deadline_at=ctx.now() + timeout,
+        now=ctx.now(),
+        base_env=plugin_env(ctx.env),
     )
-    env = plugin_env(ctx.env)
-    env.update(
-        DUCTILE_PLUGIN=plugin.name, DUCTILE_COMMAND="health", DUCTILE_JOB_ID=job_id, DUCTILE_ATTEMPT="1"
-    )
-    outcome = await spawner.run(
-        SpawnRequest(
-            executable=plugin.executable,
-            cwd=plugin.directory,
-            stdin=request,
-            env=env,
-            timeout=timeout.total_seconds(),
-            grace=KILL_GRACE.total_seconds(),
-        )
-    )
+    outcome = await spawner.run(request)
     verdict = classify(outcome, timeout)
     logs = verdict.response.logs if verdict.response is not None else ()
     return {

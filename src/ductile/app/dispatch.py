@@ -11,23 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from datetime import timedelta
 
 import attrs
 
 from ductile.app.catalog import Catalog
 from ductile.app.dispatch_log import log_settlement
 from ductile.app.runtime import Runtime
-from ductile.domain.config import KILL_GRACE
+from ductile.app.spawn import spawn_request
 from ductile.domain.job import Command, Job
 from ductile.domain.outcome import NotRun, Outcome, SpawnOutcome
 from ductile.domain.plugin import Plugin
-from ductile.domain.protocol import build_request
 from ductile.domain.settle import SettleContext
 from ductile.log import Log
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
-from ductile.ports.spawner import ProcessHandle, Spawner, SpawnRequest
+from ductile.ports.spawner import ProcessHandle, Spawner
 from ductile.ports.store import Committed, StaleJobError, Store
 
 _log = Log("dispatcher")
@@ -61,7 +59,7 @@ class Dispatcher:
         settings = runtime.settings(job.plugin)
         timeout = settings.timeouts.for_command(job.command)
         try:
-            outcome: Outcome = await self._execute(job, runtime, timeout)
+            outcome: Outcome = await self._execute(job, runtime)
         except Exception as e:  # e.g. the store could not read the state: fail the run, never strand it
             _log.bind(plugin=job.plugin, job_id=job.id).exception("could not prepare the run")
             outcome = SpawnOutcome(spawn_error=f"internal error: {e!r}")
@@ -81,7 +79,7 @@ class Dispatcher:
             self.inbox.notify()
         return committed
 
-    async def _execute(self, job: Job, runtime: Runtime, timeout: timedelta) -> Outcome:
+    async def _execute(self, job: Job, runtime: Runtime) -> Outcome:
         job_log = _log.bind(plugin=job.plugin, job_id=job.id)
         reason = runtime.why_not_runnable(job.plugin, job.command)
         plugin: Plugin | None = runtime.plugins.get(job.plugin)
@@ -91,31 +89,19 @@ class Dispatcher:
                 reason = f"plugin '{job.plugin}' refused before spawn: {refused}"
         if reason is not None or plugin is None:
             return NotRun(reason=reason or f"plugin '{job.plugin}' is not loaded")
-        settings = runtime.settings(job.plugin)
+        # Read here for the request, and again by the store inside the settle unit: that
+        # one decides on the rows as they are then (ADR 0007).
         state = await self.store.get_state(job.plugin)
-        started = self.clock.now()
-        request = build_request(
+        spawn = spawn_request(
+            plugin,
+            job.command,
             job_id=job.id,
-            command=job.command,
-            config=dict(settings.config),
+            attempt=job.attempt,
+            settings=runtime.settings(job.plugin),
             state=state,
-            deadline_at=started + timeout,
+            now=self.clock.now(),
+            base_env=self.base_env,
             event=job.payload if job.command == Command.HANDLE else None,
-        )
-        env = dict(self.base_env)
-        env.update(
-            DUCTILE_PLUGIN=job.plugin,
-            DUCTILE_COMMAND=job.command,
-            DUCTILE_JOB_ID=job.id,
-            DUCTILE_ATTEMPT=str(job.attempt),
-        )
-        spawn = SpawnRequest(
-            executable=plugin.executable,
-            cwd=plugin.directory,
-            stdin=request,
-            env=env,
-            timeout=timeout.total_seconds(),
-            grace=KILL_GRACE.total_seconds(),
         )
 
         async def remember(handle: ProcessHandle) -> None:
