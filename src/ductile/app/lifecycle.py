@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import attrs
 
 from ductile.app.catalog import Catalog
-from ductile.app.runtime import Runtime, init_fingerprint
+from ductile.app.runtime import InitState, PluginState, PluginStatus, Runtime
 from ductile.domain.config import Config
 from ductile.domain.job import Actor, Command, Job, JobStatus, SubmittedBy
 from ductile.domain.plugin import Discovery
@@ -33,6 +33,15 @@ _scheduler_log = Log("scheduler")
 
 #: Runs a claimed job under a runtime and commits its end (the dispatcher's :meth:`run`).
 RunClaimed = Callable[[Job, Runtime], Awaitable[Committed]]
+
+
+def _cancel_reason(status: PluginStatus) -> str:
+    """Why the queued jobs of a plugin that went away with a reload are cancelled."""
+    if status.state is PluginState.REFUSED:
+        return f"plugin refused: {status.reason}"
+    if status.state is PluginState.DISABLED:
+        return "plugin disabled"
+    return "plugin removed"
 
 
 @attrs.frozen(kw_only=True)
@@ -71,7 +80,7 @@ class Lifecycle:
         """Plugin discovery, ``init`` where due, schedules: the runtime to start with."""
         discovery = self.catalog.discover(config)
         self._log_discovery(discovery)
-        unhealthy = await self._run_inits(config, discovery)
+        unhealthy = await self._run_inits(Runtime(config=config, discovery=discovery))
         runtime = Runtime(config=config, discovery=discovery, unhealthy=unhealthy)
         await self._sync_schedules(runtime)
         return runtime
@@ -104,18 +113,16 @@ class Lifecycle:
             _plugins_log.error(f"plugin refused: {refusal.reason}", plugin=refusal.name)
 
     # ----------------------------------------------------------------- init (D5)
-    async def _run_inits(self, config: Config, discovery: Discovery) -> dict[str, str]:
-        """Run ``init`` for plugins first seen or whose manifest/config changed,
-        or whose last init failed. Returns the plugins left unhealthy."""
+    async def _run_inits(self, provisional: Runtime) -> dict[str, str]:
+        """Run ``init`` where it is due (see :meth:`Runtime.init_status`) under
+        ``provisional``, a runtime not yet in force. Returns the plugins left unhealthy."""
+        config = provisional.config
         unhealthy: dict[str, str] = {}
-        provisional = Runtime(config=config, discovery=discovery)
-        for name, plugin in sorted(discovery.plugins.items()):
+        for name, plugin in sorted(provisional.plugins.items()):
             if not plugin.supports(Command.INIT):
                 continue
-            settings = config.plugin(name)
-            fingerprint = init_fingerprint(plugin, settings)
-            record = await self.store.get_init(name)
-            if record is not None and record.fingerprint == fingerprint and record.ok:
+            status = provisional.init_status(name, await self.store.get_init(name))
+            if status.state is InitState.OK:
                 continue
             now = self.clock.now()
             job = Job(
@@ -134,7 +141,9 @@ class Lifecycle:
             ok = committed.settlement.succeeded
             error = None if ok else (committed.settlement.job.last_error or "init failed")
             await self.store.put_init(
-                InitRecord(plugin=name, fingerprint=fingerprint, ok=ok, error=error, at=self.clock.now())
+                InitRecord(
+                    plugin=name, fingerprint=status.fingerprint, ok=ok, error=error, at=self.clock.now()
+                )
             )
             init_log = _plugins_log.bind(plugin=name, job_id=job.id)
             if not ok:
@@ -152,14 +161,10 @@ class Lifecycle:
         discovery = self.catalog.discover(config)
         self._log_discovery(discovery)
         gone = sorted(set(old.plugins) - set(discovery.plugins))
+        provisional = Runtime(config=config, discovery=discovery)
         for name in gone:
-            if name in discovery.disabled or not config.plugin(name).enabled:
-                reason = "plugin disabled"
-            else:
-                refusal = next((r for r in discovery.refused if r.name == name), None)
-                reason = f"plugin refused: {refusal.reason}" if refusal else "plugin removed"
-            self._pending_cancel[name] = reason
-        unhealthy = await self._run_inits(config, discovery)
+            self._pending_cancel[name] = _cancel_reason(provisional.status_of(name))
+        unhealthy = await self._run_inits(provisional)
         runtime = Runtime(config=config, discovery=discovery, unhealthy=unhealthy)
         self._schedules_dirty = True
         added = tuple(sorted(set(discovery.plugins) - set(old.plugins)))
