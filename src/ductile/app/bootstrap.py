@@ -24,11 +24,11 @@ from typing import Any
 from ductile.app.catalog import Catalog, FilesystemCatalog
 from ductile.app.daemon import Service
 from ductile.app.engine import Engine
+from ductile.app.intake import Manual, Webhook
 from ductile.domain.breaker import BreakerStatus
 from ductile.domain.config import Config
 from ductile.domain.errors import ConfigError
 from ductile.domain.job import Command, SubmittedBy
-from ductile.domain.routing import event_id_for
 from ductile.domain.schedule import PlannedRun
 from ductile.log import Log
 from ductile.ports.clock import Clock
@@ -278,13 +278,25 @@ class Ductile:
         command: str = Command.POLL,
         *,
         payload: dict[str, Any] | None = None,
+        event_type: str | None = None,
         dedupe_key: str | None = None,
     ) -> str:
-        """Queue a job durably; returns its id (or the id of the job it duplicates)."""
-        result = await self.engine.enqueue(
-            plugin, command=command, payload=payload, dedupe_key=dedupe_key, submitted_by=SubmittedBy.API
+        """Queue a job durably; returns its id (or the id of the job it duplicates).
+
+        A ``handle`` job receives ``payload`` as the payload of an event of type
+        ``event_type`` (default ``manual``) from source ``api``, with an event id of its own.
+        Raises :class:`~ductile.app.intake.EnqueueRefusedError` when the plugin or
+        command cannot run now.
+        """
+        submission = Manual(
+            plugin=plugin,
+            command=command,
+            payload=payload,
+            event_type=event_type,
+            dedupe_key=dedupe_key,
+            submitted_by=SubmittedBy.API,
         )
-        return result.job_id
+        return (await self.engine.submit(submission)).job_id
 
     async def due(self, start: datetime, end: datetime) -> list[PlannedRun]:
         """The schedule index: planned runs in ``[start, end)``."""
@@ -318,27 +330,13 @@ class Ductile:
                 return hooks.endpoints if hooks is not None else ()
 
             async def submit(delivery: WebhookDelivery) -> str:
-                now = engine.clock.now()
-                event_id = event_id_for(f"webhook:{engine.new_id()}", 0)
-                event: dict[str, Any] = {
-                    "type": delivery.endpoint.event_type,
-                    "payload": delivery.payload,
-                    "headers": delivery.headers,
-                    "source": f"webhook:{delivery.endpoint.path}",
-                    "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
-                    "event_id": event_id,
-                }
-                if delivery.dedupe_key is not None:
-                    event["dedupe_key"] = delivery.dedupe_key
-                result = await engine.enqueue(
-                    delivery.endpoint.plugin,
-                    command=Command.HANDLE,
-                    payload=event,
+                webhook = Webhook(
+                    endpoint=delivery.endpoint,
+                    payload=delivery.payload,
+                    headers=delivery.headers,
                     dedupe_key=delivery.dedupe_key,
-                    submitted_by=SubmittedBy.WEBHOOK,
-                    strict=False,
                 )
-                return result.job_id
+                return (await engine.submit(webhook)).job_id
 
             self._asgi = build_app(endpoints=endpoints, submit=submit, health=self.health)
         return self._asgi

@@ -26,7 +26,7 @@ from typing import Any
 from ductile.app import intake
 from ductile.app.catalog import Catalog
 from ductile.app.dispatch import Dispatcher
-from ductile.app.intake import EnqueueRefusedError
+from ductile.app.intake import EnqueueRefusedError, Manual, Submission
 from ductile.app.lifecycle import Lifecycle, ReloadReport
 from ductile.app.runtime import Runtime
 from ductile.app.scheduler import Scheduler
@@ -136,29 +136,40 @@ class Engine:
             return await self._scheduler.tick(runtime)
 
     # ----------------------------------------------------------------- intake
+    async def submit(self, submission: Submission) -> EnqueueResult:
+        """Queue a job asked for from outside: the one intake path (:func:`ductile.app.intake.enqueue`)."""
+        return await intake.enqueue(
+            submission,
+            runtime=self.runtime,
+            store=self.store,
+            now=self.clock.now(),
+            new_id=self.new_id,
+            notify=self.inbox.notify,
+        )
+
     async def enqueue(
         self,
         plugin: str,
         *,
         command: str = Command.POLL,
         payload: dict[str, Any] | None = None,
+        event_type: str | None = None,
         dedupe_key: str | None = None,
         submitted_by: SubmittedBy = SubmittedBy.API,
         strict: bool = True,
     ) -> EnqueueResult:
-        """Durably queue one job (see :func:`ductile.app.intake.enqueue`)."""
-        return await intake.enqueue(
-            plugin,
-            runtime=self.runtime,
-            store=self.store,
-            now=self.clock.now(),
-            new_id=self.new_id,
-            notify=self.inbox.notify,
-            command=command,
-            payload=payload,
-            dedupe_key=dedupe_key,
-            submitted_by=submitted_by,
-            strict=strict,
+        """Queue one job by hand: :meth:`submit` of a :class:`~ductile.app.intake.Manual`.
+        For ``handle``, ``payload`` is the payload of the event the job receives."""
+        return await self.submit(
+            Manual(
+                plugin=plugin,
+                command=command,
+                payload=payload,
+                event_type=event_type,
+                dedupe_key=dedupe_key,
+                submitted_by=submitted_by,
+                strict=strict,
+            )
         )
 
     # ----------------------------------------------------------------- dispatcher (D14)
