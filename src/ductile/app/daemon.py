@@ -41,7 +41,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from logging import ERROR
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from ductile.app.engine import Engine
 from ductile.domain.breaker import Breaker, BreakerStatus
@@ -51,6 +51,18 @@ if TYPE_CHECKING:
     from ductile.adapters.systemd import Notifier
 
 ReloadSource = Callable[[], Awaitable[None]]
+
+
+class Listener(Protocol):
+    """What the service needs of its HTTP listener (webhooks and /healthz):
+    :class:`~ductile.adapters.http.HttpServer` is one."""
+
+    async def start(self) -> None:
+        """Return once connections are accepted."""
+
+    async def stop(self) -> None:
+        """Stop accepting, finish or cancel the requests in flight; idempotent."""
+
 
 #: Seconds between two ``STATUS=`` updates sent to systemd.
 STATUS_EVERY = 10.0
@@ -68,7 +80,7 @@ class Service:
         engine: Engine,
         *,
         reload: ReloadSource | None = None,
-        http: Any | None = None,
+        http: Listener | None = None,
         on_ready: Callable[[], None] | None = None,
         notifier: Notifier | None = None,
     ) -> None:
