@@ -53,7 +53,7 @@ from _common import (
 )
 
 from ductile.adapters.sqlite import SqliteStore
-from ductile.app.engine import plugin_env
+from ductile.app.spawn import plugin_env
 from ductile.domain.job import Actor, Job
 from ductile.domain.protocol import build_request
 

@@ -239,9 +239,7 @@ def test_advice_on_the_config_is_logged_at_start_and_after_a_reload(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="ductile")
     sound = Config(service=ServiceConfig(state_dir=str(tmp_path / "state")), plugins_dir="/opt/plugins")
-    short = attrs.evolve(
-        sound, service=attrs.evolve(sound.service, job_log_retention=timedelta(hours=1))
-    )
+    short = attrs.evolve(sound, service=attrs.evolve(sound.service, job_log_retention=timedelta(hours=1)))
 
     def advice() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.getMessage().startswith("config: ")]
@@ -263,3 +261,47 @@ def test_advice_on_the_config_is_logged_at_start_and_after_a_reload(
             assert len(advice()) == 1
 
     asyncio.run(scenario())
+
+
+def test_each_handle_job_queued_through_the_api_arrives_as_an_event_of_its_own(tmp_path: Path) -> None:
+    """Ductile.enqueue(plugin, "handle", payload=...) wraps the payload in an event envelope with an
+    event id of its own: a plugin that skips event ids it has seen (docs/plugins.md) runs every call.
+    (The payload used to be handed over as the event itself, without an id: the second call on was
+    taken for a redelivery and skipped.)"""
+    outbox = Plugin(
+        manifest=Manifest(
+            name="outbox", version="1.0.0", protocol=1, entrypoint="run", commands=frozenset({"handle"})
+        ),
+        directory="/opt/plugins/outbox",
+        executable="/opt/plugins/outbox/run",
+    )
+    config = Config(
+        service=ServiceConfig(state_dir=str(tmp_path / "state")),
+        plugins_dir="/opt/plugins",
+        plugins={"outbox": PluginConfig(name="outbox")},
+    )
+    clock = FakeClock(T0)
+    written: list[dict[str, Any]] = []
+
+    def handle(request: SpawnRequest) -> Any:
+        event = json.loads(request.stdin)["event"]
+        if all(w.get("event_id") != event.get("event_id") for w in written):
+            written.append(event)
+        return ok()
+
+    spawner = ScriptedSpawner({outbox.executable: handle}, clock=clock)
+
+    async def scenario() -> None:
+        async with Ductile(
+            config, store=InMemoryStore(), spawner=spawner, clock=clock, catalog=DictCatalog(outbox)
+        ) as d:
+            for n in (1, 2, 3):
+                await d.enqueue("outbox", "handle", payload={"n": n})
+                assert await d.engine.dispatch_one() is True
+
+    asyncio.run(scenario())
+    assert [w.get("payload") for w in written] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert len({w["event_id"] for w in written}) == 3
+    assert {(w["type"], w["source"], w["timestamp"]) for w in written} == {
+        ("manual", "api", "2026-03-02T09:00:00Z")
+    }

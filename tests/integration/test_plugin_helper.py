@@ -25,7 +25,7 @@ import pytest
 
 from ductile import plugin
 from ductile.adapters.spawner import SubprocessSpawner
-from ductile.app.engine import plugin_env
+from ductile.app.spawn import plugin_env
 from ductile.domain.classify import classify
 from ductile.domain.job import Job, JobStatus, SubmittedBy
 from ductile.domain.outcome import SpawnOutcome

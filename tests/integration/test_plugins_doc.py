@@ -41,7 +41,7 @@ import yaml
 from ductile import plugin
 from ductile.adapters.config import load_config, parse_config
 from ductile.adapters.plugin_dir import discover
-from ductile.app.engine import DEFAULT_PATH, INHERITED_ENV
+from ductile.app.spawn import DEFAULT_PATH, INHERITED_ENV
 from ductile.domain.config import Config, Timeouts
 from ductile.domain.job import JobStatus
 from ductile.domain.plugin import parse_manifest

@@ -26,7 +26,7 @@ from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.plugin import Discovery, Manifest, Plugin, Refusal, missing_config_keys
 from ductile.domain.retry import RetryPolicy
-from ductile.domain.routing import Route
+from ductile.domain.routing import Route, arrival_event_id
 from ductile.domain.schedule import Schedule
 from ductile.fakes import FakeClock, FakeInbox, InMemoryStore, ScriptedSpawner
 from ductile.fakes.spawner import error, ok
@@ -319,12 +319,14 @@ async def test_enqueue_stores_a_queued_job_with_the_plugins_retry_limit_and_noti
 
     assert result.created
     job = await rig.job(result.job_id)
-    assert (job.plugin, job.command, job.payload, job.status) == (
-        "alpha",
-        "handle",
-        {"n": 1},
-        JobStatus.QUEUED,
-    )
+    assert (job.plugin, job.command, job.status) == ("alpha", "handle", JobStatus.QUEUED)
+    assert job.payload == {  # a handle job's payload is its event: the given payload, wrapped
+        "type": "manual",
+        "payload": {"n": 1},
+        "source": "cli",
+        "timestamp": "2026-03-02T09:00:00Z",
+        "event_id": arrival_event_id(job.id),
+    }
     assert (job.attempt, job.max_attempts, job.submitted_by) == (1, 7, SubmittedBy.CLI)
     assert job.created_at == T0
     assert await rig.history(job.id) == [(None, "queued", Actor.CLI.value)]

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-import ductile.app.engine as engine_module
+import ductile.app.dispatch as dispatch_module
+from ductile.app.intake import Webhook
 from ductile.domain.classify import RunEnd
-from ductile.domain.config import PluginConfig, Timeouts
+from ductile.domain.config import Endpoint, PluginConfig, Timeouts
 from ductile.domain.job import Actor, JobStatus, SubmittedBy
 from ductile.domain.outcome import Outcome, SpawnOutcome
 from ductile.domain.plugin import Plugin
@@ -107,14 +108,18 @@ async def test_a_handle_request_carries_the_job_payload_as_event_and_others_carr
     rig = Rig(config, catalog)
     rig.script("alpha", ok())
     await rig.engine.start()
-    envelope = {"type": "webhook", "payload": {"action": "opened", "n": [1, {"x": None}]}, "headers": {}}
-    await rig.engine.enqueue("alpha", command="handle", payload=envelope)
+    body = {"action": "opened", "n": [1, {"x": None}]}
+    endpoint = Endpoint(path="/hook/a", plugin="alpha", secret="s3cr3t")
+    delivery = Webhook(endpoint=endpoint, payload=body, headers={"x-github-event": "issues"})
+    job_id = (await rig.engine.submit(delivery)).job_id
     await rig.engine.enqueue("alpha", command="poll", payload={"ignored": True})
     await rig.drain()
 
     handle, poll = rig.requests("alpha")
     assert handle["command"] == "handle"
-    assert handle["event"] == envelope
+    assert handle["event"] == (await rig.job(job_id)).payload
+    assert handle["event"]["payload"] == body  # the shape preserved, nulls and nesting included
+    assert handle["event"]["headers"] == {"x-github-event": "issues"}
     assert poll["command"] == "poll"
     assert "event" not in poll
 
@@ -568,8 +573,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
             slept.append(delay)
         return await real_sleep(0, result)
 
-    # The engine calls ``asyncio.sleep`` through its module's ``asyncio``: the same module object.
-    assert engine_module.asyncio is asyncio  # type: ignore[attr-defined]
+    # The dispatcher calls ``asyncio.sleep`` through its module's ``asyncio``: the same module object.
+    assert dispatch_module.asyncio is asyncio  # type: ignore[attr-defined]
     monkeypatch.setattr(asyncio, "sleep", fake_sleep)
     return slept
 

@@ -77,8 +77,8 @@ BOOKKEEPING_FIELDS = ("status", "attempt", "started_at", "completed_at", "next_r
 
 
 def test_every_job_field_is_identity_or_bookkeeping() -> None:
-    # apply() builds the moved Job field by field: a new field must be placed in one set or the other,
-    # and then the cell tests check that apply() carries it (or moves it) as they say.
+    # A new field must be placed in one set or the other, and then the cell tests check that
+    # apply() carries it (identity) or moves it (bookkeeping) as they say.
     names = [f.name for f in attrs.fields(Job)]
     assert sorted(names) == sorted(IDENTITY_FIELDS + BOOKKEEPING_FIELDS)
 

@@ -16,10 +16,13 @@ from ductile.domain.routing import (
     FanOut,
     Route,
     Target,
+    arrival_event_id,
     child_job_id,
     event_id_for,
     fan_out,
+    manual_envelope,
     matching,
+    webhook_envelope,
     wrap,
 )
 
@@ -312,6 +315,59 @@ def test_a_route_written_twice_yields_one_child() -> None:
     at = datetime(2026, 1, 1, tzinfo=UTC)
     env = Envelope(type="t", payload={}, source="a", timestamp=at, event_id="e1")
     route = Route(source="a", event_type="t", target="b")
-    out = fan_out([env], routes=[route, route], targets={"b": Target(max_attempts=4)},
-                  parent_job_id="p", at=at)
+    out = fan_out(
+        [env], routes=[route, route], targets={"b": Target(max_attempts=4)}, parent_job_id="p", at=at
+    )
     assert len(out.children) == 1
+
+
+# --------------------------------------------------------------------------- arrivals from outside
+
+
+def test_a_webhook_envelope_keeps_the_body_and_headers_and_derives_its_id_from_the_job() -> None:
+    body = [1, {"x": None}, "three"]  # any JSON value: the shape is preserved
+    envelope = webhook_envelope(
+        path="/hook/gh",
+        event_type="github.push",
+        payload=body,
+        headers={"x-github-event": "push"},
+        dedupe_key="d-1",
+        at=AT,
+        job_id=PARENT,
+    )
+    assert list(envelope.to_json().items()) == [
+        ("type", "github.push"),
+        ("payload", body),
+        ("headers", {"x-github-event": "push"}),
+        ("source", "webhook:/hook/gh"),
+        ("timestamp", "2026-03-01T07:30:15.250Z"),
+        ("event_id", arrival_event_id(PARENT)),
+        ("dedupe_key", "d-1"),
+    ]
+
+
+def test_a_manual_envelope_defaults_its_type_and_payload_and_has_no_headers() -> None:
+    envelope = manual_envelope(
+        source="cli",
+        event_type=None,
+        payload=None,
+        dedupe_key=None,
+        at=AT.replace(microsecond=0),
+        job_id=PARENT,
+    )
+    assert envelope.to_json() == {
+        "type": "manual",
+        "payload": {},
+        "source": "cli",
+        "timestamp": "2026-03-01T07:30:15Z",
+        "event_id": arrival_event_id(PARENT),
+    }
+
+
+def test_an_arriving_events_id_is_derived_and_never_one_its_job_would_emit() -> None:
+    """One scheme for every event id (derived); an arrival's cannot clash with the first event
+    its own job emits, whose id is derived from the same job id."""
+    assert arrival_event_id(PARENT) == arrival_event_id(PARENT)
+    assert uuid.UUID(arrival_event_id(PARENT)).version == 5
+    assert arrival_event_id(PARENT) != event_id_for(PARENT, 0)
+    assert arrival_event_id(PARENT) != arrival_event_id("22222222-2222-4222-8222-222222222222")

@@ -25,7 +25,7 @@ logged once and the notifier stays silent.
 The environment is a parameter, so tests (and an embedder that wants to keep
 ductile quiet) decide what the notifier sees. Plugins never inherit
 ``NOTIFY_SOCKET``: their environment is an allow-list (see
-``ductile.app.engine.plugin_env``), so no plugin can pose as the service.
+``ductile.app.spawn.plugin_env``), so no plugin can pose as the service.
 """
 
 from __future__ import annotations

@@ -15,28 +15,36 @@ time, and no signal handler is installed unless asked.
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ductile.app.catalog import Catalog, FilesystemCatalog
 from ductile.app.daemon import Service
-from ductile.app.engine import Engine, emit
+from ductile.app.engine import Engine
+from ductile.app.intake import Manual, Webhook
 from ductile.domain.breaker import BreakerStatus
-from ductile.domain.config import Config
+from ductile.domain.config import Config, Endpoint
 from ductile.domain.errors import ConfigError
 from ductile.domain.job import Command, SubmittedBy
-from ductile.domain.routing import event_id_for
 from ductile.domain.schedule import PlannedRun
+from ductile.log import Log
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
 from ductile.ports.store import Store
 
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from ductile.adapters.pidlock import InstanceLock
+
 DB_NAME = "ductile.db"
+
+_config_log = Log("config")
+_reload_log = Log("reload")
 
 
 def database_path(config: Config) -> Path:
@@ -46,7 +54,25 @@ def database_path(config: Config) -> Path:
 def _advise(config: Config) -> None:
     """Log, at WARN, each setting that is valid but probably unintended (:meth:`Config.advisories`)."""
     for advice in config.advisories():
-        emit(logging.WARNING, f"config: {advice}", component="config")
+        _config_log.warning(f"config: {advice}")
+
+
+def _default_spawner() -> Spawner:
+    from ductile.adapters.spawner import SubprocessSpawner
+
+    return SubprocessSpawner()
+
+
+def _default_clock() -> Clock:
+    from ductile.adapters.system_clock import SystemClock
+
+    return SystemClock()
+
+
+def _default_inbox() -> Inbox:
+    from ductile.adapters.asyncio_inbox import AsyncioInbox
+
+    return AsyncioInbox()
 
 
 def restart_needed(old: Config, new: Config) -> list[str]:
@@ -95,11 +121,11 @@ class Ductile:
         self._lock_wanted = lock
         self._listen = listen
         self._owns_store = False
-        self._lock: Any = None
+        self._lock: InstanceLock | None = None
         self._engine: Engine | None = None
         self._service: Service | None = None
         self._stop_requested = False
-        self._asgi: Any = None
+        self._asgi: ASGIApp | None = None
         self._closed = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -118,45 +144,16 @@ class Ductile:
 
     async def open(self) -> Ductile:
         config = self._load()
-        store = self._store
-        if store is None:
-            if self._lock_wanted is not False:
-                from ductile.adapters.pidlock import InstanceLock
-
-                self._lock = InstanceLock(config.service.state_dir)
-                self._lock.acquire()
-            from ductile.adapters.sqlite import SqliteStore
-
-            try:
-                store = await SqliteStore.open(database_path(config))
-            except BaseException:
-                self._release_lock()
-                raise
-            self._owns_store = True
+        if self._store is None:
+            self._store = await self._open_own_store(config)
         elif self._lock_wanted:
-            from ductile.adapters.pidlock import InstanceLock
-
-            self._lock = InstanceLock(config.service.state_dir)
-            self._lock.acquire()
-        self._store = store
-        if self._spawner is None:
-            from ductile.adapters.spawner import SubprocessSpawner
-
-            self._spawner = SubprocessSpawner()
-        if self._clock is None:
-            from ductile.adapters.system_clock import SystemClock
-
-            self._clock = SystemClock()
-        if self._inbox is None:
-            from ductile.adapters.asyncio_inbox import AsyncioInbox
-
-            self._inbox = AsyncioInbox()
+            self._take_lock(config)
         self._engine = Engine(
             config=config,
-            store=store,
-            spawner=self._spawner,
-            clock=self._clock,
-            inbox=self._inbox,
+            store=self._store,
+            spawner=self._spawner if self._spawner is not None else _default_spawner(),
+            clock=self._clock if self._clock is not None else _default_clock(),
+            inbox=self._inbox if self._inbox is not None else _default_inbox(),
             catalog=self._catalog or FilesystemCatalog(),
             draw=self._draw,
             new_id=self._new_id,
@@ -169,6 +166,26 @@ class Ductile:
             raise
         _advise(config)
         return self
+
+    async def _open_own_store(self, config: Config) -> Store:
+        """SQLite under ``service.state_dir``, behind the instance lock unless ``lock=False``."""
+        from ductile.adapters.sqlite import SqliteStore
+
+        if self._lock_wanted is not False:
+            self._take_lock(config)
+        try:
+            store = await SqliteStore.open(database_path(config))
+        except BaseException:
+            self._release_lock()
+            raise
+        self._owns_store = True
+        return store
+
+    def _take_lock(self, config: Config) -> None:
+        from ductile.adapters.pidlock import InstanceLock
+
+        self._lock = InstanceLock(config.service.state_dir)
+        self._lock.acquire()
 
     async def __aenter__(self) -> Ductile:
         return await self.open()
@@ -261,14 +278,10 @@ class Ductile:
             try:
                 config = self._load()
             except ConfigError as e:
-                emit(
-                    logging.ERROR,
-                    f"reload refused, keeping the running configuration: {e}",
-                    component="reload",
-                )
+                _reload_log.error(f"reload refused, keeping the running configuration: {e}")
                 return
         for change in restart_needed(self.engine.runtime.config, config):
-            emit(logging.WARNING, f"{change} changed: it applies at the next restart", component="reload")
+            _reload_log.warning(f"{change} changed: it applies at the next restart")
         await self.engine.reload(config)
         _advise(config)
 
@@ -279,13 +292,25 @@ class Ductile:
         command: str = Command.POLL,
         *,
         payload: dict[str, Any] | None = None,
+        event_type: str | None = None,
         dedupe_key: str | None = None,
     ) -> str:
-        """Queue a job durably; returns its id (or the id of the job it duplicates)."""
-        result = await self.engine.enqueue(
-            plugin, command=command, payload=payload, dedupe_key=dedupe_key, submitted_by=SubmittedBy.API
+        """Queue a job durably; returns its id (or the id of the job it duplicates).
+
+        A ``handle`` job receives ``payload`` as the payload of an event of type
+        ``event_type`` (default ``manual``) from source ``api``, with an event id of its own.
+        Raises :class:`~ductile.app.intake.EnqueueRefusedError` when the plugin or
+        command cannot run now.
+        """
+        submission = Manual(
+            plugin=plugin,
+            command=command,
+            payload=payload,
+            event_type=event_type,
+            dedupe_key=dedupe_key,
+            submitted_by=SubmittedBy.API,
         )
-        return result.job_id
+        return (await self.engine.submit(submission)).job_id
 
     async def due(self, start: datetime, end: datetime) -> list[PlannedRun]:
         """The schedule index: planned runs in ``[start, end)``."""
@@ -307,39 +332,25 @@ class Ductile:
         }
 
     @property
-    def asgi_app(self) -> Any:
+    def asgi_app(self) -> ASGIApp:
         """The webhook + /healthz ASGI app, to mount in a host application."""
         if self._asgi is None:
             from ductile.adapters.http import WebhookDelivery, build_app
 
             engine = self.engine
 
-            def endpoints() -> Any:
+            def endpoints() -> Sequence[Endpoint]:
                 hooks = engine.runtime.config.webhooks
                 return hooks.endpoints if hooks is not None else ()
 
             async def submit(delivery: WebhookDelivery) -> str:
-                now = engine.clock.now()
-                event_id = event_id_for(f"webhook:{engine.new_id()}", 0)
-                event: dict[str, Any] = {
-                    "type": delivery.endpoint.event_type,
-                    "payload": delivery.payload,
-                    "headers": delivery.headers,
-                    "source": f"webhook:{delivery.endpoint.path}",
-                    "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
-                    "event_id": event_id,
-                }
-                if delivery.dedupe_key is not None:
-                    event["dedupe_key"] = delivery.dedupe_key
-                result = await engine.enqueue(
-                    delivery.endpoint.plugin,
-                    command=Command.HANDLE,
-                    payload=event,
+                webhook = Webhook(
+                    endpoint=delivery.endpoint,
+                    payload=delivery.payload,
+                    headers=delivery.headers,
                     dedupe_key=delivery.dedupe_key,
-                    submitted_by=SubmittedBy.WEBHOOK,
-                    strict=False,
                 )
-                return result.job_id
+                return (await engine.submit(webhook)).job_id
 
             self._asgi = build_app(endpoints=endpoints, submit=submit, health=self.health)
         return self._asgi

@@ -37,22 +37,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from logging import ERROR
+from typing import TYPE_CHECKING, Protocol
 
-from ductile.app.engine import Engine, emit, log
+from ductile.app.engine import Engine
 from ductile.domain.breaker import Breaker, BreakerStatus
+from ductile.log import Log
 
 if TYPE_CHECKING:
     from ductile.adapters.systemd import Notifier
 
 ReloadSource = Callable[[], Awaitable[None]]
 
+
+class Listener(Protocol):
+    """What the service needs of its HTTP listener (webhooks and /healthz):
+    :class:`~ductile.adapters.http.HttpServer` is one."""
+
+    async def start(self) -> None:
+        """Return once connections are accepted."""
+
+    async def stop(self) -> None:
+        """Stop accepting, finish or cancel the requests in flight; idempotent."""
+
+
 #: Seconds between two ``STATUS=`` updates sent to systemd.
 STATUS_EVERY = 10.0
+
+_daemon_log = Log("daemon")
+_scheduler_log = Log("scheduler")
+_dispatcher_log = Log("dispatcher")
+_reload_log = Log("reload")
+_systemd_log = Log("systemd")
 
 
 class Service:
@@ -61,7 +80,7 @@ class Service:
         engine: Engine,
         *,
         reload: ReloadSource | None = None,
-        http: Any | None = None,
+        http: Listener | None = None,
         on_ready: Callable[[], None] | None = None,
         notifier: Notifier | None = None,
     ) -> None:
@@ -90,7 +109,7 @@ class Service:
         """Begin a graceful stop; calling it again does nothing more."""
         if self._stopping.is_set():
             return
-        emit(logging.INFO, "stopping: intake closed, waiting for the running job", component="daemon")
+        _daemon_log.info("stopping: intake closed, waiting for the running job")
         self._stopping.set()
         self._tell_stopping()
         self._wake_scheduler.set()
@@ -121,7 +140,7 @@ class Service:
             asyncio.create_task(self._dispatcher_loop(), name="ductile-dispatcher"),
             asyncio.create_task(self._reload_loop(), name="ductile-reload"),
         ]
-        emit(logging.INFO, "ductile is running", component="daemon", plugins=len(self.engine.runtime.plugins))
+        _daemon_log.info("ductile is running", plugins=len(self.engine.runtime.plugins))
         if self._notifier is not None and not self.stopping:
             self._notifier.ready()
             self._monitor = asyncio.create_task(self._systemd_loop(self._notifier), name="ductile-systemd")
@@ -148,16 +167,12 @@ class Service:
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                log.error(
-                    "a loop ended with an error during shutdown",
-                    exc_info=result,
-                    extra={"component": "daemon"},
-                )
+                _daemon_log.log(ERROR, "a loop ended with an error during shutdown", exc_info=result)
         # The monitor goes last: systemd's watchdog still runs while the last job finishes.
         if self._monitor is not None:
             self._monitor.cancel()
             await asyncio.gather(self._monitor, return_exceptions=True)
-        emit(logging.INFO, "stopped", component="daemon")
+        _daemon_log.info("stopped")
 
     async def _sleep_until(self, when: datetime, event: asyncio.Event) -> None:
         """Sleep until ``when`` on the engine's clock, or until ``event`` is set."""
@@ -178,7 +193,7 @@ class Service:
             try:
                 wake = await self.engine.tick()
             except Exception:
-                log.exception("scheduler tick failed; trying again shortly", extra={"component": "scheduler"})
+                _scheduler_log.exception("scheduler tick failed; trying again shortly")
                 wake = now + timedelta(seconds=5)
             cap = self.engine.clock.now() + self.engine.runtime.config.service.tick_interval
             await self._sleep_until(min(wake, cap), self._wake_scheduler)
@@ -188,7 +203,7 @@ class Service:
             try:
                 worked = await self.engine.dispatch_one()
             except Exception:
-                log.exception("dispatch failed; trying again shortly", extra={"component": "dispatcher"})
+                _dispatcher_log.exception("dispatch failed; trying again shortly")
                 worked = False
                 await asyncio.sleep(1.0)
             if not worked and not self.stopping:
@@ -207,19 +222,12 @@ class Service:
             if self._notifier is not None:
                 self._notifier.reloading()
             if self._reload_source is None:
-                emit(
-                    logging.WARNING,
-                    "reload requested but there is no config file to re-read",
-                    component="reload",
-                )
+                _reload_log.warning("reload requested but there is no config file to re-read")
             else:
                 try:
                     await self._reload_source()
                 except Exception:
-                    log.exception(
-                        "reload failed; the previous configuration stays in force",
-                        extra={"component": "reload"},
-                    )
+                    _reload_log.exception("reload failed; the previous configuration stays in force")
             # Applied or refused, the reload is over: systemd waits for READY=1 either way.
             if self._notifier is not None and not self.stopping:
                 self._notifier.ready()
@@ -253,7 +261,7 @@ class Service:
                     next_status = started + STATUS_EVERY
                     notifier.status(await self.status_text(timeout=bound))
             except Exception:  # the monitor must outlive its own bugs; no ping this round
-                log.exception("the systemd monitor failed a round", extra={"component": "systemd"})
+                _systemd_log.exception("the systemd monitor failed a round")
             await asyncio.sleep(max(0.0, started + period - loop.time()))
 
     async def _why_not_alive(self, *, timeout: float) -> str | None:
@@ -274,9 +282,9 @@ class Service:
         if reason == self._unhealthy:
             return
         if reason is not None:
-            emit(logging.ERROR, f"withholding systemd watchdog pings: {reason}", component="systemd")
+            _systemd_log.error(f"withholding systemd watchdog pings: {reason}")
         else:
-            emit(logging.INFO, "alive again: systemd watchdog pings resume", component="systemd")
+            _systemd_log.info("alive again: systemd watchdog pings resume")
         self._unhealthy = reason
 
     async def _send_status(self, notifier: Notifier) -> None:

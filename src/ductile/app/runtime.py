@@ -3,22 +3,68 @@
 A :class:`Runtime` is immutable and swapped whole on reload (D13: old or new,
 never a mix). A job captures the runtime it was claimed under and finishes
 with it, whatever reloads happen meanwhile.
+
+It is also the one place that says what state a plugin is in, and why
+(:meth:`Runtime.status_of`), and whether its ``init`` is due
+(:meth:`Runtime.init_status`).
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from collections.abc import Mapping
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any
 
 import attrs
 
 from ductile.domain.config import Config, PluginConfig
+from ductile.domain.job import Command
 from ductile.domain.plugin import Discovery, Plugin, Refusal
 from ductile.domain.routing import Target
 from ductile.domain.schedule import Schedule
+from ductile.ports.store import InitRecord
+
+
+class PluginState(enum.StrEnum):
+    LOADED = "loaded"
+    #: Loaded, but its ``init`` failed: not scheduled, its jobs fail fast.
+    UNHEALTHY = "unhealthy"
+    #: Found but not loaded: a check failed (see the reason).
+    REFUSED = "refused"
+    #: Switched off in the config.
+    DISABLED = "disabled"
+    #: Not a plugin ductile knows of (removed, or never there).
+    ABSENT = "absent"
+
+
+@attrs.frozen
+class PluginStatus:
+    state: PluginState
+    #: Why it is refused or unhealthy; None otherwise.
+    reason: str | None = None
+
+
+class InitState(enum.StrEnum):
+    #: The plugin has no ``init`` command.
+    NONE = "none"
+    #: Never run for this manifest and config (or they changed since): it runs at the next start or reload.
+    PENDING = "pending"
+    OK = "ok"
+    #: The last run, for this manifest and config, failed: it runs again at the next start or reload.
+    FAILED = "failed"
+
+
+@attrs.frozen(kw_only=True)
+class InitStatus:
+    state: InitState
+    #: What the stored record is judged against (see :func:`init_fingerprint`).
+    fingerprint: str
+    #: Why the plugin is unhealthy, when the last ``init`` failed.
+    reason: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -30,17 +76,17 @@ class Runtime:
     unhealthy: Mapping[str, str] = attrs.field(factory=dict)
     # Derived once (the runtime never changes): the dispatcher asks for the targets at
     # every settle and the scheduler for the schedules at every tick (bench/bench_sim.py).
-    _targets: dict[str, Target] = attrs.field(init=False, eq=False, repr=False)
-    _schedules: dict[str, Schedule] = attrs.field(init=False, eq=False, repr=False)
+    _targets: Mapping[str, Target] = attrs.field(init=False, eq=False, repr=False)
+    _schedules: Mapping[str, Schedule] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "_targets", self.config.targets(set(self.plugins)))
+        object.__setattr__(self, "_targets", MappingProxyType(self.config.targets(set(self.plugins))))
         schedules: dict[str, Schedule] = {}
         for name in self.plugins:
             pc = self.settings(name)
             if pc.enabled and pc.schedule is not None and name not in self.unhealthy:
                 schedules[name] = pc.schedule
-        object.__setattr__(self, "_schedules", schedules)
+        object.__setattr__(self, "_schedules", MappingProxyType(schedules))
 
     @property
     def plugins(self) -> Mapping[str, Plugin]:
@@ -53,28 +99,62 @@ class Runtime:
     def settings(self, name: str) -> PluginConfig:
         return self.config.plugin(name)
 
-    def targets(self) -> dict[str, Target]:
-        return dict(self._targets)
+    def targets(self) -> Mapping[str, Target]:
+        """Where routed events may go: loaded, enabled plugins (a read-only view)."""
+        return self._targets
 
-    def schedules(self) -> dict[str, Schedule]:
-        """Schedules that may run: loaded, enabled, healthy plugins only."""
-        return dict(self._schedules)
+    def schedules(self) -> Mapping[str, Schedule]:
+        """Schedules that may run: loaded, enabled, healthy plugins only (a read-only view)."""
+        return self._schedules
+
+    def status_of(self, name: str) -> PluginStatus:
+        """What state plugin ``name`` is in, and why.
+
+        A plugin the catalog refused is refused whatever the config says (a
+        disabled name without a directory included); a plugin that was not
+        loaded and not refused is disabled when the config says so, else absent.
+        """
+        if name in self.plugins:
+            if name in self.unhealthy:
+                return PluginStatus(PluginState.UNHEALTHY, self.unhealthy[name])
+            return PluginStatus(PluginState.LOADED)
+        for refusal in self.refused:
+            if refusal.name == name:
+                return PluginStatus(PluginState.REFUSED, refusal.reason)
+        if name in self.discovery.disabled or not self.settings(name).enabled:
+            return PluginStatus(PluginState.DISABLED)
+        return PluginStatus(PluginState.ABSENT)
 
     def why_not_runnable(self, name: str, command: str) -> str | None:
         """None when a job of (name, command) may be spawned now, else the reason."""
-        if name not in self.plugins:
-            for refusal in self.refused:
-                if refusal.name == name:
-                    return f"plugin '{name}' is refused: {refusal.reason}"
-            if name in self.discovery.disabled or not self.settings(name).enabled:
-                return f"plugin '{name}' is disabled"
-            return f"plugin '{name}' is not loaded (no such plugin in {self.config.plugins_dir})"
-        if name in self.unhealthy:
-            return f"plugin '{name}' is unhealthy: {self.unhealthy[name]}"
-        if not self.plugins[name].supports(command):
+        status = self.status_of(name)
+        if status.state is PluginState.LOADED:
+            if self.plugins[name].supports(command):
+                return None
             commands = ", ".join(sorted(self.plugins[name].manifest.commands))
             return f"plugin '{name}' does not support '{command}' (its manifest lists: {commands})"
-        return None
+        if status.state is PluginState.ABSENT:
+            return f"plugin '{name}' is not loaded (no such plugin in {self.config.plugins_dir})"
+        if status.reason is None:
+            return f"plugin '{name}' is {status.state}"
+        return f"plugin '{name}' is {status.state}: {status.reason}"
+
+    def init_status(self, name: str, record: InitRecord | None) -> InitStatus:
+        """Whether loaded plugin ``name``'s ``init`` is due, given its stored ``record``.
+
+        ``init`` runs when the plugin is first seen, when its manifest or its
+        config changed (the fingerprint differs), or when it last failed.
+        """
+        plugin = self.plugins[name]
+        fingerprint = init_fingerprint(plugin, self.settings(name))
+        if not plugin.supports(Command.INIT):
+            return InitStatus(state=InitState.NONE, fingerprint=fingerprint)
+        if record is None or record.fingerprint != fingerprint:
+            return InitStatus(state=InitState.PENDING, fingerprint=fingerprint)
+        if not record.ok:
+            reason = f"init failed: {record.error or 'no reason recorded'}"
+            return InitStatus(state=InitState.FAILED, fingerprint=fingerprint, reason=reason)
+        return InitStatus(state=InitState.OK, fingerprint=fingerprint)
 
     def grace(self) -> timedelta:
         """How late a due run may be before it counts as missed (ADR 0003)."""

@@ -6,6 +6,13 @@ envelope as ``event`` to a ``handle`` job on every plugin whose route matches
 exactly. Ids are derived (UUIDv5) from the parent job and the event's index,
 so replaying a parent's completion yields the same event ids and the same
 child ids: the child identity (parent, event, plugin, command) is stable.
+
+Every event id is derived, one scheme for all: an emitted event's from its
+parent job and index, a timer's from its schedule and instant
+(:func:`~ductile.domain.schedule.timer_event_id`), and an event that arrives
+from outside (a webhook delivery, a manual ``handle``) from the id of the job
+it arrives with (:func:`arrival_event_id`). Those arrivals are built by
+:func:`webhook_envelope` and :func:`manual_envelope`.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from ductile.domain.protocol import EmittedEvent, iso_utc
 
 #: Namespace of ductile's derived ids.
 NAMESPACE = uuid.UUID("6f1d8e3a-5c0b-4f7e-9a51-2d3c4b5a6e70")
+#: The type of a manual ``handle`` job's event when the operator or application names none.
+MANUAL_EVENT_TYPE = "manual"
 
 
 @attrs.frozen(kw_only=True)
@@ -37,20 +46,22 @@ class Envelope:
     """An event as the core passes it on."""
 
     type: str
-    payload: dict[str, Any]
+    #: A JSON value: an object for an emitted event, any JSON for a webhook's body.
+    payload: Any
     source: str
     timestamp: datetime
     event_id: str
     dedupe_key: str | None = None
+    #: A webhook delivery's request headers (lower-cased names); None for other events.
+    headers: Mapping[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "type": self.type,
-            "payload": self.payload,
-            "source": self.source,
-            "timestamp": iso_utc(self.timestamp),
-            "event_id": self.event_id,
-        }
+        body: dict[str, Any] = {"type": self.type, "payload": self.payload}
+        if self.headers is not None:
+            body["headers"] = dict(self.headers)
+        body["source"] = self.source
+        body["timestamp"] = iso_utc(self.timestamp)
+        body["event_id"] = self.event_id
         if self.dedupe_key is not None:
             body["dedupe_key"] = self.dedupe_key
         return body
@@ -74,6 +85,53 @@ def event_id_for(origin: str, index: int) -> str:
 
 def child_job_id(parent: str, event_id: str, plugin: str, command: str) -> str:
     return derived_id("child", parent, event_id, plugin, command)
+
+
+def arrival_event_id(job_id: str) -> str:
+    """The id of the event that arrives from outside with job ``job_id`` (never one it emits)."""
+    return event_id_for(f"arrival:{job_id}", 0)
+
+
+def webhook_envelope(
+    *,
+    path: str,
+    event_type: str,
+    payload: Any,
+    headers: Mapping[str, str],
+    dedupe_key: str | None,
+    at: datetime,
+    job_id: str,
+) -> Envelope:
+    """The event of a verified webhook delivery to endpoint ``path``, for ``handle`` job ``job_id``."""
+    return Envelope(
+        type=event_type,
+        payload=payload,
+        headers=headers,
+        source=f"webhook:{path}",
+        timestamp=at,
+        event_id=arrival_event_id(job_id),
+        dedupe_key=dedupe_key,
+    )
+
+
+def manual_envelope(
+    *,
+    source: str,
+    event_type: str | None,
+    payload: Mapping[str, Any] | None,
+    dedupe_key: str | None,
+    at: datetime,
+    job_id: str,
+) -> Envelope:
+    """The event of a ``handle`` job asked for by hand (``source``: ``cli``, ``api``)."""
+    return Envelope(
+        type=event_type or MANUAL_EVENT_TYPE,
+        payload=dict(payload) if payload is not None else {},
+        source=source,
+        timestamp=at,
+        event_id=arrival_event_id(job_id),
+        dedupe_key=dedupe_key,
+    )
 
 
 def wrap(event: EmittedEvent, *, source: str, at: datetime, event_id: str) -> Envelope:

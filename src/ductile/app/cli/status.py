@@ -24,15 +24,14 @@ from ductile.app.cli.context import (
 )
 from ductile.app.cli.format import human_duration, local_time, table
 from ductile.app.cli.jsondoc import breaker_json
-from ductile.app.engine import plugin_env
 from ductile.app.runtime import Runtime
+from ductile.app.spawn import plugin_env, spawn_request
 from ductile.domain.breaker import Breaker, reopens_at
 from ductile.domain.classify import classify
-from ductile.domain.config import KILL_GRACE, Config
+from ductile.domain.config import Config
 from ductile.domain.job import JobEvent, JobStatus
 from ductile.domain.plugin import Plugin
-from ductile.domain.protocol import build_request
-from ductile.ports.spawner import Spawner, SpawnRequest
+from ductile.ports.spawner import Spawner
 
 
 async def _health(
@@ -50,28 +49,17 @@ async def _health(
         return {"ok": False, "error": f"refused before spawn: {refused}", "duration_seconds": 0.0, "logs": []}
     settings = config.plugin(plugin.name)
     timeout = settings.timeouts.health
-    job_id = f"health-{ctx.new_id()}"
-    request = build_request(
-        job_id=job_id,
-        command="health",
-        config=dict(settings.config),
+    request = spawn_request(
+        plugin,
+        "health",
+        job_id=f"health-{ctx.new_id()}",
+        attempt=1,
+        settings=settings,
         state=state,
-        deadline_at=ctx.now() + timeout,
+        now=ctx.now(),
+        base_env=plugin_env(ctx.env),
     )
-    env = plugin_env(ctx.env)
-    env.update(
-        DUCTILE_PLUGIN=plugin.name, DUCTILE_COMMAND="health", DUCTILE_JOB_ID=job_id, DUCTILE_ATTEMPT="1"
-    )
-    outcome = await spawner.run(
-        SpawnRequest(
-            executable=plugin.executable,
-            cwd=plugin.directory,
-            stdin=request,
-            env=env,
-            timeout=timeout.total_seconds(),
-            grace=KILL_GRACE.total_seconds(),
-        )
-    )
+    outcome = await spawner.run(request)
     verdict = classify(outcome, timeout)
     logs = verdict.response.logs if verdict.response is not None else ()
     return {

@@ -1,0 +1,140 @@
+"""The dispatcher (D14): claim a job, run its plugin, settle the outcome, commit.
+
+One job at a time. A claimed job is never stranded: whatever goes wrong while
+preparing the run or in the spawner becomes a failed run, and the settlement
+is committed however long the store takes to accept it (a full disk, a locked
+database), while crash recovery covers a death in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+import attrs
+
+from ductile.app.catalog import Catalog
+from ductile.app.dispatch_log import log_settlement
+from ductile.app.runtime import Runtime
+from ductile.app.spawn import spawn_request
+from ductile.domain.classify import RunEnd, classify
+from ductile.domain.job import Command, Job
+from ductile.domain.outcome import NotRun, Outcome, SpawnOutcome
+from ductile.domain.plugin import Plugin
+from ductile.domain.settle import SettleContext
+from ductile.log import Log
+from ductile.ports.clock import Clock
+from ductile.ports.inbox import Inbox
+from ductile.ports.spawner import ProcessHandle, Spawner
+from ductile.ports.store import Committed, StaleJobError, Store
+
+_log = Log("dispatcher")
+
+
+@attrs.frozen(kw_only=True)
+class Dispatcher:
+    store: Store
+    spawner: Spawner
+    clock: Clock
+    inbox: Inbox
+    catalog: Catalog
+    draw: Callable[[], float]
+    #: The environment every plugin starts from (see :func:`ductile.app.spawn.plugin_env`).
+    base_env: Mapping[str, str]
+
+    async def claim(self) -> Job | None:
+        """The oldest runnable job, now running; None when there is none."""
+        return await self.store.claim_next(self.clock.now())
+
+    async def idle_wait(self) -> float:
+        """Seconds the dispatcher may wait for work: until the next retry, at most 1 s
+        (so another process's enqueue is noticed within a second)."""
+        nxt = await self.store.next_retry_at()
+        if nxt is None:
+            return 1.0
+        return max(0.0, min(1.0, (nxt - self.clock.now()).total_seconds()))
+
+    async def run(self, job: Job, runtime: Runtime) -> Committed:
+        """Run a claimed job under ``runtime`` (the one it was claimed with) and commit its end."""
+        settings = runtime.settings(job.plugin)
+        timeout = settings.timeouts.for_command(job.command)
+        try:
+            outcome: Outcome = await self._execute(job, runtime)
+        except Exception as e:  # e.g. the store could not read the state: fail the run, never strand it
+            _log.bind(plugin=job.plugin, job_id=job.id).exception("could not prepare the run")
+            outcome = SpawnOutcome(spawn_error=f"internal error: {e!r}")
+        ctx = SettleContext(
+            now=self.clock.now(),
+            draw=self.draw(),
+            retry=settings.retry,
+            breaker=settings.circuit_breaker,
+            routes=runtime.config.routes,
+            targets=runtime.targets(),
+        )
+        # Classified here, not in the store's unit: parsing stdout holds no write transaction.
+        end = classify(outcome, timeout) if isinstance(outcome, SpawnOutcome) else outcome
+        committed = await self._settle(job, end, ctx, runtime)
+        if _log.enabled_for(logging.ERROR):  # the highest level there: nothing is built unheard
+            log_settlement(job, outcome, committed)
+        if any(r.created for r in committed.children):
+            self.inbox.notify()
+        return committed
+
+    async def _execute(self, job: Job, runtime: Runtime) -> Outcome:
+        job_log = _log.bind(plugin=job.plugin, job_id=job.id)
+        reason = runtime.why_not_runnable(job.plugin, job.command)
+        plugin: Plugin | None = runtime.plugins.get(job.plugin)
+        if reason is None and plugin is not None:
+            refused = self.catalog.verify(plugin)
+            if refused is not None:
+                reason = f"plugin '{job.plugin}' refused before spawn: {refused}"
+        if reason is not None or plugin is None:
+            return NotRun(reason=reason or f"plugin '{job.plugin}' is not loaded")
+        # Read here for the request, and again by the store inside the settle unit: that
+        # one decides on the rows as they are then (ADR 0007).
+        state = await self.store.get_state(job.plugin)
+        spawn = spawn_request(
+            plugin,
+            job.command,
+            job_id=job.id,
+            attempt=job.attempt,
+            settings=runtime.settings(job.plugin),
+            state=state,
+            now=self.clock.now(),
+            base_env=self.base_env,
+            event=job.payload if job.command == Command.HANDLE else None,
+        )
+
+        async def remember(handle: ProcessHandle) -> None:
+            try:
+                await self.store.record_process(job.id, handle)
+            except Exception:  # the run goes on; recovery just cannot kill this group
+                job_log.exception("could not record the process group of a running job")
+
+        if job_log.enabled_for(logging.DEBUG):
+            job_log.debug(f"running {job.command} (attempt {job.attempt} of {job.max_attempts})")
+        try:
+            return await self.spawner.run(spawn, on_start=remember)
+        except Exception as e:  # a bug in the spawner must not lose the job
+            job_log.exception("the spawner failed")
+            return SpawnOutcome(spawn_error=f"internal error: {e!r}")
+
+    async def _settle(self, job: Job, end: RunEnd, ctx: SettleContext, runtime: Runtime) -> Committed:
+        """Commit the settlement, retrying while the store cannot write (a full disk,
+        a locked database): the job stays ``running`` in the store meanwhile, and
+        crash recovery would pick it up if we died."""
+        delay = 0.5
+        while True:
+            try:
+                return await self.store.settle(
+                    job.id, end, ctx=ctx, dedupe_ttl=runtime.config.service.dedupe_ttl
+                )
+            except StaleJobError:
+                raise
+            except Exception:
+                _log.bind(plugin=job.plugin, job_id=job.id).exception(
+                    f"could not record the end of the job; retrying in {delay:g}s"
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)

@@ -1,0 +1,145 @@
+"""Intake: the one way a job asked for from outside the engine is queued.
+
+Webhook deliveries, ``ductile run``, an embedding application
+(``Ductile.enqueue``), the simulation's arrivals and any later entry point
+describe what arrived as a :class:`Webhook` or a :class:`Manual` and hand it
+to :func:`enqueue`, which:
+
+1. refuses a plugin or command that cannot run now, unless the caller keeps
+   the job anyway (a webhook delivery is kept while its plugin is broken: it
+   fails fast with the reason, visible in ``ductile job``);
+2. builds the job, and for a ``handle`` job its event envelope, with the
+   domain's builders (:func:`~ductile.domain.routing.webhook_envelope`,
+   :func:`~ductile.domain.routing.manual_envelope`): one id scheme, one
+   timestamp format;
+3. stores it durably (a duplicate by dedupe key is dropped);
+4. logs it and wakes the dispatcher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from ductile.app.runtime import Runtime
+from ductile.domain.config import Endpoint
+from ductile.domain.errors import DuctileError
+from ductile.domain.job import Actor, Command, Job, SubmittedBy
+from ductile.domain.routing import manual_envelope, webhook_envelope
+from ductile.log import Log
+from ductile.ports.store import EnqueueResult, Store
+
+_log = Log("intake")
+
+
+class EnqueueRefusedError(DuctileError):
+    """A job was asked for a plugin or command that cannot run."""
+
+
+@attrs.frozen(kw_only=True)
+class Manual:
+    """A job asked for by an operator (``ductile run``) or an application (the API)."""
+
+    plugin: str
+    command: str = Command.POLL
+    #: For ``handle``: the payload of the event the job receives. Other commands receive no
+    #: event; their payload is only kept with the job.
+    payload: Mapping[str, Any] | None = None
+    #: For ``handle``: the event's type (default :data:`~ductile.domain.routing.MANUAL_EVENT_TYPE`).
+    event_type: str | None = None
+    dedupe_key: str | None = None
+    submitted_by: SubmittedBy = SubmittedBy.API
+    #: Refuse a plugin or command that cannot run now (False: keep the job; it fails fast).
+    strict: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class Webhook:
+    """A verified webhook delivery: a ``handle`` job for its endpoint's plugin, never refused."""
+
+    endpoint: Endpoint
+    #: The parsed JSON body, any JSON value.
+    payload: Any
+    headers: Mapping[str, str]
+    #: The value of the endpoint's dedupe header, when it has one.
+    dedupe_key: str | None = None
+
+
+Submission = Manual | Webhook
+
+
+async def enqueue(
+    submission: Submission,
+    *,
+    runtime: Runtime,
+    store: Store,
+    now: datetime,
+    new_id: Callable[[], str],
+    notify: Callable[[], None] | None = None,
+) -> EnqueueResult:
+    """Queue ``submission`` durably under ``runtime``; see the module's docs.
+
+    ``new_id`` gives the job its id; ``notify`` wakes the dispatcher (None
+    where there is none to wake: ``ductile run`` writes to the daemon's store,
+    whose dispatcher notices within a second).
+    """
+    if isinstance(submission, Manual) and submission.strict:
+        reason = runtime.why_not_runnable(submission.plugin, submission.command)
+        if reason is not None:
+            raise EnqueueRefusedError(reason)
+    job = _job(submission, runtime, now=now, job_id=new_id())
+    actor = Actor(job.submitted_by.value)
+    result = await store.enqueue(job, actor=actor, now=now, dedupe_ttl=runtime.config.service.dedupe_ttl)
+    job_log = _log.bind(plugin=job.plugin, job_id=result.job_id)
+    if result.created:
+        job_log.info(f"job queued ({job.command})", submitted_by=job.submitted_by.value)
+        if notify is not None:
+            notify()
+    else:
+        job_log.info(f"duplicate dropped: dedupe_key {job.dedupe_key!r} matches job {result.job_id}")
+    return result
+
+
+def _job(submission: Submission, runtime: Runtime, *, now: datetime, job_id: str) -> Job:
+    config = runtime.config
+    if isinstance(submission, Webhook):
+        envelope = webhook_envelope(
+            path=submission.endpoint.path,
+            event_type=submission.endpoint.event_type,
+            payload=submission.payload,
+            headers=submission.headers,
+            dedupe_key=submission.dedupe_key,
+            at=now,
+            job_id=job_id,
+        )
+        return config.new_job(
+            submission.endpoint.plugin,
+            Command.HANDLE,
+            job_id=job_id,
+            now=now,
+            submitted_by=SubmittedBy.WEBHOOK,
+            payload=envelope.to_json(),
+            dedupe_key=submission.dedupe_key,
+        )
+    payload = dict(submission.payload) if submission.payload is not None else None
+    if submission.command == Command.HANDLE:
+        payload = manual_envelope(
+            source=submission.submitted_by.value,
+            event_type=submission.event_type,
+            payload=submission.payload,
+            dedupe_key=submission.dedupe_key,
+            at=now,
+            job_id=job_id,
+        ).to_json()
+    return config.new_job(
+        submission.plugin,
+        submission.command,
+        job_id=job_id,
+        now=now,
+        submitted_by=submission.submitted_by,
+        payload=payload,
+        dedupe_key=submission.dedupe_key,
+    )
