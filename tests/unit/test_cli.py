@@ -1409,3 +1409,10 @@ def test_start_with_a_bad_config_exits_2_and_touches_nothing(h: Harness) -> None
     assert "service.log_level" in err
     assert out == ""
     assert not (h.root / "state").exists()
+
+
+def test_the_parsers_manual_event_type_is_the_domains() -> None:
+    from ductile.app.cli.parser import MANUAL_EVENT_TYPE
+    from ductile.domain import routing
+
+    assert MANUAL_EVENT_TYPE == routing.MANUAL_EVENT_TYPE

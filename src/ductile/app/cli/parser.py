@@ -10,6 +10,10 @@ import argparse
 
 from ductile.app.cli.context import PROG
 
+#: The default event type of ``run --command handle``, for the help text only (``--help`` imports
+#: no domain module); ``tests/unit/test_cli.py`` pins it to ``ductile.domain.routing.MANUAL_EVENT_TYPE``.
+MANUAL_EVENT_TYPE = "manual"
+
 #: ``typing`` alone costs ~7 ms to import; the type checkers treat this name as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,7 +28,6 @@ DEFAULT_SCHEDULE_LIMIT = 1000
 #: Default number of jobs ``queue`` lists.
 DEFAULT_QUEUE_LIMIT = 1000
 #: The event type of a ``run --command handle`` job unless ``--event-type`` says otherwise.
-MANUAL_EVENT_TYPE = "manual"
 #: Commands ``run`` may queue: ``health`` runs with ``status``, ``init`` on start/reload.
 RUNNABLE_COMMANDS = ("poll", "handle")
 #: Simulated days of ``simulate`` unless told.

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from typing import Any
 
+from ductile.app import intake
 from ductile.app.cli.context import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -17,11 +17,13 @@ from ductile.app.cli.context import (
     survey,
 )
 from ductile.app.cli.format import human_duration
-from ductile.app.cli.parser import DEFAULT_WAIT_SECONDS, MANUAL_EVENT_TYPE
+from ductile.app.cli.parser import DEFAULT_WAIT_SECONDS
+from ductile.app.intake import EnqueueRefusedError, Manual
+from ductile.app.runtime import Runtime
 from ductile.domain.config import Config
 from ductile.domain.errors import ProtocolError
-from ductile.domain.job import Actor, JobStatus, SubmittedBy
-from ductile.domain.protocol import decode_json_object, iso_utc
+from ductile.domain.job import JobStatus, SubmittedBy
+from ductile.domain.protocol import decode_json_object
 from ductile.ports.store import Store
 
 #: How often ``run --wait`` looks at the job (it backs off from the first to the last).
@@ -36,19 +38,6 @@ def _payload(text: str) -> dict[str, Any]:
         raise UsageError(f"{e} (--payload must be one JSON object, e.g. '{{\"id\": 42}}')") from None
     except UnicodeError:
         raise UsageError("--payload is not valid text") from None
-
-
-def _event(ctx: Context, args: argparse.Namespace, now: datetime) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": args.event_type or MANUAL_EVENT_TYPE,
-        "payload": _payload(args.payload) if args.payload is not None else {},
-        "source": "cli",
-        "timestamp": iso_utc(now),
-        "event_id": ctx.new_id(),
-    }
-    if args.dedupe_key is not None:
-        event["dedupe_key"] = args.dedupe_key
-    return event
 
 
 async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
@@ -71,7 +60,10 @@ async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         if store is None:
             store = await ctx.open_store(path, True)
             assert store is not None
-        code, doc = await _queue(ctx, args, config, store, pid)
+        try:
+            code, doc = await _queue(ctx, args, runtime, store, pid)
+        except EnqueueRefusedError as e:  # the plugin changed between the survey and the enqueue
+            return ctx.fail(f"cannot run: {e}")
     finally:
         if store is not None:
             await store.close()
@@ -95,20 +87,20 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 async def _queue(
-    ctx: Context, args: argparse.Namespace, config: Config, store: Store, pid: int | None
+    ctx: Context, args: argparse.Namespace, runtime: Runtime, store: Store, pid: int | None
 ) -> tuple[int, dict[str, Any]]:
-    """Queue the job, say so, and with ``--wait`` follow it: (exit code, the JSON document)."""
-    now = ctx.now()
-    job = config.new_job(
-        args.plugin,
-        args.command,
-        job_id=ctx.new_id(),
-        now=now,
-        submitted_by=SubmittedBy.CLI,
-        payload=_event(ctx, args, now) if args.command == "handle" else None,
+    """Queue the job through the one intake path, say so, and with ``--wait`` follow it:
+    (exit code, the JSON document). The daemon's dispatcher notices it by itself."""
+    config = runtime.config
+    manual = Manual(
+        plugin=args.plugin,
+        command=args.command,
+        payload=_payload(args.payload) if args.payload is not None else None,
+        event_type=args.event_type,
         dedupe_key=args.dedupe_key,
+        submitted_by=SubmittedBy.CLI,
     )
-    result = await store.enqueue(job, actor=Actor.CLI, now=now, dedupe_ttl=config.service.dedupe_ttl)
+    result = await intake.enqueue(manual, runtime=runtime, store=store, now=ctx.now(), new_id=ctx.new_id)
     doc: dict[str, Any] = {
         "job_id": result.job_id,
         "created": result.created,

@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ductile.app.engine import EnqueueRefusedError
+from ductile.app.intake import EnqueueRefusedError, Webhook
 from ductile.app.sim.faults import Reload
-from ductile.app.sim.trace import stamp
 from ductile.domain.config import Endpoint
 from ductile.domain.job import Command, SubmittedBy
-from ductile.domain.routing import event_id_for
 
 if TYPE_CHECKING:
     from ductile.app.sim.simulation import Simulation
@@ -143,23 +141,6 @@ class Agenda:
     async def _deliver(self, endpoint: Endpoint, key: str | None, number: int) -> None:
         sim = self._sim
         assert sim.engine is not None
-        now = sim.clock.now()
-        event: dict[str, Any] = {
-            "type": endpoint.event_type,
-            "payload": {"delivery": number},
-            "headers": {},
-            "source": f"webhook:{endpoint.path}",
-            "timestamp": stamp(now),
-            "event_id": event_id_for(f"webhook:{sim.new_id()}", 0),
-        }
-        if key is not None:
-            event["dedupe_key"] = key
-        result = await sim.engine.enqueue(
-            endpoint.plugin,
-            command=Command.HANDLE,
-            payload=event,
-            dedupe_key=key,
-            submitted_by=SubmittedBy.WEBHOOK,
-            strict=False,
-        )
+        delivery = Webhook(endpoint=endpoint, payload={"delivery": number}, headers={}, dedupe_key=key)
+        result = await sim.engine.submit(delivery)
         sim.monitor.ack(result.job_id, "webhook")
