@@ -8,6 +8,7 @@ from typing import Any
 from ductile.app.cli.context import EXIT_FAILURE, EXIT_OK, Context, read_config
 from ductile.app.cli.format import indent, schedule_summary, table
 from ductile.app.cli.inspect import plugins_doc, print_plugins
+from ductile.app.runtime import PluginState, Runtime
 from ductile.domain.config import Config
 from ductile.domain.plugin import Discovery
 
@@ -24,19 +25,19 @@ def check_references(config: Config, discovery: Discovery) -> dict[str, Any]:
 
 
 class _Why:
-    """Why a plugin named in the config cannot take a job (None: it can)."""
+    """Why a plugin named in the config cannot take a job (None: it can), from
+    :meth:`Runtime.status_of`, the one place that says what state a plugin is in."""
 
     def __init__(self, config: Config, discovery: Discovery) -> None:
         self.config = config
         self.discovery = discovery
+        self.runtime = Runtime(config=config, discovery=discovery)
 
     def absent(self, name: str) -> str:
-        if name in self.discovery.disabled or not self.config.plugin(name).enabled:
-            return f"plugin '{name}' is disabled"
-        for refusal in self.discovery.refused:
-            if refusal.name == name:
-                return f"plugin '{name}' is refused"
-        return f"plugin '{name}' is not loaded"
+        state = self.runtime.status_of(name).state
+        if state is PluginState.ABSENT:
+            return f"plugin '{name}' is not loaded"
+        return f"plugin '{name}' is {state}"
 
     def lacks(self, name: str, command: str) -> str | None:
         plugin = self.discovery.plugins.get(name)

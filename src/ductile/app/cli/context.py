@@ -182,20 +182,22 @@ async def survey(ctx: Context, config: Config, store: Store | None) -> tuple[Run
     """Discovery plus what the store knows of ``init``: the runtime the daemon would
     have with this config, the catalog (for the trust check), and the plugins whose
     ``init`` has not run for their current manifest and config ("init pending")."""
-    from ductile.app.runtime import Runtime, init_fingerprint
+    from ductile.app.runtime import InitState, Runtime
 
     catalog = ctx.catalog()
     discovery = catalog.discover(config)
+    provisional = Runtime(config=config, discovery=discovery)
     unhealthy: dict[str, str] = {}
     pending: set[str] = set()
     for name, plugin in sorted(discovery.plugins.items()):
         if not plugin.supports("init"):
-            continue
+            continue  # no init record to read
         record = await store.get_init(name) if store is not None else None
-        if record is None or record.fingerprint != init_fingerprint(plugin, config.plugin(name)):
+        status = provisional.init_status(name, record)
+        if status.state is InitState.PENDING:
             pending.add(name)
-        elif not record.ok:
-            unhealthy[name] = f"init failed: {record.error or 'no reason recorded'}"
+        elif status.state is InitState.FAILED and status.reason is not None:
+            unhealthy[name] = status.reason
     return Runtime(config=config, discovery=discovery, unhealthy=unhealthy), catalog, pending
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import attrs
 
 from ductile.app.cli.format import local_time, schedule_summary, utc, zone_name
+from ductile.app.runtime import Runtime
 from ductile.app.sim import (
     Behaviour,
     JobReport,
@@ -272,19 +273,13 @@ def _plugin_lines(
         routes_of.setdefault(route.source, ())
         if route.event_type not in routes_of[route.source]:
             routes_of[route.source] += (route.event_type,)
-    unhealthy = {e.plugin: e.detail for e in events if e.kind == "unhealthy"}
+    unhealthy = {e.plugin: e.detail for e in events if e.kind == "unhealthy" and e.plugin is not None}
+    runtime = Runtime(config=config, discovery=discovery, unhealthy=unhealthy)
     lines = []
     for name in sorted(set(config.plugins) | set(discovery.plugins) | {r.name for r in discovery.refused}):
         settings = config.plugin(name)
-        refusal = next((r.reason for r in discovery.refused if r.name == name), None)
-        if name in discovery.disabled:
-            state, reason = "disabled", None
-        elif refusal is not None:
-            state, reason = "refused", refusal
-        elif name in unhealthy:
-            state, reason = "unhealthy", unhealthy[name]
-        else:
-            state, reason = "loaded", None
+        status = runtime.status_of(name)
+        state, reason = str(status.state), status.reason
         commands = sorted(catalog.manifest(name).commands)
         lines.append(
             PluginLine(

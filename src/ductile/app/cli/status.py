@@ -24,7 +24,7 @@ from ductile.app.cli.context import (
 )
 from ductile.app.cli.format import human_duration, local_time, table
 from ductile.app.cli.jsondoc import breaker_json
-from ductile.app.runtime import Runtime
+from ductile.app.runtime import PluginState, Runtime
 from ductile.app.spawn import plugin_env, spawn_request
 from ductile.domain.breaker import Breaker, reopens_at
 from ductile.domain.classify import classify
@@ -147,19 +147,17 @@ async def _observe(ctx: Context, config: Config) -> _Observed:
 def _plugin_rows(config: Config, seen: _Observed) -> list[dict[str, Any]]:
     """One row per plugin, by name: loaded (maybe init pending), unhealthy, refused or
     disabled, with its open breakers; health is filled in later."""
-    discovery = seen.runtime.discovery
+    runtime = seen.runtime
+    names = set(runtime.plugins) | {r.name for r in runtime.refused} | set(runtime.discovery.disabled)
     rows: list[dict[str, Any]] = []
-    for name, plugin in discovery.plugins.items():
-        state, reason = "loaded", None
-        if name in seen.runtime.unhealthy:
-            state, reason = "unhealthy", seen.runtime.unhealthy[name]
-        elif name in seen.pending:
+    for name in names:
+        status = runtime.status_of(name)
+        reason = status.reason
+        if status.state is PluginState.LOADED and name in seen.pending:
             reason = "init pending: it runs when the daemon starts or reloads"
-        rows.append({"name": name, "state": state, "reason": reason, "version": plugin.manifest.version})
-    rows += [
-        {"name": r.name, "state": "refused", "reason": r.reason, "version": None} for r in discovery.refused
-    ]
-    rows += [{"name": n, "state": "disabled", "reason": None, "version": None} for n in discovery.disabled]
+        plugin = runtime.plugins.get(name)
+        version = plugin.manifest.version if plugin is not None else None
+        rows.append({"name": name, "state": str(status.state), "reason": reason, "version": version})
     rows.sort(key=lambda r: str(r["name"]))
     for row in rows:
         policy = config.plugin(row["name"]).circuit_breaker
