@@ -36,7 +36,9 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
-log = logging.getLogger("ductile.systemd")
+from ductile.log import Log
+
+log = Log("systemd", logger=logging.getLogger("ductile.systemd"))
 
 #: Most bytes of ``STATUS=`` text sent; systemd shows one line in ``systemctl status``.
 STATUS_MAX = 512
@@ -112,8 +114,7 @@ class Notifier:
         if raw and self._address is None:
             log.warning(
                 f"NOTIFY_SOCKET={raw!r} is not a path or an @abstract socket name; "
-                "not notifying systemd (only those two forms are supported)",
-                extra={"component": "systemd"},
+                "not notifying systemd (only those two forms are supported)"
             )
 
     @property
@@ -167,8 +168,7 @@ class Notifier:
                 self._failed_once = True
                 log.warning(
                     f"cannot notify systemd through NOTIFY_SOCKET={self._where!r}: {e}; "
-                    "carrying on (further failures are not logged)",
-                    extra={"component": "systemd"},
+                    "carrying on (further failures are not logged)"
                 )
             return False
         return True
