@@ -48,11 +48,16 @@ server side: ``server`` and ``parsers``.
 from ductile.adapters.http.app import build_app
 from ductile.adapters.http.asgi import ASGIApp
 from ductile.adapters.http.framing import BadRequestError, Framing, check_head, declared_length
-from ductile.adapters.http.headers import PRIVATE_HEADERS, dedupe_key, delivery_headers, header_values
+from ductile.adapters.http.headers import (
+    MAX_HEAD_SIZE,
+    PRIVATE_HEADERS,
+    dedupe_key,
+    delivery_headers,
+    header_values,
+)
 from ductile.adapters.http.health import HEALTH_PATH, Health
 from ductile.adapters.http.jsonbody import MAX_INT_DIGITS, NotJsonError, parse_json
 from ductile.adapters.http.parsers import (
-    MAX_HEAD_SIZE,
     PARSERS,
     ConcreteParser,
     HttpParser,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ductile.adapters.http.parsers import MAX_HEAD_SIZE
+from ductile.adapters.http.headers import MAX_HEAD_SIZE
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -22,7 +22,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     socket read leaves an event incomplete (a head, a chunk-size line, a
     trailer) with more than ``max_incomplete_event_size`` bytes buffered, the
     request is refused with 400. This class applies the same rule with
-    :data:`MAX_HEAD_SIZE`, counting the bytes of consecutive reads in which
+    :data:`~ductile.adapters.http.headers.MAX_HEAD_SIZE`, counting the bytes of consecutive reads in which
     the parser made no progress (no end of head, no body bytes, no end of
     message). So a head may still arrive whole in one read of up to 256 KiB
     (asyncio's read size), as under h11; anything slower is refused past

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+#: The most bytes of an incomplete request head (or chunk-size line, or trailer) buffered
+#: before the request is refused with 400: h11's default, applied to httptools too.
+MAX_HEAD_SIZE = 16 * 1024
+
 #: Request headers never handed to a plugin.
 PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 

@@ -13,11 +13,6 @@ import functools
 import importlib
 from typing import Literal, get_args
 
-#: The most bytes of an incomplete request head (or chunk-size line, or trailer) buffered
-#: before the request is refused with 400: h11's default, applied to httptools too.
-MAX_HEAD_SIZE = 16 * 1024
-
-
 #: uvicorn's HTTP/1.1 implementations that we allow.
 ConcreteParser = Literal["h11", "httptools"]
 #: What a caller may ask for: "auto" is httptools when it can be imported, else h11.

@@ -20,8 +20,8 @@ from collections.abc import Generator
 import uvicorn
 
 from ductile.adapters.http.asgi import ASGIApp
+from ductile.adapters.http.headers import MAX_HEAD_SIZE
 from ductile.adapters.http.parsers import (
-    MAX_HEAD_SIZE,
     ConcreteParser,
     HttpParser,
     bounded_httptools_protocol,
