@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from ductile.domain.draw import check_draw
 from ductile.domain.errors import ScheduleError
 from ductile.domain.protocol import EmittedEvent
 from ductile.domain.quantities import format_duration
@@ -131,8 +132,7 @@ def first_nominal(schedule: Schedule, now: datetime) -> datetime:
 
 def jitter_offset(jitter: timedelta, draw: float) -> timedelta:
     """``(draw - 0.5) * jitter`` for a draw in ``[0, 1)``: within ``±jitter / 2``."""
-    if not 0.0 <= draw < 1.0:
-        raise ValueError(f"a random draw must be in [0, 1), got {draw!r}")
+    check_draw(draw)
     return (jitter * (draw - 0.5)) if jitter else timedelta(0)
 
 
