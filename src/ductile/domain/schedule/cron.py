@@ -13,7 +13,6 @@ import copy
 import functools
 from collections.abc import Iterator
 from datetime import datetime, tzinfo
-from typing import Any
 
 from croniter import croniter
 
@@ -53,7 +52,7 @@ def validate_cron(expr: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _parsed_cron(expr: str) -> Any:
+def _parsed_cron(expr: str) -> croniter:
     """A croniter for ``expr``, parsed once (parsing costs far more than a step)."""
     try:
         return croniter(expr, _CRON_REFERENCE)
@@ -61,7 +60,7 @@ def _parsed_cron(expr: str) -> Any:
         raise ScheduleError(f"cron expression {expr!r} is not valid") from e
 
 
-def _cron_iterator(expr: str, start: datetime) -> Any:
+def _cron_iterator(expr: str, start: datetime) -> croniter:
     """A fresh croniter over naive wall time, positioned at ``start`` (excluded)."""
     it = copy.copy(_parsed_cron(expr))
     it.set_current(start, force=True)
