@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import ductile.domain.schedule as schedule_module
+import ductile.domain.schedule.plan as schedule_module
 from ductile.domain.errors import DuctileError, ScheduleError
 from ductile.domain.protocol import EmittedEvent
 from ductile.domain.schedule import (

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from ductile.domain.draw import check_draw
+
 EX_CONFIG = 78
 DEFAULT_BACKOFF_BASE = timedelta(seconds=30)
 MAX_BACKOFF = timedelta(hours=24)
@@ -24,18 +26,13 @@ class RetryPolicy:
     backoff_base: timedelta = DEFAULT_BACKOFF_BASE
 
 
-def _check_draw(draw: float) -> None:
-    if not 0.0 <= draw < 1.0:
-        raise ValueError(f"a random draw must be in [0, 1), got {draw!r}")
-
-
 def backoff_delay(attempt: int, base: timedelta, draw: float) -> timedelta:
     """How long to wait after attempt ``attempt`` (1-based) failed."""
     if attempt < 1:
         raise ValueError("attempts count from 1")
     if base < timedelta(0):
         raise ValueError(f"the backoff base must not be negative, got {base}")
-    _check_draw(draw)
+    check_draw(draw)
     if not base:
         return timedelta(0)
     # Compute in integer microseconds: base * 2**(n-1) as a timedelta

@@ -20,6 +20,7 @@ import attrs
 
 from ductile.domain import breaker as br
 from ductile.domain.classify import MAX_ERROR_CHARS, RunEnd, Verdict, clip, plain
+from ductile.domain.draw import draw_validator
 from ductile.domain.errors import IllegalTransitionError
 from ductile.domain.job import Actor, Job, JobEvent, JobStatus, SubmittedBy, Transition, apply
 from ductile.domain.outcome import Interrupted, NotRun
@@ -46,18 +47,13 @@ MAX_LOG_LINES = 200
 MAX_LOG_CHARS = 2000
 
 
-def _check_draw(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{attribute.name} must be a random draw in [0, 1), got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class SettleContext:
     """Policy and inputs from outside the job row."""
 
     now: datetime
     #: The retry jitter draw, in [0, 1).
-    draw: float = attrs.field(default=0.0, validator=_check_draw)
+    draw: float = attrs.field(default=0.0, validator=draw_validator)
     retry: RetryPolicy = RetryPolicy()
     breaker: br.BreakerPolicy = br.BreakerPolicy()
     routes: tuple[Route, ...] = ()
