@@ -28,6 +28,7 @@ from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store_values import InitRecord, StaleJobError
+from ductile.units.locks import SerialLocks
 
 #: Types deepcopy returns as they are: a state holding only these at the top copies shallowly.
 _ATOMIC = frozenset({str, int, float, bool, type(None)})
@@ -129,7 +130,7 @@ IndexFactory = Callable[["MemoryTx"], Index]
 _Undo = tuple[Callable[..., object], tuple[Any, ...]]
 
 
-class MemoryTx:
+class MemoryTx(SerialLocks):
     """The tables of the in-memory fakes and the Tx over them (see the module's docs)."""
 
     def __init__(self, index: IndexFactory = ScanIndex) -> None:
@@ -177,22 +178,6 @@ class MemoryTx:
         old = table.get(key)
         self._restore(table, key, new)
         self._undo.append((self._restore, (table, key, old)))
-
-    # ----------------------------------------------------------------- locks: one writer at a time
-    def lock_planned(self, key: str) -> None:
-        pass
-
-    def lock_job(self, job_id: str) -> None:
-        pass
-
-    def lock_state(self, plugin: str) -> None:
-        pass
-
-    def lock_breaker(self, plugin: str, command: str) -> None:
-        pass
-
-    def lock_dedupe(self, plugin: str, command: str, key: str) -> None:
-        pass
 
     # ----------------------------------------------------------------- jobs: reads
     def get_job(self, job_id: str) -> Job | None:

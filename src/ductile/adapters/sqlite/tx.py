@@ -65,31 +65,16 @@ from ductile.domain.settle import RunRecord
 from ductile.domain.state import serialize_state
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store_values import InitRecord, StaleJobError
+from ductile.units.locks import SerialLocks
 
 
-class SqliteTx:
+class SqliteTx(SerialLocks):
     """The Tx of one unit on the writer's connection (made per unit: it holds only the connection)."""
 
     __slots__ = ("_conn",)
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-
-    # ----------------------------------------------------------------- locks: BEGIN IMMEDIATE holds them all
-    def lock_planned(self, key: str) -> None:
-        pass
-
-    def lock_job(self, job_id: str) -> None:
-        pass
-
-    def lock_state(self, plugin: str) -> None:
-        pass
-
-    def lock_breaker(self, plugin: str, command: str) -> None:
-        pass
-
-    def lock_dedupe(self, plugin: str, command: str, key: str) -> None:
-        pass
 
     # ----------------------------------------------------------------- jobs: reads
     def get_job(self, job_id: str) -> Job | None:
