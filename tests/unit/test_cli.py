@@ -660,7 +660,7 @@ def test_run_refuses_what_cannot_run_with_exit_1(h: Harness, argv: list[str], me
 def test_run_refuses_an_unhealthy_plugin_with_the_init_error(h: Harness) -> None:
     h.plugin("fragile", commands="[poll, init]")
     from ductile.adapters.config import load_config
-    from ductile.app.catalog import FilesystemCatalog
+    from ductile.adapters.plugin_dir import FilesystemCatalog
 
     config = load_config(h.config)
     plugin = FilesystemCatalog().discover(config).plugins["fragile"]
