@@ -34,9 +34,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from ductile.app.bootstrap import Ductile
 from ductile.domain.config import Config, PluginConfig, ServiceConfig
 from ductile.domain.job import JobStatus
-from ductile.domain.plugin import Discovery, Manifest, Plugin
+from ductile.domain.plugin import Manifest
 from ductile.domain.schedule import Schedule
-from ductile.fakes import FakeClock, InMemoryStore, ScriptedSpawner
+from ductile.fakes import DictCatalog, FakeClock, InMemoryStore, ScriptedSpawner
 from ductile.fakes.spawner import ok
 from ductile.ports.spawner import SpawnRequest
 from tests.integration.daemon_site import SECRET, Site, plugin_processes, recorder, requests_of
@@ -168,26 +168,9 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 EXECUTABLE = "/opt/plugins/counter/run"
 
 
-class DictCatalog:
-    """The Catalog port over one in-memory plugin."""
-
-    def __init__(self, *plugins: Plugin) -> None:
-        self.plugins = {p.name: p for p in plugins}
-
-    def discover(self, config: Config) -> Discovery:
-        return Discovery(plugins=dict(self.plugins))
-
-    def verify(self, plugin: Plugin) -> str | None:
-        return None
-
-
 def test_embedding_with_fakes_touches_nothing_on_disk(tmp_path: Path) -> None:
-    counter = Plugin(
-        manifest=Manifest(
-            name="counter", version="1.0.0", protocol=1, entrypoint="run", commands=frozenset({"poll"})
-        ),
-        directory="/opt/plugins/counter",
-        executable=EXECUTABLE,
+    counter = Manifest(
+        name="counter", version="1.0.0", protocol=1, entrypoint="run", commands=frozenset({"poll"})
     )
     config = Config(
         service=ServiceConfig(state_dir=str(tmp_path / "state")),
@@ -268,12 +251,8 @@ def test_each_handle_job_queued_through_the_api_arrives_as_an_event_of_its_own(t
     event id of its own: a plugin that skips event ids it has seen (docs/plugins.md) runs every call.
     (The payload used to be handed over as the event itself, without an id: the second call on was
     taken for a redelivery and skipped.)"""
-    outbox = Plugin(
-        manifest=Manifest(
-            name="outbox", version="1.0.0", protocol=1, entrypoint="run", commands=frozenset({"handle"})
-        ),
-        directory="/opt/plugins/outbox",
-        executable="/opt/plugins/outbox/run",
+    outbox = Manifest(
+        name="outbox", version="1.0.0", protocol=1, entrypoint="run", commands=frozenset({"handle"})
     )
     config = Config(
         service=ServiceConfig(state_dir=str(tmp_path / "state")),
@@ -289,7 +268,7 @@ def test_each_handle_job_queued_through_the_api_arrives_as_an_event_of_its_own(t
             written.append(event)
         return ok()
 
-    spawner = ScriptedSpawner({outbox.executable: handle}, clock=clock)
+    spawner = ScriptedSpawner({"/opt/plugins/outbox/run": handle}, clock=clock)
 
     async def scenario() -> None:
         async with Ductile(

@@ -54,10 +54,11 @@ from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import event_id_for
 from ductile.fakes import FakeClock, FakeInbox, ScriptedSpawner
+from ductile.fakes.catalog import DictCatalog
 from ductile.fakes.spawner import ok
 from ductile.ports.spawner import Spawner, SpawnRequest
 from ductile.ports.store import Store
-from tests.unit.test_engine import T0, DictCatalog, executable, make_config, manifest, route
+from tests.unit.test_engine import T0, executable, make_config, manifest, route
 
 Variant = Literal["before", "after"]
 VARIANTS: tuple[Variant, ...] = ("before", "after")

@@ -1,9 +1,9 @@
 """The engine on fakes: intake (enqueue) and the dispatcher's idle wait.
 
 This module also holds the small rig the other ``test_engine_*`` modules
-share: a :class:`DictCatalog` (the Catalog port over a dict of manifests),
-config builders and :class:`Rig`, which wires an :class:`Engine` to a
-FakeClock, an InMemoryStore, a ScriptedSpawner and a FakeInbox.
+share: config builders (for :class:`~ductile.fakes.catalog.DictCatalog`, the
+Catalog port over a dict of manifests) and :class:`Rig`, which wires an
+:class:`Engine` to a FakeClock, an InMemoryStore, a ScriptedSpawner and a FakeInbox.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from ductile.app.engine import Engine, EnqueueRefusedError
 from ductile.domain.config import Config, PluginConfig, ServiceConfig
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
 from ductile.domain.outcome import SpawnOutcome
-from ductile.domain.plugin import Discovery, Manifest, Plugin, Refusal, missing_config_keys
+from ductile.domain.plugin import Manifest
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route, arrival_event_id
 from ductile.domain.schedule import Schedule
-from ductile.fakes import FakeClock, FakeInbox, InMemoryStore, ScriptedSpawner
+from ductile.fakes import DictCatalog, FakeClock, FakeInbox, InMemoryStore, ScriptedSpawner
 from ductile.fakes.spawner import error, ok
 from ductile.ports.spawner import OnStart, SpawnRequest
 from ductile.ports.store import Store
@@ -86,49 +86,6 @@ def directory(name: str) -> str:
 
 def executable(name: str) -> str:
     return f"{PLUGINS_DIR}/{name}/run"
-
-
-class DictCatalog:
-    """The Catalog port over a dict of manifests, with the filesystem's rules:
-    a configured name without a plugin is refused, a disabled one is listed as
-    disabled, missing required keys refuse it; ``refusals`` and
-    ``verify_reasons`` make a plugin refused at load or before a spawn."""
-
-    def __init__(self, *manifests: Manifest) -> None:
-        self.manifests: dict[str, Manifest] = {m.name: m for m in manifests}
-        self.refusals: dict[str, str] = {}
-        self.verify_reasons: dict[str, str] = {}
-        self.discover_calls = 0
-
-    def add(self, m: Manifest) -> None:
-        self.manifests[m.name] = m
-
-    def remove(self, name: str) -> None:
-        del self.manifests[name]
-
-    def discover(self, config: Config) -> Discovery:
-        self.discover_calls += 1
-        plugins: dict[str, Plugin] = {}
-        refused: list[Refusal] = []
-        disabled: list[str] = []
-        for name in sorted(set(self.manifests) | set(config.plugins)):
-            settings = config.plugin(name)
-            m = self.manifests.get(name)
-            if m is None:
-                refused.append(Refusal(name=name, directory=directory(name), reason="no such directory"))
-            elif not settings.enabled:
-                disabled.append(name)
-            elif name in self.refusals:
-                refused.append(Refusal(name=name, directory=directory(name), reason=self.refusals[name]))
-            elif missing := missing_config_keys(m, settings.config):
-                reason = f"missing required config keys: {', '.join(missing)}"
-                refused.append(Refusal(name=name, directory=directory(name), reason=reason))
-            else:
-                plugins[name] = Plugin(manifest=m, directory=directory(name), executable=executable(name))
-        return Discovery(plugins=plugins, refused=tuple(refused), disabled=tuple(disabled))
-
-    def verify(self, plugin: Plugin) -> str | None:
-        return self.verify_reasons.get(plugin.name)
 
 
 def every(interval: timedelta, **kw: Any) -> Schedule:

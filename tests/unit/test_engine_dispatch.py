@@ -21,6 +21,7 @@ from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import event_id_for
 from ductile.domain.settle import SettleContext
 from ductile.fakes import InMemoryStore
+from ductile.fakes.catalog import DictCatalog
 from ductile.fakes.spawner import error, ok
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store import Committed, StaleJobError
@@ -29,7 +30,6 @@ from tests.unit.test_engine import (
     DUCTILE_ENV,
     PLUGINS_DIR,
     T0,
-    DictCatalog,
     GatedSpawner,
     Rig,
     async_test,
