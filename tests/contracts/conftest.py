@@ -37,6 +37,7 @@ from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner, SpawnRequest
 from ductile.ports.store import Store
+from tests.support.cases import CatalogCase, DictCatalogCase, FilesystemCatalogCase
 
 T = TypeVar("T")
 
@@ -224,3 +225,15 @@ def spawner_case(request: pytest.FixtureRequest, tmp_path: Path) -> SpawnerCase:
         path.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
     spawner: Spawner = SubprocessSpawner()
     return SpawnerCase("subprocess", spawner, str(plugin_dir))
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+@pytest.fixture(params=["dict", "filesystem"])
+def catalog_case(request: pytest.FixtureRequest, tmp_path: Path) -> CatalogCase:
+    """The dictionary fake, or the filesystem's catalog on an empty plugins directory in ``tmp_path``."""
+    if request.param == "dict":
+        return DictCatalogCase()
+    assert request.param == "filesystem"
+    return FilesystemCatalogCase(tmp_path)
