@@ -39,7 +39,7 @@ from ductile.ports.store import (
     StaleJobError,
     Store,
 )
-from tests.contracts.conftest import StoreFactory, StoreRunner
+from tests.support.cases import StoreFactory, StoreRunner
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(hours=24)
