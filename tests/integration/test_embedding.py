@@ -39,7 +39,8 @@ from ductile.domain.schedule import Schedule
 from ductile.fakes import DictCatalog, FakeClock, InMemoryStore, ScriptedSpawner
 from ductile.fakes.spawner import ok
 from ductile.ports.spawner import SpawnRequest
-from tests.integration.daemon_site import SECRET, Site, plugin_processes, recorder, requests_of
+from tests.support.plugins import recorder
+from tests.support.site import SECRET, Site, plugin_processes, requests_of
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 BOUND = 10.0

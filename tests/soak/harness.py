@@ -48,16 +48,8 @@ from typing import Any
 import attrs
 import httpx
 
-from tests.integration.daemon_site import (
-    START_TIMEOUT,
-    Daemon,
-    Site,
-    alive,
-    log_match,
-    plugin_processes,
-    shell_plugin,
-    wait_until,
-)
+from tests.support.plugins import shell_plugin
+from tests.support.site import START_TIMEOUT, Daemon, Site, alive, log_match, plugin_processes, wait_until
 
 PLUGIN = "soakrec"
 HOOK = "/hook/soak"

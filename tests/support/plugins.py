@@ -1,12 +1,20 @@
-"""Plugins on disk for the tests: a plugin folder, and the scripts that go in it."""
+"""Plugins on disk for the tests: a plugin folder, and the scripts that go in it.
+
+:func:`recorder` and :func:`gated` write what they saw into a
+:class:`~tests.support.site.Site`'s ``out/`` folder.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["plugin_folder", "python_plugin", "shell_plugin"]
+if TYPE_CHECKING:
+    from tests.support.site import Site
+
+__all__ = ["gated", "plugin_folder", "python_plugin", "recorder", "shell_plugin"]
 
 
 def shell_plugin(body: str) -> str:
@@ -45,3 +53,32 @@ def plugin_folder(
     entry.write_text(script)
     entry.chmod(0o755)
     return folder
+
+
+def recorder(
+    site: Site, name: str, *, response: str = '{"status": "ok"}', before: str = "", exit_code: int = 0
+) -> str:
+    """A shell plugin that appends its request (one line) to ``out/<name>.requests`` and
+    ``<job_id> <attempt> <pid>`` to ``out/<name>.runs``, runs ``before``, answers
+    ``response`` and exits with ``exit_code``."""
+    out = site.out
+    return shell_plugin(
+        f"""
+{{ tr -d '\\n'; echo; }} >> '{out}/{name}.requests'
+echo "$DUCTILE_JOB_ID $DUCTILE_ATTEMPT $$" >> '{out}/{name}.runs'
+{before}
+printf '%s\\n' '{response}'
+exit {exit_code}
+"""
+    )
+
+
+def gated(site: Site, name: str) -> str:
+    """A recorder that waits (at most ~15 s) for the site's release file before answering."""
+    return recorder(
+        site,
+        name,
+        before=(
+            f"i=0; while [ ! -e '{site.release_file}' ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done"
+        ),
+    )
