@@ -58,7 +58,8 @@ from ductile.fakes.catalog import DictCatalog
 from ductile.fakes.spawner import ok
 from ductile.ports.spawner import Spawner, SpawnRequest
 from ductile.ports.store import Store
-from tests.unit.test_engine import T0, executable, make_config, manifest, route
+from tests.support.builders import executable, make_config, manifest, route
+from tests.support.rigs import T0
 
 Variant = Literal["before", "after"]
 VARIANTS: tuple[Variant, ...] = ("before", "after")

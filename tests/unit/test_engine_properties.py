@@ -16,7 +16,8 @@ from ductile.domain.retry import RetryPolicy
 from ductile.fakes.catalog import DictCatalog
 from ductile.fakes.spawner import error, ok
 from ductile.ports.spawner import SpawnRequest
-from tests.unit.test_engine import Rig, every, make_config, manifest
+from tests.support.builders import every, make_config, manifest
+from tests.support.rigs import Rig
 
 #: What a run may end in; ``raise`` is a spawner bug.
 KINDS = ("ok", "fail", "fatal", "exit78", "timeout", "garbage", "raise", "signal")
