@@ -39,6 +39,7 @@ from ductile.ports.store import (
     StaleJobError,
     Store,
 )
+from tests.support import builders
 from tests.support.cases import StoreFactory, StoreRunner
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -77,7 +78,7 @@ def make_job(
     **fields: Any,
 ) -> Job:
     """A queued job; anything else by keyword."""
-    return Job(id=job_id or next_id(), plugin=plugin, command=command, created_at=created, **fields)
+    return builders.job(job_id or next_id(), plugin, command, created_at=created, **fields)
 
 
 def ok(**fields: Any) -> Verdict:

@@ -51,6 +51,7 @@ from ductile.domain.settle import SettleContext
 from ductile.fakes.memory_store import InMemoryStore
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store import Guard, InitRecord, StaleJobError, Store
+from tests.support.builders import job
 
 T = TypeVar("T")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -62,10 +63,6 @@ def run(coro: Awaitable[T]) -> T:
         return await coro
 
     return asyncio.run(main())
-
-
-def job(job_id: str, *, at: datetime = T0, plugin: str = "p", command: str = "poll", **kw: Any) -> Job:
-    return Job(id=job_id, plugin=plugin, command=command, created_at=at, **kw)
 
 
 async def enqueue(store: Store, job_id: str, **kw: Any) -> str:
@@ -161,8 +158,10 @@ def test_a_fresh_store_on_the_same_file_sees_everything(tmp_path: Path) -> None:
         store = await SqliteStore.open(path)
         try:
             await enqueue(store, "a", payload={"n": [1, 2.5, "é", None, {"x": True}]}, dedupe_key="k")
-            await enqueue(store, "b", at=T0 + timedelta(microseconds=1), submitted_by=SubmittedBy.SCHEDULER)
-            await enqueue(store, "c", at=T0 + timedelta(microseconds=2))
+            await enqueue(
+                store, "b", created_at=T0 + timedelta(microseconds=1), submitted_by=SubmittedBy.SCHEDULER
+            )
+            await enqueue(store, "c", created_at=T0 + timedelta(microseconds=2))
             claimed = await store.claim_next(T0)
             assert claimed is not None
             assert claimed.id == "a"
@@ -398,7 +397,10 @@ def test_two_stores_on_one_file_write_concurrently_without_losing_anything(tmp_p
             results = await asyncio.gather(
                 *(
                     (first if i % 2 else second).enqueue(
-                        job(jid, at=T0 + timedelta(microseconds=i)), actor=Actor.API, now=T0, dedupe_ttl=TTL
+                        job(jid, created_at=T0 + timedelta(microseconds=i)),
+                        actor=Actor.API,
+                        now=T0,
+                        dedupe_ttl=TTL,
                     )
                     for i, jid in enumerate(ids)
                 )
@@ -466,7 +468,7 @@ def test_another_process_writes_while_we_write(tmp_path: Path) -> None:
             store = await SqliteStore.open(path)
             try:
                 for i in range(300):
-                    await enqueue(store, f"parent-{i}", at=datetime.now(UTC))
+                    await enqueue(store, f"parent-{i}", created_at=datetime.now(UTC))
             finally:
                 await store.close()
 

@@ -1,4 +1,4 @@
-"""Values the tests build over and over: manifests, plugin configs, configs, routes and jobs.
+"""Values the tests build over and over: jobs, manifests, configs and routes.
 
 The engine's tests place every plugin under :data:`PLUGINS_DIR` with the
 entrypoint ``run`` (what :class:`~ductile.fakes.catalog.DictCatalog` gives a
@@ -8,11 +8,12 @@ config whose ``plugins_dir`` is :data:`PLUGINS_DIR`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ductile.domain.config import Config, PluginConfig, ServiceConfig
+from ductile.domain.job import Job
 from ductile.domain.plugin import Manifest
 from ductile.domain.routing import Route
 from ductile.domain.schedule import Schedule
@@ -20,6 +21,23 @@ from ductile.fakes.catalog import DictCatalog
 
 BERLIN = ZoneInfo("Europe/Berlin")
 PLUGINS_DIR = "/srv/ductile/plugins"
+#: When a built job was created, unless the test says otherwise.
+JOB_CREATED_AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def job(
+    job_id: str = "j",
+    plugin: str = "p",
+    command: str = "poll",
+    *,
+    created_at: datetime = JOB_CREATED_AT,
+    **fields: Any,
+) -> Job:
+    """A job as a value (queued unless ``fields`` say otherwise); any other field by keyword."""
+    return Job(id=job_id, plugin=plugin, command=command, created_at=created_at, **fields)
 
 
 # --------------------------------------------------------------------------- plugins and config
