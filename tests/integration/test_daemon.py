@@ -9,8 +9,6 @@ in ``test_daemon_lifecycle.py``, reloads in ``test_daemon_reload.py``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 import time
@@ -18,14 +16,9 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from tests.support.plugins import gated, python_plugin, recorder
-from tests.support.site import SECRET, Site, log_match, requests_of, wait_until
+from tests.support.site import SECRET, Site, log_match, requests_of, signature, wait_until
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def signature(body: bytes, secret: str = SECRET) -> str:
-    """Computed here, independently of ductile's own helper."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def instant(text: str) -> datetime:

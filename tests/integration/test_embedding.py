@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import signal
@@ -40,7 +38,7 @@ from ductile.fakes import DictCatalog, FakeClock, InMemoryStore, ScriptedSpawner
 from ductile.fakes.spawner import ok
 from ductile.ports.spawner import SpawnRequest
 from tests.support.plugins import recorder
-from tests.support.site import SECRET, Site, plugin_processes, requests_of
+from tests.support.site import SECRET, Site, plugin_processes, requests_of, signature
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 BOUND = 10.0
@@ -57,10 +55,6 @@ class HostServer(uvicorn.Server):
 
 async def own_route(_: Request) -> PlainTextResponse:
     return PlainTextResponse("the host's own page")
-
-
-def signed(body: bytes) -> dict[str, str]:
-    return {"X-Hub-Signature-256": "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()}
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = BOUND) -> Any:
@@ -106,7 +100,9 @@ async def run_embedded(site: Site, mount: Callable[[Any], list[BaseRoute]], pref
                 assert {s: signal.getsignal(s) for s in SIGNALS} == before
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=BOUND) as client:
                     body = json.dumps({"from": "the host"}).encode()
-                    response = await client.post(f"{prefix}/hook/a", content=body, headers=signed(body))
+                    response = await client.post(
+                        f"{prefix}/hook/a", content=body, headers={"X-Hub-Signature-256": signature(body)}
+                    )
                     assert response.status_code == 202, response.text
                     job_id = response.json()["job_id"]
 

@@ -28,8 +28,6 @@ process, so a run is representative, not replayable.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import random
@@ -49,7 +47,16 @@ import attrs
 import httpx
 
 from tests.support.plugins import shell_plugin
-from tests.support.site import START_TIMEOUT, Daemon, Site, alive, log_match, plugin_processes, wait_until
+from tests.support.site import (
+    START_TIMEOUT,
+    Daemon,
+    Site,
+    alive,
+    log_match,
+    plugin_processes,
+    signature,
+    wait_until,
+)
 
 PLUGIN = "soakrec"
 HOOK = "/hook/soak"
@@ -158,10 +165,6 @@ def build_site(site: Site) -> Path:
     return log
 
 
-def signed(body: bytes) -> str:
-    return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-
-
 class Sender:
     """Posts deliveries 0..total-1 (redeliveries first), one at a time, ``pace`` s apart."""
 
@@ -196,7 +199,7 @@ class Sender:
                 if n is None:
                     return
                 body = json.dumps({"delivery": n}).encode()
-                headers = {"X-Hub-Signature-256": signed(body), DELIVERY_HEADER: f"d-{n}"}
+                headers = {"X-Hub-Signature-256": signature(body, SECRET), DELIVERY_HEADER: f"d-{n}"}
                 self.posts += 1
                 try:
                     response = client.post(url + HOOK, content=body, headers=headers)

@@ -20,6 +20,8 @@ site stops every daemon it started and then requires that list to be empty.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -48,6 +50,14 @@ CLI_TIMEOUT = 30.0
 T = TypeVar("T")
 LogLine = dict[str, Any]
 Predicate = Callable[[LogLine], bool]
+
+
+# --------------------------------------------------------------------------- signing
+
+
+def signature(body: bytes, secret: str = SECRET) -> str:
+    """The webhook signature header's value, computed here, independently of ductile's own helper."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 # --------------------------------------------------------------------------- waiting
