@@ -75,10 +75,9 @@ def site(tmp_path: Path) -> Iterator[Site]:
     assert plugin_processes(site.root) == []
 
 
-async def run_embedded(site: Site, mount: Callable[[Any], list[BaseRoute]], prefix: str) -> None:
-    """Host app + ductile on one loop: a signed POST under ``prefix`` runs the job, the host's
-    route still answers, ``d.stop()`` returns, and no signal handler changed at any point."""
-    before = {s: signal.getsignal(s) for s in SIGNALS}
+@contextlib.contextmanager
+def ductile_messages() -> Iterator[list[str]]:
+    """The messages the ``ductile`` logger emits (INFO and up) while the block runs."""
     messages: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
@@ -86,10 +85,46 @@ async def run_embedded(site: Site, mount: Callable[[Any], list[BaseRoute]], pref
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def use_the_host(client: httpx.AsyncClient, d: Ductile, site: Site, prefix: str) -> None:
+    """A signed POST under ``prefix`` runs the job; the host's own route and ductile's health answer."""
+    body = json.dumps({"from": "the host"}).encode()
+    response = await client.post(
+        f"{prefix}/hook/a", content=body, headers={"X-Hub-Signature-256": signature(body)}
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+
+    async def succeeded() -> bool:
+        job = await d.engine.store.get_job(job_id)
+        return job is not None and job.status is JobStatus.SUCCEEDED
+
+    await eventually(succeeded, "the webhook's job to succeed")
+    (request,) = requests_of(site, "hook")
+    assert request["job_id"] == job_id
+    assert request["event"]["payload"] == {"from": "the host"}
+
+    own = await client.get("/own")
+    assert (own.status_code, own.text) == (200, "the host's own page")
+    health = await client.get(f"{prefix}/healthz")
+    assert health.status_code == 200
+    assert health.json()["plugins_loaded"] == 1
+
+
+async def run_embedded(site: Site, mount: Callable[[Any], list[BaseRoute]], prefix: str) -> None:
+    """Host app + ductile on one loop: a signed POST under ``prefix`` runs the job, the host's
+    route still answers, ``d.stop()`` returns, and no signal handler changed at any point."""
+    before = {s: signal.getsignal(s) for s in SIGNALS}
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    try:
+    with ductile_messages() as messages, contextlib.closing(sock):
         async with Ductile(site.config_path, listen=False) as d:
             host = Starlette(routes=[Route("/own", own_route), *mount(d.asgi_app)])
             server = HostServer(uvicorn.Config(host, lifespan="off", log_config=None, access_log=False))
@@ -99,27 +134,7 @@ async def run_embedded(site: Site, mount: Callable[[Any], list[BaseRoute]], pref
                 await eventually(lambda: asyncio.sleep(0, server.started), "the host server to start")
                 assert {s: signal.getsignal(s) for s in SIGNALS} == before
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=BOUND) as client:
-                    body = json.dumps({"from": "the host"}).encode()
-                    response = await client.post(
-                        f"{prefix}/hook/a", content=body, headers={"X-Hub-Signature-256": signature(body)}
-                    )
-                    assert response.status_code == 202, response.text
-                    job_id = response.json()["job_id"]
-
-                    async def succeeded() -> bool:
-                        job = await d.engine.store.get_job(job_id)
-                        return job is not None and job.status is JobStatus.SUCCEEDED
-
-                    await eventually(succeeded, "the webhook's job to succeed")
-                    (request,) = requests_of(site, "hook")
-                    assert request["job_id"] == job_id
-                    assert request["event"]["payload"] == {"from": "the host"}
-
-                    own = await client.get("/own")
-                    assert (own.status_code, own.text) == (200, "the host's own page")
-                    health = await client.get(f"{prefix}/healthz")
-                    assert health.status_code == 200
-                    assert health.json()["plugins_loaded"] == 1
+                    await use_the_host(client, d, site, prefix)
                 assert {s: signal.getsignal(s) for s in SIGNALS} == before, "ductile installed a handler"
             finally:
                 d.stop()
@@ -128,10 +143,6 @@ async def run_embedded(site: Site, mount: Callable[[Any], list[BaseRoute]], pref
                 await asyncio.wait_for(hosting, BOUND)
             assert serving.result() is None
             d.stop()  # idempotent
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        sock.close()
     assert {s: signal.getsignal(s) for s in SIGNALS} == before
     assert "stopped" in messages
     assert "listening" not in messages, "listen=False: ductile started no server of its own"
