@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.daemon_site import SCRIPT, Site  # noqa: E402
 from tests.soak.harness import SoakSettings, run_soak, verdict  # noqa: E402
+from tests.support.site import SCRIPT, Site  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from datetime import UTC, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.contracts.conftest import TimeCase
+from tests.support.cases import TimeCase
 
 
 def assert_aware_utc(case: TimeCase) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from tests.contracts.conftest import TimeCase
+from tests.support.cases import TimeCase
 
 # Tolerance for the event loop's clock resolution, in seconds (real clock only).
 SLACK = 0.002

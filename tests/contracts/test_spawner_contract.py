@@ -1,7 +1,7 @@
 """The Spawner contract: only what every Spawner must share.
 
 The scripted spawner emulates the suite's plugins in Python; a real spawner
-runs them as tiny ``#!/bin/sh`` scripts (``conftest.PLUGIN_SCRIPTS``).
+runs them as tiny ``#!/bin/sh`` scripts (``tests.support.cases.PLUGIN_SCRIPTS``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from ductile.domain.outcome import SpawnOutcome
 from ductile.ports.spawner import ProcessHandle
-from tests.contracts.conftest import SLOW_SECONDS, SpawnerCase
+from tests.support.cases import SLOW_SECONDS, SpawnerCase
 
 
 async def run_recording(

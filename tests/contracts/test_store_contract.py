@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,7 +39,8 @@ from ductile.ports.store import (
     StaleJobError,
     Store,
 )
-from tests.contracts.conftest import StoreFactory, StoreRunner
+from tests.support import builders
+from tests.support.cases import StoreFactory, StoreRunner
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(hours=24)
@@ -77,7 +78,7 @@ def make_job(
     **fields: Any,
 ) -> Job:
     """A queued job; anything else by keyword."""
-    return Job(id=job_id or next_id(), plugin=plugin, command=command, created_at=created, **fields)
+    return builders.job(job_id or next_id(), plugin, command, created_at=created, **fields)
 
 
 def ok(**fields: Any) -> Verdict:
@@ -1472,6 +1473,92 @@ async def check_invariants(store: Store) -> None:
     assert await store.next_retry_at() == (min(retry_times) if retry_times else None)
 
 
+#: The routes and targets the random histories settle with ("emit" fans out from alpha to beta).
+HISTORY_ROUTES = (Route(source="alpha", event_type="new", target="beta"),)
+HISTORY_TARGETS = {"beta": Target(max_attempts=2)}
+
+
+async def enqueue_step(store: Store, op: tuple[Any, ...], now: datetime) -> None:
+    """Enqueue; the answer names a job that exists: the new one, or the duplicate's original."""
+    _, plugin, command, key, attempts, later = op
+    job = make_job(
+        plugin,
+        command,
+        created=now,
+        dedupe_key=key,
+        max_attempts=attempts,
+        next_retry_at=now + timedelta(seconds=30) if later else None,
+    )
+    result = await store.enqueue(job, actor=Actor.API, now=now, dedupe_ttl=TTL)
+    existing = await store.get_job(result.job_id)
+    assert existing is not None, f"{result} names a job that does not exist"
+    if result.created:
+        assert existing == job
+    else:
+        assert key is not None
+        assert (existing.plugin, existing.command, existing.dedupe_key) == (plugin, command, key)
+
+
+async def claim_step(store: Store, op: tuple[Any, ...], now: datetime) -> None:
+    """Claim the oldest eligible job, or nothing when none is eligible."""
+    queued = await store.list_jobs(statuses=[S.QUEUED], limit=100_000)
+    eligible = [j for j in queued if j.next_retry_at is None or j.next_retry_at <= now]
+    got = await store.claim_next(now)
+    if not eligible:
+        assert got is None
+    else:
+        oldest = min(j.created_at for j in eligible)
+        assert got is not None
+        assert got.created_at == oldest
+        assert got.status is S.RUNNING
+
+
+async def settle_step(store: Store, op: tuple[Any, ...], now: datetime) -> None:
+    """Settle one running job (if any): the row is the settlement's, every child exists."""
+    running = sorted(await store.running(), key=lambda r: r.job.id)
+    if not running:
+        return
+    target = running[op[1] % len(running)].job
+    outcome: Verdict = {
+        "ok": OK,
+        "fail": FAIL,
+        "fatal": FATAL,
+        "emit": ok(events=[{"type": "new", "dedupe_key": "k1"}]),
+    }[op[2]]
+    committed = await store.settle(
+        target.id, outcome, ctx=ctx(now, routes=HISTORY_ROUTES, targets=HISTORY_TARGETS), dedupe_ttl=TTL
+    )
+    assert await store.get_job(target.id) == committed.settlement.job
+    for result in committed.children:
+        assert await store.get_job(result.job_id) is not None
+
+
+async def recover_step(store: Store, op: tuple[Any, ...], now: datetime) -> None:
+    await store.recover(now)
+    assert await store.running() == []
+
+
+async def cancel_step(store: Store, op: tuple[Any, ...], now: datetime) -> None:
+    await store.cancel_queued(op[1], reason="plugin removed", now=now)
+    assert await store.list_jobs(statuses=[S.QUEUED], plugin=op[1]) == []
+
+
+async def delete_step(store: Store, op: tuple[Any, ...], now: datetime) -> None:
+    await store.delete_finished(now)
+    assert await store.list_jobs(statuses=[S.SUCCEEDED, S.DEAD]) == []
+
+
+#: One step of a random history per operation kind ("wait" only moves the time on).
+HISTORY_STEPS: dict[str, Callable[[Store, tuple[Any, ...], datetime], Awaitable[None]]] = {
+    "enqueue": enqueue_step,
+    "claim": claim_step,
+    "settle": settle_step,
+    "recover": recover_step,
+    "cancel": cancel_step,
+    "delete": delete_step,
+}
+
+
 @settings(
     max_examples=20,
     deadline=None,
@@ -1487,71 +1574,12 @@ def test_invariants_hold_over_random_histories(
         store = await store_factory()
         try:
             now = T0
-            routes = (Route(source="alpha", event_type="new", target="beta"),)
-            targets = {"beta": Target(max_attempts=2)}
             for op in ops:
                 now += timedelta(seconds=1)
-                kind = op[0]
-                if kind == "enqueue":
-                    _, plugin, command, key, attempts, later = op
-                    job = make_job(
-                        plugin,
-                        command,
-                        created=now,
-                        dedupe_key=key,
-                        max_attempts=attempts,
-                        next_retry_at=now + timedelta(seconds=30) if later else None,
-                    )
-                    result = await store.enqueue(job, actor=Actor.API, now=now, dedupe_ttl=TTL)
-                    existing = await store.get_job(result.job_id)
-                    assert existing is not None, f"{result} names a job that does not exist"
-                    if result.created:
-                        assert existing == job
-                    else:
-                        assert key is not None
-                        assert (existing.plugin, existing.command, existing.dedupe_key) == (
-                            plugin,
-                            command,
-                            key,
-                        )
-                elif kind == "claim":
-                    queued = await store.list_jobs(statuses=[S.QUEUED], limit=100_000)
-                    eligible = [j for j in queued if j.next_retry_at is None or j.next_retry_at <= now]
-                    got = await store.claim_next(now)
-                    if not eligible:
-                        assert got is None
-                    else:
-                        oldest = min(j.created_at for j in eligible)
-                        assert got is not None
-                        assert got.created_at == oldest
-                        assert got.status is S.RUNNING
-                elif kind == "settle":
-                    running = sorted(await store.running(), key=lambda r: r.job.id)
-                    if running:
-                        target = running[op[1] % len(running)].job
-                        outcome: Verdict = {
-                            "ok": OK,
-                            "fail": FAIL,
-                            "fatal": FATAL,
-                            "emit": ok(events=[{"type": "new", "dedupe_key": "k1"}]),
-                        }[op[2]]
-                        committed = await store.settle(
-                            target.id, outcome, ctx=ctx(now, routes=routes, targets=targets), dedupe_ttl=TTL
-                        )
-                        assert await store.get_job(target.id) == committed.settlement.job
-                        for result in committed.children:
-                            assert await store.get_job(result.job_id) is not None
-                elif kind == "recover":
-                    await store.recover(now)
-                    assert await store.running() == []
-                elif kind == "cancel":
-                    await store.cancel_queued(op[1], reason="plugin removed", now=now)
-                    assert await store.list_jobs(statuses=[S.QUEUED], plugin=op[1]) == []
-                elif kind == "delete":
-                    await store.delete_finished(now)
-                    assert await store.list_jobs(statuses=[S.SUCCEEDED, S.DEAD]) == []
-                else:
+                if op[0] == "wait":
                     now += timedelta(seconds=op[1])
+                else:
+                    await HISTORY_STEPS[op[0]](store, op, now)
                 await check_invariants(store)
         finally:
             await store.close()

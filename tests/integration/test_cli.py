@@ -29,8 +29,9 @@ from ductile.adapters.config import load_config
 from ductile.adapters.pidlock import InstanceLock
 from ductile.adapters.sqlite import SqliteStore
 from ductile.app.bootstrap import Ductile
+from tests.support.plugins import plugin_folder
+from tests.support.site import SCRIPT
 
-SCRIPT = Path(sys.executable).with_name("ductile")
 OK_PLUGIN = """#!/bin/sh
 cat >/dev/null
 echo '{"status": "ok", "logs": [{"level": "info", "message": "echo ran"}]}'
@@ -52,15 +53,15 @@ routes:
 
 
 def plugin(plugins: Path, name: str, body: str = OK_PLUGIN, *, protocol: int = 1) -> None:
-    folder = plugins / name
-    folder.mkdir(mode=0o755)
-    folder.chmod(0o755)
-    (folder / "manifest.yaml").write_text(
-        f"name: {name}\nversion: 2.1.0\nprotocol: {protocol}\nentrypoint: run.sh\n"
-        "commands: [poll, handle, health]\n"
+    plugin_folder(
+        plugins,
+        name,
+        body,
+        commands=("poll", "handle", "health"),
+        version="2.1.0",
+        protocol=protocol,
+        entrypoint="run.sh",
     )
-    (folder / "run.sh").write_text(body)
-    (folder / "run.sh").chmod(0o755)
 
 
 class Site:

@@ -9,44 +9,16 @@ in ``test_daemon_lifecycle.py``, reloads in ``test_daemon_reload.py``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
-import pytest
-
-from tests.integration.daemon_site import (
-    SCRIPT,
-    SECRET,
-    Site,
-    gated,
-    log_match,
-    python_plugin,
-    recorder,
-    requests_of,
-    site_fixture,
-    wait_until,
-)
+from tests.support.plugins import gated, python_plugin, recorder
+from tests.support.site import SECRET, Site, log_match, requests_of, signature, wait_until
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    if not SCRIPT.exists():
-        pytest.skip(f"the console script is not installed next to {sys.executable}")
-    yield from site_fixture(tmp_path)
-
-
-def signature(body: bytes, secret: str = SECRET) -> str:
-    """Computed here, independently of ductile's own helper."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def instant(text: str) -> datetime:

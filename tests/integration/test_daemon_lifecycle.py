@@ -6,32 +6,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from tests.integration.daemon_site import (
+from tests.support.plugins import gated, recorder
+from tests.support.site import (
     SCRIPT,
     Site,
     alive,
-    gated,
     log_match,
     plugin_processes,
-    recorder,
-    site_fixture,
     transitions,
     wait_until,
 )
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    if not SCRIPT.exists():
-        pytest.skip(f"the console script is not installed next to {sys.executable}")
-    yield from site_fixture(tmp_path)
-
 
 # --------------------------------------------------------------------------- crash recovery (D6)
 

@@ -7,31 +7,10 @@ import hashlib
 import hmac
 import os
 import signal
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-
-from tests.integration.daemon_site import (
-    SCRIPT,
-    SECRET,
-    Site,
-    gated,
-    log_match,
-    recorder,
-    site_fixture,
-    transitions,
-    wait_until,
-)
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    if not SCRIPT.exists():
-        pytest.skip(f"the console script is not installed next to {sys.executable}")
-    yield from site_fixture(tmp_path)
+from tests.support.plugins import gated, recorder
+from tests.support.site import SECRET, Site, log_match, transitions, wait_until
 
 
 def next_planned(site: Site, plugin: str) -> datetime:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import signal
@@ -34,12 +32,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from ductile.app.bootstrap import Ductile
 from ductile.domain.config import Config, PluginConfig, ServiceConfig
 from ductile.domain.job import JobStatus
-from ductile.domain.plugin import Discovery, Manifest, Plugin
+from ductile.domain.plugin import Manifest
 from ductile.domain.schedule import Schedule
-from ductile.fakes import FakeClock, InMemoryStore, ScriptedSpawner
+from ductile.fakes import DictCatalog, FakeClock, InMemoryStore, ScriptedSpawner
 from ductile.fakes.spawner import ok
 from ductile.ports.spawner import SpawnRequest
-from tests.integration.daemon_site import SECRET, Site, plugin_processes, recorder, requests_of
+from tests.support.plugins import recorder
+from tests.support.site import SECRET, Site, plugin_processes, requests_of, signature
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 BOUND = 10.0
@@ -56,10 +55,6 @@ class HostServer(uvicorn.Server):
 
 async def own_route(_: Request) -> PlainTextResponse:
     return PlainTextResponse("the host's own page")
-
-
-def signed(body: bytes) -> dict[str, str]:
-    return {"X-Hub-Signature-256": "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()}
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = BOUND) -> Any:
@@ -80,10 +75,9 @@ def site(tmp_path: Path) -> Iterator[Site]:
     assert plugin_processes(site.root) == []
 
 
-async def run_embedded(site: Site, mount: Callable[[Any], list[BaseRoute]], prefix: str) -> None:
-    """Host app + ductile on one loop: a signed POST under ``prefix`` runs the job, the host's
-    route still answers, ``d.stop()`` returns, and no signal handler changed at any point."""
-    before = {s: signal.getsignal(s) for s in SIGNALS}
+@contextlib.contextmanager
+def ductile_messages() -> Iterator[list[str]]:
+    """The messages the ``ductile`` logger emits (INFO and up) while the block runs."""
     messages: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
@@ -91,10 +85,46 @@ async def run_embedded(site: Site, mount: Callable[[Any], list[BaseRoute]], pref
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def use_the_host(client: httpx.AsyncClient, d: Ductile, site: Site, prefix: str) -> None:
+    """A signed POST under ``prefix`` runs the job; the host's own route and ductile's health answer."""
+    body = json.dumps({"from": "the host"}).encode()
+    response = await client.post(
+        f"{prefix}/hook/a", content=body, headers={"X-Hub-Signature-256": signature(body)}
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+
+    async def succeeded() -> bool:
+        job = await d.engine.store.get_job(job_id)
+        return job is not None and job.status is JobStatus.SUCCEEDED
+
+    await eventually(succeeded, "the webhook's job to succeed")
+    (request,) = requests_of(site, "hook")
+    assert request["job_id"] == job_id
+    assert request["event"]["payload"] == {"from": "the host"}
+
+    own = await client.get("/own")
+    assert (own.status_code, own.text) == (200, "the host's own page")
+    health = await client.get(f"{prefix}/healthz")
+    assert health.status_code == 200
+    assert health.json()["plugins_loaded"] == 1
+
+
+async def run_embedded(site: Site, mount: Callable[[Any], list[BaseRoute]], prefix: str) -> None:
+    """Host app + ductile on one loop: a signed POST under ``prefix`` runs the job, the host's
+    route still answers, ``d.stop()`` returns, and no signal handler changed at any point."""
+    before = {s: signal.getsignal(s) for s in SIGNALS}
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    try:
+    with ductile_messages() as messages, contextlib.closing(sock):
         async with Ductile(site.config_path, listen=False) as d:
             host = Starlette(routes=[Route("/own", own_route), *mount(d.asgi_app)])
             server = HostServer(uvicorn.Config(host, lifespan="off", log_config=None, access_log=False))
@@ -104,25 +134,7 @@ async def run_embedded(site: Site, mount: Callable[[Any], list[BaseRoute]], pref
                 await eventually(lambda: asyncio.sleep(0, server.started), "the host server to start")
                 assert {s: signal.getsignal(s) for s in SIGNALS} == before
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=BOUND) as client:
-                    body = json.dumps({"from": "the host"}).encode()
-                    response = await client.post(f"{prefix}/hook/a", content=body, headers=signed(body))
-                    assert response.status_code == 202, response.text
-                    job_id = response.json()["job_id"]
-
-                    async def succeeded() -> bool:
-                        job = await d.engine.store.get_job(job_id)
-                        return job is not None and job.status is JobStatus.SUCCEEDED
-
-                    await eventually(succeeded, "the webhook's job to succeed")
-                    (request,) = requests_of(site, "hook")
-                    assert request["job_id"] == job_id
-                    assert request["event"]["payload"] == {"from": "the host"}
-
-                    own = await client.get("/own")
-                    assert (own.status_code, own.text) == (200, "the host's own page")
-                    health = await client.get(f"{prefix}/healthz")
-                    assert health.status_code == 200
-                    assert health.json()["plugins_loaded"] == 1
+                    await use_the_host(client, d, site, prefix)
                 assert {s: signal.getsignal(s) for s in SIGNALS} == before, "ductile installed a handler"
             finally:
                 d.stop()
@@ -131,10 +143,6 @@ async def run_embedded(site: Site, mount: Callable[[Any], list[BaseRoute]], pref
                 await asyncio.wait_for(hosting, BOUND)
             assert serving.result() is None
             d.stop()  # idempotent
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        sock.close()
     assert {s: signal.getsignal(s) for s in SIGNALS} == before
     assert "stopped" in messages
     assert "listening" not in messages, "listen=False: ductile started no server of its own"
@@ -168,26 +176,9 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 EXECUTABLE = "/opt/plugins/counter/run"
 
 
-class DictCatalog:
-    """The Catalog port over one in-memory plugin."""
-
-    def __init__(self, *plugins: Plugin) -> None:
-        self.plugins = {p.name: p for p in plugins}
-
-    def discover(self, config: Config) -> Discovery:
-        return Discovery(plugins=dict(self.plugins))
-
-    def verify(self, plugin: Plugin) -> str | None:
-        return None
-
-
 def test_embedding_with_fakes_touches_nothing_on_disk(tmp_path: Path) -> None:
-    counter = Plugin(
-        manifest=Manifest(
-            name="counter", version="1.0.0", protocol=1, entrypoint="run", commands=frozenset({"poll"})
-        ),
-        directory="/opt/plugins/counter",
-        executable=EXECUTABLE,
+    counter = Manifest(
+        name="counter", version="1.0.0", protocol=1, entrypoint="run", commands=frozenset({"poll"})
     )
     config = Config(
         service=ServiceConfig(state_dir=str(tmp_path / "state")),
@@ -268,12 +259,8 @@ def test_each_handle_job_queued_through_the_api_arrives_as_an_event_of_its_own(t
     event id of its own: a plugin that skips event ids it has seen (docs/plugins.md) runs every call.
     (The payload used to be handed over as the event itself, without an id: the second call on was
     taken for a redelivery and skipped.)"""
-    outbox = Plugin(
-        manifest=Manifest(
-            name="outbox", version="1.0.0", protocol=1, entrypoint="run", commands=frozenset({"handle"})
-        ),
-        directory="/opt/plugins/outbox",
-        executable="/opt/plugins/outbox/run",
+    outbox = Manifest(
+        name="outbox", version="1.0.0", protocol=1, entrypoint="run", commands=frozenset({"handle"})
     )
     config = Config(
         service=ServiceConfig(state_dir=str(tmp_path / "state")),
@@ -289,7 +276,7 @@ def test_each_handle_job_queued_through_the_api_arrives_as_an_event_of_its_own(t
             written.append(event)
         return ok()
 
-    spawner = ScriptedSpawner({outbox.executable: handle}, clock=clock)
+    spawner = ScriptedSpawner({"/opt/plugins/outbox/run": handle}, clock=clock)
 
     async def scenario() -> None:
         async with Ductile(

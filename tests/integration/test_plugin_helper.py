@@ -8,48 +8,24 @@ takes in the daemon, minus the database.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import attrs
 import pytest
 
 from ductile import plugin
-from ductile.adapters.spawner import SubprocessSpawner
-from ductile.app.spawn import plugin_env
-from ductile.domain.classify import classify
-from ductile.domain.job import Job, JobStatus, SubmittedBy
-from ductile.domain.outcome import SpawnOutcome
-from ductile.domain.protocol import build_request, parse_response
-from ductile.domain.routing import Envelope, Route, Target
-from ductile.domain.settle import SettleContext, Settlement, settle
-from ductile.ports.spawner import SpawnRequest
+from ductile.domain.job import JobStatus
+from ductile.domain.protocol import parse_response
+from ductile.domain.routing import Envelope, Route
+from tests.support.plugins import SRC, run_plugin
 
-SRC = Path(plugin.__file__).resolve().parent.parent
 PLUGIN_FILE = Path(plugin.__file__).resolve()
-
-
-@attrs.frozen
-class Ran:
-    outcome: SpawnOutcome
-    settlement: Settlement
-
-    @property
-    def job(self) -> Job:
-        return self.settlement.job
-
-    @property
-    def stderr(self) -> str:
-        return self.outcome.stderr_tail.decode("utf-8", "replace")
 
 
 def write_plugin(directory: Path, code: str, *, name: str = "run.py", shebang: str | None = None) -> Path:
@@ -59,79 +35,6 @@ def write_plugin(directory: Path, code: str, *, name: str = "run.py", shebang: s
     path.write_text(f"#!{shebang or sys.executable}\n" + textwrap.dedent(code), encoding="utf-8")
     path.chmod(0o755)
     return path
-
-
-def spawn_env(
-    plugin_name: str, command: str, job_id: str, *, attempt: int = 1, pythonpath: bool = True
-) -> dict[str, str]:
-    """What the engine gives a plugin (engine.plugin_env + DUCTILE_*), plus where ductile lives."""
-    env = plugin_env(os.environ)
-    env.update(
-        DUCTILE_PLUGIN=plugin_name,
-        DUCTILE_COMMAND=command,
-        DUCTILE_JOB_ID=job_id,
-        DUCTILE_ATTEMPT=str(attempt),
-    )
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep the source tree clean
-    if pythonpath:
-        env["PYTHONPATH"] = str(SRC)
-    return env
-
-
-def run_plugin(
-    executable: Path,
-    command: str = "poll",
-    *,
-    config: Mapping[str, Any] | None = None,
-    state: dict[str, Any] | None = None,
-    event: dict[str, Any] | None = None,
-    timeout: float = 20.0,
-    grace: float = 5.0,
-    routes: tuple[Route, ...] = (),
-    env: dict[str, str] | None = None,
-    attempt: int = 1,
-    max_attempts: int = 4,
-    plugin_name: str = "demo",
-    pythonpath: bool = True,
-) -> Ran:
-    """Spawn one job of the plugin for real and settle it like the engine does."""
-    job_id = f"job-{command}-{attempt}"
-    started = datetime.now(UTC)
-    request = build_request(
-        job_id=job_id,
-        command=command,
-        config=dict(config or {}),
-        state=state or {},
-        deadline_at=started + timedelta(seconds=timeout),
-        event=event,
-    )
-    spawn = SpawnRequest(
-        executable=str(executable),
-        cwd=str(executable.parent),
-        stdin=request,
-        env=env
-        if env is not None
-        else spawn_env(plugin_name, command, job_id, attempt=attempt, pythonpath=pythonpath),
-        timeout=timeout,
-        grace=grace,
-    )
-    outcome = asyncio.run(SubprocessSpawner().run(spawn))
-    job = Job(
-        id=job_id,
-        plugin=plugin_name,
-        command=command,
-        payload=event or {},
-        status=JobStatus.RUNNING,
-        attempt=attempt,
-        max_attempts=max_attempts,
-        submitted_by=SubmittedBy.SCHEDULER,
-        created_at=started,
-        started_at=started,
-    )
-    targets = {r.target: Target(max_attempts=4) for r in routes}
-    ctx = SettleContext(now=datetime.now(UTC), routes=routes, targets=targets)
-    verdict = classify(outcome, timedelta(seconds=timeout))
-    return Ran(outcome, settle(job, verdict, ctx=ctx, state=state or {}))
 
 
 # --------------------------------------------------------------------------- ok, error, crash

@@ -48,7 +48,7 @@ from ductile.domain.plugin import parse_manifest
 from ductile.domain.protocol import build_request, parse_response
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Envelope
-from tests.integration.test_plugin_helper import Ran, run_plugin, spawn_env
+from tests.support.plugins import Ran, run_plugin, spawn_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "plugins.md"

@@ -51,6 +51,7 @@ from ductile.domain.settle import SettleContext
 from ductile.fakes.memory_store import InMemoryStore
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store import Guard, InitRecord, StaleJobError, Store
+from tests.support.builders import job
 
 T = TypeVar("T")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -62,10 +63,6 @@ def run(coro: Awaitable[T]) -> T:
         return await coro
 
     return asyncio.run(main())
-
-
-def job(job_id: str, *, at: datetime = T0, plugin: str = "p", command: str = "poll", **kw: Any) -> Job:
-    return Job(id=job_id, plugin=plugin, command=command, created_at=at, **kw)
 
 
 async def enqueue(store: Store, job_id: str, **kw: Any) -> str:
@@ -161,8 +158,10 @@ def test_a_fresh_store_on_the_same_file_sees_everything(tmp_path: Path) -> None:
         store = await SqliteStore.open(path)
         try:
             await enqueue(store, "a", payload={"n": [1, 2.5, "é", None, {"x": True}]}, dedupe_key="k")
-            await enqueue(store, "b", at=T0 + timedelta(microseconds=1), submitted_by=SubmittedBy.SCHEDULER)
-            await enqueue(store, "c", at=T0 + timedelta(microseconds=2))
+            await enqueue(
+                store, "b", created_at=T0 + timedelta(microseconds=1), submitted_by=SubmittedBy.SCHEDULER
+            )
+            await enqueue(store, "c", created_at=T0 + timedelta(microseconds=2))
             claimed = await store.claim_next(T0)
             assert claimed is not None
             assert claimed.id == "a"
@@ -398,7 +397,10 @@ def test_two_stores_on_one_file_write_concurrently_without_losing_anything(tmp_p
             results = await asyncio.gather(
                 *(
                     (first if i % 2 else second).enqueue(
-                        job(jid, at=T0 + timedelta(microseconds=i)), actor=Actor.API, now=T0, dedupe_ttl=TTL
+                        job(jid, created_at=T0 + timedelta(microseconds=i)),
+                        actor=Actor.API,
+                        now=T0,
+                        dedupe_ttl=TTL,
                     )
                     for i, jid in enumerate(ids)
                 )
@@ -466,7 +468,7 @@ def test_another_process_writes_while_we_write(tmp_path: Path) -> None:
             store = await SqliteStore.open(path)
             try:
                 for i in range(300):
-                    await enqueue(store, f"parent-{i}", at=datetime.now(UTC))
+                    await enqueue(store, f"parent-{i}", created_at=datetime.now(UTC))
             finally:
                 await store.close()
 
@@ -809,51 +811,62 @@ async def call(fn: Callable[[], Awaitable[Any]]) -> Any:
 Apply = Callable[[Store], Awaitable[Any]]
 
 
-async def prepare(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
-    """Decide the concrete inputs of ``operation`` once (from the model's state), for any store."""
-    kind = operation[0]
-    if kind == "enqueue":
-        _, plugin, command, key, offset, by, attempts = operation
-        new = Job(
-            id=d.new_id(),
-            plugin=plugin,
-            command=command,
-            created_at=d.now + timedelta(microseconds=offset),
-            dedupe_key=key,
-            submitted_by=by,
-            max_attempts=attempts,
-            payload={"n": d.counter, "nested": {"list": [1, "two", None]}},
-        )
-        return lambda s: call(lambda: s.enqueue(new, actor=Actor(by.value), now=d.now, dedupe_ttl=TTL))
-    if kind == "claim":
-        d.now += timedelta(seconds=operation[1])
-        now = d.now
-        return lambda s: call(lambda: s.claim_next(now))
-    if kind in ("settle", "process"):
-        candidates = [r.job for r in await model.running()]
-        if kind == "settle" and operation[2] == "queued":
-            candidates = await model.list_jobs(statuses=[JobStatus.QUEUED])
-        chosen = candidates[operation[1] % len(candidates)] if candidates else None
-        target = chosen.id if chosen else "missing"
-        if kind == "process":
-            handle = ProcessHandle(pid=100 + d.counter, pgid=100 + d.counter, start_time=d.counter)
-            return lambda s: call(lambda: s.record_process(target, handle))
-        d.now += timedelta(seconds=1)
-        ctx = SettleContext(
-            now=d.now,
-            draw=operation[3],
-            retry=RetryPolicy(backoff_base=timedelta(seconds=10)),
-            breaker=BreakerPolicy(threshold=2, reset_after=timedelta(minutes=5)),
-            routes=ROUTES,
-            targets=TARGETS,
-        )
-        outcome = d.outcome(operation[2], chosen.plugin if chosen else "a")
-        return lambda s: call(lambda: s.settle(target, outcome, ctx=ctx, dedupe_ttl=TTL))
+async def prepare_enqueue(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
+    _, plugin, command, key, offset, by, attempts = operation
+    new = Job(
+        id=d.new_id(),
+        plugin=plugin,
+        command=command,
+        created_at=d.now + timedelta(microseconds=offset),
+        dedupe_key=key,
+        submitted_by=by,
+        max_attempts=attempts,
+        payload={"n": d.counter, "nested": {"list": [1, "two", None]}},
+    )
+    return lambda s: call(lambda: s.enqueue(new, actor=Actor(by.value), now=d.now, dedupe_ttl=TTL))
+
+
+async def prepare_claim(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
+    d.now += timedelta(seconds=operation[1])
     now = d.now
-    if kind == "claim_one":  # a given job, even one waiting for its retry time; or one not queued
-        jobs = await model.list_jobs(limit=1000)
-        target = jobs[operation[1] % len(jobs)].id if jobs else "missing"
-        return lambda s: call(lambda: s.claim(target, now))
+    return lambda s: call(lambda: s.claim_next(now))
+
+
+async def prepare_settle(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
+    """``settle`` (a running job, or with "queued" a queued one) and ``process`` (record a handle)."""
+    kind = operation[0]
+    candidates = [r.job for r in await model.running()]
+    if kind == "settle" and operation[2] == "queued":
+        candidates = await model.list_jobs(statuses=[JobStatus.QUEUED])
+    chosen = candidates[operation[1] % len(candidates)] if candidates else None
+    target = chosen.id if chosen else "missing"
+    if kind == "process":
+        handle = ProcessHandle(pid=100 + d.counter, pgid=100 + d.counter, start_time=d.counter)
+        return lambda s: call(lambda: s.record_process(target, handle))
+    d.now += timedelta(seconds=1)
+    ctx = SettleContext(
+        now=d.now,
+        draw=operation[3],
+        retry=RetryPolicy(backoff_base=timedelta(seconds=10)),
+        breaker=BreakerPolicy(threshold=2, reset_after=timedelta(minutes=5)),
+        routes=ROUTES,
+        targets=TARGETS,
+    )
+    outcome = d.outcome(operation[2], chosen.plugin if chosen else "a")
+    return lambda s: call(lambda: s.settle(target, outcome, ctx=ctx, dedupe_ttl=TTL))
+
+
+async def prepare_claim_one(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
+    """A given job, even one waiting for its retry time; or one not queued."""
+    now = d.now
+    jobs = await model.list_jobs(limit=1000)
+    target = jobs[operation[1] % len(jobs)].id if jobs else "missing"
+    return lambda s: call(lambda: s.claim(target, now))
+
+
+async def prepare_maintenance(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
+    """``cancel``, ``retention``, ``recover``, ``reset``, ``plan`` and ``unplan``."""
+    kind, now = operation[0], d.now
     if kind == "cancel":
         return lambda s: call(lambda: s.cancel_queued(operation[1], reason="plugin removed", now=now))
     if kind == "retention":
@@ -868,53 +881,56 @@ async def prepare(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
             key=operation[1], fingerprint="f", nominal_at=at, planned_at=at, offset=timedelta(seconds=1)
         )
         return lambda s: call(lambda: s.put_planned(planned))
-    if kind == "unplan":
-        return lambda s: call(lambda: s.delete_planned(operation[1]))
-    if kind == "fire":
-        _, key, guard_kind, n_jobs, stale = operation
-        current = await model.planned(key)
-        due = current or PlannedRun(
-            key=key, fingerprint="f", nominal_at=now, planned_at=now, offset=timedelta(0)
-        )
-        if stale:
-            due = PlannedRun(
-                key=key,
-                fingerprint="old",
-                nominal_at=due.nominal_at,
-                planned_at=due.planned_at,
-                offset=due.offset,
-            )
-        nxt = PlannedRun(
+    assert kind == "unplan"
+    return lambda s: call(lambda: s.delete_planned(operation[1]))
+
+
+async def prepare_fire(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
+    _, key, guard_kind, n_jobs, stale = operation
+    now = d.now
+    current = await model.planned(key)
+    due = current or PlannedRun(key=key, fingerprint="f", nominal_at=now, planned_at=now, offset=timedelta(0))
+    if stale:
+        due = PlannedRun(
             key=key,
-            fingerprint="f",
-            nominal_at=due.nominal_at + timedelta(minutes=5),
-            planned_at=due.planned_at + timedelta(minutes=5),
-            offset=timedelta(0),
+            fingerprint="old",
+            nominal_at=due.nominal_at,
+            planned_at=due.planned_at,
+            offset=due.offset,
         )
-        jobs = [
-            Job(
-                id=d.new_id(),
-                plugin="a",
-                command="poll",
-                created_at=now,
-                submitted_by=SubmittedBy.SCHEDULER,
-                dedupe_key="k2" if i else None,
-            )
-            for i in range(n_jobs)
-        ]
-        guard = {
-            "none": None,
-            "guard": Guard(plugin="a", command="poll", max_outstanding=1),
-            "breaker": Guard(plugin="a", command="poll", breaker=BreakerPolicy(threshold=2)),
-            "both": Guard(plugin="a", command="poll", max_outstanding=2, breaker=BreakerPolicy(threshold=2)),
-        }[guard_kind]
-        return lambda s: call(
-            lambda: s.fire(
-                due=due, next_run=nxt, jobs=jobs, guard=guard, actor=Actor.SCHEDULER, now=now, dedupe_ttl=TTL
-            )
+    nxt = PlannedRun(
+        key=key,
+        fingerprint="f",
+        nominal_at=due.nominal_at + timedelta(minutes=5),
+        planned_at=due.planned_at + timedelta(minutes=5),
+        offset=timedelta(0),
+    )
+    jobs = [
+        Job(
+            id=d.new_id(),
+            plugin="a",
+            command="poll",
+            created_at=now,
+            submitted_by=SubmittedBy.SCHEDULER,
+            dedupe_key="k2" if i else None,
         )
-    assert kind == "reads"
-    plugin = operation[1]
+        for i in range(n_jobs)
+    ]
+    guard = {
+        "none": None,
+        "guard": Guard(plugin="a", command="poll", max_outstanding=1),
+        "breaker": Guard(plugin="a", command="poll", breaker=BreakerPolicy(threshold=2)),
+        "both": Guard(plugin="a", command="poll", max_outstanding=2, breaker=BreakerPolicy(threshold=2)),
+    }[guard_kind]
+    return lambda s: call(
+        lambda: s.fire(
+            due=due, next_run=nxt, jobs=jobs, guard=guard, actor=Actor.SCHEDULER, now=now, dedupe_ttl=TTL
+        )
+    )
+
+
+async def prepare_reads(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
+    plugin, now = operation[1], d.now
 
     async def reads(s: Store) -> Any:
         return (
@@ -929,6 +945,28 @@ async def prepare(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
         )
 
     return reads
+
+
+PREPARE: dict[str, Callable[[Store, Driver, tuple[Any, ...]], Awaitable[Apply]]] = {
+    "enqueue": prepare_enqueue,
+    "claim": prepare_claim,
+    "settle": prepare_settle,
+    "process": prepare_settle,
+    "claim_one": prepare_claim_one,
+    "cancel": prepare_maintenance,
+    "retention": prepare_maintenance,
+    "recover": prepare_maintenance,
+    "reset": prepare_maintenance,
+    "plan": prepare_maintenance,
+    "unplan": prepare_maintenance,
+    "fire": prepare_fire,
+    "reads": prepare_reads,
+}
+
+
+async def prepare(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
+    """Decide the concrete inputs of ``operation`` once (from the model's state), for any store."""
+    return await PREPARE[operation[0]](model, d, operation)
 
 
 async def differential(operations: list[tuple[Any, ...]], path: Path) -> None:

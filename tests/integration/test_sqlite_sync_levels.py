@@ -27,10 +27,11 @@ import pytest
 from ductile.adapters.sqlite import SqliteStore
 from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, relaxed_level
 from ductile.domain.classify import classify
-from ductile.domain.job import Actor, Job, JobStatus
+from ductile.domain.job import Actor, JobStatus
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.settle import SettleContext
 from ductile.ports.spawner import ProcessHandle
+from tests.support import builders
 
 T = TypeVar("T")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -45,10 +46,6 @@ def run(coro: Awaitable[T]) -> T:
         return await coro
 
     return asyncio.run(main())
-
-
-def new_job(job_id: str) -> Job:
-    return Job(id=job_id, plugin="p", command="poll", created_at=T0)
 
 
 def level_inside(conn: sqlite3.Connection) -> int:
@@ -124,13 +121,13 @@ def test_claims_and_process_records_are_relaxed_every_other_write_is_durable(tmp
         store = await SqliteStore.open(tmp_path / "s.db")  # the default: FULL
         try:
             full, normal = LEVEL["FULL"], LEVEL["NORMAL"]
-            await store.enqueue(new_job("a"), actor=Actor.API, now=T0, dedupe_ttl=TTL)
+            await store.enqueue(builders.job("a"), actor=Actor.API, now=T0, dedupe_ttl=TTL)
             assert await batch_level(store, lambda: store.claim_next(T0)) == normal
             handle = ProcessHandle(pid=123, pgid=123, start_time=1)
             assert await batch_level(store, lambda: store.record_process("a", handle)) == normal
             ctx = SettleContext(now=T0 + timedelta(seconds=1))
             assert await batch_level(store, lambda: store.settle("a", OK, ctx=ctx, dedupe_ttl=TTL)) == full
-            enqueue_b = lambda: store.enqueue(new_job("b"), actor=Actor.API, now=T0, dedupe_ttl=TTL)  # noqa: E731
+            enqueue_b = lambda: store.enqueue(builders.job("b"), actor=Actor.API, now=T0, dedupe_ttl=TTL)  # noqa: E731
             assert await batch_level(store, enqueue_b) == full
             assert await batch_level(store, lambda: store.claim("b", T0)) == normal
             assert await batch_level(store, lambda: store.recover(T0)) == full
@@ -151,7 +148,7 @@ def test_stats_count_the_relaxed_commits(tmp_path: Path) -> None:
     async def main() -> None:
         store = await SqliteStore.open(tmp_path / "s.db")
         try:
-            await store.enqueue(new_job("a"), actor=Actor.API, now=T0, dedupe_ttl=TTL)
+            await store.enqueue(builders.job("a"), actor=Actor.API, now=T0, dedupe_ttl=TTL)
             before = store.stats
             claimed = await store.claim_next(T0)
             assert claimed is not None

@@ -41,8 +41,8 @@ import pytest
 
 from ductile.app.bootstrap import Ductile
 from ductile.fakes import InMemoryStore, ScriptedSpawner
+from tests.support.site import SCRIPT
 
-SCRIPT = Path(sys.executable).with_name("ductile")
 REPO = Path(__file__).resolve().parents[2]
 UNIT_FILE = REPO / "examples" / "systemd" / "ductile.service"
 

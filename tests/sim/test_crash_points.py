@@ -54,10 +54,12 @@ from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import event_id_for
 from ductile.fakes import FakeClock, FakeInbox, ScriptedSpawner
+from ductile.fakes.catalog import DictCatalog
 from ductile.fakes.spawner import ok
 from ductile.ports.spawner import Spawner, SpawnRequest
 from ductile.ports.store import Store
-from tests.unit.test_engine import T0, DictCatalog, executable, make_config, manifest, route
+from tests.support.builders import executable, make_config, manifest, route
+from tests.support.rigs import T0
 
 Variant = Literal["before", "after"]
 VARIANTS: tuple[Variant, ...] = ("before", "after")
@@ -278,94 +280,120 @@ def transition_problems(job: Job, log: list[tuple[str | None, str, str, str]]) -
     return problems
 
 
+def integrity_problems(db: Path) -> list[str]:
+    with closing(sqlite3.connect(db)) as conn:
+        integrity = conn.execute("PRAGMA integrity_check").fetchall()
+    return [] if integrity == [("ok",)] else [f"integrity_check: {integrity}"]
+
+
+async def leftover_problems(store: SqliteStore, jobs: dict[str, Job]) -> list[str]:
+    """Nothing is left running or queued."""
+    problems: list[str] = []
+    running = [j.id for j in jobs.values() if j.status is JobStatus.RUNNING]
+    if running:
+        problems.append(f"jobs left running: {running}")
+    if await store.queue_depth():
+        problems.append(f"jobs left queued: {await store.queue_depth()}")
+    return problems
+
+
+def client_job_problems(world: World, parents: list[Job], jobs: dict[str, Job]) -> list[str]:
+    """The client's job: acknowledged, present, the only one of its identity."""
+    problems: list[str] = []
+    if world.acked is None:
+        problems.append("the enqueue was never acknowledged")
+    elif world.acked not in jobs:
+        problems.append(f"the acknowledged job {world.acked} is not in the store")
+    if len(parents) != 1:
+        problems.append(
+            f"{len(parents)} jobs of {PARENT!r} (one dedupe key): {sorted(p.id for p in parents)}"
+        )
+    if parents and world.acked is not None and parents[0].id != world.acked:
+        problems.append(f"the client was told {world.acked}, the store holds {parents[0].id}")
+    return problems
+
+
+async def job_problems(store: SqliteStore, job: Job, crashes: int) -> list[str]:
+    """One job: a legal history, attempts within bounds, one run record per attempt."""
+    log = [
+        (t.from_status and t.from_status.value, t.to_status.value, t.actor.value, t.at.isoformat())
+        for t in await store.transitions(job.id)
+    ]
+    problems = transition_problems(job, log)
+    if job.status not in TERMINAL:
+        problems.append(f"{job.id} ({job.plugin}) ended {job.status.value}, not terminal")
+    elif job.status is not JobStatus.SUCCEEDED:
+        problems.append(f"{job.id} ({job.plugin}) is {job.status.value}: {job.last_error}")
+    if job.attempt > job.max_attempts:
+        problems.append(f"{job.id}: attempt {job.attempt} > max_attempts {job.max_attempts}")
+    if job.attempt > crashes + 1:
+        problems.append(f"{job.id}: attempt {job.attempt} after only {crashes} crash(es)")
+    recoveries = sum(1 for line in log if line[2] == Actor.RECOVERY.value)
+    if recoveries > crashes:
+        problems.append(f"{job.id}: {recoveries} recovery moves after {crashes} crash(es)")
+    runs = await store.runs(job.id)
+    if job.status in TERMINAL and len(runs) != job.attempt:
+        problems.append(f"{job.id}: {len(runs)} run records for {job.attempt} attempt(s)")
+    succeeded_runs = [r for r in runs if r.error is None]
+    if len(succeeded_runs) != (1 if job.status is JobStatus.SUCCEEDED else 0):
+        problems.append(f"{job.id}: {len(succeeded_runs)} successful run records")
+    return problems
+
+
+async def state_problems(store: SqliteStore, world: World, jobs: dict[str, Job], crashes: int) -> list[str]:
+    """State merged exactly with the success: count == successful runs of the plugin."""
+    problems: list[str] = []
+    for name in (PARENT, *HANDLERS):
+        successes = 0
+        for j in (j for j in jobs.values() if j.plugin == name):
+            successes += sum(1 for r in await store.runs(j.id) if r.error is None)
+        state = await store.get_state(name)
+        if state.get("count", 0) != successes:
+            problems.append(f"{name}: state count {state.get('count')} != {successes} successful run(s)")
+        executed = len(world.executions[name])
+        if executed > crashes + 1:
+            problems.append(f"{name} executed {executed} times with {crashes} crash(es)")
+        if successes and executed < 1:
+            problems.append(f"{name} succeeded without ever running")
+    return problems
+
+
+def children_problems(jobs: dict[str, Job], parent: Job) -> list[str]:
+    """Children: one per route, linked to the parent and its one event."""
+    problems: list[str] = []
+    children = [j for j in jobs.values() if j.parent_job_id is not None]
+    by_plugin = sorted(c.plugin for c in children)
+    if by_plugin != sorted(HANDLERS):
+        problems.append(f"children {by_plugin}, expected one per route {sorted(HANDLERS)}")
+    if len(jobs) != 1 + len(HANDLERS):
+        problems.append(f"{len(jobs)} jobs in all, expected {1 + len(HANDLERS)}")
+    event_id = event_id_for(parent.id, 0)
+    for child in children:
+        if child.parent_job_id != parent.id or child.source_event_id != event_id:
+            problems.append(
+                f"{child.id}: parent {child.parent_job_id}/{child.source_event_id}, "
+                f"expected {parent.id}/{event_id}"
+            )
+        if child.command != "handle" or child.payload.get("source") != PARENT:
+            problems.append(f"{child.id}: {child.command} of event {child.payload}")
+    return problems
+
+
 async def violations(world: World, crashes: int) -> list[str]:
     """Everything wrong with the database and the plugins' record after a scenario."""
-    problems: list[str] = []
-    with closing(sqlite3.connect(world.db)) as conn:
-        integrity = conn.execute("PRAGMA integrity_check").fetchall()
-    if integrity != [("ok",)]:
-        problems.append(f"integrity_check: {integrity}")
+    problems = integrity_problems(world.db)
     store = await SqliteStore.open(world.db)
     try:
         jobs = {j.id: j for j in await store.list_jobs(limit=1000)}
-        running = [j.id for j in jobs.values() if j.status is JobStatus.RUNNING]
-        if running:
-            problems.append(f"jobs left running: {running}")
-        if await store.queue_depth():
-            problems.append(f"jobs left queued: {await store.queue_depth()}")
-
-        # The client's job: acknowledged, present, the only one of its identity.
+        problems += await leftover_problems(store, jobs)
         parents = [j for j in jobs.values() if j.plugin == PARENT]
-        if world.acked is None:
-            problems.append("the enqueue was never acknowledged")
-        elif world.acked not in jobs:
-            problems.append(f"the acknowledged job {world.acked} is not in the store")
-        if len(parents) != 1:
-            problems.append(
-                f"{len(parents)} jobs of {PARENT!r} (one dedupe key): {sorted(p.id for p in parents)}"
-            )
+        problems += client_job_problems(world, parents, jobs)
         if not parents:
             return problems
-        parent = parents[0]
-        if world.acked is not None and parent.id != world.acked:
-            problems.append(f"the client was told {world.acked}, the store holds {parent.id}")
-
-        # Every job: a legal history, attempts within bounds, one run record per attempt.
         for job in jobs.values():
-            log = [
-                (t.from_status and t.from_status.value, t.to_status.value, t.actor.value, t.at.isoformat())
-                for t in await store.transitions(job.id)
-            ]
-            problems += transition_problems(job, log)
-            if job.status not in TERMINAL:
-                problems.append(f"{job.id} ({job.plugin}) ended {job.status.value}, not terminal")
-            elif job.status is not JobStatus.SUCCEEDED:
-                problems.append(f"{job.id} ({job.plugin}) is {job.status.value}: {job.last_error}")
-            if job.attempt > job.max_attempts:
-                problems.append(f"{job.id}: attempt {job.attempt} > max_attempts {job.max_attempts}")
-            if job.attempt > crashes + 1:
-                problems.append(f"{job.id}: attempt {job.attempt} after only {crashes} crash(es)")
-            recoveries = sum(1 for line in log if line[2] == Actor.RECOVERY.value)
-            if recoveries > crashes:
-                problems.append(f"{job.id}: {recoveries} recovery moves after {crashes} crash(es)")
-            runs = await store.runs(job.id)
-            if job.status in TERMINAL and len(runs) != job.attempt:
-                problems.append(f"{job.id}: {len(runs)} run records for {job.attempt} attempt(s)")
-            succeeded_runs = [r for r in runs if r.error is None]
-            if len(succeeded_runs) != (1 if job.status is JobStatus.SUCCEEDED else 0):
-                problems.append(f"{job.id}: {len(succeeded_runs)} successful run records")
-
-        # State merged exactly with the success: count == successful runs of the plugin.
-        for name in (PARENT, *HANDLERS):
-            mine = [j for j in jobs.values() if j.plugin == name]
-            successes = 0
-            for j in mine:
-                successes += sum(1 for r in await store.runs(j.id) if r.error is None)
-            state = await store.get_state(name)
-            if state.get("count", 0) != successes:
-                problems.append(f"{name}: state count {state.get('count')} != {successes} successful run(s)")
-            executed = len(world.executions[name])
-            if executed > crashes + 1:
-                problems.append(f"{name} executed {executed} times with {crashes} crash(es)")
-            if successes and executed < 1:
-                problems.append(f"{name} succeeded without ever running")
-
-        # Children: one per route, linked to the parent and its one event.
-        children = [j for j in jobs.values() if j.parent_job_id is not None]
-        by_plugin = sorted(c.plugin for c in children)
-        if by_plugin != sorted(HANDLERS):
-            problems.append(f"children {by_plugin}, expected one per route {sorted(HANDLERS)}")
-        if len(jobs) != 1 + len(HANDLERS):
-            problems.append(f"{len(jobs)} jobs in all, expected {1 + len(HANDLERS)}")
-        event_id = event_id_for(parent.id, 0)
-        for child in children:
-            if child.parent_job_id != parent.id or child.source_event_id != event_id:
-                problems.append(
-                    f"{child.id}: parent {child.parent_job_id}/{child.source_event_id}, "
-                    f"expected {parent.id}/{event_id}"
-                )
-            if child.command != "handle" or child.payload.get("source") != PARENT:
-                problems.append(f"{child.id}: {child.command} of event {child.payload}")
+            problems += await job_problems(store, job, crashes)
+        problems += await state_problems(store, world, jobs, crashes)
+        problems += children_problems(jobs, parents[0])
     finally:
         await store.close()
     return problems

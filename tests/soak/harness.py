@@ -28,8 +28,6 @@ process, so a run is representative, not replayable.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import random
@@ -48,14 +46,15 @@ from typing import Any
 import attrs
 import httpx
 
-from tests.integration.daemon_site import (
+from tests.support.plugins import shell_plugin
+from tests.support.site import (
     START_TIMEOUT,
     Daemon,
     Site,
     alive,
     log_match,
     plugin_processes,
-    shell_plugin,
+    signature,
     wait_until,
 )
 
@@ -166,10 +165,6 @@ def build_site(site: Site) -> Path:
     return log
 
 
-def signed(body: bytes) -> str:
-    return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-
-
 class Sender:
     """Posts deliveries 0..total-1 (redeliveries first), one at a time, ``pace`` s apart."""
 
@@ -204,7 +199,7 @@ class Sender:
                 if n is None:
                     return
                 body = json.dumps({"delivery": n}).encode()
-                headers = {"X-Hub-Signature-256": signed(body), DELIVERY_HEADER: f"d-{n}"}
+                headers = {"X-Hub-Signature-256": signature(body, SECRET), DELIVERY_HEADER: f"d-{n}"}
                 self.posts += 1
                 try:
                     response = client.post(url + HOOK, content=body, headers=headers)
@@ -252,50 +247,43 @@ def _serve(daemon: Daemon, sender: Sender, stop: threading.Event) -> threading.T
     return thread
 
 
-def run_soak(
-    site: Site, settings: SoakSettings, *, progress: Callable[[str], None] | None = None
-) -> SoakReport:
-    """Run the soak on ``site`` (fresh); the caller tears the site down."""
-    rng = random.Random(settings.seed)
-    report = SoakReport(settings)
-    log = build_site(site)
-    # Pace the sender so that intake lasts about as long as the kill cycles.
-    uptime = settings.kills * (1 - settings.startup_kill_share) * (0.05 + settings.window) / 2
-    sender = Sender(settings.jobs, pace=max(0.002, 0.8 * uptime / max(1, settings.jobs)))
-    began = time.monotonic()
+def _record_restart(report: SoakReport, daemon: Daemon, started: float, pending: int) -> None:
+    """How long a restart with work pending took to dispatch again."""
+    if pending:
+        took = _first_dispatch(daemon, started)
+        if took is not None:
+            report.recovery_times.append(took)
 
-    def restart_timing(daemon: Daemon, started: float, pending: int) -> None:
-        if pending:
-            took = _first_dispatch(daemon, started)
-            if took is not None:
-                report.recovery_times.append(took)
 
-    for cycle in range(settings.kills):
-        pending = _pending(site)
-        started = time.time()
-        if rng.random() < settings.startup_kill_share:
-            daemon = site.start(wait=False)
-            time.sleep(rng.uniform(0.0, settings.startup_window))
-            if daemon.proc.poll() is not None:
-                raise AssertionError(f"the daemon exited by itself during start-up:\n{daemon.tail()}")
-            daemon.kill()
-            report.kills_during_startup += 1
-        else:
-            daemon = site.start()
-            stop = threading.Event()
-            thread = _serve(daemon, sender, stop)
-            time.sleep(rng.uniform(0.05, settings.window))
-            if daemon.proc.poll() is not None:
-                raise AssertionError(f"the daemon exited by itself:\n{daemon.tail()}")
-            daemon.kill()
-            stop.set()
-            thread.join(10.0)
-            restart_timing(daemon, started, pending)
-        report.kills += 1
-        if progress is not None and (cycle + 1) % 10 == 0:
-            progress(f"{cycle + 1} kills, {len(sender.acked)} deliveries acknowledged")
+def _kill_once(
+    site: Site, settings: SoakSettings, rng: random.Random, sender: Sender, report: SoakReport
+) -> None:
+    """One life cut short: SIGKILL during start-up, or after a random while under webhook load."""
+    pending = _pending(site)
+    started = time.time()
+    if rng.random() < settings.startup_kill_share:
+        daemon = site.start(wait=False)
+        time.sleep(rng.uniform(0.0, settings.startup_window))
+        if daemon.proc.poll() is not None:
+            raise AssertionError(f"the daemon exited by itself during start-up:\n{daemon.tail()}")
+        daemon.kill()
+        report.kills_during_startup += 1
+    else:
+        daemon = site.start()
+        stop = threading.Event()
+        thread = _serve(daemon, sender, stop)
+        time.sleep(rng.uniform(0.05, settings.window))
+        if daemon.proc.poll() is not None:
+            raise AssertionError(f"the daemon exited by itself:\n{daemon.tail()}")
+        daemon.kill()
+        stop.set()
+        thread.join(10.0)
+        _record_restart(report, daemon, started, pending)
+    report.kills += 1
 
-    # The last life: deliver the rest, drain, stop gracefully.
+
+def _last_life(site: Site, settings: SoakSettings, sender: Sender, report: SoakReport) -> None:
+    """The last life: deliver the rest, drain, stop gracefully."""
     pending = _pending(site)
     started = time.time()
     daemon = site.start()
@@ -310,8 +298,26 @@ def run_soak(
         "every delivery acknowledged and nothing queued or running",
         interval=0.2,
     )
-    restart_timing(daemon, started, pending)
+    _record_restart(report, daemon, started, pending)
     report.exit_code = daemon.terminate()
+
+
+def run_soak(
+    site: Site, settings: SoakSettings, *, progress: Callable[[str], None] | None = None
+) -> SoakReport:
+    """Run the soak on ``site`` (fresh); the caller tears the site down."""
+    rng = random.Random(settings.seed)
+    report = SoakReport(settings)
+    log = build_site(site)
+    # Pace the sender so that intake lasts about as long as the kill cycles.
+    uptime = settings.kills * (1 - settings.startup_kill_share) * (0.05 + settings.window) / 2
+    sender = Sender(settings.jobs, pace=max(0.002, 0.8 * uptime / max(1, settings.jobs)))
+    began = time.monotonic()
+    for cycle in range(settings.kills):
+        _kill_once(site, settings, rng, sender, report)
+        if progress is not None and (cycle + 1) % 10 == 0:
+            progress(f"{cycle + 1} kills, {len(sender.acked)} deliveries acknowledged")
+    _last_life(site, settings, sender, report)
     report.wall = time.monotonic() - began
 
     report.deliveries = settings.jobs

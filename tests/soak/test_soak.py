@@ -7,25 +7,15 @@ and what it checks are described in :mod:`tests.soak.harness`.
 from __future__ import annotations
 
 import sqlite3
-import sys
-from collections.abc import Iterator
 from contextlib import closing
-from pathlib import Path
 
 import attrs
 import pytest
 
-from tests.integration.daemon_site import SCRIPT, Site, site_fixture
 from tests.soak.harness import SoakSettings, analyse, run_soak, verdict
+from tests.support.site import Site
 
 SHORT = SoakSettings(kills=8, jobs=80, seed=20260302, window=1.5)
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    if not SCRIPT.exists():
-        pytest.skip(f"the console script is not installed next to {sys.executable}")
-    yield from site_fixture(tmp_path)
 
 
 @pytest.mark.timeout(180)

@@ -48,6 +48,7 @@ from ductile.domain.settle import SettleContext
 from ductile.fakes.memory_store import InMemoryStore
 from ductile.fakes.spawner import ScriptedSpawner, error, ok
 from ductile.ports.store import InitRecord
+from tests.support import builders
 
 NOW = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 TTL = timedelta(hours=24)
@@ -113,10 +114,10 @@ class Harness:
         max_attempts: int = 4,
     ) -> Job:
         self.ids += 1
-        job = Job(
-            id=f"job-{self.ids:03d}",
-            plugin=plugin,
-            command=command,
+        job = builders.job(
+            f"job-{self.ids:03d}",
+            plugin,
+            command,
             submitted_by=by,
             max_attempts=max_attempts,
             created_at=at or self.now,
@@ -660,7 +661,7 @@ def test_run_refuses_what_cannot_run_with_exit_1(h: Harness, argv: list[str], me
 def test_run_refuses_an_unhealthy_plugin_with_the_init_error(h: Harness) -> None:
     h.plugin("fragile", commands="[poll, init]")
     from ductile.adapters.config import load_config
-    from ductile.app.catalog import FilesystemCatalog
+    from ductile.adapters.plugin_dir import FilesystemCatalog
 
     config = load_config(h.config)
     plugin = FilesystemCatalog().discover(config).plugins["fragile"]

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ductile.domain.dedupe import DEFAULT_DEDUPE_TTL, DedupeIdentity, blocks, find_duplicate, identity_of
 from ductile.domain.job import Job, JobStatus
 from ductile.domain.routing import Envelope, Route, Target, fan_out
+from tests.support import builders
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 TTL = timedelta(hours=24)
@@ -27,14 +28,8 @@ def job(
     created_at: datetime = NOW - timedelta(hours=1),
     completed_at: datetime | None = None,
 ) -> Job:
-    return Job(
-        id=id,
-        plugin=plugin,
-        command=command,
-        status=status,
-        dedupe_key=key,
-        created_at=created_at,
-        completed_at=completed_at,
+    return builders.job(
+        id, plugin, command, status=status, dedupe_key=key, created_at=created_at, completed_at=completed_at
     )
 
 

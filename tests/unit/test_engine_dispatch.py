@@ -21,27 +21,25 @@ from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import event_id_for
 from ductile.domain.settle import SettleContext
 from ductile.fakes import InMemoryStore
+from ductile.fakes.catalog import DictCatalog
 from ductile.fakes.spawner import error, ok
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store import Committed, StaleJobError
-from tests.unit.test_engine import (
-    ALLOWED_ENV,
-    DUCTILE_ENV,
+from tests.support.builders import (
     PLUGINS_DIR,
-    T0,
-    DictCatalog,
-    GatedSpawner,
-    Rig,
-    async_test,
     directory,
     executable,
     make_config,
     manifest,
-    records,
     route,
-    sequence,
     two_plugins,
 )
+from tests.support.rigs import T0, GatedSpawner, Rig, async_test, records, sequence
+
+#: What a plugin's environment may carry over from the daemon's, and what ductile adds.
+ALLOWED_ENV = {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME"}
+DUCTILE_ENV = {"DUCTILE_PLUGIN", "DUCTILE_COMMAND", "DUCTILE_JOB_ID", "DUCTILE_ATTEMPT"}
+
 
 # =========================================================================== the request
 

@@ -15,22 +15,11 @@ from ductile.domain.job import Actor, Job, JobStatus
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.schedule import CatchUp, PlannedRun
 from ductile.fakes import InMemoryStore, ScriptedSpawner
+from ductile.fakes.catalog import DictCatalog
 from ductile.fakes.spawner import error, ok
 from ductile.ports.spawner import ProcessHandle
-from tests.unit.test_engine import (
-    T0,
-    DictCatalog,
-    GatedSpawner,
-    Rig,
-    async_test,
-    by_command,
-    every,
-    make_config,
-    manifest,
-    records,
-    route,
-    two_plugins,
-)
+from tests.support.builders import every, make_config, manifest, route, two_plugins
+from tests.support.rigs import T0, GatedSpawner, Rig, async_test, by_command, records
 
 HOUR = timedelta(hours=1)
 

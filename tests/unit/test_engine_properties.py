@@ -13,9 +13,11 @@ from ductile.domain.config import PluginConfig
 from ductile.domain.job import JobStatus
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.retry import RetryPolicy
+from ductile.fakes.catalog import DictCatalog
 from ductile.fakes.spawner import error, ok
 from ductile.ports.spawner import SpawnRequest
-from tests.unit.test_engine import DictCatalog, Rig, every, make_config, manifest
+from tests.support.builders import every, make_config, manifest
+from tests.support.rigs import Rig
 
 #: What a run may end in; ``raise`` is a spawner bug.
 KINDS = ("ok", "fail", "fatal", "exit78", "timeout", "garbage", "raise", "signal")

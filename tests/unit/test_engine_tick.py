@@ -15,20 +15,10 @@ from ductile.domain.protocol import EmittedEvent
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import child_job_id
 from ductile.domain.schedule import CatchUp, PlannedRun, Schedule, timer_event_id
+from ductile.fakes.catalog import DictCatalog
 from ductile.fakes.spawner import error, ok
-from tests.unit.test_engine import (
-    BERLIN,
-    T0,
-    DictCatalog,
-    Rig,
-    async_test,
-    every,
-    make_config,
-    manifest,
-    records,
-    route,
-    sequence,
-)
+from tests.support.builders import BERLIN, every, make_config, manifest, route
+from tests.support.rigs import T0, Rig, async_test, records, sequence
 
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)

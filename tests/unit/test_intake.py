@@ -18,8 +18,10 @@ from ductile.domain.config import Endpoint, PluginConfig
 from ductile.domain.job import Actor, Job, SubmittedBy
 from ductile.domain.routing import arrival_event_id
 from ductile.fakes import InMemoryStore
+from ductile.fakes.catalog import DictCatalog
 from ductile.ports.store import EnqueueResult
-from tests.unit.test_engine import T0, DictCatalog, make_config, manifest
+from tests.support.builders import make_config, manifest
+from tests.support.rigs import T0
 
 HOOK = Endpoint(path="/hook/gh", plugin="alpha", secret="s3cr3t", event_type="github.push")
 

@@ -10,7 +10,7 @@ from ductile.app.runtime import InitState, PluginState, PluginStatus, Runtime, i
 from ductile.domain.config import PluginConfig
 from ductile.domain.plugin import Discovery, Plugin, Refusal
 from ductile.ports.store import InitRecord
-from tests.unit.test_engine import PLUGINS_DIR, directory, every, executable, make_config, manifest
+from tests.support.builders import PLUGINS_DIR, directory, every, executable, make_config, manifest
 
 AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

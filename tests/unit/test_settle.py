@@ -900,21 +900,9 @@ def model_succeeds(outcome: Outcome, state: dict[str, Any] | None, limit: int) -
 PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@PROPERTY
-@given(job=running_jobs(), outcome=outcomes, ctx=contexts, state=states, breaker=breakers, timeout=timeouts)
-def test_settle_always_ends_in_a_resting_state_by_a_legal_path(
-    *,
-    job: Job,
-    outcome: Outcome,
-    ctx: SettleContext,
-    state: dict[str, Any] | None,
-    breaker: br.Breaker | None,
-    timeout: timedelta | None,
-) -> None:
-    s = settle(job, outcome, ctx=ctx, state=state, breaker=breaker, timeout=timeout)
+def assert_a_legal_path(s: Settlement, job: Job, outcome: Outcome) -> None:
+    """A legal path through the table, from running to where the row rests; and who moved it."""
     final = s.job.status
-
-    # A legal path through the table, from running to where the row rests.
     assert s.transitions
     assert s.transitions[0].from_status is S.RUNNING
     for a, b in zip(s.transitions, s.transitions[1:], strict=False):
@@ -935,7 +923,12 @@ def test_settle_always_ends_in_a_resting_state_by_a_legal_path(
         if final is S.QUEUED:
             assert s.transitions[1].actor is Actor.RETRY
 
-    # Attempts, and when the row gives up.
+
+def assert_attempts_and_times(
+    s: Settlement, job: Job, outcome: Outcome, ctx: SettleContext, state: dict[str, Any] | None
+) -> None:
+    """Attempts, when the row gives up, and its timestamps."""
+    final = s.job.status
     assert s.job.attempt == job.attempt + (1 if final is S.QUEUED else 0)
     assert (final is S.SUCCEEDED) == model_succeeds(outcome, state, ctx.state_limit)
     if final is not S.SUCCEEDED:
@@ -950,8 +943,10 @@ def test_settle_always_ends_in_a_resting_state_by_a_legal_path(
     else:
         assert s.job.next_retry_at is None
 
-    # What a failure carries, and what only a success carries.
-    if final is S.SUCCEEDED:
+
+def assert_what_it_carries(s: Settlement, job: Job) -> None:
+    """What a failure carries, and what only a success carries."""
+    if s.job.status is S.SUCCEEDED:
         assert s.run.error is None
         assert s.job.last_error == job.last_error
         assert len(s.events) == len(s.response.events)  # type: ignore[union-attr]
@@ -968,12 +963,15 @@ def test_settle_always_ends_in_a_resting_state_by_a_legal_path(
         assert child.payload == next(e.to_json() for e in s.events if e.event_id == child.source_event_id)
     assert len({c.id for c in s.children}) == len(s.children)
 
-    # Breaker: only runs of scheduler jobs count.
+
+def assert_breaker_and_run(s: Settlement, job: Job, outcome: Outcome, breaker: br.Breaker | None) -> None:
+    """The breaker (only runs of scheduler jobs count) and the run record."""
     if job.submitted_by is not SubmittedBy.SCHEDULER or not isinstance(outcome, SpawnOutcome):
         assert s.breaker is None
     if s.breaker is not None:
         assert (s.breaker.plugin, s.breaker.command) == (job.plugin, job.command)
-        assert s.breaker.failures == (0 if final is S.SUCCEEDED else (breaker.failures if breaker else 0) + 1)
+        failures = 0 if s.job.status is S.SUCCEEDED else (breaker.failures if breaker else 0) + 1
+        assert s.breaker.failures == failures
 
     # The run record.
     assert s.run.job_id == job.id
@@ -983,6 +981,24 @@ def test_settle_always_ends_in_a_resting_state_by_a_legal_path(
     assert all(len(line.message) <= MAX_LOG_CHARS for line in s.run.logs)
     if isinstance(outcome, SpawnOutcome):
         assert s.run.stdout_head == outcome.stdout[:STDOUT_KEEP]
+
+
+@PROPERTY
+@given(job=running_jobs(), outcome=outcomes, ctx=contexts, state=states, breaker=breakers, timeout=timeouts)
+def test_settle_always_ends_in_a_resting_state_by_a_legal_path(
+    *,
+    job: Job,
+    outcome: Outcome,
+    ctx: SettleContext,
+    state: dict[str, Any] | None,
+    breaker: br.Breaker | None,
+    timeout: timedelta | None,
+) -> None:
+    s = settle(job, outcome, ctx=ctx, state=state, breaker=breaker, timeout=timeout)
+    assert_a_legal_path(s, job, outcome)
+    assert_attempts_and_times(s, job, outcome, ctx, state)
+    assert_what_it_carries(s, job)
+    assert_breaker_and_run(s, job, outcome, breaker)
 
 
 @settings(PROPERTY, max_examples=200)

@@ -43,11 +43,12 @@ from ductile.app.sim.invariants import (
 from ductile.domain.breaker import Breaker, BreakerPolicy, BreakerStatus
 from ductile.domain.config import Config, PluginConfig, ServiceConfig
 from ductile.domain.errors import ProtocolError
-from ductile.domain.job import Actor, Job, JobStatus, Transition
+from ductile.domain.job import Actor, JobStatus, Transition
 from ductile.domain.plugin import Manifest
 from ductile.domain.protocol import parse_response
 from ductile.domain.retry import RetryPolicy, backoff_delay
 from ductile.ports.store import EnqueueResult, FireResult, Guard
+from tests.support.builders import job
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
@@ -208,12 +209,6 @@ def test_the_sim_catalog_loads_every_configured_plugin_without_a_filesystem() ->
 # =========================================================================== the invariant functions
 
 
-def _job(**kw: Any) -> Job:
-    fields: dict[str, Any] = {"id": "j", "plugin": "p", "command": "poll", "created_at": T0}
-    fields.update(kw)
-    return Job(**fields)
-
-
 def _t(src: JobStatus | None, dst: JobStatus, reason: str = "r", minutes: int = 0) -> Transition:
     return Transition(
         job_id="j",
@@ -229,37 +224,44 @@ Q, R, S, F, D = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobSta
 
 
 def test_check_history_accepts_a_legal_log_and_names_each_kind_of_bad_one() -> None:
-    done = _job(status=S, completed_at=T0)
+    done = job(created_at=T0, status=S, completed_at=T0)
     assert check_history(done, [_t(None, Q), _t(Q, R), _t(R, S)]) == []
     assert "illegal move" in check_history(done, [_t(None, Q), _t(Q, S)])[0]
     assert "follows a move" in check_history(done, [_t(None, Q), _t(R, S)])[0]
-    assert "the row says" in check_history(_job(status=Q), [_t(None, Q), _t(Q, R)])[0]
-    assert "transient" in " ".join(check_history(_job(status=F), [_t(None, Q), _t(Q, R), _t(R, F)]))
-    assert "without completed_at" in check_history(_job(status=S), [_t(None, Q), _t(Q, R), _t(R, S)])[0]
+    assert "the row says" in check_history(job(created_at=T0, status=Q), [_t(None, Q), _t(Q, R)])[0]
+    assert "transient" in " ".join(
+        check_history(job(created_at=T0, status=F), [_t(None, Q), _t(Q, R), _t(R, F)])
+    )
+    assert (
+        "without completed_at"
+        in check_history(job(created_at=T0, status=S), [_t(None, Q), _t(Q, R), _t(R, S)])[0]
+    )
     assert "back in time" in check_history(done, [_t(None, Q), _t(Q, R, minutes=5), _t(R, S, minutes=1)])[0]
     assert "no transition log" in check_history(done, [])[0]
 
 
 def test_check_attempts() -> None:
     log = [_t(None, Q), _t(Q, R), _t(R, F), _t(F, Q), _t(Q, R), _t(R, S)]
-    assert check_attempts(_job(status=S, attempt=2, completed_at=T0), log) == []
-    assert "after 1 re-queue" in check_attempts(_job(status=S, attempt=3, max_attempts=4), log)[0]
+    assert check_attempts(job(created_at=T0, status=S, attempt=2, completed_at=T0), log) == []
+    assert (
+        "after 1 re-queue" in check_attempts(job(created_at=T0, status=S, attempt=3, max_attempts=4), log)[0]
+    )
     dead_early = [_t(None, Q), _t(Q, R), _t(R, F), _t(F, D, reason="attempts exhausted (1/4)")]
-    assert "though retryable" in check_attempts(_job(status=D, completed_at=T0), dead_early)[0]
+    assert "though retryable" in check_attempts(job(created_at=T0, status=D, completed_at=T0), dead_early)[0]
     fatal = [_t(None, Q), _t(Q, R), _t(R, F), _t(F, D, reason="not retryable")]
-    assert check_attempts(_job(status=D, completed_at=T0), fatal) == []
+    assert check_attempts(job(created_at=T0, status=D, completed_at=T0), fatal) == []
     cancelled = [_t(None, Q), _t(Q, D, reason="plugin removed")]
-    assert check_attempts(_job(status=D, completed_at=T0), cancelled) == []
+    assert check_attempts(job(created_at=T0, status=D, completed_at=T0), cancelled) == []
     assert "exceeds max_attempts" in " ".join(
-        check_attempts(_job(status=Q, attempt=2, max_attempts=1), log[:4])
+        check_attempts(job(created_at=T0, status=Q, attempt=2, max_attempts=1), log[:4])
     )
 
 
 def test_check_dedupe_both_ways() -> None:
     ttl = timedelta(hours=1)
-    new = _job(id="n", dedupe_key="k")
-    queued = _job(id="o", dedupe_key="k")
-    old_success = _job(id="s", dedupe_key="k", status=S, completed_at=T0 - timedelta(hours=2))
+    new = job("n", created_at=T0, dedupe_key="k")
+    queued = job("o", created_at=T0, dedupe_key="k")
+    old_success = job("s", created_at=T0, dedupe_key="k", status=S, completed_at=T0 - timedelta(hours=2))
     assert check_dedupe(new, EnqueueResult("n", True), [old_success], now=T0, ttl=ttl) == []
     assert "blocks it" in check_dedupe(new, EnqueueResult("n", True), [queued], now=T0, ttl=ttl)[0]
     assert check_dedupe(new, EnqueueResult("o", False), [queued], now=T0, ttl=ttl) == []
@@ -294,7 +296,7 @@ def test_the_small_checks() -> None:
     assert check_executions({("j", 1): 1}, [("j", 1)], crashes=1) == []
     assert "ran 2 times" in check_executions({("j", 1): 2}, [], crashes=0)[0]
     assert "never settled" in check_executions({("j", 1): 1}, [("j", 1)], crashes=0)[0]
-    late = {"j": (_job(status=Q), T0)}
+    late = {"j": (job(created_at=T0, status=Q), T0)}
     assert check_liveness(late, T0) == []
     assert "not finished at its deadline" in check_liveness(late, T0 + timedelta(seconds=1))[0]
 

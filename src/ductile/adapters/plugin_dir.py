@@ -25,7 +25,8 @@ module judges the *files*. The rules (ADR 0012):
   ``"1.10"``, a duplicate key is refused with its line.
 
 :func:`verify` repeats the path checks right before each spawn, because the
-files may have changed since load.
+files may have changed since load. :class:`FilesystemCatalog` is the two of
+them as the Catalog port (:mod:`ductile.ports.catalog`) the engine takes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from ductile.adapters.config.yaml_tree import Tree, decode, read_tree
+from ductile.domain.config import Config
 from ductile.domain.errors import ConfigError, ManifestError
 from ductile.domain.plugin import (
     Discovery,
@@ -46,7 +48,7 @@ from ductile.domain.plugin import (
     parse_manifest,
 )
 
-__all__ = ["MANIFEST_MAX_BYTES", "MANIFEST_NAME", "Discovery", "discover", "verify"]
+__all__ = ["MANIFEST_MAX_BYTES", "MANIFEST_NAME", "Discovery", "FilesystemCatalog", "discover", "verify"]
 
 MANIFEST_NAME = "manifest.yaml"
 MANIFEST_MAX_BYTES = 64 * 1024
@@ -131,6 +133,24 @@ def verify(plugin: Plugin, plugins_dir: str) -> str | None:
             f"not {plugin.executable} as when it was loaded; reload to accept the change"
         )
     return None
+
+
+class FilesystemCatalog:
+    """The Catalog port over ``config.plugins_dir`` (D7, D16), checked again before each spawn."""
+
+    def __init__(self) -> None:
+        self._plugins_dir: str | None = None
+
+    def discover(self, config: Config) -> Discovery:
+        self._plugins_dir = config.plugins_dir
+        configs = {name: dict(pc.config) for name, pc in config.plugins.items() if pc.enabled}
+        disabled = [name for name, pc in config.plugins.items() if not pc.enabled]
+        return discover(config.plugins_dir, configs, disabled=disabled)
+
+    def verify(self, plugin: Plugin) -> str | None:
+        if self._plugins_dir is None:
+            return "plugins were never discovered"
+        return verify(plugin, self._plugins_dir)
 
 
 # -- the checks ---------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ductile.app.catalog import Catalog, FilesystemCatalog
 from ductile.app.daemon import Service
 from ductile.app.engine import Engine
 from ductile.app.intake import Manual, Webhook
@@ -31,6 +30,7 @@ from ductile.domain.errors import ConfigError
 from ductile.domain.job import Command, SubmittedBy
 from ductile.domain.schedule import PlannedRun
 from ductile.log import Log
+from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
@@ -61,6 +61,12 @@ def _default_spawner() -> Spawner:
     from ductile.adapters.spawner import SubprocessSpawner
 
     return SubprocessSpawner()
+
+
+def _default_catalog() -> Catalog:
+    from ductile.adapters.plugin_dir import FilesystemCatalog
+
+    return FilesystemCatalog()
 
 
 def _default_clock() -> Clock:
@@ -154,7 +160,7 @@ class Ductile:
             spawner=self._spawner if self._spawner is not None else _default_spawner(),
             clock=self._clock if self._clock is not None else _default_clock(),
             inbox=self._inbox if self._inbox is not None else _default_inbox(),
-            catalog=self._catalog or FilesystemCatalog(),
+            catalog=self._catalog or _default_catalog(),
             draw=self._draw,
             new_id=self._new_id,
             environ=self._environ,

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from ductile.app.catalog import Catalog
 from ductile.app.dispatch_log import log_settlement
 from ductile.app.runtime import Runtime
 from ductile.app.spawn import spawn_request
@@ -24,6 +23,7 @@ from ductile.domain.outcome import NotRun, Outcome, SpawnOutcome
 from ductile.domain.plugin import Plugin
 from ductile.domain.settle import SettleContext
 from ductile.log import Log
+from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import ProcessHandle, Spawner

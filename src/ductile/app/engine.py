@@ -24,7 +24,6 @@ from datetime import datetime
 from typing import Any
 
 from ductile.app import intake
-from ductile.app.catalog import Catalog
 from ductile.app.dispatch import Dispatcher
 from ductile.app.intake import EnqueueRefusedError, Manual, Submission
 from ductile.app.lifecycle import Lifecycle, ReloadReport
@@ -35,6 +34,7 @@ from ductile.domain.config import Config
 from ductile.domain.job import Command, SubmittedBy
 from ductile.domain.plugin import Discovery
 from ductile.domain.settle import Settlement
+from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import attrs
 
-from ductile.app.catalog import Catalog
 from ductile.app.runtime import InitState, PluginState, PluginStatus, Runtime
 from ductile.domain.config import Config
 from ductile.domain.job import Actor, Command, Job, JobStatus, SubmittedBy
@@ -21,6 +20,7 @@ from ductile.domain.plugin import Discovery
 from ductile.domain.schedule import plan_next
 from ductile.domain.settle import Settlement
 from ductile.log import Log
+from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import IO, Any, TypeAlias
 
-    from ductile.app.catalog import Catalog
     from ductile.app.runtime import Runtime
     from ductile.domain.config import Config
+    from ductile.ports.catalog import Catalog
     from ductile.ports.spawner import Spawner
     from ductile.ports.store import Store
 
@@ -71,7 +71,7 @@ def _real_spawner() -> Spawner:
 
 
 def _real_catalog() -> Catalog:
-    from ductile.app.catalog import FilesystemCatalog
+    from ductile.adapters.plugin_dir import FilesystemCatalog
 
     return FilesystemCatalog()
 

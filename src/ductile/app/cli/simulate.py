@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ductile.app.catalog import FilesystemCatalog
+from ductile.adapters.plugin_dir import FilesystemCatalog
 from ductile.app.cli.context import EXIT_FAILURE, EXIT_OK, Context, UsageError, read_config
 from ductile.app.cli.format import parse_time
 from ductile.app.cli.simulate_report import build_report

@@ -10,7 +10,6 @@ from typing import Any
 
 import attrs
 
-from ductile.app.catalog import Catalog
 from ductile.app.cli.context import (
     ALL_JOBS,
     EXIT_FAILURE,
@@ -31,6 +30,7 @@ from ductile.domain.classify import classify
 from ductile.domain.config import Config
 from ductile.domain.job import JobEvent, JobStatus
 from ductile.domain.plugin import Plugin
+from ductile.ports.catalog import Catalog
 from ductile.ports.spawner import Spawner
 
 

@@ -20,6 +20,8 @@ site stops every daemon it started and then requires that list to be empty.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -36,6 +38,8 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
+from tests.support.plugins import plugin_folder
+
 SCRIPT = Path(sys.executable).with_name("ductile")
 SECRET = "integration-secret"
 #: Bounds (seconds). Generous for a loaded 2-core machine, short enough to keep failures quick.
@@ -46,6 +50,14 @@ CLI_TIMEOUT = 30.0
 T = TypeVar("T")
 LogLine = dict[str, Any]
 Predicate = Callable[[LogLine], bool]
+
+
+# --------------------------------------------------------------------------- signing
+
+
+def signature(body: bytes, secret: str = SECRET) -> str:
+    """The webhook signature header's value, computed here, independently of ductile's own helper."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 # --------------------------------------------------------------------------- waiting
@@ -273,15 +285,6 @@ class Daemon:
 # --------------------------------------------------------------------------- the site
 
 
-def shell_plugin(body: str) -> str:
-    return "#!/bin/sh\n" + body.strip("\n") + "\n"
-
-
-def python_plugin(body: str) -> str:
-    """A Python plugin run by this very interpreter (``python3`` on PATH is a slow shim here)."""
-    return f"#!{sys.executable} -I\n" + body.strip("\n") + "\n"
-
-
 class Site:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -300,16 +303,7 @@ class Site:
 
     # ----------------------------------------------------------------- writing the site
     def plugin(self, name: str, script: str, commands: Iterable[str] = ("poll", "handle")) -> Path:
-        folder = self.plugins_dir / name
-        folder.mkdir(mode=0o755)
-        folder.chmod(0o755)
-        (folder / "manifest.yaml").write_text(
-            f"name: {name}\nversion: 1.0.0\nprotocol: 1\nentrypoint: run\ncommands: [{', '.join(commands)}]\n"
-        )
-        entry = folder / "run"
-        entry.write_text(script)
-        entry.chmod(0o755)
-        return folder
+        return plugin_folder(self.plugins_dir, name, script, commands=commands)
 
     def write_config(
         self,
@@ -438,35 +432,6 @@ class Site:
                     os.kill(pid, signal.SIGKILL)
             problems.append(f"plugin processes outlived the daemon (now killed): {survivors}")
         assert not problems, "\n".join(problems)
-
-
-def recorder(
-    site: Site, name: str, *, response: str = '{"status": "ok"}', before: str = "", exit_code: int = 0
-) -> str:
-    """A shell plugin that appends its request (one line) to ``out/<name>.requests`` and
-    ``<job_id> <attempt> <pid>`` to ``out/<name>.runs``, runs ``before``, answers
-    ``response`` and exits with ``exit_code``."""
-    out = site.out
-    return shell_plugin(
-        f"""
-{{ tr -d '\\n'; echo; }} >> '{out}/{name}.requests'
-echo "$DUCTILE_JOB_ID $DUCTILE_ATTEMPT $$" >> '{out}/{name}.runs'
-{before}
-printf '%s\\n' '{response}'
-exit {exit_code}
-"""
-    )
-
-
-def gated(site: Site, name: str) -> str:
-    """A recorder that waits (at most ~15 s) for the site's release file before answering."""
-    return recorder(
-        site,
-        name,
-        before=(
-            f"i=0; while [ ! -e '{site.release_file}' ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done"
-        ),
-    )
 
 
 def requests_of(site: Site, name: str) -> list[dict[str, Any]]:
