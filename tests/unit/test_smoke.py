@@ -43,7 +43,11 @@ def test_a_new_job_takes_its_plugins_retry_limit() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     job = config.new_job("a", "poll", job_id="j1", now=now, submitted_by=SubmittedBy.CLI, dedupe_key="k")
     assert (job.status, job.max_attempts, job.payload, job.dedupe_key, job.created_at) == (
-        JobStatus.QUEUED, 7, {}, "k", now,
+        JobStatus.QUEUED,
+        7,
+        {},
+        "k",
+        now,
     )
     other = config.new_job("b", "poll", job_id="j2", now=now, submitted_by=SubmittedBy.API)
     assert other.max_attempts == 4  # a plugin without an entry gets the defaults
