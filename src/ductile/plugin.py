@@ -90,7 +90,7 @@ PROTOCOL = 1
 EX_CONFIG = 78
 #: The commands ductile sends.
 COMMANDS = ("poll", "handle", "health", "init")
-LOG_LEVELS = ("info", "warn", "error")
+LOG_LEVELS = ("debug", "info", "warn", "error")
 #: ductile stops reading stdout beyond this (and fails the job).
 STDOUT_LIMIT = 10 * 1024 * 1024
 #: ductile refuses responses nested deeper than this.
@@ -513,6 +513,9 @@ class Log:
 
     def __init__(self) -> None:
         self._lines: list[dict[str, str]] = []
+
+    def debug(self, message: object) -> None:
+        self._add("debug", message)
 
     def info(self, message: object) -> None:
         self._add("info", message)

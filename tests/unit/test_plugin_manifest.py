@@ -87,7 +87,17 @@ def test_not_a_mapping(raw: object) -> None:
 
 
 def test_unknown_keys_are_named() -> None:
-    assert refusal(good(zeta=1, alpha=2)) == "manifest has unknown keys: alpha, zeta"
+    assert refusal(good(zeta=1, alpha=2)) == (
+        "zeta: unknown key (and 1 more: alpha); allowed here: name, version, protocol, entrypoint, "
+        "description, commands, config_keys, concurrency_safe"
+    )
+
+
+def test_an_unknown_key_gets_a_did_you_mean_and_its_path() -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(good(comands=["poll"], commands=_DROP), directory_name="withings")
+    assert info.value.path == ("comands",)
+    assert info.value.detail.startswith("unknown key (did you mean 'commands'?)")
 
 
 @pytest.mark.parametrize(
@@ -106,8 +116,8 @@ def test_unknown_keys_are_named() -> None:
         ({"protocol": "1"}, "manifest 'protocol' must be a number (1)"),
         ({"protocol": True}, "manifest 'protocol' must be a number (1)"),
         ({"protocol": 1.0}, "manifest 'protocol' must be a number (1)"),
-        ({"protocol": 2}, "protocol 2 is not supported (this core speaks 1)"),
-        ({"protocol": 0}, "protocol 0 is not supported (this core speaks 1)"),
+        ({"protocol": 2}, "protocol 2 needs the v2 manifest: start it with 'manifest_spec: ductile.plugin'"),
+        ({"protocol": 0}, "protocol 0 is not supported (this core speaks 1 and 2)"),
         ({"entrypoint": _DROP}, "manifest 'entrypoint' is missing"),
         ({"entrypoint": ""}, "manifest 'entrypoint' is missing"),
         ({"entrypoint": "   "}, "manifest 'entrypoint' is missing"),
