@@ -1333,7 +1333,7 @@ def test_schedule_verb_lists_stored_and_fresh_plans(h: Harness) -> None:
     schedule = load_config(h.config).plugins["a"].schedule
     assert schedule is not None
     # The daemon planned a's next run for 11:00 UTC (12:00 in Berlin); b has no stored plan.
-    stored = plan_next(schedule, key="a", previous=None, now=NOW + timedelta(hours=4), draw=0.5)
+    stored = plan_next(schedule, key="a/default", previous=None, now=NOW + timedelta(hours=4), draw=0.5)
     asyncio.run(h.store.put_planned(stored))
     code, doc = h.json("schedule", "--to", "+12h")
     assert code == 0
@@ -1346,9 +1346,10 @@ def test_schedule_verb_lists_stored_and_fresh_plans(h: Harness) -> None:
     ]
     first = doc["runs"][0]
     assert set(first) == {
-        "plugin", "kind", "planned_at", "planned_local", "nominal_at", "nominal_local", "offset_seconds",
-        "snapped", "timezone", "target",
+        "plugin", "schedule", "kind", "paused", "planned_at", "planned_local", "nominal_at", "nominal_local",
+        "offset_seconds", "snapped", "timezone", "target",
     }  # fmt: skip
+    assert (first["schedule"], first["paused"]) == ("default", False)
     assert first["planned_local"] == "2026-11-23T12:00:00+01:00"
     assert first["timezone"] == "Europe/Berlin"
     assert first["target"] == {"command": "poll"}
@@ -1356,6 +1357,7 @@ def test_schedule_verb_lists_stored_and_fresh_plans(h: Harness) -> None:
     assert code == 0
     assert out.splitlines()[1].split() == [
         "PLUGIN",
+        "SCHEDULE",
         "PLANNED",
         "ZONE",
         "UTC",
@@ -1365,11 +1367,11 @@ def test_schedule_verb_lists_stored_and_fresh_plans(h: Harness) -> None:
         "KIND",
     ]
     assert re.search(
-        r"^a\s+2026-11-23T12:00:00\+01:00\s+Europe/Berlin\s+2026-11-23T11:00:00Z\s+\S+\s+0s\s+no\s+planned$",
+        r"^a\s+default\s+2026-11-23T12:00:00\+01:00\s+Europe/Berlin\s+2026-11-23T11:00:00Z\s+\S+\s+0s\s+no\s+planned$",
         out,
         re.M,
     )
-    assert re.search(r"^b\s+2026-11-23T12:00:00\+00:00\s+UTC\s+.*not yet planned$", out, re.M)
+    assert re.search(r"^b\s+default\s+2026-11-23T12:00:00\+00:00\s+UTC\s+.*not yet planned$", out, re.M)
 
 
 def test_schedule_skips_disabled_and_unloaded_plugins_and_reads_no_missing_database(h: Harness) -> None:
@@ -1396,7 +1398,7 @@ def test_schedule_notes_a_truncated_listing(h: Harness) -> None:
     code, doc = h.json("schedule", "--limit", "3")
     assert code == 0
     assert len(doc["runs"]) == 3
-    assert "a: only the first 3 runs are shown" in h.err.getvalue()
+    assert "a/default: only the first 3 runs are shown" in h.err.getvalue()
 
 
 # =========================================================================== start

@@ -390,7 +390,10 @@ def test_error_answers_say_whether_to_retry() -> None:
         (lambda: plugin.ok(state_updates=[("a", 1)]), "state_updates must be a mapping"),  # type: ignore[arg-type]
         (lambda: plugin.ok(state_updates={1: "a"}), "keys must be text"),  # type: ignore[dict-item]
         (lambda: plugin.ok(logs="one line"), "logs must be a list"),
-        (lambda: plugin.ok(logs=[{"level": "trace", "message": "m"}]), "level must be one of debug, info, warn"),
+        (
+            lambda: plugin.ok(logs=[{"level": "trace", "message": "m"}]),
+            "level must be one of debug, info, warn",
+        ),
         (lambda: plugin.ok(logs=[{"message": 3}]), "message must be text"),
     ],
 )

@@ -25,7 +25,7 @@ from ductile.domain.config import Config, PluginConfig
 from ductile.domain.job import Command
 from ductile.domain.plugin import Discovery, Plugin, Refusal
 from ductile.domain.routing import Target
-from ductile.domain.schedule import Schedule
+from ductile.domain.schedule import Schedule, schedule_key
 from ductile.ports.store import InitRecord
 
 
@@ -82,10 +82,11 @@ class Runtime:
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_targets", MappingProxyType(self.config.targets(set(self.plugins))))
         schedules: dict[str, Schedule] = {}
-        for name in self.plugins:
+        for name in sorted(self.plugins):
             pc = self.settings(name)
-            if pc.enabled and pc.schedule is not None and name not in self.unhealthy:
-                schedules[name] = pc.schedule
+            if pc.enabled and name not in self.unhealthy:
+                for entry in pc.all_schedules:
+                    schedules[schedule_key(name, entry.id)] = entry
         object.__setattr__(self, "_schedules", MappingProxyType(schedules))
 
     @property
@@ -104,7 +105,8 @@ class Runtime:
         return self._targets
 
     def schedules(self) -> Mapping[str, Schedule]:
-        """Schedules that may run: loaded, enabled, healthy plugins only (a read-only view)."""
+        """Schedules that may run, by index key ``<plugin>/<schedule id>``: loaded, enabled,
+        healthy plugins only (a read-only view)."""
         return self._schedules
 
     def status_of(self, name: str) -> PluginStatus:
@@ -134,7 +136,8 @@ class Runtime:
             commands = ", ".join(sorted(self.plugins[name].manifest.commands))
             return f"plugin '{name}' does not support '{command}' (its manifest lists: {commands})"
         if status.state is PluginState.ABSENT:
-            return f"plugin '{name}' is not loaded (no such plugin in {self.config.plugins_dir})"
+            where = " or ".join(self.config.roots)
+            return f"plugin '{name}' is not loaded (no such plugin in {where})"
         if status.reason is None:
             return f"plugin '{name}' is {status.state}"
         return f"plugin '{name}' is {status.state}: {status.reason}"

@@ -17,7 +17,7 @@ from ductile.units.claim import claim, claim_next, record_process
 from ductile.units.enqueue import enqueue, insert_jobs
 from ductile.units.fire import fire
 from ductile.units.settle import recover, settle
-from ductile.units.upkeep import cancel_queued, delete_finished, reset_breakers
+from ductile.units.upkeep import cancel_queued, delete_finished, pause, reset_breakers, resume
 
 __all__ = [
     "cancel_queued",
@@ -27,8 +27,10 @@ __all__ = [
     "enqueue",
     "fire",
     "insert_jobs",
+    "pause",
     "record_process",
     "recover",
     "reset_breakers",
+    "resume",
     "settle",
 ]

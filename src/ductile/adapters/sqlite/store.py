@@ -48,10 +48,13 @@ from typing import Any, ClassVar, TypeVar
 from ductile import units
 from ductile.adapters.sqlite.errors import StoreBusyError, StoreClosedError, StoreError
 from ductile.adapters.sqlite.rows import (
+    JOB_WIDTH,
     breaker_of,
+    fact_of,
     init_of,
     job_of,
     opt_dt,
+    pause_of,
     planned_of,
     run_of,
     to_us,
@@ -62,9 +65,13 @@ from ductile.adapters.sqlite.sql import (
     RUN_COLS,
     SQL_ALL_PLANNED,
     SQL_BREAKERS,
+    SQL_COUNTERS,
     SQL_DUE,
+    SQL_FACTS_OF_PLUGIN,
+    SQL_FACTS_OF_TYPE,
     SQL_GET_INIT,
     SQL_NEXT_RETRY_AT,
+    SQL_PAUSES,
     SQL_QUEUE_DEPTH,
     SQL_RECENT_RUNS,
     SQL_RECENT_RUNS_OF_PLUGIN,
@@ -77,6 +84,7 @@ from ductile.adapters.sqlite.tx import SqliteTx
 from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, Pending, Reader, Worker, Writer, WriterStats
 from ductile.domain import breaker as br
 from ductile.domain.classify import RunEnd
+from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
@@ -87,6 +95,7 @@ from ductile.ports.store_values import (
     FireResult,
     Guard,
     InitRecord,
+    Pause,
     RunningJob,
     RunView,
 )
@@ -323,6 +332,12 @@ class SqliteStore:
             ),
         )
 
+    async def pause(self, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:
+        return await self._write("pause", lambda c: units.pause(SqliteTx(c), plugin, schedule_id, now=now))
+
+    async def resume(self, plugin: str, schedule_id: str | None) -> bool:
+        return await self._write("resume", lambda c: units.resume(SqliteTx(c), plugin, schedule_id))
+
     # ------------------------------------------------------------- plain writes
     async def put_planned(self, run: PlannedRun) -> None:
         await self._write("put_planned", lambda c: SqliteTx(c).put_planned(run))
@@ -343,8 +358,10 @@ class SqliteStore:
                 RunningJob(
                     job=job_of(row),
                     process=None
-                    if row[16] is None
-                    else ProcessHandle(pid=row[16], pgid=row[17], start_time=row[18]),
+                    if row[JOB_WIDTH] is None
+                    else ProcessHandle(
+                        pid=row[JOB_WIDTH], pgid=row[JOB_WIDTH + 1], start_time=row[JOB_WIDTH + 2]
+                    ),
                 )
                 for row in conn.execute(SQL_RUNNING).fetchall()
             ]
@@ -431,6 +448,20 @@ class SqliteStore:
         return await self._read(
             "due", lambda c: [planned_of(r) for r in c.execute(SQL_DUE, bounds).fetchall()]
         )
+
+    async def pauses(self) -> list[Pause]:
+        return await self._read("pauses", lambda c: [pause_of(r) for r in c.execute(SQL_PAUSES).fetchall()])
+
+    async def facts(self, plugin: str, *, fact_type: str | None = None, limit: int = 100) -> list[Fact]:
+        params: tuple[Any, ...]
+        if fact_type is None:
+            sql, params = SQL_FACTS_OF_PLUGIN, (plugin, limit)
+        else:
+            sql, params = SQL_FACTS_OF_TYPE, (plugin, fact_type, limit)
+        return await self._read("facts", lambda c: [fact_of(r) for r in c.execute(sql, params).fetchall()])
+
+    async def counts(self) -> dict[str, int]:
+        return await self._read("counts", lambda c: {str(n): int(v) for n, v in c.execute(SQL_COUNTERS)})
 
     async def get_init(self, plugin: str) -> InitRecord | None:
         def read(conn: sqlite3.Connection) -> InitRecord | None:

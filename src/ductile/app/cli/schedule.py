@@ -1,14 +1,19 @@
-"""``ductile schedule``: what the schedule index has due in a time range."""
+"""``ductile schedule``: what the schedule index has due in a time range, per (plugin, schedule).
+
+A paused schedule's runs are listed, marked paused (they will enqueue
+nothing); a one-shot that fired is listed once under ``done``, never re-planned.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ductile.app.cli.context import EXIT_OK, Context, UsageError, read_config, read_store, survey
 from ductile.app.cli.format import local_time, parse_time, signed, table, utc, zone_name
-from ductile.domain.schedule import PlannedRun, Schedule, plan_next, preview
+from ductile.domain.schedule import PlannedRun, Schedule, plan_next, preview, split_key
 
 
 def schedule_runs(
@@ -27,17 +32,25 @@ def schedule_runs(
         first, kind = stored, "planned"
     else:
         first, kind = plan_next(schedule, key=key, previous=None, now=now, draw=0.5), "not_yet_planned"
+    if first.done:
+        return []
     runs: list[tuple[PlannedRun, str]] = []
     if first.planned_at < now:
         if start <= first.planned_at < end:
             runs.append((first, "overdue"))
         first, kind = plan_next(schedule, key=key, previous=first, now=now, draw=0.5), "projected"
-    if first.planned_at < start:  # jump to the range instead of walking to it
+    if first.planned_at < start and not first.done:  # jump to the range instead of walking to it
         first = plan_next(schedule, key=key, previous=first, now=start - timedelta(microseconds=1), draw=0.5)
         kind = "projected"
     for i, run in enumerate(preview(schedule, first, start, end, limit=max(limit - len(runs), 0))):
         runs.append((run, kind if i == 0 and run is first else "projected"))
     return runs[:limit]
+
+
+def paused_keys(pauses: Collection[tuple[str, str | None]], key: str) -> bool:
+    """Is the schedule ``key`` paused, itself or through its plugin?"""
+    plugin, schedule_id = split_key(key)
+    return (plugin, None) in pauses or (plugin, schedule_id) in pauses
 
 
 async def cmd_schedule(ctx: Context, args: argparse.Namespace) -> int:
@@ -52,31 +65,44 @@ async def cmd_schedule(ctx: Context, args: argparse.Namespace) -> int:
         runtime, _, _ = await survey(ctx, config, store)
         schedules = runtime.schedules()
         stored = {key: await store.planned(key) if store is not None else None for key in schedules}
+        pauses = {(p.plugin, p.schedule_id) for p in await store.pauses()} if store is not None else set()
     finally:
         if store is not None:
             await store.close()
     found: list[tuple[datetime, dict[str, Any]]] = []
+    done: list[dict[str, Any]] = []
     for key, schedule in sorted(schedules.items()):
-        runs = schedule_runs(
-            schedule, key=key, stored=stored[key], now=now, start=start, end=end, limit=args.limit
-        )
+        entry = stored[key]
+        if entry is not None and entry.done and entry.fingerprint == schedule.fingerprint():
+            done.append(_done_json(entry, schedule))
+            continue
+        runs = schedule_runs(schedule, key=key, stored=entry, now=now, start=start, end=end, limit=args.limit)
         if len(runs) >= args.limit:
             ctx.note(f"{key}: only the first {args.limit} runs are shown (use --limit or a shorter range)")
-        found += [(run.planned_at, _run_json(key, schedule, run, kind)) for run, kind in runs]
-    found.sort(key=lambda pair: (pair[0], pair[1]["plugin"]))
+        paused = paused_keys(pauses, key)
+        found += [(run.planned_at, _run_json(key, schedule, run, kind, paused)) for run, kind in runs]
+    found.sort(key=lambda pair: (pair[0], pair[1]["plugin"], pair[1]["schedule"]))
     if args.json:
-        ctx.json({"from": utc(start), "to": utc(end), "runs": [doc for _, doc in found]})
+        ctx.json({"from": utc(start), "to": utc(end), "runs": [doc for _, doc in found], "done": done})
     elif not schedules:
         ctx.print("no schedules (no loaded plugin has one)")
     else:
         _print_runs(ctx, found, f"{local_time(start, ctx.tz)} to {local_time(end, ctx.tz)}")
+        for item in done:
+            ctx.print(
+                f"done: {item['plugin']}/{item['schedule']} (a one-shot; it was due at "
+                f"{local_time(datetime.fromisoformat(item['nominal_at']), ctx.tz)})"
+            )
     return EXIT_OK
 
 
-def _run_json(key: str, schedule: Schedule, run: PlannedRun, kind: str) -> dict[str, Any]:
+def _run_json(key: str, schedule: Schedule, run: PlannedRun, kind: str, paused: bool) -> dict[str, Any]:
+    plugin, schedule_id = split_key(key)
     return {
-        "plugin": key,
+        "plugin": plugin,
+        "schedule": schedule_id,
         "kind": kind,
+        "paused": paused,
         "planned_at": utc(run.planned_at),
         "planned_local": local_time(run.planned_at, schedule.tz),
         "nominal_at": utc(run.nominal_at),
@@ -90,6 +116,15 @@ def _run_json(key: str, schedule: Schedule, run: PlannedRun, kind: str) -> dict[
     }
 
 
+def _done_json(entry: PlannedRun, schedule: Schedule) -> dict[str, Any]:
+    return {
+        "plugin": entry.plugin,
+        "schedule": entry.schedule_id,
+        "nominal_at": utc(entry.nominal_at),
+        "nominal_local": local_time(entry.nominal_at, schedule.tz),
+    }
+
+
 def _print_runs(ctx: Context, found: list[tuple[datetime, dict[str, Any]]], span: str) -> None:
     if not found:
         ctx.print(f"nothing is due from {span}")
@@ -98,14 +133,17 @@ def _print_runs(ctx: Context, found: list[tuple[datetime, dict[str, Any]]], span
     rows = [
         [
             r["plugin"],
+            r["schedule"],
             r["planned_local"],
             r["timezone"],
             at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             r["nominal_local"],
             signed(r["offset_seconds"]),
             "yes" if r["snapped"] else "no",
-            r["kind"].replace("_", " "),
+            r["kind"].replace("_", " ") + (" (paused)" if r["paused"] else ""),
         ]
         for at, r in found
     ]
-    ctx.print(table(["PLUGIN", "PLANNED", "ZONE", "UTC", "NOMINAL", "JITTER", "SNAPPED", "KIND"], rows))
+    ctx.print(
+        table(["PLUGIN", "SCHEDULE", "PLANNED", "ZONE", "UTC", "NOMINAL", "JITTER", "SNAPPED", "KIND"], rows)
+    )

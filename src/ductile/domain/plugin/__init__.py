@@ -15,7 +15,7 @@ manifest's content and the operator's config alone:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ductile.domain.errors import ManifestError
 from ductile.domain.plugin.legacy import KNOWN_COMMANDS, parse_legacy
@@ -30,6 +30,9 @@ from ductile.domain.plugin.model import (
 )
 from ductile.domain.plugin.spec import parse_spec
 
+if TYPE_CHECKING:
+    from ductile.domain.config import PluginConfig
+
 __all__ = [
     "KNOWN_COMMANDS",
     "CommandSpec",
@@ -41,6 +44,7 @@ __all__ = [
     "Refusal",
     "missing_config_keys",
     "parse_manifest",
+    "settings_problem",
 ]
 
 
@@ -61,3 +65,22 @@ def parse_manifest(raw: object, *, directory_name: str) -> Manifest:
 def missing_config_keys(manifest: Manifest, config: Mapping[str, Any]) -> list[str]:
     """Required keys the operator did not set (a null value counts as unset)."""
     return [k for k in manifest.required_keys if config.get(k) is None]
+
+
+def settings_problem(manifest: Manifest, settings: PluginConfig) -> str | None:
+    """Why the operator's settings do not fit this manifest (a reason to refuse the plugin), or None:
+    required config keys left out, or a ``timeouts`` entry for a command the manifest lacks."""
+    missing = missing_config_keys(manifest, settings.config)
+    if missing:
+        return (
+            f"missing required config key(s): {', '.join(missing)} "
+            f"(set them under plugins.{settings.name}.config)"
+        )
+    unknown = sorted(set(settings.timeouts.custom) - manifest.commands)
+    if unknown:
+        commands = ", ".join(sorted(manifest.commands))
+        return (
+            f"plugins.{settings.name}.timeouts names {', '.join(unknown)}, which its manifest does not "
+            f"have (its commands: {commands})"
+        )
+    return None
