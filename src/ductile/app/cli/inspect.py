@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from ductile.app.cli.context import ALL_JOBS, EXIT_OK, Context, db_path, read_config, read_store
-from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table, utc
+from ductile.app.cli.format import (
+    cell,
+    human_duration,
+    indent,
+    local_time,
+    pretty_json,
+    schedules_summary,
+    table,
+    utc,
+)
 from ductile.app.cli.jsondoc import job_json, run_json, schedule_json, stdout_object, transition_json
 from ductile.domain.breaker import Breaker
 from ductile.domain.config import Config
@@ -24,19 +33,30 @@ from ductile.domain.settle import RunRecord
 # =========================================================================== plugins
 
 
-def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
-    """What discovery found, as ``plugins --json`` prints it (``config check`` embeds it)."""
+def plugins_doc(
+    config: Config, discovery: Discovery, pauses: Collection[tuple[str, str | None]] = ()
+) -> dict[str, Any]:
+    """What discovery found, as ``plugins --json`` prints it (``config check`` embeds it);
+    ``pauses`` are the stored (plugin, schedule id or None) pauses."""
     loaded = []
     for name, plugin in sorted(discovery.plugins.items()):
-        schedule = config.plugin(name).schedule
+        whole = (name, None) in pauses
+        manifest = plugin.manifest
         loaded.append(
             {
                 "name": name,
-                "version": plugin.manifest.version,
-                "description": plugin.manifest.description,
-                "commands": sorted(plugin.manifest.commands),
+                "version": manifest.version,
+                "description": manifest.description,
+                "protocol": manifest.protocol,
+                "uses": plugin.base if plugin.alias is not None else None,
+                "concurrency_safe": manifest.concurrency_safe,
+                "commands": sorted(manifest.commands),
                 "directory": plugin.directory,
-                "schedule": schedule_json(schedule) if schedule is not None else None,
+                "paused": whole,
+                "schedules": [
+                    schedule_json(s, paused=whole or (name, s.id) in pauses)
+                    for s in config.plugin(name).all_schedules
+                ],
             }
         )
     return {
@@ -51,7 +71,14 @@ def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
 async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
     discovery = ctx.catalog().discover(config)
-    doc = plugins_doc(config, discovery)
+    pauses: set[tuple[str, str | None]] = set()
+    store = await ctx.open_store(db_path(config), False)  # quietly: no database, no pauses
+    if store is not None:
+        try:
+            pauses = {(p.plugin, p.schedule_id) for p in await store.pauses()}
+        finally:
+            await store.close()
+    doc = plugins_doc(config, discovery, pauses)
     if args.json:
         ctx.json(doc)
         return EXIT_OK
@@ -68,19 +95,28 @@ def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
         ctx.print(f"loaded ({len(doc['loaded'])}):")
         rows = [
             [
-                p["name"],
+                p["name"] + (f" (uses {p['uses']})" if p["uses"] else ""),
                 p["version"],
                 ",".join(p["commands"]),
-                p["schedule"]["summary"] if p["schedule"] else None,
+                _schedules_cell(config, p),
             ]
             for p in doc["loaded"]
         ]
-        ctx.print(indent(table(["NAME", "VERSION", "COMMANDS", "SCHEDULE"], rows), "  "))
+        ctx.print(indent(table(["NAME", "VERSION", "COMMANDS", "SCHEDULES"], rows), "  "))
     if doc["refused"]:
         ctx.print(f"refused ({len(doc['refused'])}):")
         ctx.print(indent(table(["NAME", "REASON"], [[r["name"], r["reason"]] for r in doc["refused"]]), "  "))
     if doc["disabled"]:
         ctx.print(f"disabled ({len(doc['disabled'])}): {', '.join(doc['disabled'])}")
+
+
+def _schedules_cell(config: Config, loaded: Mapping[str, Any]) -> str | None:
+    name = loaded["name"]
+    paused = {s["id"] for s in loaded["schedules"] if s["paused"]}
+    summary = schedules_summary(config.plugin(name).all_schedules, paused)
+    if loaded["paused"]:
+        return f"(paused) {summary}" if summary else "(paused)"
+    return summary
 
 
 # =========================================================================== queue
@@ -170,8 +206,8 @@ def _run_result(run: RunRecord) -> str:
 async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
     path = db_path(config)
-    folder = os.path.join(config.plugins_dir, args.plugin)
-    known = args.plugin in config.plugins or os.path.isdir(folder)  # noqa: ASYNC240 - one stat
+    folders = [os.path.join(root, args.plugin) for root in config.roots]
+    known = args.plugin in config.plugins or any(os.path.isdir(f) for f in folders)  # noqa: ASYNC240 - stats
     store = await ctx.open_store(path, False)
     reset: list[Breaker] = []
     if store is not None:
@@ -253,6 +289,8 @@ def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: 
         ("last error", job.last_error),
         ("parent job", job.parent_job_id),
         ("source event", job.source_event_id),
+        ("schedule", job.schedule_id),
+        ("route depth", job.route_depth or None),
     ]
     ctx.print(f"job {job.id}")
     ctx.print(indent(table(["FIELD", "VALUE"], fields).split("\n", 1)[1], "  "))
@@ -274,28 +312,35 @@ def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: 
         )
     )  # fmt: skip
     for run in runs:
-        ctx.print()
-        ctx.print(f"run of attempt {run.attempt}:")
-        rows = [
-            ("started", local_time(run.started_at, t)),
-            ("finished", local_time(run.finished_at, t)),
-            ("took", human_duration(run.duration)),
-            ("exit", _exit_text(run)),
-            ("error", run.error),
-        ]
-        ctx.print(indent(table(["FIELD", "VALUE"], rows).split("\n", 1)[1], "  "))
-        if run.logs:
-            ctx.print("  logs:")
-            for line in run.logs:
-                ctx.print(f"    [{line.level}] {cell(line.message)}")
-        if run.stderr_tail:
-            ctx.print("  stderr (tail):")
-            ctx.print(indent(run.stderr_tail.decode("utf-8", "replace").rstrip("\n")))
-        if run.stdout_head:
-            ctx.print("  stdout (head):")
-            parsed = stdout_object(run.stdout_head)
-            text = pretty_json(parsed) if parsed is not None else run.stdout_head.decode("utf-8", "replace")
-            ctx.print(indent(text.rstrip("\n")))
+        _print_run(ctx, run)
+
+
+def _print_run(ctx: Context, run: RunRecord) -> None:
+    """One run of ``ductile job``: its facts, then its logs, stderr tail and stdout head."""
+    t = ctx.tz
+    ctx.print()
+    ctx.print(f"run of attempt {run.attempt}:")
+    rows = [
+        ("started", local_time(run.started_at, t)),
+        ("finished", local_time(run.finished_at, t)),
+        ("took", human_duration(run.duration)),
+        ("exit", _exit_text(run)),
+        ("error", run.error),
+        ("result", run.result),
+    ]
+    ctx.print(indent(table(["FIELD", "VALUE"], rows).split("\n", 1)[1], "  "))
+    if run.logs:
+        ctx.print("  logs:")
+        for line in run.logs:
+            ctx.print(f"    [{line.level}] {cell(line.message)}")
+    if run.stderr_tail:
+        ctx.print("  stderr (tail):")
+        ctx.print(indent(run.stderr_tail.decode("utf-8", "replace").rstrip("\n")))
+    if run.stdout_head:
+        ctx.print("  stdout (head):")
+        parsed = stdout_object(run.stdout_head)
+        text = pretty_json(parsed) if parsed is not None else run.stdout_head.decode("utf-8", "replace")
+        ctx.print(indent(text.rstrip("\n")))
 
 
 def _exit_text(run: RunRecord) -> str:

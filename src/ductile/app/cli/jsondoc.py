@@ -14,7 +14,7 @@ from ductile.domain.breaker import Breaker
 from ductile.domain.errors import ProtocolError
 from ductile.domain.job import Job, Transition
 from ductile.domain.protocol import decode_json_object
-from ductile.domain.schedule import Schedule
+from ductile.domain.schedule import SHORT_NAMES, Schedule
 from ductile.domain.settle import RunRecord
 
 
@@ -36,6 +36,8 @@ def job_json(job: Job) -> dict[str, Any]:
         "last_error": job.last_error,
         "parent_job_id": job.parent_job_id,
         "source_event_id": job.source_event_id,
+        "schedule_id": job.schedule_id,
+        "route_depth": job.route_depth,
     }
 
 
@@ -71,6 +73,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "stdout_head": run.stdout_head.decode("utf-8", "replace"),
         "stdout_json": stdout_object(run.stdout_head),
         "logs": [{"level": line.level, "message": line.message} for line in run.logs],
+        "result": run.result,
     }
 
 
@@ -84,11 +87,16 @@ def breaker_json(b: Breaker, reopens: datetime | None) -> dict[str, Any]:
     }
 
 
-def schedule_json(schedule: Schedule) -> dict[str, Any]:
+def schedule_json(schedule: Schedule, *, paused: bool = False) -> dict[str, Any]:
     return {
+        "id": schedule.id,
         "summary": schedule_summary(schedule),
+        "paused": paused,
         "every_seconds": schedule.every.total_seconds() if schedule.every is not None else None,
         "cron": schedule.cron,
+        "at": utc(schedule.at),
+        "after_seconds": schedule.after.total_seconds() if schedule.after is not None else None,
+        "not_on": [SHORT_NAMES[d] for d in sorted(schedule.not_on)],
         "jitter_seconds": schedule.jitter.total_seconds(),
         "window": (
             {"start": f"{schedule.window.start:%H:%M}", "end": f"{schedule.window.end:%H:%M}"}
@@ -97,6 +105,7 @@ def schedule_json(schedule: Schedule) -> dict[str, Any]:
         ),
         "timezone": zone_name(schedule.tz),
         "catch_up": schedule.catch_up.value,
+        "if_running": schedule.if_running.value,
         "command": schedule.command if schedule.emit is None else None,
         "emit": schedule.emit.type if schedule.emit is not None else None,
     }

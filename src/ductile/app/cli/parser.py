@@ -27,9 +27,11 @@ DEFAULT_LOG_LIMIT = 20
 DEFAULT_SCHEDULE_LIMIT = 1000
 #: Default number of jobs ``queue`` lists.
 DEFAULT_QUEUE_LIMIT = 1000
-#: The event type of a ``run --command handle`` job unless ``--event-type`` says otherwise.
-#: Commands ``run`` may queue: ``health`` runs with ``status``, ``init`` on start/reload.
-RUNNABLE_COMMANDS = ("poll", "handle")
+#: Default number of facts ``facts`` lists.
+DEFAULT_FACTS_LIMIT = 20
+#: Commands ``run`` may not queue: ``health`` runs with ``status``, ``init`` on start/reload.
+#: Any other command of the plugin's manifest may be queued (``poll``, ``handle``, ``sync``...).
+NOT_RUNNABLE_COMMANDS = ("health", "init")
 #: Simulated days of ``simulate`` unless told.
 DEFAULT_SIMULATE_DAYS = 7
 
@@ -37,13 +39,16 @@ _RUN_HELP = """\
 Queue one job of <plugin> durably, as if the scheduler had made it (submitted_by
 "cli"). The job is written straight into the database without the instance lock;
 the running daemon picks it up within a second. When no daemon runs, the job waits
-in the queue until `ductile start`.
+in the queue until `ductile start`. --command is poll, handle, or any command of the
+plugin's v2 manifest (sync); not health or init.
 
---payload is for --command handle only: it becomes the event the plugin receives,
-wrapped like any other event:
+With --command handle, --payload becomes the event the plugin receives, wrapped
+like any other event:
   {"type": "<--event-type, default manual>", "payload": <your object>,
    "source": "cli", "timestamp": "<now, UTC>", "event_id": "<new UUID>"}
-(plus "dedupe_key" when --dedupe-key is given).
+(plus "dedupe_key" when --dedupe-key is given). With any other command it is the
+job's payload: a protocol-2 plugin receives it as the request's "payload" (a
+protocol-1 plugin does not see it).
 
 --dedupe-key K: no new job when one of the same (plugin, command, K) is still
 queued or succeeded within service.dedupe_ttl; the existing id is printed as
@@ -202,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb("reload", "make the running daemon re-read its config (the config is checked first)", json_flag=True)
     verb("plugins", "list plugins: loaded (with schedules), refused (with reasons), disabled")
     _inspect_options(verb)
+    _control_options(verb)
     _config_actions(
         verbs.add_parser(
             "config", help="configuration tools", description="Configuration tools.", parents=[plain]
@@ -235,11 +241,15 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--command",
         default="poll",
-        choices=RUNNABLE_COMMANDS,
-        help="the command to run (default: poll; `health` runs with `ductile status`, "
-        "`init` on start and reload)",
+        metavar="COMMAND",
+        help="the command to run: poll (default), handle, or one of the plugin's v2 manifest "
+        "(`health` runs with `ductile status`, `init` on start and reload)",
     )
-    run.add_argument("--payload", metavar="JSON", help="event payload, a JSON object (--command handle)")
+    run.add_argument(
+        "--payload",
+        metavar="JSON",
+        help="a JSON object: the event's payload (--command handle), else the job's payload",
+    )
     run.add_argument(
         "--event-type",
         metavar="TYPE",
@@ -280,6 +290,26 @@ def _inspect_options(verb: Callable[[str, str], argparse.ArgumentParser]) -> Non
     reset.add_argument("plugin", help="plugin name")
     job = verb("job", "one job: its record, transition log and runs")
     job.add_argument("job_id", metavar="id", help="the job id")
+
+
+def _control_options(verb: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """pause, resume and facts."""
+    for name, summary in (
+        ("pause", "pause a plugin's schedules, or one (<plugin>/<schedule-id>); queued jobs still run"),
+        ("resume", "resume what `ductile pause` paused"),
+    ):
+        target = verb(name, summary)
+        target.add_argument("target", metavar="plugin[/schedule]", help="a plugin, or one of its schedules")
+    facts = verb("facts", "a plugin's facts (manifest fact_outputs), newest first")
+    facts.add_argument("plugin", help="plugin name")
+    facts.add_argument("--type", metavar="T", help="only facts of this fact_type")
+    facts.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=DEFAULT_FACTS_LIMIT,
+        metavar="N",
+        help=f"at most N facts (default {DEFAULT_FACTS_LIMIT})",
+    )
 
 
 def _schedule_options(schedule: argparse.ArgumentParser) -> None:
