@@ -195,7 +195,7 @@ def test_a_hand_written_request_needs_only_a_command() -> None:
         (b"\xff\xfe", "not valid UTF-8"),
         (b"{", "not valid JSON"),
         (b"[1]", "must be a JSON object, not a list"),
-        (b'{"command": "poll", "protocol": 2}', "speaks protocol 2; this plugin speaks 1"),
+        (b'{"command": "poll", "protocol": 3}', "speaks protocol 3; this module speaks 1 and 2"),
         (b'{"command": "poll", "protocol": true}', "speaks protocol True"),
         (b'{"protocol": 1}', "no 'command'"),
         (b'{"command": 5}', "no 'command'"),
