@@ -329,3 +329,75 @@ def test_a_chain_without_a_cycle_ends_at_a_name_that_is_no_alias(uses: dict[str,
         names = chain(name, uses)
         assert names[-1] not in uses
         assert len(names) == len(set(names))
+
+
+# --------------------------------------------------------------------------- shapes the ecosystem uses
+
+
+ECOSYSTEM_SHAPES = """
+manifest_spec: ductile.plugin
+manifest_version: 1
+name: pdf-convert
+version: 0.2.0
+protocol: 2
+entrypoint: run.py
+concurrency_safe: true
+description: "Converts a PDF (≤ 50 pages) to Markdown — one document per event."
+commands:
+  - name: handle
+    type: write
+    description: "Convert one document."
+    idempotent: true
+    retry_safe: true
+    input_schema:
+      type: object
+      properties:
+        source_path: {type: string, description: "Absolute path."}
+        pages: {type: [integer, "null"]}
+      additionalProperties: false
+    output_schema:
+      type: object
+      properties:
+        status: {type: string, enum: [ok, error]}
+        logs: {type: array, items: {type: object}}
+      required: [status, logs]
+    values:
+      consume: [payload.source_path, payload.pages]
+      emit: []
+  - name: summarize
+    type: read
+    values:
+      consume: []
+      emit:
+        - event: pdf.summary_ready
+          values: [payload.path]
+  - name: health
+    type: read
+    input_schema: {}
+fact_outputs:
+  - when:
+      command: summarize
+    from: state_updates
+    fact_type: pdf-convert.snapshot
+    compatibility_view: mirror_object
+config_keys:
+  required: []
+  optional:
+    - output_dir
+"""
+
+
+def test_the_shapes_the_ecosystems_manifests_use_are_all_accepted() -> None:
+    import yaml
+
+    manifest = parse_manifest(yaml.safe_load(ECOSYSTEM_SHAPES), directory_name="pdf-convert-folder")
+    assert manifest.name == "pdf-convert"
+    assert manifest.commands == frozenset({"handle", "summarize", "health"})
+    handle = manifest.command_spec("handle")
+    assert handle is not None
+    assert handle.input_schema is not None
+    assert handle.input_schema["properties"]["pages"] == {"type": ["integer", "null"]}  # kept as written
+    assert manifest.fact_rule("summarize") == FactOutput(
+        command="summarize", fact_type="pdf-convert.snapshot"
+    )
+    assert manifest.required_keys == ()
