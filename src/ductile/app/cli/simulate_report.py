@@ -30,7 +30,7 @@ from ductile.domain.config import Config
 from ductile.domain.job import Command, JobStatus
 from ductile.domain.plugin import Discovery
 from ductile.domain.routing import Route
-from ductile.domain.schedule import Schedule
+from ductile.domain.schedule import Schedule, schedule_key
 
 # =========================================================================== the values
 
@@ -110,6 +110,7 @@ class TimelineJob:
             "max_attempts": job.max_attempts,
             "created_at": utc(job.created_at),
             "completed_at": utc(job.completed_at),
+            "schedule": plan.schedule_id if plan else None,
             "planned_at": utc(plan.planned_at) if plan else None,
             "planned_local": local_time(plan.planned_at, tz) if plan and tz else None,
             "nominal_at": utc(plan.nominal_at) if plan else None,
@@ -245,6 +246,8 @@ def build_report(
     """The report of one simulation of the operator's config."""
     config = result.config
     zones = {p.name: p.all_schedules[0].tz for p in config.plugins.values() if p.all_schedules}
+    # A scheduled job is shown in its own schedule's zone (a plugin's schedules may differ).
+    zones |= {schedule_key(p.name, s.id): s.tz for p in config.plugins.values() for s in p.all_schedules}
     return SimulateReport(
         config=config.source,
         seed=result.seed,
@@ -317,7 +320,7 @@ def _timeline(jobs: Sequence[JobReport], zones: Mapping[str, tzinfo]) -> tuple[T
     return tuple(
         TimelineJob(
             job=job,
-            tz=zones.get(job.plugin),
+            tz=zones.get(job.plan.key, zones.get(job.plugin)) if job.plan else zones.get(job.plugin),
             children=tuple(c for c in job.children if own(job, c)),
             duplicates_of=tuple(c for c in job.children if not own(job, c)),
         )
