@@ -868,7 +868,15 @@ def test_status_json_shape(h: Harness) -> None:
     assert doc["queue"] == {"queued": 0, "running": 0}
     by_name = {p["name"]: p for p in doc["plugins"]}
     assert [p["name"] for p in doc["plugins"]] == ["bad", "good", "quiet"]
-    assert set(by_name["good"]) == {"name", "state", "reason", "version", "breakers", "health"}
+    assert set(by_name["good"]) == {
+        "name",
+        "state",
+        "reason",
+        "version",
+        "cannot_start",
+        "breakers",
+        "health",
+    }
     assert by_name["good"]["health"] == {
         "ok": True,
         "error": None,
@@ -1009,7 +1017,15 @@ def test_plugins_lists_loaded_refused_and_disabled(h: Harness) -> None:
     assert set(doc) == {"loaded", "refused", "disabled"}
     assert doc["disabled"] == ["off"]
     (echo,) = doc["loaded"]
-    assert set(echo) == {"name", "version", "description", "commands", "directory", "schedule"}
+    assert set(echo) == {
+        "name",
+        "version",
+        "description",
+        "commands",
+        "directory",
+        "schedule",
+        "cannot_start",
+    }
     assert echo["commands"] == ["handle", "health", "poll"]
     assert echo["schedule"] == {
         "summary": "every 6h ±15m 06:00\u201322:00 Europe/Berlin",

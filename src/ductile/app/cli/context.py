@@ -26,11 +26,14 @@ if TYPE_CHECKING:
 
     from ductile.app.runtime import Runtime
     from ductile.domain.config import Config
+    from ductile.domain.plugin import Discovery
     from ductile.ports.catalog import Catalog
     from ductile.ports.spawner import Spawner
     from ductile.ports.store import Store
 
     OpenStore: TypeAlias = Callable[[Path, bool], Awaitable[Store | None]]
+    #: ``preflight(executable, env=..., cwd=...)``: why a plugin would fail to start, or None.
+    Preflight: TypeAlias = Callable[..., str | None]
 
 PROG = "ductile"
 
@@ -76,6 +79,12 @@ def _real_catalog() -> Catalog:
     return FilesystemCatalog()
 
 
+def _real_preflight(executable: str, *, env: Mapping[str, str], cwd: str) -> str | None:
+    from ductile.adapters.spawner import preflight
+
+    return preflight(executable, env=env, cwd=cwd)
+
+
 async def _real_sleep(seconds: float) -> None:
     import asyncio
 
@@ -113,6 +122,7 @@ class Context:
         send_signal: Callable[[int, int], None] | None = None,
         tz: tzinfo | None = None,
         new_id: Callable[[], str] | None = None,
+        preflight: Preflight | None = None,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.out: IO[str] = out if out is not None else sys.stdout
@@ -128,6 +138,7 @@ class Context:
         #: Zone of displayed times; None is the machine's local zone.
         self.tz = tz
         self.new_id = new_id or _uuid
+        self.preflight: Preflight = preflight or _real_preflight
 
     def print(self, text: str = "") -> None:
         self.out.write(text + "\n")
@@ -199,6 +210,21 @@ async def survey(ctx: Context, config: Config, store: Store | None) -> tuple[Run
         elif status.state is InitState.FAILED and status.reason is not None:
             unhealthy[name] = status.reason
     return Runtime(config=config, discovery=discovery, unhealthy=unhealthy), catalog, pending
+
+
+def start_problems(ctx: Context, discovery: Discovery) -> dict[str, str]:
+    """The loaded plugins that would fail to start (no ``#!`` line, no interpreter, a CRLF
+    ``#!`` line, a Python import that fails — ``ductile.plugin`` included), each with why:
+    what their first run would otherwise find out (``config check``, ``plugins``, ``status``)."""
+    from ductile.app.spawn import plugin_env
+
+    env = plugin_env(ctx.env)
+    found: dict[str, str] = {}
+    for name, plugin in sorted(discovery.plugins.items()):
+        problem = ctx.preflight(plugin.executable, env=env, cwd=plugin.directory)
+        if problem is not None:
+            found[name] = problem
+    return found
 
 
 def running_pid(ctx: Context, config: Config) -> int | None:

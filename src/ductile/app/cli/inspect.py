@@ -11,7 +11,15 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ductile.app.cli.context import ALL_JOBS, EXIT_OK, Context, db_path, read_config, read_store
+from ductile.app.cli.context import (
+    ALL_JOBS,
+    EXIT_OK,
+    Context,
+    db_path,
+    read_config,
+    read_store,
+    start_problems,
+)
 from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table, utc
 from ductile.app.cli.jsondoc import job_json, run_json, schedule_json, stdout_object, transition_json
 from ductile.domain.breaker import Breaker
@@ -24,8 +32,12 @@ from ductile.domain.settle import RunRecord
 # =========================================================================== plugins
 
 
-def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
-    """What discovery found, as ``plugins --json`` prints it (``config check`` embeds it)."""
+def plugins_doc(
+    config: Config, discovery: Discovery, start_problems: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """What discovery found, as ``plugins --json`` prints it (``config check`` embeds it);
+    ``start_problems``: why a loaded plugin would fail to start (``cannot_start``)."""
+    problems = start_problems or {}
     loaded = []
     for name, plugin in sorted(discovery.plugins.items()):
         schedule = config.plugin(name).schedule
@@ -37,6 +49,7 @@ def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
                 "commands": sorted(plugin.manifest.commands),
                 "directory": plugin.directory,
                 "schedule": schedule_json(schedule) if schedule is not None else None,
+                "cannot_start": problems.get(name),
             }
         )
     return {
@@ -51,7 +64,7 @@ def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
 async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
     discovery = ctx.catalog().discover(config)
-    doc = plugins_doc(config, discovery)
+    doc = plugins_doc(config, discovery, start_problems(ctx, discovery))
     if args.json:
         ctx.json(doc)
         return EXIT_OK
@@ -76,6 +89,10 @@ def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
             for p in doc["loaded"]
         ]
         ctx.print(indent(table(["NAME", "VERSION", "COMMANDS", "SCHEDULE"], rows), "  "))
+    cannot = [[p["name"], p["cannot_start"]] for p in doc["loaded"] if p.get("cannot_start")]
+    if cannot:
+        ctx.print(f"loaded, but cannot start ({len(cannot)}): every run would fail, and is not retried")
+        ctx.print(indent(table(["NAME", "REASON"], cannot), "  "))
     if doc["refused"]:
         ctx.print(f"refused ({len(doc['refused'])}):")
         ctx.print(indent(table(["NAME", "REASON"], [[r["name"], r["reason"]] for r in doc["refused"]]), "  "))
