@@ -191,10 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    verb(
+    start = verb(
         "start",
-        "run the daemon in the foreground (JSON logs on stdout; SIGTERM stops, SIGHUP reloads)",
+        "run the daemon in the foreground (logs on stdout; SIGTERM stops, SIGHUP reloads)",
         json_flag=False,
+    )
+    start.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default="auto",
+        help="log lines as JSON (D18) or text for a person; auto (default): text on a terminal, else JSON",
     )
     _run_options(verb("run", "queue one job of a plugin", details=_RUN_HELP))
     status = verb("status", "daemon, queue, plugins, breakers and health checks", details=_STATUS_HELP)
