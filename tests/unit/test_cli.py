@@ -803,6 +803,7 @@ def test_run_wait_stops_when_the_daemon_goes_away(h: Harness) -> None:
 def test_read_commands_without_a_database_print_empty_results_and_a_note(
     h: Harness, argv: list[str], empty: dict[str, Any]
 ) -> None:
+    h.plugin("echo")
     h.db_exists = False
     code, doc = h.json(*argv)
     assert (code, doc) == (0, empty)
@@ -1181,6 +1182,28 @@ def test_logs_shows_finished_runs_newest_first_with_log_lines(h: Harness) -> Non
     assert doc["runs"][0]["run"]["error"] == "no token"
     code, doc = h.json("logs", "--limit", "1")
     assert [entry["job"]["id"] for entry in doc["runs"]] == [a.id]
+
+
+@pytest.mark.parametrize("verb", ["logs", "reset"])
+def test_an_unknown_plugin_name_is_an_error_with_a_did_you_mean(h: Harness, verb: str) -> None:
+    h.plugin("notify")
+    code, out, err = h(verb, "notfy")
+    assert (code, out) == (1, "")
+    assert f"no plugin named 'notfy' in the config or in {h.plugins}" in err
+    assert "(did you mean 'notify'?)" in err
+
+
+def test_run_of_an_unknown_plugin_says_did_you_mean(h: Harness) -> None:
+    h.plugin("notify")
+    code, _, err = h("run", "notfy")
+    assert code == 1
+    assert "(did you mean 'notify'?)" in err
+
+
+def test_logs_of_a_removed_plugin_with_history_is_not_an_error(h: Harness) -> None:
+    h.job("gone")
+    code, out, _ = h("logs", "gone")
+    assert (code, out) == (0, "no finished runs of gone\n")
 
 
 def test_logs_with_a_database_but_no_runs(h: Harness) -> None:

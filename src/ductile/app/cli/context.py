@@ -19,7 +19,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
     from datetime import datetime, tzinfo
     from pathlib import Path
     from typing import IO, Any, TypeAlias
@@ -225,6 +225,28 @@ def start_problems(ctx: Context, discovery: Discovery) -> dict[str, str]:
         if problem is not None:
             found[name] = problem
     return found
+
+
+def plugin_names(config: Config) -> set[str]:
+    """Every plugin name the operator may mean: the config's and the folders in plugins_dir."""
+    names = set(config.plugins)
+    try:
+        with os.scandir(config.plugins_dir) as listing:
+            names |= {e.name for e in listing if not e.name.startswith(".") and e.is_dir()}
+    except OSError:
+        pass
+    return names
+
+
+def unknown_plugin(config: Config, name: str, *, also: Iterable[str] = ()) -> str | None:
+    """None when ``name`` is a plugin of this config, its plugins_dir or ``also`` (say, names
+    with history in the store); else the message, with a "did you mean"."""
+    from ductile.domain.suggest import did_you_mean
+
+    known = plugin_names(config) | set(also)
+    if name in known:
+        return None
+    return f"no plugin named '{name}' in the config or in {config.plugins_dir}{did_you_mean(name, known)}"
 
 
 def running_pid(ctx: Context, config: Config) -> int | None:

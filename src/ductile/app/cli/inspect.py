@@ -7,7 +7,6 @@ among them, and reads the same way.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from ductile.app.cli.context import (
     read_config,
     read_store,
     start_problems,
+    unknown_plugin,
 )
 from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table, utc
 from ductile.app.cli.jsondoc import job_json, run_json, schedule_json, stdout_object, transition_json
@@ -144,11 +144,18 @@ async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
     store = await read_store(ctx, config)
     pairs: list[tuple[Job, RunRecord]] = []
+    history = False
     if store is not None:
         try:
             pairs = [(v.job, v.run) for v in await store.recent_runs(plugin=args.plugin, limit=args.limit)]
+            history = bool(pairs) or bool(args.plugin and await store.list_jobs(plugin=args.plugin, limit=1))
         finally:
             await store.close()
+    if args.plugin is not None and not history:
+        # A removed plugin's history is still shown; a name that means nothing is an error.
+        unknown = unknown_plugin(config, args.plugin)
+        if unknown is not None:
+            return ctx.fail(unknown)
     if args.json:
         ctx.json({"runs": [{"job": job_json(j), "run": run_json(r)} for j, r in pairs]})
         return EXIT_OK
@@ -187,8 +194,7 @@ def _run_result(run: RunRecord) -> str:
 async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
     path = db_path(config)
-    folder = os.path.join(config.plugins_dir, args.plugin)
-    known = args.plugin in config.plugins or os.path.isdir(folder)  # noqa: ASYNC240 - one stat
+    unknown = unknown_plugin(config, args.plugin)
     store = await ctx.open_store(path, False)
     reset: list[Breaker] = []
     if store is not None:
@@ -196,8 +202,8 @@ async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
             reset = await store.reset_breakers(args.plugin)
         finally:
             await store.close()
-    if not reset and not known:
-        return ctx.fail(f"no plugin named '{args.plugin}' in the config or in {config.plugins_dir}")
+    if not reset and unknown is not None:
+        return ctx.fail(unknown)
     if args.json:
         ctx.json(
             {
