@@ -133,14 +133,40 @@ class Ductile:
         self._stop_requested = False
         self._asgi: ASGIApp | None = None
         self._closed = False
+        self._loaded_text: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def _load(self) -> Config:
+        """The config, and (``self._loaded_text``) the text it was read from."""
         if isinstance(self._config_source, Config):
+            self._loaded_text = None
             return self._config_source
-        from ductile.adapters.config import load_config
+        from ductile.adapters.config import load_config_and_text, machine_timezone
 
-        return load_config(self._config_source, env=self._environ)
+        config, self._loaded_text = load_config_and_text(
+            self._config_source, env=self._environ, local_tz=machine_timezone(env=self._environ)
+        )
+        return config
+
+    def _record(self, config: Config) -> None:
+        """Tell the command line this daemon's zone and its last good config (in the state
+        directory, :mod:`ductile.adapters.daemon_record`); a failure to write is only logged."""
+        if not self._owns_store:
+            return
+        from ductile.adapters.config import machine_timezone
+        from ductile.adapters.daemon_record import write_record
+
+        zone = machine_timezone(env=self._environ)
+        try:
+            write_record(
+                config.service.state_dir,
+                zone=str(getattr(zone, "key", zone)),
+                config=config.source if self._loaded_text is not None else None,
+                config_text=self._loaded_text,
+                loaded_at=self.engine.clock.now(),
+            )
+        except OSError as e:
+            _config_log.warning(f"cannot record the config in the state directory: {e.strerror or e}")
 
     @property
     def config_path(self) -> str | None:
@@ -171,6 +197,7 @@ class Ductile:
             await self.close()
             raise
         _advise(config)
+        self._record(config)
         return self
 
     async def _open_own_store(self, config: Config) -> Store:
@@ -290,6 +317,7 @@ class Ductile:
             _reload_log.warning(f"{change} changed: it applies at the next restart")
         await self.engine.reload(config)
         _advise(config)
+        self._record(config)
 
     # ----------------------------------------------------------------- API
     async def enqueue(

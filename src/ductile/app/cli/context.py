@@ -139,6 +139,8 @@ class Context:
         self.tz = tz
         self.new_id = new_id or _uuid
         self.preflight: Preflight = preflight or _real_preflight
+        #: Set by :func:`read_config` when schedules are shown in the daemon's zone, not this shell's.
+        self.zone_note: str | None = None
 
     def print(self, text: str = "") -> None:
         self.out.write(text + "\n")
@@ -165,12 +167,75 @@ def _uuid() -> str:
 # =========================================================================== shared steps
 
 
-def read_config(ctx: Context, args: argparse.Namespace) -> Config:
-    """The config named by ``--config`` / ``$DUCTILE_CONFIG`` / ``./ductile.yaml``."""
+def read_config(ctx: Context, args: argparse.Namespace, *, fallback: bool = False) -> Config:
+    """The config named by ``--config`` / ``$DUCTILE_CONFIG`` / ``./ductile.yaml``, its
+    schedules in the daemon's zone (:func:`_in_daemon_zone`).
+
+    ``fallback`` (the read commands): when the file does not load, the last good config
+    the daemon recorded in its state directory, with a warning; the error otherwise."""
     from ductile.adapters.config import load_config, resolve_config_path
+    from ductile.domain.errors import ConfigError
 
     path = resolve_config_path(args.config, ctx.env)
-    return load_config(path, env=ctx.env)
+    try:
+        config = load_config(path, env=ctx.env)
+    except ConfigError as broken:
+        if not fallback:
+            raise
+        return _last_good(ctx, path, broken)
+    return _in_daemon_zone(ctx, path, config)
+
+
+def _in_daemon_zone(ctx: Context, path: Path, config: Config) -> Config:
+    """``config`` with its schedules without a ``timezone`` in the zone the daemon recorded
+    (its ``TZ`` may not be this shell's): the command line then plans and shows the runs the
+    daemon makes. ``ctx.zone_note`` says so when the zones differ."""
+    from ductile.adapters.config import load_config, machine_timezone
+    from ductile.adapters.config.machine_tz import zone_by_key
+    from ductile.adapters.daemon_record import read_record
+
+    record = read_record(config.service.state_dir)
+    if record is None:
+        return config
+    own = machine_timezone()
+    own_key = str(getattr(own, "key", own))
+    zone = zone_by_key(record.zone)
+    if zone is None or record.zone == own_key:
+        return config
+    ctx.zone_note = (
+        f"schedules without a timezone are planned in the daemon's zone, {record.zone} "
+        f"(this shell's is {own_key})"
+    )
+    return load_config(path, env=ctx.env, local_tz=zone)
+
+
+def _last_good(ctx: Context, path: Path, broken: Exception) -> Config:
+    """The last good config the daemon recorded for ``path``; raises ``broken`` when there is none."""
+    from ductile.adapters.config import machine_timezone, parse_config
+    from ductile.adapters.config.machine_tz import zone_by_key
+    from ductile.adapters.daemon_record import guess_state_dir, read_last_good, read_record
+    from ductile.domain.errors import ConfigError
+
+    record = read_record(guess_state_dir(path))
+    text = read_last_good(record) if record is not None and record.config == str(path) else None
+    if record is None or text is None:
+        raise broken
+    try:
+        config = parse_config(
+            text,
+            source=str(path),
+            base_dir=str(path.parent),
+            env=ctx.env,
+            local_tz=zone_by_key(record.zone) or machine_timezone(),
+        )
+    except ConfigError:
+        raise broken from None
+    first = str(broken).splitlines()[0] if str(broken) else type(broken).__name__
+    ctx.note(
+        f"warning: {path} does not load ({first}); showing the config the daemon last loaded "
+        f"({record.loaded_at}, kept in {record.last_good}). Fix the file, then `ductile config check`."
+    )
+    return config
 
 
 def db_path(config: Config) -> Path:

@@ -62,7 +62,7 @@ def plugins_doc(
 
 
 async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     discovery = ctx.catalog().discover(config)
     doc = plugins_doc(config, discovery, start_problems(ctx, discovery))
     if args.json:
@@ -104,7 +104,7 @@ def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
 
 
 async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     jobs: list[Job] = []
     if store is not None:
@@ -141,7 +141,7 @@ async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     pairs: list[tuple[Job, RunRecord]] = []
     history = False
@@ -235,7 +235,7 @@ async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_job(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     if store is None:
         return ctx.fail(f"no job with id {args.job_id}")

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 DEFAULT_WAIT_SECONDS = 300.0
 #: Default number of runs ``logs`` shows.
 DEFAULT_LOG_LIMIT = 20
-#: Most runs ``schedule`` lists per schedule.
+#: Most runs ``schedule --to T`` lists per schedule.
 DEFAULT_SCHEDULE_LIMIT = 1000
+#: Runs per schedule ``schedule`` lists without ``--to``: a terminal's worth.
+DEFAULT_SCHEDULE_NEXT = 10
 #: Default number of jobs ``queue`` lists.
 DEFAULT_QUEUE_LIMIT = 1000
 #: The event type of a ``run --command handle`` job unless ``--event-type`` says otherwise.
@@ -95,9 +97,11 @@ command that replays the failure.
 """
 
 _SCHEDULE_HELP = """\
-The schedule index: every run of a loaded plugin's schedule due between --from and
---to (default: now to +24h). Times are ISO-8601 (without an offset: local time),
-'now', or relative to now: +24h, -30m, +1d.
+The schedule index. Without --to: the next 10 runs of each loaded plugin's schedule
+from --from (default now); with --to: every run due between --from and --to (at most
+--limit per schedule, default 1000). Times are ISO-8601 (without an offset: local
+time), 'now', or relative to now: +24h, -30m, +1d. Schedules without a timezone are
+planned in the daemon's zone (recorded in its state directory), not this shell's.
 
 The first run of each schedule is the one the daemon stored (jitter drawn), or,
 when the daemon has not planned it yet, a plan computed from now with the jitter
@@ -290,13 +294,16 @@ def _inspect_options(verb: Callable[[str, str], argparse.ArgumentParser]) -> Non
 
 def _schedule_options(schedule: argparse.ArgumentParser) -> None:
     schedule.add_argument("--from", dest="start", metavar="T", default="now", help="start (default: now)")
-    schedule.add_argument("--to", dest="end", metavar="T", default="+24h", help="end (default: +24h)")
+    schedule.add_argument(
+        "--to", dest="end", metavar="T", default=None, help="end (default: none, the next runs only)"
+    )
     schedule.add_argument(
         "--limit",
         type=_positive_int,
-        default=DEFAULT_SCHEDULE_LIMIT,
+        default=None,
         metavar="N",
-        help=f"at most N runs per schedule (default {DEFAULT_SCHEDULE_LIMIT})",
+        help=f"at most N runs per schedule (default {DEFAULT_SCHEDULE_NEXT}; "
+        f"{DEFAULT_SCHEDULE_LIMIT} with --to)",
     )
 
 

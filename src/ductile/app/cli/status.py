@@ -75,7 +75,7 @@ async def _health(
 
 
 async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     pid = running_pid(ctx, config)
     seen = await _observe(ctx, config)
     rows = _plugin_rows(config, seen)
