@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from ductile.adapters.http.answers import respond, respond_text
+from ductile.adapters.http.answers import client, refusals, respond, respond_text
 from ductile.adapters.http.asgi import ENDPOINT, ROUTE_PATH, ASGIApp, Receive, Scope, Send
 from ductile.adapters.http.framing import FramingCheck, closes_early
 from ductile.adapters.http.health import HEALTH_PATH, Health, HealthRoute
@@ -134,9 +134,18 @@ class Routes:
             return
         endpoint = self._find(path)
         if endpoint is None:
+            # Any path a client sends: all of them share one rate-limit key.
+            refusals(404, f"no webhook endpoint at {path[:200]!r}", client=client(scope))
             await respond(send, 404, NOT_FOUND, close=closes_early(scope))
             return
         if scope["method"] != "POST":
+            refusals(
+                405,
+                f"{scope['method'][:20]} {endpoint.path}: webhooks take POST only",
+                path=endpoint.path,
+                plugin=endpoint.plugin,
+                client=client(scope),
+            )
             allow = [(b"allow", b"POST")]
             await respond(send, 405, METHOD_NOT_ALLOWED, close=closes_early(scope), extra=allow)
             return
