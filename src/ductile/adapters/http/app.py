@@ -42,15 +42,37 @@ def build_app(
     submit: Submit,
     health: Health,
     body_timeout: float = 10.0,
+    ready: Callable[[], bool] | None = None,
 ) -> ASGIApp:
     """The ASGI app: ``POST <endpoint.path>`` webhooks and ``GET /healthz``.
 
     ``endpoints`` is called on every request, so a reload takes effect
     without restarting the server. ``body_timeout`` is the deadline, in
-    seconds, for receiving a whole request body.
+    seconds, for receiving a whole request body. ``ready`` (an embedded
+    instance mounted before it was opened): every request is answered 503
+    while it returns False; None (ductile's own server, started once ready)
+    adds nothing to the path of a request.
     """
     webhook = BodyLimit(WebhookRoute(submit), body_timeout)
-    return Entry(FramingCheck(Routes(endpoints, health=HealthRoute(health), webhook=webhook)))
+    app: ASGIApp = FramingCheck(Routes(endpoints, health=HealthRoute(health), webhook=webhook))
+    return Entry(app if ready is None else NotReady(app, ready))
+
+
+NOT_READY = {"error": "not ready"}
+
+
+class NotReady:
+    """503 with ``Retry-After: 1`` while ``ready()`` is False (the instance is not open)."""
+
+    def __init__(self, app: ASGIApp, ready: Callable[[], bool]) -> None:
+        self._app = app
+        self._ready = ready
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._ready():
+            await self._app(scope, receive, send)
+            return
+        await respond(send, 503, NOT_READY, close=True, extra=[(b"retry-after", b"1")])
 
 
 #: A path to route: what Starlette's catch-all route ``/{path:path}`` matched (``re.match``, so
