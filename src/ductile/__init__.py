@@ -72,9 +72,9 @@ if TYPE_CHECKING:
     )
     from ductile.domain.config import Config
     from ductile.domain.errors import ConfigError, DuctileError, UnknownJobError
-    from ductile.log import LOGGER_NAME
     from ductile.domain.job import Job, JobStatus
     from ductile.domain.schedule import PlannedRun
+    from ductile.log import LOGGER_NAME
 
 
 def __getattr__(name: str) -> Any:

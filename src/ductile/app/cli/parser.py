@@ -224,7 +224,40 @@ def build_parser() -> argparse.ArgumentParser:
     _simulate_options(
         verb("simulate", "what this config would do over days, simulated", details=_SIMULATE_HELP)
     )
+    _scaffold_verbs(verb, verbs, plain)
     return parser
+
+
+def _scaffold_verbs(
+    verb: Callable[..., argparse.ArgumentParser],
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser],
+    plain: argparse.ArgumentParser,
+) -> None:
+    """``init [DIR]`` and ``new plugin NAME --lang sh|python``."""
+    init = verb(
+        "init",
+        "write a commented starter ductile.yaml and a plugins folder with one shell plugin",
+        json_flag=False,
+    )
+    init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="where (default: .)")
+    new = verbs.add_parser(
+        "new", help="write a new plugin into plugins_dir", description="Write new things.", parents=[plain]
+    )
+    kinds = new.add_subparsers(dest="new_what", metavar="<what>")
+    kinds.required = True
+    plugin = kinds.add_parser(
+        "plugin",
+        help="a manifest and an entrypoint that pass `config check` and run",
+        description="Write <plugins_dir>/NAME: manifest.yaml and run.sh or run.py (never overwrites).",
+        parents=[plain],
+    )
+    plugin.add_argument("name", metavar="NAME", help="the plugin's name (its folder)")
+    plugin.add_argument(
+        "--lang",
+        choices=("sh", "python"),
+        default="sh",
+        help="POSIX sh (default) or Python with ductile.plugin",
+    )
 
 
 def _config_actions(config: argparse.ArgumentParser, with_json: argparse.ArgumentParser) -> None:
