@@ -1508,3 +1508,45 @@ def test_status_runs_health_checks_concurrently_within_a_bound(h: Harness) -> No
     assert code == 0, doc["problems"]
     assert all(p["health"]["ok"] for p in doc["plugins"])
     assert spawner.most == HEALTH_CONCURRENCY, "all at once up to the bound, never more"
+
+
+# =========================================================================== simulate: progress on a terminal
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _simulate_on(h: Harness, err: io.StringIO, *argv: str) -> tuple[int, str]:
+    ticks = iter(range(1_000_000))
+    out = io.StringIO()
+    ctx = Context(
+        env=h.env, out=out, err=err, now=lambda: h.now, monotonic=lambda: next(ticks) * 0.1, tz=UTC
+    )
+    code = main(["simulate", *argv], context=ctx)
+    return code, out.getvalue()
+
+
+def test_simulate_shows_its_progress_on_a_terminal_and_clears_it(h: Harness) -> None:
+    h.plugin("a")
+    h.write_config("plugins:\n  a:\n    schedule: {every: 1h}\n")
+    err = _Terminal()
+    code, out = _simulate_on(h, err, "--days", "2")
+    assert code == 0
+    shown = err.getvalue()
+    assert "\rsimulating: day " in shown
+    assert " of 2 (" in shown
+    assert shown.endswith("\r\x1b[K"), "the line is cleared before the report"
+    assert "simulating" not in out
+
+
+def test_simulate_shows_no_progress_with_json_or_off_a_terminal(h: Harness) -> None:
+    h.plugin("a")
+    h.write_config("plugins:\n  a:\n    schedule: {every: 1h}\n")
+    err = _Terminal()
+    assert _simulate_on(h, err, "--days", "1", "--json")[0] == 0
+    assert "simulating" not in err.getvalue()
+    plain = io.StringIO()
+    assert _simulate_on(h, plain, "--days", "1")[0] == 0
+    assert "simulating" not in plain.getvalue()

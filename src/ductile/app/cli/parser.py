@@ -79,7 +79,8 @@ the command; 0 otherwise.
 _SIMULATE_HELP = """\
 Run this config through ductile's deterministic simulation: the real engine on
 a simulated clock, store and plugins, for --days of simulated time (seconds of real
-time). Nothing real runs and the state directory is not touched. Prints a timeline
+time, with a progress line on a terminal). Nothing real runs and the state directory is
+not touched. Prints a timeline
 per plugin (planned times in the schedule's zone, jitter, window snaps, DST days),
 breaker openings, routed chains and a summary (runs, failures, retries, dead, mean
 queue wait). The same --seed gives the same run.
