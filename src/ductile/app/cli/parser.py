@@ -196,16 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    start = verb(
-        "start",
-        "run the daemon in the foreground (logs on stdout; SIGTERM stops, SIGHUP reloads)",
-        json_flag=False,
-    )
-    start.add_argument(
-        "--log-format",
-        choices=("auto", "json", "text"),
-        default="auto",
-        help="log lines as JSON (D18) or text for a person; auto (default): text on a terminal, else JSON",
+    _start_options(
+        verb(
+            "start",
+            "run the daemon in the foreground (logs on stdout; SIGTERM stops, SIGHUP reloads)",
+            json_flag=False,
+        )
     )
     _run_options(verb("run", "queue one job of a plugin", details=_RUN_HELP))
     status = verb("status", "daemon, queue, plugins, breakers and health checks", details=_STATUS_HELP)
@@ -258,6 +254,15 @@ def _scaffold_verbs(
         choices=("sh", "python"),
         default="sh",
         help="POSIX sh (default) or Python with ductile.plugin",
+    )
+
+
+def _start_options(start: argparse.ArgumentParser) -> None:
+    start.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default="auto",
+        help="log lines as JSON (D18) or text for a person; auto (default): text on a terminal, else JSON",
     )
 
 
