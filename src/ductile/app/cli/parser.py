@@ -170,18 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 runtime error (or a negative answer), 2 usage or config error. "
         "`ductile <verb> --help` describes each verb.",
     )
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        default=None,
-        help="config file (default: $DUCTILE_CONFIG, then ./ductile.yaml)",
-    )
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        default=False,
-        help="show tracebacks of internal errors (DUCTILE_DEBUG=1)",
-    )
+    _global_options(parser)
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
     plain, with_json = _common(False), _common(True)
 
@@ -254,6 +243,22 @@ def _scaffold_verbs(
         choices=("sh", "python"),
         default="sh",
         help="POSIX sh (default) or Python with ductile.plugin",
+    )
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--debug`` before the verb."""
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help="config file (default: $DUCTILE_CONFIG, then ./ductile.yaml)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False,
+        help="show tracebacks of internal errors (DUCTILE_DEBUG=1)",
     )
 
 
