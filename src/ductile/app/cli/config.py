@@ -106,7 +106,7 @@ async def cmd_config(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
     discovery = ctx.catalog().discover(config)
     refs = check_references(config, discovery)
-    cannot_start = start_problems(ctx, discovery)
+    cannot_start = await start_problems(ctx, discovery)
     refs["problems"] += [f"plugin '{name}' cannot start: {why}" for name, why in cannot_start.items()]
     doc = {
         "ok": not refs["problems"],

@@ -42,6 +42,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+#: Most plugins :func:`start_problems` checks at once.
+PREFLIGHT_CONCURRENCY = 8
 #: "No limit" for the store's list queries.
 ALL_JOBS = 10_000_000
 
@@ -277,19 +279,26 @@ async def survey(ctx: Context, config: Config, store: Store | None) -> tuple[Run
     return Runtime(config=config, discovery=discovery, unhealthy=unhealthy), catalog, pending
 
 
-def start_problems(ctx: Context, discovery: Discovery) -> dict[str, str]:
+async def start_problems(ctx: Context, discovery: Discovery) -> dict[str, str]:
     """The loaded plugins that would fail to start (no ``#!`` line, no interpreter, a CRLF
     ``#!`` line, a Python import that fails — ``ductile.plugin`` included), each with why:
-    what their first run would otherwise find out (``config check``, ``plugins``, ``status``)."""
+    what their first run would otherwise find out (``config check``, ``plugins``, ``status``).
+    The checks run at once, in threads (a Python plugin's costs an interpreter start)."""
+    import asyncio
+
     from ductile.app.spawn import plugin_env
 
     env = plugin_env(ctx.env)
-    found: dict[str, str] = {}
-    for name, plugin in sorted(discovery.plugins.items()):
-        problem = ctx.preflight(plugin.executable, env=env, cwd=plugin.directory)
-        if problem is not None:
-            found[name] = problem
-    return found
+    bound = asyncio.Semaphore(PREFLIGHT_CONCURRENCY)
+    names = sorted(discovery.plugins)
+
+    async def check(name: str) -> str | None:
+        plugin = discovery.plugins[name]
+        async with bound:
+            return await asyncio.to_thread(ctx.preflight, plugin.executable, env=env, cwd=plugin.directory)
+
+    found = await asyncio.gather(*(check(name) for name in names))
+    return {name: problem for name, problem in zip(names, found, strict=True) if problem is not None}
 
 
 def plugin_names(config: Config) -> set[str]:

@@ -64,7 +64,7 @@ def plugins_doc(
 async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args, fallback=True)
     discovery = ctx.catalog().discover(config)
-    doc = plugins_doc(config, discovery, start_problems(ctx, discovery))
+    doc = plugins_doc(config, discovery, await start_problems(ctx, discovery))
     if args.json:
         ctx.json(doc)
         return EXIT_OK

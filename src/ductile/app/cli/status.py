@@ -79,11 +79,13 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     pid = running_pid(ctx, config)
     seen = await _observe(ctx, config)
     rows = _plugin_rows(config, seen)
-    cannot_start = start_problems(ctx, seen.runtime.discovery)
-    for row in rows:
-        row["cannot_start"] = cannot_start.get(row["name"])
+    # The start checks and the health checks run at once: both mostly wait for interpreters.
+    preflight = asyncio.ensure_future(start_problems(ctx, seen.runtime.discovery))
     if not args.no_health:
         await _health_checks(ctx, config, seen, rows)
+    cannot_start = await preflight
+    for row in rows:
+        row["cannot_start"] = cannot_start.get(row["name"])
     problems = [] if pid is not None else ["the daemon is not running"]
     problems += _plugin_problems(rows)
     healthy = not problems
