@@ -127,39 +127,37 @@ def test_config_check_and_status_say_when_a_python_plugin_cannot_import_the_help
         site.teardown()
 
 
-@pytest.mark.parametrize(
-    ("script", "cause"),
-    [
-        pytest.param(b'printf \'{"status":"ok"}\'\n', "no #! line", id="no-shebang"),
-        pytest.param(b'#!/bin/sh\r\nprintf \'{"status":"ok"}\'\r\n', "carriage return", id="crlf-sh"),
-        pytest.param(b"#!/usr/bin/env python3\r\nprint('{}')\r\n", "carriage return", id="crlf-env"),
-        pytest.param(b"#!/nonexistent/python9\nprint(1)\n", "does not exist", id="no-interpreter"),
-        pytest.param(b"#!/usr/bin/env python9-nosuch\nprint(1)\n", "no python9-nosuch", id="env-missing"),
-        pytest.param(
-            b"#!/usr/bin/env python3\nimport no_such_module_here\n", "no_such_module_here", id="import-error"
-        ),
-    ],
-)
-def test_a_plugin_that_cannot_start_fails_once_with_its_real_cause(
-    readme_site: ReadmeSite, script: bytes, cause: str
-) -> None:
+#: Plugins that cannot start, and the words that name the cause.
+BROKEN = {
+    "no-shebang": (b'printf \'{"status":"ok"}\'\n', "no #! line"),
+    "crlf-sh": (b'#!/bin/sh\r\nprintf \'{"status":"ok"}\'\r\n', "carriage return"),
+    "crlf-env": (b"#!/usr/bin/env python3\r\nprint('{}')\r\n", "carriage return"),
+    "no-interpreter": (b"#!/nonexistent/python9\nprint(1)\n", "does not exist"),
+    "env-missing": (b"#!/usr/bin/env python9-nosuch\nprint(1)\n", "no python9-nosuch"),
+    "import-error": (b"#!/usr/bin/env python3\nimport no_such_module_here\n", "no_such_module_here"),
+}
+
+
+def test_plugins_that_cannot_start_fail_once_with_their_real_cause(readme_site: ReadmeSite) -> None:
     site = readme_site
     try:
-        _plugin(site, "broken", script)
-        site.write_config({"broken": {}}, endpoints=None)
+        for name, (script, _) in BROKEN.items():
+            _plugin(site, name, script)
+        site.write_config({name: {} for name in BROKEN}, endpoints=None)
         check = site.cli("config", "check")
         assert check.returncode == 1, check.stdout
-        assert "plugin 'broken' cannot start" in check.stdout
-        assert cause in check.stdout, check.stdout
-        plugins = json.loads(site.cli("plugins", "--json").stdout)
-        assert cause in plugins["loaded"][0]["cannot_start"]
+        plugins = {p["name"]: p for p in json.loads(site.cli("plugins", "--json").stdout)["loaded"]}
+        for name, (_, cause) in BROKEN.items():
+            assert f"plugin '{name}' cannot start" in check.stdout
+            assert cause in plugins[name]["cannot_start"], (name, plugins[name]["cannot_start"])
         site.start()
-        done = site.cli("run", "broken", "--wait", "--timeout", "60", "--json")
-        assert done.returncode == 1, done.stdout + done.stderr
-        doc = json.loads(done.stdout)["outcome"]
-        assert doc["status"] == "dead", doc
-        assert doc["attempt"] == 1, "a start failure must not be retried"
-        assert cause in doc["last_error"], doc["last_error"]
-        assert "not retried" in doc["last_error"]
+        for name, (_, cause) in BROKEN.items():
+            done = site.cli("run", name, "--wait", "--timeout", "60", "--json")
+            assert done.returncode == 1, done.stdout + done.stderr
+            doc = json.loads(done.stdout)["outcome"]
+            assert doc["status"] == "dead", (name, doc)
+            assert doc["attempt"] == 1, f"{name}: a start failure must not be retried"
+            assert cause in doc["last_error"], (name, doc["last_error"])
+            assert "not retried" in doc["last_error"]
     finally:
         site.teardown()
