@@ -37,8 +37,9 @@ for the answer), an uncaught exception becomes a retryable error response
 retryable), SIGTERM at the deadline still gets an answer.
 
 No dependency on the rest of ductile: the file imports nothing but the
-standard library (Python 3.8 or later). Where ductile is not installed for
-the interpreter that runs the plugin, copy this one file into the plugin's
+standard library (Python 3.8 or later). Under ductile any interpreter finds
+it: the daemon puts it on every plugin's ``PYTHONPATH`` (ADR 0020). Outside
+ductile, or with ``-E``/``-I`` on the ``#!`` line, copy this one file into the plugin's
 folder as ``ductile/plugin.py``; ``from ductile import plugin`` then finds it
 (the script's folder is first on ``sys.path``). The guide is docs/plugins.md.
 """
@@ -715,12 +716,7 @@ def parse_request(
     if not isinstance(body, Mapping):
         raise RequestError(f"the request must be a JSON object, not {_json_kind(body)}")
     env = os.environ if environ is None else environ
-    protocol = body.get("protocol", PROTOCOL)
-    if protocol is None:
-        protocol = PROTOCOL
-    if type(protocol) is not int or protocol not in PROTOCOLS:
-        speaks = " and ".join(str(p) for p in PROTOCOLS)
-        raise RequestError(f"the request speaks protocol {protocol!r}; this module speaks {speaks}")
+    protocol = _request_protocol(body)
     command = body.get("command")
     if not isinstance(command, str) or not command:
         raise RequestError("the request has no 'command' (poll, handle, health, init or the manifest's own)")
@@ -762,6 +758,17 @@ def parse_request(
         payload=payload,
         context=context,
     )
+
+
+def _request_protocol(body: Mapping[str, Any]) -> int:
+    """The request's ``protocol`` (1 when a hand-written request leaves it out)."""
+    protocol = body.get("protocol", PROTOCOL)
+    if protocol is None:
+        return PROTOCOL
+    if type(protocol) is not int or protocol not in PROTOCOLS:
+        speaks = " and ".join(str(p) for p in PROTOCOLS)
+        raise RequestError(f"the request speaks protocol {protocol!r}; this module speaks {speaks}")
+    return protocol
 
 
 def _parse_event(raw: object) -> Event:

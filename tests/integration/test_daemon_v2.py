@@ -218,7 +218,7 @@ def _check_environment(site: Site) -> None:
     assert "DAEMON_SECRET" not in env
     assert "NOT_IN_THE_DAEMON" not in env
     assert env["DUCTILE_PLUGIN"] == "envdump"
-    allowed = {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME"}
+    allowed = {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME", "PYTHONPATH"}
     extra = set(env) - allowed - {"GITHUB_TOKEN", "FEED_LANG", "PWD", "SHLVL", "_", "LC_CTYPE"}
     assert {k for k in extra if not k.startswith("DUCTILE_")} == set()
     job_text = json.dumps(site.query("SELECT payload FROM jobs"))

@@ -120,8 +120,11 @@ def test_a_v2_plugin_is_known_by_its_manifests_name_not_its_folder(tmp_path: Pat
 @pytest.mark.parametrize(
     ("bad", "where"),
     [
-        ("    typ: write\n", "commands[1].typ (line 12): unknown key (did you mean 'type'?)"),
-        ("fact_output: []\n", "fact_output (line 13): unknown key (did you mean 'fact_outputs'?)"),
+        ("    typ: write\n", "commands[1].typ (line 12): unknown key 'typ' (did you mean 'type'?)"),
+        (
+            "fact_output: []\n",
+            "fact_output (line 13): unknown key 'fact_output' (did you mean 'fact_outputs'?)",
+        ),
     ],
 )
 def test_a_refused_v2_manifest_names_the_file_the_key_path_and_the_line(

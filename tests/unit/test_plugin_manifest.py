@@ -88,7 +88,7 @@ def test_not_a_mapping(raw: object) -> None:
 
 def test_unknown_keys_are_named() -> None:
     assert refusal(good(zeta=1, alpha=2)) == (
-        "zeta: unknown key (and 1 more: alpha); allowed here: name, version, protocol, entrypoint, "
+        "zeta: unknown key 'zeta' (and 1 more: alpha); allowed here: name, version, protocol, entrypoint, "
         "description, commands, config_keys, concurrency_safe"
     )
 
@@ -97,7 +97,9 @@ def test_an_unknown_key_gets_a_did_you_mean_and_its_path() -> None:
     with pytest.raises(ManifestError) as info:
         parse_manifest(good(comands=["poll"], commands=_DROP), directory_name="withings")
     assert info.value.path == ("comands",)
-    assert info.value.detail.startswith("unknown key (did you mean 'commands'?)")
+    assert info.value.detail.startswith("unknown key 'comands' (did you mean 'commands'?); allowed here: ")
+    assert "(did you mean 'required'?)" in refusal(good(config_keys={"requird": ["a"]}))
+    assert "pol (did you mean 'poll'?)" in refusal(good(commands=["pol"]))
 
 
 @pytest.mark.parametrize(
@@ -149,7 +151,10 @@ def test_an_unknown_key_gets_a_did_you_mean_and_its_path() -> None:
             "'config_keys' must be a mapping with 'required' and/or 'optional' lists",
         ),
         ({"config_keys": "client_id"}, "'config_keys' must be a mapping"),
-        ({"config_keys": {"needed": ["a"]}}, "'config_keys' must be a mapping"),
+        (
+            {"config_keys": {"needed": ["a"]}},
+            "config_keys.needed: unknown key 'needed'; allowed here: required, optional",
+        ),
         ({"config_keys": {"required": "client_id"}}, "'config_keys.required' must be a list of names"),
         ({"config_keys": {"required": [None]}}, "'config_keys.required' must be a list of names"),
         ({"config_keys": {"optional": [1]}}, "'config_keys.optional' must be a list of names"),

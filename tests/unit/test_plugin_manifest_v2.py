@@ -212,7 +212,7 @@ def test_a_full_json_schema_is_kept_as_written() -> None:
             ("fact_outputs", 0, "fact_type"),
             "needs 'fact_type'",
         ),
-        ({"config_keys": {"needed": ["a"]}}, ("config_keys",), "'required' and/or 'optional'"),
+        ({"config_keys": {"needed": ["a"]}}, ("config_keys", "needed"), "allowed here: required, optional"),
     ],
 )
 def test_refusals_name_the_key_path(changes: dict[str, Any], path: tuple[Any, ...], needle: str) -> None:
@@ -250,7 +250,7 @@ def test_unknown_keys_are_refused_at_every_level_with_a_did_you_mean(
 ) -> None:
     error = refused(v2(**changes))
     assert error.path == path
-    assert error.detail.startswith(f"unknown key ({hint})")
+    assert error.detail.startswith(f"unknown key '{path[-1]}' ({hint})")
     assert "allowed here:" in error.detail
 
 

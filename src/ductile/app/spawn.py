@@ -5,11 +5,14 @@ plugins the same way: the protocol request on stdin (v1 or v2, as the
 plugin's manifest says), the command's timeout, and a controlled environment
 (D5) — a short allow-list of the daemon's variables, the ones the operator
 passes on by name (``env.pass``) or sets (``env.set``), and nothing else, so
-no secret of the daemon's leaks into a plugin by accident.
+no secret of the daemon's leaks into a plugin by accident — plus
+``PYTHONPATH`` set to :data:`HELPER_PATH`, so a Python plugin imports
+``ductile.plugin`` whichever interpreter its ``#!`` names (ADR 0020).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -23,14 +26,19 @@ from ductile.ports.spawner import SpawnRequest
 #: Environment variables a plugin inherits from the daemon; nothing else leaks.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: The folder whose only package is a ``ductile`` that finds this ductile's ``ductile.plugin``
+#: (``src/ductile/_helper_path``): every plugin's ``PYTHONPATH``.
+HELPER_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_helper_path")
 #: Set by ductile for every run; ``env.set`` cannot change them.
 RESERVED_PREFIX = "DUCTILE_"
 
 
 def plugin_env(base: Mapping[str, str], extra: EnvSettings | None = None) -> dict[str, str]:
     """The controlled environment of a plugin (D5): the allow-list of ``base`` (the daemon's
-    environment), then ``extra``'s passed names that ``base`` has, then its set values."""
+    environment), ``PYTHONPATH`` = :data:`HELPER_PATH` (never the daemon's own), then
+    ``extra``'s passed names that ``base`` has, then its set values (the operator's word wins)."""
     env = {k: base[k] for k in INHERITED_ENV if k in base}
+    env["PYTHONPATH"] = HELPER_PATH
     if extra is not None:
         env.update({k: base[k] for k in extra.passed or () if k in base})
         env.update(extra.values or {})

@@ -82,3 +82,11 @@ def manifest_path(path: tuple[str | int, ...]) -> str:
     for step in path:
         out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
     return out
+
+
+class UnknownJobError(DuctileError, LookupError):
+    """No job has that id (never queued, or deleted by retention)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id

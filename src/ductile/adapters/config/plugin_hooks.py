@@ -9,7 +9,6 @@ pass-through brought: a scheduled command, the ``timeouts`` table, ``at``,
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -20,6 +19,7 @@ from ductile.adapters.config.messages import Problem, describe, shorten
 from ductile.domain.config import Timeouts
 from ductile.domain.errors import ScheduleError
 from ductile.domain.schedule import SCHEDULE_ID, weekdays
+from ductile.domain.suggest import did_you_mean
 
 ScheduledCommand = NewType("ScheduledCommand", str)
 #: ``timeouts``: the four standard commands and a v2 manifest's own, by name.
@@ -65,9 +65,8 @@ def timeouts_hook(value: object, _: Any) -> Timeouts:
         if name in _STANDARD_COMMANDS:
             standard[name] = _timeout_value(item, name)
             continue
-        close = difflib.get_close_matches(name, _STANDARD_COMMANDS, n=1, cutoff=0.6)
-        if close or not _COMMAND_NAME.fullmatch(name) or len(name) > 100:
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, _STANDARD_COMMANDS)
+        if hint or not _COMMAND_NAME.fullmatch(name) or len(name) > 100:
             raise Problem(
                 f"unknown key '{shorten(name)}'{hint}; allowed here: {', '.join(_STANDARD_COMMANDS)}, "
                 "or a command of the plugin's v2 manifest",

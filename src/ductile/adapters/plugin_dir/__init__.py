@@ -2,7 +2,7 @@
 
 The file checks of one folder are :mod:`.files`; this module walks every
 plugin root in order (``plugins_dir`` and ``plugin_roots``, ADR 0012 and
-0023):
+0026):
 
 - every immediate subdirectory of a root is a candidate; regular files and
   names starting with ``.`` are skipped;

@@ -7,11 +7,19 @@ among them, and reads the same way.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from ductile.app.cli.context import ALL_JOBS, EXIT_OK, Context, db_path, read_config, read_store
+from ductile.app.cli.context import (
+    ALL_JOBS,
+    EXIT_OK,
+    Context,
+    db_path,
+    read_config,
+    read_store,
+    start_problems,
+    unknown_plugin,
+)
 from ductile.app.cli.format import (
     cell,
     human_duration,
@@ -28,20 +36,30 @@ from ductile.domain.config import Config
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.outcome import signal_name
 from ductile.domain.plugin import Discovery
+from ductile.domain.schedule import DEFAULT_SCHEDULE_ID
 from ductile.domain.settle import RunRecord
 
 # =========================================================================== plugins
 
 
 def plugins_doc(
-    config: Config, discovery: Discovery, pauses: Collection[tuple[str, str | None]] = ()
+    config: Config,
+    discovery: Discovery,
+    start_problems: Mapping[str, str] | None = None,
+    pauses: Collection[tuple[str, str | None]] = (),
 ) -> dict[str, Any]:
     """What discovery found, as ``plugins --json`` prints it (``config check`` embeds it);
-    ``pauses`` are the stored (plugin, schedule id or None) pauses."""
+    ``start_problems``: why a loaded plugin would fail to start (``cannot_start``); ``pauses``:
+    the stored (plugin, schedule id or None) pauses."""
+    problems = start_problems or {}
     loaded = []
     for name, plugin in sorted(discovery.plugins.items()):
         whole = (name, None) in pauses
         manifest = plugin.manifest
+        schedules = [
+            schedule_json(s, paused=whole or (name, s.id) in pauses)
+            for s in config.plugin(name).all_schedules
+        ]
         loaded.append(
             {
                 "name": name,
@@ -53,10 +71,10 @@ def plugins_doc(
                 "commands": sorted(manifest.commands),
                 "directory": plugin.directory,
                 "paused": whole,
-                "schedules": [
-                    schedule_json(s, paused=whole or (name, s.id) in pauses)
-                    for s in config.plugin(name).all_schedules
-                ],
+                # ``schedule``: the ``default`` one, as before several schedules (null without it).
+                "schedule": next((s for s in schedules if s["id"] == DEFAULT_SCHEDULE_ID), None),
+                "schedules": schedules,
+                "cannot_start": problems.get(name),
             }
         )
     return {
@@ -69,7 +87,7 @@ def plugins_doc(
 
 
 async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     discovery = ctx.catalog().discover(config)
     pauses: set[tuple[str, str | None]] = set()
     store = await ctx.open_store(db_path(config), False)  # quietly: no database, no pauses
@@ -78,7 +96,7 @@ async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
             pauses = {(p.plugin, p.schedule_id) for p in await store.pauses()}
         finally:
             await store.close()
-    doc = plugins_doc(config, discovery, pauses)
+    doc = plugins_doc(config, discovery, await start_problems(ctx, discovery), pauses)
     if args.json:
         ctx.json(doc)
         return EXIT_OK
@@ -103,6 +121,10 @@ def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
             for p in doc["loaded"]
         ]
         ctx.print(indent(table(["NAME", "VERSION", "COMMANDS", "SCHEDULES"], rows), "  "))
+    cannot = [[p["name"], p["cannot_start"]] for p in doc["loaded"] if p.get("cannot_start")]
+    if cannot:
+        ctx.print(f"loaded, but cannot start ({len(cannot)}): every run would fail, and is not retried")
+        ctx.print(indent(table(["NAME", "REASON"], cannot), "  "))
     if doc["refused"]:
         ctx.print(f"refused ({len(doc['refused'])}):")
         ctx.print(indent(table(["NAME", "REASON"], [[r["name"], r["reason"]] for r in doc["refused"]]), "  "))
@@ -123,7 +145,7 @@ def _schedules_cell(config: Config, loaded: Mapping[str, Any]) -> str | None:
 
 
 async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     jobs: list[Job] = []
     if store is not None:
@@ -160,14 +182,21 @@ async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     pairs: list[tuple[Job, RunRecord]] = []
+    history = False
     if store is not None:
         try:
             pairs = [(v.job, v.run) for v in await store.recent_runs(plugin=args.plugin, limit=args.limit)]
+            history = bool(pairs) or bool(args.plugin and await store.list_jobs(plugin=args.plugin, limit=1))
         finally:
             await store.close()
+    if args.plugin is not None and not history:
+        # A removed plugin's history is still shown; a name that means nothing is an error.
+        unknown = unknown_plugin(config, args.plugin)
+        if unknown is not None:
+            return ctx.fail(unknown)
     if args.json:
         ctx.json({"runs": [{"job": job_json(j), "run": run_json(r)} for j, r in pairs]})
         return EXIT_OK
@@ -206,8 +235,7 @@ def _run_result(run: RunRecord) -> str:
 async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
     path = db_path(config)
-    folders = [os.path.join(root, args.plugin) for root in config.roots]
-    known = args.plugin in config.plugins or any(os.path.isdir(f) for f in folders)  # noqa: ASYNC240 - stats
+    unknown = unknown_plugin(config, args.plugin)
     store = await ctx.open_store(path, False)
     reset: list[Breaker] = []
     if store is not None:
@@ -215,8 +243,8 @@ async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
             reset = await store.reset_breakers(args.plugin)
         finally:
             await store.close()
-    if not reset and not known:
-        return ctx.fail(f"no plugin named '{args.plugin}' in the config or in {config.plugins_dir}")
+    if not reset and unknown is not None:
+        return ctx.fail(unknown)
     if args.json:
         ctx.json(
             {
@@ -248,7 +276,7 @@ async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_job(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     if store is None:
         return ctx.fail(f"no job with id {args.job_id}")

@@ -44,6 +44,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "pause": ("control", "cmd_pause"),
     "resume": ("control", "cmd_resume"),
     "facts": ("facts", "cmd_facts"),
+    "init": ("scaffold", "cmd_init"),
+    "new": ("scaffold", "cmd_new"),
 }
 
 

@@ -10,12 +10,12 @@ says what a base name means (today: a plugin discovered in a plugin root).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 
 import attrs
 
 from ductile.domain.plugin.model import Plugin
+from ductile.domain.suggest import did_you_mean
 
 
 def find_cycle(uses: Mapping[str, str]) -> list[str] | None:
@@ -60,6 +60,4 @@ def as_alias(name: str, base: Plugin) -> Plugin:
 
 def unknown_base(name: str, base: str, found: Mapping[str, Plugin], where: str) -> str:
     """Why alias ``name`` is refused when its chain ends at ``base``, which is not a plugin."""
-    close = difflib.get_close_matches(base, sorted(found), n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"plugins.{name}.uses: no plugin named '{base}' in {where}{hint}"
+    return f"plugins.{name}.uses: no plugin named '{base}' in {where}{did_you_mean(base, found)}"

@@ -7,12 +7,12 @@ the value at fault, so discovery can name the line; an unknown key gets a
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ductile.domain.errors import ManifestError
+from ductile.domain.suggest import did_you_mean
 
 Path = tuple[str | int, ...]
 
@@ -35,14 +35,15 @@ def unknown_keys(raw: Mapping[Any, object], allowed: Sequence[str], *where: str 
     if not unknown:
         return
     key = str(unknown[0])
-    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6) if len(key) <= 100 else []
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(key, allowed)
     more = (
         f" (and {len(unknown) - 1} more: {', '.join(_shown(k) for k in unknown[1:4])})"
         if len(unknown) > 1
         else ""
     )
-    raise ManifestError(f"unknown key{hint}{more}; allowed here: {', '.join(allowed)}", *where, key)
+    raise ManifestError(
+        f"unknown key '{_shown(key)}'{hint}{more}; allowed here: {', '.join(allowed)}", *where, key
+    )
 
 
 def mapping(raw: object, what: str, *where: str | int) -> Mapping[Any, object]:
@@ -100,10 +101,11 @@ def names(raw: object, what: str, *where: str | int) -> tuple[str, ...]:
 def config_keys(raw: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The required and the optional config keys."""
     keys = raw or {}
-    if not isinstance(keys, dict) or set(keys) - {"required", "optional"}:
+    if not isinstance(keys, dict):
         raise ManifestError(
             "'config_keys' must be a mapping with 'required' and/or 'optional' lists", "config_keys"
         )
+    unknown_keys(keys, ("required", "optional"), "config_keys")
     return (
         names(keys.get("required"), "config_keys.required", "config_keys", "required"),
         names(keys.get("optional"), "config_keys.optional", "config_keys", "optional"),

@@ -16,6 +16,7 @@ from ductile.domain.job import Command
 from ductile.domain.plugin import checks
 from ductile.domain.plugin.model import Manifest
 from ductile.domain.protocol import PROTOCOL_V1, PROTOCOL_V2
+from ductile.domain.suggest import did_you_mean
 
 KNOWN_COMMANDS = frozenset(c.value for c in Command)
 KEYS = (
@@ -83,8 +84,9 @@ def _commands(raw: object) -> frozenset[str]:
     bad = sorted(set(commands) - KNOWN_COMMANDS)
     if bad:
         known = ", ".join(sorted(KNOWN_COMMANDS))
+        named = ", ".join(f"{c}{did_you_mean(c, KNOWN_COMMANDS)}" for c in bad)
         raise ManifestError(
-            f"unknown command(s) {', '.join(bad)}; known: {known} (custom commands need the v2 manifest)",
+            f"unknown command(s) {named}; known: {known} (custom commands need the v2 manifest)",
             "commands",
         )
     if not commands:
