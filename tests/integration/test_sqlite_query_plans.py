@@ -103,6 +103,7 @@ FIND_SHAPES = {
     "plugin": JobFilters(plugin=True),
     "command": JobFilters(command=True),
     "submitted_by": JobFilters(submitted_by=True),
+    "children of a job": JobFilters(parent=True),
     "since": JobFilters(since=True),
     "until": JobFilters(until=True),
     "since and until": JobFilters(since=True, until=True),

@@ -205,7 +205,7 @@ class InMemoryStore:
     def _wanted(self, job: Job, q: JobQuery) -> bool:
         if q.statuses is not None and job.status not in q.statuses:
             return False
-        for field, wanted in (("plugin", q.plugin), ("command", q.command)):
+        for field, wanted in (("plugin", q.plugin), ("command", q.command), ("parent_job_id", q.parent)):
             if wanted is not None and getattr(job, field) != wanted:
                 return False
         if q.submitted_by is not None and job.submitted_by.value != q.submitted_by:

@@ -124,6 +124,8 @@ class JobQuery:
     plugin: str | None = None
     command: str | None = None
     submitted_by: str | None = None
+    #: Jobs routed from this job's events (its children).
+    parent: str | None = None
     #: ``since <= created_at < until``.
     since: datetime | None = None
     until: datetime | None = None

@@ -45,6 +45,7 @@ class JobFilters:
     plugin: bool = False
     command: bool = False
     submitted_by: bool = False
+    parent: bool = False
     since: bool = False
     until: bool = False
     text: bool = False
@@ -53,13 +54,19 @@ class JobFilters:
 
 def sql_find_jobs(f: JobFilters) -> str:
     """The ``find_jobs`` statement; parameters in this order: statuses, plugin, command,
-    submitted_by, since, until, text (x4), after (created_at, seq), limit."""
+    submitted_by, parent, since, until, text (x4), after (created_at, seq), limit."""
     where: list[str] = []
     if f.statuses is not None:
         where.append(f"status IN ({_marks(f.statuses)})")
-    where += [c for c, on in (("plugin = ?", f.plugin), ("command = ?", f.command),
-                               ("submitted_by = ?", f.submitted_by), ("created_at >= ?", f.since),
-                               ("created_at < ?", f.until)) if on]  # fmt: skip
+    conditions = (
+        ("plugin = ?", f.plugin),
+        ("command = ?", f.command),
+        ("submitted_by = ?", f.submitted_by),
+        ("parent_job_id = ?", f.parent),
+        ("created_at >= ?", f.since),
+        ("created_at < ?", f.until),
+    )
+    where += [condition for condition, given in conditions if given]
     if f.text:
         where.append(_TEXT_CLAUSE)
     if f.after:
@@ -76,13 +83,14 @@ def find_jobs_statement(q: JobQuery) -> tuple[str, list[Any]]:
         plugin=q.plugin is not None,
         command=q.command is not None,
         submitted_by=q.submitted_by is not None,
+        parent=q.parent is not None,
         since=q.since is not None,
         until=q.until is not None,
         text=q.text is not None,
         after=q.after is not None,
     )
     params: list[Any] = [*(statuses or [])]
-    params += [v for v in (q.plugin, q.command, q.submitted_by) if v is not None]
+    params += [v for v in (q.plugin, q.command, q.submitted_by, q.parent) if v is not None]
     params += [to_us(t) for t in (q.since, q.until) if t is not None]
     if q.text is not None:
         pattern = "%" + q.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -185,6 +185,8 @@ _V3: Migration = (
     "ALTER TABLE jobs ADD COLUMN retry_of TEXT",
     "CREATE INDEX jobs_command_created ON jobs (command, created_at)",
     "CREATE INDEX jobs_submitted_created ON jobs (submitted_by, created_at)",
+    # a job's routed children (``ductile job``, ``GET /job/{id}``)
+    "CREATE INDEX jobs_parent ON jobs (parent_job_id, created_at) WHERE parent_job_id IS NOT NULL",
 )
 
 #: The whole history of the schema, oldest first. Append; never edit a released step.

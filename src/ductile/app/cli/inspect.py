@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ductile.app.cli.context import ALL_JOBS, EXIT_OK, Context, db_path, read_config, read_store
-from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table, utc
+from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table
 from ductile.app.cli.jsondoc import job_json, run_json, schedule_json, stdout_object, transition_json
+from ductile.app.views import utc
 from ductile.domain.breaker import Breaker
 from ductile.domain.config import Config
 from ductile.domain.job import Job, JobStatus, Transition

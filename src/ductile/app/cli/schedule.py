@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ductile.app.cli.context import EXIT_OK, Context, UsageError, read_config, read_store, survey
-from ductile.app.cli.format import local_time, parse_time, signed, table, utc, zone_name
+from ductile.app.cli.format import local_time, parse_time, signed, table, zone_name
+from ductile.app.views import utc
 from ductile.domain.schedule import PlannedRun, Schedule, plan_next, preview
 
 
