@@ -332,6 +332,19 @@ def test_job_ids_with_prefix(with_store: StoreRunner) -> None:
     with_store(body)
 
 
+def test_oldest_queued_at(with_store: StoreRunner) -> None:
+    async def body(store: Store) -> None:
+        assert await store.oldest_queued_at() is None
+        first, second = make_job(created=at(5)), make_job(created=at(9))
+        await add(store, second)
+        await add(store, first)
+        assert await store.oldest_queued_at() == at(5)
+        await claim(store, at(10), first)
+        assert await store.oldest_queued_at() == at(9)
+
+    with_store(body)
+
+
 def test_a_retried_job_keeps_its_link(with_store: StoreRunner) -> None:
     async def body(store: Store) -> None:
         job = make_job(retry_of="an-old-job", created=T0 + timedelta(seconds=1))

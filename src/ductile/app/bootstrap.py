@@ -15,15 +15,19 @@ time, and no signal handler is installed unless asked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ductile.app.daemon import Service
+from ductile.app.daemon import Listener, Service
 from ductile.app.engine import Engine
+from ductile.app.feed import Feed
 from ductile.app.intake import Manual, Webhook
+from ductile.app.operations import reload_doc
+from ductile.domain.activity import Activity, Kind
 from ductile.domain.breaker import BreakerStatus
 from ductile.domain.config import Config, Endpoint
 from ductile.domain.errors import ConfigError
@@ -40,6 +44,8 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
     from ductile.adapters.pidlock import InstanceLock
+    from ductile.adapters.wake import WakeListener
+    from ductile.app.api import Metrics
 
 DB_NAME = "ductile.db"
 
@@ -92,6 +98,10 @@ def restart_needed(old: Config, new: Config) -> list[str]:
     new_listen = (new.webhooks.host, new.webhooks.port) if new.webhooks else None
     if old_listen != new_listen:
         changes.append("webhooks.listen")
+    old_api = (old.api.host, old.api.port) if old.api else None
+    new_api = (new.api.host, new.api.port) if new.api else None
+    if old_api != new_api:
+        changes.append("api.listen")
     return changes
 
 
@@ -133,6 +143,10 @@ class Ductile:
         self._stop_requested = False
         self._asgi: ASGIApp | None = None
         self._closed = False
+        #: The activity feed and the metrics it counts (built with the engine).
+        self._feed: Feed | None = None
+        self._metrics: Metrics | None = None
+        self._api: ASGIApp | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def _load(self) -> Config:
@@ -242,12 +256,8 @@ class Ductile:
         even then: for an application that embeds ductile and speaks to systemd itself.
         """
         engine = self.engine
-        http = None
-        webhooks = engine.runtime.config.webhooks
-        if self._listen and webhooks is not None:
-            from ductile.adapters.http import HttpServer
-
-            http = HttpServer(self.asgi_app, webhooks.host, webhooks.port)
+        http, listeners = self._listeners(engine.runtime.config) if self._listen else (None, [])
+        wake = self._wake_listener()
         reload_source = self.reload if self.config_path is not None else None
         notifier = None
         if notify_systemd and self._environ.get("NOTIFY_SOCKET"):
@@ -256,7 +266,15 @@ class Ductile:
             notifier = Notifier(self._environ)
             if not notifier.enabled:  # an unsupported NOTIFY_SOCKET (logged by the notifier)
                 notifier = None
-        self._service = Service(engine, reload=reload_source, http=http, on_ready=on_ready, notifier=notifier)
+        self._service = Service(
+            engine,
+            reload=reload_source,
+            http=http,
+            listeners=listeners,
+            background=[self.feed.run],
+            on_ready=on_ready,
+            notifier=notifier,
+        )
         if self._stop_requested:  # stop() came before serve() got going: it still counts
             self._service.stop()
         if install_signal_handlers:
@@ -266,6 +284,84 @@ class Ductile:
         finally:
             if install_signal_handlers:
                 self._service.remove_signal_handlers()
+            if wake is not None:
+                wake.close()
+
+    def _listeners(self, config: Config) -> tuple[Listener | None, list[Listener]]:
+        """The webhook listener and the API's; one server for both when they share an address."""
+        from ductile.adapters.http import HttpServer
+
+        webhooks, api = config.webhooks, config.api
+        if (
+            webhooks is not None
+            and api is not None
+            and api.port != 0
+            and (api.host, api.port)
+            == (
+                webhooks.host,
+                webhooks.port,
+            )
+        ):
+            return HttpServer(self.api_app_over(self.asgi_app), api.host, api.port, label="webhooks+api"), []
+        http = HttpServer(self.asgi_app, webhooks.host, webhooks.port) if webhooks is not None else None
+        apis: list[Listener] = []
+        if api is not None:
+            apis.append(HttpServer(self.api_app, api.host, api.port, label="api"))
+        return http, apis
+
+    def _wake_listener(self) -> WakeListener | None:
+        """Another process's enqueue wakes the dispatcher at once (ADR 0021); only for the
+        instance that holds the state directory's lock."""
+        if self._lock is None or not self._lock.held:
+            return None
+        from ductile.adapters.wake import WakeListener
+
+        engine, feed = self.engine, self.feed
+
+        def woken() -> None:
+            engine.inbox.notify()
+            feed.poke()
+
+        listener = WakeListener(engine.runtime.config.service.state_dir, woken)
+        return listener if listener.start() else None
+
+    # ----------------------------------------------------------------- the operator API
+    @property
+    def feed(self) -> Feed:
+        """The activity feed (SSE clients, metrics) of this instance."""
+        if self._feed is None:
+            from ductile.app.api import Metrics
+
+            self._feed = Feed(self.engine.store)
+            self._metrics = Metrics()
+            self._feed.observe(self._metrics.observe)
+        return self._feed
+
+    @property
+    def metrics(self) -> Metrics:
+        _ = self.feed
+        assert self._metrics is not None
+        return self._metrics
+
+    @property
+    def api_app(self) -> ASGIApp:
+        """The operator API's ASGI app (its own listener, or mounted in a host application)."""
+        if self._api is None:
+            self._api = self.api_app_over(None)
+        return self._api
+
+    def api_app_over(self, fallback: ASGIApp | None) -> ASGIApp:
+        """The API app; what no API route matches goes to ``fallback`` (the webhooks)."""
+        from ductile.app.api import ApiContext, build_api
+
+        context = ApiContext(
+            engine=self.engine,
+            feed=self.feed,
+            metrics=self.metrics,
+            reload=self.reload_report,
+            health=self.health,
+        )
+        return build_api(context, fallback=fallback)
 
     def stop(self) -> None:
         """Stop serving gracefully; safe to call more than once, from a signal handler too."""
@@ -280,16 +376,40 @@ class Ductile:
     async def reload(self, config: Config | None = None) -> None:
         """Switch to ``config``, or re-read the config file. An invalid file is
         logged and the running configuration kept, whole."""
+        with contextlib.suppress(ConfigError):  # logged and noted by reload_report
+            await self.reload_report(config)
+
+    async def reload_report(self, config: Config | None = None) -> dict[str, Any]:
+        """:meth:`reload`, answering what changed (``POST /system/reload``); a refused
+        file raises :class:`ConfigError`. Either way the outcome is appended to the
+        activity log (``config.reloaded`` / ``config.rejected``), where ``ductile
+        reload`` reads it."""
+        engine = self.engine
         if config is None:
             try:
                 config = self._load()
             except ConfigError as e:
                 _reload_log.error(f"reload refused, keeping the running configuration: {e}")
-                return
-        for change in restart_needed(self.engine.runtime.config, config):
+                await self._note(Kind.CONFIG_REJECTED, {"error": str(e)})
+                raise
+        old = engine.runtime.config
+        for change in restart_needed(old, config):
             _reload_log.warning(f"{change} changed: it applies at the next restart")
-        await self.engine.reload(config)
+        report = await engine.reload(config)
         _advise(config)
+        doc = reload_doc(old, config, added=report.added, removed=report.removed,
+                         cancelled=report.cancelled, unhealthy=report.unhealthy)  # fmt: skip
+        doc["restart_needed"] = restart_needed(old, config)
+        await self._note(Kind.CONFIG_RELOADED, doc)
+        return doc
+
+    async def _note(self, kind: Kind, data: dict[str, Any]) -> None:
+        try:
+            await self.engine.store.note(Activity(kind=kind, at=self.engine.clock.now(), data=data))
+        except Exception:  # the reload happened (or not) all the same
+            _reload_log.exception("could not record the reload in the activity log")
+        if self._feed is not None:
+            self._feed.poke()
 
     # ----------------------------------------------------------------- API
     async def enqueue(
@@ -358,5 +478,8 @@ class Ductile:
                 )
                 return (await engine.submit(webhook)).job_id
 
-            self._asgi = build_app(endpoints=endpoints, submit=submit, health=self.health)
+            from ductile.app.api.metrics import counting
+
+            app = build_app(endpoints=endpoints, submit=submit, health=self.health)
+            self._asgi = counting(app, self.metrics.webhook_answered)
         return self._asgi

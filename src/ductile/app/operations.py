@@ -23,6 +23,7 @@ from ductile.app.intake import Retry
 from ductile.app.runtime import PluginState, Runtime
 from ductile.app.views import breaker_json, job_detail, job_json, run_json, utc
 from ductile.domain import breaker as br
+from ductile.domain.config import Config
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
 from ductile.domain.state import serialize_state
@@ -203,3 +204,29 @@ async def plugin_view(store: Store, runtime: Runtime, name: str) -> dict[str, An
     doc["state_bytes"] = len(serialize_state(await store.get_state(name)))
     doc["last_run"] = None if last is None else {"job": job_json(last.job), "run": run_json(last.run)}
     return doc
+
+
+# ----------------------------------------------------------------------------- reload
+
+
+def reload_doc(
+    old: Config,
+    new: Config,
+    *,
+    added: tuple[str, ...],
+    removed: tuple[str, ...],
+    cancelled: Mapping[str, tuple[str, ...]],
+    unhealthy: Mapping[str, str],
+) -> dict[str, Any]:
+    """What a reload did, as ``POST /system/reload`` answers and ``ductile reload`` prints:
+    plugins added, removed, and changed (their settings differ), jobs cancelled."""
+    kept = (set(old.plugins) | set(new.plugins)) - set(added) - set(removed)
+    changed = sorted(name for name in kept if old.plugin(name) != new.plugin(name))
+    return {
+        "reloaded": True,
+        "added": list(added),
+        "removed": list(removed),
+        "changed": changed,
+        "cancelled": {name: list(ids) for name, ids in cancelled.items()},
+        "unhealthy": dict(unhealthy),
+    }

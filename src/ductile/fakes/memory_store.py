@@ -243,6 +243,11 @@ class InMemoryStore:
     async def queue_depth(self) -> int:
         return self.tx.index.queue_depth()
 
+    async def oldest_queued_at(self) -> datetime | None:
+        return min(
+            (j.created_at for j in self.tx.jobs.values() if j.status is JobStatus.QUEUED), default=None
+        )
+
     async def outstanding(self, plugin: str, command: str) -> int:
         return self.tx.index.outstanding(plugin, command)
 

@@ -144,6 +144,10 @@ class Store(Protocol):
         """Jobs queued (including those waiting for a retry time)."""
         ...
 
+    async def oldest_queued_at(self) -> datetime | None:
+        """The ``created_at`` of the oldest queued job, None when none is queued."""
+        ...
+
     async def outstanding(self, plugin: str, command: str) -> int:
         """Jobs of (plugin, command) queued or running."""
         ...

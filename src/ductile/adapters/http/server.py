@@ -113,8 +113,11 @@ class HttpServer:
         graceful_timeout: int = 5,
         backlog: int = 128,
         parser: HttpParser = "auto",
+        label: str = "webhooks",
     ) -> None:
         self._parser = resolve_parser(parser)
+        #: Which listener this is, in its log lines (``webhooks``, ``api``, ``webhooks+api``).
+        self.label = label
         self._app = app
         self._host = host
         self._requested_port = port
@@ -181,7 +184,7 @@ class HttpServer:
             raise ListenError(f"cannot listen on {where}: the server did not start ({cause})") from cause
         self._server, self._task, self._bound_port = server, task, port
         task.add_done_callback(functools.partial(_report_unexpected_end, server))
-        log.info("listening", address=where, parser=self._parser)
+        log.info("listening", address=where, parser=self._parser, listener=self.label)
 
     @staticmethod
     async def _serve(server: _EmbeddedServer, sock: socket.socket, where: str) -> None:

@@ -101,6 +101,7 @@ SQL_QUEUED_OF_PLUGIN: Final = (
     f"SELECT {_JOB_COLS} FROM jobs WHERE plugin = ? AND status = 'queued' ORDER BY created_at, seq"
 )
 SQL_QUEUE_DEPTH: Final = "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
+SQL_OLDEST_QUEUED: Final = "SELECT MIN(created_at) FROM jobs WHERE status = 'queued'"
 SQL_OUTSTANDING: Final = (
     "SELECT COUNT(*) FROM jobs WHERE plugin = ? AND command = ? AND status IN ('queued', 'running')"
 )
@@ -207,6 +208,7 @@ HOT_QUERIES: Final[dict[str, str]] = {
     "plugin state": SQL_GET_STATE,
     "init record": SQL_GET_INIT,
     "activity after an id": SQL_ACTIVITY_AFTER,
+    "oldest queued": SQL_OLDEST_QUEUED,
     "activity retention": SQL_PRUNE_ACTIVITY,
     "job ids by prefix": SQL_IDS_FROM,
 }

@@ -71,6 +71,7 @@ from ductile.adapters.sqlite.sql import (
     SQL_IDS_FROM,
     SQL_LAST_ACTIVITY_ID,
     SQL_NEXT_RETRY_AT,
+    SQL_OLDEST_QUEUED,
     SQL_QUEUE_DEPTH,
     SQL_RECENT_RUNS,
     SQL_RECENT_RUNS_OF_PLUGIN,
@@ -447,6 +448,11 @@ class SqliteStore:
 
     async def queue_depth(self) -> int:
         return await self._read("queue_depth", lambda c: int(c.execute(SQL_QUEUE_DEPTH).fetchone()[0]))
+
+    async def oldest_queued_at(self) -> datetime | None:
+        return await self._read(
+            "oldest_queued_at", lambda c: opt_dt(c.execute(SQL_OLDEST_QUEUED).fetchone()[0])
+        )
 
     async def outstanding(self, plugin: str, command: str) -> int:
         return await self._read("outstanding", lambda c: SqliteTx(c).outstanding(plugin, command))

@@ -278,6 +278,9 @@ class ObservedStore:
     async def queue_depth(self) -> int:
         return await self._plain("store.queue_depth", self._inner.queue_depth)
 
+    async def oldest_queued_at(self) -> datetime | None:
+        return await self._plain("store.oldest_queued_at", self._inner.oldest_queued_at)
+
     async def outstanding(self, plugin: str, command: str) -> int:
         return await self._plain("store.outstanding", lambda: self._inner.outstanding(plugin, command))
 
