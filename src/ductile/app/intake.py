@@ -94,7 +94,7 @@ async def enqueue(
 
     ``new_id`` gives the job its id; ``notify`` wakes the dispatcher (None
     where there is none to wake: ``ductile run`` writes to the daemon's store,
-    whose dispatcher notices within a second).
+    whose dispatcher is woken through its FIFO, or notices within a second).
     """
     if isinstance(submission, Manual | Retry):
         plugin, command = _target(submission)

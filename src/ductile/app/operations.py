@@ -65,7 +65,7 @@ async def resolve_job_id(store: Store, text: str) -> str:
         raise NotFoundError(f"no job with id {text!r} (an id prefix needs at least {MIN_PREFIX} characters)")
     matches = await store.job_ids_with_prefix(text, limit=6)
     if not matches:
-        raise NotFoundError(f"no job with id {text!r}")
+        raise NotFoundError(f"no job with id {text}")
     if len(matches) > 1:
         raise AmbiguousIdError(text, matches)
     return matches[0]
@@ -74,7 +74,7 @@ async def resolve_job_id(store: Store, text: str) -> str:
 async def find_job(store: Store, text: str) -> Job:
     job = await store.get_job(await resolve_job_id(store, text))
     if job is None:  # deleted between the two reads (retention)
-        raise NotFoundError(f"no job with id {text!r}")
+        raise NotFoundError(f"no job with id {text}")
     return job
 
 

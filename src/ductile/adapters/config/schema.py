@@ -117,9 +117,9 @@ class _WebhooksDoc:
 @attrs.frozen(kw_only=True)
 class _TokenDoc:
     name: str
+    scopes: tuple[str, ...]
     token: ApiSecret | None = None
     token_sha256: str | None = None
-    scopes: tuple[str, ...] | None = None
 
 
 @attrs.frozen(kw_only=True)

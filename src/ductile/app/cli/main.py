@@ -38,6 +38,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "logs": ("inspect", "cmd_logs"),
     "reset": ("inspect", "cmd_reset"),
     "job": ("inspect", "cmd_job"),
+    "jobs": ("operate", "cmd_jobs"),
+    "retry": ("operate", "cmd_retry"),
+    "cancel": ("operate", "cmd_cancel"),
+    "version": ("operate", "cmd_version"),
     "config": ("config", "cmd_config"),
     "schedule": ("schedule", "cmd_schedule"),
     "simulate": ("simulate", "cmd_simulate"),
@@ -77,6 +81,8 @@ def main(argv: Sequence[str] | None = None, *, context: Context | None = None) -
         args = parse_args(parser, sys.argv[1:] if argv is None else argv)
     except SystemExit as e:  # --help (0) or a usage error (2, message already printed)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if args.version:
+        args.verb = "version"
     if args.verb is None:
         parser.print_usage(ctx.err)
         ctx.note("a verb is required (see `ductile --help`)")
