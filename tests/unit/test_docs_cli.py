@@ -33,11 +33,11 @@ from typing import Any
 
 import pytest
 
-from ductile.domain.activity import Activity, Kind
 from ductile.app.cli import context, main
 from ductile.app.cli.context import Context
 from ductile.app.cli.jsondoc import job_json, run_json, transition_json
 from ductile.app.cli.parser import DEFAULT_WAIT_SECONDS, build_parser
+from ductile.domain.activity import Activity, Kind
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy, Transition
 from ductile.domain.protocol import LogLine
 from ductile.domain.settle import RunRecord
