@@ -109,12 +109,10 @@ def build_api(
 
     routes: list[BaseRoute] = [Route("/healthz", health, methods=["GET"])]
     routes.append(Route("/openapi.json", guarded(None, ctx, _openapi), methods=["GET"]))
-    by_path: dict[str, list[Op]] = {}
-    for op in OPS:
-        by_path.setdefault(op.path, []).append(op)
-    for path, ops in by_path.items():
-        for op in ops:
-            routes.append(Route(path, guarded(op, ctx), methods=[op.method], name=op.operation_id))
+    # Literal paths before templated ones: /plugin/{plugin}/reset must win over the
+    # trigger's /plugin/{plugin}/{command} (a command named "reset" cannot be triggered).
+    for op in sorted(OPS, key=lambda op: op.path.count("{")):
+        routes.append(Route(op.path, guarded(op, ctx), methods=[op.method], name=op.operation_id))
     routes += list(extra)
 
     async def http_error(request: Request, exc: Exception) -> Response:
