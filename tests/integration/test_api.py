@@ -246,8 +246,16 @@ def test_metrics_parse_with_the_prometheus_parser(api: Api) -> None:
         return found if ok else None
 
     found = wait_until(families, WAIT, "the run to be counted")
-    for name in ("ductile_queue_depth", "ductile_oldest_queued_age_seconds", "ductile_run_duration_seconds",
-                 "ductile_build_info", "process_resident_memory_bytes", "process_open_fds", "ductile_plugins_loaded"):  # fmt: skip
+    expected = (
+        "ductile_queue_depth",
+        "ductile_oldest_queued_age_seconds",
+        "ductile_run_duration_seconds",
+        "ductile_build_info",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "ductile_plugins_loaded",
+    )
+    for name in expected:
         assert name in found, name
     loaded = found["ductile_plugins_loaded"].samples[0].value
     assert loaded == 3
