@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
     from ductile.adapters.pidlock import InstanceLock
+    from ductile.adapters.http import HttpServer
     from ductile.adapters.wake import WakeListener
     from ductile.app.api import Metrics
 
@@ -147,6 +148,10 @@ class Ductile:
         self._feed: Feed | None = None
         self._metrics: Metrics | None = None
         self._api: ASGIApp | None = None
+        #: The API's listener while serving (for :attr:`api_port`).
+        self._api_server: HttpServer | None = None
+        #: Seconds between two heartbeat comments on ``GET /events`` (None: the API's default, 15 s).
+        self.heartbeat: float | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def _load(self) -> Config:
@@ -302,12 +307,20 @@ class Ductile:
                 webhooks.port,
             )
         ):
-            return HttpServer(self.api_app_over(self.asgi_app), api.host, api.port, label="webhooks+api"), []
+            shared = HttpServer(self.api_app_over(self.asgi_app), api.host, api.port, label="webhooks+api")
+            self._api_server = shared
+            return shared, []
         http = HttpServer(self.asgi_app, webhooks.host, webhooks.port) if webhooks is not None else None
         apis: list[Listener] = []
         if api is not None:
-            apis.append(HttpServer(self.api_app, api.host, api.port, label="api"))
+            self._api_server = HttpServer(self.api_app, api.host, api.port, label="api")
+            apis.append(self._api_server)
         return http, apis
+
+    @property
+    def api_port(self) -> int | None:
+        """The port the API listens on while serving (``api.listen`` port 0 picks one)."""
+        return self._api_server.port if self._api_server is not None else None
 
     def _wake_listener(self) -> WakeListener | None:
         """Another process's enqueue wakes the dispatcher at once (ADR 0021); only for the
@@ -361,6 +374,8 @@ class Ductile:
             reload=self.reload_report,
             health=self.health,
         )
+        if self.heartbeat is not None:
+            context.heartbeat = self.heartbeat
         return build_api(context, fallback=fallback)
 
     def stop(self) -> None:
