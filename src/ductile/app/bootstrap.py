@@ -43,8 +43,8 @@ from ductile.ports.store import Store
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
-    from ductile.adapters.pidlock import InstanceLock
     from ductile.adapters.http import HttpServer
+    from ductile.adapters.pidlock import InstanceLock
     from ductile.adapters.wake import WakeListener
     from ductile.app.api import Metrics
 

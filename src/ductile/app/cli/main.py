@@ -85,11 +85,11 @@ def console() -> None:
     code = main()
     import logging
 
+    import contextlib
+
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing more to say
             stream.flush()
-        except (OSError, ValueError):  # a closed or broken pipe: nothing more to say
-            pass
     logging.shutdown()
     os._exit(code)
 
