@@ -119,7 +119,7 @@ def test_filters_and_a_fresh_stream_starts_now(site: Site) -> None:
     assert bad.status_code == 400
 
 
-# --------------------------------------------------------------------------- embedded: slow clients, heartbeat
+# ------------------------------------------------------------------------- embedded: slow clients, heartbeat
 
 
 def _embedded(tmp_path: Path, plugin_dir_script: str) -> Path:

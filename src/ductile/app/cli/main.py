@@ -83,9 +83,8 @@ def console() -> None:
     down, and the process ends with ``os._exit`` (ADR 0021).
     """
     code = main()
-    import logging
-
     import contextlib
+    import logging
 
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing more to say
