@@ -319,8 +319,8 @@ class Ductile:
 
     @property
     def api_port(self) -> int | None:
-        """The port the API listens on while serving (``api.listen`` port 0 picks one)."""
-        return self._api_server.port if self._api_server is not None else None
+        """The port the API listens on once serving (``api.listen`` port 0 picks one); None before."""
+        return self._api_server.bound_port if self._api_server is not None else None
 
     def _wake_listener(self) -> WakeListener | None:
         """Another process's enqueue wakes the dispatcher at once (ADR 0021); only for the

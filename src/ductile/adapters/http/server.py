@@ -135,6 +135,11 @@ class HttpServer:
         return self._bound_port if self._bound_port is not None else self._requested_port
 
     @property
+    def bound_port(self) -> int | None:
+        """The port connections are accepted on; None before :meth:`start` has bound it."""
+        return self._bound_port
+
+    @property
     def address(self) -> str:
         return _where(self._host, self.port)
 
