@@ -47,7 +47,7 @@ class Served:
             async with Ductile(config) as d:
                 self._ductile, self._loop = d, asyncio.get_running_loop()
                 serving = asyncio.create_task(d.serve())
-                while d.api_port is None:  # bound only once the listener accepts connections
+                while d.api_port is None:  # noqa: ASYNC110 - bound once the listener accepts connections
                     await asyncio.sleep(0.01)
                 self.port = d.api_port
                 self._ready.set()
@@ -105,8 +105,10 @@ segment = st.one_of(
     ),
 )
 query_value = st.one_of(
-    st.sampled_from(["dead", "queued", "1", "0", "500", "501", "-1", "1h", "now", "+1d", "2026-01-01T00:00:00Z",
-                     "9" * 40, "", "nope", "%", "job.*", "job.dead"]),
+    st.sampled_from(
+        ["dead", "queued", "1", "0", "500", "501", "-1", "1h", "now", "+1d", "2026-01-01T00:00:00Z", "9" * 40,
+         "", "nope", "%", "job.*", "job.dead"]
+    ),
     st.text(max_size=20),
 )  # fmt: skip
 query_name = st.one_of(
@@ -152,7 +154,7 @@ def _path(template: str, values: list[str]) -> str:
     content=body,
     last_event_id=st.none() | query_value,
 )
-def test_any_request_is_answered_2xx_or_4xx(
+def test_any_request_is_answered_2xx_or_4xx(  # noqa: PLR0917 - hypothesis arguments
     api: httpx.Client,
     op: Any,
     method: str | None,
