@@ -127,8 +127,11 @@ class Feed:
             except Exception:
                 _log.exception("reading the activity log failed; trying again shortly")
             timeout = self.live_poll if self._subscriptions else self.idle_poll
+            # asyncio.timeout, not wait_for: in 3.11 wait_for loses a cancellation that comes
+            # while the event is being set (a poke during shutdown), and this loop never ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._poked.wait()
             self._poked.clear()
 
     async def catch_up(self) -> int:

@@ -49,37 +49,36 @@ class Metrics:
     """ductile's metrics on a registry of its own."""
 
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._counters()
+        self._gauges()
+        Info("ductile_build", "ductile's version", registry=self.registry).info(
+            {"version": _version(), "python": sys.version.split()[0]}
+        )
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, process_open_fds, ...
+
+    def _counters(self) -> None:
+        """What the activity feed counts: from the daemon's start."""
+        r = self.registry
+        pair = ["plugin", "command"]
         self.queued = Counter(
-            "ductile_jobs_queued",
-            "Jobs queued, by who asked",
-            ["plugin", "command", "submitted_by"],
-            registry=r,
+            "ductile_jobs_queued", "Jobs queued, by who asked", [*pair, "submitted_by"], registry=r
         )
         self.finished = Counter(
             "ductile_job_runs",
             "Runs ended, by outcome (succeeded, failed, timed_out)",
-            ["plugin", "command", "outcome"],
+            [*pair, "outcome"],
             registry=r,
         )
         self.dead = Counter(
-            "ductile_jobs_dead",
-            "Jobs that ended dead (out of attempts or not retryable)",
-            ["plugin", "command"],
-            registry=r,
+            "ductile_jobs_dead", "Jobs that ended dead (out of attempts or not retryable)", pair, registry=r
         )
-        self.cancelled = Counter(
-            "ductile_jobs_cancelled", "Queued jobs cancelled", ["plugin", "command"], registry=r
-        )
+        self.cancelled = Counter("ductile_jobs_cancelled", "Queued jobs cancelled", pair, registry=r)
         self.retries = Counter(
-            "ductile_job_retries", "Jobs queued again for another attempt", ["plugin", "command"], registry=r
+            "ductile_job_retries", "Jobs queued again for another attempt", pair, registry=r
         )
         self.duration = Histogram(
-            "ductile_run_duration_seconds",
-            "How long runs took",
-            ["plugin", "command"],
-            buckets=_DURATION_BUCKETS,
-            registry=r,
+            "ductile_run_duration_seconds", "How long runs took", pair, buckets=_DURATION_BUCKETS, registry=r
         )
         self.lag = Histogram(
             "ductile_schedule_lag_seconds",
@@ -97,6 +96,10 @@ class Metrics:
         self.webhooks = Counter(
             "ductile_webhook_requests", "Webhook listener answers, by status", ["status"], registry=r
         )
+
+    def _gauges(self) -> None:
+        """What a scrape reads from the store and the runtime."""
+        r = self.registry
         self.queue_depth = Gauge(
             "ductile_queue_depth", "Jobs queued (including those waiting for a retry time)", registry=r
         )
@@ -114,10 +117,6 @@ class Metrics:
             "ductile_plugins_refused", "Plugins refused at discovery (ductile plugins says why)", registry=r
         )
         self.subscribers = Gauge("ductile_event_stream_clients", "Clients following GET /events", registry=r)
-        Info("ductile_build", "ductile's version", registry=r).info(
-            {"version": _version(), "python": sys.version.split()[0]}
-        )
-        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_open_fds, ...
 
     def observe(self, entry: Entry) -> None:
         """Count one activity entry (a :class:`~ductile.app.feed.Feed` observer)."""

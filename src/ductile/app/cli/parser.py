@@ -172,19 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 runtime error (or a negative answer), 2 usage or config error. "
         "`ductile <verb> --help` describes each verb.",
     )
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        default=None,
-        help="config file (default: $DUCTILE_CONFIG, then ./ductile.yaml)",
-    )
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        default=False,
-        help="show tracebacks of internal errors (DUCTILE_DEBUG=1)",
-    )
-    parser.add_argument("--version", action="store_true", default=False, help="print the version and exit")
+    _global_options(parser)
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
     plain, with_json = _common(False), _common(True)
 
@@ -207,16 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(verb("run", "queue one job of a plugin", details=_RUN_HELP))
     status = verb("status", "daemon, queue, plugins, breakers and health checks", details=_STATUS_HELP)
     status.add_argument("--no-health", action="store_true", help="do not run the plugins' health commands")
-    reload = verb(
-        "reload",
-        "make the running daemon re-read its config and print what changed (the config is checked first)",
-        json_flag=True,
-    )
-    reload.add_argument(
-        "--timeout",
-        type=_seconds,
-        metavar="SECONDS",
-        help=f"wait this long for the daemon's report (default {DEFAULT_RELOAD_WAIT:g})",
+    _reload_options(
+        verb(
+            "reload",
+            "make the running daemon re-read its config and print what changed (the config is checked first)",
+        )
     )
     verb("plugins", "list plugins: loaded (with schedules), refused (with reasons), disabled")
     _inspect_options(verb)
@@ -234,6 +217,32 @@ def build_parser() -> argparse.ArgumentParser:
         verb("simulate", "what this config would do over days, simulated", details=_SIMULATE_HELP)
     )
     return parser
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    """The options given before the verb (each verb takes them too: :func:`_common`)."""
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help="config file (default: $DUCTILE_CONFIG, then ./ductile.yaml)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False,
+        help="show tracebacks of internal errors (DUCTILE_DEBUG=1)",
+    )
+    parser.add_argument("--version", action="store_true", default=False, help="print the version and exit")
+
+
+def _reload_options(reload: argparse.ArgumentParser) -> None:
+    reload.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help=f"wait this long for the daemon's report (default {DEFAULT_RELOAD_WAIT:g})",
+    )
 
 
 def _config_actions(config: argparse.ArgumentParser, with_json: argparse.ArgumentParser) -> None:
