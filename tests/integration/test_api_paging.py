@@ -35,12 +35,14 @@ def _site(root: Path) -> Path:
 
 
 async def _fill(config: Path) -> list[str]:
-    """10k queued jobs of plugins that do not exist (so nothing runs them), oldest first."""
+    """10k queued jobs, oldest first, none due before tomorrow: the daemon serving the API
+    claims none of them while the test pages (their statuses stay as they are)."""
     async with Ductile(config) as d:
         now = d.engine.clock.now() - timedelta(days=1)
         jobs = [
             Job(id=f"job-{i:05d}", plugin="alpha" if i % 3 else "beta", command="poll",
-                submitted_by=SubmittedBy.API, created_at=now + timedelta(milliseconds=i // 2))
+                submitted_by=SubmittedBy.API, created_at=now + timedelta(milliseconds=i // 2),
+                next_retry_at=now + timedelta(days=3))
             for i in range(JOBS)
         ]  # fmt: skip
         store = d.engine.store
@@ -60,7 +62,14 @@ async def _arrive(db: Path, n: int) -> None:
     store = await SqliteStore.open(db)
     try:
         now = datetime.now(UTC)
-        job = J(id=f"late-{n}", plugin="alpha", command="poll", submitted_by=SubmittedBy.CLI, created_at=now)
+        job = J(
+            id=f"late-{n}",
+            plugin="alpha",
+            command="poll",
+            submitted_by=SubmittedBy.CLI,
+            created_at=now,
+            next_retry_at=now + timedelta(days=3),
+        )
         await store.enqueue(job, actor=Actor.CLI, now=now, dedupe_ttl=timedelta(0))
     finally:
         await store.close()
