@@ -196,7 +196,7 @@ def test_a_client_that_does_not_read_is_dropped_and_never_slows_dispatch(tmp_pat
 def test_the_heartbeat_comment_keeps_an_idle_stream_alive(tmp_path: Path) -> None:
     async def main() -> None:
         async with Ductile(_embedded(tmp_path, FAST)) as d:
-            d.heartbeat = 0.2
+            d.surface.heartbeat = 0.2
             serving = asyncio.create_task(d.serve())
             port = await _until(lambda: d.api_port, "the API listener")
             comments: list[str] = []
@@ -219,3 +219,18 @@ def test_a_bad_last_event_id_is_a_400(site: Site, header: str) -> None:
     response = httpx.get(f"http://127.0.0.1:{daemon.api_port}/events",
                          headers={"Authorization": f"Bearer {TOKEN}", "Last-Event-ID": header})  # fmt: skip
     assert response.status_code == 400
+
+
+def test_a_refused_plugin_is_in_the_stream(site: Site) -> None:
+    site.plugin("good", recorder(site, "good"))
+    bad = site.plugin("bad", recorder(site, "bad"))
+    (bad / "manifest.yaml").write_text("name: bad\nversion: 1.0.0\nprotocol: 99\nentrypoint: run\n")
+    site.write_config({"good": {}}, api={"tokens": [{"name": "ev", "token": TOKEN, "scopes": ["*"]}]})
+    daemon = site.start()
+    url = f"http://127.0.0.1:{daemon.api_port}"
+    events = read_events(
+        url, last_id=0, until=lambda events: any(e["event"] == "plugin.refused" for e in events)
+    )
+    refused = next(e for e in events if e["event"] == "plugin.refused")
+    assert refused["data"]["plugin"] == "bad"
+    assert "protocol" in refused["data"]["reason"]

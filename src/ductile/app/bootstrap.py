@@ -22,12 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ductile.app.daemon import Listener, Service
+from ductile.app.daemon import Service
 from ductile.app.engine import Engine
 from ductile.app.feed import Feed
 from ductile.app.intake import Manual, Webhook
 from ductile.app.operations import reload_doc
-from ductile.domain.activity import Activity, Kind
+from ductile.domain.activity import Kind
 from ductile.domain.breaker import BreakerStatus
 from ductile.domain.config import Config, Endpoint
 from ductile.domain.errors import ConfigError
@@ -43,10 +43,9 @@ from ductile.ports.store import Store
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
-    from ductile.adapters.http import HttpServer
     from ductile.adapters.pidlock import InstanceLock
-    from ductile.adapters.wake import WakeListener
     from ductile.app.api import Metrics
+    from ductile.app.surface import Surface
 
 DB_NAME = "ductile.db"
 
@@ -144,14 +143,7 @@ class Ductile:
         self._stop_requested = False
         self._asgi: ASGIApp | None = None
         self._closed = False
-        #: The activity feed and the metrics it counts (built with the engine).
-        self._feed: Feed | None = None
-        self._metrics: Metrics | None = None
-        self._api: ASGIApp | None = None
-        #: The API's listener while serving (for :attr:`api_port`).
-        self._api_server: HttpServer | None = None
-        #: Seconds between two heartbeat comments on ``GET /events`` (None: the API's default, 15 s).
-        self.heartbeat: float | None = None
+        self._surface: Surface | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def _load(self) -> Config:
@@ -189,6 +181,7 @@ class Ductile:
         except BaseException:
             await self.close()
             raise
+        await self.surface.record_refusals()
         _advise(config)
         return self
 
@@ -261,8 +254,8 @@ class Ductile:
         even then: for an application that embeds ductile and speaks to systemd itself.
         """
         engine = self.engine
-        http, listeners = self._listeners(engine.runtime.config) if self._listen else (None, [])
-        wake = self._wake_listener()
+        http, listeners = self.surface.listeners(engine.runtime.config) if self._listen else (None, [])
+        wake = self.surface.wake_listener() if self._lock is not None and self._lock.held else None
         reload_source = self.reload if self.config_path is not None else None
         notifier = None
         if notify_systemd and self._environ.get("NOTIFY_SOCKET"):
@@ -292,91 +285,34 @@ class Ductile:
             if wake is not None:
                 wake.close()
 
-    def _listeners(self, config: Config) -> tuple[Listener | None, list[Listener]]:
-        """The webhook listener and the API's; one server for both when they share an address."""
-        from ductile.adapters.http import HttpServer
-
-        webhooks, api = config.webhooks, config.api
-        if (
-            webhooks is not None
-            and api is not None
-            and api.port != 0
-            and (api.host, api.port)
-            == (
-                webhooks.host,
-                webhooks.port,
-            )
-        ):
-            shared = HttpServer(self.api_app_over(self.asgi_app), api.host, api.port, label="webhooks+api")
-            self._api_server = shared
-            return shared, []
-        http = HttpServer(self.asgi_app, webhooks.host, webhooks.port) if webhooks is not None else None
-        apis: list[Listener] = []
-        if api is not None:
-            self._api_server = HttpServer(self.api_app, api.host, api.port, label="api")
-            apis.append(self._api_server)
-        return http, apis
-
+    # ----------------------------------------------------------------- the operator surface
     @property
-    def api_port(self) -> int | None:
-        """The port the API listens on once serving (``api.listen`` port 0 picks one); None before."""
-        return self._api_server.bound_port if self._api_server is not None else None
+    def surface(self) -> Surface:
+        """The activity feed, metrics, API app and listeners of this instance (built when first needed)."""
+        if self._surface is None:
+            from ductile.app.surface import Surface
 
-    def _wake_listener(self) -> WakeListener | None:
-        """Another process's enqueue wakes the dispatcher at once (ADR 0021); only for the
-        instance that holds the state directory's lock."""
-        if self._lock is None or not self._lock.held:
-            return None
-        from ductile.adapters.wake import WakeListener
+            self._surface = Surface(self.engine, reload=self.reload_report, health=self.health,
+                                    webhooks=lambda: self.asgi_app)  # fmt: skip
+        return self._surface
 
-        engine, feed = self.engine, self.feed
-
-        def woken() -> None:
-            engine.inbox.notify()
-            feed.poke()
-
-        listener = WakeListener(engine.runtime.config.service.state_dir, woken)
-        return listener if listener.start() else None
-
-    # ----------------------------------------------------------------- the operator API
     @property
     def feed(self) -> Feed:
-        """The activity feed (SSE clients, metrics) of this instance."""
-        if self._feed is None:
-            from ductile.app.api import Metrics
-
-            self._feed = Feed(self.engine.store)
-            self._metrics = Metrics()
-            self._feed.observe(self._metrics.observe)
-        return self._feed
+        return self.surface.feed
 
     @property
     def metrics(self) -> Metrics:
-        _ = self.feed
-        assert self._metrics is not None
-        return self._metrics
+        return self.surface.metrics
 
     @property
     def api_app(self) -> ASGIApp:
         """The operator API's ASGI app (its own listener, or mounted in a host application)."""
-        if self._api is None:
-            self._api = self.api_app_over(None)
-        return self._api
+        return self.surface.api_app
 
-    def api_app_over(self, fallback: ASGIApp | None) -> ASGIApp:
-        """The API app; what no API route matches goes to ``fallback`` (the webhooks)."""
-        from ductile.app.api import ApiContext, build_api
-
-        context = ApiContext(
-            engine=self.engine,
-            feed=self.feed,
-            metrics=self.metrics,
-            reload=self.reload_report,
-            health=self.health,
-        )
-        if self.heartbeat is not None:
-            context.heartbeat = self.heartbeat
-        return build_api(context, fallback=fallback)
+    @property
+    def api_port(self) -> int | None:
+        """The port the API listens on once serving (``api.listen`` port 0 picks one); None before."""
+        return self.surface.api_port
 
     def stop(self) -> None:
         """Stop serving gracefully; safe to call more than once, from a signal handler too."""
@@ -405,9 +341,10 @@ class Ductile:
                 config = self._load()
             except ConfigError as e:
                 _reload_log.error(f"reload refused, keeping the running configuration: {e}")
-                await self._note(Kind.CONFIG_REJECTED, {"error": str(e)})
+                await self.surface.record(Kind.CONFIG_REJECTED, {"error": str(e)})
                 raise
         old = engine.runtime.config
+        refused_before = frozenset(r.name for r in engine.runtime.refused)
         for change in restart_needed(old, config):
             _reload_log.warning(f"{change} changed: it applies at the next restart")
         report = await engine.reload(config)
@@ -415,16 +352,9 @@ class Ductile:
         doc = reload_doc(old, config, added=report.added, removed=report.removed,
                          cancelled=report.cancelled, unhealthy=report.unhealthy)  # fmt: skip
         doc["restart_needed"] = restart_needed(old, config)
-        await self._note(Kind.CONFIG_RELOADED, doc)
+        await self.surface.record(Kind.CONFIG_RELOADED, doc)
+        await self.surface.record_refusals(refused_before)
         return doc
-
-    async def _note(self, kind: Kind, data: dict[str, Any]) -> None:
-        try:
-            await self.engine.store.note(Activity(kind=kind, at=self.engine.clock.now(), data=data))
-        except Exception:  # the reload happened (or not) all the same
-            _reload_log.exception("could not record the reload in the activity log")
-        if self._feed is not None:
-            self._feed.poke()
 
     # ----------------------------------------------------------------- API
     async def enqueue(
