@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.plugins import recorder
-from tests.support.site import Daemon, Site, log_match, wait_until
+from tests.support.site import SECRET, Daemon, Site, log_match, signature, wait_until
 
 ADMIN = "admin-token-0123456789"
 READER = "jobs-reader-token-0123"
@@ -75,6 +75,7 @@ def api(site: Site) -> Iterator[Api]:
     site.write_config(
         {"feeds": {"config": {"url": "http://x", "api_key": "sekrit-value"}}, "other": {}, "broken": {}},
         api={"tokens": TOKENS},
+        endpoints=[{"path": "/hook/feeds", "plugin": "feeds", "secret": SECRET}],
     )
     client = Api(site.start())
     try:
@@ -237,6 +238,9 @@ def test_reload_reports_changes_and_refusals(api: Api, site: Site) -> None:
 def test_metrics_parse_with_the_prometheus_parser(api: Api) -> None:
     job = api.ok("POST", "/plugin/other/poll", status=202)["job_id"]
     api.job_done(job)
+    body = b'{"n": 1}'
+    assert api.daemon.post("/hook/feeds", body, {"X-Hub-Signature-256": signature(body)}).status_code == 202
+    assert api.daemon.post("/hook/feeds", body, {"X-Hub-Signature-256": "sha256=00"}).status_code == 403
 
     def families() -> dict[str, Any] | None:
         text = api.call("GET", "/metrics").text
@@ -259,6 +263,12 @@ def test_metrics_parse_with_the_prometheus_parser(api: Api) -> None:
         assert name in found, name
     loaded = found["ductile_plugins_loaded"].samples[0].value
     assert loaded == 3
+    hooks = {
+        s.labels["status"]: s.value
+        for s in found["ductile_webhook_requests"].samples
+        if s.name.endswith("_total")
+    }
+    assert hooks == {"202": 1.0, "403": 1.0}
 
 
 def test_openapi_lists_exactly_the_routes_served(api: Api) -> None:
@@ -290,3 +300,29 @@ def test_no_token_ever_reaches_the_log_or_an_answer(api: Api) -> None:
         assert token not in text
     assert daemon.logs(log_match("GET /jobs -> 200", component="api"))[0]["token"] == "admin"
     assert daemon.logs(log_match("GET /jobs -> 401", component="api"))[0]["token"] is None
+
+
+def test_one_server_serves_both_when_the_addresses_are_the_same(site: Site) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free port, named in the config (port 0 never counts as shared)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    site.plugin("feeds", recorder(site, "feeds"))
+    config = site.write_config(
+        {"feeds": {}},
+        api={"tokens": TOKENS},
+        endpoints=[{"path": "/hook/feeds", "plugin": "feeds", "secret": SECRET}],
+    )
+    config["webhooks"]["listen"] = config["api"]["listen"] = f"127.0.0.1:{port}"
+    site.config_path.write_text(json.dumps(config))
+    daemon = site.start()
+    listening = daemon.logs(log_match("listening", component="http", exact=True))
+    assert [line["listener"] for line in listening] == ["webhooks+api"]
+    base = f"http://127.0.0.1:{port}"
+    assert httpx.get(base + "/jobs", headers={"Authorization": f"Bearer {READER}"}).status_code == 200
+    body = b'{"via": "shared"}'
+    hook = httpx.post(base + "/hook/feeds", content=body, headers={"X-Hub-Signature-256": signature(body)})
+    assert hook.status_code == 202
+    assert httpx.get(base + "/healthz").json()["status"] == "ok"
+    assert httpx.post(base + "/hook/nowhere", content=b"{}").status_code == 404
