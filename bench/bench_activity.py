@@ -1,4 +1,4 @@
-"""What the activity log costs the SQLite store (ADR 0022).
+"""What the activity log costs the SQLite store (ADR 0025).
 
     python bench/bench_activity.py [--rounds 5] [--jobs 300]
 

@@ -4,7 +4,7 @@
 
 Every filter but ``q`` narrows by an index; ``q`` (text in the last error, a run's
 error, stderr or response) walks the newest-first index and looks at each job's
-runs through their index until the page is full (ADR 0020). Its worst case is a
+runs through their index until the page is full (ADR 0023). Its worst case is a
 text found nowhere: every job is looked at. Medians of ``--repeat`` reads.
 """
 

@@ -6,7 +6,7 @@ A daemon runs with one quick plugin; ``ductile run tick --wait --json`` is run
 ``--runs`` times in each of two variants, alternated (A, B, B, A, ...):
 
 * **wake**: as shipped: the CLI writes a byte to the daemon's FIFO
-  (``state/wake.fifo``, ADR 0021) after its enqueue;
+  (``state/wake.fifo``, ADR 0024) after its enqueue;
 * **poll**: the FIFO is renamed away before the run, so the CLI cannot reach it
   and the daemon notices the job at its next idle poll (at most 1 s).
 

@@ -1,4 +1,4 @@
-"""The cross-process wake-up (``ductile.adapters.wake``, ADR 0021) on real FIFOs.
+"""The cross-process wake-up (``ductile.adapters.wake``, ADR 0024) on real FIFOs.
 
 A write from another process wakes the listener on its event loop; with no
 listener, a missing state directory, a planted file or symlink, :func:`wake`

@@ -1,4 +1,4 @@
-"""A cross-process wake-up: a FIFO in the state directory (ADR 0021).
+"""A cross-process wake-up: a FIFO in the state directory (ADR 0024).
 
 The store is the source of truth; this is only a hint that it changed. The
 daemon holds ``<state_dir>/wake.fifo`` open for reading (and, so the pipe

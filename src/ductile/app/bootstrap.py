@@ -15,6 +15,7 @@ time, and no signal handler is installed unless asked.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -26,12 +27,12 @@ from ductile.app.daemon import Service
 from ductile.app.engine import Engine
 from ductile.app.feed import Feed
 from ductile.app.intake import Manual, Webhook
-from ductile.app.operations import reload_doc
+from ductile.app.operations import reload_doc, restart_needed
 from ductile.domain.activity import Kind
 from ductile.domain.breaker import BreakerStatus
 from ductile.domain.config import Config, Endpoint
-from ductile.domain.errors import ConfigError
-from ductile.domain.job import Command, SubmittedBy
+from ductile.domain.errors import ConfigError, UnknownJobError
+from ductile.domain.job import Command, Job, SubmittedBy
 from ductile.domain.schedule import PlannedRun
 from ductile.log import Log
 from ductile.ports.catalog import Catalog
@@ -48,6 +49,10 @@ if TYPE_CHECKING:
     from ductile.app.surface import Surface
 
 DB_NAME = "ductile.db"
+#: :meth:`Ductile.wait` looks at the job after this long, then twice as long each time, up to...
+_WAIT_FIRST = 0.01
+#: ...this many seconds between two looks.
+_WAIT_MAX = 0.25
 
 _config_log = Log("config")
 _reload_log = Log("reload")
@@ -85,24 +90,6 @@ def _default_inbox() -> Inbox:
     from ductile.adapters.asyncio_inbox import AsyncioInbox
 
     return AsyncioInbox()
-
-
-def restart_needed(old: Config, new: Config) -> list[str]:
-    """Settings a reload cannot apply: the running process keeps the old value."""
-    changes = []
-    if old.service.state_dir != new.service.state_dir:
-        changes.append("service.state_dir")
-    if old.service.log_level != new.service.log_level:
-        changes.append("service.log_level")
-    old_listen = (old.webhooks.host, old.webhooks.port) if old.webhooks else None
-    new_listen = (new.webhooks.host, new.webhooks.port) if new.webhooks else None
-    if old_listen != new_listen:
-        changes.append("webhooks.listen")
-    old_api = (old.api.host, old.api.port) if old.api else None
-    new_api = (new.api.host, new.api.port) if new.api else None
-    if old_api != new_api:
-        changes.append("api.listen")
-    return changes
 
 
 class Ductile:
@@ -144,14 +131,40 @@ class Ductile:
         self._asgi: ASGIApp | None = None
         self._closed = False
         self._surface: Surface | None = None
+        self._loaded_text: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def _load(self) -> Config:
+        """The config, and (``self._loaded_text``) the text it was read from."""
         if isinstance(self._config_source, Config):
+            self._loaded_text = None
             return self._config_source
-        from ductile.adapters.config import load_config
+        from ductile.adapters.config import load_config_and_text, machine_timezone
 
-        return load_config(self._config_source, env=self._environ)
+        config, self._loaded_text = load_config_and_text(
+            self._config_source, env=self._environ, local_tz=machine_timezone(env=self._environ)
+        )
+        return config
+
+    def _record(self, config: Config) -> None:
+        """Tell the command line this daemon's zone and its last good config (in the state
+        directory, :mod:`ductile.adapters.daemon_record`); a failure to write is only logged."""
+        if not self._owns_store:
+            return
+        from ductile.adapters.config import machine_timezone
+        from ductile.adapters.daemon_record import write_record
+
+        zone = machine_timezone(env=self._environ)
+        try:
+            write_record(
+                config.service.state_dir,
+                zone=str(getattr(zone, "key", zone)),
+                config=config.source if self._loaded_text is not None else None,
+                config_text=self._loaded_text,
+                loaded_at=self.engine.clock.now(),
+            )
+        except OSError as e:
+            _config_log.warning(f"cannot record the config in the state directory: {e.strerror or e}")
 
     @property
     def config_path(self) -> str | None:
@@ -183,6 +196,7 @@ class Ductile:
             raise
         await self.surface.record_refusals()
         _advise(config)
+        self._record(config)
         return self
 
     async def _open_own_store(self, config: Config) -> Store:
@@ -293,7 +307,7 @@ class Ductile:
             from ductile.app.surface import Surface
 
             self._surface = Surface(self.engine, reload=self.reload_report, health=self.health,
-                                    webhooks=lambda: self.asgi_app)  # fmt: skip
+                                    webhooks=lambda: self._counted(self._build_asgi(ready=None)))  # fmt: skip
         return self._surface
 
     @property
@@ -352,6 +366,7 @@ class Ductile:
         doc = reload_doc(old, config, added=report.added, removed=report.removed,
                          cancelled=report.cancelled, unhealthy=report.unhealthy)  # fmt: skip
         doc["restart_needed"] = restart_needed(old, config)
+        self._record(config)
         await self.surface.record(Kind.CONFIG_RELOADED, doc)
         await self.surface.record_refusals(refused_before)
         return doc
@@ -370,8 +385,10 @@ class Ductile:
 
         A ``handle`` job receives ``payload`` as the payload of an event of type
         ``event_type`` (default ``manual``) from source ``api``, with an event id of its own.
-        Raises :class:`~ductile.app.intake.EnqueueRefusedError` when the plugin or
-        command cannot run now.
+        Raises :class:`~ductile.app.intake.UnknownPluginError` (no such plugin),
+        :class:`~ductile.app.intake.UnknownCommandError` (its manifest does not list
+        ``command``) or :class:`~ductile.app.intake.PluginUnavailableError` (refused,
+        disabled, ``init`` failed): all :class:`~ductile.app.intake.EnqueueRefusedError`.
         """
         submission = Manual(
             plugin=plugin,
@@ -403,28 +420,69 @@ class Ductile:
         }
 
     @property
+    def ready(self) -> bool:
+        """Open and not closed: :attr:`asgi_app` serves (it answers 503 otherwise)."""
+        return self._engine is not None and not self._closed
+
+    @property
     def asgi_app(self) -> ASGIApp:
-        """The webhook + /healthz ASGI app, to mount in a host application."""
+        """The webhook + /healthz ASGI app, to mount in a host application.
+
+        It may be taken before the instance is opened (when the host app is
+        built, before ``async with``): until :meth:`open` has finished, and
+        again after :meth:`close`, it answers 503 with ``Retry-After: 1``.
+        """
         if self._asgi is None:
-            from ductile.adapters.http import WebhookDelivery, build_app
-
-            engine = self.engine
-
-            def endpoints() -> Sequence[Endpoint]:
-                hooks = engine.runtime.config.webhooks
-                return hooks.endpoints if hooks is not None else ()
-
-            async def submit(delivery: WebhookDelivery) -> str:
-                webhook = Webhook(
-                    endpoint=delivery.endpoint,
-                    payload=delivery.payload,
-                    headers=delivery.headers,
-                    dedupe_key=delivery.dedupe_key,
-                )
-                return (await engine.submit(webhook)).job_id
-
-            from ductile.app.api.metrics import counting
-
-            app = build_app(endpoints=endpoints, submit=submit, health=self.health)
-            self._asgi = counting(app, self.metrics.webhook_answered)
+            self._asgi = self._counted(self._build_asgi(ready=lambda: self.ready))
         return self._asgi
+
+    def _counted(self, app: ASGIApp) -> ASGIApp:
+        """``app``, its answers counted in the metrics once this instance has them (serving)."""
+        from ductile.app.api.metrics import counting
+
+        def answered(status: int) -> None:
+            if self._surface is not None:
+                self._surface.metrics.webhook_answered(status)
+
+        return counting(app, answered)
+
+    def _build_asgi(self, *, ready: Callable[[], bool] | None) -> ASGIApp:
+        """The app; ``ready`` None for ductile's own listener, started only once open."""
+        from ductile.adapters.http import WebhookDelivery, build_app
+
+        def endpoints() -> Sequence[Endpoint]:
+            hooks = self.engine.runtime.config.webhooks
+            return hooks.endpoints if hooks is not None else ()
+
+        async def submit(delivery: WebhookDelivery) -> str:
+            webhook = Webhook(
+                endpoint=delivery.endpoint,
+                payload=delivery.payload,
+                headers=delivery.headers,
+                dedupe_key=delivery.dedupe_key,
+            )
+            return (await self.engine.submit(webhook)).job_id
+
+        return build_app(endpoints=endpoints, submit=submit, health=self.health, ready=ready)
+
+    # ----------------------------------------------------------------- jobs
+    async def job(self, job_id: str) -> Job:
+        """The job as stored now; raises :class:`~ductile.domain.errors.UnknownJobError`."""
+        job = await self.engine.store.get_job(job_id)
+        if job is None:
+            raise UnknownJobError(job_id)
+        return job
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """The job once it is terminal (``succeeded`` or ``dead``: see ``job.status`` and
+        ``job.last_error``). Raises :class:`TimeoutError` when ``timeout`` seconds pass first
+        (the job carries on) and :class:`~ductile.domain.errors.UnknownJobError`. The
+        instance must be serving (:meth:`serve`) for the job to make progress."""
+        pause = _WAIT_FIRST
+        async with asyncio.timeout(timeout):
+            while True:
+                job = await self.job(job_id)
+                if job.terminal:
+                    return job
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _WAIT_MAX)

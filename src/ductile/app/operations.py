@@ -209,6 +209,24 @@ async def plugin_view(store: Store, runtime: Runtime, name: str) -> dict[str, An
 # ----------------------------------------------------------------------------- reload
 
 
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Settings a reload cannot apply: the running process keeps the old value."""
+    changes = []
+    if old.service.state_dir != new.service.state_dir:
+        changes.append("service.state_dir")
+    if old.service.log_level != new.service.log_level:
+        changes.append("service.log_level")
+    old_listen = (old.webhooks.host, old.webhooks.port) if old.webhooks else None
+    new_listen = (new.webhooks.host, new.webhooks.port) if new.webhooks else None
+    if old_listen != new_listen:
+        changes.append("webhooks.listen")
+    old_api = (old.api.host, old.api.port) if old.api else None
+    new_api = (new.api.host, new.api.port) if new.api else None
+    if old_api != new_api:
+        changes.append("api.listen")
+    return changes
+
+
 def reload_doc(
     old: Config,
     new: Config,

@@ -98,7 +98,7 @@ class Surface:
         return http, apis
 
     def wake_listener(self) -> WakeListener | None:
-        """Another process's enqueue wakes the dispatcher and the feed at once (ADR 0021);
+        """Another process's enqueue wakes the dispatcher and the feed at once (ADR 0024);
         the caller holds the state directory's lock."""
         from ductile.adapters.wake import WakeListener
 

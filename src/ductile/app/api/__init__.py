@@ -1,7 +1,7 @@
 """The operator HTTP API (issue 14): bearer tokens with scopes, jobs, plugins, reload,
 Server-Sent Events and Prometheus metrics, on a listener of its own (loopback by default).
 
-Starlette serves it (ADR 0020): many routes, requests, a streaming response;
+Starlette serves it (ADR 0023): many routes, requests, a streaming response;
 the handlers call the app's service functions (:mod:`ductile.app.operations`,
 the one intake path), never the store's internals. The modules: ``app`` (the
 application and the guard), ``routes`` (the route table and the OpenAPI

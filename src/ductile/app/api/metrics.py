@@ -1,4 +1,4 @@
-"""``GET /metrics``: Prometheus text format from ductile's own registry (ADR 0023).
+"""``GET /metrics``: Prometheus text format from ductile's own registry (ADR 0026).
 
 Counters and histograms move with the activity feed (each entry observed
 once, as it is read), so they count from the daemon's start, as Prometheus

@@ -45,6 +45,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "config": ("config", "cmd_config"),
     "schedule": ("schedule", "cmd_schedule"),
     "simulate": ("simulate", "cmd_simulate"),
+    "init": ("scaffold", "cmd_init"),
+    "new": ("scaffold", "cmd_new"),
 }
 
 
@@ -80,7 +82,7 @@ def console() -> None:
     interpreter's own teardown, ~100 ms on a loaded 2-core machine (module
     finalization, garbage collection), which would make ``ductile run --wait``
     return long after the job's end. So the streams are flushed, logging is shut
-    down, and the process ends with ``os._exit`` (ADR 0021).
+    down, and the process ends with ``os._exit`` (ADR 0024).
     """
     code = main()
     import contextlib

@@ -2,7 +2,7 @@
 
 ``ductile jobs``, ``retry`` and ``cancel`` call the same service functions as
 the HTTP API (:mod:`ductile.app.operations`) on the daemon's database; a
-change wakes the running daemon at once through its FIFO (ADR 0021). Job ids
+change wakes the running daemon at once through its FIFO (ADR 0024). Job ids
 may be given as an unambiguous prefix of at least 8 characters.
 """
 

@@ -28,7 +28,7 @@ from ductile.domain.protocol import decode_json_object
 from ductile.ports.store import Store
 
 #: How often ``run --wait`` looks at the job: one read by primary key, so ``run --wait``
-#: returns within this long of the job's end (the daemon itself is woken at once, ADR 0021).
+#: returns within this long of the job's end (the daemon itself is woken at once, ADR 0024).
 WAIT_POLL = 0.05
 
 
