@@ -139,6 +139,8 @@ def test_trigger_queues_through_intake_and_dedupes(api: Api) -> None:
 
 def test_trigger_refusals(api: Api) -> None:
     assert api.call("POST", "/plugin/nope/poll").status_code == 404
+    for own in ("init", "health"):
+        assert api.call("POST", f"/plugin/feeds/{own}").status_code == 422
     unknown = api.call("POST", "/plugin/feeds/frobnicate")
     assert unknown.status_code == 422
     assert "does not support" in unknown.json()["detail"]

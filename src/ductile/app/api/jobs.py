@@ -23,6 +23,11 @@ TRIGGER_EVENT_TYPE = "api.trigger"
 #: Most jobs one page of ``GET /jobs`` holds.
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
+#: Commands the daemon runs itself, never on request (as ``ductile run`` refuses them).
+NOT_TRIGGERED = {
+    "init": "init runs when the plugin is first loaded or its config changes (start, reload)",
+    "health": "health runs on demand with `ductile status`, not as a queued job",
+}
 JOB_FILTERS = ("status", "plugin", "command", "submitted_by", "since", "until", "q", "limit", "cursor")
 
 
@@ -35,6 +40,8 @@ async def trigger(request: Request, ctx: ApiContext, token: ApiToken) -> Respons
     engine = ctx.engine
     if engine.runtime.status_of(plugin).state is PluginState.ABSENT:
         raise not_found(f"no plugin named {plugin!r}")
+    if command in NOT_TRIGGERED:
+        raise ApiError(422, "cannot run", NOT_TRIGGERED[command])
     submission = Manual(
         plugin=plugin,
         command=command,
