@@ -234,7 +234,7 @@ class InMemoryStore:
 
     async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:
         log = self.tx.activity
-        start = bisect.bisect_right([e.id for e in log], after)
+        start = bisect.bisect_right(log, after, key=lambda e: e.id)
         return log[start : start + limit]
 
     async def last_activity_id(self) -> int:
