@@ -71,6 +71,7 @@ IDENTITY_FIELDS = (
     "source_event_id",
     "schedule_id",
     "route_depth",
+    "retry_of",
 )
 
 

@@ -4,7 +4,7 @@ Per (plugin, command), counting consecutive failed or timed-out runs of
 scheduler-originated jobs. With several schedules per plugin the pair is
 (plugin, :func:`subject`): the command, qualified by the schedule when it is
 not the ``default`` one (``poll@hourly``), so one schedule's failures never
-hold back another's runs (ADR 0025). At ``threshold`` it opens: the scheduler enqueues
+hold back another's runs (ADR 0029). At ``threshold`` it opens: the scheduler enqueues
 nothing for that pair. After ``reset_after`` one scheduled job may go as a
 probe (half-open): success closes the breaker, failure re-opens it. A probe
 that never reports (cancelled, lost) does not wedge the breaker: another

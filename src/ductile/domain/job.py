@@ -128,6 +128,8 @@ class Job:
     #: How many routing hops led to this job: 0 for a job asked for directly, a routed
     #: child one more than its parent (a timer's event: 1). Capped by ``service.max_route_depth``.
     route_depth: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    #: Set on a job an operator queued again by hand (``ductile retry``, the API): the job it repeats.
+    retry_of: str | None = None
 
     @property
     def terminal(self) -> bool:

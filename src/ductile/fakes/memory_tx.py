@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from ductile.domain.activity import Activity, Entry
 from ductile.domain.breaker import Breaker
 from ductile.domain.facts import Fact
 from ductile.domain.job import TERMINAL, Job, JobStatus, Transition
@@ -164,6 +165,9 @@ class MemoryTx(SerialLocks):
         self._job_numbers = itertools.count()
         self._run_numbers = itertools.count()
         self._fact_numbers = itertools.count(1)
+        #: The activity log, in id order; ids come from ``activity_seq`` and are never reused.
+        self.activity: list[Entry] = []
+        self.activity_seq = 0
         self._undo: list[_Undo] = []
         self.index: Index = index(self)
 
@@ -416,3 +420,22 @@ class MemoryTx(SerialLocks):
 
     def put_init(self, record: InitRecord) -> None:
         self._put(self.inits, record.plugin, record)
+
+    # ----------------------------------------------------------------- the activity log
+    def append_activity(self, activity: Activity) -> None:
+        self.activity_seq += 1
+        self.activity.append(Entry(id=self.activity_seq, activity=activity))
+        self._undo.append((self._drop_activity, ()))
+
+    def _drop_activity(self) -> None:
+        self.activity.pop()
+        self.activity_seq -= 1
+
+    def prune_activity(self, before: datetime) -> int:
+        kept = [e for e in self.activity if e.activity.at >= before]
+        pruned = len(self.activity) - len(kept)
+        if pruned:
+            old = self.activity
+            self.activity = kept
+            self._undo.append((setattr, (self, "activity", old)))
+        return pruned

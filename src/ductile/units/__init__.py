@@ -17,9 +17,18 @@ from ductile.units.claim import claim, claim_next, record_process
 from ductile.units.enqueue import enqueue, insert_jobs
 from ductile.units.fire import fire
 from ductile.units.settle import recover, settle
-from ductile.units.upkeep import cancel_queued, delete_finished, pause, reset_breakers, resume
+from ductile.units.upkeep import (
+    cancel_job,
+    cancel_queued,
+    delete_finished,
+    note,
+    pause,
+    reset_breakers,
+    resume,
+)
 
 __all__ = [
+    "cancel_job",
     "cancel_queued",
     "claim",
     "claim_next",
@@ -27,6 +36,7 @@ __all__ = [
     "enqueue",
     "fire",
     "insert_jobs",
+    "note",
     "pause",
     "record_process",
     "recover",

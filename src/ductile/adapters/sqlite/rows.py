@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ductile.domain import breaker as br
+from ductile.domain.activity import Activity, Entry
 from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy, Transition
 from ductile.domain.protocol import LogLine
@@ -69,6 +70,7 @@ def job_params(job: Job) -> tuple[Any, ...]:
         job.source_event_id,
         job.schedule_id,
         job.route_depth,
+        job.retry_of,
     )
 
 
@@ -92,11 +94,12 @@ def job_of(row: Sequence[Any]) -> Job:
         source_event_id=row[15],
         schedule_id=row[16],
         route_depth=row[17],
+        retry_of=row[18],
     )
 
 
 #: Columns of a job row (what :func:`job_of` reads).
-JOB_WIDTH = 18
+JOB_WIDTH = 19  # len(sql.JOB_FIELDS)
 
 
 def transition_of(row: Sequence[Any]) -> Transition:
@@ -202,3 +205,28 @@ def pause_of(row: Sequence[Any]) -> Pause:
 
 def init_of(row: Sequence[Any]) -> InitRecord:
     return InitRecord(plugin=row[0], fingerprint=row[1], ok=bool(row[2]), error=row[3], at=from_us(row[4]))
+
+
+def activity_params(a: Activity) -> tuple[Any, ...]:
+    return (
+        a.kind.value,
+        to_us(a.at),
+        a.plugin,
+        a.command,
+        a.job_id,
+        dumps(dict(a.data), f"activity {a.kind.value}: data"),
+    )
+
+
+def entry_of(row: Sequence[Any]) -> Entry:
+    return Entry(
+        id=row[0],
+        activity=Activity(
+            kind=row[1],
+            at=from_us(row[2]),
+            plugin=row[3],
+            command=row[4],
+            job_id=row[5],
+            data=json.loads(row[6]),
+        ),
+    )

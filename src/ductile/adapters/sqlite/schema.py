@@ -165,12 +165,36 @@ _V2: Migration = (
     "CREATE INDEX runs_plugin_finished ON runs (plugin, finished_at, seq)",
 )
 
-#: Version 3: protocol v2 and several schedules per plugin (issue 13). Jobs know the schedule
+#: Version 3 (the operator API, issue 14): the activity log, a retried job's link to the
+#: job it repeats, and an index for each filter of a job listing.
+_V3: Migration = (
+    # AUTOINCREMENT: an id is never reused after retention pruned the newest rows, so a
+    # client resuming a stream from an id never misses entries appended later.
+    """
+    CREATE TABLE activity (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind    TEXT    NOT NULL,
+        at      INTEGER NOT NULL,
+        plugin  TEXT,
+        command TEXT,
+        job_id  TEXT,
+        data    TEXT    NOT NULL
+    )
+    """,
+    "CREATE INDEX activity_at ON activity (at)",
+    "ALTER TABLE jobs ADD COLUMN retry_of TEXT",
+    "CREATE INDEX jobs_command_created ON jobs (command, created_at)",
+    "CREATE INDEX jobs_submitted_created ON jobs (submitted_by, created_at)",
+    # a job's routed children (``ductile job``, ``GET /job/{id}``)
+    "CREATE INDEX jobs_parent ON jobs (parent_job_id, created_at) WHERE parent_job_id IS NOT NULL",
+)
+
+#: Version 4: protocol v2 and several schedules per plugin (issue 13). Jobs know the schedule
 #: that made them (the poll guard counts per schedule) and their route depth (the loop guard);
 #: runs keep the response's ``result``; the schedule index is keyed ``<plugin>/<schedule id>``
 #: (a plugin's one schedule is ``default``: its planned run keeps its grid); and four small
 #: tables: cancel requests of running jobs, facts, pauses, lifetime counters.
-_V3: Migration = (
+_V4: Migration = (
     "ALTER TABLE jobs ADD COLUMN schedule_id TEXT",
     "ALTER TABLE jobs ADD COLUMN route_depth INTEGER NOT NULL DEFAULT 0 CHECK (route_depth >= 0)",
     "UPDATE jobs SET schedule_id = 'default' WHERE submitted_by = 'scheduler'",
@@ -216,7 +240,7 @@ _V3: Migration = (
 )
 
 #: The whole history of the schema, oldest first. Append; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -6,7 +6,8 @@ import argparse
 import json
 
 from ductile.app.cli.context import EXIT_OK, Context, read_config, read_store
-from ductile.app.cli.format import cell, local_time, table, utc
+from ductile.app.cli.format import cell, local_time, table
+from ductile.app.views import utc
 from ductile.domain.facts import Fact
 
 #: Characters of a fact's body shown in the table (``--json`` has it whole).

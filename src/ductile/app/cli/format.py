@@ -71,13 +71,6 @@ def local_time(at: datetime | None, tz: tzinfo | None = None) -> str:
     return shown.replace(microsecond=0).isoformat()
 
 
-def utc(at: datetime | None) -> str | None:
-    """The JSON form of an instant: UTC ISO-8601 ending in ``Z``; None stays None."""
-    if at is None:
-        return None
-    return iso_utc(at)
-
-
 def _text_duration(value: timedelta) -> str:
     """A configured duration as the operator would write it."""
     try:

@@ -2,7 +2,7 @@
 
 The key is the text ``<plugin>/<schedule id>``: a plugin name never holds a
 ``/`` and a schedule id never does either, so the split is exact. The single
-``schedule:`` of a plugin is the schedule ``default`` (ADR 0025). Keeping the
+``schedule:`` of a plugin is the schedule ``default`` (ADR 0029). Keeping the
 key one text keeps the index's storage and its port as they were.
 """
 
