@@ -36,7 +36,6 @@ DEFAULT_QUEUE_LIMIT = 1000
 #: Default number of facts ``facts`` lists.
 DEFAULT_FACTS_LIMIT = 20
 #: Commands ``run`` may not queue: ``health`` runs with ``status``, ``init`` on start/reload.
-#: Any other command of the plugin's manifest may be queued (``poll``, ``handle``, ``sync``...).
 NOT_RUNNABLE_COMMANDS = ("health", "init")
 #: Simulated days of ``simulate`` unless told.
 DEFAULT_SIMULATE_DAYS = 7
@@ -44,9 +43,9 @@ DEFAULT_SIMULATE_DAYS = 7
 _RUN_HELP = """\
 Queue one job of <plugin> durably, as if the scheduler had made it (submitted_by
 "cli"). The job is written straight into the database without the instance lock;
-the running daemon is woken at once and picks it up. When no daemon runs, the job waits
-in the queue until `ductile start`. --command is poll, handle, or any command of the
-plugin's v2 manifest (sync); not health or init.
+the running daemon is woken at once and picks it up (without a daemon it waits in the
+queue). --command: poll, handle, or a command of a v2 manifest (sync); not health or
+init. A payload that breaks the command's input_schema is refused.
 
 With --command handle, --payload becomes the event the plugin receives, wrapped
 like any other event:
