@@ -98,7 +98,6 @@ def job_of(row: Sequence[Any]) -> Job:
     )
 
 
-
 def transition_of(row: Sequence[Any]) -> Transition:
     return Transition(
         job_id=row[0],
