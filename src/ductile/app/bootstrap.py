@@ -34,7 +34,7 @@ from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
-from ductile.ports.store import Store
+from ductile.ports.store import Store, WriteFault
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -49,6 +49,19 @@ _reload_log = Log("reload")
 
 def database_path(config: Config) -> Path:
     return Path(config.service.state_dir) / DB_NAME
+
+
+def store_health(fault: WriteFault | None) -> dict[str, Any]:
+    """The ``store`` part of ``/healthz``: whether the store accepts writes, and if not why."""
+    if fault is None:
+        return {"writable": True}
+    return {
+        "writable": False,
+        "problem": fault.kind,
+        "transient": fault.transient,
+        "since": fault.since.isoformat().replace("+00:00", "Z"),
+        "reason": fault.reason,
+    }
 
 
 def _advise(config: Config) -> None:
@@ -323,18 +336,21 @@ class Ductile:
         return await self.engine.store.due(start, end)
 
     async def health(self) -> dict[str, Any]:
-        """The /healthz figures (D20)."""
+        """The /healthz figures (D20); ``status`` is ``degraded`` (served with 503) while the
+        store refuses writes, and ``store`` says why."""
         engine = self.engine
         now = engine.clock.now()
         started = engine.started_at or now
         breakers = await engine.store.breakers()
         open_plugins = {b.plugin for b in breakers if b.status is not BreakerStatus.CLOSED}
+        fault = engine.store.write_fault()
         return {
-            "status": "ok",
+            "status": "ok" if fault is None else "degraded",
             "uptime_seconds": round((now - started).total_seconds(), 3),
             "queue_depth": await engine.store.queue_depth(),
             "plugins_loaded": len(engine.runtime.plugins),
             "plugins_circuit_open": len(open_plugins),
+            "store": store_health(fault),
         }
 
     @property

@@ -8,7 +8,10 @@ endpoint and a ``POST``, and read its body within the limits. What is left:
    answer for every cause; an endpoint with an empty secret accepts nothing);
 2. the body must be one strict JSON document (400);
 3. ``submit`` durably enqueues it -> 202 ``{"job_id": ...}``; if it raises ->
-   503 (logged; the body never carries a traceback).
+   503 (the body never carries a traceback). Refusals are logged as an episode
+   (:class:`~ductile.log.Episode`): the first one, then, at the next 202, how
+   many there were; a fault of the store (a full disk, a held lock) in its one
+   line, anything else with its traceback.
 
 The body has been read to its end, so these answers keep the connection
 open, except after an upgrade request (httptools stops parsing there).
@@ -27,6 +30,8 @@ from ductile.adapters.http.headers import dedupe_key, delivery_headers, single_v
 from ductile.adapters.http.jsonbody import NotJsonError, parse_payload
 from ductile.adapters.http.signing import signature_matches
 from ductile.domain.config import Endpoint
+from ductile.log import Episode
+from ductile.ports.store_faults import StoreFaultError
 
 FORBIDDEN = {"error": "forbidden"}
 NOT_JSON = {"error": "body is not valid JSON"}
@@ -56,6 +61,7 @@ class WebhookRoute:
 
     def __init__(self, submit: Submit) -> None:
         self._submit = submit
+        self._refusals = Episode(log, "queueing webhook deliveries (each refused one got a 503)")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint: Endpoint = scope[ENDPOINT]
@@ -78,8 +84,10 @@ class WebhookRoute:
         )
         try:
             job_id = await self._submit(delivery)
-        except Exception:
-            log.exception("could not queue a webhook delivery", plugin=endpoint.plugin, path=endpoint.path)
+        except Exception as e:
+            fault = isinstance(e, StoreFaultError)
+            self._refusals.failed(e, traceback=not fault, plugin=endpoint.plugin, path=endpoint.path)
             await respond(send, 503, NOT_QUEUED, close=close)
             return
+        self._refusals.ended()
         await respond(send, 202, {"job_id": job_id}, close=close)

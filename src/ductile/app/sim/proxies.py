@@ -29,6 +29,7 @@ from ductile.ports.store import (
     RunningJob,
     RunView,
     Store,
+    WriteFault,
 )
 
 if TYPE_CHECKING:
@@ -305,6 +306,9 @@ class ObservedStore:
 
     async def get_init(self, plugin: str) -> InitRecord | None:
         return await self._plain("store.get_init", lambda: self._inner.get_init(plugin))
+
+    def write_fault(self) -> WriteFault | None:  # no I/O: not a numbered port call
+        return self._inner.write_fault()
 
     async def close(self) -> None:
         await self._plain("store.close", self._inner.close)
