@@ -129,6 +129,10 @@ def test_a_full_disk_fails_writes_clearly_and_heals_once_the_named_space_is_free
                 give_back(filler, error.needed)
                 await eventually(lambda: store.write_fault() is None, "the store to heal by itself")
                 assert wal_size(path) < 64 * 1024, "the write-ahead log was checkpointed and truncated"
+                await eventually(
+                    lambda: bool(store_lines(caplog, "the database accepts writes again")),
+                    "the end of the episode (once writes have worked for a few seconds)",
+                )
                 ended = store_lines(caplog, "the database accepts writes again")
                 assert len(ended) == 1
                 assert "5 write(s) failed meanwhile" in ended[0].getMessage()
@@ -246,7 +250,10 @@ def test_a_lock_held_by_another_process_is_a_transient_fault_that_ends_by_itself
                 holder.stdin.close()
                 holder.wait(10)
             await eventually(lambda: store.write_fault() is None, "the store to notice the lock is free")
-            assert len(store_lines(caplog, "the database accepts writes again")) == 1
+            await eventually(
+                lambda: bool(store_lines(caplog, "the database accepts writes again")), "the episode's end"
+            )
+            assert len(store_lines(caplog, "the database refuses writes")) == 1
         finally:
             await store.close()
 

@@ -61,7 +61,7 @@ class WebhookRoute:
 
     def __init__(self, submit: Submit) -> None:
         self._submit = submit
-        self._refusals = Episode(log, "queueing webhook deliveries (each refused one got a 503)")
+        self._refusals = Episode(log, "queueing a webhook delivery (answered 503)")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint: Endpoint = scope[ENDPOINT]

@@ -119,6 +119,15 @@ class Database:
         return failure
 
     # ------------------------------------------------------------- upkeep (the writer's thread)
+    def reclaim(self, conn: sqlite3.Connection) -> bool:
+        """A batch failed for want of space: move the write-ahead log into the database and
+        truncate it. True when that went through (the batch is then worth one more try)."""
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error:
+            return False
+        return int(busy) == 0
+
     def upkeep(self, conn: sqlite3.Connection, idle: bool) -> sqlite3.Connection:
         """Between batches (``idle`` False) or when idle: see the module's docs."""
         try:
@@ -138,6 +147,7 @@ class Database:
             )
             if healed:
                 self._next_space_look = 0.0  # look at the space again at once
+            self.tracker.tick()
         except Exception:  # upkeep must never end the writer
             _log.exception("the store's upkeep failed; trying again in a second")
         return conn

@@ -156,10 +156,30 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class FaultTracker:
-    """The writer's record of its last writes: the fault of the current episode, if any.
+@attrs.define
+class _Episode:
+    """A run of failed writes, from the first until writes have worked for :data:`QUIET` seconds."""
 
-    Written by the writer thread, read from anywhere (one reference, swapped whole).
+    since: datetime
+    kind: str
+    failed_writes: int = 0
+    #: When writes started working again (None while they fail).
+    working_since: datetime | None = None
+
+
+#: Seconds writes must keep working before an episode is logged as over: at the edge of a full
+#: disk some writes fit (a row updated in place) while others do not, and that is one episode.
+QUIET: Final = 5.0
+
+
+class FaultTracker:
+    """The writer's record of its last writes: the fault of now, and the episode it belongs to.
+
+    :attr:`fault` is the state of now: set when a write fails, cleared (a transient fault)
+    as soon as a write works. The *episode* is what is logged: one line when it begins
+    (and one if its kind changes), one when writes have worked for :data:`QUIET` seconds
+    (:meth:`tick`), however often the fault came and went meanwhile. Written by the writer
+    thread, read from anywhere (one reference, swapped whole).
     """
 
     def __init__(self, where: Path, *, now: Callable[[], datetime] = _now) -> None:
@@ -167,7 +187,7 @@ class FaultTracker:
         self._now = now
         self._lock = threading.Lock()
         self._fault: WriteFault | None = None
-        self._failed_writes = 0
+        self._episode: _Episode | None = None
 
     @property
     def fault(self) -> WriteFault | None:
@@ -180,18 +200,20 @@ class FaultTracker:
             return
         with self._lock:
             current = self._fault
-            self._failed_writes += counted
             if current is not None and not current.transient:
                 return  # a permanent fault stays, in its own words
-            if current is not None and current.kind == error.kind:
-                self._fault = attrs.evolve(current, reason=str(error))  # the latest figures
-                return
+            episode = self._episode
+            new_kind = episode is None or episode.kind != error.kind
+            if episode is None:
+                episode = self._episode = _Episode(since=self._now(), kind=error.kind)
+            episode.kind = error.kind
+            episode.failed_writes += counted
+            episode.working_since = None
             self._fault = WriteFault(
-                reason=str(error),
-                kind=error.kind,
-                transient=error.transient,
-                since=current.since if current is not None else self._now(),
+                reason=str(error), kind=error.kind, transient=error.transient, since=episode.since
             )
+        if not new_kind:
+            return
         if error.transient:
             _log.error(f"the database refuses writes: {error}", kind=error.kind, database=str(self._where))
         else:
@@ -202,17 +224,29 @@ class FaultTracker:
             )
 
     def succeeded(self) -> None:
-        """A write committed: a transient episode is over."""
+        """A write committed: a transient fault is over (its episode ends once quiet, :meth:`tick`)."""
         with self._lock:
             current = self._fault
             if current is None or not current.transient:
                 return
             self._fault = None
-            failed, self._failed_writes = self._failed_writes, 0
-        took = (self._now() - current.since).total_seconds()
+            if self._episode is not None and self._episode.working_since is None:
+                self._episode.working_since = self._now()
+
+    def tick(self) -> None:
+        """Log the end of an episode whose writes have worked for :data:`QUIET` seconds."""
+        with self._lock:
+            episode = self._episode
+            if episode is None or episode.working_since is None:
+                return
+            now = self._now()
+            if (now - episode.working_since).total_seconds() < QUIET:
+                return
+            self._episode = None
+        took = (episode.working_since - episode.since).total_seconds()
         _log.info(
-            f"the database accepts writes again, after {took:.1f} s ({current.kind}); "
-            f"{failed} write(s) failed meanwhile",
+            f"the database accepts writes again, after {took:.1f} s ({episode.kind}); "
+            f"{episode.failed_writes} write(s) failed meanwhile",
             database=str(self._where),
         )
 

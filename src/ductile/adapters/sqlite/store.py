@@ -140,6 +140,7 @@ class SqliteStore:
             synchronous=mode,
             tracker=self._db.tracker,
             upkeep=self._db.upkeep,
+            reclaim=self._db.reclaim,
         )
         self._reader = Reader(
             thread_name=f"ductile-sqlite-reader:{self._path.name}",

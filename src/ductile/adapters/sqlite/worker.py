@@ -18,7 +18,10 @@ caller awaits an asyncio future, resolved with ``loop.call_soon_threadsafe``
 
 Faults (:mod:`~ductile.adapters.sqlite.faults`): every failed batch is told to
 the writer's :class:`~ductile.adapters.sqlite.faults.FaultTracker`, every
-commit that changed something clears a transient fault. The writer wakes at
+commit that changed something clears a transient fault. A batch that SQLite
+rolled back for want of space is run once more if the store's *reclaim* (a
+checkpoint that truncates the write-ahead log) gave some back: a disk that
+the log alone filled never fails a write. The writer wakes at
 least every :data:`UPKEEP_EVERY` seconds, idle or not, to run the store's
 *upkeep* (heal a fault, watch the write-ahead log's file), which may hand it a
 new connection; a reader asked to :class:`Reconnect` closes its connection
@@ -40,7 +43,7 @@ from typing import Any, Final
 import attrs
 
 from ductile.adapters.sqlite.errors import StoreClosedError
-from ductile.adapters.sqlite.faults import FaultTracker
+from ductile.adapters.sqlite.faults import FaultTracker, fault_kind
 
 #: Most units committed in one transaction.
 MAX_BATCH: Final = 256
@@ -275,6 +278,7 @@ class Writer(Worker):
         synchronous: str,
         tracker: FaultTracker,
         upkeep: Upkeep | None = None,
+        reclaim: Callable[[sqlite3.Connection], bool] | None = None,
     ) -> None:
         super().__init__(
             thread_name=thread_name, where=where, connect=connect, failure=failure, on_exit=on_exit
@@ -282,6 +286,7 @@ class Writer(Worker):
         self._synchronous = synchronous
         self._tracker = tracker
         self._upkeep = upkeep
+        self._reclaim = reclaim
         #: The ``synchronous`` level the connection is at (the connection opens at the store's).
         self._level = synchronous
         self._commits = 0
@@ -360,44 +365,67 @@ class Writer(Worker):
         return None
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Pending]) -> None:
+        reclaimed = False
         while batch:
             durable = any(p.durable for p in batch)
             try:
                 self._set_level(conn, self._synchronous if durable else relaxed_level(self._synchronous))
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
+                if not reclaimed and self._reclaims(e, conn):
+                    reclaimed = True
+                    continue
                 _deliver([(p, None, self._fail(e, p.name, conn)) for p in batch])
                 return
             changes = conn.total_changes
-            done: list[_Delivery] = []
-            rest: list[Pending] = []
-            aborted: BaseException | None = None
-            for index, pending in enumerate(batch):
-                conn.execute("SAVEPOINT unit")
-                try:
-                    result = pending.fn(conn)
-                except Exception as e:
-                    self._units += 1
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK TO unit")
-                        conn.execute("RELEASE unit")
-                        done.append((pending, None, self._fail(e, pending.name, conn)))
-                        continue
-                    # SQLite rolled back the whole transaction (I/O error, full disk...):
-                    # the units before this one are lost too; the ones after never ran.
-                    aborted = e
-                    done.append((pending, None, self._fail(e, pending.name, conn)))
-                    rest = batch[index + 1 :]
-                    break
-                self._units += 1
-                conn.execute("RELEASE unit")
-                done.append((pending, result, None))
+            done, rest, aborted = self._run_units(conn, batch)
             if aborted is None:
                 aborted = self._commit(conn, durable=durable, units=len(done), changes=changes)
-            if aborted is not None:
-                done = [
-                    (p, None, err if err is not None else self._fail(aborted, p.name, conn))
-                    for p, _, err in done
-                ]
-            _deliver(done)
+            if aborted is not None and not reclaimed and self._reclaims(aborted, conn):
+                # SQLite rolled the whole batch back and nobody was told: once more, in the room
+                # the checkpoint just gave back.
+                reclaimed = True
+                continue
+            _deliver([self._delivery(item, aborted, conn) for item in done])
             batch = rest
+
+    def _delivery(
+        self, item: _Delivery, aborted: BaseException | None, conn: sqlite3.Connection
+    ) -> _Delivery:
+        """What the unit's caller is told: its result, or its error (the transaction's, when
+        SQLite rolled all of it back), as the store words it."""
+        pending, _, error = item
+        cause = error if error is not None else aborted
+        if cause is None:
+            return item
+        return (pending, None, self._fail(cause, pending.name, conn))
+
+    def _run_units(
+        self, conn: sqlite3.Connection, batch: list[Pending]
+    ) -> tuple[list[_Delivery], list[Pending], Exception | None]:
+        """Each unit in its savepoint: (what each gave or raised, the units never run, what
+        aborted the transaction when SQLite rolled all of it back)."""
+        done: list[_Delivery] = []
+        for index, pending in enumerate(batch):
+            conn.execute("SAVEPOINT unit")
+            try:
+                result = pending.fn(conn)
+            except Exception as e:
+                self._units += 1
+                done.append((pending, None, e))
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    continue
+                # SQLite rolled back the whole transaction (I/O error, full disk...):
+                # the units before this one are lost too; the ones after never ran.
+                return done, batch[index + 1 :], e
+            self._units += 1
+            conn.execute("RELEASE unit")
+            done.append((pending, result, None))
+        return done, [], None
+
+    def _reclaims(self, error: BaseException, conn: sqlite3.Connection) -> bool:
+        """A write failed for want of space: True when the store's ``reclaim`` gave some back
+        (the write-ahead log checkpointed and truncated), so the batch is worth one more try."""
+        return self._reclaim is not None and fault_kind(error) == "full" and self._reclaim(conn)
