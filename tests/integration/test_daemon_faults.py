@@ -25,7 +25,7 @@ import pytest
 
 from tests.support.disks import fill, tmpfs
 from tests.support.plugins import gated, recorder, shell_plugin
-from tests.support.site import SECRET, Daemon, Site, log_match, signature, wait_until
+from tests.support.site import SCRIPT, SECRET, Daemon, Site, log_match, signature, wait_until
 
 #: Bound of a stop while the store refuses writes: the running job's end is tried once more.
 STOP_BOUND = 20.0
@@ -251,3 +251,133 @@ def test_a_page_corrupted_under_the_daemon_fails_that_settle_once_and_the_lane_g
     started = time.monotonic()
     assert daemon.terminate(STOP_BOUND) == 0
     assert time.monotonic() - started < 10
+
+
+# ----------------------------------------------------------- a database damaged before the start
+
+
+def _stopped_site_with_jobs(site: Site) -> bytes:
+    """A site whose database holds a few finished jobs, the daemon stopped; the database's bytes."""
+    site.plugin("rec", recorder(site, "rec"))
+    site.write_config({"rec": {}}, endpoints=[])
+    daemon = site.start()
+    ids = [site.run_job("rec") for _ in range(30)]
+    wait_until(
+        lambda: all(s == "succeeded" for s in job_statuses(site).values()) and len(ids) == 30, 30, "the jobs"
+    )
+    assert daemon.terminate() == 0
+    assert not Path(f"{site.db_path}-wal").exists()  # a clean stop checkpoints the log away
+    return site.db_path.read_bytes()
+
+
+def _garbage(data: bytes, page: int, size: int = 4096) -> bytes:
+    start = (page - 1) * size + (100 if page == 1 else 0)
+    return data[:start] + bytes((i * 37 + 11) % 256 for i in range(start, page * size)) + data[page * size :]
+
+
+def test_a_damaged_or_emptied_database_stops_the_start_with_one_clear_line(site: Site) -> None:
+    good = _stopped_site_with_jobs(site)
+    conn = sqlite3.connect(site.db_path)
+    jobs_root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'jobs'").fetchone()[0]
+    conn.close()
+    cases = {
+        "garbage schema page": (_garbage(good, 1), "is damaged"),
+        "garbage data page": (_garbage(good, jobs_root), "is damaged"),
+        "zero length": (b"", "is empty (0 bytes)"),
+        "truncated": (good[: len(good) // 2], "is damaged"),
+    }
+    for case, (content, words) in cases.items():
+        site.db_path.write_bytes(content)
+        done = subprocess.run(
+            [str(SCRIPT), "start", "--config", str(site.config_path)],
+            capture_output=True,
+            text=True,
+            env=site.env(),
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 1, (case, done.stdout[-2000:], done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, (case, done.stderr)
+        assert str(site.db_path) in lines[0], (case, lines[0])
+        assert words in lines[0], (case, lines[0])
+        assert "backup" in lines[0], (case, lines[0])
+        assert "Traceback" not in done.stderr + done.stdout, case
+        assert site.db_path.read_bytes() == content, f"{case}: the file was changed"
+        assert not Path(f"{site.db_path}-wal").exists(), case
+    site.db_path.write_bytes(good)  # restored from the "backup": it starts again
+    site.start()
+
+
+# --------------------------------------------------------------------------- a -wal deleted under the daemon
+
+
+def test_a_write_ahead_log_deleted_under_the_daemon_loses_nothing_acknowledged(site: Site) -> None:
+    site.plugin("slow", gated(site, "slow"))
+    site.plugin("rec", recorder(site, "rec"))
+    site.write_config(
+        {"slow": {}, "rec": {}}, endpoints=[{"path": "/hook", "plugin": "rec", "secret": SECRET}]
+    )
+    daemon = site.start()
+    site.run_job("slow")
+    wait_until(lambda: site.runs("slow"), 15, "the slow job to hold the dispatcher")
+    acknowledged = []
+    for n in range(20):  # queued behind the slow job: only in the log so far
+        response = post(daemon, n)
+        assert response.status_code == 202, response.text
+        acknowledged.append(response.json()["job_id"])
+    wal = Path(f"{site.db_path}-wal")
+    copy = site.root / "main-file-only.db"
+    copy.write_bytes(site.db_path.read_bytes())
+    in_main_file = (
+        sqlite3.connect(f"file:{copy}?immutable=1", uri=True).execute("SELECT count(*) FROM jobs").fetchone()
+    )
+    assert in_main_file[0] < len(acknowledged), "the test needs acknowledged jobs that live only in the log"
+
+    wal.unlink()  # the careless operator
+    daemon.wait_for_log(
+        log_match("was deleted or replaced while ductile ran", component="store"), 10, "the mend"
+    )
+    assert (
+        daemon.logs(log_match("was deleted or replaced while ductile ran"))[0]["level"] == "error"
+    )  # critical
+    other = site.cli("queue", "--json")  # another process reads the database at once: no I/O error
+    assert other.returncode == 0, other.stderr
+    daemon.kill()  # the worst moment to die: no clean close, no last checkpoint
+
+    again = site.start()
+    statuses = job_statuses(site)
+    assert set(acknowledged) <= set(statuses), "every acknowledged delivery survived"
+    site.release()
+    for job_id in acknowledged:
+        again.wait_for_log(log_match("succeeded", job_id=job_id, component="dispatcher"), 30, f"job {job_id}")
+
+
+# ----------------------------------------------------------- a lock file deleted under the daemon
+
+
+def test_deleting_the_lock_file_does_not_let_a_second_daemon_in(site: Site) -> None:
+    site.plugin("slow", gated(site, "slow"))
+    site.write_config({"slow": {}}, endpoints=[])
+    first = site.start()
+    job_id = site.run_job("slow")
+    wait_until(lambda: site.runs("slow"), 15, "the job to start")
+    lock = site.state / "ductile.lock"
+    lock.unlink()
+    second = site.start(wait=False)
+    assert second.wait_exit(15) == 1
+    stderr = second.stderr_path.read_text()
+    assert "ductile is already running" in stderr
+    assert "Traceback" not in stderr
+    assert second.logs(log_match("recovery")) == []  # it never touched the database
+    assert first.proc.poll() is None
+    wait_until(
+        lambda: lock.exists() and lock.read_text() == f"{first.pid}\n", 10, "the lock file to be put back"
+    )
+    first.wait_for_log(
+        log_match("was deleted or replaced while ductile ran: it was put back"), 1, "the warning"
+    )
+    assert site.cli_ok("reload").strip() == f"reload requested (pid {first.pid})"
+    site.release()
+    first.wait_for_log(log_match("succeeded", job_id=job_id, component="dispatcher"), 15, "the job to end")
+    assert [run[:2] for run in site.runs("slow")] == [[job_id, "1"]]  # never killed, never run twice

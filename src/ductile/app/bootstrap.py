@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from ductile.adapters.pidlock import InstanceLock
 
 DB_NAME = "ductile.db"
+#: The files of the database in the state directory (checked with the lock, ADR 0020).
+DB_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm")
 
 _config_log = Log("config")
 _reload_log = Log("reload")
@@ -187,13 +189,17 @@ class Ductile:
         return self
 
     async def _open_own_store(self, config: Config) -> Store:
-        """SQLite under ``service.state_dir``, behind the instance lock unless ``lock=False``."""
+        """SQLite under ``service.state_dir`` (checked: ADR 0020), behind the instance lock
+        unless ``lock=False``; its integrity is checked before anything runs."""
         from ductile.adapters.sqlite import SqliteStore
+        from ductile.adapters.statedir import prepare
 
         if self._lock_wanted is not False:
             self._take_lock(config)
+        else:
+            prepare(config.service.state_dir, DB_FILES)
         try:
-            store = await SqliteStore.open(database_path(config))
+            store = await SqliteStore.open(database_path(config), integrity_check=True)
         except BaseException:
             self._release_lock()
             raise
@@ -203,7 +209,7 @@ class Ductile:
     def _take_lock(self, config: Config) -> None:
         from ductile.adapters.pidlock import InstanceLock
 
-        self._lock = InstanceLock(config.service.state_dir)
+        self._lock = InstanceLock(config.service.state_dir, files=DB_FILES)
         self._lock.acquire()
 
     async def __aenter__(self) -> Ductile:
@@ -269,7 +275,14 @@ class Ductile:
             notifier = Notifier(self._environ)
             if not notifier.enabled:  # an unsupported NOTIFY_SOCKET (logged by the notifier)
                 notifier = None
-        self._service = Service(engine, reload=reload_source, http=http, on_ready=on_ready, notifier=notifier)
+        self._service = Service(
+            engine,
+            reload=reload_source,
+            http=http,
+            on_ready=on_ready,
+            notifier=notifier,
+            guard=self._lock.check if self._lock is not None else None,
+        )
         if self._stop_requested:  # stop() came before serve() got going: it still counts
             self._service.stop()
         if install_signal_handlers:

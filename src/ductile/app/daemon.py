@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from ductile.adapters.systemd import Notifier
 
 ReloadSource = Callable[[], Awaitable[None]]
+#: Run every :data:`GUARD_EVERY` seconds; a reason to stop, or None (the instance lock's check).
+Guard = Callable[[], "str | None"]
 
 
 class Listener(Protocol):
@@ -68,6 +70,8 @@ class Listener(Protocol):
 
 #: Seconds between two ``STATUS=`` updates sent to systemd.
 STATUS_EVERY = 10.0
+#: Seconds between two runs of the guard (the instance lock's check).
+GUARD_EVERY = 2.0
 
 _daemon_log = Log("daemon")
 _scheduler_log = Log("scheduler")
@@ -85,8 +89,10 @@ class Service:
         http: Listener | None = None,
         on_ready: Callable[[], None] | None = None,
         notifier: Notifier | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.engine = engine
+        self._guard = guard
         self._reload_source = reload
         self._http = http
         self._on_ready = on_ready
@@ -143,6 +149,8 @@ class Service:
             asyncio.create_task(self._dispatcher_loop(), name="ductile-dispatcher"),
             asyncio.create_task(self._reload_loop(), name="ductile-reload"),
         ]
+        if self._guard is not None:
+            self._tasks.append(asyncio.create_task(self._guard_loop(self._guard), name="ductile-guard"))
         _daemon_log.info("ductile is running", plugins=len(self.engine.runtime.plugins))
         if self._notifier is not None and not self.stopping:
             self._notifier.ready()
@@ -220,6 +228,21 @@ class Service:
                 except Exception:
                     timeout = 1.0
                 await self.engine.inbox.wait(timeout)
+
+    async def _guard_loop(self, guard: Guard) -> None:
+        """The instance lock's check (``InstanceLock.check``): a deleted lock file is put back;
+        a state directory moved away under the daemon stops it (another could start there)."""
+        while not self.stopping:
+            try:
+                reason = guard()
+            except Exception:
+                _daemon_log.exception("the instance lock's check failed")
+                reason = None
+            if reason is not None:
+                _daemon_log.critical(f"stopping: {reason}")
+                self.stop()
+                return
+            await asyncio.sleep(GUARD_EVERY)
 
     async def _reload_loop(self) -> None:
         while True:

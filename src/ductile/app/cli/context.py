@@ -48,11 +48,15 @@ class UsageError(Exception):
 
 
 async def _open_sqlite(path: Path, create: bool) -> Store | None:
-    """The real store: None when it does not exist and ``create`` is False."""
+    """The real store: None when it does not exist and ``create`` is False. The state
+    directory is checked (and made, with ``create``) as the daemon does (ADR 0020)."""
+    from ductile.adapters.statedir import prepare
+    from ductile.app.bootstrap import DB_FILES
+
+    if not prepare(str(path.parent), DB_FILES, create=create):
+        return None
     if not create and not path.exists():  # noqa: ASYNC240 - one stat of a local file
         return None
-    if create:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     from ductile.adapters.sqlite import SqliteStore
 
     return await SqliteStore.open(path)
