@@ -23,6 +23,7 @@ Conventions of the doc (the tests parse them):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import re
@@ -290,6 +291,18 @@ class Harness:
         self.ids += 1
         return f"id-{self.ids}"
 
+    def backup(self, target: Path) -> Any:
+        """``backup --json``: it reads a real SQLite database (made here), never the in-memory store."""
+        from ductile.adapters.sqlite import SqliteStore
+
+        async def make() -> None:
+            store = await SqliteStore.open(self.root / "state" / "ductile.db")
+            await store.close()
+
+        (self.root / "state").mkdir(mode=0o700, exist_ok=True)
+        asyncio.run(make())
+        return self.json("backup", "--to", str(target))
+
     def json(self, *argv: str) -> Any:
         out, err = io.StringIO(), io.StringIO()
         context = Context(
@@ -324,7 +337,9 @@ def test_each_verbs_json_document_has_the_documented_keys(tmp_path: Path) -> Non
         "config check": h.json("config", "check"),
         "schedule": h.json("schedule"),
         "simulate": h.json("simulate", "--days", "0.1"),
+        "selfcheck": h.json("selfcheck"),
     }
+    documents["backup"] = h.backup(tmp_path / "backup.db")
     rows = _json_rows()
     for verb, doc in documents.items():
         assert set(doc) == rows[f"ductile {verb}"], f"ductile {verb} --json prints {sorted(doc)}"

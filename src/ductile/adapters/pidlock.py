@@ -265,6 +265,36 @@ def _probe_fd(fd: int, path: str) -> bool:
     return False
 
 
+def lock_report(state_dir: str) -> tuple[bool, str]:
+    """For ``ductile selfcheck``: (all is well, what the lock says). A stale lock file is
+    harmless (the kernel dropped the lock with its holder); a daemon holding the directory
+    whose lock file is gone is worth a word (``ductile reload`` cannot find it meanwhile)."""
+    root = os.path.abspath(state_dir)
+    path = lock_path(root)
+    held = _probe(root, os.O_RDONLY | os.O_DIRECTORY, what="the state dir")
+    exists = os.path.lexists(path)
+    if exists and not held:
+        held = _probe(path, os.O_RDONLY | os.O_NOFOLLOW, what="the lock file")
+    pid = _pid_in(path) if exists else None
+    if held and not exists:
+        return False, (
+            f"a daemon holds {root}, but its lock file {path} is missing: it puts it back within "
+            "seconds; meanwhile ductile reload cannot find it"
+        )
+    if held:
+        if pid is not None and _alive(pid):
+            return True, f"held by the running daemon (pid {pid})"
+        return False, f"held, but {path} names no live process (pid {pid or 'unknown'})"
+    if not exists:
+        return True, "free (no daemon runs here; no lock file yet)"
+    if pid is None:
+        return True, f"free; {path} holds no pid (harmless)"
+    return True, (
+        f"free; {path} names pid {pid}, a daemon that is gone: harmless, the lock was released "
+        "with it and the file is reused at the next start"
+    )
+
+
 def _read_pid(fd: int) -> int | None:
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").split("\n", 1)[0].strip()

@@ -106,6 +106,24 @@ centre: it is drawn only when a run is planned. Past runs are in `ductile logs`.
 """
 
 
+_SELFCHECK_HELP = """\
+Check the state directory and the database, with the daemon running or not:
+the state directory's owner and modes, the instance lock (a stale lock file is
+harmless), the database file, SQLite's integrity_check in full, the schema
+version, the write-ahead log and the free space. One line per check: ok, WARN
+(worth a look) or FAIL.
+
+Exit status: 0 when nothing failed (warnings allowed); 1 when a check failed.
+"""
+
+_BACKUP_HELP = """\
+Copy the database, online (SQLite's backup API: safe while the daemon runs),
+into FILE: a new, standalone file (no -wal to carry along), mode 0600, checked
+with integrity_check before it is kept. FILE must not exist: a backup never
+overwrites.
+"""
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -214,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     _simulate_options(
         verb("simulate", "what this config would do over days, simulated", details=_SIMULATE_HELP)
     )
+    verb(
+        "selfcheck",
+        "check the state directory and the database (integrity, schema, space...)",
+        details=_SELFCHECK_HELP,
+    )
+    backup = verb("backup", "copy the database, online, into a new file", details=_BACKUP_HELP)
+    backup.add_argument("--to", metavar="FILE", required=True, help="the new file (never overwritten)")
     return parser
 
 
