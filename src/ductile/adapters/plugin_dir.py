@@ -16,8 +16,13 @@ module judges the *files*. The rules (ADR 0012):
   every plugin is refused with that one reason), the plugin's directory,
   every directory between ``plugins_dir`` and the entrypoint, the entrypoint
   and ``manifest.yaml``. Group-writable is allowed: the group is trusted like
-  the owner. Ownership is not checked, nor are the ancestors of
-  ``plugins_dir``.
+  the owner. The ancestors of ``plugins_dir`` are not checked.
+- The same files must belong to the user running ductile or to root (ADR
+  0021): another user who owns them could change what runs, with the
+  daemon's rights.
+- A plugin that runs as another user (``service.plugin_user``,
+  ``plugins.<name>.user``) must be runnable by that user and not writable by
+  it (:func:`ductile.adapters.runas.problem`).
 - ``manifest.yaml`` is read only when it is a regular file inside
   ``plugins_dir`` of at most :data:`MANIFEST_MAX_BYTES`, with the config's
   YAML reader (:mod:`ductile.adapters.config.yaml_tree`, ADR 0011): no tag
@@ -36,7 +41,10 @@ import stat
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
+import attrs
+
 from ductile.adapters.config.yaml_tree import Tree, decode, read_tree
+from ductile.adapters.runas import RunAsError, problem, resolve, user_name
 from ductile.domain.config import Config
 from ductile.domain.errors import ConfigError, ManifestError
 from ductile.domain.plugin import (
@@ -136,21 +144,55 @@ def verify(plugin: Plugin, plugins_dir: str) -> str | None:
 
 
 class FilesystemCatalog:
-    """The Catalog port over ``config.plugins_dir`` (D7, D16), checked again before each spawn."""
+    """The Catalog port over ``config.plugins_dir`` (D7, D16), checked again before each spawn,
+    with the user each plugin runs as (:mod:`ductile.adapters.runas`)."""
 
     def __init__(self) -> None:
         self._plugins_dir: str | None = None
+        self._config: Config | None = None
 
     def discover(self, config: Config) -> Discovery:
         self._plugins_dir = config.plugins_dir
+        self._config = config
         configs = {name: dict(pc.config) for name, pc in config.plugins.items() if pc.enabled}
         disabled = [name for name, pc in config.plugins.items() if not pc.enabled]
-        return discover(config.plugins_dir, configs, disabled=disabled)
+        found = discover(config.plugins_dir, configs, disabled=disabled)
+        refused = {name: why for name, plugin in found.plugins.items() if (why := self._run_as(plugin))}
+        if not refused:
+            return found
+        return attrs.evolve(
+            found,
+            plugins={name: p for name, p in found.plugins.items() if name not in refused},
+            refused=tuple(
+                sorted(
+                    (
+                        *found.refused,
+                        *(
+                            Refusal(name=n, directory=found.plugins[n].directory, reason=why)
+                            for n, why in refused.items()
+                        ),
+                    ),
+                    key=lambda r: r.name,
+                )
+            ),
+        )
 
     def verify(self, plugin: Plugin) -> str | None:
         if self._plugins_dir is None:
             return "plugins were never discovered"
-        return verify(plugin, self._plugins_dir)
+        return verify(plugin, self._plugins_dir) or self._run_as(plugin)
+
+    def _run_as(self, plugin: Plugin) -> str | None:
+        """Why the user ``plugin`` must run as cannot run it (None: it can, or there is none)."""
+        run_as = self._config.run_as(plugin.name) if self._config is not None else None
+        if run_as is None:
+            return None
+        user, setting = run_as
+        try:
+            who = resolve(user)
+        except RunAsError as e:
+            return f"{setting}: {e}"
+        return problem(who, setting=setting, directory=plugin.directory, executable=plugin.executable)
 
 
 # -- the checks ---------------------------------------------------------------------------------
@@ -229,6 +271,7 @@ def _plugin_directory(root: str, link: str) -> str:
     st = _stat(directory, f"plugin directory {link}")
     if not stat.S_ISDIR(st.st_mode):
         raise _RefusedError(f"plugin directory {link} is not a directory")
+    _check_owner(directory, st, "plugin directory")
     if st.st_mode & stat.S_IWOTH:
         raise _RefusedError(
             f"plugin directory {directory} is world-writable ({_mode(st.st_mode)}): anyone could replace "
@@ -256,6 +299,7 @@ def _read_manifest(root: str, link: str, name: str) -> Manifest:
             raise _RefusedError(f"{path} is not a regular file")
         if st.st_mode & stat.S_IWOTH:
             raise _RefusedError(f"{path} is world-writable ({_mode(st.st_mode)}); run chmod o-w {real}")
+        _check_owner(real, st, "manifest")
         data = _read_capped(fd, path, st.st_size)
     finally:
         os.close(fd)
@@ -328,6 +372,7 @@ def _entrypoint(root: str, link: str, entrypoint: str) -> str:
             f"entrypoint {executable} is world-writable ({_mode(st.st_mode)}): anyone could change "
             f"what runs; run chmod o-w {executable}"
         )
+    _check_owner(executable, st, "entrypoint")
     if not st.st_mode & 0o111:
         raise _RefusedError(
             f"entrypoint {declared} is not executable ({_mode(st.st_mode)}); run chmod +x {executable}"
@@ -350,6 +395,18 @@ def _check_directories(root: str, directory: str) -> None:
                 f"directory {path} is world-writable ({_mode(st.st_mode)}): anyone could replace the "
                 f"plugin's files; run chmod o-w {path}"
             )
+        _check_owner(path, st, "directory")
+
+
+def _check_owner(path: str, st: os.stat_result, what: str) -> None:
+    """Owned by the user running ductile or by root: another owner could change what runs."""
+    me = os.geteuid()
+    if st.st_uid not in (me, 0):
+        raise _RefusedError(
+            f"{what} {path} is owned by {user_name(st.st_uid)}, not by the user running ductile "
+            f"({user_name(me)}) or root: its owner could change what runs with ductile's rights; "
+            f"chown it to one of them"
+        )
 
 
 def _between(root: str, directory: str) -> Iterator[str]:

@@ -35,6 +35,7 @@ import pwd
 import stat
 from collections.abc import Iterable
 
+from ductile.adapters.runas import user_name
 from ductile.domain.errors import DuctileError
 
 DIR_MODE = 0o700
@@ -45,14 +46,6 @@ LOCK_FILE = "ductile.lock"
 
 class StateDirError(DuctileError):
     """The state directory cannot be used, or must not be trusted; the message says why and what to do."""
-
-
-def user_name(uid: int) -> str:
-    """``uid 999 (ductile)``."""
-    try:
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except KeyError:
-        return f"uid {uid}"
 
 
 def _why(exc: OSError) -> str:

@@ -42,6 +42,11 @@ _log = Log("dispatcher")
 SETTLE_RETRY: Final = 1.0
 
 
+def _user(runtime: Runtime, plugin: str) -> str | None:
+    run_as = runtime.config.run_as(plugin)
+    return run_as[0] if run_as is not None else None
+
+
 class UnsettledError(DuctileError):
     """A run's end could not be recorded (permanent store fault, or a stop): the job stays
     ``running`` in the store and crash recovery runs it again at the next start. Logged already."""
@@ -121,6 +126,7 @@ class Dispatcher:
             now=self.clock.now(),
             base_env=self.base_env,
             event=job.payload if job.command == Command.HANDLE else None,
+            user=_user(runtime, job.plugin),
         )
 
         async def remember(handle: ProcessHandle) -> None:

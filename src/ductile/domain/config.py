@@ -59,6 +59,8 @@ class ServiceConfig:
     dedupe_ttl: timedelta = DEFAULT_DEDUPE_TTL
     job_log_retention: timedelta = DEFAULT_RETENTION
     log_level: LogLevel = LogLevel.INFO
+    #: The user plugins run as when ductile runs as root (a name or a uid); None: ductile's own.
+    plugin_user: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -71,6 +73,8 @@ class PluginConfig:
     timeouts: Timeouts = Timeouts()
     circuit_breaker: BreakerPolicy = BreakerPolicy()
     max_outstanding_polls: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    #: The user this plugin runs as (overrides ``service.plugin_user``).
+    user: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -105,6 +109,15 @@ class Config:
     def plugin(self, name: str) -> PluginConfig:
         """The plugin's settings; a plugin on disk without an entry gets the defaults."""
         return self.plugins.get(name) or PluginConfig(name=name)
+
+    def run_as(self, name: str) -> tuple[str, str] | None:
+        """The user plugin ``name`` runs as and the setting that says so; None: ductile's own."""
+        own = self.plugin(name).user
+        if own is not None:
+            return own, f"plugins.{name}.user"
+        if self.service.plugin_user is not None:
+            return self.service.plugin_user, "service.plugin_user"
+        return None
 
     def new_job(
         self,

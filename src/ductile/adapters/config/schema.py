@@ -30,6 +30,7 @@ from ductile.adapters.config.hooks import (
     Listen,
     PluginTable,
     ScheduledCommand,
+    UserName,
     count_hook,
     current_context,
     endpoint_path_hook,
@@ -72,6 +73,7 @@ class _ServiceDoc:
     dedupe_ttl: timedelta | None = None
     job_log_retention: timedelta | None = None
     log_level: LogLevel | None = None
+    plugin_user: UserName | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -101,6 +103,7 @@ class PluginDoc:
     timeouts: Timeouts | None = None
     circuit_breaker: BreakerPolicy | None = None
     max_outstanding_polls: Count | None = None
+    user: UserName | None = None
 
 
 @attrs.frozen(kw_only=True)

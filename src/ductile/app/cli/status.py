@@ -58,6 +58,7 @@ async def _health(
         state=state,
         now=ctx.now(),
         base_env=plugin_env(ctx.env),
+        user=run_as[0] if (run_as := config.run_as(plugin.name)) is not None else None,
     )
     outcome = await spawner.run(request)
     verdict = classify(outcome, timeout)
