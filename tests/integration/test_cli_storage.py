@@ -145,3 +145,40 @@ def test_backup_while_the_daemon_takes_webhooks_is_a_standalone_checked_copy(sit
     os.replace(target, site.db_path)
     site.start()
     assert site.cli_json("queue")["jobs"] is not None
+
+
+def test_status_says_the_database_refuses_writes_under_a_held_lock_and_a_full_disk(
+    site: Site, tmp_path: Path
+) -> None:
+    from tests.integration.test_daemon_faults import hold_exclusive
+
+    site.plugin("rec", recorder(site, "rec"))
+    site.write_config({"rec": {}}, endpoints=[])
+    site.run_job("rec")  # makes the database
+    calm = json.loads(site.cli("status", "--no-health", "--json").stdout)  # exit 1: no daemon runs
+    assert calm["store"] == {"writable": True, "problem": None}
+    holder = hold_exclusive(site.db_path)
+    try:
+        done = site.cli("status", "--no-health", "--json")
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(10)
+    doc = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert doc["store"]["writable"] is False
+    assert "write lock has been held by another process" in doc["store"]["problem"]
+
+    state = tmp_path / "small"
+    with tmpfs(state, 1024 * 1024):
+        site.write_config({"rec": {}}, endpoints=[], service={"state_dir": str(state)})
+        daemon = site.start()  # its -wal and -shm are there: the command line can read
+        try:
+            fill(state)
+            done = site.cli("status", "--no-health", "--json")
+            doc = json.loads(done.stdout)
+            assert done.returncode == 1
+            assert doc["store"]["problem"].startswith("the disk is full")
+            assert doc["daemon"]["running"] is True
+        finally:
+            daemon.shut()

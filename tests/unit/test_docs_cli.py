@@ -316,6 +316,7 @@ class Harness:
             send_signal=lambda pid, sig: None,
             tz=UTC,
             new_id=self.new_id,
+            store_check=lambda path: None,
         )
         code = main([*argv, "--json"], context=context)
         assert code in (0, 1), f"ductile {' '.join(argv)} exited {code}: {err.getvalue()}"

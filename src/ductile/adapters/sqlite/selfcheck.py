@@ -26,7 +26,7 @@ from typing import Final
 import attrs
 
 from ductile.adapters.sqlite.errors import StoreError
-from ductile.adapters.sqlite.faults import measure_space, mib
+from ductile.adapters.sqlite.faults import fault_kind, measure_space, mib
 from ductile.adapters.sqlite.opening import FILE_MODE, preflight
 from ductile.adapters.sqlite.schema import SCHEMA_VERSION, user_version
 
@@ -146,6 +146,36 @@ def _space(path: Path) -> Finding:
         )
     detail = f"{mib(space.free)} free in {space.directory}"
     return Finding("free space", OK, detail)
+
+
+def refusal(path: Path, *, lock_wait: float = 1.0) -> str | None:
+    """Why a write to the database would fail now, as seen from another process (``ductile
+    status``): less free space than it needs to carry on, or its write lock held by someone for
+    longer than ``lock_wait`` seconds (the daemon holds it for milliseconds). None: writes work."""
+    space = measure_space(path)
+    if space is not None and space.free < space.needed:
+        return (
+            f"the disk is full: {mib(space.free)} free in {space.directory}, the database needs at least "
+            f"{mib(space.needed)} to carry on"
+        )
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=lock_wait)
+    except sqlite3.Error as e:
+        return f"{path} cannot be opened: {e}"
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(lock_wait * 1000)}")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as e:
+        if fault_kind(e) == "busy":
+            return (
+                f"its write lock has been held by another process for more than {lock_wait:g} s (a sqlite3 "
+                "shell inside a transaction? a VACUUM?): nothing can be written meanwhile"
+            )
+        return f"{path}: {e}"
+    finally:
+        conn.close()
+    return None
 
 
 # --------------------------------------------------------------------------- backup

@@ -68,6 +68,12 @@ def _real_daemon_pid(state_dir: str) -> int | None:
     return running_daemon_pid(state_dir)
 
 
+def _real_store_check(path: Path) -> str | None:
+    from ductile.adapters.sqlite.selfcheck import refusal
+
+    return refusal(path)
+
+
 def _real_spawner() -> Spawner:
     from ductile.adapters.spawner import SubprocessSpawner
 
@@ -117,6 +123,7 @@ class Context:
         send_signal: Callable[[int, int], None] | None = None,
         tz: tzinfo | None = None,
         new_id: Callable[[], str] | None = None,
+        store_check: Callable[[Path], str | None] | None = None,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.out: IO[str] = out if out is not None else sys.stdout
@@ -132,6 +139,8 @@ class Context:
         #: Zone of displayed times; None is the machine's local zone.
         self.tz = tz
         self.new_id = new_id or _uuid
+        #: Why the database would refuse a write now (full disk, lock held); None: it would not.
+        self.store_check = store_check or _real_store_check
 
     def print(self, text: str = "") -> None:
         self.out.write(text + "\n")

@@ -60,7 +60,8 @@ Show whether the daemon runs, the queue, and every plugin: loaded / unhealthy
 result of its `health` command, run now (only plugins whose manifest lists health;
 read-only: state_updates from health are ignored).
 
-Exit status: 0 when everything is healthy; 1 when the daemon is not running, a
+Exit status: 0 when everything is healthy; 1 when the daemon is not running, the
+database refuses writes (a full disk, its write lock held by another process), a
 plugin is refused or unhealthy, a circuit breaker is open or half-open, or a
 health check failed.
 """

@@ -79,6 +79,9 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     if not args.no_health:
         await _health_checks(ctx, config, seen, rows)
     problems = [] if pid is not None else ["the daemon is not running"]
+    refused = ctx.store_check(db_path(config)) if seen.database is not None else None
+    if refused is not None:
+        problems.append(f"the database refuses writes: {refused}")
     problems += _plugin_problems(rows)
     healthy = not problems
     if args.json:
@@ -88,6 +91,7 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
                 "problems": problems,
                 "daemon": {"running": pid is not None, "pid": pid, "state_dir": config.service.state_dir},
                 "database": seen.database,
+                "store": {"writable": refused is None, "problem": refused},
                 "queue": {"queued": seen.queued, "running": seen.running},
                 "plugins": [
                     {k: r[k] for k in ("name", "state", "reason", "version", "breakers", "health")}
