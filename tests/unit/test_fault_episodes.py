@@ -114,8 +114,11 @@ _STEP = st.one_of(
 def test_the_tracker_says_the_fault_of_now_and_logs_each_episode_once(
     steps: list[tuple[str, object]],
 ) -> None:
-    logger, lines = quiet_logger("ductile")
-    logger.propagate = False
+    logger = logging.getLogger("ductile")
+    lines = Lines()
+    logger.addHandler(lines)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
     clock = Clock()
     tracker = FaultTracker(Path("/x/ductile.db"), now=clock)
     errors = {"full": StoreFullError("full"), "busy": StoreBusyError("busy")}
