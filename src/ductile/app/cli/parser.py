@@ -233,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     _simulate_options(
         verb("simulate", "what this config would do over days, simulated", details=_SIMULATE_HELP)
     )
+    _storage_verbs(verb)
+    return parser
+
+
+def _storage_verbs(verb: Callable[..., argparse.ArgumentParser]) -> None:
+    """selfcheck and backup."""
     verb(
         "selfcheck",
         "check the state directory and the database (integrity, schema, space...)",
@@ -240,7 +246,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backup = verb("backup", "copy the database, online, into a new file", details=_BACKUP_HELP)
     backup.add_argument("--to", metavar="FILE", required=True, help="the new file (never overwritten)")
-    return parser
 
 
 def _config_actions(config: argparse.ArgumentParser, with_json: argparse.ArgumentParser) -> None:
