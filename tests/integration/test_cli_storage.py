@@ -71,7 +71,7 @@ def test_selfcheck_fails_a_damaged_database_and_a_full_disk(site: Site, tmp_path
     site.plugin("rec", recorder(site, "rec"))
     site.write_config({"rec": {}}, endpoints=[])
     daemon = site.start()
-    for _ in range(20):
+    for _ in range(3):
         site.run_job("rec")
     assert daemon.terminate() == 0
     conn = sqlite3.connect(site.db_path)
