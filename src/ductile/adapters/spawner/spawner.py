@@ -1,7 +1,7 @@
 """SubprocessSpawner: the real :class:`~ductile.ports.spawner.Spawner` (D4, D5, D6).
 
 Each job is one real process in its own process group. This module starts it
-and names what went wrong when it cannot be started;
+(:mod:`.diagnose` names what went wrong when it could not really start);
 :class:`~ductile.adapters.spawner.run.ProcessRun` then takes the run to its
 end, and :func:`~ductile.adapters.spawner.proc.kill_orphan` deals with the
 groups a crashed daemon left behind.
@@ -18,13 +18,13 @@ its groups, gid and uid before ``exec``, and gets that user's ``HOME``,
 
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 import time
 from typing import Any
 
 from ductile.adapters.runas import RunAsError, resolve
+from ductile.adapters.spawner.diagnose import after_exit, exec_failure
 from ductile.adapters.spawner.proc import kill_orphan
 from ductile.adapters.spawner.run import ProcessRun
 from ductile.domain.outcome import SpawnOutcome
@@ -34,8 +34,6 @@ from ductile.ports.spawner import OnStart, ProcessHandle, SpawnRequest
 CHUNK = 64 * 1024
 #: How long the pipes are drained after the plugin exited (its group killed).
 DRAIN_TIMEOUT = 1.0
-#: Bytes read from an executable's first line to name a bad interpreter.
-_SHEBANG_PEEK = 256
 
 
 class SubprocessSpawner:
@@ -58,7 +56,7 @@ class SubprocessSpawner:
         if request.user is not None:
             try:
                 who = resolve(request.user)
-            except RunAsError as exc:
+            except RunAsError as exc:  # deleted since load (discovery refuses an unknown user)
                 return SpawnOutcome(spawn_error=f"{request.executable}: {exc}", duration=0.0)
             if who.uid != os.geteuid():
                 switch = {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups)}
@@ -83,11 +81,16 @@ class SubprocessSpawner:
             # OSError: exec failed (ENOENT, EACCES, ENOEXEC...) or no resources
             # (EMFILE, EAGAIN); ValueError/TypeError: an unusable environment.
             # Popen has reaped the failed child already.
+            found = exec_failure(exc, request)
             return SpawnOutcome(
-                spawn_error=describe_spawn_error(exc, request), duration=time.monotonic() - started
+                spawn_error=found.message, start_failure=found.kind, duration=time.monotonic() - started
             )
         run = ProcessRun(proc, request, started, drain_timeout=self.drain_timeout, chunk_size=self.chunk_size)
-        return await run.run(on_start)
+        outcome = await run.run(on_start)
+        if outcome.exit_code in (1, 126, 127) and not outcome.stdout:
+            # Perhaps the plugin never started (env found no interpreter, an import failed).
+            outcome = after_exit(outcome, request)
+        return outcome
 
     async def kill_orphan(self, handle: ProcessHandle) -> bool:
         """SIGKILL the group of a process left by a crashed daemon (D6); see
@@ -95,35 +98,6 @@ class SubprocessSpawner:
         return kill_orphan(handle)
 
 
-# --------------------------------------------------------------------------
-# Exec failures
-
-
-def _first_line(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(_SHEBANG_PEEK).split(b"\n", 1)[0]
-    except OSError:
-        return b""
-
-
 def describe_spawn_error(exc: BaseException, request: SpawnRequest) -> str:
-    """A message naming what could not be started and why."""
-    exe = request.executable
-    if not isinstance(exc, OSError):
-        return f"{exe}: cannot start: {exc}"
-    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-    why = f"{exc.strerror or exc} ({code})"
-    if exc.filename is not None and exc.filename == request.cwd and exc.filename != exe:
-        return f"{exe}: working directory {request.cwd}: {why}"
-    if exc.errno in (errno.ENOENT, errno.EACCES) and os.path.isfile(exe):
-        if exc.errno == errno.EACCES and not os.access(exe, os.X_OK):
-            return f"{exe}: not executable: {why}"
-        line = _first_line(exe)
-        if line.startswith(b"#!"):
-            # The file is there and may be run: its interpreter could not be.
-            interpreter = line[2:].decode("utf-8", "replace").strip()
-            return f"{exe}: bad interpreter {interpreter!r}: {why}"
-    if exc.errno == errno.ENOEXEC:
-        return f"{exe}: not a program (no #! line, not a binary this system runs): {why}"
-    return f"{exe}: {why}"
+    """A message naming what could not be started and why (:func:`.diagnose.exec_failure`)."""
+    return exec_failure(exc, request).message
