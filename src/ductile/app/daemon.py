@@ -40,7 +40,7 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from logging import ERROR
+from logging import ERROR, WARNING
 from typing import TYPE_CHECKING, Protocol
 
 from ductile.app.dispatch import UnsettledError
@@ -217,7 +217,8 @@ class Service:
             except UnsettledError:  # logged by the dispatcher; the job is left to crash recovery
                 worked = True
             except Exception as e:
-                episode.failed(e, traceback=not isinstance(e, StoreFaultError))
+                fault = isinstance(e, StoreFaultError)  # the store logged that episode's error itself
+                episode.failed(e, level=WARNING if fault else ERROR, traceback=not fault)
                 worked = False
                 await asyncio.sleep(1.0)
             else:

@@ -21,6 +21,7 @@ open, except after an upgrade request (httptools stops parsing there).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -88,7 +89,13 @@ class WebhookRoute:
             job_id = await self._submit(delivery)
         except Exception as e:
             fault = isinstance(e, StoreFaultError)
-            self._refusals.failed(e, traceback=not fault, plugin=endpoint.plugin, path=endpoint.path)
+            self._refusals.failed(  # a store fault: its error line is the store's own
+                e,
+                level=logging.WARNING if fault else logging.ERROR,
+                traceback=not fault,
+                plugin=endpoint.plugin,
+                path=endpoint.path,
+            )
             await respond(send, 503, NOT_QUEUED, close=close)
             return
         self._refusals.ended()
