@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import pytest
 
 from ductile.adapters.sqlite import SqliteStore
-from ductile.adapters.sqlite.errors import StoreBusyError, StoreCorruptError, StoreFullError
+from ductile.adapters.sqlite.errors import StoreBusyError, StoreCorruptError, StoreError, StoreFullError
 from ductile.domain.classify import RunEnd, classify
 from ductile.domain.job import Actor
 from ductile.domain.outcome import SpawnOutcome
@@ -307,3 +307,46 @@ def test_a_corrupt_page_met_by_a_write_is_permanent_and_stays(
             await store.close()
 
     run(main())
+
+
+# --------------------------------------------------------------------------- opening: whole, or refused
+
+
+def test_a_new_database_appears_whole_and_a_killed_creators_leftovers_are_swept(tmp_path: Path) -> None:
+    dead_pid = subprocess.Popen(["true"])  # a pid that has just ended
+    dead_pid.wait()
+    leftover = tmp_path / f".ductile.db.new-{dead_pid.pid}-0badc0de"
+    leftover.write_bytes(b"half a database")
+    alive = tmp_path / f".ductile.db.new-{os.getpid()}-0badc0de"  # a creator still at work: kept
+    alive.write_bytes(b"")
+    path = tmp_path / "ductile.db"
+
+    async def main() -> None:
+        store = await SqliteStore.open(path)
+        await store.close()
+
+    run(main())
+    assert path.stat().st_size > 0
+    assert not leftover.exists()
+    assert alive.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("ductile.db")) == ["ductile.db"]
+
+
+@pytest.mark.parametrize("case", ["empty", "link", "wal without database"])
+def test_what_opening_refuses_it_leaves_as_it_was(tmp_path: Path, case: str) -> None:
+    path = tmp_path / "ductile.db"
+    target = tmp_path / "elsewhere.db"
+    if case == "empty":
+        path.write_bytes(b"")
+        expected, words = StoreCorruptError, r"is empty \(0 bytes\)"
+    elif case == "link":
+        path.symlink_to(target)
+        expected, words = StoreError, "is a symbolic link"
+    else:
+        Path(f"{path}-wal").write_bytes(b"x" * 4096)
+        expected, words = StoreCorruptError, "is missing but its write-ahead log"
+    before = sorted((p.name, p.lstat().st_size) for p in tmp_path.iterdir())
+    with pytest.raises(expected, match=words):
+        run(SqliteStore.open(path))
+    assert sorted((p.name, p.lstat().st_size) for p in tmp_path.iterdir()) == before
+    assert not target.exists()

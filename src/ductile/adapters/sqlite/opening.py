@@ -111,6 +111,7 @@ def _lstat(path: Path) -> os.stat_result | None:
 def create(path: Path, migrations: Sequence[Migration], busy_timeout: float) -> None:
     """Make the database at ``path`` whole, or leave nothing (see the module's docs). A file that
     appeared at ``path`` meanwhile (another process made it) is kept and used."""
+    _sweep(path)
     temp = path.with_name(f".{path.name}.new-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
@@ -135,6 +136,33 @@ def create(path: Path, migrations: Sequence[Migration], busy_timeout: float) -> 
         for leftover in (temp, *(Path(f"{temp}{suffix}") for suffix in SIDE_FILES)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
+
+
+def _sweep(path: Path) -> None:
+    """Remove what a process killed while making a database left behind (its pid is gone)."""
+    prefix = f".{path.name}.new-"
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(path.parent / name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync(path: Path, flags: int) -> None:
