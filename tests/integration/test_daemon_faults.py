@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.disks import fill, tmpfs
@@ -182,10 +183,14 @@ def hold_exclusive(path: Path) -> subprocess.Popen[str]:
 
 def test_sigterm_while_another_process_holds_the_write_lock_is_bounded(site: Site) -> None:
     site.plugin("slow", gated(site, "slow"))
-    site.write_config({"slow": {}}, endpoints=[])
+    site.write_config(
+        {"slow": {}}, endpoints=[], api={"tokens": [{"name": "a", "token": "t" * 20, "scopes": ["*"]}]}
+    )
     daemon = site.start()
     job_id = site.run_job("slow")
     wait_until(lambda: site.runs("slow"), 15, "the job to start")
+    api_health = f"http://127.0.0.1:{daemon.api_port}/healthz"
+    assert httpx.get(api_health, timeout=10).status_code == 200
     holder = hold_exclusive(site.db_path)
     try:
         site.release()
@@ -195,6 +200,8 @@ def test_sigterm_while_another_process_holds_the_write_lock_is_bounded(site: Sit
         health = daemon.get("/healthz")
         assert health.status_code == 503
         assert health.json()["store"]["problem"] == "busy"
+        api_answer = httpx.get(api_health, timeout=10)  # the API's /healthz says the same
+        assert (api_answer.status_code, api_answer.json()["status"]) == (503, "degraded")
         started = time.monotonic()
         assert daemon.terminate(STOP_BOUND) == 0
         # The try under way, then one more: each waits at most busy_timeout (5 s) for the lock.

@@ -267,7 +267,7 @@ def test_a_filesystem_without_locks_is_refused_with_a_hint(
         running_daemon_pid(str(tmp_path))
 
 
-# ------------------------------------------------------------- a lock file someone deletes (ADR 0023)
+# ------------------------------------------------------------- a lock file someone deletes (ADR 0040)
 
 
 def test_deleting_the_lock_file_does_not_let_a_second_instance_in(

@@ -558,7 +558,7 @@ def test_verify_accepts_content_changes_that_break_no_rule(plugins: Path, loaded
     assert verify(loaded, str(plugins)) is None
 
 
-# -- owners (ADR 0024): the daemon's user or root, nobody else -----------------------------------------
+# -- owners (ADR 0041): the daemon's user or root, nobody else -----------------------------------------
 
 
 def _need_root() -> int:

@@ -1,4 +1,4 @@
-"""Plugins as another user, and the owners the trust check accepts (issue 19, items 15 and 16; ADR 0024).
+"""Plugins as another user, and the owners the trust check accepts (issue 19, items 15 and 16; ADR 0041).
 
 Real processes, real users: the daemon runs as root (as the suite does), the
 plugin as ``nobody``. A plugin run by the daemon's own user can read the

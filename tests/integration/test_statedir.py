@@ -1,4 +1,4 @@
-"""The state directory's rules (issue 19, items 4 and 14; ADR 0023), on real files and real owners.
+"""The state directory's rules (issue 19, items 4 and 14; ADR 0040), on real files and real owners.
 
 Made private whatever the umask; refused when another user owns it or could
 write to it, when it is a link planted by another user, when one of

@@ -1,4 +1,4 @@
-"""``service.plugin_user`` and ``plugins.<name>.user``: read, checked, and which one applies (ADR 0024)."""
+"""``service.plugin_user`` and ``plugins.<name>.user``: read, checked, and which one applies (ADR 0041)."""
 
 from __future__ import annotations
 

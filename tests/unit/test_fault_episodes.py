@@ -1,5 +1,5 @@
 """Properties of the pieces that keep faults quiet and figures honest: episodes, MiB rounding,
-the fault tracker's episodes, the mode-bit permission check (issue 19; ADR 0024, 0025)."""
+the fault tracker's episodes, the mode-bit permission check (issue 19; ADR 0041, 0042)."""
 
 from __future__ import annotations
 

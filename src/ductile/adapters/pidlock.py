@@ -6,7 +6,7 @@ file can never block a restart: the PID written inside ``ductile.lock`` is
 only a label for humans and for ``ductile reload``, meaningful while the
 lock is held.
 
-**The lock that counts is on the state directory itself** (ADR 0023,
+**The lock that counts is on the state directory itself** (ADR 0040,
 amending ADR 0012): a file can be unlinked under a running daemon (``rm
 state/ductile.lock``), after which a second daemon would lock a new file of
 the same name and run on the same database; a directory that holds the

@@ -18,7 +18,7 @@ module judges the *files*. The rules (ADR 0012):
   and ``manifest.yaml``. Group-writable is allowed: the group is trusted like
   the owner. The ancestors of ``plugins_dir`` are not checked.
 - The same files must belong to the user running ductile or to root (ADR
-  0024): another user who owns them could change what runs, with the
+  0041): another user who owns them could change what runs, with the
   daemon's rights.
 - A plugin that runs as another user (``service.plugin_user``,
   ``plugins.<name>.user``) must be runnable by that user and not writable by

@@ -3,7 +3,7 @@
 A plugin started by the daemon's own user can read what that user can read:
 ``/proc/<daemon pid>/environ`` (the secrets the daemon got from its
 environment) and the config file. When ductile runs as root it can start
-each plugin as an unprivileged user instead (ADR 0024): the spawner switches
+each plugin as an unprivileged user instead (ADR 0041): the spawner switches
 uid, gid and supplementary groups in the child before ``exec``, and sets
 ``HOME``, ``USER`` and ``LOGNAME`` to that user's.
 

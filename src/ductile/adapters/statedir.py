@@ -1,7 +1,7 @@
 """The state directory: made private, and refused when someone else could have planted or changed it.
 
 It holds the database (every job, plugin state with its tokens) and the
-instance lock. The rules (ADR 0023), checked by the daemon before it takes the
+instance lock. The rules (ADR 0040), checked by the daemon before it takes the
 lock and by every command that opens the database:
 
 * **Made private.** A missing state directory is created with mode 0700

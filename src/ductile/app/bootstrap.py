@@ -16,16 +16,20 @@ time, and no signal handler is installed unless asked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ductile.app.daemon import Service
 from ductile.app.engine import Engine
+from ductile.app.feed import Feed
 from ductile.app.intake import Manual, Webhook
-from ductile.domain.breaker import BreakerStatus
+from ductile.app.lockwatch import watch_lock
+from ductile.app.operations import health_doc, reload_doc, restart_needed
+from ductile.domain.activity import Kind
 from ductile.domain.config import Config, Endpoint
 from ductile.domain.errors import ConfigError, UnknownJobError
 from ductile.domain.job import Command, Job, SubmittedBy
@@ -35,15 +39,17 @@ from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
-from ductile.ports.store import Store, WriteFault
+from ductile.ports.store import Store
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
     from ductile.adapters.pidlock import InstanceLock
+    from ductile.app.api import Metrics
+    from ductile.app.surface import Surface
 
 DB_NAME = "ductile.db"
-#: The files of the database in the state directory (checked with the lock, ADR 0023).
+#: The files of the database in the state directory (checked with the lock, ADR 0040).
 DB_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm")
 #: :meth:`Ductile.wait` looks at the job after this long, then twice as long each time, up to...
 _WAIT_FIRST = 0.01
@@ -56,19 +62,6 @@ _reload_log = Log("reload")
 
 def database_path(config: Config) -> Path:
     return Path(config.service.state_dir) / DB_NAME
-
-
-def store_health(fault: WriteFault | None) -> dict[str, Any]:
-    """The ``store`` part of ``/healthz``: whether the store accepts writes, and if not why."""
-    if fault is None:
-        return {"writable": True}
-    return {
-        "writable": False,
-        "problem": fault.kind,
-        "transient": fault.transient,
-        "since": fault.since.isoformat().replace("+00:00", "Z"),
-        "reason": fault.reason,
-    }
 
 
 def _advise(config: Config) -> None:
@@ -99,20 +92,6 @@ def _default_inbox() -> Inbox:
     from ductile.adapters.asyncio_inbox import AsyncioInbox
 
     return AsyncioInbox()
-
-
-def restart_needed(old: Config, new: Config) -> list[str]:
-    """Settings a reload cannot apply: the running process keeps the old value."""
-    changes = []
-    if old.service.state_dir != new.service.state_dir:
-        changes.append("service.state_dir")
-    if old.service.log_level != new.service.log_level:
-        changes.append("service.log_level")
-    old_listen = (old.webhooks.host, old.webhooks.port) if old.webhooks else None
-    new_listen = (new.webhooks.host, new.webhooks.port) if new.webhooks else None
-    if old_listen != new_listen:
-        changes.append("webhooks.listen")
-    return changes
 
 
 class Ductile:
@@ -153,6 +132,7 @@ class Ductile:
         self._stop_requested = False
         self._asgi: ASGIApp | None = None
         self._closed = False
+        self._surface: Surface | None = None
         self._loaded_text: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -216,12 +196,13 @@ class Ductile:
         except BaseException:
             await self.close()
             raise
+        await self.surface.record_refusals()
         _advise(config)
         self._record(config)
         return self
 
     async def _open_own_store(self, config: Config) -> Store:
-        """SQLite under ``service.state_dir`` (checked: ADR 0023), behind the instance lock
+        """SQLite under ``service.state_dir`` (checked: ADR 0040), behind the instance lock
         unless ``lock=False``; its integrity is checked before anything runs."""
         from ductile.adapters.sqlite import SqliteStore
         from ductile.adapters.statedir import prepare
@@ -294,12 +275,8 @@ class Ductile:
         even then: for an application that embeds ductile and speaks to systemd itself.
         """
         engine = self.engine
-        http = None
-        webhooks = engine.runtime.config.webhooks
-        if self._listen and webhooks is not None:
-            from ductile.adapters.http import HttpServer
-
-            http = HttpServer(self._build_asgi(ready=None), webhooks.host, webhooks.port)
+        http, listeners = self.surface.listeners(engine.runtime.config) if self._listen else (None, [])
+        wake = self.surface.wake_listener() if self._lock is not None and self._lock.held else None
         reload_source = self.reload if self.config_path is not None else None
         notifier = None
         if notify_systemd and self._environ.get("NOTIFY_SOCKET"):
@@ -312,9 +289,10 @@ class Ductile:
             engine,
             reload=reload_source,
             http=http,
+            listeners=listeners,
+            background=[self.feed.run, *self._lock_watch()],
             on_ready=on_ready,
             notifier=notifier,
-            guard=self._lock.check if self._lock is not None else None,
         )
         if self._stop_requested:  # stop() came before serve() got going: it still counts
             self._service.stop()
@@ -325,6 +303,41 @@ class Ductile:
         finally:
             if install_signal_handlers:
                 self._service.remove_signal_handlers()
+            if wake is not None:
+                wake.close()
+
+    # ----------------------------------------------------------------- the operator surface
+    @property
+    def surface(self) -> Surface:
+        """The activity feed, metrics, API app and listeners of this instance (built when first needed)."""
+        if self._surface is None:
+            from ductile.app.surface import Surface
+
+            self._surface = Surface(self.engine, reload=self.reload_report, health=self.health,
+                                    webhooks=lambda: self._counted(self._build_asgi(ready=None)))  # fmt: skip
+        return self._surface
+
+    @property
+    def feed(self) -> Feed:
+        return self.surface.feed
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.surface.metrics
+
+    @property
+    def api_app(self) -> ASGIApp:
+        """The operator API's ASGI app (its own listener, or mounted in a host application)."""
+        return self.surface.api_app
+
+    @property
+    def api_port(self) -> int | None:
+        """The port the API listens on once serving (``api.listen`` port 0 picks one); None before."""
+        return self.surface.api_port
+
+    def _lock_watch(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        lock = self._lock
+        return [] if lock is None else [lambda: watch_lock(lock.check, self.stop)]
 
     def stop(self) -> None:
         """Stop serving gracefully; safe to call more than once, from a signal handler too."""
@@ -339,17 +352,35 @@ class Ductile:
     async def reload(self, config: Config | None = None) -> None:
         """Switch to ``config``, or re-read the config file. An invalid file is
         logged and the running configuration kept, whole."""
+        with contextlib.suppress(ConfigError):  # logged and noted by reload_report
+            await self.reload_report(config)
+
+    async def reload_report(self, config: Config | None = None) -> dict[str, Any]:
+        """:meth:`reload`, answering what changed (``POST /system/reload``); a refused
+        file raises :class:`ConfigError`. Either way the outcome is appended to the
+        activity log (``config.reloaded`` / ``config.rejected``), where ``ductile
+        reload`` reads it."""
+        engine = self.engine
         if config is None:
             try:
                 config = self._load()
             except ConfigError as e:
                 _reload_log.error(f"reload refused, keeping the running configuration: {e}")
-                return
-        for change in restart_needed(self.engine.runtime.config, config):
+                await self.surface.record(Kind.CONFIG_REJECTED, {"error": str(e)})
+                raise
+        old = engine.runtime.config
+        refused_before = frozenset(r.name for r in engine.runtime.refused)
+        for change in restart_needed(old, config):
             _reload_log.warning(f"{change} changed: it applies at the next restart")
-        await self.engine.reload(config)
+        report = await engine.reload(config)
         _advise(config)
+        doc = reload_doc(old, config, added=report.added, removed=report.removed,
+                         cancelled=report.cancelled, unhealthy=report.unhealthy)  # fmt: skip
+        doc["restart_needed"] = restart_needed(old, config)
         self._record(config)
+        await self.surface.record(Kind.CONFIG_RELOADED, doc)
+        await self.surface.record_refusals(refused_before)
+        return doc
 
     # ----------------------------------------------------------------- API
     async def enqueue(
@@ -385,22 +416,10 @@ class Ductile:
         return await self.engine.store.due(start, end)
 
     async def health(self) -> dict[str, Any]:
-        """The /healthz figures (D20); ``status`` is ``degraded`` (served with 503) while the
-        store refuses writes, and ``store`` says why."""
+        """The /healthz figures (D20): :func:`~ductile.app.operations.health_doc`."""
         engine = self.engine
         now = engine.clock.now()
-        started = engine.started_at or now
-        breakers = await engine.store.breakers()
-        open_plugins = {b.plugin for b in breakers if b.status is not BreakerStatus.CLOSED}
-        fault = engine.store.write_fault()
-        return {
-            "status": "ok" if fault is None else "degraded",
-            "uptime_seconds": round((now - started).total_seconds(), 3),
-            "queue_depth": await engine.store.queue_depth(),
-            "plugins_loaded": len(engine.runtime.plugins),
-            "plugins_circuit_open": len(open_plugins),
-            "store": store_health(fault),
-        }
+        return await health_doc(engine.store, engine.runtime, uptime=now - (engine.started_at or now))
 
     @property
     def ready(self) -> bool:
@@ -416,8 +435,18 @@ class Ductile:
         again after :meth:`close`, it answers 503 with ``Retry-After: 1``.
         """
         if self._asgi is None:
-            self._asgi = self._build_asgi(ready=lambda: self.ready)
+            self._asgi = self._counted(self._build_asgi(ready=lambda: self.ready))
         return self._asgi
+
+    def _counted(self, app: ASGIApp) -> ASGIApp:
+        """``app``, its answers counted in the metrics once this instance has them (serving)."""
+        from ductile.app.api.metrics import counting
+
+        def answered(status: int) -> None:
+            if self._surface is not None:
+                self._surface.metrics.webhook_answered(status)
+
+        return counting(app, answered)
 
     def _build_asgi(self, *, ready: Callable[[], bool] | None) -> ASGIApp:
         """The app; ``ready`` None for ductile's own listener, started only once open."""

@@ -38,10 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from logging import ERROR, WARNING
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ductile.app.dispatch import UnsettledError
 from ductile.app.engine import Engine
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
     from ductile.adapters.systemd import Notifier
 
 ReloadSource = Callable[[], Awaitable[None]]
-#: Run every :data:`GUARD_EVERY` seconds; a reason to stop, or None (the instance lock's check).
-Guard = Callable[[], "str | None"]
 
 
 class Listener(Protocol):
@@ -70,8 +68,6 @@ class Listener(Protocol):
 
 #: Seconds between two ``STATUS=`` updates sent to systemd.
 STATUS_EVERY = 10.0
-#: Seconds between two runs of the guard (the instance lock's check).
-GUARD_EVERY = 2.0
 
 _daemon_log = Log("daemon")
 _scheduler_log = Log("scheduler")
@@ -87,14 +83,18 @@ class Service:
         *,
         reload: ReloadSource | None = None,
         http: Listener | None = None,
+        listeners: Sequence[Listener] = (),
+        background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
         on_ready: Callable[[], None] | None = None,
         notifier: Notifier | None = None,
-        guard: Guard | None = None,
     ) -> None:
         self.engine = engine
-        self._guard = guard
         self._reload_source = reload
         self._http = http
+        #: More listeners (the operator API), started after ``http`` and stopped with it.
+        self._listeners = [x for x in (http, *listeners) if x is not None]
+        #: Loops that run beside the engine's (the activity feed), cancelled at shutdown.
+        self._background = list(background)
         self._on_ready = on_ready
         self._stopping = asyncio.Event()
         self._wake_scheduler = asyncio.Event()
@@ -142,15 +142,17 @@ class Service:
     # ----------------------------------------------------------------- running
     async def run(self) -> None:
         """Serve until :meth:`stop`; returns once everything is closed."""
-        if self._http is not None:
-            await self._http.start()
+        for listener in self._listeners:
+            await listener.start()
         self._tasks = [
+            *(
+                asyncio.create_task(loop(), name=f"ductile-background-{i}")
+                for i, loop in enumerate(self._background)
+            ),
             asyncio.create_task(self._scheduler_loop(), name="ductile-scheduler"),
             asyncio.create_task(self._dispatcher_loop(), name="ductile-dispatcher"),
             asyncio.create_task(self._reload_loop(), name="ductile-reload"),
         ]
-        if self._guard is not None:
-            self._tasks.append(asyncio.create_task(self._guard_loop(self._guard), name="ductile-guard"))
         _daemon_log.info("ductile is running", plugins=len(self.engine.runtime.plugins))
         if self._notifier is not None and not self.stopping:
             self._notifier.ready()
@@ -168,9 +170,9 @@ class Service:
         self._stopped = True
         self._stopping.set()
         self._tell_stopping()
-        if self._http is not None:
+        for listener in self._listeners:
             with contextlib.suppress(Exception):
-                await self._http.stop()
+                await listener.stop()
         # The dispatcher finishes its current job (bounded by the job's deadline).
         for task in self._tasks:
             if task.get_name() != "ductile-dispatcher":
@@ -229,21 +231,6 @@ class Service:
                 except Exception:
                     timeout = 1.0
                 await self.engine.inbox.wait(timeout)
-
-    async def _guard_loop(self, guard: Guard) -> None:
-        """The instance lock's check (``InstanceLock.check``): a deleted lock file is put back;
-        a state directory moved away under the daemon stops it (another could start there)."""
-        while not self.stopping:
-            try:
-                reason = guard()
-            except Exception:
-                _daemon_log.exception("the instance lock's check failed")
-                reason = None
-            if reason is not None:
-                _daemon_log.critical(f"stopping: {reason}")
-                self.stop()
-                return
-            await asyncio.sleep(GUARD_EVERY)
 
     async def _reload_loop(self) -> None:
         while True:

@@ -54,7 +54,7 @@ class UsageError(Exception):
 
 async def _open_sqlite(path: Path, create: bool) -> Store | None:
     """The real store: None when it does not exist and ``create`` is False. The state
-    directory is checked (and made, with ``create``) as the daemon does (ADR 0023)."""
+    directory is checked (and made, with ``create``) as the daemon does (ADR 0040)."""
     from ductile.adapters.statedir import prepare
     from ductile.app.bootstrap import DB_FILES
 
