@@ -1,9 +1,12 @@
-"""A store fault met by the operator surface (the activity log's own entries, an API call) is the
+"""A store fault met by the operator surface (the activity log's own entries, an API call, the
+feed's reads) is the
 machine's: the store logs its episode's error line once, so each refusal here is one line at warn,
 without a traceback (issue 19, item 1); anything else stays an error with its traceback."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -11,10 +14,11 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ductile.adapters.sqlite.errors import StoreFullError
+from ductile.adapters.sqlite.errors import StoreBusyError, StoreFullError
 from ductile.app.api.app import _answer
+from ductile.app.feed import Feed
 from ductile.app.surface import Surface
-from ductile.domain.activity import Activity, Kind
+from ductile.domain.activity import Activity, Entry, Kind
 from ductile.fakes import InMemoryStore
 from tests.support.builders import two_plugins
 from tests.support.rigs import Rig, async_test, records
@@ -93,3 +97,48 @@ async def test_an_api_call_refused_by_a_store_fault_is_a_503_logged_at_warn(
     assert response.status_code == 503
     [line] = records(caplog, message="POST /job/x/retry failed")
     assert (line.levelno, line.exc_info) == (level, None)
+
+
+class UnreadableStore(InMemoryStore):
+    """Reading the activity log fails while ``broken`` is set; :meth:`reached` waits for a read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = True
+        self.reads = 0
+        self._waiting: dict[int, asyncio.Event] = {}
+
+    async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:
+        self.reads += 1
+        if (event := self._waiting.get(self.reads)) is not None:
+            event.set()
+        if self.broken:
+            raise StoreBusyError("the database is locked by another process")
+        return await super().activity(after, limit=limit)
+
+    async def reached(self, reads: int) -> None:
+        await self._waiting.setdefault(reads, asyncio.Event()).wait()
+
+
+@async_test
+async def test_the_feed_logs_a_store_fault_once_per_episode_and_its_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="ductile")
+    store = UnreadableStore()
+    feed = Feed(store, idle_poll=0.001)
+    task = asyncio.create_task(feed.run())
+    try:
+        async with asyncio.timeout(10):
+            await store.reached(20)  # twenty failed polls
+            store.broken = False
+            await store.reached(22)  # one that worked, and the loop went round once more
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    [failed] = records(caplog, message="reading the activity log (trying again at each poll) failed")
+    assert (failed.levelno, failed.exc_info) == (logging.WARNING, None)
+    assert "locked by another process" in failed.getMessage()
+    [ended] = records(caplog, message="works again, after 20 failure(s)")
+    assert ended.levelno == logging.INFO
