@@ -168,6 +168,9 @@ class MemoryTx(SerialLocks):
         #: The activity log, in id order; ids come from ``activity_seq`` and are never reused.
         self.activity: list[Entry] = []
         self.activity_seq = 0
+        #: No entry of ``activity`` is older than this (None: empty), so retention's prune
+        #: is a comparison until something may go, not a scan of the whole log per tick.
+        self.activity_floor: datetime | None = None
         self._undo: list[_Undo] = []
         self.index: Index = index(self)
 
@@ -425,6 +428,9 @@ class MemoryTx(SerialLocks):
     def append_activity(self, activity: Activity) -> None:
         self.activity_seq += 1
         self.activity.append(Entry(id=self.activity_seq, activity=activity))
+        if self.activity_floor is None or activity.at < self.activity_floor:
+            self.activity_floor = activity.at
+        # Undoing leaves the floor as it is: a floor too low costs one scan, never a wrong answer.
         self._undo.append((self._drop_activity, ()))
 
     def _drop_activity(self) -> None:
@@ -432,10 +438,15 @@ class MemoryTx(SerialLocks):
         self.activity_seq -= 1
 
     def prune_activity(self, before: datetime) -> int:
+        if self.activity_floor is None or self.activity_floor >= before:
+            return 0
         kept = [e for e in self.activity if e.activity.at >= before]
         pruned = len(self.activity) - len(kept)
+        old = (self.activity, self.activity_floor)
+        self._set_activity(kept, min((e.activity.at for e in kept), default=None))
         if pruned:
-            old = self.activity
-            self.activity = kept
-            self._undo.append((setattr, (self, "activity", old)))
+            self._undo.append((self._set_activity, old))
         return pruned
+
+    def _set_activity(self, entries: list[Entry], floor: datetime | None) -> None:
+        self.activity, self.activity_floor = entries, floor
