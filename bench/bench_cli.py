@@ -8,7 +8,9 @@ interpreter, not a PATH shim), ``--runs`` times, alternated, in two
 environments as in ``bench_startup.py``: without a bytecode cache for
 ductile's own modules (``PYTHONDONTWRITEBYTECODE=1``, this development
 environment) and with a warmed one (``PYTHONPYCACHEPREFIX``, as a user
-normally has). Medians in ms, wall and CPU (user + system: on a loaded
+normally has). Beside them, the floors: the interpreter alone, with asyncio
+and sqlite3, and importing the config reader and the SQLite store (what a
+read verb cannot do without). Medians in ms, wall and CPU (user + system: on a loaded
 machine the wall time is mostly waiting for a core). With ``--against TREE`` every command also runs
 importing ductile from TREE's ``src/`` (interleaved with this tree's), and the
 ratio is printed.
@@ -127,6 +129,13 @@ def report(times: Times, trees: dict[str, Path]) -> None:
 FLOORS = {
     "floor: python -c pass": [sys.executable, "-c", "pass"],
     "floor: python -c 'import asyncio, sqlite3'": [sys.executable, "-c", "import asyncio, sqlite3"],
+    "imports: the config reader": [sys.executable, "-c", "import ductile.adapters.config"],
+    "imports: the SQLite store": [sys.executable, "-c", "import ductile.adapters.sqlite"],
+    "imports: both, and asyncio": [
+        sys.executable,
+        "-c",
+        "import asyncio, ductile.adapters.config, ductile.adapters.sqlite",
+    ],
 }
 COMMANDS = {
     "ductile --help": ["--help"],
