@@ -271,11 +271,20 @@ def test_a_success_blocks_its_identity_within_the_ttl_and_not_after(with_store: 
     with_store(body)
 
 
-def test_a_running_job_does_not_block_its_identity(with_store: StoreRunner) -> None:
+def test_a_running_job_blocks_its_identity(with_store: StoreRunner) -> None:
+    """D1 as amended: a redelivery while the first job runs returns the running job."""
+
     async def body(store: Store) -> None:
         first = await add(store, make_job(dedupe_key="k"))
         await claim(store, at(1), first)
-        await add(store, make_job(dedupe_key="k", created=at(2)))
+        dup = make_job(dedupe_key="k", created=at(2))
+        assert await store.enqueue(dup, actor=Actor.WEBHOOK, now=at(2), dedupe_ttl=TTL) == EnqueueResult(
+            first.id, False
+        )
+        assert await store.get_job(dup.id) is None
+        # once it has ended badly, the identity is free again
+        await store.settle(first.id, FATAL, ctx=ctx(at(3)), dedupe_ttl=TTL)
+        await add(store, make_job(dedupe_key="k", created=at(4)))
 
     with_store(body)
 

@@ -81,8 +81,8 @@ class Tx(Protocol):
         ...
 
     def dedupe_candidates(self, plugin: str, command: str, key: str) -> list[Job]:
-        """D1: jobs of the identity that may block a new one (at least every queued or
-        succeeded one), in insertion order."""
+        """D1: jobs of the identity that may block a new one (at least every queued,
+        running or succeeded one), in insertion order."""
         ...
 
     def oldest_runnable(self, now: datetime) -> Job | None:

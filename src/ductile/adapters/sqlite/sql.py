@@ -58,7 +58,7 @@ SQL_CHILD_LOOKUP: Final = (
 #: D1: jobs of one identity that may block a new enqueue (``blocks`` decides), oldest first.
 SQL_DEDUPE_CANDIDATES: Final = (
     f"SELECT {_JOB_COLS} FROM jobs WHERE plugin = ? AND command = ? AND dedupe_key = ? "
-    "AND status IN ('queued', 'succeeded') ORDER BY seq"
+    "AND status IN ('queued', 'running', 'succeeded') ORDER BY seq"
 )
 #: The queued job to claim next: due (no retry time, or it has passed), FIFO by created_at, then insertion.
 SQL_OLDEST_RUNNABLE: Final = (

@@ -79,8 +79,10 @@ class Violation(BaseException):
 
 def _blocks(job: Job, *, now: datetime, ttl: timedelta) -> bool:
     """Does an existing job of the same identity make a new enqueue redundant (D1)?
-    Written out here from the SPEC, not taken from the domain."""
-    if job.status is JobStatus.QUEUED:
+    Written out here from the SPEC, not taken from the domain: a queued or a running
+    job blocks whatever its age (the running case is D1's amendment A2); a success
+    blocks within the TTL."""
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         return True
     return (
         job.status is JobStatus.SUCCEEDED and job.completed_at is not None and job.completed_at >= now - ttl
@@ -312,8 +314,8 @@ def check_dedupe(
     job: Job, result: EnqueueResult, others: Sequence[Job], *, now: datetime, ttl: timedelta
 ) -> list[str]:
     """I5 — D1: identity is (plugin, command, dedupe_key). An enqueue is performed
-    unless a job of the same identity is still queued or succeeded within the TTL
-    (at that moment); then the caller gets that job's id. ``others``: the jobs of the
+    unless a job of the same identity is still queued, is running, or succeeded
+    within the TTL (at that moment); then the caller gets that job's id. ``others``: the jobs of the
     same identity just before the call (retention-deleted ones excluded: the store
     cannot know them any more). Child replays (same parent, event, target) return
     the existing child."""
