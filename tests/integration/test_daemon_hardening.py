@@ -8,9 +8,11 @@ and checks what the daemon does now. The HTTP floods (items 10 and 12) are in
 from __future__ import annotations
 
 import json
+import os
+import signal
 
-from tests.support.plugins import gated
-from tests.support.site import SECRET, Site, signature, wait_until
+from tests.support.plugins import gated, recorder
+from tests.support.site import SECRET, Site, log_match, signature, wait_until
 
 # --------------------------------------------------------------------------- D1: redelivery during a run
 
@@ -39,3 +41,44 @@ def test_a_redelivery_while_the_first_job_runs_returns_the_running_job(site: Sit
     site.release()
     wait_until(lambda: site.job(job_id)["job"]["status"] == "succeeded", 15, "the job to succeed")
     assert len(site.runs("slow")) == 1
+
+
+# --------------------------------------------------------------------------- bad values in the config
+
+#: A timer whose payload, and a plugin whose config, hold a lone surrogate escape (valid YAML).
+SURROGATE_CONFIG = """\
+service: {state_dir: ./state, tick_interval: 1s}
+plugins_dir: ./plugins
+plugins:
+  p:
+    config: {x: "\\ud83d"}
+    schedule: {every: 2s, emit: {type: t, payload: {a: "\\ud83d"}}}
+routes:
+  - {from: p, event_type: t, to: p}
+"""
+
+
+def test_a_lone_surrogate_in_the_config_is_refused_by_check_start_and_reload(site: Site) -> None:
+    """Item 8: such a config passed `config check`, then every tick failed while /healthz said ok."""
+    site.plugin("p", recorder(site, "p"), commands=["poll", "handle"])
+    site.write_config({"p": {}}, endpoints=[])
+    good = site.config_path.read_text()
+    site.config_path.write_text(SURROGATE_CONFIG)
+
+    check = site.cli("config", "check")
+    assert check.returncode == 2, check
+    assert "plugins.p.config.x (line 5)" in check.stderr
+    assert "lone surrogate" in check.stderr
+    assert "Traceback" not in check.stderr
+
+    site.config_path.write_text(good)
+    daemon = site.start()
+    site.config_path.write_text(SURROGATE_CONFIG)
+    os.kill(daemon.pid, signal.SIGHUP)
+    line = daemon.wait_for_log(
+        log_match("reload refused", level="error", component="reload"), 10, "the refused reload"
+    )
+    assert "lone surrogate" in line["message"]
+    assert daemon.garbage == []
+    assert "Logging error" not in daemon.stderr_path.read_text()
+    assert daemon.health()["scheduler"]["ok"] is True

@@ -28,6 +28,7 @@ from ductile.domain.breaker import BreakerStatus
 from ductile.domain.config import Config, Endpoint
 from ductile.domain.errors import ConfigError
 from ductile.domain.job import Command, SubmittedBy
+from ductile.domain.protocol import iso_utc
 from ductile.domain.schedule import PlannedRun
 from ductile.log import Log
 from ductile.ports.catalog import Catalog
@@ -256,7 +257,14 @@ class Ductile:
             notifier = Notifier(self._environ)
             if not notifier.enabled:  # an unsupported NOTIFY_SOCKET (logged by the notifier)
                 notifier = None
-        self._service = Service(engine, reload=reload_source, http=http, on_ready=on_ready, notifier=notifier)
+        self._service = Service(
+            engine,
+            reload=reload_source,
+            http=http,
+            on_ready=on_ready,
+            notifier=notifier,
+            publish=self._status_writer(),
+        )
         if self._stop_requested:  # stop() came before serve() got going: it still counts
             self._service.stop()
         if install_signal_handlers:
@@ -266,6 +274,21 @@ class Ductile:
         finally:
             if install_signal_handlers:
                 self._service.remove_signal_handlers()
+
+    def _status_writer(self) -> Callable[[dict[str, Any]], None] | None:
+        """Writes the daemon's status file for ``ductile status``; only for the holder of the
+        instance lock (the file is believed when its pid is the lock holder's)."""
+        if self._lock is None:
+            return None
+        from ductile.adapters.status_file import write_status
+
+        state_dir = self.engine.runtime.config.service.state_dir
+        clock = self.engine.clock
+
+        def publish(doc: dict[str, Any]) -> None:
+            write_status(state_dir, {"pid": os.getpid(), "updated_at": iso_utc(clock.now()), **doc})
+
+        return publish
 
     def stop(self) -> None:
         """Stop serving gracefully; safe to call more than once, from a signal handler too."""
@@ -329,12 +352,15 @@ class Ductile:
         started = engine.started_at or now
         breakers = await engine.store.breakers()
         open_plugins = {b.plugin for b in breakers if b.status is not BreakerStatus.CLOSED}
+        scheduler = engine.tick_report
         return {
-            "status": "ok",
+            # "degraded" (served with 503) while scheduler ticks, or a schedule's firings, fail
+            "status": "ok" if scheduler.ok else "degraded",
             "uptime_seconds": round((now - started).total_seconds(), 3),
             "queue_depth": await engine.store.queue_depth(),
             "plugins_loaded": len(engine.runtime.plugins),
             "plugins_circuit_open": len(open_plugins),
+            "scheduler": scheduler.to_json(),
         }
 
     @property

@@ -41,7 +41,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from logging import ERROR
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ductile.app.engine import Engine
 from ductile.domain.breaker import Breaker, BreakerStatus
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from ductile.adapters.systemd import Notifier
 
 ReloadSource = Callable[[], Awaitable[None]]
+#: Writes what ``ductile status`` reads of the running daemon (its status file).
+Publish = Callable[[dict[str, Any]], None]
 
 
 class Listener(Protocol):
@@ -68,7 +70,6 @@ class Listener(Protocol):
 STATUS_EVERY = 10.0
 
 _daemon_log = Log("daemon")
-_scheduler_log = Log("scheduler")
 _dispatcher_log = Log("dispatcher")
 _reload_log = Log("reload")
 _systemd_log = Log("systemd")
@@ -83,6 +84,7 @@ class Service:
         http: Listener | None = None,
         on_ready: Callable[[], None] | None = None,
         notifier: Notifier | None = None,
+        publish: Publish | None = None,
     ) -> None:
         self.engine = engine
         self._reload_source = reload
@@ -99,6 +101,10 @@ class Service:
         self._told_stopping = False
         #: Why watchdog pings are withheld (None: they are not), to log changes only.
         self._unhealthy: str | None = None
+        self._publish = publish
+        #: The document last published (None: nothing yet, or the last write failed).
+        self._published: dict[str, Any] | None = None
+        self._publish_failing = False
 
     # ----------------------------------------------------------------- control
     @property
@@ -192,9 +198,9 @@ class Service:
             now = self.engine.clock.now()
             try:
                 wake = await self.engine.tick()
-            except Exception:
-                _scheduler_log.exception("scheduler tick failed; trying again shortly")
+            except Exception:  # logged once per episode and counted by the engine's tick report
                 wake = now + timedelta(seconds=5)
+            self._publish_report()
             cap = self.engine.clock.now() + self.engine.runtime.config.service.tick_interval
             await self._sleep_until(min(wake, cap), self._wake_scheduler)
 
@@ -233,6 +239,24 @@ class Service:
                 self._notifier.ready()
                 await self._send_status(self._notifier)
             self._wake_scheduler.set()
+
+    def _publish_report(self) -> None:
+        """Hand the tick report to ``publish`` when it changed (a failed write is logged once)."""
+        if self._publish is None:
+            return
+        doc = {"scheduler": self.engine.tick_report.to_json()}
+        if doc == self._published:
+            return
+        try:
+            self._publish(doc)
+        except Exception as e:
+            if not self._publish_failing:
+                _daemon_log.warning(f"could not write the daemon's status file: {e}")
+            self._publish_failing = True
+            self._published = None
+            return
+        self._publish_failing = False
+        self._published = doc
 
     # ----------------------------------------------------------------- systemd
     def _tell_stopping(self) -> None:
@@ -311,4 +335,7 @@ class Service:
             text += f", {tripped} with an open circuit"
         if self._unhealthy is not None:
             text += f"; NOT alive: {self._unhealthy}"
+        report = engine.tick_report
+        if not report.ok:
+            text += f"; scheduler failing: {report.tick_error or ', '.join(sorted(report.failing))}"
         return text

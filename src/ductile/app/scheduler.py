@@ -4,6 +4,11 @@ The plans live in the store's schedule index; a tick reads what is due, lets
 the domain decide (fire, or skip a missed run), and writes the jobs and the
 next plan in one unit. A timer that emits an event fans it out to the routes'
 targets instead of running its own plugin.
+
+A schedule whose firing fails does not stop the others: the failure goes to
+the :class:`~ductile.app.tick_report.TickReport` (logged once per episode,
+counted, shown by ``/healthz`` and ``ductile status``), the run stays due and
+is tried again within :data:`FAILED_RETRY`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import attrs
 
 from ductile.app.runtime import Runtime
+from ductile.app.tick_report import TickReport
 from ductile.domain.job import Actor, Command, Job, SubmittedBy
 from ductile.domain.protocol import EmittedEvent
 from ductile.domain.routing import fan_out, wrap
@@ -25,6 +31,8 @@ from ductile.ports.inbox import Inbox
 from ductile.ports.store import FireResult, Guard, Store
 
 RETENTION_EVERY = timedelta(minutes=1)
+#: A schedule whose firing failed is tried again this soon (the others keep their own times).
+FAILED_RETRY = timedelta(seconds=5)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _scheduler_log = Log("scheduler")
@@ -39,6 +47,7 @@ class Scheduler:
     inbox: Inbox
     draw: Callable[[], float]
     new_id: Callable[[], str]
+    report: TickReport = attrs.field(factory=TickReport)
     _last_retention: datetime | None = attrs.field(default=None, init=False)
 
     async def tick(self, runtime: Runtime) -> datetime:
@@ -49,18 +58,30 @@ class Scheduler:
         """
         now = self.clock.now()
         schedules = runtime.schedules()
+        self.report.forget(set(schedules))
+        failed: set[str] = set()
         for entry in await self.store.due(EPOCH, now + timedelta(microseconds=1)):
             schedule = schedules.get(entry.key)
             if schedule is None:
                 await self.store.delete_planned(entry.key)
                 continue
-            await self._fire(runtime, entry, schedule, now)
+            try:
+                await self._fire(runtime, entry, schedule, now)
+            except Exception as e:  # this schedule only: the others fire, it is retried
+                self.report.schedule_failed(entry.key, e, now)
+                failed.add(entry.key)
+            else:
+                self.report.schedule_fired(entry.key)
         await self._retention(runtime, now)
         # The earliest planned run within the horizon: an indexed range query,
         # not a read of the whole schedule index (1.7 ms vs 62 ms at 10k schedules).
         horizon = now + runtime.config.service.tick_interval
         upcoming = await self.store.due(EPOCH, horizon)
-        return min([horizon, *(e.planned_at for e in upcoming[:1])])
+        self.report.tick_ran()
+        if failed:  # still due: skip them when choosing the wake-up, retry them soon
+            horizon = min(horizon, now + FAILED_RETRY)
+        first = next((e.planned_at for e in upcoming if e.key not in failed), horizon)
+        return min(horizon, first)
 
     async def _fire(
         self, runtime: Runtime, entry: PlannedRun, schedule: Schedule, now: datetime

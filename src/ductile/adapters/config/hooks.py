@@ -343,9 +343,10 @@ def secret_hook(value: object, _: Any) -> str:
     if not isinstance(value, str):  # never echo what might be the secret
         raise Problem(f"a secret must be text (put it in quotes), got {kind(value)}")
     secret = substitute(value, current_context().env)
-    if not secret:
+    if not secret.strip():
         after = " after substituting environment variables" if "$" in value else ""
-        raise Problem(f"the secret is empty{after}; every endpoint needs a non-empty secret")
+        what = "empty" if not secret else "only whitespace"
+        raise Problem(f"the secret is {what}{after}; every endpoint needs a real secret")
     return secret
 
 

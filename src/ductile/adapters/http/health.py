@@ -1,8 +1,11 @@
 """The health route: ``GET /healthz`` (D20).
 
 The document comes from the app (``Ductile``: status, uptime, queue depth,
-plugins); this route only serves it: 200 with it, 503 ``{"status": "error"}``
-when building it raises (logged), 405 for a method other than GET or HEAD.
+plugins, the scheduler's failures); this route only serves it: 200 with it
+when its ``status`` is ``ok``, 503 with it otherwise (a monitor that looks at
+the code sees a degraded daemon; the document says why), 503
+``{"status": "error"}`` when building it raises (logged), 405 for a method
+other than GET or HEAD.
 ``/healthz`` is always the health check, even if an endpoint claims the path.
 """
 
@@ -34,7 +37,7 @@ class HealthRoute:
             return
         try:
             document = await self._health()
-            await respond(send, 200, document, close=close)
+            await respond(send, 200 if document.get("status") == "ok" else 503, document, close=close)
         except Exception:
             log.exception("the health check failed")
             await respond(send, 503, {"status": "error"}, close=close)
