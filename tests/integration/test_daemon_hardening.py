@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 
 from tests.support.plugins import gated, recorder
-from tests.support.site import SECRET, Site, log_match, signature, wait_until
+from tests.support.site import SECRET, Site, log_match, requests_of, signature, wait_until
 
 # --------------------------------------------------------------------------- D1: redelivery during a run
 
@@ -82,3 +83,40 @@ def test_a_lone_surrogate_in_the_config_is_refused_by_check_start_and_reload(sit
     assert daemon.garbage == []
     assert "Logging error" not in daemon.stderr_path.read_text()
     assert daemon.health()["scheduler"]["ok"] is True
+
+
+# --------------------------------------------------------------------------- secrets in stored headers
+
+
+def test_credentials_in_webhook_headers_are_stored_and_shown_masked(site: Site) -> None:
+    """Item 13: `ductile job` showed Authorization, Cookie, X-Api-Key... of a delivery."""
+    site.plugin("a", recorder(site, "a"), commands=["handle"])
+    site.write_config(endpoints=[{"path": "/hook/a", "plugin": "a", "secret": SECRET}])
+    daemon = site.start()
+    body = b'{"n": 1}'
+    headers = {
+        "X-Hub-Signature-256": signature(body),
+        "Authorization": "Bearer hunter2",
+        "Cookie": "session=abc",
+        "X-Api-Key": "k-123456",
+        "X-Gitlab-Token": "glpat-xyz",
+    }
+    job_id = daemon.post("/hook/a", body, headers).json()["job_id"]
+    wait_until(lambda: site.runs("a"), 15, "the job to run")
+
+    stored = site.query("SELECT payload FROM jobs WHERE id = ?", (job_id,))[0][0]
+    shown = site.cli_ok("job", job_id) + json.dumps(site.job(job_id)) + json.dumps(requests_of(site, "a"))
+    for secret in ("hunter2", "session=abc", "k-123456", "glpat-xyz"):
+        assert secret not in stored
+        assert secret not in shown
+    event_headers = site.job(job_id)["job"]["payload"]["headers"]
+    for name in ("authorization", "cookie", "x-api-key", "x-gitlab-token"):
+        assert event_headers[name] == "[masked]"
+
+    # a job stored unmasked (by an older version) is shown masked all the same
+    with sqlite3.connect(site.db_path) as db:
+        payload = json.loads(stored)
+        payload["headers"]["x-api-key"] = "old-secret-1"
+        db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(payload), job_id))
+    assert "old-secret-1" not in site.cli_ok("job", job_id)
+    assert site.job(job_id)["job"]["payload"]["headers"]["x-api-key"] == "[masked]"

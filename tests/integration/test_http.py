@@ -419,7 +419,8 @@ def test_the_dedupe_header_becomes_the_dedupe_key_when_present(shared: SharedSer
     assert shared.deliveries[0].endpoint.event_type == "push"
 
 
-def test_private_headers_are_stripped_and_repeats_joined(shared: SharedServer) -> None:
+def test_credentials_in_headers_are_masked_and_repeats_joined(shared: SharedServer) -> None:
+    """Issue 19, item 13: names kept, values replaced, for every header that carries a credential."""
     body = b'{"a": 1}'
     head = request_head(
         "/hook/github",
@@ -429,6 +430,9 @@ def test_private_headers_are_stripped_and_repeats_joined(shared: SharedServer) -
             (b"Authorization", b"Bearer hunter2"),
             (b"Cookie", b"session=abc"),
             (b"Proxy-Authorization", b"Basic Zm9vOmJhcg=="),
+            (b"X-Api-Key", b"k-123456"),
+            (b"X-Gitlab-Token", b"glpat-abcdef"),
+            (b"X-Session-Id", b"s-987"),
             (b"X-Multi", b"one"),
             (b"x-multi", b"two"),
             (b"X-Latin", b"caf\xe9"),
@@ -436,11 +440,14 @@ def test_private_headers_are_stripped_and_repeats_joined(shared: SharedServer) -
     )
     assert exchange(shared.port, head + body).status == 202
     headers = shared.deliveries[0].headers
-    assert not {"authorization", "cookie", "proxy-authorization"} & set(headers)
+    secret = ("authorization", "cookie", "proxy-authorization", "x-api-key", "x-gitlab-token", "x-session-id")
+    assert {name: headers[name] for name in secret} == dict.fromkeys(secret, "[masked]")
+    assert headers["x-hub-signature-256"] == signature(body)  # an HMAC, not a credential
     assert headers["x-multi"] == "one, two"
     assert headers["x-latin"] == "café"
     assert all(name == name.lower() for name in headers)
-    assert "hunter2" not in repr(shared.deliveries[0])
+    for value in ("hunter2", "session=abc", "Zm9vOmJhcg", "k-123456", "glpat", "s-987"):
+        assert value not in repr(shared.deliveries[0])
 
 
 # ----------------------------------------------------------------- refused signatures

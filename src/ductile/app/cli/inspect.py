@@ -13,7 +13,14 @@ from typing import Any
 
 from ductile.app.cli.context import ALL_JOBS, EXIT_OK, Context, db_path, read_config, read_store
 from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table, utc
-from ductile.app.cli.jsondoc import job_json, run_json, schedule_json, stdout_object, transition_json
+from ductile.app.cli.jsondoc import (
+    job_json,
+    run_json,
+    schedule_json,
+    shown_payload,
+    stdout_object,
+    transition_json,
+)
 from ductile.domain.breaker import Breaker
 from ductile.domain.config import Config
 from ductile.domain.job import Job, JobStatus, Transition
@@ -257,7 +264,7 @@ def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: 
     ctx.print(f"job {job.id}")
     ctx.print(indent(table(["FIELD", "VALUE"], fields).split("\n", 1)[1], "  "))
     ctx.print("  payload:")
-    ctx.print(indent(pretty_json(job.payload)))
+    ctx.print(indent(pretty_json(shown_payload(job))))
     ctx.print()
     ctx.print("transitions:")
     ctx.print(

@@ -15,7 +15,17 @@ from ductile.domain.errors import ProtocolError
 from ductile.domain.job import Job, Transition
 from ductile.domain.protocol import decode_json_object
 from ductile.domain.schedule import Schedule
+from ductile.domain.secret_headers import mask_headers
 from ductile.domain.settle import RunRecord
+
+
+def shown_payload(job: Job) -> dict[str, Any]:
+    """A job's payload as the verbs show it: the credentials among a webhook event's
+    headers masked (a job stored before they were masked on arrival shows them masked too)."""
+    headers = job.payload.get("headers")
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        return job.payload
+    return {**job.payload, "headers": mask_headers(headers)}
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -23,7 +33,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "id": job.id,
         "plugin": job.plugin,
         "command": job.command,
-        "payload": job.payload,
+        "payload": shown_payload(job),
         "status": job.status.value,
         "attempt": job.attempt,
         "max_attempts": job.max_attempts,
