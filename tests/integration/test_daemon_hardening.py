@@ -12,6 +12,8 @@ import os
 import signal
 import sqlite3
 
+import pytest
+
 from tests.support.plugins import gated, recorder
 from tests.support.site import SECRET, Site, log_match, requests_of, signature, wait_until
 
@@ -120,3 +122,50 @@ def test_credentials_in_webhook_headers_are_stored_and_shown_masked(site: Site) 
         db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(payload), job_id))
     assert "old-secret-1" not in site.cli_ok("job", job_id)
     assert site.job(job_id)["job"]["payload"]["headers"]["x-api-key"] == "[masked]"
+
+
+# --------------------------------------------------------------------------- the wall clock steps back
+
+LIBFAKETIME = next(
+    (
+        path
+        for path in (
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+            "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+            "/usr/lib/faketime/libfaketime.so.1",
+        )
+        if os.path.exists(path)
+    ),
+    None,
+)
+
+
+@pytest.mark.skipif(
+    LIBFAKETIME is None,
+    reason="LOUD SKIP: libfaketime is not installed (apt-get install faketime; .ci/run does it), "
+    "so the real daemon's backward clock step is not tested here (the unit tests still run)",
+)
+def test_the_real_daemon_keeps_its_schedules_when_the_wall_clock_steps_back(site: Site) -> None:
+    """Item 9: a -1 h step stalled every schedule for an hour. libfaketime moves the daemon's
+    wall clock (not its monotonic clock) by rewriting the offset file while it runs."""
+    assert LIBFAKETIME is not None
+    offset = site.root / "faketime.offset"
+    offset.write_text("+0\n")
+    environment = site.env()
+    environment.update(
+        LD_PRELOAD=LIBFAKETIME,
+        FAKETIME_TIMESTAMP_FILE=str(offset),
+        FAKETIME_NO_CACHE="1",
+        FAKETIME_DONT_FAKE_MONOTONIC="1",
+    )
+    site.env = lambda: dict(environment)  # type: ignore[method-assign]
+    site.plugin("tick", recorder(site, "tick"), commands=["poll"])
+    site.write_config({"tick": {"schedule": {"every": "2s"}}}, endpoints=[])
+    daemon = site.start()
+    wait_until(lambda: len(site.runs("tick")) >= 2, 15, "two scheduled runs")
+
+    offset.write_text("-1h\n")
+    daemon.wait_for_log(log_match("the wall clock stepped back by 1h", component="scheduler"), 15, "the step")
+    before = len(site.runs("tick"))
+    wait_until(lambda: len(site.runs("tick")) >= before + 2, 15, "two more runs after the step")
+    assert not daemon.logs(log_match(level="error"))

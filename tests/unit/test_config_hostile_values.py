@@ -35,7 +35,7 @@ def refused(text: str, env: dict[str, str] | None = None) -> ConfigError:
     ("text", "path", "line"),
     [
         (
-            'plugins:\n  p:\n    schedule:\n      every: 1m\n'
+            "plugins:\n  p:\n    schedule:\n      every: 1m\n"
             '      emit: {type: t, payload: {a: "\\ud83d"}}\n',
             "plugins.p.schedule.emit.payload.a",
             5,

@@ -5,6 +5,11 @@ the domain decide (fire, or skip a missed run), and writes the jobs and the
 next plan in one unit. A timer that emits an event fans it out to the routes'
 targets instead of running its own plugin.
 
+A backward step of the wall clock (NTP, a restored VM) is noticed by the
+clock and handled first thing in the next tick: every planned run, retry time
+and open breaker keeps the real time it had left (:meth:`Scheduler._rewind`,
+ADR 0020), so nothing stalls for the size of the step and nothing fires twice.
+
 A schedule whose firing fails does not stop the others: the failure goes to
 the :class:`~ductile.app.tick_report.TickReport` (logged once per episode,
 counted, shown by ``/healthz`` and ``ductile status``), the run stays due and
@@ -21,14 +26,16 @@ import attrs
 
 from ductile.app.runtime import Runtime
 from ductile.app.tick_report import TickReport
+from ductile.domain import clock_step
 from ductile.domain.job import Actor, Command, Job, SubmittedBy
 from ductile.domain.protocol import EmittedEvent
+from ductile.domain.quantities import format_duration
 from ductile.domain.routing import fan_out, wrap
 from ductile.domain.schedule import FireDecision, PlannedRun, Schedule, on_due, plan_next, timer_event_id
 from ductile.log import Log
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
-from ductile.ports.store import FireResult, Guard, Store
+from ductile.ports.store import FireResult, Guard, Rewound, Store
 
 RETENTION_EVERY = timedelta(minutes=1)
 #: A schedule whose firing failed is tried again this soon (the others keep their own times).
@@ -49,6 +56,8 @@ class Scheduler:
     new_id: Callable[[], str]
     report: TickReport = attrs.field(factory=TickReport)
     _last_retention: datetime | None = attrs.field(default=None, init=False)
+    #: A backward step of the wall clock noticed and not yet applied to the store.
+    _unapplied_step: timedelta = attrs.field(default=timedelta(0), init=False)
 
     async def tick(self, runtime: Runtime) -> datetime:
         """Enqueue what is due, advance the plans, apply retention.
@@ -56,6 +65,9 @@ class Scheduler:
         Returns when the next run is planned (the caller sleeps until then,
         capped by ``tick_interval``).
         """
+        self._unapplied_step += self.clock.stepped_back()
+        if self._unapplied_step > timedelta(0):  # kept until the store took it (it may refuse)
+            await self._rewind(runtime, self._unapplied_step)
         now = self.clock.now()
         schedules = runtime.schedules()
         self.report.forget(set(schedules))
@@ -82,6 +94,26 @@ class Scheduler:
             horizon = min(horizon, now + FAILED_RETRY)
         first = next((e.planned_at for e in upcoming if e.key not in failed), horizon)
         return min(horizon, first)
+
+    async def _rewind(self, runtime: Runtime, step: timedelta) -> Rewound:
+        """The wall clock stepped back by ``step``: re-plan every planned run and move every
+        retry time and open breaker back, in one unit (ADR 0020)."""
+        schedules = runtime.schedules()
+        plans = [
+            (entry, clock_step.planned_run(schedules[entry.key], entry, step))
+            for entry in await self.store.all_planned()
+            if entry.key in schedules
+        ]
+        done = await self.store.rewind(step=step, plans=plans)
+        self._unapplied_step = timedelta(0)
+        shown = format_duration(timedelta(seconds=max(1, round(step.total_seconds()))))
+        _scheduler_log.warning(
+            f"the wall clock stepped back by {shown}: re-planned {done.plans} "
+            f"schedule(s), moved {done.retries} retry time(s) and {done.breakers} open breaker(s) "
+            "back by as much",
+            step_seconds=step.total_seconds(),
+        )
+        return done
 
     async def _fire(
         self, runtime: Runtime, entry: PlannedRun, schedule: Schedule, now: datetime

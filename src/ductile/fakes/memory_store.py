@@ -29,6 +29,7 @@ from ductile.ports.store_values import (
     FireResult,
     Guard,
     InitRecord,
+    Rewound,
     RunningJob,
     RunView,
 )
@@ -102,6 +103,10 @@ class InMemoryStore:
                 now=now,
                 dedupe_ttl=dedupe_ttl,
             )
+
+    async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:
+        with self.tx.atomic() as tx:
+            return units.rewind(tx, step=step, plans=plans)
 
     # ------------------------------------------------------------- plain writes
     async def put_planned(self, run: PlannedRun) -> None:

@@ -28,6 +28,7 @@ from ductile.ports.store_values import (
     FireResult,
     Guard,
     InitRecord,
+    Rewound,
     RunningJob,
     RunView,
     StaleJobError,
@@ -40,6 +41,7 @@ __all__ = [
     "FireResult",
     "Guard",
     "InitRecord",
+    "Rewound",
     "RunView",
     "RunningJob",
     "StaleJobError",
@@ -167,6 +169,12 @@ class Store(Protocol):
         """One scheduled firing, atomically: if ``due`` is still the stored run
         of its key, check the guard (poll guard, breaker admit), enqueue
         ``jobs`` when allowed, and replace the planned run by ``next_run``."""
+        ...
+
+    async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:
+        """The wall clock stepped back by ``step`` (ADR 0020), atomically: each (stored,
+        re-planned) pair in ``plans`` replaces the stored run if it is still stored as it
+        was; every retry time and open breaker moves back by ``step``."""
         ...
 
     # ----------------------------------------------------------------- init

@@ -95,3 +95,15 @@ class InitRecord:
     ok: bool
     error: str | None
     at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class Rewound:
+    """What a backward step of the wall clock moved (ADR 0020)."""
+
+    #: Planned runs re-planned.
+    plans: int = 0
+    #: Queued jobs whose retry time moved.
+    retries: int = 0
+    #: Open or half-open breakers whose instants moved.
+    breakers: int = 0

@@ -98,6 +98,10 @@ class Tx(Protocol):
         """The plugin's queued jobs, oldest first; locked."""
         ...
 
+    def retrying_jobs(self) -> list[Job]:
+        """The queued jobs that have a retry time, earliest first."""
+        ...
+
     def outstanding(self, plugin: str, command: str) -> int:
         """Jobs of (plugin, command) queued or running (the poll guard)."""
         ...
@@ -140,6 +144,10 @@ class Tx(Protocol):
 
     def breakers_of(self, plugin: str) -> list[Breaker]:
         """The plugin's stored breakers, by command."""
+        ...
+
+    def open_breakers(self) -> list[Breaker]:
+        """Every open or half-open breaker, by plugin and command."""
         ...
 
     def put_breaker(self, breaker: Breaker) -> None: ...

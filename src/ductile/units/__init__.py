@@ -16,6 +16,7 @@ contract holds it to that): no clock, no threads, no SQL, no logging.
 from ductile.units.claim import claim, claim_next, record_process
 from ductile.units.enqueue import enqueue, insert_jobs
 from ductile.units.fire import fire
+from ductile.units.rewind import rewind
 from ductile.units.settle import recover, settle
 from ductile.units.upkeep import cancel_queued, delete_finished, reset_breakers
 
@@ -30,5 +31,6 @@ __all__ = [
     "record_process",
     "recover",
     "reset_breakers",
+    "rewind",
     "settle",
 ]

@@ -87,6 +87,7 @@ from ductile.ports.store_values import (
     FireResult,
     Guard,
     InitRecord,
+    Rewound,
     RunningJob,
     RunView,
 )
@@ -296,6 +297,10 @@ class SqliteStore:
 
     async def reset_breakers(self, plugin: str) -> list[br.Breaker]:
         return await self._write("reset_breakers", lambda c: units.reset_breakers(SqliteTx(c), plugin))
+
+    async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:
+        pairs = tuple(plans)
+        return await self._write("rewind", lambda c: units.rewind(SqliteTx(c), step=step, plans=pairs))
 
     async def fire(
         self,
