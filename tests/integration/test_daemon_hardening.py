@@ -10,12 +10,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from tests.support import site as site_module
 from tests.support.plugins import gated, recorder
-from tests.support.site import SECRET, Site, log_match, requests_of, signature, wait_until
+from tests.support.site import SCRIPT, SECRET, Site, log_match, requests_of, signature, wait_until
 
 # --------------------------------------------------------------------------- D1: redelivery during a run
 
@@ -169,3 +174,77 @@ def test_the_real_daemon_keeps_its_schedules_when_the_wall_clock_steps_back(site
     before = len(site.runs("tick"))
     wait_until(lambda: len(site.runs("tick")) >= before + 2, 15, "two more runs after the step")
     assert not daemon.logs(log_match(level="error"))
+
+
+# --------------------------------------------------------------------------- file descriptors
+
+
+def test_600_idle_connections_under_a_512_fd_limit_do_not_stop_plugins_or_webhooks(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 11: with 512 descriptors, 600 idle connections made every spawn fail with "Too many
+    open files", and the job was retried as the plugin's failure. Now the listener keeps a
+    reserve (it closes the longest-waiting connections instead), and a webhook still runs."""
+    wrapper = tmp_path / "ductile-512"
+    wrapper.write_text(f'#!/bin/sh\nexec prlimit --nofile=512:512 {SCRIPT} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(site_module, "SCRIPT", wrapper)
+    site.plugin("a", recorder(site, "a"), commands=["handle"])
+    site.write_config(endpoints=[{"path": "/hook/a", "plugin": "a", "secret": SECRET}])
+    daemon = site.start()
+    listening = daemon.logs(log_match("listening", component="http"))[-1]
+    assert listening["max_connections"] < 512 - 32, listening  # descriptors kept for the work
+
+    idle = []
+    try:
+        for _ in range(600):
+            idle.append(socket.create_connection(("127.0.0.1", daemon.port), timeout=10))
+        body = b'{"n": 1}'
+        response = daemon.post("/hook/a", body, {"X-Hub-Signature-256": signature(body)})
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job_id"]
+        wait_until(lambda: site.job(job_id)["job"]["status"] == "succeeded", 20, "the job to succeed")
+        job = site.job(job_id)
+        assert job["job"]["attempt"] == 1
+        assert [r["error"] for r in job["runs"]] == [None]
+        assert not daemon.logs(log_match("Too many open files"))
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_spawn_short_of_descriptors_says_so_and_is_not_the_plugins_fault(tmp_path: Path) -> None:
+    """The real spawner, in a process whose descriptors are all taken: out_of_resources."""
+    plugin = tmp_path / "run"
+    plugin.write_text('#!/bin/sh\necho \'{"status": "ok"}\'\n')
+    plugin.chmod(0o755)
+    script = f"""
+import asyncio, os, resource
+from ductile.adapters.spawner import SubprocessSpawner
+from ductile.ports.spawner import SpawnRequest
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+async def main():
+    held = []
+    try:
+        while True:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    request = SpawnRequest(
+        executable={str(plugin)!r}, cwd={str(tmp_path)!r}, stdin=b"{{}}", env={{}}, timeout=5.0
+    )
+    outcome = await SubprocessSpawner().run(request)
+    for fd in held:
+        os.close(fd)
+    print(outcome.out_of_resources, outcome.spawn_error)
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    flag, _, error = done.stdout.strip().partition(" ")
+    assert flag == "True", done.stdout
+    assert "Too many open files" in error

@@ -76,3 +76,32 @@ def test_a_whitespace_only_secret_is_refused(written: str, env: dict[str, str]) 
     err = refused(f"webhooks:\n  endpoints:\n    - {{path: /a, plugin: p, secret: {written}}}\n", env)
     assert err.path == "webhooks.endpoints[0].secret"
     assert "only whitespace" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("written", "path"),
+    [("/hook/pA", "/hook/pA"), ("/hook/p%41", "/hook/pA"), ("/hook/%70%41", "/hook/pA"), ("/a%2Fb", "/a/b")],
+)
+def test_an_endpoint_path_is_read_decoded_as_requests_are_matched(written: str, path: str) -> None:
+    """Item 12: '/hook/q%41' was reachable only as '/hook/q%2541'."""
+    config = parse(f"webhooks:\n  endpoints:\n    - {{path: '{written}', plugin: p, secret: s}}\n")
+    assert config.webhooks is not None
+    assert config.webhooks.endpoints[0].path == path
+
+
+@pytest.mark.parametrize(
+    "written", ["/hook/%2541", "/hook/a%20b", "/hook/%0a", "/hook/%zz", "/hook/%C3%A9", "/%ff"]
+)
+def test_an_endpoint_path_that_decodes_to_what_a_path_cannot_hold_is_refused(written: str) -> None:
+    err = refused(f"webhooks:\n  endpoints:\n    - {{path: '{written}', plugin: p, secret: s}}\n")
+    assert err.path == "webhooks.endpoints[0].path"
+    assert "decodes to a path" in str(err)
+
+
+def test_two_spellings_of_one_endpoint_path_are_one_path() -> None:
+    err = refused(
+        "webhooks:\n  endpoints:\n    - {path: /hook/pA, plugin: p, secret: s}\n"
+        "    - {path: '/hook/p%41', plugin: q, secret: t}\n"
+    )
+    assert err.path == "webhooks.endpoints[1].path"
+    assert "already used by endpoints[0]" in str(err)

@@ -82,6 +82,21 @@ def _default_inbox() -> Inbox:
     return AsyncioInbox()
 
 
+def _connection_cap() -> int:
+    """The listener's connection cap: what fits under the open-file limit with a reserve
+    for plugins and the database (:mod:`ductile.adapters.fdlimit`)."""
+    from ductile.adapters.fdlimit import connection_budget
+    from ductile.adapters.http.server import MAX_CONNECTIONS
+
+    cap = connection_budget(MAX_CONNECTIONS)
+    if cap < MAX_CONNECTIONS:
+        Log("http").warning(
+            f"only {cap} HTTP connections fit under the open-file limit with a reserve for plugins "
+            f"and the database ({MAX_CONNECTIONS} wanted); raise it (LimitNOFILE= under systemd)"
+        )
+    return cap
+
+
 def restart_needed(old: Config, new: Config) -> list[str]:
     """Settings a reload cannot apply: the running process keeps the old value."""
     changes = []
@@ -248,7 +263,7 @@ class Ductile:
         if self._listen and webhooks is not None:
             from ductile.adapters.http import HttpServer
 
-            http = HttpServer(self.asgi_app, webhooks.host, webhooks.port)
+            http = HttpServer(self.asgi_app, webhooks.host, webhooks.port, max_connections=_connection_cap())
         reload_source = self.reload if self.config_path is not None else None
         notifier = None
         if notify_systemd and self._environ.get("NOTIFY_SOCKET"):

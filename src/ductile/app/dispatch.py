@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 
 import attrs
 
@@ -19,7 +20,7 @@ from ductile.app.runtime import Runtime
 from ductile.app.spawn import spawn_request
 from ductile.domain.classify import RunEnd, classify
 from ductile.domain.job import Command, Job
-from ductile.domain.outcome import NotRun, Outcome, SpawnOutcome
+from ductile.domain.outcome import NotRun, NotStarted, Outcome, SpawnOutcome
 from ductile.domain.plugin import Plugin
 from ductile.domain.settle import SettleContext
 from ductile.log import Log
@@ -30,6 +31,16 @@ from ductile.ports.spawner import ProcessHandle, Spawner
 from ductile.ports.store import Committed, StaleJobError, Store
 
 _log = Log("dispatcher")
+
+
+def _run_end(outcome: Outcome, timeout: timedelta) -> RunEnd:
+    """What settle decides from: a spawn that failed for lack of resources is no attempt of the
+    plugin (issue 19, item 11); any other spawn outcome is classified."""
+    if isinstance(outcome, SpawnOutcome):
+        if outcome.out_of_resources:
+            return NotStarted(reason=outcome.spawn_error or "no resources to start the plugin")
+        return classify(outcome, timeout)
+    return outcome
 
 
 @attrs.frozen(kw_only=True)
@@ -73,7 +84,7 @@ class Dispatcher:
             targets=runtime.targets(),
         )
         # Classified here, not in the store's unit: parsing stdout holds no write transaction.
-        end = classify(outcome, timeout) if isinstance(outcome, SpawnOutcome) else outcome
+        end = _run_end(outcome, timeout)
         committed = await self._settle(job, end, ctx, runtime)
         if _log.enabled_for(logging.ERROR):  # the highest level there: nothing is built unheard
             log_settlement(job, outcome, committed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import attrs
 
 #: D4 caps.
@@ -54,6 +56,9 @@ class SpawnOutcome:
     duration: float = 0.0
     #: The process could not be started at all (ENOENT, EACCES, ENOEXEC...).
     spawn_error: str | None = None
+    #: ... and that was for lack of resources of the machine or the daemon (too many open
+    #: files, processes, no memory): not the plugin's fault, and not an attempt of it.
+    out_of_resources: bool = False
 
     @property
     def exited(self) -> bool:
@@ -69,10 +74,20 @@ class NotRun:
 
 
 @attrs.frozen(kw_only=True)
+class NotStarted:
+    """The core could not start the run for lack of resources (a spawn that failed with
+    EMFILE, ENFILE, EAGAIN or ENOMEM): the job goes back to the queue, the same attempt,
+    after ``retry_in``; neither its attempts nor its breaker count it."""
+
+    reason: str
+    retry_in: timedelta = timedelta(seconds=5)
+
+
+@attrs.frozen(kw_only=True)
 class Interrupted:
     """The job was running when the daemon died (crash recovery, D6)."""
 
     reason: str = "the daemon stopped while the job was running"
 
 
-Outcome = SpawnOutcome | NotRun | Interrupted
+Outcome = SpawnOutcome | NotRun | NotStarted | Interrupted

@@ -31,6 +31,9 @@ CHUNK = 64 * 1024
 DRAIN_TIMEOUT = 1.0
 #: Bytes read from an executable's first line to name a bad interpreter.
 _SHEBANG_PEEK = 256
+#: Spawn errors that are the machine's (or the daemon's) shortage, not the plugin's fault: too many
+#: open files (the process's, the system's), too many processes, no memory. Not an attempt.
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 
 
 class SubprocessSpawner:
@@ -68,7 +71,9 @@ class SubprocessSpawner:
             # (EMFILE, EAGAIN); ValueError/TypeError: an unusable environment.
             # Popen has reaped the failed child already.
             return SpawnOutcome(
-                spawn_error=describe_spawn_error(exc, request), duration=time.monotonic() - started
+                spawn_error=describe_spawn_error(exc, request),
+                duration=time.monotonic() - started,
+                out_of_resources=isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES,
             )
         run = ProcessRun(proc, request, started, drain_timeout=self.drain_timeout, chunk_size=self.chunk_size)
         return await run.run(on_start)

@@ -17,6 +17,7 @@ from ductile.domain.job import (
     TERMINAL,
     TRANSIENT,
     TRANSITIONS,
+    Actor,
     Command,
     Job,
     JobStatus,
@@ -161,7 +162,9 @@ def check_single_runner(running: Collection[str], *, between_steps: bool) -> lis
 
 def check_attempts(job: Job, log: Sequence[Transition]) -> list[str]:
     """I3 — D2/D3/D6: ``attempt`` counts runs: it is 1 + the re-queues in the log,
-    never more than ``max_attempts``; every claim is one attempt. A job is ``dead``
+    never more than ``max_attempts``; every claim is one attempt, except a claim the
+    dispatcher released because it could not start the run for lack of resources
+    (running -> queued by the dispatcher: not a re-queue, not an attempt). A job is ``dead``
     only when its attempts are exhausted, when the last one was not retryable (exit
     78, ``"retry": false``, or the core did not run it: NotRun), or when it was
     cancelled while queued (D13)."""
@@ -170,7 +173,9 @@ def check_attempts(job: Job, log: Sequence[Transition]) -> list[str]:
     requeues = claims = 0
     for t in log:
         if t.to_status is JobStatus.QUEUED:
-            if t.from_status is not None:
+            if t.from_status is JobStatus.RUNNING and t.actor is Actor.DISPATCHER:  # released
+                claims -= 1
+            elif t.from_status is not None:
                 requeues += 1
         elif t.to_status is JobStatus.RUNNING:
             claims += 1
