@@ -16,7 +16,6 @@ the body, useless without the endpoint's secret.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 from collections.abc import Mapping
@@ -70,9 +69,22 @@ _SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key")
 _WORD = re.compile(r"[-_.]+")
 
 
-@functools.lru_cache(maxsize=512)
+#: Names already decided (a webhook's headers are the same names again and again); bounded.
+_DECIDED: dict[str, bool] = {}
+_DECIDED_MAX = 1024
+
+
 def is_secret_header(name: str) -> bool:
     """Does header ``name`` (any case) carry a credential? See the module's docs."""
+    known = _DECIDED.get(name)
+    if known is None:
+        known = _decide(name)
+        if len(_DECIDED) < _DECIDED_MAX:  # a flood of made-up names cannot grow it
+            _DECIDED[name] = known
+    return known
+
+
+def _decide(name: str) -> bool:
     lowered = name.lower()
     if lowered in SECRET_NAMES:
         return True
