@@ -90,6 +90,10 @@ def test_a_lone_surrogate_in_the_config_is_refused_by_check_start_and_reload(sit
     assert daemon.garbage == []
     assert "Logging error" not in daemon.stderr_path.read_text()
     assert daemon.health()["scheduler"]["ok"] is True
+    # the running daemon's report reaches `ductile status` through its status file
+    site.config_path.write_text(good)
+    report = wait_until(lambda: site.cli_json("status")["daemon"]["scheduler"], 10, "the scheduler report")
+    assert (report["ok"], report["failed_ticks"]) == (True, 0)
 
 
 # --------------------------------------------------------------------------- secrets in stored headers
