@@ -17,12 +17,13 @@ import hmac
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from ductile.adapters.http import HttpParser, HttpServer, WebhookDelivery, build_app, httptools_available
+from ductile.adapters.http.connections import ConnectionGuard
 from ductile.domain.config import Endpoint
 
 SECRET = "flood-secret"
@@ -77,6 +78,15 @@ class Listener:
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
+    def until(self, condition: Callable[[ConnectionGuard], bool], what: str, timeout: float = 5.0) -> None:
+        """Wait (bounded) until ``condition`` holds of the server's connection guard."""
+        guard = self.server.guard
+        assert guard is not None
+        deadline = time.monotonic() + timeout
+        while not condition(guard):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.01)
 
 
 @contextlib.contextmanager
@@ -209,7 +219,7 @@ def test_the_head_deadline_closes_idle_connections_but_not_one_whose_request_is_
         in_app.sendall(signed("/hook/pA", body)[: -len(body)])  # the head; the body comes later
         assert closed_by_peer(idle, within=3.0)
         assert closed_by_peer(partial, within=3.0)
-        time.sleep(0.2)  # past the head deadline of in_app too
+        # by now in_app is past the head deadline too: it must not have been closed
         in_app.sendall(body)
         status, _, _ = read_response(in_app)
         assert status == 202
@@ -223,7 +233,7 @@ def test_the_head_deadline_closes_idle_connections_but_not_one_whose_request_is_
 def test_past_the_limit_the_longest_waiting_connection_makes_room(parser: HttpParser) -> None:
     with listening(parser, max_connections=3) as listener:
         waiting = open_many(listener, 3)
-        time.sleep(0.2)  # accepted, in this order
+        listener.until(lambda guard: guard.waiting == 3, "the three connections to be accepted")
         status, _ = ask(listener, signed("/hook/pA"))
         assert status == 202
         assert closed_by_peer(waiting[0], within=2.0), "the longest-waiting connection made room"
@@ -239,7 +249,7 @@ def test_when_every_connection_is_inside_the_app_a_new_one_gets_503_and_then_roo
     with listening(parser, max_connections=2, body_timeout=1.0) as listener:
         body = b'{"slow": 1}'
         busy = open_many(listener, 2, first_bytes=signed("/hook/pA", body)[: -len(body)])
-        time.sleep(0.3)  # both heads are in the app, waiting for their bodies
+        listener.until(lambda g: g.open == 2 and g.waiting == 0, "both heads to be in the app")
         with listener.connect() as extra:
             status, headers, _ = read_response(extra)
             assert (status, headers.get("connection")) == (503, "close")

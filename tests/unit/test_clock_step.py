@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ductile.adapters import system_clock
 from ductile.adapters.system_clock import SystemClock
 from ductile.domain import clock_step
 from ductile.domain.breaker import Breaker, BreakerStatus
@@ -149,7 +150,8 @@ def test_the_system_clock_notices_a_backward_step_once() -> None:
     assert clock.stepped_back() == timedelta(0), "reported once"
 
 
-def test_a_sleep_is_cut_short_by_a_backward_step() -> None:
+def test_a_sleep_is_cut_short_by_a_backward_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(system_clock, "SLICE", 0.05)  # the sleep looks at the clock every slice
     src = Sources()
     clock = SystemClock(wall=lambda: src.wall, monotonic=lambda: src.mono)
 
@@ -158,9 +160,7 @@ def test_a_sleep_is_cut_short_by_a_backward_step() -> None:
         await asyncio.sleep(0.01)
         assert not sleeper.done()
         src.wall -= 3600
-        # the sleep looks at the clock every slice (5 s); here, where nothing moves, a slice
-        # is real: wait for it, bounded
-        await asyncio.wait_for(sleeper, timeout=10.0)
+        await asyncio.wait_for(sleeper, timeout=5.0)
 
     asyncio.run(main())
     assert clock.stepped_back() == timedelta(seconds=3600)
