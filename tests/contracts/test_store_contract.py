@@ -1120,7 +1120,7 @@ def test_planned_runs_are_put_read_replaced_and_deleted(with_store: StoreRunner)
 
 
 def test_rewind_moves_plans_retries_and_open_breakers_back_in_one_unit(with_store: StoreRunner) -> None:
-    """ADR 0020: the wall clock stepped back; each pending instant keeps its remaining real time."""
+    """ADR 0023: the wall clock stepped back; each pending instant keeps its remaining real time."""
     step = timedelta(hours=1)
 
     async def body(store: Store) -> None:

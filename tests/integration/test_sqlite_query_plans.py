@@ -55,7 +55,7 @@ def test_every_sql_constant_of_the_store_is_checked() -> None:
         for name, sql in constants.items()
         if sql not in checked
         and not sql.startswith("INSERT")  # inserts and upserts look rows up by key only
-        # small tables, read whole (the open breakers once per backward clock step, ADR 0020)
+        # small tables, read whole (the open breakers once per backward clock step, ADR 0023)
         and sql not in (sqlite_sql.SQL_BREAKERS, sqlite_sql.SQL_ALL_PLANNED, sqlite_sql.SQL_OPEN_BREAKERS)
     ]
     assert unchecked == [], f"SQL constants missing from HOT_QUERIES: {unchecked}"

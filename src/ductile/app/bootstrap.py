@@ -15,6 +15,7 @@ time, and no signal handler is installed unless asked.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -26,8 +27,8 @@ from ductile.app.engine import Engine
 from ductile.app.intake import Manual, Webhook
 from ductile.domain.breaker import BreakerStatus
 from ductile.domain.config import Config, Endpoint
-from ductile.domain.errors import ConfigError
-from ductile.domain.job import Command, SubmittedBy
+from ductile.domain.errors import ConfigError, UnknownJobError
+from ductile.domain.job import Command, Job, SubmittedBy
 from ductile.domain.protocol import iso_utc
 from ductile.domain.schedule import PlannedRun
 from ductile.log import Log
@@ -43,6 +44,10 @@ if TYPE_CHECKING:
     from ductile.adapters.pidlock import InstanceLock
 
 DB_NAME = "ductile.db"
+#: :meth:`Ductile.wait` looks at the job after this long, then twice as long each time, up to...
+_WAIT_FIRST = 0.01
+#: ...this many seconds between two looks.
+_WAIT_MAX = 0.25
 
 _config_log = Log("config")
 _reload_log = Log("reload")
@@ -149,14 +154,40 @@ class Ductile:
         self._stop_requested = False
         self._asgi: ASGIApp | None = None
         self._closed = False
+        self._loaded_text: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def _load(self) -> Config:
+        """The config, and (``self._loaded_text``) the text it was read from."""
         if isinstance(self._config_source, Config):
+            self._loaded_text = None
             return self._config_source
-        from ductile.adapters.config import load_config
+        from ductile.adapters.config import load_config_and_text, machine_timezone
 
-        return load_config(self._config_source, env=self._environ)
+        config, self._loaded_text = load_config_and_text(
+            self._config_source, env=self._environ, local_tz=machine_timezone(env=self._environ)
+        )
+        return config
+
+    def _record(self, config: Config) -> None:
+        """Tell the command line this daemon's zone and its last good config (in the state
+        directory, :mod:`ductile.adapters.daemon_record`); a failure to write is only logged."""
+        if not self._owns_store:
+            return
+        from ductile.adapters.config import machine_timezone
+        from ductile.adapters.daemon_record import write_record
+
+        zone = machine_timezone(env=self._environ)
+        try:
+            write_record(
+                config.service.state_dir,
+                zone=str(getattr(zone, "key", zone)),
+                config=config.source if self._loaded_text is not None else None,
+                config_text=self._loaded_text,
+                loaded_at=self.engine.clock.now(),
+            )
+        except OSError as e:
+            _config_log.warning(f"cannot record the config in the state directory: {e.strerror or e}")
 
     @property
     def config_path(self) -> str | None:
@@ -187,6 +218,7 @@ class Ductile:
             await self.close()
             raise
         _advise(config)
+        self._record(config)
         return self
 
     async def _open_own_store(self, config: Config) -> Store:
@@ -263,7 +295,9 @@ class Ductile:
         if self._listen and webhooks is not None:
             from ductile.adapters.http import HttpServer
 
-            http = HttpServer(self.asgi_app, webhooks.host, webhooks.port, max_connections=_connection_cap())
+            http = HttpServer(
+                self._build_asgi(ready=None), webhooks.host, webhooks.port, max_connections=_connection_cap()
+            )
         reload_source = self.reload if self.config_path is not None else None
         notifier = None
         if notify_systemd and self._environ.get("NOTIFY_SOCKET"):
@@ -328,6 +362,7 @@ class Ductile:
             _reload_log.warning(f"{change} changed: it applies at the next restart")
         await self.engine.reload(config)
         _advise(config)
+        self._record(config)
 
     # ----------------------------------------------------------------- API
     async def enqueue(
@@ -343,8 +378,10 @@ class Ductile:
 
         A ``handle`` job receives ``payload`` as the payload of an event of type
         ``event_type`` (default ``manual``) from source ``api``, with an event id of its own.
-        Raises :class:`~ductile.app.intake.EnqueueRefusedError` when the plugin or
-        command cannot run now.
+        Raises :class:`~ductile.app.intake.UnknownPluginError` (no such plugin),
+        :class:`~ductile.app.intake.UnknownCommandError` (its manifest does not list
+        ``command``) or :class:`~ductile.app.intake.PluginUnavailableError` (refused,
+        disabled, ``init`` failed): all :class:`~ductile.app.intake.EnqueueRefusedError`.
         """
         submission = Manual(
             plugin=plugin,
@@ -379,25 +416,59 @@ class Ductile:
         }
 
     @property
+    def ready(self) -> bool:
+        """Open and not closed: :attr:`asgi_app` serves (it answers 503 otherwise)."""
+        return self._engine is not None and not self._closed
+
+    @property
     def asgi_app(self) -> ASGIApp:
-        """The webhook + /healthz ASGI app, to mount in a host application."""
+        """The webhook + /healthz ASGI app, to mount in a host application.
+
+        It may be taken before the instance is opened (when the host app is
+        built, before ``async with``): until :meth:`open` has finished, and
+        again after :meth:`close`, it answers 503 with ``Retry-After: 1``.
+        """
         if self._asgi is None:
-            from ductile.adapters.http import WebhookDelivery, build_app
-
-            engine = self.engine
-
-            def endpoints() -> Sequence[Endpoint]:
-                hooks = engine.runtime.config.webhooks
-                return hooks.endpoints if hooks is not None else ()
-
-            async def submit(delivery: WebhookDelivery) -> str:
-                webhook = Webhook(
-                    endpoint=delivery.endpoint,
-                    payload=delivery.payload,
-                    headers=delivery.headers,
-                    dedupe_key=delivery.dedupe_key,
-                )
-                return (await engine.submit(webhook)).job_id
-
-            self._asgi = build_app(endpoints=endpoints, submit=submit, health=self.health)
+            self._asgi = self._build_asgi(ready=lambda: self.ready)
         return self._asgi
+
+    def _build_asgi(self, *, ready: Callable[[], bool] | None) -> ASGIApp:
+        """The app; ``ready`` None for ductile's own listener, started only once open."""
+        from ductile.adapters.http import WebhookDelivery, build_app
+
+        def endpoints() -> Sequence[Endpoint]:
+            hooks = self.engine.runtime.config.webhooks
+            return hooks.endpoints if hooks is not None else ()
+
+        async def submit(delivery: WebhookDelivery) -> str:
+            webhook = Webhook(
+                endpoint=delivery.endpoint,
+                payload=delivery.payload,
+                headers=delivery.headers,
+                dedupe_key=delivery.dedupe_key,
+            )
+            return (await self.engine.submit(webhook)).job_id
+
+        return build_app(endpoints=endpoints, submit=submit, health=self.health, ready=ready)
+
+    # ----------------------------------------------------------------- jobs
+    async def job(self, job_id: str) -> Job:
+        """The job as stored now; raises :class:`~ductile.domain.errors.UnknownJobError`."""
+        job = await self.engine.store.get_job(job_id)
+        if job is None:
+            raise UnknownJobError(job_id)
+        return job
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """The job once it is terminal (``succeeded`` or ``dead``: see ``job.status`` and
+        ``job.last_error``). Raises :class:`TimeoutError` when ``timeout`` seconds pass first
+        (the job carries on) and :class:`~ductile.domain.errors.UnknownJobError`. The
+        instance must be serving (:meth:`serve`) for the job to make progress."""
+        pause = _WAIT_FIRST
+        async with asyncio.timeout(timeout):
+            while True:
+                job = await self.job(job_id)
+                if job.terminal:
+                    return job
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _WAIT_MAX)

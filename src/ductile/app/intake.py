@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from ductile.app.runtime import Runtime
+from ductile.app.runtime import PluginState, Runtime
 from ductile.domain.config import Endpoint
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import Actor, Command, Job, SubmittedBy
@@ -41,7 +41,32 @@ _log = Log("intake")
 
 
 class EnqueueRefusedError(DuctileError):
-    """A job was asked for a plugin or command that cannot run."""
+    """A job was asked for a plugin or command that cannot run (one of the three below)."""
+
+
+class UnknownPluginError(EnqueueRefusedError, LookupError):
+    """No plugin of that name is loaded, refused or disabled: a host app's 404."""
+
+
+class UnknownCommandError(EnqueueRefusedError, ValueError):
+    """The plugin is loaded but its manifest does not list the command: a host app's 422."""
+
+
+class PluginUnavailableError(EnqueueRefusedError):
+    """The plugin exists but cannot take jobs now (refused, disabled, ``init`` failed): a 503."""
+
+
+def refusal(runtime: Runtime, plugin: str, command: str) -> EnqueueRefusedError | None:
+    """The error a job of (``plugin``, ``command``) is refused with, None when it may run."""
+    reason = runtime.why_not_runnable(plugin, command)
+    if reason is None:
+        return None
+    state = runtime.status_of(plugin).state
+    if state is PluginState.ABSENT:
+        return UnknownPluginError(reason)
+    if state is PluginState.LOADED:
+        return UnknownCommandError(reason)
+    return PluginUnavailableError(reason)
 
 
 @attrs.frozen(kw_only=True)
@@ -96,9 +121,9 @@ async def enqueue(
         if unstorable is not None:
             raise EnqueueRefusedError(unstorable)
         if submission.strict:
-            reason = runtime.why_not_runnable(submission.plugin, submission.command)
-            if reason is not None:
-                raise EnqueueRefusedError(reason)
+            refused = refusal(runtime, submission.plugin, submission.command)
+            if refused is not None:
+                raise refused
     job = _job(submission, runtime, now=now, job_id=new_id())
     actor = Actor(job.submitted_by.value)
     result = await store.enqueue(job, actor=actor, now=now, dedupe_ttl=runtime.config.service.dedupe_ttl)

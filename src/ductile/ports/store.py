@@ -172,7 +172,7 @@ class Store(Protocol):
         ...
 
     async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:
-        """The wall clock stepped back by ``step`` (ADR 0020), atomically: each (stored,
+        """The wall clock stepped back by ``step`` (ADR 0023), atomically: each (stored,
         re-planned) pair in ``plans`` replaces the stored run if it is still stored as it
         was; every retry time and open breaker moves back by ``step``."""
         ...

@@ -99,7 +99,7 @@ class InitRecord:
 
 @attrs.frozen(kw_only=True)
 class Rewound:
-    """What a backward step of the wall clock moved (ADR 0020)."""
+    """What a backward step of the wall clock moved (ADR 0023)."""
 
     #: Planned runs re-planned.
     plans: int = 0

@@ -105,7 +105,7 @@ SQL_OUTSTANDING: Final = (
 SQL_NEXT_RETRY_AT: Final = (
     "SELECT MIN(next_retry_at) FROM jobs WHERE status = 'queued' AND next_retry_at IS NOT NULL"
 )
-#: The queued jobs waiting for a retry time (a backward clock step moves them, ADR 0020).
+#: The queued jobs waiting for a retry time (a backward clock step moves them, ADR 0023).
 SQL_RETRYING: Final = (
     f"SELECT {_JOB_COLS} FROM jobs WHERE status = 'queued' AND next_retry_at IS NOT NULL "
     "ORDER BY next_retry_at"

@@ -14,7 +14,7 @@ async def cmd_start(ctx: Context, args: argparse.Namespace) -> int:
     from ductile.app.bootstrap import Ductile  # the daemon's modules: only for start, not reload
 
     config = read_config(ctx, args)  # a bad config exits 2 before anything else happens
-    configure_logging(config.service.log_level.value, stream=ctx.out)
+    configure_logging(config.service.log_level.value, stream=ctx.out, log_format=args.log_format)
     _raise_open_file_limit()
     path = resolve_config_path(args.config, ctx.env)
     try:

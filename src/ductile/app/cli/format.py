@@ -87,15 +87,18 @@ def _text_duration(value: timedelta) -> str:
 
 
 def schedule_summary(schedule: Schedule) -> str:
-    """One line: ``every 6h ±15m 06:00\u201322:00 Europe/Berlin`` (with an en dash), or
-    ``cron '30 7 * * 1-5' Europe/Berlin``."""
+    """One line: ``every 6h jitter 30m window (±15m) 06:00\u201322:00 Europe/Berlin`` (with an
+    en dash), or ``cron '30 7 * * 1-5' Europe/Berlin``. The jitter is named as configured,
+    then what it means: the width of the window around each grid point, and the half-width."""
     parts: list[str] = []
     if schedule.every is not None:
         parts.append(f"every {_text_duration(schedule.every)}")
     else:
         parts.append(f"cron '{schedule.cron}'")
     if schedule.jitter:
-        parts.append(f"±{_text_duration(schedule.jitter / 2)}")
+        parts.append(
+            f"jitter {_text_duration(schedule.jitter)} window (±{_text_duration(schedule.jitter / 2)})"
+        )
     if schedule.window is not None:
         parts.append(f"{schedule.window.start:%H:%M}{EN_DASH}{schedule.window.end:%H:%M}")
     parts.append(zone_name(schedule.tz))

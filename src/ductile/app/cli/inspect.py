@@ -7,11 +7,19 @@ among them, and reads the same way.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ductile.app.cli.context import ALL_JOBS, EXIT_OK, Context, db_path, read_config, read_store
+from ductile.app.cli.context import (
+    ALL_JOBS,
+    EXIT_OK,
+    Context,
+    db_path,
+    read_config,
+    read_store,
+    start_problems,
+    unknown_plugin,
+)
 from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table, utc
 from ductile.app.cli.jsondoc import (
     job_json,
@@ -31,8 +39,12 @@ from ductile.domain.settle import RunRecord
 # =========================================================================== plugins
 
 
-def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
-    """What discovery found, as ``plugins --json`` prints it (``config check`` embeds it)."""
+def plugins_doc(
+    config: Config, discovery: Discovery, start_problems: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """What discovery found, as ``plugins --json`` prints it (``config check`` embeds it);
+    ``start_problems``: why a loaded plugin would fail to start (``cannot_start``)."""
+    problems = start_problems or {}
     loaded = []
     for name, plugin in sorted(discovery.plugins.items()):
         schedule = config.plugin(name).schedule
@@ -44,6 +56,7 @@ def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
                 "commands": sorted(plugin.manifest.commands),
                 "directory": plugin.directory,
                 "schedule": schedule_json(schedule) if schedule is not None else None,
+                "cannot_start": problems.get(name),
             }
         )
     return {
@@ -56,9 +69,9 @@ def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
 
 
 async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     discovery = ctx.catalog().discover(config)
-    doc = plugins_doc(config, discovery)
+    doc = plugins_doc(config, discovery, await start_problems(ctx, discovery))
     if args.json:
         ctx.json(doc)
         return EXIT_OK
@@ -83,6 +96,10 @@ def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
             for p in doc["loaded"]
         ]
         ctx.print(indent(table(["NAME", "VERSION", "COMMANDS", "SCHEDULE"], rows), "  "))
+    cannot = [[p["name"], p["cannot_start"]] for p in doc["loaded"] if p.get("cannot_start")]
+    if cannot:
+        ctx.print(f"loaded, but cannot start ({len(cannot)}): every run would fail, and is not retried")
+        ctx.print(indent(table(["NAME", "REASON"], cannot), "  "))
     if doc["refused"]:
         ctx.print(f"refused ({len(doc['refused'])}):")
         ctx.print(indent(table(["NAME", "REASON"], [[r["name"], r["reason"]] for r in doc["refused"]]), "  "))
@@ -94,7 +111,7 @@ def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
 
 
 async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     jobs: list[Job] = []
     if store is not None:
@@ -131,14 +148,21 @@ async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     pairs: list[tuple[Job, RunRecord]] = []
+    history = False
     if store is not None:
         try:
             pairs = [(v.job, v.run) for v in await store.recent_runs(plugin=args.plugin, limit=args.limit)]
+            history = bool(pairs) or bool(args.plugin and await store.list_jobs(plugin=args.plugin, limit=1))
         finally:
             await store.close()
+    if args.plugin is not None and not history:
+        # A removed plugin's history is still shown; a name that means nothing is an error.
+        unknown = unknown_plugin(config, args.plugin)
+        if unknown is not None:
+            return ctx.fail(unknown)
     if args.json:
         ctx.json({"runs": [{"job": job_json(j), "run": run_json(r)} for j, r in pairs]})
         return EXIT_OK
@@ -177,8 +201,7 @@ def _run_result(run: RunRecord) -> str:
 async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
     path = db_path(config)
-    folder = os.path.join(config.plugins_dir, args.plugin)
-    known = args.plugin in config.plugins or os.path.isdir(folder)  # noqa: ASYNC240 - one stat
+    unknown = unknown_plugin(config, args.plugin)
     store = await ctx.open_store(path, False)
     reset: list[Breaker] = []
     if store is not None:
@@ -186,8 +209,8 @@ async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
             reset = await store.reset_breakers(args.plugin)
         finally:
             await store.close()
-    if not reset and not known:
-        return ctx.fail(f"no plugin named '{args.plugin}' in the config or in {config.plugins_dir}")
+    if not reset and unknown is not None:
+        return ctx.fail(unknown)
     if args.json:
         ctx.json(
             {
@@ -219,7 +242,7 @@ async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_job(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     if store is None:
         return ctx.fail(f"no job with id {args.job_id}")

@@ -41,6 +41,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "config": ("config", "cmd_config"),
     "schedule": ("schedule", "cmd_schedule"),
     "simulate": ("simulate", "cmd_simulate"),
+    "init": ("scaffold", "cmd_init"),
+    "new": ("scaffold", "cmd_new"),
 }
 
 

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 DEFAULT_WAIT_SECONDS = 300.0
 #: Default number of runs ``logs`` shows.
 DEFAULT_LOG_LIMIT = 20
-#: Most runs ``schedule`` lists per schedule.
+#: Most runs ``schedule --to T`` lists per schedule.
 DEFAULT_SCHEDULE_LIMIT = 1000
+#: Runs per schedule ``schedule`` lists without ``--to``: a terminal's worth.
+DEFAULT_SCHEDULE_NEXT = 10
 #: Default number of jobs ``queue`` lists.
 DEFAULT_QUEUE_LIMIT = 1000
 #: The event type of a ``run --command handle`` job unless ``--event-type`` says otherwise.
@@ -77,7 +79,8 @@ the command; 0 otherwise.
 _SIMULATE_HELP = """\
 Run this config through ductile's deterministic simulation: the real engine on
 a simulated clock, store and plugins, for --days of simulated time (seconds of real
-time). Nothing real runs and the state directory is not touched. Prints a timeline
+time, with a progress line on a terminal). Nothing real runs and the state directory is
+not touched. Prints a timeline
 per plugin (planned times in the schedule's zone, jitter, window snaps, DST days),
 breaker openings, routed chains and a summary (runs, failures, retries, dead, mean
 queue wait). The same --seed gives the same run.
@@ -95,9 +98,11 @@ command that replays the failure.
 """
 
 _SCHEDULE_HELP = """\
-The schedule index: every run of a loaded plugin's schedule due between --from and
---to (default: now to +24h). Times are ISO-8601 (without an offset: local time),
-'now', or relative to now: +24h, -30m, +1d.
+The schedule index. Without --to: the next 10 runs of each loaded plugin's schedule
+from --from (default now); with --to: every run due between --from and --to (at most
+--limit per schedule, default 1000). Times are ISO-8601 (without an offset: local
+time), 'now', or relative to now: +24h, -30m, +1d. Schedules without a timezone are
+planned in the daemon's zone (recorded in its state directory), not this shell's.
 
 The first run of each schedule is the one the daemon stored (jitter drawn), or,
 when the daemon has not planned it yet, a plan computed from now with the jitter
@@ -165,18 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 runtime error (or a negative answer), 2 usage or config error. "
         "`ductile <verb> --help` describes each verb.",
     )
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        default=None,
-        help="config file (default: $DUCTILE_CONFIG, then ./ductile.yaml)",
-    )
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        default=False,
-        help="show tracebacks of internal errors (DUCTILE_DEBUG=1)",
-    )
+    _global_options(parser)
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
     plain, with_json = _common(False), _common(True)
 
@@ -191,10 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    verb(
-        "start",
-        "run the daemon in the foreground (JSON logs on stdout; SIGTERM stops, SIGHUP reloads)",
-        json_flag=False,
+    _start_options(
+        verb(
+            "start",
+            "run the daemon in the foreground (logs on stdout; SIGTERM stops, SIGHUP reloads)",
+            json_flag=False,
+        )
     )
     _run_options(verb("run", "queue one job of a plugin", details=_RUN_HELP))
     status = verb("status", "daemon, queue, plugins, breakers and health checks", details=_STATUS_HELP)
@@ -214,7 +210,65 @@ def build_parser() -> argparse.ArgumentParser:
     _simulate_options(
         verb("simulate", "what this config would do over days, simulated", details=_SIMULATE_HELP)
     )
+    _scaffold_verbs(verb, verbs, plain)
     return parser
+
+
+def _scaffold_verbs(
+    verb: Callable[..., argparse.ArgumentParser],
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser],
+    plain: argparse.ArgumentParser,
+) -> None:
+    """``init [DIR]`` and ``new plugin NAME --lang sh|python``."""
+    init = verb(
+        "init",
+        "write a commented starter ductile.yaml and a plugins folder with one shell plugin",
+        json_flag=False,
+    )
+    init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="where (default: .)")
+    new = verbs.add_parser(
+        "new", help="write a new plugin into plugins_dir", description="Write new things.", parents=[plain]
+    )
+    kinds = new.add_subparsers(dest="new_what", metavar="<what>")
+    kinds.required = True
+    plugin = kinds.add_parser(
+        "plugin",
+        help="a manifest and an entrypoint that pass `config check` and run",
+        description="Write <plugins_dir>/NAME: manifest.yaml and run.sh or run.py (never overwrites).",
+        parents=[plain],
+    )
+    plugin.add_argument("name", metavar="NAME", help="the plugin's name (its folder)")
+    plugin.add_argument(
+        "--lang",
+        choices=("sh", "python"),
+        default="sh",
+        help="POSIX sh (default) or Python with ductile.plugin",
+    )
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--debug`` before the verb."""
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help="config file (default: $DUCTILE_CONFIG, then ./ductile.yaml)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False,
+        help="show tracebacks of internal errors (DUCTILE_DEBUG=1)",
+    )
+
+
+def _start_options(start: argparse.ArgumentParser) -> None:
+    start.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default="auto",
+        help="log lines as JSON (D18) or text for a person; auto (default): text on a terminal, else JSON",
+    )
 
 
 def _config_actions(config: argparse.ArgumentParser, with_json: argparse.ArgumentParser) -> None:
@@ -284,13 +338,16 @@ def _inspect_options(verb: Callable[[str, str], argparse.ArgumentParser]) -> Non
 
 def _schedule_options(schedule: argparse.ArgumentParser) -> None:
     schedule.add_argument("--from", dest="start", metavar="T", default="now", help="start (default: now)")
-    schedule.add_argument("--to", dest="end", metavar="T", default="+24h", help="end (default: +24h)")
+    schedule.add_argument(
+        "--to", dest="end", metavar="T", default=None, help="end (default: none, the next runs only)"
+    )
     schedule.add_argument(
         "--limit",
         type=_positive_int,
-        default=DEFAULT_SCHEDULE_LIMIT,
+        default=None,
         metavar="N",
-        help=f"at most N runs per schedule (default {DEFAULT_SCHEDULE_LIMIT})",
+        help=f"at most N runs per schedule (default {DEFAULT_SCHEDULE_NEXT}; "
+        f"{DEFAULT_SCHEDULE_LIMIT} with --to)",
     )
 
 

@@ -122,13 +122,16 @@ class Simulation:
         replay: str | None = None,
         quiet: bool = True,
         memory_store: InMemoryStore | None = None,
+        progress: Callable[[datetime], None] | None = None,
     ) -> None:
-        """``memory_store``: use this InMemoryStore (a test plants a bug in one)."""
+        """``memory_store``: use this InMemoryStore (a test plants a bug in one). ``progress``
+        is told the simulated time after every step (it must not touch the simulation)."""
         if store not in STORE_KINDS:
             raise ValueError(f"store must be one of {', '.join(STORE_KINDS)}, not {store!r}")
         if start.tzinfo is None:
             raise ValueError("the simulation's start must be an aware datetime")
         self.config = config
+        self.progress = progress
         self.seed = seed
         self.rng = random.Random(seed)
         self.behaviours = dict(behaviours or {})
@@ -305,6 +308,8 @@ class Simulation:
                 raise Violation(self.violation("I8", f"no progress after {STALL_LIMIT} steps at {at}"))
             if await self._next_step(end):
                 stall = 0
+            if self.progress is not None:
+                self.progress(self.clock.now())
 
     def _finished(self, end: datetime | None) -> bool:
         if end is not None:
