@@ -97,6 +97,8 @@ class TextFormatter(logging.Formatter):
         line += "".join(f"\n    {more}" for more in rest)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        if not line.isascii() and has_surrogate(line):  # as for JSON: never lost to an encoding error
+            line = line.encode("utf-8", "backslashreplace").decode("utf-8")
         return line
 
 
