@@ -156,6 +156,8 @@ async def snapshot(store: Store, *extra_ids: str) -> dict[str, Any]:
         "breakers": sorted(await store.breakers(), key=lambda b: (b.plugin, b.command)),
         "planned": sorted(await store.all_planned(), key=lambda r: r.key),
         "inits": {p: await store.get_init(p) for p in PLUGINS},
+        "activity": await store.activity(0, limit=1_000_000),
+        "last_activity_id": await store.last_activity_id(),
     }
 
 
@@ -1120,7 +1122,7 @@ def test_planned_runs_are_put_read_replaced_and_deleted(with_store: StoreRunner)
 
 
 def test_rewind_moves_plans_retries_and_open_breakers_back_in_one_unit(with_store: StoreRunner) -> None:
-    """ADR 0023: the wall clock stepped back; each pending instant keeps its remaining real time."""
+    """ADR 0045: the wall clock stepped back; each pending instant keeps its remaining real time."""
     step = timedelta(hours=1)
 
     async def body(store: Store) -> None:

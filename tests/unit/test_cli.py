@@ -36,6 +36,7 @@ from ductile.app.cli.parser import (
 )
 from ductile.app.cli.schedule import schedule_runs
 from ductile.app.runtime import init_fingerprint
+from ductile.domain.activity import Activity, Kind
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
@@ -750,7 +751,7 @@ def test_run_wait_prints_the_outcome_and_exits_0_on_success(h: Harness) -> None:
     job_id, outcome = out.splitlines()
     assert asyncio.run(h.store.get_job(job_id)) is not None
     assert outcome == "succeeded after 1 attempt (of 4), ran 1.2s"
-    assert h.slept == [0.1, 0.2, 0.4]  # backs off while waiting
+    assert h.slept == [0.05, 0.05, 0.05]  # one cheap read every 50 ms: the end is seen within 50 ms
 
 
 def test_run_wait_exits_1_when_the_job_ends_dead(h: Harness) -> None:
@@ -1006,11 +1007,43 @@ def test_status_believes_the_status_file_of_the_running_daemon_only(h: Harness) 
 # =========================================================================== reload
 
 
-def test_reload_signals_the_daemon_with_sighup(h: Harness) -> None:
-    code, out, _ = h("reload")
-    assert code == 0
-    assert out == "reload requested (pid 4242)\n"
+def _daemon_reloads(h: Harness, kind: Kind, data: dict[str, Any]) -> Context:
+    """A context whose SIGHUP makes the (stand-in) daemon record a reload outcome."""
+    ctx = h.context()
+
+    def reload(pid: int, sig: int) -> None:
+        h.signals.append((pid, sig))
+        with h.store.tx.atomic() as tx:  # the stand-in daemon's store unit, done at once
+            tx.append_activity(Activity(kind=kind, at=NOW, data=data))
+
+    ctx.send_signal = reload
+    return ctx
+
+
+def test_reload_signals_the_daemon_and_prints_what_changed(h: Harness) -> None:
+    report = {"reloaded": True, "added": ["new"], "removed": [], "changed": ["echo"], "cancelled": {},
+              "unhealthy": {}, "restart_needed": []}  # fmt: skip
+    ctx = _daemon_reloads(h, Kind.CONFIG_RELOADED, report)
+    assert main(["reload"], context=ctx) == 0
+    assert h.out.getvalue() == "reload requested (pid 4242)\nreloaded; added: new; changed: echo\n"
     assert h.signals == [(4242, signal.SIGHUP)]
+
+
+def test_reload_reports_a_config_the_daemon_refused(h: Harness) -> None:
+    ctx = _daemon_reloads(h, Kind.CONFIG_REJECTED, {"error": "plugins.x: bad"})
+    assert main(["reload", "--json"], context=ctx) == 1
+    assert json.loads(h.out.getvalue()) == {"pid": 4242, "reloaded": False, "error": "plugins.x: bad"}
+
+
+def test_reload_gives_up_waiting_for_a_silent_daemon(h: Harness) -> None:
+    code, out, err = h("reload", "--timeout", "1")
+    assert code == 1
+    assert out == "reload requested (pid 4242)\n"
+    assert "did not report the reload in time" in err
+
+
+def test_reload_without_a_database_only_signals(h: Harness) -> None:
+    h.db_exists = False
     assert h.json("reload") == (0, {"pid": 4242})
 
 
@@ -1197,7 +1230,7 @@ def test_queue_lists_running_then_queued_in_dispatch_order(h: Harness) -> None:
     assert set(doc["jobs"][0]) == {
         "id", "plugin", "command", "payload", "status", "attempt", "max_attempts", "submitted_by",
         "dedupe_key", "created_at", "started_at", "completed_at", "next_retry_at", "last_error",
-        "parent_job_id", "source_event_id",
+        "parent_job_id", "source_event_id", "retry_of",
     }  # fmt: skip
     assert doc["jobs"][0]["started_at"] == "2026-11-23T07:00:05Z"
     code, doc = h.json("queue", "--limit", "2")
@@ -1280,7 +1313,7 @@ def test_job_shows_record_transitions_and_runs(h: Harness) -> None:
     assert "  stderr (tail):\n    warning: slow\n" in out
     assert '  stdout (head):\n    {\n      "error": "quota",' in out  # pretty-printed JSON
     code, doc = h.json("job", job.id)
-    assert set(doc) == {"job", "transitions", "runs"}
+    assert set(doc) == {"job", "transitions", "runs", "children"}
     assert [(t["from"], t["to"], t["actor"]) for t in doc["transitions"]] == [
         (None, "queued", "cli"),
         ("queued", "running", "dispatcher"),
@@ -1567,9 +1600,7 @@ class _Terminal(io.StringIO):
 def _simulate_on(h: Harness, err: io.StringIO, *argv: str) -> tuple[int, str]:
     ticks = iter(range(1_000_000))
     out = io.StringIO()
-    ctx = Context(
-        env=h.env, out=out, err=err, now=lambda: h.now, monotonic=lambda: next(ticks) * 0.1, tz=UTC
-    )
+    ctx = Context(env=h.env, out=out, err=err, now=lambda: h.now, monotonic=lambda: next(ticks) * 0.1, tz=UTC)
     code = main(["simulate", *argv], context=ctx)
     return code, out.getvalue()
 

@@ -1,4 +1,4 @@
-"""A backward step of the wall clock (issue 19, item 9; ADR 0023).
+"""A backward step of the wall clock (issue 19, item 9; ADR 0045).
 
 Before: a -1 h step (NTP, a restored VM) stalled every schedule and every retry
 for an hour, because every pending instant is stored as wall time. Now the

@@ -18,8 +18,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from ductile.domain.protocol import iso_utc
 
 STATUS_NAME = "daemon-status.json"
 #: A status file larger than this is not a status file of ours.
@@ -47,6 +51,18 @@ def write_status(state_dir: str | os.PathLike[str], doc: dict[str, Any]) -> None
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def status_writer(
+    state_dir: str | os.PathLike[str], now: Callable[[], datetime]
+) -> Callable[[dict[str, Any]], None]:
+    """What the daemon publishes its sections with: each document stamped with this
+    process's pid and ``now()``, written by :func:`write_status`."""
+
+    def publish(doc: dict[str, Any]) -> None:
+        write_status(state_dir, {"pid": os.getpid(), "updated_at": iso_utc(now()), **doc})
+
+    return publish
 
 
 def read_status(state_dir: str | os.PathLike[str]) -> dict[str, Any] | None:

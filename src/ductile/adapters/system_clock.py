@@ -9,7 +9,7 @@ snapshot). Each reading is compared with the monotonic clock: their difference
 only changes when the wall clock is stepped (both are slewed alike), so a
 difference that shrinks by more than :data:`STEP_THRESHOLD` is a backward step
 of that size. It is reported once by :meth:`SystemClock.stepped_back`, and it
-cuts a sleep short, so that the scheduler re-plans within a slice (ADR 0023).
+cuts a sleep short, so that the scheduler re-plans within a slice (ADR 0045).
 A forward step needs nothing: what became due is due.
 """
 

@@ -16,6 +16,7 @@ time, and no signal handler is installed unless asked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -24,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from ductile.app.daemon import Service
 from ductile.app.engine import Engine
+from ductile.app.feed import Feed
 from ductile.app.intake import Manual, Webhook
+from ductile.app.operations import reload_doc, restart_needed
+from ductile.domain.activity import Kind
 from ductile.domain.breaker import BreakerStatus
 from ductile.domain.config import Config, Endpoint
 from ductile.domain.errors import ConfigError, UnknownJobError
 from ductile.domain.job import Command, Job, SubmittedBy
-from ductile.domain.protocol import iso_utc
 from ductile.domain.schedule import PlannedRun
 from ductile.log import Log
 from ductile.ports.catalog import Catalog
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
     from ductile.adapters.pidlock import InstanceLock
+    from ductile.app.api import Metrics
+    from ductile.app.surface import Surface
 
 DB_NAME = "ductile.db"
 #: :meth:`Ductile.wait` looks at the job after this long, then twice as long each time, up to...
@@ -87,35 +92,6 @@ def _default_inbox() -> Inbox:
     return AsyncioInbox()
 
 
-def _connection_cap() -> int:
-    """The listener's connection cap: what fits under the open-file limit with a reserve
-    for plugins and the database (:mod:`ductile.adapters.fdlimit`)."""
-    from ductile.adapters.fdlimit import connection_budget
-    from ductile.adapters.http.server import MAX_CONNECTIONS
-
-    cap = connection_budget(MAX_CONNECTIONS)
-    if cap < MAX_CONNECTIONS:
-        Log("http").warning(
-            f"only {cap} HTTP connections fit under the open-file limit with a reserve for plugins "
-            f"and the database ({MAX_CONNECTIONS} wanted); raise it (LimitNOFILE= under systemd)"
-        )
-    return cap
-
-
-def restart_needed(old: Config, new: Config) -> list[str]:
-    """Settings a reload cannot apply: the running process keeps the old value."""
-    changes = []
-    if old.service.state_dir != new.service.state_dir:
-        changes.append("service.state_dir")
-    if old.service.log_level != new.service.log_level:
-        changes.append("service.log_level")
-    old_listen = (old.webhooks.host, old.webhooks.port) if old.webhooks else None
-    new_listen = (new.webhooks.host, new.webhooks.port) if new.webhooks else None
-    if old_listen != new_listen:
-        changes.append("webhooks.listen")
-    return changes
-
-
 class Ductile:
     def __init__(
         self,
@@ -154,6 +130,7 @@ class Ductile:
         self._stop_requested = False
         self._asgi: ASGIApp | None = None
         self._closed = False
+        self._surface: Surface | None = None
         self._loaded_text: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -217,6 +194,7 @@ class Ductile:
         except BaseException:
             await self.close()
             raise
+        await self.surface.record_refusals()
         _advise(config)
         self._record(config)
         return self
@@ -290,14 +268,8 @@ class Ductile:
         even then: for an application that embeds ductile and speaks to systemd itself.
         """
         engine = self.engine
-        http = None
-        webhooks = engine.runtime.config.webhooks
-        if self._listen and webhooks is not None:
-            from ductile.adapters.http import HttpServer
-
-            http = HttpServer(
-                self._build_asgi(ready=None), webhooks.host, webhooks.port, max_connections=_connection_cap()
-            )
+        http, listeners = self.surface.listeners(engine.runtime.config) if self._listen else (None, [])
+        wake = self.surface.wake_listener() if self._lock is not None and self._lock.held else None
         reload_source = self.reload if self.config_path is not None else None
         notifier = None
         if notify_systemd and self._environ.get("NOTIFY_SOCKET"):
@@ -310,6 +282,8 @@ class Ductile:
             engine,
             reload=reload_source,
             http=http,
+            listeners=listeners,
+            background=[self.feed.run],
             on_ready=on_ready,
             notifier=notifier,
             publish=self._status_writer(),
@@ -323,21 +297,44 @@ class Ductile:
         finally:
             if install_signal_handlers:
                 self._service.remove_signal_handlers()
+            if wake is not None:
+                wake.close()
+
+    # ----------------------------------------------------------------- the operator surface
+    @property
+    def surface(self) -> Surface:
+        """The activity feed, metrics, API app and listeners of this instance (built when first needed)."""
+        if self._surface is None:
+            from ductile.app.surface import Surface
+
+            self._surface = Surface(self.engine, reload=self.reload_report, health=self.health,
+                                    webhooks=lambda: self._counted(self._build_asgi(ready=None)))  # fmt: skip
+        return self._surface
+
+    @property
+    def feed(self) -> Feed:
+        return self.surface.feed
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.surface.metrics
+
+    @property
+    def api_app(self) -> ASGIApp:
+        """The operator API's ASGI app (its own listener, or mounted in a host application)."""
+        return self.surface.api_app
+
+    @property
+    def api_port(self) -> int | None:
+        """The port the API listens on once serving (``api.listen`` port 0 picks one); None before."""
+        return self.surface.api_port
 
     def _status_writer(self) -> Callable[[dict[str, Any]], None] | None:
-        """Writes the daemon's status file for ``ductile status``; only for the holder of the
-        instance lock (the file is believed when its pid is the lock holder's)."""
-        if self._lock is None:
-            return None
-        from ductile.adapters.status_file import write_status
+        """The status file's writer (``ductile status``): only the instance lock's holder has one."""
+        from ductile.adapters.status_file import status_writer
 
         state_dir = self.engine.runtime.config.service.state_dir
-        clock = self.engine.clock
-
-        def publish(doc: dict[str, Any]) -> None:
-            write_status(state_dir, {"pid": os.getpid(), "updated_at": iso_utc(clock.now()), **doc})
-
-        return publish
+        return None if self._lock is None else status_writer(state_dir, self.engine.clock.now)
 
     def stop(self) -> None:
         """Stop serving gracefully; safe to call more than once, from a signal handler too."""
@@ -352,17 +349,35 @@ class Ductile:
     async def reload(self, config: Config | None = None) -> None:
         """Switch to ``config``, or re-read the config file. An invalid file is
         logged and the running configuration kept, whole."""
+        with contextlib.suppress(ConfigError):  # logged and noted by reload_report
+            await self.reload_report(config)
+
+    async def reload_report(self, config: Config | None = None) -> dict[str, Any]:
+        """:meth:`reload`, answering what changed (``POST /system/reload``); a refused
+        file raises :class:`ConfigError`. Either way the outcome is appended to the
+        activity log (``config.reloaded`` / ``config.rejected``), where ``ductile
+        reload`` reads it."""
+        engine = self.engine
         if config is None:
             try:
                 config = self._load()
             except ConfigError as e:
                 _reload_log.error(f"reload refused, keeping the running configuration: {e}")
-                return
-        for change in restart_needed(self.engine.runtime.config, config):
+                await self.surface.record(Kind.CONFIG_REJECTED, {"error": str(e)})
+                raise
+        old = engine.runtime.config
+        refused_before = frozenset(r.name for r in engine.runtime.refused)
+        for change in restart_needed(old, config):
             _reload_log.warning(f"{change} changed: it applies at the next restart")
-        await self.engine.reload(config)
+        report = await engine.reload(config)
         _advise(config)
+        doc = reload_doc(old, config, added=report.added, removed=report.removed,
+                         cancelled=report.cancelled, unhealthy=report.unhealthy)  # fmt: skip
+        doc["restart_needed"] = restart_needed(old, config)
         self._record(config)
+        await self.surface.record(Kind.CONFIG_RELOADED, doc)
+        await self.surface.record_refusals(refused_before)
+        return doc
 
     # ----------------------------------------------------------------- API
     async def enqueue(
@@ -429,8 +444,18 @@ class Ductile:
         again after :meth:`close`, it answers 503 with ``Retry-After: 1``.
         """
         if self._asgi is None:
-            self._asgi = self._build_asgi(ready=lambda: self.ready)
+            self._asgi = self._counted(self._build_asgi(ready=lambda: self.ready))
         return self._asgi
+
+    def _counted(self, app: ASGIApp) -> ASGIApp:
+        """``app``, its answers counted in the metrics once this instance has them (serving)."""
+        from ductile.app.api.metrics import counting
+
+        def answered(status: int) -> None:
+            if self._surface is not None:
+                self._surface.metrics.webhook_answered(status)
+
+        return counting(app, answered)
 
     def _build_asgi(self, *, ready: Callable[[], bool] | None) -> ASGIApp:
         """The app; ``ready`` None for ductile's own listener, started only once open."""

@@ -98,7 +98,17 @@ class Webhook:
     dedupe_key: str | None = None
 
 
-Submission = Manual | Webhook
+@attrs.frozen(kw_only=True)
+class Retry:
+    """An operator queues a finished job again (``ductile retry``, ``POST /job/{id}/retry``):
+    a new job of the same plugin, command and payload, attempt 1, linked by ``retry_of``.
+    Refused like a :class:`Manual` when the plugin or command cannot run now."""
+
+    job: Job
+    submitted_by: SubmittedBy = SubmittedBy.API
+
+
+Submission = Manual | Webhook | Retry
 
 
 async def enqueue(
@@ -114,16 +124,17 @@ async def enqueue(
 
     ``new_id`` gives the job its id; ``notify`` wakes the dispatcher (None
     where there is none to wake: ``ductile run`` writes to the daemon's store,
-    whose dispatcher notices within a second).
+    whose dispatcher is woken through its FIFO, or notices within a second).
     """
     if isinstance(submission, Manual):
         unstorable = _not_json(submission)
         if unstorable is not None:
             raise EnqueueRefusedError(unstorable)
-        if submission.strict:
-            refused = refusal(runtime, submission.plugin, submission.command)
-            if refused is not None:
-                raise refused
+    if isinstance(submission, Manual | Retry) and (isinstance(submission, Retry) or submission.strict):
+        plugin, command = _target(submission)
+        refused = refusal(runtime, plugin, command)
+        if refused is not None:
+            raise refused
     job = _job(submission, runtime, now=now, job_id=new_id())
     actor = Actor(job.submitted_by.value)
     result = await store.enqueue(job, actor=actor, now=now, dedupe_ttl=runtime.config.service.dedupe_ttl)
@@ -150,8 +161,29 @@ def _not_json(manual: Manual) -> str | None:
     return None
 
 
+def _target(submission: Manual | Retry) -> tuple[str, str]:
+    if isinstance(submission, Retry):
+        return submission.job.plugin, submission.job.command
+    return submission.plugin, submission.command
+
+
 def _job(submission: Submission, runtime: Runtime, *, now: datetime, job_id: str) -> Job:
     config = runtime.config
+    if isinstance(submission, Retry):
+        old = submission.job
+        # The payload as it was (a handle job's event envelope included); no dedupe key: the
+        # operator asked for this run, a success of the same key must not swallow it.
+        return attrs.evolve(
+            config.new_job(
+                old.plugin,
+                old.command,
+                job_id=job_id,
+                now=now,
+                submitted_by=submission.submitted_by,
+                payload=dict(old.payload),
+            ),
+            retry_of=old.id,
+        )
     if isinstance(submission, Webhook):
         envelope = webhook_envelope(
             path=submission.endpoint.path,

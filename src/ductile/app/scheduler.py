@@ -8,7 +8,7 @@ targets instead of running its own plugin.
 A backward step of the wall clock (NTP, a restored VM) is noticed by the
 clock and handled first thing in the next tick: every planned run, retry time
 and open breaker keeps the real time it had left (:meth:`Scheduler._rewind`,
-ADR 0023), so nothing stalls for the size of the step and nothing fires twice.
+ADR 0045), so nothing stalls for the size of the step and nothing fires twice.
 
 A schedule whose firing fails does not stop the others: the failure goes to
 the :class:`~ductile.app.tick_report.TickReport` (logged once per episode,
@@ -97,7 +97,7 @@ class Scheduler:
 
     async def _rewind(self, runtime: Runtime, step: timedelta) -> Rewound:
         """The wall clock stepped back by ``step``: re-plan every planned run and move every
-        retry time and open breaker back, in one unit (ADR 0023)."""
+        retry time and open breaker back, in one unit (ADR 0045)."""
         schedules = runtime.schedules()
         plans = [
             (entry, clock_step.planned_run(schedules[entry.key], entry, step))

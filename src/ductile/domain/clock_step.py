@@ -7,7 +7,7 @@ one hour each of them would come an hour late: every schedule and every retry
 stalled for the size of the step. (A forward step needs nothing: what became
 due runs, and missed runs follow ``catch_up``.)
 
-The rule (ADR 0023): **each pending instant keeps the real time it had left**.
+The rule (ADR 0045): **each pending instant keeps the real time it had left**.
 It moves back by the step:
 
 - an ``every`` schedule's run: its nominal time and its planned time (the grid

@@ -125,6 +125,8 @@ class Job:
     last_error: str | None = None
     parent_job_id: str | None = None
     source_event_id: str | None = None
+    #: Set on a job an operator queued again by hand (``ductile retry``, the API): the job it repeats.
+    retry_of: str | None = None
 
     @property
     def terminal(self) -> bool:

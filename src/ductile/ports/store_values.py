@@ -13,13 +13,23 @@ from datetime import datetime
 import attrs
 
 from ductile.domain.breaker import BreakerPolicy
-from ductile.domain.job import Job
+from ductile.domain.job import Job, JobStatus
 from ductile.domain.settle import RunRecord, Settlement
 from ductile.ports.spawner import ProcessHandle
 
 
 class StaleJobError(Exception):
     """The job was not in the state the caller expected (compare-and-set failed)."""
+
+
+class NotQueuedError(StaleJobError):
+    """An operator asked to cancel a job that is not queued (``status``: what it is; None: no such job)."""
+
+    def __init__(self, job_id: str, status: JobStatus | None) -> None:
+        what = "no such job" if status is None else f"it is {status.value}"
+        super().__init__(f"job {job_id} cannot be cancelled: {what}; only a queued job can be")
+        self.job_id = job_id
+        self.status = status
 
 
 @attrs.frozen
@@ -98,8 +108,54 @@ class InitRecord:
 
 
 @attrs.frozen(kw_only=True)
+class JobCursor:
+    """Where a page of :class:`JobQuery` results ended: the last job's creation time and
+    insertion order (the listing's sort key, so a page never skips nor repeats a job)."""
+
+    created_at: datetime
+    seq: int
+
+
+@attrs.frozen(kw_only=True)
+class JobQuery:
+    """Filters of a job listing, newest first. Every filter is optional; all given must hold."""
+
+    statuses: frozenset[JobStatus] | None = None
+    plugin: str | None = None
+    command: str | None = None
+    submitted_by: str | None = None
+    #: Jobs routed from this job's events (its children).
+    parent: str | None = None
+    #: ``since <= created_at < until``.
+    since: datetime | None = None
+    until: datetime | None = None
+    #: Text found (case-insensitively) in the job's last error, a run's error or stderr tail,
+    #: or a run's stdout (the response, and the result in it).
+    text: str | None = None
+    limit: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    #: Continue after this position (the previous page's ``JobPage.next``).
+    after: JobCursor | None = None
+
+
+@attrs.frozen(kw_only=True)
+class JobPage:
+    jobs: tuple[Job, ...]
+    #: Where the next page starts; None when this page is the last.
+    next: JobCursor | None
+
+
+_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def text_matches(haystack: str | None, needle: str) -> bool:
+    """``JobQuery.text``'s rule: ``needle`` occurs in ``haystack``, ASCII letters compared
+    without case (SQL ``LIKE``'s rule, so every store answers alike)."""
+    return haystack is not None and needle.translate(_ASCII_FOLD) in haystack.translate(_ASCII_FOLD)
+
+
+@attrs.frozen(kw_only=True)
 class Rewound:
-    """What a backward step of the wall clock moved (ADR 0023)."""
+    """What a backward step of the wall clock moved (ADR 0045)."""
 
     #: Planned runs re-planned.
     plans: int = 0

@@ -13,6 +13,7 @@ from ductile.domain.job import Actor, Job, JobEvent, JobStatus, apply
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store_values import StaleJobError
 from ductile.ports.tx import Tx
+from ductile.units import journal
 
 
 def claim_next(tx: Tx, now: datetime) -> Job | None:
@@ -34,7 +35,7 @@ def claim(tx: Tx, job_id: str, now: datetime) -> Job | None:
 def _claim(tx: Tx, job: Job, now: datetime) -> Job:
     claimed, record = apply(job, JobEvent.CLAIM, at=now, actor=Actor.DISPATCHER, reason="claimed")
     tx.update_job(claimed, expected=job.status)
-    tx.add_transition(record)
+    journal.transition(tx, claimed, record)
     return claimed
 
 

@@ -5,7 +5,7 @@ The app hands in the re-planned runs (computed with
 the unit replaces each one that is still stored as it was read (a firing in
 between wins), and moves every retry time and every open breaker back by the
 step (:mod:`ductile.domain.clock_step`). One transaction: a crash leaves all of
-it or none (ADR 0023).
+it or none (ADR 0045).
 """
 
 from __future__ import annotations

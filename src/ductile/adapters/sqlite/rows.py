@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ductile.domain import breaker as br
+from ductile.domain.activity import Activity, Entry
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy, Transition
 from ductile.domain.protocol import LogLine
 from ductile.domain.schedule import PlannedRun
@@ -66,6 +67,7 @@ def job_params(job: Job) -> tuple[Any, ...]:
         job.last_error,
         job.parent_job_id,
         job.source_event_id,
+        job.retry_of,
     )
 
 
@@ -87,6 +89,7 @@ def job_of(row: Sequence[Any]) -> Job:
         last_error=row[13],
         parent_job_id=row[14],
         source_event_id=row[15],
+        retry_of=row[16],
     )
 
 
@@ -176,3 +179,28 @@ def planned_of(row: Sequence[Any]) -> PlannedRun:
 
 def init_of(row: Sequence[Any]) -> InitRecord:
     return InitRecord(plugin=row[0], fingerprint=row[1], ok=bool(row[2]), error=row[3], at=from_us(row[4]))
+
+
+def activity_params(a: Activity) -> tuple[Any, ...]:
+    return (
+        a.kind.value,
+        to_us(a.at),
+        a.plugin,
+        a.command,
+        a.job_id,
+        dumps(dict(a.data), f"activity {a.kind.value}: data"),
+    )
+
+
+def entry_of(row: Sequence[Any]) -> Entry:
+    return Entry(
+        id=row[0],
+        activity=Activity(
+            kind=row[1],
+            at=from_us(row[2]),
+            plugin=row[3],
+            command=row[4],
+            job_id=row[5],
+            data=json.loads(row[6]),
+        ),
+    )

@@ -165,8 +165,32 @@ _V2: Migration = (
     "CREATE INDEX runs_plugin_finished ON runs (plugin, finished_at, seq)",
 )
 
+#: Version 3 (the operator API, issue 14): the activity log, a retried job's link to the
+#: job it repeats, and an index for each filter of a job listing.
+_V3: Migration = (
+    # AUTOINCREMENT: an id is never reused after retention pruned the newest rows, so a
+    # client resuming a stream from an id never misses entries appended later.
+    """
+    CREATE TABLE activity (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind    TEXT    NOT NULL,
+        at      INTEGER NOT NULL,
+        plugin  TEXT,
+        command TEXT,
+        job_id  TEXT,
+        data    TEXT    NOT NULL
+    )
+    """,
+    "CREATE INDEX activity_at ON activity (at)",
+    "ALTER TABLE jobs ADD COLUMN retry_of TEXT",
+    "CREATE INDEX jobs_command_created ON jobs (command, created_at)",
+    "CREATE INDEX jobs_submitted_created ON jobs (submitted_by, created_at)",
+    # a job's routed children (``ductile job``, ``GET /job/{id}``)
+    "CREATE INDEX jobs_parent ON jobs (parent_job_id, created_at) WHERE parent_job_id IS NOT NULL",
+)
+
 #: The whole history of the schema, oldest first. Append; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,26 +12,21 @@ Threads and transactions (ADR 0010; :mod:`~ductile.adapters.sqlite.worker`)
   IMMEDIATE`` transaction, each inside its own ``SAVEPOINT`` (a unit that
   raises is rolled back alone), commits once, and only then resolves the
   futures: group commit, so ``synchronous=FULL`` costs little under load.
-* **Sync level per unit.** A unit is *durable* (the default) or *relaxed*.
-  Only the claims (``claim_next``, ``claim``) and ``record_process`` are
-  relaxed: losing them to a power cut is harmless (the job is simply still
-  queued, or running without a process record, and no process survives a
-  power cut anyway). A batch of relaxed units only commits at
-  ``synchronous=NORMAL``; a batch with any durable unit commits at the
-  store's level (``FULL``), and in WAL mode that fsync also covers every
-  relaxed commit before it.
-* **One reader thread** owns a second, ``query_only`` connection. WAL readers
-  never block the writer nor wait for its fsync, and running reads on a
-  thread keeps a rare busy wait (WAL recovery, a checkpoint) off the event
-  loop. Every read is one statement, so each sees one committed snapshot;
-  a read issued after a write was acknowledged sees that write.
-* Connections use ``isolation_level=None`` (no implicit transactions), WAL,
-  ``busy_timeout``, ``foreign_keys=ON``. Another process (the CLI) may write
-  to the same file at the same time: ``BEGIN IMMEDIATE`` waits up to
-  ``busy_timeout`` for the write lock; a lock that outlasts it fails the
-  unit with :class:`StoreBusyError`, it never hangs.
-* Connections never cross ``fork()``: a store used in a forked child raises
-  :class:`StoreError` instead of touching the parent's connections.
+* **Sync level per unit.** A unit is *durable* (the default) or *relaxed*:
+  only the claims (``claim_next``, ``claim``) and ``record_process``, whose
+  loss to a power cut is harmless (the job is still queued, or running with
+  no process record; no process survives a power cut). A batch of relaxed
+  units commits at ``synchronous=NORMAL``; one with any durable unit at the
+  store's level (``FULL``), whose WAL fsync covers the relaxed commits before.
+* **One reader thread** owns a second, ``query_only`` connection: WAL readers
+  never block the writer nor wait for its fsync, and a rare busy wait (WAL
+  recovery, a checkpoint) stays off the event loop. Each read is one
+  statement, one committed snapshot; it sees every write acknowledged before.
+* Connections use ``isolation_level=None``, WAL, ``busy_timeout``,
+  ``foreign_keys=ON``. Another process (the CLI) may write at the same time:
+  ``BEGIN IMMEDIATE`` waits up to ``busy_timeout`` for the write lock, then
+  fails the unit with :class:`StoreBusyError`. Connections never cross
+  ``fork()`` (a store used in a forked child raises :class:`StoreError`).
 """
 
 from __future__ import annotations
@@ -47,8 +42,10 @@ from typing import Any, ClassVar, TypeVar
 
 from ductile import units
 from ductile.adapters.sqlite.errors import StoreBusyError, StoreClosedError, StoreError
+from ductile.adapters.sqlite.queries import read_job_page
 from ductile.adapters.sqlite.rows import (
     breaker_of,
+    entry_of,
     init_of,
     job_of,
     opt_dt,
@@ -59,12 +56,17 @@ from ductile.adapters.sqlite.rows import (
 )
 from ductile.adapters.sqlite.schema import MIGRATIONS, Migration, migrate, refuse_newer
 from ductile.adapters.sqlite.sql import (
+    JOB_FIELDS,
     RUN_COLS,
+    SQL_ACTIVITY_AFTER,
     SQL_ALL_PLANNED,
     SQL_BREAKERS,
     SQL_DUE,
     SQL_GET_INIT,
+    SQL_IDS_FROM,
+    SQL_LAST_ACTIVITY_ID,
     SQL_NEXT_RETRY_AT,
+    SQL_OLDEST_QUEUED,
     SQL_QUEUE_DEPTH,
     SQL_RECENT_RUNS,
     SQL_RECENT_RUNS_OF_PLUGIN,
@@ -76,6 +78,7 @@ from ductile.adapters.sqlite.sql import (
 from ductile.adapters.sqlite.tx import SqliteTx
 from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, Pending, Reader, Worker, Writer, WriterStats
 from ductile.domain import breaker as br
+from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.schedule import PlannedRun
@@ -87,12 +90,16 @@ from ductile.ports.store_values import (
     FireResult,
     Guard,
     InitRecord,
+    JobPage,
+    JobQuery,
     Rewound,
     RunningJob,
     RunView,
 )
 
 T = TypeVar("T")
+#: Columns of a job row: a process record's columns follow them in ``SQL_RUNNING``.
+_W = len(JOB_FIELDS)
 Unit = Callable[[sqlite3.Connection], T]
 
 
@@ -295,8 +302,21 @@ class SqliteStore:
     async def delete_finished(self, before: datetime) -> int:
         return await self._write("delete_finished", lambda c: units.delete_finished(SqliteTx(c), before))
 
-    async def reset_breakers(self, plugin: str) -> list[br.Breaker]:
-        return await self._write("reset_breakers", lambda c: units.reset_breakers(SqliteTx(c), plugin))
+    async def reset_breakers(
+        self, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+    ) -> list[br.Breaker]:
+        return await self._write(
+            "reset_breakers", lambda c: units.reset_breakers(SqliteTx(c), plugin, now=now, actor=actor)
+        )
+
+    async def cancel_job(self, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+        return await self._write(
+            "cancel_job",
+            lambda c: units.cancel_job(SqliteTx(c), job_id, reason=reason, actor=actor, now=now),
+        )
+
+    async def note(self, entry: Activity) -> None:
+        await self._write("note", lambda c: units.note(SqliteTx(c), entry))
 
     async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:
         pairs = tuple(plans)
@@ -312,6 +332,7 @@ class SqliteStore:
         actor: Actor,
         now: datetime,
         dedupe_ttl: timedelta,
+        skipped: SkipReason | None = None,
     ) -> FireResult:
         batch = tuple(jobs)
         return await self._write(
@@ -325,6 +346,7 @@ class SqliteStore:
                 actor=actor,
                 now=now,
                 dedupe_ttl=dedupe_ttl,
+                skipped=skipped,
             ),
         )
 
@@ -348,8 +370,8 @@ class SqliteStore:
                 RunningJob(
                     job=job_of(row),
                     process=None
-                    if row[16] is None
-                    else ProcessHandle(pid=row[16], pgid=row[17], start_time=row[18]),
+                    if row[_W] is None
+                    else ProcessHandle(pid=row[_W], pgid=row[_W + 1], start_time=row[_W + 2]),
                 )
                 for row in conn.execute(SQL_RUNNING).fetchall()
             ]
@@ -402,8 +424,35 @@ class SqliteStore:
 
         return await self._read("list_jobs", read)
 
+    async def find_jobs(self, query: JobQuery) -> JobPage:
+        return await self._read("find_jobs", lambda c: read_job_page(c, query))
+
+    async def job_ids_with_prefix(self, prefix: str, *, limit: int = 2) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(SQL_IDS_FROM, (prefix, limit)).fetchall()
+            return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
+
+        return await self._read("job_ids_with_prefix", read)
+
+    async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:
+        return await self._read(
+            "activity", lambda c: [entry_of(r) for r in c.execute(SQL_ACTIVITY_AFTER, (after, limit))]
+        )
+
+    async def last_activity_id(self) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute(SQL_LAST_ACTIVITY_ID).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._read("last_activity_id", read)
+
     async def queue_depth(self) -> int:
         return await self._read("queue_depth", lambda c: int(c.execute(SQL_QUEUE_DEPTH).fetchone()[0]))
+
+    async def oldest_queued_at(self) -> datetime | None:
+        return await self._read(
+            "oldest_queued_at", lambda c: opt_dt(c.execute(SQL_OLDEST_QUEUED).fetchone()[0])
+        )
 
     async def outstanding(self, plugin: str, command: str) -> int:
         return await self._read("outstanding", lambda c: SqliteTx(c).outstanding(plugin, command))

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from ductile.app.cli.context import UsageError
 from ductile.domain.errors import UnitError
-from ductile.domain.protocol import iso_utc
 from ductile.domain.quantities import format_duration, parse_duration
 from ductile.domain.schedule import CatchUp, Schedule
 
@@ -69,13 +68,6 @@ def local_time(at: datetime | None, tz: tzinfo | None = None) -> str:
         return "-"
     shown = at.astimezone(tz) if tz is not None else at.astimezone()
     return shown.replace(microsecond=0).isoformat()
-
-
-def utc(at: datetime | None) -> str | None:
-    """The JSON form of an instant: UTC ISO-8601 ending in ``Z``; None stays None."""
-    if at is None:
-        return None
-    return iso_utc(at)
 
 
 def _text_duration(value: timedelta) -> str:

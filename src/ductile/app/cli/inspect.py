@@ -20,15 +20,9 @@ from ductile.app.cli.context import (
     start_problems,
     unknown_plugin,
 )
-from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table, utc
-from ductile.app.cli.jsondoc import (
-    job_json,
-    run_json,
-    schedule_json,
-    shown_payload,
-    stdout_object,
-    transition_json,
-)
+from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table
+from ductile.app.cli.jsondoc import job_json, run_json, schedule_json, stdout_object
+from ductile.app.views import shown_payload, utc
 from ductile.domain.breaker import Breaker
 from ductile.domain.config import Config
 from ductile.domain.job import Job, JobStatus, Transition
@@ -150,6 +144,15 @@ async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
 async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
+    if args.follow:
+        if store is None:
+            return ctx.fail("nothing to follow yet: start the daemon first")
+        from ductile.app.cli.operate import follow_runs
+
+        try:
+            return await follow_runs(ctx, store, args, print_runs)
+        finally:
+            await store.close()
     pairs: list[tuple[Job, RunRecord]] = []
     history = False
     if store is not None:
@@ -169,6 +172,12 @@ async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
     if not pairs:
         ctx.print("no finished runs" + (f" of {args.plugin}" if args.plugin else ""))
         return EXIT_OK
+    print_runs(ctx, pairs)
+    return EXIT_OK
+
+
+def print_runs(ctx: Context, pairs: Sequence[tuple[Job, RunRecord]], *, header: bool = True) -> None:
+    """Runs as ``ductile logs`` shows them: a table row each, then the error and the log lines."""
     lines = table(
         ["FINISHED", "PLUGIN", "COMMAND", "JOB", "ATTEMPT", "RESULT", "TOOK"],
         [
@@ -177,14 +186,14 @@ async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
             for job, run in pairs
         ],
     ).splitlines()  # fmt: skip
-    ctx.print(lines[0])
+    if header:
+        ctx.print(lines[0])
     for line, (_, run) in zip(lines[1:], pairs, strict=True):
         ctx.print(line)
         if run.error:
             ctx.print(f"    error: {cell(run.error)}")
         for entry in run.logs:
             ctx.print(f"    [{entry.level}] {cell(entry.message)}")
-    return EXIT_OK
 
 
 def _run_result(run: RunRecord) -> str:
@@ -242,26 +251,26 @@ async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_job(ctx: Context, args: argparse.Namespace) -> int:
+    from ductile.app import operations
+
     config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     if store is None:
         return ctx.fail(f"no job with id {args.job_id}")
     try:
-        job = await store.get_job(args.job_id)
-        transitions = await store.transitions(args.job_id) if job is not None else []
-        runs = await store.runs(args.job_id) if job is not None else []
+        job_id = await operations.resolve_job_id(store, args.job_id)
+        job = await store.get_job(job_id)
+        transitions = await store.transitions(job_id) if job is not None else []
+        runs = await store.runs(job_id) if job is not None else []
+        doc = await operations.show_job(store, job_id) if args.json and job is not None else None
+    except (operations.NotFoundError, operations.AmbiguousIdError) as e:
+        return ctx.fail(str(e))
     finally:
         await store.close()
     if job is None:
         return ctx.fail(f"no job with id {args.job_id}")
-    if args.json:
-        ctx.json(
-            {
-                "job": job_json(job),
-                "transitions": [transition_json(t) for t in transitions],
-                "runs": [run_json(r) for r in runs],
-            }
-        )
+    if doc is not None:
+        ctx.json(doc)
         return EXIT_OK
     _print_job(ctx, job, transitions, runs)
     return EXIT_OK
@@ -283,6 +292,7 @@ def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: 
         ("last error", job.last_error),
         ("parent job", job.parent_job_id),
         ("source event", job.source_event_id),
+        ("retry of", job.retry_of),
     ]
     ctx.print(f"job {job.id}")
     ctx.print(indent(table(["FIELD", "VALUE"], fields).split("\n", 1)[1], "  "))

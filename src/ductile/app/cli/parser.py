@@ -25,6 +25,10 @@ DEFAULT_WAIT_SECONDS = 300.0
 DEFAULT_LOG_LIMIT = 20
 #: Most runs ``schedule --to T`` lists per schedule.
 DEFAULT_SCHEDULE_LIMIT = 1000
+#: Default number of jobs ``jobs`` lists.
+DEFAULT_JOBS_LIMIT = 50
+#: How long ``reload`` waits for the daemon's report by default.
+DEFAULT_RELOAD_WAIT = 60.0
 #: Runs per schedule ``schedule`` lists without ``--to``: a terminal's worth.
 DEFAULT_SCHEDULE_NEXT = 10
 #: Default number of jobs ``queue`` lists.
@@ -38,7 +42,7 @@ DEFAULT_SIMULATE_DAYS = 7
 _RUN_HELP = """\
 Queue one job of <plugin> durably, as if the scheduler had made it (submitted_by
 "cli"). The job is written straight into the database without the instance lock;
-the running daemon picks it up within a second. When no daemon runs, the job waits
+the running daemon is woken at once and picks it up. When no daemon runs, the job waits
 in the queue until `ductile start`.
 
 --payload is for --command handle only: it becomes the event the plugin receives,
@@ -156,6 +160,9 @@ def _common(json_flag: bool) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="show tracebacks of internal errors (also DUCTILE_DEBUG=1)",
     )
+    p.add_argument(
+        "--version", action="store_true", default=argparse.SUPPRESS, help="print the version and exit"
+    )
     if json_flag:
         p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     return p
@@ -195,9 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(verb("run", "queue one job of a plugin", details=_RUN_HELP))
     status = verb("status", "daemon, queue, plugins, breakers and health checks", details=_STATUS_HELP)
     status.add_argument("--no-health", action="store_true", help="do not run the plugins' health commands")
-    verb("reload", "make the running daemon re-read its config (the config is checked first)", json_flag=True)
+    _reload_options(
+        verb(
+            "reload",
+            "make the running daemon re-read its config and print what changed (the config is checked first)",
+        )
+    )
     verb("plugins", "list plugins: loaded (with schedules), refused (with reasons), disabled")
     _inspect_options(verb)
+    _operate_options(verb)
     _config_actions(
         verbs.add_parser(
             "config", help="configuration tools", description="Configuration tools.", parents=[plain]
@@ -247,7 +260,7 @@ def _scaffold_verbs(
 
 
 def _global_options(parser: argparse.ArgumentParser) -> None:
-    """``--config`` and ``--debug`` before the verb."""
+    """``--config``, ``--debug`` and ``--version`` before the verb (every verb takes them too)."""
     parser.add_argument(
         "--config",
         metavar="PATH",
@@ -259,6 +272,16 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=False,
         help="show tracebacks of internal errors (DUCTILE_DEBUG=1)",
+    )
+    parser.add_argument("--version", action="store_true", default=False, help="print the version and exit")
+
+
+def _reload_options(reload: argparse.ArgumentParser) -> None:
+    reload.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help=f"wait this long for the daemon's report (default {DEFAULT_RELOAD_WAIT:g})",
     )
 
 
@@ -330,10 +353,43 @@ def _inspect_options(verb: Callable[[str, str], argparse.ArgumentParser]) -> Non
         metavar="N",
         help=f"at most N runs (default {DEFAULT_LOG_LIMIT})",
     )
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="then print each run as it ends, until interrupted"
+    )
     reset = verb("reset", "close a plugin's circuit breakers by hand")
     reset.add_argument("plugin", help="plugin name")
     job = verb("job", "one job: its record, transition log and runs")
-    job.add_argument("job_id", metavar="id", help="the job id")
+    job.add_argument("job_id", metavar="id", help=_ID_HELP)
+
+
+_ID_HELP = "the job id, or an unambiguous prefix of at least 8 characters"
+_STATUSES = ("queued", "running", "succeeded", "dead")
+
+
+def _operate_options(verb: Callable[..., argparse.ArgumentParser]) -> None:
+    """jobs, retry, cancel and version."""
+    jobs = verb("jobs", "list jobs, newest first, with filters")
+    jobs.add_argument(
+        "--status", action="append", choices=_STATUSES, help="only jobs in this state; repeatable"
+    )
+    jobs.add_argument("--plugin", metavar="P", help="only this plugin's jobs")
+    jobs.add_argument("--command", metavar="C", help="only this command's jobs")
+    jobs.add_argument(
+        "--since", metavar="T", help="created within this long (1h, 2d) or since this time (ISO-8601)"
+    )
+    jobs.add_argument("--text", metavar="TEXT", help="text in the last error, stderr or response")
+    jobs.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=DEFAULT_JOBS_LIMIT,
+        metavar="N",
+        help=f"at most N jobs (default {DEFAULT_JOBS_LIMIT})",
+    )
+    retry = verb("retry", "queue a dead or succeeded job again, as a new job linked to it")
+    retry.add_argument("job_id", metavar="id", help=_ID_HELP)
+    cancel = verb("cancel", "cancel a queued job (it becomes dead)")
+    cancel.add_argument("job_id", metavar="id", help=_ID_HELP)
+    verb("version", "print the version", json_flag=False)
 
 
 def _schedule_options(schedule: argparse.ArgumentParser) -> None:

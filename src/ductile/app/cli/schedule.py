@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ductile.app.cli.context import EXIT_OK, Context, UsageError, read_config, read_store, survey
-from ductile.app.cli.format import local_time, parse_time, signed, table, utc, zone_name
+from ductile.app.cli.format import local_time, parse_time, signed, table, zone_name
 from ductile.app.cli.parser import DEFAULT_SCHEDULE_LIMIT, DEFAULT_SCHEDULE_NEXT
+from ductile.app.views import utc
 from ductile.domain.schedule import PlannedRun, Schedule, plan_next, preview
 
 
