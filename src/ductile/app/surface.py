@@ -63,6 +63,8 @@ class Surface:
         self.feed.observe(self.metrics.observe)
         #: Seconds between two heartbeat comments on ``GET /events`` (None: the API's default).
         self.heartbeat: float | None = None
+        #: Seconds a client has to send a request body to the API (None: the API's default).
+        self.body_timeout: float | None = None
         self._api: ASGIApp | None = None
         self._api_server: HttpServer | None = None
 
@@ -82,6 +84,8 @@ class Surface:
         )
         if self.heartbeat is not None:
             context.heartbeat = self.heartbeat
+        if self.body_timeout is not None:
+            context.body_timeout = self.body_timeout
         return build_api(context, fallback=fallback)
 
     @property
