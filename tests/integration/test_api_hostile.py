@@ -244,3 +244,24 @@ def test_the_api_shows_a_webhooks_credentials_masked(tmp_path: Path) -> None:
         assert shown["x-plain"] == "shown"
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("target", ["/plugin/fast/poll", "/plugin/f%61st/poll", "/plugin/%66ast/p%6fll"])
+def test_percent_encoded_api_paths_match_as_decoded(served: Served, target: str) -> None:
+    """Item 12 on the API: both spellings of a path reach the same route, without a stall."""
+    body = b"{}"
+    head = f"POST {target} HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Length: {len(body)}\r\n\r\n"
+    status, answer, took = _ask(served, head.encode() + body)
+    assert status == 202, answer
+    assert took < 2.0
+
+
+@pytest.mark.parametrize("target", ["*", "/plugin/f%0aast/poll", "/plugin/f%2561st/poll"])
+def test_an_api_target_that_names_no_route_is_4xx_and_never_stalls(served: Served, target: str) -> None:
+    """Item 12 on the API: an odd target gets its answer at once, never a hanging connection."""
+    body = b'{"payload": {"n": 1}}'
+    head = f"POST {target} HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Length: {len(body)}\r\n\r\n"
+    status, answer, took = _ask(served, head.encode() + body)
+    assert 400 <= status < 500, answer
+    assert took < 2.0
+    assert served.queued() == 0
