@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,17 @@ class Served:
         assert self.ductile is not None
         depth = asyncio.run_coroutine_threadsafe(self.ductile.engine.store.queue_depth(), self._loop)
         return depth.result(10)
+
+    def on_loop(self, fn: Callable[[Ductile], Any]) -> Any:
+        """Run ``fn(ductile)`` on the daemon's own loop; its result."""
+        assert self._loop is not None
+        assert self.ductile is not None
+        ductile = self.ductile
+
+        async def call() -> Any:
+            return fn(ductile)
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(10)
 
     def connect(self) -> socket.socket:
         assert self.port is not None
@@ -206,15 +218,30 @@ def test_a_lone_surrogate_in_a_trigger_body_is_400_and_nothing_is_queued(served:
     assert served.queued() == 0
 
 
-def test_the_scheduler_figures_are_in_the_metrics(served: Served) -> None:
-    """Item 8: a failing tick is counted; the metrics show the scheduler's state."""
+def _metrics(served: Served) -> dict[str, float]:
     response = httpx.get(
         f"http://127.0.0.1:{served.port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
     )
-    families = {f.name: f for f in text_string_to_metric_families(response.text)}
-    assert families["ductile_scheduler_ok"].samples[0].value == 1.0
-    assert families["ductile_schedules_failing"].samples[0].value == 0.0
-    assert families["ductile_scheduler_failed_ticks"].samples[0].value == 0.0
+    families = text_string_to_metric_families(response.text)
+    return {s.name: s.value for f in families for s in f.samples if s.name.startswith("ductile_sched")}
+
+
+def test_a_failing_scheduler_shows_on_the_apis_healthz_and_metrics(served: Served) -> None:
+    """Item 8 on the API's listener: a failing tick is a 503 "degraded" ``/healthz`` (as on the
+    webhook listener; it was a 200), counted in the metrics, never a silent stop."""
+    health = httpx.get(f"http://127.0.0.1:{served.port}/healthz", timeout=10)
+    assert (health.status_code, health.json()["status"]) == (200, "ok")
+    assert _metrics(served)["ductile_scheduler_ok"] == 1.0
+    when = datetime(2026, 3, 1, tzinfo=UTC)
+    served.on_loop(lambda d: d.engine.tick_report.schedule_failed("fast", ValueError("no JSON"), when))
+    served.on_loop(lambda d: d.engine.tick_report.tick_ended())
+    health = httpx.get(f"http://127.0.0.1:{served.port}/healthz", timeout=10)
+    assert (health.status_code, health.json()["status"]) == (503, "degraded")
+    assert health.json()["scheduler"]["failing_schedules"] == {"fast": "ValueError: no JSON"}
+    figures = _metrics(served)
+    assert figures["ductile_scheduler_ok"] == 0.0
+    assert figures["ductile_schedules_failing"] == 1.0
+    assert figures["ductile_scheduler_failed_ticks_total"] == 1.0
 
 
 def test_the_api_shows_a_webhooks_credentials_masked(tmp_path: Path) -> None:
