@@ -13,6 +13,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -108,6 +109,36 @@ def test_a_cron_run_after_a_step_is_on_the_grid_and_never_sooner_in_real_time(
     assert next(cron_fires(cron, shifted - timedelta(microseconds=1), BERLIN)) == moved.nominal_at
 
 
+def test_an_at_one_shot_keeps_its_wall_instant_and_a_done_one_stays_done() -> None:
+    """Merged with issue 13's one-shots: ``at`` names a wall instant (like cron); a done
+    one-shot is planned at the end of time, which moving back would have revived."""
+    schedule = Schedule(tz=UTC, at=T0 + 3 * HOUR)
+    entry = first_plan(schedule)
+    assert clock_step.planned_run(schedule, entry, HOUR) == entry
+    done = plan_next(schedule, key="p", previous=entry, now=T0 + 3 * HOUR, draw=0.5)
+    assert done.done
+    assert clock_step.planned_run(schedule, done, HOUR) == done
+
+
+def test_an_after_one_shot_keeps_its_remaining_real_time() -> None:
+    schedule = Schedule(tz=UTC, after=2 * HOUR)
+    entry = first_plan(schedule)
+    moved = clock_step.planned_run(schedule, entry, HOUR)
+    assert (moved.planned_at, moved.done) == (entry.planned_at - HOUR, False)
+
+
+def test_a_run_never_moves_onto_a_not_on_day() -> None:
+    schedule = Schedule(tz=UTC, every=HOUR, not_on=frozenset({6}))  # never on Sundays
+    monday = datetime(2026, 3, 2, tzinfo=UTC)
+    at = monday + 30 * MINUTE
+    entry = PlannedRun(
+        key="p", fingerprint=schedule.fingerprint(), nominal_at=at, planned_at=at, offset=timedelta(0)
+    )
+    assert clock_step.planned_run(schedule, entry, HOUR) == entry  # 23:30 on Sunday: kept at 00:30
+    later = attrs.evolve(entry, nominal_at=at + 2 * HOUR, planned_at=at + 2 * HOUR)
+    assert clock_step.planned_run(schedule, later, HOUR).planned_at == at + HOUR
+
+
 def test_retry_times_and_breakers_move_back_by_the_step() -> None:
     job = builders.job("j", "p", "poll", status=JobStatus.QUEUED, next_retry_at=T0 + MINUTE)
     assert clock_step.retry(job, HOUR).next_retry_at == T0 + MINUTE - HOUR
@@ -196,7 +227,7 @@ async def test_after_a_step_back_schedules_and_retries_keep_their_real_time(
 
     [flaky] = await rig.jobs("flaky")
     assert flaky.next_retry_at == T0 + timedelta(seconds=30) - HOUR  # still 20 s away
-    planned = await rig.store.planned("tick")
+    planned = await rig.store.planned("tick/default")
     assert planned is not None
     assert planned.planned_at == T0 + 5 * MINUTE - HOUR  # still 4 min 50 s away
     [line] = records(caplog, component="scheduler", message="the wall clock stepped back by 1h")

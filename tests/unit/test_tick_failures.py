@@ -82,7 +82,7 @@ async def test_one_failing_schedule_does_not_stop_the_others_and_is_logged_once(
     await rig.engine.start()
     await rig.engine.tick()  # both first runs, at T0
     await rig.drain()
-    store.broken.add("alpha")
+    store.broken.add("alpha/default")
     rig.clock.set(T0 + MINUTE)
     for _ in range(3):
         wake = await rig.engine.tick()
@@ -96,18 +96,18 @@ async def test_one_failing_schedule_does_not_stop_the_others_and_is_logged_once(
     report = rig.engine.tick_report
     assert not report.ok
     assert report.failed_ticks == 3
-    assert set(report.failing) == {"alpha"}
-    assert "UnicodeEncodeError" in report.failing["alpha"]
+    assert set(report.failing) == {"alpha/default"}
+    assert "UnicodeEncodeError" in report.failing["alpha/default"]
     errors = records(caplog, component="scheduler", plugin="alpha", levelno=logging.ERROR)
     assert len(errors) == 1, [r.getMessage() for r in errors]
-    assert "schedule 'alpha' could not fire" in errors[0].getMessage()
+    assert "schedule 'alpha/default' could not fire" in errors[0].getMessage()
 
     store.broken.clear()
     await rig.engine.tick()
     assert report.ok
     assert report.failed_ticks == 3  # the history stays
     assert await scheduled_jobs(rig, "alpha") == 2  # the run that was due, late but not skipped
-    assert records(caplog, component="scheduler", message="schedule 'alpha' fires again")
+    assert records(caplog, component="scheduler", message="schedule 'alpha/default' fires again")
 
 
 @async_test
@@ -155,7 +155,7 @@ async def test_healthz_says_degraded_with_503_and_names_the_failing_schedule() -
     await d.open()
     try:
         assert (await d.health())["status"] == "ok"
-        store.broken.add("alpha")
+        store.broken.add("alpha/default")
         rig.clock.set(T0 + MINUTE)
         await d.engine.tick()
         doc = await d.health()
@@ -163,7 +163,7 @@ async def test_healthz_says_degraded_with_503_and_names_the_failing_schedule() -
         scheduler = doc["scheduler"]
         assert scheduler["ok"] is False
         assert scheduler["failed_ticks"] == 1
-        assert list(scheduler["failing_schedules"]) == ["alpha"]
+        assert list(scheduler["failing_schedules"]) == ["alpha/default"]
         assert scheduler["last_error_at"] == "2026-03-02T09:01:00Z"
         status, body = await get(d, "/healthz")
         assert status == 503

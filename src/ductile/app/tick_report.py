@@ -18,12 +18,19 @@ from typing import Any
 import attrs
 
 from ductile.domain.protocol import iso_utc
+from ductile.domain.schedule import split_key
 from ductile.log import Log
 
 _log = Log("scheduler")
 
 #: Longest error text kept in the report.
 MAX_ERROR_CHARS = 500
+
+
+def _bound(key: str) -> Log:
+    """The log bound to the plugin and schedule of a schedule key (``<plugin>/<id>``)."""
+    plugin, schedule_id = split_key(key)
+    return _log.bind(plugin=plugin, schedule=schedule_id)
 
 
 def _text(error: BaseException) -> str:
@@ -54,13 +61,13 @@ class TickReport:
         text = _text(error)
         if key not in self.failing:
             why = f"schedule '{key}' could not fire: {text}; the other schedules go on, it is retried"
-            _log.bind(plugin=key).log(ERROR, why, exc_info=error)
+            _bound(key).log(ERROR, why, exc_info=error)
         self.failing[key] = text
         self._note(text, now)
 
     def schedule_fired(self, key: str) -> None:
         if self.failing.pop(key, None) is not None:
-            _log.bind(plugin=key).info(f"schedule '{key}' fires again")
+            _bound(key).info(f"schedule '{key}' fires again")
 
     def forget(self, keys: set[str]) -> None:
         """Schedules that no longer exist (a reload removed them) are failing no more."""

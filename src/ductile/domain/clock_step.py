@@ -20,6 +20,11 @@ It moves back by the step:
   not today's again);
 - a window still applies: a run moved out of its window snaps to the next
   window's start;
+- one-shots: an ``after`` run (elapsed time since the start) moves back like
+  an ``every`` run; an ``at`` run names a wall instant, which it keeps (as a
+  cron run does); a one-shot that is done stays done;
+- a run that moving back would put on a ``not_on`` day keeps its wall time
+  (it comes late by the step: it never runs on a day it may not);
 - a retry's ``next_retry_at`` and an open breaker's ``opened_at`` (and a
   half-open one's ``probe_at``) move back by the step.
 
@@ -35,7 +40,7 @@ import attrs
 
 from ductile.domain.breaker import Breaker
 from ductile.domain.job import Job
-from ductile.domain.schedule import ONE_MICROSECOND, PlannedRun, Schedule, cron_fires, place
+from ductile.domain.schedule import ONE_MICROSECOND, PlannedRun, Schedule, cron_fires, excluded, place
 
 
 def _draw_of(schedule: Schedule, entry: PlannedRun) -> float:
@@ -48,12 +53,16 @@ def _draw_of(schedule: Schedule, entry: PlannedRun) -> float:
 
 def planned_run(schedule: Schedule, entry: PlannedRun, step: timedelta) -> PlannedRun:
     """``entry`` after the wall clock stepped back by ``step`` (see the module's docs)."""
-    if step <= timedelta(0) or entry.fingerprint != schedule.fingerprint():
+    if step <= timedelta(0) or entry.done or schedule.at is not None:
+        return entry
+    if entry.fingerprint != schedule.fingerprint():
         return entry  # another version of the schedule: the next tick re-plans it anyway
     nominal = entry.nominal_at - step
     if schedule.cron is not None:
         nominal = next(cron_fires(schedule.cron, nominal - ONE_MICROSECOND, schedule.tz))
     planned, offset, snapped = place(schedule, nominal, _draw_of(schedule, entry))
+    if schedule.not_on and excluded(planned, schedule.tz, schedule.not_on):
+        return entry
     return attrs.evolve(entry, nominal_at=nominal, planned_at=planned, offset=offset, snapped=snapped)
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.breaker import Breaker
 from ductile.domain.classify import RunEnd
+from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
@@ -33,6 +34,7 @@ from ductile.ports.store_values import (
     JobPage,
     JobQuery,
     NotQueuedError,
+    Pause,
     Rewound,
     RunningJob,
     RunView,
@@ -50,6 +52,7 @@ __all__ = [
     "JobPage",
     "JobQuery",
     "NotQueuedError",
+    "Pause",
     "Rewound",
     "RunView",
     "RunningJob",
@@ -209,6 +212,28 @@ class Store(Protocol):
         """The wall clock stepped back by ``step`` (ADR 0045), atomically: each (stored,
         re-planned) pair in ``plans`` replaces the stored run if it is still stored as it
         was; every retry time and open breaker moves back by ``step``."""
+        ...
+
+    # ----------------------------------------------------------------- pauses, facts, counters
+    async def pause(self, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:
+        """Pause the plugin's schedules (``schedule_id`` None) or one of them: their due runs
+        enqueue nothing until :meth:`resume` (queued jobs still run). False when already paused."""
+        ...
+
+    async def resume(self, plugin: str, schedule_id: str | None) -> bool:
+        """Lift that pause; False when there was none."""
+        ...
+
+    async def pauses(self) -> list[Pause]:
+        """Every pause, by plugin then schedule (the plugin's own first)."""
+        ...
+
+    async def facts(self, plugin: str, *, fact_type: str | None = None, limit: int = 100) -> list[Fact]:
+        """The plugin's facts (of one type, or all), newest first."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """The lifetime counters (``route_depth_drops``...), by name."""
         ...
 
     # ----------------------------------------------------------------- init

@@ -18,7 +18,15 @@ from ductile.units.enqueue import enqueue, insert_jobs
 from ductile.units.fire import fire
 from ductile.units.rewind import rewind
 from ductile.units.settle import recover, settle
-from ductile.units.upkeep import cancel_job, cancel_queued, delete_finished, note, reset_breakers
+from ductile.units.upkeep import (
+    cancel_job,
+    cancel_queued,
+    delete_finished,
+    note,
+    pause,
+    reset_breakers,
+    resume,
+)
 
 __all__ = [
     "cancel_job",
@@ -30,9 +38,11 @@ __all__ = [
     "fire",
     "insert_jobs",
     "note",
+    "pause",
     "record_process",
     "recover",
     "reset_breakers",
+    "resume",
     "rewind",
     "settle",
 ]
