@@ -17,6 +17,7 @@ from ductile.app.feed import Feed
 from ductile.domain.activity import Activity, Kind
 from ductile.domain.config import Config
 from ductile.log import Log
+from ductile.ports.store_faults import StoreFaultError
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -125,6 +126,13 @@ class Surface:
             apis.append(self._api_server)
         return http, apis
 
+    def status_writer(self) -> Callable[[dict[str, Any]], None]:
+        """Writes the status file ``ductile status`` reads (only for the instance lock's holder:
+        the file is believed when its pid is the lock holder's)."""
+        from ductile.adapters.status_file import status_writer
+
+        return status_writer(self.engine.runtime.config.service.state_dir, self.engine.clock.now)
+
     def wake_listener(self) -> WakeListener | None:
         """Another process's enqueue wakes the dispatcher and the feed at once (ADR 0024);
         the caller holds the state directory's lock."""
@@ -147,6 +155,8 @@ class Surface:
             await self.engine.store.note(
                 Activity(kind=kind, at=self.engine.clock.now(), plugin=plugin, data=data)
             )
+        except StoreFaultError as e:  # the machine's fault: the store logs its episode's error line
+            _log.warning(f"could not record {kind.value} in the activity log: {e}")
         except Exception:
             _log.exception(f"could not record {kind.value} in the activity log")
         self.feed.poke()

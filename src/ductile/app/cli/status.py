@@ -68,6 +68,7 @@ async def _health(
         state=state,
         now=ctx.now(),
         base_env=plugin_env(ctx.env),
+        user=run_as[0] if (run_as := config.run_as(plugin.name)) is not None else None,
     )
     outcome = await spawner.run(request)
     verdict = classify(outcome, timeout)
@@ -95,6 +96,9 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     scheduler = _scheduler_report(ctx, config, pid)
     problems = [] if pid is not None else ["the daemon is not running"]
     problems += _scheduler_problems(scheduler)
+    refused = ctx.store_check(db_path(config)) if seen.database is not None else None
+    if refused is not None:
+        problems.append(f"the database refuses writes: {refused}")
     problems += _plugin_problems(rows)
     healthy = not problems
     if args.json:
@@ -109,6 +113,7 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
                     "scheduler": scheduler,
                 },
                 "database": seen.database,
+                "store": {"writable": refused is None, "problem": refused},
                 "queue": {"queued": seen.queued, "running": seen.running},
                 "routing": {
                     "max_route_depth": config.service.max_route_depth,
