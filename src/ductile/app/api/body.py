@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 
 from ductile.adapters.http.jsonbody import NotJsonError, parse_json
+from ductile.app.api.context import BODY_TIMEOUT
 from ductile.app.api.errors import ApiError, bad_request
 from ductile.domain.errors import UnitError
 from ductile.domain.quantities import parse_duration
@@ -19,16 +21,22 @@ from ductile.ports.store import JobCursor
 _MICRO = timedelta(microseconds=1)
 
 
-async def json_body(request: Request, limit: int) -> Any:
-    """The body parsed as JSON (None when empty); 413 past ``limit`` bytes, 400 when not JSON."""
+async def json_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT) -> Any:
+    """The body parsed as JSON (None when empty); 413 past ``limit`` bytes, 400 when not JSON,
+    408 (closing the connection) when it is not all received within ``timeout`` seconds."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload too large", f"the body is over {limit} bytes")
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise ApiError(413, "payload too large", f"the body is over {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > limit:
+                    raise ApiError(413, "payload too large", f"the body is over {limit} bytes")
+    except TimeoutError:
+        detail = f"the request body was not received within {timeout:g} s"
+        raise ApiError(408, "request timeout", detail, {"connection": "close"}) from None
     if not raw.strip():
         return None
     try:

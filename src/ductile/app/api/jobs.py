@@ -35,7 +35,7 @@ async def trigger(request: Request, ctx: ApiContext, token: ApiToken) -> Respons
     """``POST /plugin/{plugin}/{command}``: queue a job through the one intake path."""
     only(request, ())
     plugin, command = request.path_params["plugin"], request.path_params["command"]
-    body = await json_body(request, ctx.max_body)
+    body = await json_body(request, ctx.max_body, ctx.body_timeout)
     payload, dedupe_key = _trigger_body(body)
     engine = ctx.engine
     if engine.runtime.status_of(plugin).state is PluginState.ABSENT:
