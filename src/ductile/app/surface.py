@@ -61,13 +61,14 @@ class Surface:
     def api_app_over(self, fallback: ASGIApp | None) -> ASGIApp:
         """The API app; what no API route matches goes to ``fallback`` (the webhooks)."""
         from ductile.app.api import ApiContext, build_api
+        from ductile.app.ui import ui_routes
 
         context = ApiContext(
             engine=self.engine, feed=self.feed, metrics=self.metrics, reload=self._reload, health=self._health
         )
         if self.heartbeat is not None:
             context.heartbeat = self.heartbeat
-        return build_api(context, fallback=fallback)
+        return build_api(context, fallback=fallback, extra=ui_routes(context))
 
     @property
     def api_port(self) -> int | None:

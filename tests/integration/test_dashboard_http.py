@@ -1,0 +1,161 @@
+"""The dashboard over plain HTTP against the real daemon: sign-in, the session cookie, scopes,
+CSRF, status codes, and hostile plugin output shown as text (the browser tests are in
+``tests/browser/``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from tests.support.dashboard import ADMIN, HOSTILE, VIEWER, Browserless, dashboard_site
+from tests.support.site import Site
+
+
+@pytest.fixture
+def ui(site: Site) -> Iterator[Browserless]:
+    daemon = dashboard_site(site)
+    client = Browserless(daemon)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_sign_in_sets_a_strict_httponly_cookie_and_a_wrong_token_is_refused(ui: Browserless) -> None:
+    anonymous = Browserless.__new__(Browserless)
+    anonymous.client = ui.client.__class__(base_url=ui.url, timeout=10.0)
+    try:
+        first = anonymous.client.get("/ui/jobs?status=dead")
+        assert first.status_code == 303
+        assert first.headers["location"] == "/ui/login?next=/ui/jobs%3Fstatus%3Ddead"
+        refused = anonymous.client.post("/ui/login", data={"token": "nope-nope-nope"})
+        assert refused.status_code == 401
+        assert "unknown token" in refused.text
+        assert "set-cookie" not in refused.headers
+        signed = anonymous.client.post("/ui/login", data={"token": VIEWER, "next": "https://evil.example/"})
+        assert signed.status_code == 303
+        assert signed.headers["location"] == "/ui/"  # never off to another site
+        cookie = signed.headers["set-cookie"].lower()
+        assert "httponly" in cookie
+        assert "samesite=strict" in cookie
+        assert "path=/ui" in cookie
+        assert VIEWER.lower() not in cookie  # the token itself never goes to the browser
+        assert anonymous.client.get("/ui/").status_code == 200
+    finally:
+        anonymous.client.close()
+
+
+def test_every_page_renders_with_its_security_headers(ui: Browserless) -> None:
+    job = ui.trigger("feeds")
+    ui.wait_status(job, "succeeded")
+    for path in ("/ui/", "/ui/jobs", f"/ui/job/{job}", f"/ui/job/{job[:10]}", "/ui/plugins",
+                 "/ui/plugin/feeds", "/ui/schedule?hours=72"):  # fmt: skip
+        response = ui.get(path)
+        assert response.status_code == 200, (path, response.text[:500])
+        assert response.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        assert response.headers["x-frame-options"] == "DENY"
+    assert ui.get("/ui/job/0000000000000").status_code == 404
+    assert ui.get("/ui/plugin/nosuch").status_code == 404
+    assert ui.get("/ui/static/ui.css").headers["content-type"].startswith("text/css")
+    assert ui.get("/ui/static/../app.py").status_code == 404
+
+
+def test_the_job_list_filters_and_reports_a_bad_filter(ui: Browserless) -> None:
+    good, bad = ui.trigger("feeds"), ui.trigger("broken")
+    ui.wait_status(good, "succeeded")
+    ui.wait_status(bad, "dead")
+    dead = ui.get("/ui/jobs", params={"status": "dead", "plugin": "", "q": "upstream"}).text
+    assert bad[:8] in dead
+    assert good[:8] not in dead
+    everything = ui.get("/ui/jobs").text
+    assert good[:8] in everything
+    assert bad[:8] in everything
+    wrong = ui.get("/ui/jobs", params={"since": "yesterday-ish"})
+    assert wrong.status_code == 400
+    assert "since: expected an ISO-8601 time" in wrong.text
+
+
+def test_hostile_plugin_output_is_shown_as_text(ui: Browserless) -> None:
+    job, dead = ui.trigger("hostile"), ui.trigger("broken")
+    ui.wait_status(job, "succeeded")
+    ui.wait_status(dead, "dead")
+    for path in (f"/ui/job/{job}", f"/ui/job/{dead}", "/ui/plugin/hostile"):
+        page = ui.get(path).text
+        assert "<script>window.pwned" not in page
+        assert "<img src=x" not in page
+        assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in page, path
+    download = ui.get(f"/ui/job/{job}/run/1/stderr")
+    assert download.headers["content-type"].startswith("text/plain")
+    assert download.headers["content-disposition"].startswith("attachment")
+    assert HOSTILE in download.text
+
+
+def test_actions_need_the_scope_and_the_csrf_token(ui: Browserless, site: Site) -> None:
+    job = ui.trigger("broken")
+    ui.wait_status(job, "dead")
+    viewer = Browserless(site.daemons[-1], VIEWER)
+    try:
+        page = viewer.get(f"/ui/job/{job}").text
+        assert 'id="retry"' not in page
+        forbidden = viewer.post(f"/ui/job/{job}/retry", {"csrf": viewer.csrf()})
+        assert forbidden.status_code == 403
+        assert "jobs:rw" in forbidden.text
+    finally:
+        viewer.close()
+    assert 'id="retry"' in ui.get(f"/ui/job/{job}").text
+    assert ui.post(f"/ui/job/{job}/retry").status_code == 403  # no CSRF token
+    assert ui.post(f"/ui/job/{job}/retry", {"csrf": "forged"}).status_code == 403
+    retried = ui.post(f"/ui/job/{job}/retry", {"csrf": ui.csrf()})
+    assert retried.status_code == 303
+    new_id = retried.headers["location"].rsplit("/", 1)[1]
+    assert ui.job(new_id)["job"]["retry_of"] == job
+
+
+def test_run_now_queues_through_intake_and_bad_json_is_refused(ui: Browserless) -> None:
+    token = ui.csrf("/ui/plugin/feeds")
+    queued = ui.post("/ui/plugin/feeds/run/handle", {"csrf": token, "payload": '{"n": 7}'})
+    assert queued.status_code == 303
+    job_id = queued.headers["location"].rsplit("/", 1)[1]
+    done = ui.wait_status(job_id, "succeeded")
+    assert done["job"]["submitted_by"] == "api"
+    assert done["job"]["payload"]["payload"] == {"n": 7}
+    refused = ui.post("/ui/plugin/feeds/run/handle", {"csrf": token, "payload": "{not json"})
+    assert refused.status_code == 422
+    assert "not JSON" in refused.text
+    assert ui.post("/ui/plugin/feeds/run/init", {"csrf": token}).status_code == 422
+
+
+def test_cancel_reset_reload_and_sign_out(ui: Browserless, site: Site) -> None:
+    running = ui.trigger("slow")
+    ui.wait_status(running, "running")
+    queued = ui.trigger("slow", "handle")
+    token = ui.csrf()
+    assert 'id="cancel"' in ui.get(f"/ui/job/{queued}").text
+    assert ui.post(f"/ui/job/{queued}/cancel", {"csrf": token}).status_code == 303
+    assert ui.job(queued)["job"]["last_error"] == "cancelled by admin"
+    site.release()
+    assert ui.post("/ui/plugin/broken/reset", {"csrf": token}).status_code == 303
+    reloaded = ui.post("/ui/reload", {"csrf": token})
+    assert reloaded.status_code == 200
+    assert "Reloaded" in reloaded.text
+    site.config_path.write_text("plugins: [oops\n")
+    rejected = ui.post("/ui/reload", {"csrf": token})
+    assert rejected.status_code == 422
+    assert "old one stays" in rejected.text
+    assert ui.post("/ui/logout", {"csrf": token}).status_code == 303
+    assert ui.get("/ui/").status_code == 303
+
+
+def test_a_session_ends_when_its_token_leaves_the_config(ui: Browserless, site: Site) -> None:
+    assert ui.get("/ui/").status_code == 200
+    config = dict(site.config)
+    config["api"] = {**config["api"], "tokens": [t for t in config["api"]["tokens"] if t["name"] != "admin"]}
+    site.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    response = ui.client.post("/system/reload", headers={"authorization": f"Bearer {ADMIN}"})
+    assert response.status_code == 200, response.text
+    assert ui.get("/ui/").status_code == 303
+    assert re.search("Sign in", ui.get("/ui/login").text)
