@@ -4,6 +4,7 @@ the browser tests share the site).
 Plugins: ``feeds`` (a recorder), ``slow`` (gated: runs until the site's release
 file appears), ``broken`` (always fails, no retry, writes hostile HTML to
 stderr), ``hostile`` (succeeds, with hostile HTML in its stderr and its state).
+``digest`` (scheduled every 3 h, for the schedule pages).
 Tokens: ``admin`` (``*``) and ``viewer`` (read scopes only).
 """
 
@@ -34,7 +35,14 @@ def dashboard_site(site: Site) -> Daemon:
     site.plugin("broken", recorder(site, "broken", response=broken, before=f"echo '{HOSTILE}' >&2"))
     hostile = '{"status": "ok", "state_updates": {"note": "' + HOSTILE + '"}}'
     site.plugin("hostile", recorder(site, "hostile", response=hostile, before=f"echo '{HOSTILE}' >&2"))
-    plugins: dict[str, Any] = {"feeds": {}, "slow": {}, "broken": {}, "hostile": {}}
+    site.plugin("digest", recorder(site, "digest"))
+    plugins: dict[str, Any] = {
+        "feeds": {},
+        "slow": {},
+        "broken": {},
+        "hostile": {},
+        "digest": {"schedule": {"every": "3h", "jitter": "40m"}},
+    }
     site.write_config(plugins, api={"tokens": TOKENS}, endpoints=None)
     return site.start()
 

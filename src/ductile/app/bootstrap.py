@@ -286,6 +286,7 @@ class Ductile:
             background=[self.feed.run],
             on_ready=on_ready,
             notifier=notifier,
+            on_stopping=self.feed.end_streams,
         )
         if self._stop_requested:  # stop() came before serve() got going: it still counts
             self._service.stop()

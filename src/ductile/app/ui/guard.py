@@ -38,6 +38,9 @@ class Visit:
     ctx: ApiContext
     session: Session
     form: dict[str, str]
+    #: The activity log's last id before the page read anything: its live updates resume
+    #: after it, so an event between the render and the stream's start is not missed.
+    since: int = 0
 
     def can(self, area: str, access: str = "ro", plugin: str | None = None) -> bool:
         return allows(self.session.token.scopes, Need(Area(area), Access(access), plugin))
@@ -50,6 +53,7 @@ class Visit:
             can=self.can,
             session=self.session,
             path=self.request.url.path,
+            since=self.since,
             **values,
         )
 
@@ -133,7 +137,8 @@ async def _answer(
         form = await read_form(request) if write else {}
         if write and not session.csrf_ok(form.get("csrf")):
             return error_page(ctx, 403, "Forbidden", "the form's CSRF token is missing or wrong", session)
-        return await handler(Visit(request=request, ctx=ctx, session=session, form=form))
+        since = 0 if write else max(ctx.feed.position, await ctx.engine.store.last_activity_id())
+        return await handler(Visit(request=request, ctx=ctx, session=session, form=form, since=since))
     except ApiError as e:
         detail = e.detail if isinstance(e.detail, str) else str(e.detail.get("message", e.detail))
         return error_page(ctx, e.status, e.error.capitalize(), detail, session)
