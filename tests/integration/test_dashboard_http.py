@@ -58,6 +58,10 @@ def test_every_page_renders_with_its_security_headers(ui: Browserless) -> None:
         assert response.headers["content-type"].startswith("text/html")
         assert "script-src 'self'" in response.headers["content-security-policy"]
         assert response.headers["x-frame-options"] == "DENY"
+    schedule = ui.get("/ui/schedule", params={"hours": "72"}).text
+    runs = re.findall(r'<tr><td><a href="/ui/plugin/digest">', schedule)
+    assert 23 <= len(runs) <= 25  # every 3 h for 72 h: the stored plan, then the projected grid
+    assert "projected" in schedule
     assert ui.get("/ui/job/0000000000000").status_code == 404
     assert ui.get("/ui/plugin/nosuch").status_code == 404
     assert ui.get("/ui/static/ui.css").headers["content-type"].startswith("text/css")

@@ -1,4 +1,5 @@
-"""``ductile schedule``: the next runs of each schedule, or what is due in a time range."""
+"""``ductile schedule``: the next runs of each schedule, or what is due in a time range
+(projected by :func:`ductile.app.planning.schedule_runs`, which the dashboard shares)."""
 
 from __future__ import annotations
 
@@ -9,37 +10,9 @@ from typing import Any
 from ductile.app.cli.context import EXIT_OK, Context, UsageError, read_config, read_store, survey
 from ductile.app.cli.format import local_time, parse_time, signed, table, zone_name
 from ductile.app.cli.parser import DEFAULT_SCHEDULE_LIMIT, DEFAULT_SCHEDULE_NEXT
+from ductile.app.planning import schedule_runs
 from ductile.app.views import utc
-from ductile.domain.schedule import PlannedRun, Schedule, plan_next, preview
-
-
-def schedule_runs(
-    schedule: Schedule,
-    *,
-    key: str,
-    stored: PlannedRun | None,
-    now: datetime,
-    start: datetime,
-    end: datetime,
-    limit: int,
-) -> list[tuple[PlannedRun, str]]:
-    """The runs of one schedule in ``[start, end)`` with their kind (see the module docs)."""
-
-    if stored is not None and stored.fingerprint == schedule.fingerprint():
-        first, kind = stored, "planned"
-    else:
-        first, kind = plan_next(schedule, key=key, previous=None, now=now, draw=0.5), "not_yet_planned"
-    runs: list[tuple[PlannedRun, str]] = []
-    if first.planned_at < now:
-        if start <= first.planned_at < end:
-            runs.append((first, "overdue"))
-        first, kind = plan_next(schedule, key=key, previous=first, now=now, draw=0.5), "projected"
-    if first.planned_at < start:  # jump to the range instead of walking to it
-        first = plan_next(schedule, key=key, previous=first, now=start - timedelta(microseconds=1), draw=0.5)
-        kind = "projected"
-    for i, run in enumerate(preview(schedule, first, start, end, limit=max(limit - len(runs), 0))):
-        runs.append((run, kind if i == 0 and run is first else "projected"))
-    return runs[:limit]
+from ductile.domain.schedule import PlannedRun, Schedule
 
 
 async def cmd_schedule(ctx: Context, args: argparse.Namespace) -> int:
@@ -165,3 +138,6 @@ def print_runs(ctx: Context, found: list[tuple[datetime, dict[str, Any]]], span:
         hidden.add("SNAPPED")
     headers = [h for h in rows[0] if h not in hidden]
     ctx.print(table(headers, [[row[h] for h in headers] for row in rows]))
+
+
+__all__ = ["cmd_schedule", "print_runs", "schedule_runs"]

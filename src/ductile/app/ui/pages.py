@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import urllib.parse
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from starlette.requests import Request
@@ -16,9 +16,8 @@ from ductile.app.api import events, jobs
 from ductile.app.api.body import encode_cursor
 from ductile.app.api.errors import ApiError
 from ductile.app.api.metrics import version
-from ductile.app.api.plugins import planned_runs
+from ductile.app.planning import schedule_runs
 from ductile.app.ui.guard import Visit
-from ductile.app.ui.render import parse_utc
 from ductile.app.views import breaker_json, job_json, run_json, utc
 from ductile.domain.breaker import BreakerStatus
 from ductile.domain.job import JobStatus
@@ -29,6 +28,8 @@ OVERVIEW_ROWS = 20
 #: The job list's page size.
 PAGE_SIZE = 50
 SCHEDULE_HOURS = (6, 24, 72, 168)
+#: Most runs of one schedule the schedule page shows.
+SCHEDULE_LIMIT = 500
 
 
 async def overview(visit: Visit) -> Response:
@@ -47,7 +48,9 @@ async def overview(visit: Visit) -> Response:
         if j.started_at is not None
     }
     plugin_ro = visit.can("plugin")
-    upcoming = (await planned_runs(ctx, now, now + timedelta(hours=24)))["runs"] if plugin_ro else []
+    upcoming, _ = (
+        await projected(visit, now, now + timedelta(hours=24), OVERVIEW_ROWS) if plugin_ro else ([], [])
+    )
     breakers = [
         {"plugin": b.plugin, **breaker_json(b, None)}
         for b in await store.breakers()
@@ -63,7 +66,7 @@ async def overview(visit: Visit) -> Response:
         deadlines=deadlines,
         queued=[job_json(j) for j in queued.jobs],
         upcoming=upcoming[:OVERVIEW_ROWS],
-        upcoming_total=len(upcoming),
+        upcoming_more=len(upcoming) > OVERVIEW_ROWS,
         dead=[job_json(j) for j in dead.jobs],
         breakers=breakers,
         refused=[{"name": r.name, "reason": r.reason} for r in engine.runtime.refused] if plugin_ro else [],
@@ -171,21 +174,74 @@ async def plugin_page(visit: Visit) -> Response:
     )
 
 
+async def projected(
+    visit: Visit, start: datetime, end: datetime, limit: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every schedule's runs in ``[start, end)`` as ``ductile schedule`` shows them (stored, then
+    projected), earliest first; and the schedules cut at ``limit`` runs."""
+    engine, now = visit.ctx.engine, visit.ctx.engine.clock.now()
+    found: list[dict[str, Any]] = []
+    cut = []
+    for key, schedule in sorted(engine.runtime.schedules().items()):
+        stored = await engine.store.planned(key)
+        runs = schedule_runs(schedule, key=key, stored=stored, now=now, start=start, end=end, limit=limit)
+        if len(runs) >= limit:
+            cut.append(key)
+        found += [
+            {
+                "schedule": key,
+                "kind": kind,
+                "planned_at": utc(run.planned_at),
+                "nominal_at": utc(run.nominal_at),
+                "offset_seconds": run.offset.total_seconds(),
+                "snapped": run.snapped,
+                "target": f"event {schedule.emit.type}" if schedule.emit is not None else schedule.command,
+                "zone": str(schedule.tz),
+                "at": run.planned_at,
+            }
+            for run, kind in runs
+        ]
+    found.sort(key=lambda doc: (doc["at"], doc["schedule"]))
+    return found, cut
+
+
+def dst_changes(tzs: dict[str, tzinfo], start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The instants in ``[start, end)`` at which one of the zones changes its UTC offset (DST)."""
+    marks = []
+    for name in sorted(tzs):
+        tz = tzs[name]
+        at, before = start, start.astimezone(tz).utcoffset()
+        while at < end:
+            nxt = min(at + timedelta(hours=1), end)
+            offset = nxt.astimezone(tz).utcoffset()
+            if offset != before:
+                marks.append({"zone": name, "at": nxt, "x": (nxt - start) / (end - start)})
+                before = offset
+            at = nxt
+    return marks
+
+
 async def schedule_page(visit: Visit) -> Response:
-    """The schedule index for the next 6 h to 7 days, as a table and a timeline per schedule."""
+    """The runs of the next 6 h to 7 days, as a timeline per schedule (DST changes and window
+    snaps marked) and a table."""
     text = visit.request.query_params.get("hours", "24")
     hours = int(text) if text.isdigit() and int(text) in SCHEDULE_HOURS else 24
     now = visit.ctx.engine.clock.now()
-    doc = await planned_runs(visit.ctx, now, now + timedelta(hours=hours))
-    width = hours * 3600.0
+    end = now + timedelta(hours=hours)
+    runs, cut = await projected(visit, now, end, SCHEDULE_LIMIT)
     lanes: dict[str, list[dict[str, Any]]] = {}
-    for run in doc["runs"]:
-        at = parse_utc(run["planned_at"])
-        assert at is not None
-        x = round((at - now).total_seconds() / width, 4)
+    for run in runs:
+        x = round((run["at"] - now) / (end - now), 4)
         lanes.setdefault(run["schedule"], []).append({**run, "x": x})
+    tzs = {str(s.tz): s.tz for s in visit.ctx.engine.runtime.schedules().values()}
     return visit.page(
-        "schedule.html", doc=doc, hours=hours, choices=SCHEDULE_HOURS, lanes=sorted(lanes.items())
+        "schedule.html",
+        runs=runs,
+        cut=cut,
+        hours=hours,
+        choices=SCHEDULE_HOURS,
+        lanes=sorted(lanes.items()),
+        dst=dst_changes(tzs, now, end),
     )
 
 
