@@ -163,3 +163,13 @@ def test_a_session_ends_when_its_token_leaves_the_config(ui: Browserless, site: 
     assert response.status_code == 200, response.text
     assert ui.get("/ui/").status_code == 303
     assert re.search("Sign in", ui.get("/ui/login").text)
+
+
+def test_ui_enabled_false_turns_the_dashboard_off_at_a_reload(ui: Browserless, site: Site) -> None:
+    assert ui.get("/ui/").status_code == 200
+    site.config_path.write_text(yaml.safe_dump({**site.config, "ui": {"enabled": False}}, sort_keys=False))
+    response = ui.client.post("/system/reload", headers={"authorization": f"Bearer {ADMIN}"})
+    assert response.status_code == 200, response.text
+    for path in ("/ui/", "/ui/login", "/ui/static/ui.js"):
+        assert ui.get(path).status_code == 404, path
+    assert ui.client.get("/jobs", headers={"authorization": f"Bearer {ADMIN}"}).status_code == 200

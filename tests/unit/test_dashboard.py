@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -104,3 +105,14 @@ def test_dst_changes_mark_the_hour_a_zone_moves() -> None:
     assert [(m["zone"], m["at"]) for m in marks] == [("Europe/Berlin", datetime(2026, 3, 29, 1, tzinfo=UTC))]
     assert 0 < marks[0]["x"] < 1
     assert dst_changes({"Europe/Berlin": berlin}, start + timedelta(days=2), start + timedelta(days=9)) == []
+
+
+def test_ui_is_on_by_default_and_can_be_switched_off(tmp_path: Path) -> None:
+    from ductile.adapters.config import parse_config
+
+    (tmp_path / "plugins").mkdir()
+    base = "plugins_dir: ./plugins\n"
+    where = {"source": str(tmp_path / "d.yaml"), "base_dir": str(tmp_path), "env": {}, "local_tz": UTC}
+    assert parse_config(base, **where).ui.enabled is True  # type: ignore[arg-type]
+    off = parse_config(base + "ui: {enabled: false}\n", **where)  # type: ignore[arg-type]
+    assert off.ui.enabled is False

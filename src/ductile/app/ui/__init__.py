@@ -10,6 +10,7 @@ stream (``static/ui.js``: a few lines, no library) and work without JavaScript.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -26,6 +27,7 @@ from ductile.log import Log
 
 _log = Log("ui")
 PREFIX = "/ui"
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _next(text: str | None) -> str:
@@ -118,19 +120,32 @@ _TABLE: tuple[tuple[str, str, NeedOf, Handler], ...] = (
 )
 
 
+def _switched(ctx: ApiContext, endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` while ``ui.enabled`` holds in the config in force (a reload may change it);
+    404 otherwise, as for a path that does not exist."""
+
+    async def switched(request: Request) -> Response:
+        if not ctx.engine.runtime.config.ui.enabled:
+            return Response("not found", 404, media_type="text/plain")
+        return await endpoint(request)
+
+    return switched
+
+
 def ui_routes(ctx: ApiContext, sessions: Sessions | None = None) -> list[BaseRoute]:
     """The dashboard's routes over the API's context."""
     sessions = sessions if sessions is not None else Sessions()
-    routes = [*_login_routes(ctx, sessions), _static_route()]
-    for method, path, need, handler in _TABLE:
-        endpoint = guarded(ctx, sessions, need, handler, write=method == "POST")
-        routes.append(Route(PREFIX + path, endpoint, methods=[method]))
 
     async def bare(request: Request) -> Response:
         return RedirectResponse(f"{PREFIX}/", 308)
 
-    routes.append(Route(PREFIX, bare, methods=["GET"]))
-    return routes
+    routes = [*_login_routes(ctx, sessions), _static_route(), Route(PREFIX, bare, methods=["GET"])]
+    for method, path, need, handler in _TABLE:
+        endpoint = guarded(ctx, sessions, need, handler, write=method == "POST")
+        routes.append(Route(PREFIX + path, endpoint, methods=[method]))
+    return [
+        Route(r.path, _switched(ctx, r.endpoint), methods=r.methods) for r in routes if isinstance(r, Route)
+    ]
 
 
 __all__ = ["PREFIX", "Sessions", "ui_routes"]
