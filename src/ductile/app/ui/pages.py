@@ -57,6 +57,7 @@ async def overview(visit: Visit) -> Response:
         if b.status is not BreakerStatus.CLOSED
     ]
     recent = await store.recent_runs(limit=OVERVIEW_ROWS)
+    oldest = await store.oldest_queued_at()
     return visit.page(
         "overview.html",
         recent=[{"job": job_json(r.job), "run": run_json(r.run)} for r in recent],
@@ -65,6 +66,7 @@ async def overview(visit: Visit) -> Response:
         running=[job_json(j) for j in running.jobs],
         deadlines=deadlines,
         queued=[job_json(j) for j in queued.jobs],
+        oldest_wait=None if oldest is None else max(0.0, (now - oldest).total_seconds()),
         upcoming=upcoming[:OVERVIEW_ROWS],
         upcoming_more=len(upcoming) > OVERVIEW_ROWS,
         dead=[job_json(j) for j in dead.jobs],
