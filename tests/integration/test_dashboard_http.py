@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.support.dashboard import ADMIN, HOSTILE, VIEWER, Browserless, dashboard_site
-from tests.support.site import Site
+from tests.support.site import Site, wait_until
 
 
 @pytest.fixture
@@ -173,3 +174,44 @@ def test_ui_enabled_false_turns_the_dashboard_off_at_a_reload(ui: Browserless, s
     for path in ("/ui/", "/ui/login", "/ui/static/ui.js"):
         assert ui.get(path).status_code == 404, path
     assert ui.client.get("/jobs", headers={"authorization": f"Bearer {ADMIN}"}).status_code == 200
+
+
+def test_the_forecast_simulates_the_config_in_force(ui: Browserless) -> None:
+    assert "No forecast yet" in ui.get("/ui/forecast").text
+    token = ui.csrf("/ui/forecast")
+    assert ui.post("/ui/forecast", {"csrf": token, "days": "2000"}).status_code == 422
+    assert ui.post("/ui/forecast", {"days": "1"}).status_code == 403  # no CSRF token
+    started = ui.post("/ui/forecast", {"csrf": token, "days": "1"})
+    assert started.status_code == 303
+    assert 'http-equiv="refresh"' in ui.get("/ui/forecast").text  # reloads itself while it runs
+
+    def finished() -> str | None:
+        text = ui.get("/ui/forecast").text
+        return text if 'id="forecast-done"' in text or "The forecast failed" in text else None
+
+    page = wait_until(finished, 90.0, "the forecast to finish")
+    assert "The forecast failed" not in page, page
+    row = re.search(r'<a href="/ui/plugin/digest">digest</a></td><td>(\d+)</td>', page)
+    assert row is not None
+    assert 7 <= int(row.group(1)) <= 9  # every 3 h for a day
+    assert 'http-equiv="refresh"' not in page
+
+
+def _simulations_of(site: Site) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"simulate" in argv and str(site.config_path).encode() in argv:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_stopping_daemon_stops_its_forecast(ui: Browserless, site: Site) -> None:
+    assert ui.post("/ui/forecast", {"csrf": ui.csrf("/ui/forecast"), "days": "7"}).status_code == 303
+    wait_until(lambda: _simulations_of(site), 15.0, "the simulation to start")
+    assert site.daemons[-1].terminate() == 0
+    wait_until(lambda: not _simulations_of(site), 10.0, "the simulation to be gone")

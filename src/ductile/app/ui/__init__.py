@@ -18,7 +18,8 @@ from starlette.routing import BaseRoute, Route
 
 from ductile.app.api.auth import authenticate
 from ductile.app.api.context import ApiContext
-from ductile.app.ui import actions, pages
+from ductile.app.ui import actions, forecast, pages
+from ductile.app.ui.forecast import Forecasts
 from ductile.app.ui.guard import Handler, NeedOf, error_page, guarded, needs, plugin_needs, read_form
 from ductile.app.ui.render import page, static_files
 from ductile.app.ui.session import COOKIE, Sessions
@@ -132,15 +133,23 @@ def _switched(ctx: ApiContext, endpoint: Endpoint) -> Endpoint:
     return switched
 
 
-def ui_routes(ctx: ApiContext, sessions: Sessions | None = None) -> list[BaseRoute]:
+def ui_routes(
+    ctx: ApiContext, sessions: Sessions | None = None, forecasts: Forecasts | None = None
+) -> list[BaseRoute]:
     """The dashboard's routes over the API's context."""
     sessions = sessions if sessions is not None else Sessions()
+    show_forecast, start_forecast = forecast.handlers(forecasts if forecasts is not None else Forecasts())
+    table = (
+        *_TABLE,
+        ("GET", "/forecast", needs(Area.PLUGIN), show_forecast),
+        ("POST", "/forecast", needs(Area.PLUGIN), start_forecast),
+    )
 
     async def bare(request: Request) -> Response:
         return RedirectResponse(f"{PREFIX}/", 308)
 
     routes = [*_login_routes(ctx, sessions), _static_route(), Route(PREFIX, bare, methods=["GET"])]
-    for method, path, need, handler in _TABLE:
+    for method, path, need, handler in table:
         endpoint = guarded(ctx, sessions, need, handler, write=method == "POST")
         routes.append(Route(PREFIX + path, endpoint, methods=[method]))
     return [
