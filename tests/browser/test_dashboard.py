@@ -81,6 +81,10 @@ def test_a_dead_job_is_found_through_the_filters_with_its_stderr(
     assert page.evaluate("typeof window.pwned") == "undefined"
     expect(page.get_by_text("upstream said no").first).to_be_visible()
     page.screenshot(path=shots / "job.png", full_page=True)
+    page.get_by_role("link", name="Plugins").click()
+    row = page.locator("#plugins tr", has=page.get_by_role("link", name="broken", exact=True))
+    expect(row.locator(".mark.s-dead")).to_have_count(1)
+    page.screenshot(path=shots / "plugins.png", full_page=True)
 
 
 def test_run_now_from_the_plugin_page_creates_a_job(page: Page, daemon: Daemon, shots: Path) -> None:
@@ -126,8 +130,6 @@ def test_the_pages_fit_a_phone(page: Page, daemon: Daemon, shots: Path) -> None:
     page.goto(base + "/ui/schedule?hours=24")
     expect(page.locator("svg.timeline circle").first).to_be_attached()
     page.screenshot(path=shots / "schedule.png", full_page=True)
-    page.goto(base + "/ui/plugins")
-    page.screenshot(path=shots / "plugins.png", full_page=True)
 
 
 def test_an_open_dashboard_does_not_hold_up_the_daemons_stop(page: Page, daemon: Daemon) -> None:

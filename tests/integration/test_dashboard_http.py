@@ -93,6 +93,10 @@ def test_hostile_plugin_output_is_shown_as_text(ui: Browserless) -> None:
         assert "<script>window.pwned" not in page
         assert "<img src=x" not in page
         assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in page, path
+    plugins = ui.get("/ui/plugins").text
+    assert 'aria-label="1 of the last 1 runs succeeded"' in plugins  # hostile
+    assert 'aria-label="0 of the last 1 runs succeeded"' in plugins  # broken
+    assert "no run yet" in plugins  # feeds and slow (digest may have run on its own schedule)
     download = ui.get(f"/ui/job/{job}/run/1/stderr")
     assert download.headers["content-type"].startswith("text/plain")
     assert download.headers["content-disposition"].startswith("attachment")

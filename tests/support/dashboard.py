@@ -4,7 +4,8 @@ the browser tests share the site).
 Plugins: ``feeds`` (a recorder), ``slow`` (gated: runs until the site's release
 file appears), ``broken`` (always fails, no retry, writes hostile HTML to
 stderr), ``hostile`` (succeeds, with hostile HTML in its stderr and its state).
-``digest`` (scheduled every 3 h, for the schedule pages).
+``digest`` (scheduled every 3 h, for the schedule pages: it may run during a test, so
+tests never count all jobs or all plugins' runs).
 Tokens: ``admin`` (``*``) and ``viewer`` (read scopes only).
 """
 

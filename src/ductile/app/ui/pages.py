@@ -20,11 +20,14 @@ from ductile.app.planning import schedule_runs
 from ductile.app.ui.guard import Visit
 from ductile.app.views import breaker_json, job_json, run_json, utc
 from ductile.domain.breaker import BreakerStatus
-from ductile.domain.job import JobStatus
+from ductile.domain.job import Job, JobStatus
+from ductile.domain.settle import RunRecord
 from ductile.ports.store import JobQuery
 
 #: What the overview lists of each kind.
 OVERVIEW_ROWS = 20
+#: How many recent outcomes a plugin's strip shows.
+STRIP = 20
 #: The job list's page size.
 PAGE_SIZE = 50
 SCHEDULE_HOURS = (6, 24, 72, 168)
@@ -150,11 +153,22 @@ async def run_output(visit: Visit) -> Response:
 
 
 async def plugin_list(visit: Visit) -> Response:
-    runtime = visit.ctx.engine.runtime
-    view = operations.plugins_view(runtime)
-    breakers = await visit.ctx.engine.store.breakers()
-    open_ = {b.plugin for b in breakers if b.status is not BreakerStatus.CLOSED}
-    return visit.page("plugins.html", view=view, open_breakers=open_)
+    """Every plugin: its state, schedule with next and last run, breakers, state size, and its
+    recent outcomes as a strip (each loaded plugin as ``GET /plugin/{name}`` shows it)."""
+    engine = visit.ctx.engine
+    view = operations.plugins_view(engine.runtime)
+    details = {}
+    for p in view["loaded"]:
+        doc = await operations.plugin_view(engine.store, engine.runtime, p["name"])
+        recent = await engine.store.recent_runs(plugin=p["name"], limit=STRIP)
+        details[p["name"]] = {"doc": doc, "recent": [_outcome(r.job, r.run) for r in recent]}
+    return visit.page("plugins.html", view=view, details=details)
+
+
+def _outcome(job: Job, run: RunRecord) -> dict[str, Any]:
+    """One mark of a plugin's strip of recent outcomes."""
+    ok = run.exit_code == 0 and run.error is None and not run.timed_out
+    return {"job": job_json(job), "ok": ok, "finished_at": utc(run.finished_at)}
 
 
 async def plugin_page(visit: Visit) -> Response:
@@ -171,7 +185,7 @@ async def plugin_page(visit: Visit) -> Response:
         "plugin.html",
         doc=doc,
         state=await engine.store.get_state(name),
-        recent=[{"job": job_json(r.job), "exit_code": r.run.exit_code, "error": r.run.error} for r in recent],
+        recent=[_outcome(r.job, r.run) for r in recent],
         runnable=[c for c in commands if c not in jobs.NOT_TRIGGERED],
     )
 

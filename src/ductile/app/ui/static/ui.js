@@ -22,6 +22,7 @@
           live.innerHTML = fresh.innerHTML;
           live.querySelectorAll("details").forEach(function (d, i) { if (i < open.length) { d.open = open[i]; } });
           document.body.dataset.updated = String(Date.now());
+          showCopy();
         }
       })
       .catch(function () {})
@@ -45,8 +46,21 @@
     });
   }
 
+  function copying(event) {
+    var button = event.target.closest("button[data-copy]");
+    if (!button || !navigator.clipboard) { return; }
+    navigator.clipboard.writeText(button.dataset.copy).then(function () { button.textContent = "Copied"; });
+  }
+
+  function showCopy() {
+    if (!navigator.clipboard) { return; }
+    document.querySelectorAll("button[data-copy]").forEach(function (b) { b.hidden = false; });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     setInterval(tick, 1000);
+    showCopy();
+    document.addEventListener("click", copying);
     var url = document.body.dataset.events;
     if (!url || !window.EventSource) { return; }
     var state = document.getElementById("live-state");
