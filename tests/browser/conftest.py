@@ -1,4 +1,4 @@
-"""One Chromium for the whole session (Debian's, at /usr/bin/chromium: Playwright's own
+"""One Chromium for all the browser tests (Debian's, at /usr/bin/chromium: Playwright's own
 browser download cannot work here), a fresh context per test.
 
 ``DUCTILE_SCREENSHOTS=docs/images`` makes the tests keep their screenshots there
@@ -20,7 +20,10 @@ WAIT_MS = 15_000
 expect.set_options(timeout=WAIT_MS)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: while Playwright's sync API is open it runs an event loop in
+# the main thread, and every later test calling asyncio.run() would fail ("cannot be called
+# from a running event loop"). Closed when the browser tests are done.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium package (.ci/run does)")

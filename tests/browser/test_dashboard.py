@@ -141,3 +141,15 @@ def test_an_open_dashboard_does_not_hold_up_the_daemons_stop(page: Page, daemon:
     assert daemon.terminate() == 0
     took = time.monotonic() - started
     assert took < 3.0, f"the daemon took {took:.1f}s to stop with a dashboard open"
+
+
+@pytest.mark.timeout(150)
+def test_the_forecast_shows_what_the_simulation_predicts(page: Page, daemon: Daemon, shots: Path) -> None:
+    sign_in(page, daemon, path="/ui/forecast")
+    page.get_by_label("Days").select_option("1")
+    page.get_by_role("button", name="Forecast").click()
+    expect(page.locator("#forecast-done")).to_be_visible(timeout=90_000)  # the page reloads itself
+    row = page.locator("#forecast-summary tr", has=page.get_by_role("link", name="digest", exact=True))
+    jobs = int(row.locator("td").nth(1).inner_text())
+    assert 7 <= jobs <= 9  # every 3 h for a day
+    page.screenshot(path=shots / "forecast.png", full_page=True)
