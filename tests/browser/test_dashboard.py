@@ -2,7 +2,7 @@
 
 Sign in with a token; watch a job run and succeed without a reload (the event
 stream); find a dead job through the filters and read its stderr (as text:
-the hostile markup it printed never runs); run a command from its form; a
+the hostile markup it printed never runs); run a command from the form its input_schema generates; a
 read-only token sees no retry button and gets 403 when it posts anyway, as
 does a form without its CSRF token; the pages at a phone's width. Every wait
 is a bounded wait on a condition in the page.
@@ -87,15 +87,19 @@ def test_a_dead_job_is_found_through_the_filters_with_its_stderr(
     page.screenshot(path=shots / "plugins.png", full_page=True)
 
 
-def test_run_now_from_the_plugin_page_creates_a_job(page: Page, daemon: Daemon, shots: Path) -> None:
-    sign_in(page, daemon, path="/ui/plugin/feeds")
+def test_run_now_with_a_form_from_the_input_schema_creates_a_job(
+    page: Page, daemon: Daemon, shots: Path
+) -> None:
+    sign_in(page, daemon, path="/ui/plugin/reader")
+    page.get_by_label("url (required)").fill("https://example.org/feed")
+    page.get_by_label("limit").fill("5")
     page.screenshot(path=shots / "plugin.png", full_page=True)
-    page.get_by_label("Payload (a JSON object: the event's payload; optional)").fill('{"city": "Oslo"}')
-    page.get_by_role("button", name="Run handle now").click()
+    page.get_by_role("button", name="Run poll now").click()
     page.wait_for_url("**/ui/job/*")
     expect(page.locator("h1 .status")).to_have_text("succeeded")  # live: queued, then succeeded
-    expect(page.locator("#h-event")).to_have_text("The event it handled")
-    expect(page.get_by_text('"city": "Oslo"')).to_be_visible()
+    expect(page.locator("#h-event")).to_have_text("Payload")
+    expect(page.get_by_text('"url": "https://example.org/feed"')).to_be_visible()
+    expect(page.get_by_text('"limit": 5')).to_be_visible()
 
 
 def test_a_read_only_token_sees_no_retry_and_is_refused_when_it_posts(page: Page, daemon: Daemon) -> None:

@@ -209,3 +209,56 @@ def test_a_stopping_daemon_stops_its_forecast(ui: Browserless, site: Site) -> No
     wait_until(lambda: _simulations_of(site), 15.0, "the simulation to start")
     assert site.daemons[-1].terminate() == 0
     wait_until(lambda: not _simulations_of(site), 10.0, "the simulation to be gone")
+
+
+def test_pause_and_resume_a_schedule_or_the_whole_plugin(ui: Browserless, site: Site) -> None:
+    token = ui.csrf("/ui/plugin/reader")
+    paused = ui.post("/ui/plugin/reader/pause", {"csrf": token, "schedule": "nightly"})
+    assert paused.status_code == 303
+    page = ui.get("/ui/plugin/reader").text
+    assert re.search(r"<td>nightly</td>.*?paused", page, re.S)
+    assert "Resume nightly" in page
+    assert "Pause hourly" in page
+    schedule = ui.get("/ui/schedule").text
+    mark = r'reader</a> <span class="hint">nightly</span> <span class="status s-failed">paused'
+    assert re.search(mark, schedule)
+    assert ui.post("/ui/plugin/reader/pause", {"csrf": token}).status_code == 303
+    assert "Resume every schedule" in ui.get("/ui/plugin/reader").text
+    assert ui.post("/ui/plugin/reader/resume", {"csrf": token}).status_code == 303
+    assert ui.post("/ui/plugin/reader/resume", {"csrf": token, "schedule": "nightly"}).status_code == 303
+    schedules = ui.get("/ui/plugin/reader").text.split('id="h-schedules"')[1].split("</section>")[0]
+    assert "paused" not in schedules
+    missing = ui.post("/ui/plugin/reader/pause", {"csrf": token, "schedule": "weekly"})
+    assert missing.status_code == 404
+    assert "no schedule &#39;weekly&#39;" in missing.text
+    viewer = Browserless(site.daemons[-1], VIEWER)
+    try:
+        page = viewer.get("/ui/plugin/reader").text
+        assert "Pause hourly" not in page
+        assert viewer.post("/ui/plugin/reader/pause", {"csrf": viewer.csrf()}).status_code == 403
+        # A read command runs with plugin:ro; a write command is not offered.
+        assert "Run poll now" in page
+        assert "Run sync now" not in page
+    finally:
+        viewer.close()
+
+
+def test_the_schema_form_builds_the_payload_and_intake_checks_it(ui: Browserless) -> None:
+    page = ui.get("/ui/plugin/reader").text
+    assert 'name="field.url"' in page
+    assert 'name="field.limit"' in page
+    assert 'name="field.fresh"' in page
+    token = ui.csrf("/ui/plugin/reader")
+    queued = ui.post(
+        "/ui/plugin/reader/run/poll",
+        {"csrf": token, "field.url": "https://example.org/feed", "field.limit": "5", "field.fresh": "on"},
+    )
+    assert queued.status_code == 303, queued.text
+    done = ui.wait_status(queued.headers["location"].rsplit("/", 1)[1], "succeeded")
+    assert done["job"]["payload"] == {"url": "https://example.org/feed", "limit": 5, "fresh": True}
+    refused = ui.post(
+        "/ui/plugin/reader/run/poll", {"csrf": token, "field.url": "ftp://x", "field.limit": ""}
+    )
+    assert refused.status_code == 422
+    assert "input_schema" in refused.text
+    assert ui.post("/ui/plugin/reader/run/poll", {"csrf": token, "field.limit": "lots"}).status_code == 422

@@ -6,17 +6,20 @@ file appears), ``broken`` (always fails, no retry, writes hostile HTML to
 stderr), ``hostile`` (succeeds, with hostile HTML in its stderr and its state).
 ``digest`` (scheduled every 3 h, for the schedule pages: it may run during a test, so
 tests never count all jobs or all plugins' runs).
+``reader`` (protocol 2: ``poll`` of type read with an input_schema, ``sync`` of type
+write; two schedules, ``hourly`` and ``nightly``).
 Tokens: ``admin`` (``*``) and ``viewer`` (read scopes only).
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 import httpx
 
-from tests.support.plugins import gated, recorder
+from tests.support.plugins import gated, recorder, v2_folder
 from tests.support.site import Daemon, Site, wait_until
 
 ADMIN = "admin-dashboard-token-0123"
@@ -27,6 +30,35 @@ TOKENS = [
 ]
 HOSTILE = "<script>window.pwned=1</script><img src=x onerror=alert(1)>"
 WAIT = 20.0
+#: A protocol 2 plugin: a read command whose input_schema becomes a form, a write command.
+READER_MANIFEST = """
+manifest_spec: ductile.plugin
+manifest_version: 1
+name: reader
+version: 2.0.0
+protocol: 2
+entrypoint: run
+commands:
+  - name: poll
+    type: read
+    description: reads a feed
+    input_schema:
+      type: object
+      required: [url]
+      properties:
+        url: {type: string, pattern: "^https?://"}
+        limit: {type: integer, minimum: 1}
+        fresh: {type: boolean}
+  - name: sync
+    type: write
+    description: writes somewhere
+    input_schema: {target: string}
+"""
+READER_SCRIPT = f"""#!{sys.executable} -I
+import json, sys
+json.load(sys.stdin)
+print(json.dumps({{"status": "ok", "result": "done"}}))
+"""
 
 
 def dashboard_site(site: Site) -> Daemon:
@@ -37,12 +69,14 @@ def dashboard_site(site: Site) -> Daemon:
     hostile = '{"status": "ok", "state_updates": {"note": "' + HOSTILE + '"}}'
     site.plugin("hostile", recorder(site, "hostile", response=hostile, before=f"echo '{HOSTILE}' >&2"))
     site.plugin("digest", recorder(site, "digest"))
+    v2_folder(site.plugins_dir, "reader", READER_MANIFEST, READER_SCRIPT)
     plugins: dict[str, Any] = {
         "feeds": {},
         "slow": {},
         "broken": {},
         "hostile": {},
         "digest": {"schedule": {"every": "3h", "jitter": "40m"}},
+        "reader": {"schedules": [{"id": "hourly", "every": "1h"}, {"id": "nightly", "cron": "0 3 * * *"}]},
     }
     site.write_config(plugins, api={"tokens": TOKENS}, endpoints=None)
     return site.start()

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ductile.app.ui import _next
+from ductile.app.api.errors import ApiError
+from ductile.app.ui import _next, schema_form
 from ductile.app.ui import session as sess
 from ductile.app.ui.pages import dst_changes
 from ductile.app.ui.render import clip, relative, span
@@ -116,3 +117,55 @@ def test_ui_is_on_by_default_and_can_be_switched_off(tmp_path: Path) -> None:
     assert parse_config(base, **where).ui.enabled is True  # type: ignore[arg-type]
     off = parse_config(base + "ui: {enabled: false}\n", **where)  # type: ignore[arg-type]
     assert off.ui.enabled is False
+
+
+def test_a_flat_object_schema_becomes_fields_and_anything_else_a_json_box() -> None:
+    schema = {
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "url": {"type": "string"},
+            "limit": {"type": "integer"},
+            "ratio": {"type": "number"},
+            "fresh": {"type": "boolean"},
+            "mode": {"enum": ["a", "b"]},
+        },
+    }
+    fields = schema_form.fields(schema)
+    assert fields is not None
+    assert [(f["name"], f["type"], f["required"]) for f in fields] == [
+        ("url", "string", True), ("limit", "integer", False), ("ratio", "number", False),
+        ("fresh", "boolean", False), ("mode", "string", False),
+    ]  # fmt: skip
+    nested = {"type": "object", "properties": {"where": {"type": "object"}}}
+    assert schema_form.fields(nested) is None
+    assert schema_form.fields(None) is None
+    assert schema_form.fields({"type": "array"}) is None
+
+
+@given(
+    st.text(min_size=1, max_size=20),
+    st.one_of(st.none(), st.integers(min_value=-(10**9), max_value=10**9)),
+    st.booleans(),
+)
+def test_the_form_gives_back_the_payload_it_was_filled_with(url: str, limit: int | None, fresh: bool) -> None:
+    spec = [
+        {"name": "url", "type": "string", "required": True},
+        {"name": "limit", "type": "integer", "required": False},
+        {"name": "fresh", "type": "boolean", "required": False},
+    ]
+    form = {"field.url": url, "field.limit": "" if limit is None else str(limit)}
+    if fresh:
+        form["field.fresh"] = "on"
+    expected: dict[str, object] = {"url": url, "fresh": fresh}
+    if limit is not None:
+        expected["limit"] = limit
+    assert schema_form.payload(form, spec) == expected
+
+
+def test_a_field_that_is_not_a_number_is_refused_naming_it() -> None:
+    spec = [{"name": "limit", "type": "integer", "required": True}]
+    with pytest.raises(ApiError) as refused:
+        schema_form.payload({"field.limit": "lots"}, spec)
+    assert refused.value.status == 422
+    assert refused.value.detail == "limit: expected a whole number"

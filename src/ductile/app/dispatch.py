@@ -14,13 +14,14 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from ductile.app.dispatch_log import log_settlement
+from ductile.app.dispatch_log import log_route_depth, log_settlement
 from ductile.app.runtime import Runtime
-from ductile.app.spawn import spawn_request
+from ductile.app.spawn import job_request_parts, plugin_env, spawn_request
 from ductile.domain.classify import RunEnd, classify
-from ductile.domain.job import Command, Job
+from ductile.domain.job import Job
 from ductile.domain.outcome import NotRun, Outcome, SpawnOutcome
 from ductile.domain.plugin import Plugin
+from ductile.domain.protocol import PROTOCOL_V1
 from ductile.domain.settle import SettleContext
 from ductile.log import Log
 from ductile.ports.catalog import Catalog
@@ -42,6 +43,8 @@ class Dispatcher:
     draw: Callable[[], float]
     #: The environment every plugin starts from (see :func:`ductile.app.spawn.plugin_env`).
     base_env: Mapping[str, str]
+    #: The daemon's whole environment, where ``env.pass`` names are looked up.
+    environ: Mapping[str, str] = attrs.field(factory=dict)
 
     async def claim(self) -> Job | None:
         """The oldest runnable job, now running; None when there is none."""
@@ -59,6 +62,7 @@ class Dispatcher:
         """Run a claimed job under ``runtime`` (the one it was claimed with) and commit its end."""
         settings = runtime.settings(job.plugin)
         timeout = settings.timeouts.for_command(job.command)
+        plugin = runtime.plugins.get(job.plugin)
         try:
             outcome: Outcome = await self._execute(job, runtime)
         except Exception as e:  # e.g. the store could not read the state: fail the run, never strand it
@@ -71,12 +75,19 @@ class Dispatcher:
             breaker=settings.circuit_breaker,
             routes=runtime.config.routes,
             targets=runtime.targets(),
+            max_route_depth=runtime.config.service.max_route_depth,
+            fact=plugin.manifest.fact_rule(job.command) if plugin is not None else None,
         )
+        protocol = plugin.protocol if plugin is not None else PROTOCOL_V1
         # Classified here, not in the store's unit: parsing stdout holds no write transaction.
-        end = classify(outcome, timeout) if isinstance(outcome, SpawnOutcome) else outcome
+        end = classify(outcome, timeout, protocol=protocol) if isinstance(outcome, SpawnOutcome) else outcome
         committed = await self._settle(job, end, ctx, runtime)
         if _log.enabled_for(logging.ERROR):  # the highest level there: nothing is built unheard
             log_settlement(job, outcome, committed)
+        if committed.settlement.too_deep:
+            await log_route_depth(
+                self.store, job, committed.settlement, runtime.config.service.max_route_depth
+            )
         if any(r.created for r in committed.children):
             self.inbox.notify()
         return committed
@@ -94,6 +105,8 @@ class Dispatcher:
         # Read here for the request, and again by the store inside the settle unit: that
         # one decides on the rows as they are then (ADR 0007).
         state = await self.store.get_state(job.plugin)
+        depth = runtime.config.service.max_route_depth
+        event, payload, context = job_request_parts(job, protocol=plugin.protocol, max_route_depth=depth)
         spawn = spawn_request(
             plugin,
             job.command,
@@ -102,8 +115,10 @@ class Dispatcher:
             settings=runtime.settings(job.plugin),
             state=state,
             now=self.clock.now(),
-            base_env=self.base_env,
-            event=job.payload if job.command == Command.HANDLE else None,
+            base_env=self._env_of(job.plugin, runtime),
+            event=event,
+            payload=payload,
+            context=context,
         )
 
         async def remember(handle: ProcessHandle) -> None:
@@ -119,6 +134,13 @@ class Dispatcher:
         except Exception as e:  # a bug in the spawner must not lose the job
             job_log.exception("the spawner failed")
             return SpawnOutcome(spawn_error=f"internal error: {e!r}")
+
+    def _env_of(self, name: str, runtime: Runtime) -> Mapping[str, str]:
+        """The plugin's environment: the shared allow-listed one, unless it passes or sets more."""
+        extra = runtime.config.env_of(name)
+        if not extra.passed and not extra.values:
+            return self.base_env
+        return plugin_env(self.environ, extra)
 
     async def _settle(self, job: Job, end: RunEnd, ctx: SettleContext, runtime: Runtime) -> Committed:
         """Commit the settlement, retrying while the store cannot write (a full disk,

@@ -64,7 +64,8 @@ class Engine:
         self.catalog = catalog
         self.draw: Callable[[], float] = draw or random.random
         self.new_id: Callable[[], str] = new_id or (lambda: str(uuid.uuid4()))
-        self.base_env = plugin_env(environ or {})
+        self.environ: Mapping[str, str] = dict(environ or {})
+        self.base_env = plugin_env(self.environ)
         self.runtime = Runtime(config=config, discovery=Discovery())
         self.started_at: datetime | None = None
         #: Ticks, claims and reloads never overlap (D13: reloads are serialized and atomic).
@@ -77,8 +78,11 @@ class Engine:
             catalog=catalog,
             draw=self.draw,
             base_env=self.base_env,
+            environ=self.environ,
         )
-        self._scheduler = Scheduler(store=store, clock=clock, inbox=inbox, draw=self.draw, new_id=self.new_id)
+        self._scheduler = Scheduler(
+            store=store, clock=clock, inbox=inbox, draw=self.draw, new_id=self.new_id, spawner=spawner
+        )
         self._lifecycle = Lifecycle(
             store=store,
             spawner=spawner,

@@ -25,7 +25,7 @@ from ductile.domain.config import Config, PluginConfig
 from ductile.domain.job import Command
 from ductile.domain.plugin import Discovery, Plugin, Refusal
 from ductile.domain.routing import Target
-from ductile.domain.schedule import Schedule
+from ductile.domain.schedule import Schedule, schedule_key
 from ductile.domain.suggest import did_you_mean
 from ductile.ports.store import InitRecord
 
@@ -83,10 +83,11 @@ class Runtime:
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_targets", MappingProxyType(self.config.targets(set(self.plugins))))
         schedules: dict[str, Schedule] = {}
-        for name in self.plugins:
+        for name in sorted(self.plugins):
             pc = self.settings(name)
-            if pc.enabled and pc.schedule is not None and name not in self.unhealthy:
-                schedules[name] = pc.schedule
+            if pc.enabled and name not in self.unhealthy:
+                for entry in pc.all_schedules:
+                    schedules[schedule_key(name, entry.id)] = entry
         object.__setattr__(self, "_schedules", MappingProxyType(schedules))
 
     @property
@@ -105,7 +106,8 @@ class Runtime:
         return self._targets
 
     def schedules(self) -> Mapping[str, Schedule]:
-        """Schedules that may run: loaded, enabled, healthy plugins only (a read-only view)."""
+        """Schedules that may run, by index key ``<plugin>/<schedule id>``: loaded, enabled,
+        healthy plugins only (a read-only view)."""
         return self._schedules
 
     def status_of(self, name: str) -> PluginStatus:
@@ -136,10 +138,8 @@ class Runtime:
             return f"plugin '{name}' does not support '{command}' (its manifest lists: {commands})"
         if status.state is PluginState.ABSENT:
             known = [*self.plugins, *(r.name for r in self.refused), *self.discovery.disabled]
-            return (
-                f"plugin '{name}' is not loaded (no such plugin in {self.config.plugins_dir})"
-                f"{did_you_mean(name, known)}"
-            )
+            where = " or ".join(self.config.roots)
+            return f"plugin '{name}' is not loaded (no such plugin in {where}){did_you_mean(name, known)}"
         if status.reason is None:
             return f"plugin '{name}' is {status.state}"
         return f"plugin '{name}' is {status.state}: {status.reason}"

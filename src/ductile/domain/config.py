@@ -14,11 +14,12 @@ import attrs
 
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.dedupe import DEFAULT_DEDUPE_TTL
-from ductile.domain.job import Job, SubmittedBy
+from ductile.domain.errors import ScheduleError
+from ductile.domain.job import Command, Job, SubmittedBy
 from ductile.domain.quantities import format_duration
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route, Target
-from ductile.domain.schedule import Schedule
+from ductile.domain.schedule import DEFAULT_SCHEDULE_ID, Schedule
 from ductile.domain.scopes import Scope
 
 DEFAULT_TICK = timedelta(seconds=60)
@@ -35,6 +36,11 @@ MIN_TOKEN_BYTES = 16
 DEFAULT_STATE_DIR = "./state"
 DEFAULT_PLUGINS_DIR = "./plugins"
 KILL_GRACE = timedelta(seconds=5)
+#: How many routing hops a chain of events may take (``service.max_route_depth``).
+DEFAULT_MAX_ROUTE_DEPTH = 20
+#: The timeout of a command a v2 manifest defines (``timeouts.<command>`` changes it).
+DEFAULT_CUSTOM_TIMEOUT = timedelta(seconds=60)
+_STANDARD_COMMANDS = frozenset(c.value for c in Command)
 
 
 class LogLevel(enum.StrEnum):
@@ -50,10 +56,35 @@ class Timeouts:
     handle: timedelta = timedelta(seconds=120)
     health: timedelta = timedelta(seconds=10)
     init: timedelta = timedelta(seconds=30)
+    #: The commands a v2 manifest defines, by name (:data:`DEFAULT_CUSTOM_TIMEOUT` unless set).
+    custom: Mapping[str, timedelta] = attrs.field(factory=dict)
 
     def for_command(self, command: str) -> timedelta:
-        value: timedelta = getattr(self, command, self.handle)
-        return value
+        if command in _STANDARD_COMMANDS:
+            value: timedelta = getattr(self, command)
+            return value
+        return self.custom.get(command, DEFAULT_CUSTOM_TIMEOUT)
+
+
+@attrs.frozen(kw_only=True)
+class EnvSettings:
+    """What a plugin's environment holds beyond the allow-list (``env``, ``service.plugin_env``).
+
+    None means "not given here": a plugin's ``env`` takes each of ``pass``
+    and ``set`` from ``service.plugin_env`` unless it gives its own.
+    """
+
+    #: Names of the daemon's variables passed on as they are (when the daemon has them).
+    passed: tuple[str, ...] | None = None
+    #: Variables set to these values (never logged, never stored with a job).
+    values: Mapping[str, str] | None = attrs.field(default=None, repr=False)
+
+    def over(self, default: EnvSettings) -> EnvSettings:
+        """These settings, each part not given taken from ``default``."""
+        return EnvSettings(
+            passed=self.passed if self.passed is not None else default.passed,
+            values=self.values if self.values is not None else default.values,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -64,18 +95,47 @@ class ServiceConfig:
     dedupe_ttl: timedelta = DEFAULT_DEDUPE_TTL
     job_log_retention: timedelta = DEFAULT_RETENTION
     log_level: LogLevel = LogLevel.INFO
+    #: A routed chain deeper than this is not extended (the parent still succeeds).
+    max_route_depth: int = attrs.field(default=DEFAULT_MAX_ROUTE_DEPTH, validator=attrs.validators.ge(1))
+    #: The ``env`` of every plugin that does not give its own.
+    plugin_env: EnvSettings = EnvSettings()
 
 
 @attrs.frozen(kw_only=True)
 class PluginConfig:
     name: str
     enabled: bool = True
+    #: The shorthand for one schedule, ``default`` (give this or ``schedules``, not both).
     schedule: Schedule | None = None
     config: Mapping[str, Any] = attrs.field(factory=dict)
     retry: RetryPolicy = RetryPolicy()
     timeouts: Timeouts = Timeouts()
     circuit_breaker: BreakerPolicy = BreakerPolicy()
     max_outstanding_polls: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    #: An alias: this plugin runs the plugin named here, as a new instance.
+    uses: str | None = None
+    #: Several schedules, each with its own id.
+    schedules: tuple[Schedule, ...] = ()
+    env: EnvSettings = EnvSettings()
+
+    def __attrs_post_init__(self) -> None:
+        if self.schedule is not None and self.schedules:
+            raise ScheduleError("give 'schedule' (one) or 'schedules' (a list), not both")
+        if self.schedule is not None and self.schedule.id != DEFAULT_SCHEDULE_ID:
+            raise ScheduleError(f"the 'schedule' shorthand is the schedule '{DEFAULT_SCHEDULE_ID}'")
+        seen: set[str] = set()
+        for entry in self.schedules:
+            if entry.id in seen:
+                raise ScheduleError(f"two schedules have the id '{entry.id}'")
+            seen.add(entry.id)
+
+    @property
+    def all_schedules(self) -> tuple[Schedule, ...]:
+        """Every schedule of the plugin: the shorthand's, or the list's."""
+        return (self.schedule,) if self.schedule is not None else self.schedules
+
+    def schedule_by_id(self, schedule_id: str) -> Schedule | None:
+        return next((s for s in self.all_schedules if s.id == schedule_id), None)
 
 
 @attrs.frozen(kw_only=True)
@@ -126,7 +186,7 @@ class UiConfig:
 @attrs.frozen(kw_only=True)
 class Config:
     service: ServiceConfig
-    #: Absolute.
+    #: Absolute. The first plugin root.
     plugins_dir: str
     plugins: Mapping[str, PluginConfig] = attrs.field(factory=dict)
     routes: tuple[Route, ...] = ()
@@ -137,6 +197,17 @@ class Config:
     ui: UiConfig = UiConfig()
     #: Where it was read from, when it came from a file.
     source: str | None = None
+    #: Every plugin root, in search order (absolute); empty means ``(plugins_dir,)``.
+    plugin_roots: tuple[str, ...] = ()
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        """Where plugins are looked for, in order: the first root holding a name wins."""
+        return self.plugin_roots or (self.plugins_dir,)
+
+    def env_of(self, name: str) -> EnvSettings:
+        """The environment settings of plugin ``name``: its own over ``service.plugin_env``."""
+        return self.plugin(name).env.over(self.service.plugin_env)
 
     def plugin(self, name: str) -> PluginConfig:
         """The plugin's settings; a plugin on disk without an entry gets the defaults."""
@@ -152,6 +223,7 @@ class Config:
         submitted_by: SubmittedBy,
         payload: dict[str, Any] | None = None,
         dedupe_key: str | None = None,
+        schedule_id: str | None = None,
     ) -> Job:
         """A fresh queued job for ``plugin``, with the plugin's retry limit."""
         return Job(
@@ -163,6 +235,7 @@ class Config:
             submitted_by=submitted_by,
             dedupe_key=dedupe_key,
             created_at=now,
+            schedule_id=schedule_id,
         )
 
     def targets(self, loaded: frozenset[str] | set[str]) -> dict[str, Target]:

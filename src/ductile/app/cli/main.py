@@ -45,6 +45,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "config": ("config", "cmd_config"),
     "schedule": ("schedule", "cmd_schedule"),
     "simulate": ("simulate", "cmd_simulate"),
+    "pause": ("control", "cmd_pause"),
+    "resume": ("control", "cmd_resume"),
+    "facts": ("facts", "cmd_facts"),
     "init": ("scaffold", "cmd_init"),
     "new": ("scaffold", "cmd_new"),
 }

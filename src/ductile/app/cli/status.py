@@ -33,6 +33,7 @@ from ductile.domain.job import JobEvent, JobStatus
 from ductile.domain.plugin import Plugin
 from ductile.ports.catalog import Catalog
 from ductile.ports.spawner import Spawner
+from ductile.ports.store_values import ROUTE_DEPTH_DROPS
 
 #: Most health checks ``status`` runs at once.
 HEALTH_CONCURRENCY = 8
@@ -97,6 +98,10 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
                 "daemon": {"running": pid is not None, "pid": pid, "state_dir": config.service.state_dir},
                 "database": seen.database,
                 "queue": {"queued": seen.queued, "running": seen.running},
+                "routing": {
+                    "max_route_depth": config.service.max_route_depth,
+                    "dropped_at_depth": seen.dropped_at_depth,
+                },
                 "plugins": [
                     {
                         k: r[k]
@@ -125,6 +130,8 @@ class _Observed:
     states: dict[str, dict[str, Any]]
     #: The database's path, None when there is none yet.
     database: str | None
+    #: Events not routed because their chain hit ``service.max_route_depth``, ever.
+    dropped_at_depth: int = 0
 
 
 async def _observe(ctx: Context, config: Config) -> _Observed:
@@ -141,6 +148,7 @@ async def _observe(ctx: Context, config: Config) -> _Observed:
         states = {
             name: (await store.get_state(name) if store is not None else {}) for name in runtime.plugins
         }
+        counts = await store.counts() if store is not None else {}
     finally:
         if store is not None:
             await store.close()
@@ -153,6 +161,7 @@ async def _observe(ctx: Context, config: Config) -> _Observed:
         breakers=breakers,
         states=states,
         database=str(db_path(config)) if store is not None else None,
+        dropped_at_depth=counts.get(ROUTE_DEPTH_DROPS, 0),
     )
 
 
@@ -237,6 +246,11 @@ def _print_status(
     where = f"state dir {config.service.state_dir}"
     ctx.print(f"daemon: running (pid {pid}), {where}" if pid is not None else f"daemon: not running, {where}")
     ctx.print(f"queue: {seen.queued} queued, {seen.running} running")
+    if seen.dropped_at_depth:
+        ctx.print(
+            f"routing: {seen.dropped_at_depth} event(s) not routed: their chain reached "
+            f"service.max_route_depth ({config.service.max_route_depth}); see the router's warnings"
+        )
     ctx.print()
     if rows:
         ctx.print(

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from ductile.app.api.auth import authenticate
 from ductile.app.api.context import ApiContext
+from ductile.app.api.routes import trigger_needs
 from ductile.app.ui import actions, forecast, pages
 from ductile.app.ui.forecast import Forecasts
 from ductile.app.ui.guard import Handler, NeedOf, error_page, guarded, needs, plugin_needs, read_form
@@ -116,7 +117,9 @@ _TABLE: tuple[tuple[str, str, NeedOf, Handler], ...] = (
     ("POST", "/job/{job_id}/retry", needs(Area.JOBS, Access.RW), actions.retry),
     ("POST", "/job/{job_id}/cancel", needs(Area.JOBS, Access.RW), actions.cancel),
     ("POST", "/plugin/{plugin}/reset", plugin_needs(Access.RW), actions.reset),
-    ("POST", "/plugin/{plugin}/run/{command}", plugin_needs(Access.RW), actions.run_now),
+    ("POST", "/plugin/{plugin}/run/{command}", trigger_needs, actions.run_now),
+    ("POST", "/plugin/{plugin}/pause", plugin_needs(Access.RW), actions.pause),
+    ("POST", "/plugin/{plugin}/resume", plugin_needs(Access.RW), actions.resume),
     ("POST", "/reload", needs(Area.SYSTEM, Access.RW), actions.reload),
 )
 

@@ -14,6 +14,7 @@ from ductile.app import operations
 from ductile.app.api import jobs
 from ductile.app.api.errors import ApiError
 from ductile.app.intake import EnqueueRefusedError
+from ductile.app.ui import schema_form
 from ductile.app.ui.guard import Visit
 from ductile.domain.errors import ConfigError
 from ductile.domain.job import Actor, SubmittedBy
@@ -36,12 +37,19 @@ def _payload(text: str) -> dict[str, Any] | None:
 
 
 async def run_now(visit: Visit) -> Response:
-    """Queue the plugin's command now, as ``POST /plugin/{plugin}/{command}`` does."""
+    """Queue the plugin's command now, as ``POST /plugin/{plugin}/{command}`` does: the payload
+    from the schema's fields when the form has them, else from the JSON box."""
     params = visit.request.path_params
     key = visit.form.get("dedupe_key", "").strip() or None
-    doc = await jobs.queue_trigger(
-        visit.ctx, params["plugin"], params["command"], _payload(visit.form.get("payload", "")), key
-    )
+    loaded = visit.ctx.engine.runtime.plugins.get(params["plugin"])
+    spec = loaded.manifest.command_spec(params["command"]) if loaded is not None else None
+    form_fields = schema_form.fields(spec.input_schema if spec is not None else None)
+    payload: dict[str, Any] | None
+    if form_fields is not None and "payload" not in visit.form:
+        payload = schema_form.payload(visit.form, form_fields)
+    else:
+        payload = _payload(visit.form.get("payload", ""))
+    doc = await jobs.queue_trigger(visit.ctx, params["plugin"], params["command"], payload, key)
     return _see(f"/ui/job/{doc['job_id']}")
 
 
@@ -96,6 +104,29 @@ async def reset(visit: Visit) -> Response:
     if name not in engine.runtime.plugins and name not in engine.runtime.config.plugins:
         raise ApiError(404, "not found", f"no plugin named {name!r}")
     await operations.reset_breakers(engine.store, name, who=visit.session.token.name, now=engine.clock.now())
+    visit.ctx.feed.poke()
+    return _see(f"/ui/plugin/{name}")
+
+
+async def pause(visit: Visit) -> Response:
+    return await _switch(visit, pause=True)
+
+
+async def resume(visit: Visit) -> Response:
+    return await _switch(visit, pause=False)
+
+
+async def _switch(visit: Visit, *, pause: bool) -> Response:
+    """Pause or resume the plugin's schedules, or the one the form names (as ``ductile pause``)."""
+    engine = visit.ctx.engine
+    name = visit.request.path_params["plugin"]
+    schedule_id = visit.form.get("schedule") or None
+    try:
+        await operations.switch_pause(
+            engine.store, engine.runtime, name, schedule_id, pause=pause, now=engine.clock.now()
+        )
+    except operations.NotFoundError as e:
+        raise ApiError(404, "not found", str(e)) from None
     visit.ctx.feed.poke()
     return _see(f"/ui/plugin/{name}")
 

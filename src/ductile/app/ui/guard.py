@@ -27,7 +27,7 @@ _log = Log("ui")
 #: The largest form the dashboard reads (a run-now payload is the biggest).
 MAX_FORM = 256 * 1024
 
-NeedOf = Callable[[Request], Need | None]
+NeedOf = Callable[[Request, ApiContext], Need | None]
 
 
 @attrs.frozen(kw_only=True)
@@ -62,11 +62,11 @@ Handler = Callable[[Visit], Awaitable[Response]]
 
 
 def needs(area: Area, access: Access = Access.RO) -> NeedOf:
-    return lambda request: Need(area, access)
+    return lambda request, ctx: Need(area, access)
 
 
 def plugin_needs(access: Access = Access.RO) -> NeedOf:
-    return lambda request: Need(Area.PLUGIN, access, request.path_params.get("plugin"))
+    return lambda request, ctx: Need(Area.PLUGIN, access, request.path_params.get("plugin"))
 
 
 async def read_form(request: Request, limit: int = MAX_FORM) -> dict[str, str]:
@@ -130,7 +130,7 @@ async def _answer(
             return error_page(ctx, 403, "Not signed in", "sign in again: your session has ended", None)
         target = urllib.parse.quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
         return RedirectResponse(f"/ui/login?next={target}", 303)
-    wanted = need(request) if need is not None else None
+    wanted = need(request, ctx) if need is not None else None
     if wanted is not None and not allows(session.token.scopes, wanted):
         return error_page(ctx, 403, "Forbidden", f"this token lacks the scope {wanted}", session)
     try:

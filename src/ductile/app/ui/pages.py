@@ -16,11 +16,14 @@ from ductile.app.api import events, jobs
 from ductile.app.api.body import encode_cursor
 from ductile.app.api.errors import ApiError
 from ductile.app.api.metrics import version
-from ductile.app.planning import schedule_runs
+from ductile.app.planning import paused_keys, schedule_runs
+from ductile.app.ui import schema_form
 from ductile.app.ui.guard import Visit
 from ductile.app.views import breaker_json, job_json, run_json, utc
 from ductile.domain.breaker import BreakerStatus
 from ductile.domain.job import Job, JobStatus
+from ductile.domain.plugin import CommandType
+from ductile.domain.schedule import split_key
 from ductile.domain.settle import RunRecord
 from ductile.ports.store import JobQuery
 
@@ -180,14 +183,37 @@ async def plugin_page(visit: Visit) -> Response:
     except operations.NotFoundError as e:
         raise ApiError(404, "not found", str(e)) from None
     recent = await engine.store.recent_runs(plugin=name, limit=30)
-    commands = doc.get("manifest", {}).get("commands", [])
     return visit.page(
         "plugin.html",
         doc=doc,
         state=await engine.store.get_state(name),
         recent=[_outcome(r.job, r.run) for r in recent],
-        runnable=[c for c in commands if c not in jobs.NOT_TRIGGERED],
+        runnable=_runnable(visit, name),
     )
+
+
+def _runnable(visit: Visit, name: str) -> list[dict[str, Any]]:
+    """The commands this session may run now, each with the access it needs and its form."""
+    loaded = visit.ctx.engine.runtime.plugins.get(name)
+    if loaded is None:
+        return []
+    out = []
+    for command in sorted(loaded.manifest.commands):
+        if command in jobs.NOT_TRIGGERED:
+            continue
+        spec = loaded.manifest.command_spec(command)
+        access = "ro" if spec is not None and spec.type is CommandType.READ else "rw"
+        if visit.can("plugin", access, name):
+            schema = spec.input_schema if spec is not None else None
+            out.append(
+                {
+                    "name": command,
+                    "description": spec.description if spec is not None else "",
+                    "fields": schema_form.fields(schema),
+                    "schema": schema,
+                }
+            )
+    return out
 
 
 async def projected(
@@ -198,14 +224,20 @@ async def projected(
     engine, now = visit.ctx.engine, visit.ctx.engine.clock.now()
     found: list[dict[str, Any]] = []
     cut = []
+    pauses = {(p.plugin, p.schedule_id) for p in await engine.store.pauses()}
     for key, schedule in sorted(engine.runtime.schedules().items()):
         stored = await engine.store.planned(key)
         runs = schedule_runs(schedule, key=key, stored=stored, now=now, start=start, end=end, limit=limit)
         if len(runs) >= limit:
             cut.append(key)
+        plugin, schedule_id = split_key(key)
+        paused = paused_keys(pauses, key)
         found += [
             {
                 "schedule": key,
+                "plugin": plugin,
+                "schedule_id": schedule_id,
+                "paused": paused,
                 "kind": kind,
                 "planned_at": utc(run.planned_at),
                 "nominal_at": utc(run.nominal_at),
