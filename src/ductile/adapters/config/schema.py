@@ -32,6 +32,7 @@ from ductile.adapters.config.hooks import (
     Listen,
     PluginName,
     PluginTable,
+    UserName,
     count_hook,
     current_context,
     endpoint_path_hook,
@@ -98,6 +99,7 @@ class _ServiceDoc:
     log_level: LogLevel | None = None
     max_route_depth: Count | None = None
     plugin_env: EnvSettings | None = None
+    plugin_user: UserName | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +142,7 @@ class PluginDoc:
     timeouts: TimeoutTable | None = None
     circuit_breaker: BreakerPolicy | None = None
     max_outstanding_polls: Count | None = None
+    user: UserName | None = None
 
 
 @attrs.frozen(kw_only=True)
