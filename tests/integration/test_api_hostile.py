@@ -292,3 +292,17 @@ def test_an_api_target_that_names_no_route_is_4xx_and_never_stalls(served: Serve
     assert 400 <= status < 500, answer
     assert took < 2.0
     assert served.queued() == 0
+
+
+def test_a_dashboard_form_that_does_not_arrive_in_time_gets_408_too(served: Served) -> None:
+    """Item 10 on the dashboard's forms (they share the API's listener and its body deadline):
+    a sign-in whose body never arrives is cut off, not held open."""
+    body = b"token=x&next=%2Fui%2F"
+    head = f"POST /ui/login HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body) + 10}\r\n"
+    with served.connect() as sock:
+        sock.sendall(head.encode() + b"Content-Type: application/x-www-form-urlencoded\r\n\r\n" + body)
+        started = time.monotonic()
+        status, headers, answer = _response(sock)
+        assert status == 408, answer
+        assert headers.get("connection") == "close"
+        assert time.monotonic() - started < 5.0

@@ -294,6 +294,7 @@ class Ductile:
             on_ready=on_ready,
             notifier=notifier,
             publish=self.surface.status_writer() if self._lock is not None else None,
+            on_stopping=self.feed.end_streams,
         )
         if self._stop_requested:  # stop() came before serve() got going: it still counts
             self._service.stop()

@@ -89,6 +89,7 @@ class Service:
         on_ready: Callable[[], None] | None = None,
         notifier: Notifier | None = None,
         publish: Publish | None = None,
+        on_stopping: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self._reload_source = reload
@@ -98,6 +99,8 @@ class Service:
         #: Loops that run beside the engine's (the activity feed), cancelled at shutdown.
         self._background = list(background)
         self._on_ready = on_ready
+        #: Called once when the stop begins, before the listeners stop (ends the event streams).
+        self._on_stopping = on_stopping
         self._stopping = asyncio.Event()
         self._wake_scheduler = asyncio.Event()
         self._reload_requested = asyncio.Event()
@@ -176,6 +179,8 @@ class Service:
         self._stopped = True
         self._stopping.set()
         self._tell_stopping()
+        if self._on_stopping is not None:
+            self._on_stopping()
         for listener in self._listeners:
             with contextlib.suppress(Exception):
                 await listener.stop()

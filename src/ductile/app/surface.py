@@ -79,6 +79,7 @@ class Surface:
     def api_app_over(self, fallback: ASGIApp | None) -> ASGIApp:
         """The API app; what no API route matches goes to ``fallback`` (the webhooks)."""
         from ductile.app.api import ApiContext, build_api
+        from ductile.app.ui import ui_routes
 
         context = ApiContext(
             engine=self.engine, feed=self.feed, metrics=self.metrics, reload=self._reload, health=self._health
@@ -87,7 +88,7 @@ class Surface:
             context.heartbeat = self.heartbeat
         if self.body_timeout is not None:
             context.body_timeout = self.body_timeout
-        return build_api(context, fallback=fallback)
+        return build_api(context, fallback=fallback, extra=ui_routes(context))
 
     @property
     def api_port(self) -> int | None:

@@ -39,7 +39,7 @@ _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _LAG_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
 
 
-def _version() -> str:
+def version() -> str:
     try:
         return metadata.version("ductile")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
@@ -54,7 +54,7 @@ class Metrics:
         self._counters()
         self._gauges()
         Info("ductile_build", "ductile's version", registry=self.registry).info(
-            {"version": _version(), "python": sys.version.split()[0]}
+            {"version": version(), "python": sys.version.split()[0]}
         )
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, process_open_fds, ...
 
