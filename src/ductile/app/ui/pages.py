@@ -174,6 +174,10 @@ def _outcome(job: Job, run: RunRecord) -> dict[str, Any]:
     return {"job": job_json(job), "ok": ok, "finished_at": utc(run.finished_at)}
 
 
+#: The newest facts a plugin page shows (``ductile facts`` lists more).
+FACTS_SHOWN = 10
+
+
 async def plugin_page(visit: Visit) -> Response:
     """One plugin: manifest, masked config, schedule, breakers, state, recent outcomes, run-now."""
     name = visit.request.path_params["plugin"]
@@ -183,9 +187,15 @@ async def plugin_page(visit: Visit) -> Response:
     except operations.NotFoundError as e:
         raise ApiError(404, "not found", str(e)) from None
     recent = await engine.store.recent_runs(plugin=name, limit=30)
+    declares_facts = bool(doc.get("manifest", {}).get("fact_types"))
+    facts = await engine.store.facts(name, limit=FACTS_SHOWN) if declares_facts else []
     return visit.page(
         "plugin.html",
         doc=doc,
+        facts=[
+            {"seq": f.seq, "type": f.fact_type, "job_id": f.job_id, "at": utc(f.at), "body": f.body}
+            for f in facts
+        ],
         state=await engine.store.get_state(name),
         recent=[_outcome(r.job, r.run) for r in recent],
         runnable=_runnable(visit, name),
