@@ -139,7 +139,9 @@ class Harness:
         async def go() -> None:
             claimed = await self.store.claim(job.id, when)
             assert claimed is not None
-            await self.store.settle(job.id, classify(outcome), ctx=ctx, dedupe_ttl=TTL)
+            await self.store.settle(
+                job.id, classify(outcome), ctx=ctx, dedupe_ttl=TTL, token=claimed.claim_token
+            )
 
         asyncio.run(go())
 
@@ -730,7 +732,11 @@ def _settle_on_sleep(h: Harness, outcome: SpawnOutcome, *, after: int = 1) -> No
         assert job is not None
         h.now += timedelta(seconds=2)
         await h.store.settle(
-            job.id, classify(outcome), ctx=SettleContext(now=h.now, retry=_one_attempt()), dedupe_ttl=TTL
+            job.id,
+            classify(outcome),
+            ctx=SettleContext(now=h.now, retry=_one_attempt()),
+            dedupe_ttl=TTL,
+            token=job.claim_token,
         )
 
     h.on_sleep = run_it

@@ -38,6 +38,7 @@ ENV = {
     "API_TOKEN": "t0ken",
     "WITHINGS_CLIENT_SECRET": "w1things",
     "GITHUB_WEBHOOK_SECRET": "g1thub",
+    "PGPASSWORD": "pg-secret",
 }
 #: The name a ``<name>`` step stands for in the documents built here.
 PLUGIN = "p"

@@ -1,9 +1,13 @@
 """The dispatcher (D14): claim a job, run its plugin, settle the outcome, commit.
 
-One job at a time. A claimed job is never stranded: whatever goes wrong while
-preparing the run or in the spawner becomes a failed run, and the settlement
-is committed however long the store takes to accept it (a full disk, a locked
-database), while crash recovery covers a death in between.
+One job per call: the daemon runs up to ``service.max_workers`` of them at once
+(``app/daemon.py``), the lanes decided by the claim (:mod:`ductile.domain.lanes`).
+A claimed job is never stranded: whatever goes wrong while preparing the run
+or in the spawner becomes a failed run, and the settlement is committed
+however long the store takes to accept it (a full disk, a locked database),
+while crash recovery covers a death in between. A settle the store refuses
+because the claim was lost (a shared store's fence: another node recovered
+the job meanwhile) is logged and dropped: that result belongs to nobody.
 """
 
 from __future__ import annotations
@@ -43,9 +47,9 @@ class Dispatcher:
     #: The environment every plugin starts from (see :func:`ductile.app.spawn.plugin_env`).
     base_env: Mapping[str, str]
 
-    async def claim(self) -> Job | None:
-        """The oldest runnable job, now running; None when there is none."""
-        return await self.store.claim_next(self.clock.now())
+    async def claim(self, runtime: Runtime) -> Job | None:
+        """The oldest runnable job whose lane has room, now running; None when there is none."""
+        return await self.store.claim_next(self.clock.now(), lanes=runtime.lanes())
 
     async def idle_wait(self) -> float:
         """Seconds the dispatcher may wait for work: until the next retry, at most 1 s
@@ -55,8 +59,9 @@ class Dispatcher:
             return 1.0
         return max(0.0, min(1.0, (nxt - self.clock.now()).total_seconds()))
 
-    async def run(self, job: Job, runtime: Runtime) -> Committed:
-        """Run a claimed job under ``runtime`` (the one it was claimed with) and commit its end."""
+    async def run(self, job: Job, runtime: Runtime) -> Committed | None:
+        """Run a claimed job under ``runtime`` (the one it was claimed with) and commit its end;
+        None when the claim was lost meanwhile (the fence refused the settle)."""
         settings = runtime.settings(job.plugin)
         timeout = settings.timeouts.for_command(job.command)
         try:
@@ -74,7 +79,13 @@ class Dispatcher:
         )
         # Classified here, not in the store's unit: parsing stdout holds no write transaction.
         end = classify(outcome, timeout) if isinstance(outcome, SpawnOutcome) else outcome
-        committed = await self._settle(job, end, ctx, runtime)
+        try:
+            committed = await self._settle(job, end, ctx, runtime)
+        except StaleJobError as e:
+            _log.bind(plugin=job.plugin, job_id=job.id).warning(
+                f"claim lost, result discarded: {e}", claim_token=job.claim_token
+            )
+            return None
         if _log.enabled_for(logging.ERROR):  # the highest level there: nothing is built unheard
             log_settlement(job, outcome, committed)
         if any(r.created for r in committed.children):
@@ -108,7 +119,7 @@ class Dispatcher:
 
         async def remember(handle: ProcessHandle) -> None:
             try:
-                await self.store.record_process(job.id, handle)
+                await self.store.record_process(job.id, handle, token=job.claim_token)
             except Exception:  # the run goes on; recovery just cannot kill this group
                 job_log.exception("could not record the process group of a running job")
 
@@ -128,7 +139,11 @@ class Dispatcher:
         while True:
             try:
                 return await self.store.settle(
-                    job.id, end, ctx=ctx, dedupe_ttl=runtime.config.service.dedupe_ttl
+                    job.id,
+                    end,
+                    ctx=ctx,
+                    dedupe_ttl=runtime.config.service.dedupe_ttl,
+                    token=job.claim_token,
                 )
             except StaleJobError:
                 raise

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+import attrs
+
 from ductile.app import intake
 from ductile.app.dispatch import Dispatcher
 from ductile.app.intake import EnqueueRefusedError, Manual, Submission
@@ -31,16 +33,24 @@ from ductile.app.runtime import Runtime
 from ductile.app.scheduler import Scheduler
 from ductile.app.spawn import plugin_env
 from ductile.domain.config import Config
-from ductile.domain.job import Command, SubmittedBy
+from ductile.domain.job import Command, Job, SubmittedBy
 from ductile.domain.plugin import Discovery
 from ductile.domain.settle import Settlement
 from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
-from ductile.ports.store import EnqueueResult, Store
+from ductile.ports.store import Committed, EnqueueResult, Store
 
-__all__ = ["Engine", "EnqueueRefusedError", "ReloadReport"]
+__all__ = ["Claimed", "Engine", "EnqueueRefusedError", "ReloadReport"]
+
+
+@attrs.frozen
+class Claimed:
+    """A job just claimed, and the runtime it was claimed under (it runs and ends under it, D13)."""
+
+    job: Job
+    runtime: Runtime
 
 
 class Engine:
@@ -175,15 +185,25 @@ class Engine:
     # ----------------------------------------------------------------- dispatcher (D14)
     async def dispatch_one(self) -> bool:
         """Claim the oldest runnable job, run it, settle it. False when idle."""
+        claimed = await self.claim_one()
+        if claimed is None:
+            return False
+        await self.run_claimed(claimed)
+        return True
+
+    async def claim_one(self) -> Claimed | None:
+        """Claim the oldest runnable job whose lane has room (None: nothing to claim now);
+        run it with :meth:`run_claimed`. The daemon keeps up to ``service.max_workers`` claimed."""
         # Under the lock: a reload's ``init`` job (enqueued, then claimed by the
         # reload itself) is never taken here, and the runtime is the claim's.
         async with self._lock:
-            job = await self._dispatcher.claim()
+            job = await self._dispatcher.claim(self.runtime)
             runtime = self.runtime
-        if job is None:
-            return False
-        await self._dispatcher.run(job, runtime)
-        return True
+        return None if job is None else Claimed(job, runtime)
+
+    async def run_claimed(self, claimed: Claimed) -> Committed | None:
+        """Run a claimed job and settle it (None: the claim was lost meanwhile)."""
+        return await self._dispatcher.run(claimed.job, claimed.runtime)
 
     async def idle_wait(self) -> float:
         """Seconds the dispatcher may wait for work: until the next retry, at most 1 s

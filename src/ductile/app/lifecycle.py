@@ -32,7 +32,7 @@ _reload_log = Log("reload")
 _scheduler_log = Log("scheduler")
 
 #: Runs a claimed job under a runtime and commits its end (the dispatcher's :meth:`run`).
-RunClaimed = Callable[[Job, Runtime], Awaitable[Committed]]
+RunClaimed = Callable[[Job, Runtime], Awaitable[Committed | None]]
 
 
 def _cancel_reason(status: PluginStatus) -> str:
@@ -134,12 +134,16 @@ class Lifecycle:
                 created_at=now,
             )
             await self.store.enqueue(job, actor=Actor.API, now=now, dedupe_ttl=config.service.dedupe_ttl)
-            claimed = await self.store.claim(job.id, self.clock.now())
+            claimed = await self.store.claim(job.id, self.clock.now(), lanes=provisional.lanes())
             if claimed is None:  # pragma: no cover - we just created it
                 continue
             committed = await self.run(claimed, provisional)
-            ok = committed.settlement.succeeded
-            error = None if ok else (committed.settlement.job.last_error or "init failed")
+            error: str | None
+            if committed is None:  # the claim was lost (a shared store fenced this node)
+                ok, error = False, "the claim of init was lost before its end was recorded"
+            else:
+                ok = committed.settlement.succeeded
+                error = None if ok else (committed.settlement.job.last_error or "init failed")
             await self.store.put_init(
                 InitRecord(
                     plugin=name, fingerprint=status.fingerprint, ok=ok, error=error, at=self.clock.now()

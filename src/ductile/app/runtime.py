@@ -21,8 +21,9 @@ from typing import Any
 
 import attrs
 
-from ductile.domain.config import Config, PluginConfig
+from ductile.domain.config import KILL_GRACE, SPAWN_ALLOWANCE, Config, PluginConfig, Timeouts
 from ductile.domain.job import Command
+from ductile.domain.lanes import Lanes
 from ductile.domain.plugin import Discovery, Plugin, Refusal
 from ductile.domain.routing import Target
 from ductile.domain.schedule import Schedule
@@ -78,6 +79,7 @@ class Runtime:
     # every settle and the scheduler for the schedules at every tick (bench/bench_sim.py).
     _targets: Mapping[str, Target] = attrs.field(init=False, eq=False, repr=False)
     _schedules: Mapping[str, Schedule] = attrs.field(init=False, eq=False, repr=False)
+    _lanes: Lanes = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_targets", MappingProxyType(self.config.targets(set(self.plugins))))
@@ -87,6 +89,17 @@ class Runtime:
             if pc.enabled and pc.schedule is not None and name not in self.unhealthy:
                 schedules[name] = pc.schedule
         object.__setattr__(self, "_schedules", MappingProxyType(schedules))
+        object.__setattr__(self, "_lanes", self._make_lanes())
+
+    def _make_lanes(self) -> Lanes:
+        widths: dict[str, int] = {}
+        holds: dict[str, timedelta] = {}
+        ceiling = self.config.service.max_workers
+        for name, plugin in self.plugins.items():
+            settings = self.settings(name)
+            widths[name] = min(settings.parallelism, ceiling) if plugin.manifest.concurrency_safe else 1
+            holds[name] = claim_hold(settings.timeouts)
+        return Lanes(widths=widths, default_width=1, holds=holds, default_hold=claim_hold(Timeouts()))
 
     @property
     def plugins(self) -> Mapping[str, Plugin]:
@@ -102,6 +115,12 @@ class Runtime:
     def targets(self) -> Mapping[str, Target]:
         """Where routed events may go: loaded, enabled plugins (a read-only view)."""
         return self._targets
+
+    def lanes(self) -> Lanes:
+        """Each loaded plugin's lane width (its ``parallelism`` within ``service.max_workers``,
+        1 when its manifest is not ``concurrency_safe``) and its claims' hold; any other
+        plugin's jobs (they fail fast: not loaded) one at a time."""
+        return self._lanes
 
     def schedules(self) -> Mapping[str, Schedule]:
         """Schedules that may run: loaded, enabled, healthy plugins only (a read-only view)."""
@@ -159,6 +178,12 @@ class Runtime:
     def grace(self) -> timedelta:
         """How late a due run may be before it counts as missed (ADR 0003)."""
         return max(2 * self.config.service.tick_interval, timedelta(seconds=60))
+
+
+def claim_hold(timeouts: Timeouts) -> timedelta:
+    """How long a claim of the plugin may hold (``deadline_at - started_at``): its longest
+    timeout, the kill grace after it, and the time a spawn may take to begin."""
+    return timeouts.longest() + KILL_GRACE + SPAWN_ALLOWANCE
 
 
 def init_fingerprint(plugin: Plugin, settings: PluginConfig) -> str:

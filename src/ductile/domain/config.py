@@ -30,6 +30,12 @@ DEFAULT_LISTEN = ("127.0.0.1", 8081)
 DEFAULT_STATE_DIR = "./state"
 DEFAULT_PLUGINS_DIR = "./plugins"
 KILL_GRACE = timedelta(seconds=5)
+#: Between a claim and its spawn (reading the plugin's state, the trust check, the fork): part of
+#: a claim's hold, so that ``deadline_at`` is never earlier than the plugin's own deadline + grace.
+SPAWN_ALLOWANCE = timedelta(seconds=2)
+#: A shared store's lease of one node (ADR 0023), and how often it is renewed.
+DEFAULT_LEASE = timedelta(seconds=15)
+DEFAULT_HEARTBEAT = timedelta(seconds=3)
 
 
 class LogLevel(enum.StrEnum):
@@ -50,6 +56,9 @@ class Timeouts:
         value: timedelta = getattr(self, command, self.handle)
         return value
 
+    def longest(self) -> timedelta:
+        return max(self.poll, self.handle, self.health, self.init)
+
 
 @attrs.frozen(kw_only=True)
 class ServiceConfig:
@@ -59,6 +68,8 @@ class ServiceConfig:
     dedupe_ttl: timedelta = DEFAULT_DEDUPE_TTL
     job_log_retention: timedelta = DEFAULT_RETENTION
     log_level: LogLevel = LogLevel.INFO
+    #: D14 [A2]: how many jobs this daemon runs at once (1: one at a time, FIFO).
+    max_workers: int = attrs.field(default=1, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen(kw_only=True)
@@ -71,6 +82,8 @@ class PluginConfig:
     timeouts: Timeouts = Timeouts()
     circuit_breaker: BreakerPolicy = BreakerPolicy()
     max_outstanding_polls: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    #: D14 [A2]: how many of the plugin's jobs may run at once (its lane's width).
+    parallelism: int = attrs.field(default=1, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen(kw_only=True)
@@ -92,6 +105,21 @@ class WebhooksConfig:
 
 
 @attrs.frozen(kw_only=True)
+class StoreConfig:
+    """Where jobs are kept: SQLite in ``service.state_dir`` (no URL), or a shared PostgreSQL."""
+
+    #: ``postgresql://...``; None: SQLite under ``service.state_dir``.
+    url: str | None = attrs.field(default=None, repr=False)
+    #: A node whose lease ran out is dead to the others (ADR 0023).
+    lease: timedelta = DEFAULT_LEASE
+    heartbeat: timedelta = DEFAULT_HEARTBEAT
+
+    @property
+    def shared(self) -> bool:
+        return self.url is not None
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     service: ServiceConfig
     #: Absolute.
@@ -99,6 +127,7 @@ class Config:
     plugins: Mapping[str, PluginConfig] = attrs.field(factory=dict)
     routes: tuple[Route, ...] = ()
     webhooks: WebhooksConfig | None = None
+    store: StoreConfig = StoreConfig()
     #: Where it was read from, when it came from a file.
     source: str | None = None
 
@@ -151,5 +180,18 @@ class Config:
                 f"service.dedupe_ttl ({format_duration(service.dedupe_ttl)}): a succeeded job deleted by "
                 "retention no longer blocks its duplicates, so dedupe holds for "
                 f"{format_duration(service.job_log_retention)} at most"
+            )
+        for name, settings in sorted(self.plugins.items()):
+            if settings.parallelism > service.max_workers:
+                found.append(
+                    f"plugins.{name}.parallelism ({settings.parallelism}) is more than "
+                    f"service.max_workers ({service.max_workers}): {name} runs at most "
+                    f"{service.max_workers} job(s) at once"
+                )
+        store = self.store
+        if not store.shared and (store.lease != DEFAULT_LEASE or store.heartbeat != DEFAULT_HEARTBEAT):
+            found.append(
+                "store.lease and store.heartbeat only apply to a shared store (store.url): "
+                "with SQLite, one daemon owns the database and nothing is leased"
             )
         return tuple(found)

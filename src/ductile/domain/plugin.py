@@ -18,7 +18,16 @@ from ductile.domain.protocol import SUPPORTED_PROTOCOLS
 
 KNOWN_COMMANDS = frozenset(c.value for c in Command)
 _MANIFEST_KEYS = frozenset(
-    {"name", "version", "protocol", "entrypoint", "description", "commands", "config_keys"}
+    {
+        "name",
+        "version",
+        "protocol",
+        "entrypoint",
+        "description",
+        "commands",
+        "config_keys",
+        "concurrency_safe",
+    }
 )
 
 
@@ -32,6 +41,8 @@ class Manifest:
     commands: frozenset[str] = frozenset({"poll"})
     required_keys: tuple[str, ...] = ()
     optional_keys: tuple[str, ...] = ()
+    #: False: two runs of this plugin must never overlap, whatever ``parallelism`` says (D14 [A2]).
+    concurrency_safe: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -75,6 +86,7 @@ def parse_manifest(raw: object, *, directory_name: str) -> Manifest:
     description = _description(fields.get("description"))
     commands = _commands(fields.get("commands"))
     required_keys, optional_keys = _config_keys(fields.get("config_keys"))
+    concurrency_safe = _flag(fields.get("concurrency_safe"), "concurrency_safe", default=True)
     return Manifest(
         name=name,
         version=version,
@@ -84,7 +96,16 @@ def parse_manifest(raw: object, *, directory_name: str) -> Manifest:
         commands=commands,
         required_keys=required_keys,
         optional_keys=optional_keys,
+        concurrency_safe=concurrency_safe,
     )
+
+
+def _flag(raw: object, key: str, *, default: bool) -> bool:
+    if raw is None:
+        return default
+    if not isinstance(raw, bool):
+        raise ManifestError(f"manifest '{key}' must be true or false")
+    return raw
 
 
 def _known_mapping(raw: object) -> Mapping[Any, object]:

@@ -19,7 +19,14 @@ from ductile.ports.spawner import ProcessHandle
 
 
 class StaleJobError(Exception):
-    """The job was not in the state the caller expected (compare-and-set failed)."""
+    """The job was not in the state the caller expected (compare-and-set failed), or it runs
+    under another claim than the caller's (the fence: that claim was lost)."""
+
+
+class ClaimConflictError(Exception):
+    """A claim broke a store's constraint (one running job per (plugin, slot), or per dedupe
+    identity): another claimer took the slot meanwhile. Nothing was written; a store with
+    concurrent claimers runs the claim again."""
 
 
 @attrs.frozen

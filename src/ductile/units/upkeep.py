@@ -16,7 +16,7 @@ def cancel_queued(tx: Tx, plugin: str, *, reason: str, now: datetime) -> list[st
         dead, record = apply(
             job, JobEvent.CANCEL, at=now, actor=Actor.RELOAD, reason=reason, last_error=reason
         )
-        tx.update_job(dead, expected=job.status)
+        tx.update_job(dead, expected=job.status, token=job.claim_token)
         tx.add_transition(record)
         ids.append(job.id)
     return ids

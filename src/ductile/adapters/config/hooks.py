@@ -70,6 +70,7 @@ PluginName = NewType("PluginName", str)
 EventType = NewType("EventType", str)
 ScheduledCommand = NewType("ScheduledCommand", str)
 JsonObject = NewType("JsonObject", dict[str, Any])
+StoreUrl = NewType("StoreUrl", str)
 PluginTable = NewType("PluginTable", dict[str, PluginConfig])
 
 _PLUGIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -374,6 +375,22 @@ def _json_value(value: Any, path: KeyPath, env: Mapping[str, str]) -> Any:
     raise Problem(f"{describe(value)} cannot be sent to a plugin as JSON", *path)  # pragma: no cover
 
 
+#: The schemes ``store.url`` accepts (libpq's own two spellings).
+STORE_SCHEMES = ("postgresql://", "postgres://")
+
+
+def store_url_hook(value: object, _: Any) -> str:
+    if not isinstance(value, str):  # never echo what may hold a password
+        raise Problem(f"expected a postgresql:// URL (in quotes), got {kind(value)}")
+    url = substitute(value, current_context().env).strip()
+    if not url.startswith(STORE_SCHEMES):
+        raise Problem(
+            "expected a postgresql:// URL (e.g. postgresql://ductile@db.lan/ductile); SQLite, the "
+            "default, needs no URL: leave 'store' out"
+        )
+    return url
+
+
 def section(value: object) -> dict[str, Any]:
     """A mapping section: empty (null) is the same as leaving it out."""
     if value is None:
@@ -404,4 +421,5 @@ VALUE_HOOKS: tuple[tuple[Any, Callable[[object, Any], Any]], ...] = (
     (EventType, event_type_hook),
     (ScheduledCommand, command_hook),
     (JsonObject, json_object_hook),
+    (StoreUrl, store_url_hook),
 )

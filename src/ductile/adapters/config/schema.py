@@ -30,6 +30,7 @@ from ductile.adapters.config.hooks import (
     Listen,
     PluginTable,
     ScheduledCommand,
+    StoreUrl,
     count_hook,
     current_context,
     endpoint_path_hook,
@@ -50,6 +51,7 @@ from ductile.domain.config import (
     LogLevel,
     PluginConfig,
     ServiceConfig,
+    StoreConfig,
     Timeouts,
     WebhooksConfig,
 )
@@ -72,6 +74,14 @@ class _ServiceDoc:
     dedupe_ttl: timedelta | None = None
     job_log_retention: timedelta | None = None
     log_level: LogLevel | None = None
+    max_workers: Count | None = None
+
+
+@attrs.frozen(kw_only=True)
+class _StoreDoc:
+    url: StoreUrl | None = None
+    lease: timedelta | None = None
+    heartbeat: timedelta | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -101,6 +111,7 @@ class PluginDoc:
     timeouts: Timeouts | None = None
     circuit_breaker: BreakerPolicy | None = None
     max_outstanding_polls: Count | None = None
+    parallelism: Count | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -116,6 +127,7 @@ class ConfigDoc:
     plugins: PluginTable | None = None
     routes: tuple[Route, ...] | None = None
     webhooks: WebhooksConfig | None = None
+    store: StoreConfig | None = None
 
 
 #: Domain classes read as they are, with per-field hooks (and YAML names).
@@ -180,6 +192,24 @@ def _build_service(doc: _ServiceDoc) -> ServiceConfig:
     return ServiceConfig(**given)
 
 
+def _build_store(doc: _StoreDoc) -> StoreConfig:
+    store = StoreConfig(**_given(doc))
+    if store.heartbeat <= timedelta(0):
+        raise Problem("the heartbeat must be longer than 0s", "heartbeat")
+    if store.heartbeat * 3 > store.lease:
+        raise Problem(
+            f"the lease ({_seconds(store.lease)}) must be at least three heartbeats "
+            f"({_seconds(store.heartbeat)} each): a node renews its lease every heartbeat, and fences "
+            "itself when two thirds of it passed without a renewal",
+            "lease" if doc.lease is not None else "heartbeat",
+        )
+    return store
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g}s"
+
+
 def _build_window(doc: _WindowDoc) -> Window:
     try:
         return Window(doc.start, doc.end)
@@ -235,6 +265,7 @@ def _build_webhooks(doc: _WebhooksDoc) -> WebhooksConfig:
 #: Domain values read through a doc class (whose fields are the allowed keys) and a builder.
 BUILT_FROM: dict[type, tuple[type, Callable[[Any], Any]]] = {
     ServiceConfig: (_ServiceDoc, _build_service),
+    StoreConfig: (_StoreDoc, _build_store),
     Window: (_WindowDoc, _build_window),
     Schedule: (_ScheduleDoc, _build_schedule),
     WebhooksConfig: (_WebhooksDoc, _build_webhooks),
@@ -296,12 +327,14 @@ def build_config(doc: ConfigDoc) -> Config:
             raise Problem(f"the same route as routes[{seen[route]}]", "routes", index)
         seen[route] = index
     service = doc.service if doc.service is not None else _build_service(_ServiceDoc())
+    plugins: dict[str, PluginConfig] = dict(doc.plugins or {})
     return Config(
         service=service,
         plugins_dir=_resolve_dir(doc.plugins_dir or DEFAULT_PLUGINS_DIR),
-        plugins=doc.plugins or {},
+        plugins=plugins,
         routes=routes,
         webhooks=doc.webhooks,
+        store=doc.store if doc.store is not None else StoreConfig(),
         source=current_context().source,
     )
 

@@ -66,6 +66,10 @@ def job_params(job: Job) -> tuple[Any, ...]:
         job.last_error,
         job.parent_job_id,
         job.source_event_id,
+        job.claim_token,
+        job.slot,
+        job.node,
+        opt_us(job.deadline_at),
     )
 
 
@@ -87,6 +91,10 @@ def job_of(row: Sequence[Any]) -> Job:
         last_error=row[13],
         parent_job_id=row[14],
         source_event_id=row[15],
+        claim_token=row[16],
+        slot=row[17],
+        node=row[18],
+        deadline_at=opt_dt(row[19]),
     )
 
 
