@@ -139,7 +139,9 @@ def test_a_claim_records_its_deadline_as_claim_plus_the_plugins_hold(with_store:
         else:  # a shared store keeps the database's clock: the hold is what is comparable
             assert got_a.deadline_at is not None
             assert got_b.deadline_at is not None
-            assert got_b.deadline_at - got_a.deadline_at == pytest.approx(timedelta(seconds=60), abs=5)
+            assert got_b.deadline_at - got_a.deadline_at == pytest.approx(
+                timedelta(seconds=60), abs=timedelta(seconds=5)
+            )
         assert await store.get_job(a.id) == got_a
 
     with_store(body)

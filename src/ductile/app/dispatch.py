@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 
 import attrs
 
@@ -47,15 +48,17 @@ class Dispatcher:
     #: The environment every plugin starts from (see :func:`ductile.app.spawn.plugin_env`).
     base_env: Mapping[str, str]
 
-    async def claim(self, runtime: Runtime) -> Job | None:
+    async def claim(self, runtime: Runtime, now: datetime) -> Job | None:
         """The oldest runnable job whose lane has room, now running; None when there is none."""
-        return await self.store.claim_next(self.clock.now(), lanes=runtime.lanes())
+        return await self.store.claim_next(now, lanes=runtime.lanes())
 
-    async def idle_wait(self) -> float:
+    async def idle_wait(self, *, found_nothing_at: datetime | None = None) -> float:
         """Seconds the dispatcher may wait for work: until the next retry, at most 1 s
-        (so another process's enqueue is noticed within a second)."""
+        (so another process's enqueue is noticed within a second). A retry that was already
+        due when a claim found nothing (``found_nothing_at``) waits for its lane: a worker
+        ending or the inbox wakes the dispatcher before the second is up."""
         nxt = await self.store.next_retry_at()
-        if nxt is None:
+        if nxt is None or (found_nothing_at is not None and nxt <= found_nothing_at):
             return 1.0
         return max(0.0, min(1.0, (nxt - self.clock.now()).total_seconds()))
 

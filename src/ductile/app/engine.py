@@ -77,6 +77,8 @@ class Engine:
         self.base_env = plugin_env(environ or {})
         self.runtime = Runtime(config=config, discovery=Discovery())
         self.started_at: datetime | None = None
+        #: When the last claim found nothing to take (None: it took a job).
+        self._found_nothing_at: datetime | None = None
         #: Ticks, claims and reloads never overlap (D13: reloads are serialized and atomic).
         self._lock = asyncio.Lock()
         self._dispatcher = Dispatcher(
@@ -197,9 +199,14 @@ class Engine:
         # Under the lock: a reload's ``init`` job (enqueued, then claimed by the
         # reload itself) is never taken here, and the runtime is the claim's.
         async with self._lock:
-            job = await self._dispatcher.claim(self.runtime)
+            now = self.clock.now()
+            job = await self._dispatcher.claim(self.runtime, now)
             runtime = self.runtime
-        return None if job is None else Claimed(job, runtime)
+        if job is None:
+            self._found_nothing_at = now
+            return None
+        self._found_nothing_at = None
+        return Claimed(job, runtime)
 
     async def run_claimed(self, claimed: Claimed) -> Committed | None:
         """Run a claimed job and settle it (None: the claim was lost meanwhile)."""
@@ -207,5 +214,6 @@ class Engine:
 
     async def idle_wait(self) -> float:
         """Seconds the dispatcher may wait for work: until the next retry, at most 1 s
-        (so another process's enqueue is noticed within a second)."""
-        return await self._dispatcher.idle_wait()
+        (so another process's enqueue is noticed within a second); 1 s when a retry that
+        was due at the last claim was passed by (its lane is full)."""
+        return await self._dispatcher.idle_wait(found_nothing_at=self._found_nothing_at)

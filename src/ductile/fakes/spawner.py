@@ -2,14 +2,18 @@
 
 A script receives the :class:`SpawnRequest` and returns a
 :class:`SpawnOutcome`; the run takes ``outcome.duration`` seconds of a
-FakeClock's time (capped at the deadline plus grace, where a real spawner
-would have killed it), so timeouts cost simulated time, not real time.
+FakeClock's time (capped at the deadline, where a real spawner would have
+killed it), so timeouts cost simulated time, not real time. By default the
+run moves the clock itself (one run at a time: the serial dispatcher);
+``concurrent=True`` sleeps on the clock instead, so several runs overlap
+and whoever drives the clock decides when they end (the simulation's lanes).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from ductile.domain.outcome import SpawnOutcome
@@ -30,12 +34,21 @@ def error(message: str, *, retry: bool = True, exit_code: int = 0) -> SpawnOutco
 
 
 class ScriptedSpawner:
-    def __init__(self, scripts: dict[str, Script] | None = None, *, clock: FakeClock | None = None) -> None:
+    def __init__(
+        self,
+        scripts: dict[str, Script] | None = None,
+        *,
+        clock: FakeClock | None = None,
+        concurrent: bool = False,
+    ) -> None:
         #: Keyed by the request's ``executable``.
         self.scripts: dict[str, Script] = dict(scripts or {})
         self.clock = clock
+        self.concurrent = concurrent
         self.calls: list[SpawnRequest] = []
         self.killed: list[ProcessHandle] = []
+        #: When each run asleep on the clock (``concurrent``) wakes up.
+        self._wakes: list[datetime] = []
         self._pid = 1000
 
     def script(self, executable: str, script: Script) -> None:
@@ -58,8 +71,24 @@ class ScriptedSpawner:
                 duration=request.timeout,
             )
         if self.clock is not None and outcome.duration > 0:
-            self.clock.advance(outcome.duration)
+            if self.concurrent:
+                wake = self.clock.now() + timedelta(seconds=outcome.duration)
+                self._wakes.append(wake)
+                try:
+                    await self.clock.sleep_until(wake)
+                finally:
+                    self._wakes.remove(wake)
+            else:
+                self.clock.advance(outcome.duration)
         return outcome
+
+    def asleep(self) -> int:
+        """Runs asleep on the clock (``concurrent``) that it has not reached yet: the others are
+        runnable, or about to be, or done."""
+        if self.clock is None:
+            return 0
+        now = self.clock.now()
+        return sum(1 for wake in self._wakes if wake > now)
 
     async def kill_orphan(self, handle: ProcessHandle) -> bool:
         self.killed.append(handle)

@@ -143,7 +143,7 @@ class ObservedStore:
     async def claim_next(self, now: datetime, *, lanes: Lanes = UNLIMITED) -> Job | None:
         index, point = self._switch.enter("store.claim_next")
         job = await self._inner.claim_next(now, lanes=lanes)
-        await self._monitor.on_claim(job)
+        await self._monitor.on_claim(job, lanes)
         self._switch.leave(index, "store.claim_next", point)
         return job
 
