@@ -312,8 +312,10 @@ class Site:
         routes: Iterable[Mapping[str, Any]] = (),
         endpoints: Iterable[Mapping[str, Any]] | None = None,
         service: Mapping[str, Any] | None = None,
+        store: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write ``ductile.yaml``; a ``webhooks`` section on 127.0.0.1:0 unless ``endpoints`` is None."""
+        """Write ``ductile.yaml``; a ``webhooks`` section on 127.0.0.1:0 unless ``endpoints`` is None;
+        a ``store`` section when given (a shared PostgreSQL)."""
         config: dict[str, Any] = {
             "service": {
                 "state_dir": "./state",
@@ -327,6 +329,8 @@ class Site:
         }
         if endpoints is not None:
             config["webhooks"] = {"listen": "127.0.0.1:0", "endpoints": [dict(e) for e in endpoints]}
+        if store is not None:
+            config["store"] = dict(store)
         self.config = config
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         return config

@@ -867,7 +867,8 @@ def test_status_json_shape(h: Harness) -> None:
     _status_setup(h)
     code, doc = h.json("status")
     assert code == 1
-    assert set(doc) == {"healthy", "problems", "daemon", "database", "queue", "plugins"}
+    assert set(doc) == {"healthy", "problems", "daemon", "database", "queue", "running", "nodes", "plugins"}
+    assert (doc["running"], doc["nodes"]) == ([], [])  # nothing runs; SQLite has no nodes
     assert doc["healthy"] is False
     assert doc["problems"] == ["the health check of bad failed"]
     assert doc["daemon"] == {"running": True, "pid": 4242, "state_dir": str(h.root / "state")}
@@ -1137,9 +1138,10 @@ def test_queue_lists_running_then_queued_in_dispatch_order(h: Harness) -> None:
     assert set(doc["jobs"][0]) == {
         "id", "plugin", "command", "payload", "status", "attempt", "max_attempts", "submitted_by",
         "dedupe_key", "created_at", "started_at", "completed_at", "next_retry_at", "last_error",
-        "parent_job_id", "source_event_id",
+        "parent_job_id", "source_event_id", "claim_token", "slot", "node", "deadline_at",
     }  # fmt: skip
     assert doc["jobs"][0]["started_at"] == "2026-11-23T07:00:05Z"
+    assert (doc["jobs"][0]["claim_token"], doc["jobs"][0]["node"]) == (1, None)  # SQLite: one process
     code, doc = h.json("queue", "--limit", "2")
     assert [j["id"] for j in doc["jobs"]] == [second.id, first.id]
 

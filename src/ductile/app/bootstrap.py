@@ -16,7 +16,7 @@ time, and no signal handler is installed unless asked.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from ductile.domain.schedule import PlannedRun
 from ductile.log import Log
 from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
+from ductile.ports.cluster import Cluster
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
 from ductile.ports.store import Store
@@ -133,6 +134,9 @@ class Ductile:
         self._stop_requested = False
         self._asgi: ASGIApp | None = None
         self._closed = False
+        #: A shared store's other parts, and what closes them (the listener, the node's row).
+        self._cluster: Cluster | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     # ----------------------------------------------------------------- lifecycle
     def _load(self) -> Config:
@@ -150,7 +154,9 @@ class Ductile:
 
     async def open(self) -> Ductile:
         config = self._load()
-        if self._store is None:
+        if self._store is None and config.store.shared:
+            self._store = await self._open_shared_store(config)
+        elif self._store is None:
             self._store = await self._open_own_store(config)
         elif self._lock_wanted:
             self._take_lock(config)
@@ -164,6 +170,7 @@ class Ductile:
             draw=self._draw,
             new_id=self._new_id,
             environ=self._environ,
+            cluster=self._cluster,
         )
         try:
             await self._engine.start()
@@ -187,6 +194,45 @@ class Ductile:
         self._owns_store = True
         return store
 
+    async def _open_shared_store(self, config: Config) -> Store:
+        """PostgreSQL (``store.url``, ADR 0022), behind this instance's lock: this daemon joins
+        the cluster as a new node, and listens for the others' commits (unless given an inbox)."""
+        from ductile.adapters.postgres import require_driver
+
+        require_driver()
+        from ductile.adapters.postgres.cluster import PgCluster, instance_name, new_node
+        from ductile.adapters.postgres.inbox import PgInbox
+        from ductile.adapters.postgres.store import PostgresStore
+
+        url = config.store.url
+        assert url is not None
+        if self._lock_wanted is not False:
+            self._take_lock(config)
+        try:
+            store = await PostgresStore.open(
+                url,
+                instance=instance_name(config.service.state_dir),
+                node=new_node(),
+                lease=config.store.lease,
+                pool_size=config.service.max_workers + 4,
+            )
+            cluster = PgCluster(store, url, lease=config.store.lease)
+            await cluster.join()
+        except BaseException:
+            if "store" in locals():
+                await store.close()
+            self._release_lock()
+            raise
+        self._owns_store = True
+        self._cluster = cluster
+        if self._inbox is None:
+            inbox = PgInbox(url)
+            inbox.start()
+            self._inbox = inbox
+            self._closers.append(inbox.close)
+        self._closers.append(cluster.leave)
+        return store
+
     def _take_lock(self, config: Config) -> None:
         from ductile.adapters.pidlock import InstanceLock
 
@@ -206,6 +252,8 @@ class Ductile:
         self._closed = True
         if self._service is not None:
             self._service.stop()
+        for closer in reversed(self._closers):
+            await closer()
         if self._owns_store and self._store is not None:
             await self._store.close()
         self._release_lock()

@@ -47,6 +47,7 @@ from logging import ERROR
 from typing import TYPE_CHECKING, Protocol
 
 from ductile.app.engine import Claimed, Engine
+from ductile.app.membership import Membership
 from ductile.domain.breaker import Breaker, BreakerStatus
 from ductile.log import Log
 
@@ -95,6 +96,8 @@ class Service:
         self._wake_scheduler = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: The jobs in flight (each run in a task of its own).
+        self._workers: set[asyncio.Task[None]] = set()
         self._stopped = False
         #: Talks to systemd; None outside systemd (``$NOTIFY_SOCKET`` unset).
         self._notifier = notifier
@@ -143,6 +146,15 @@ class Service:
             asyncio.create_task(self._dispatcher_loop(), name="ductile-dispatcher"),
             asyncio.create_task(self._reload_loop(), name="ductile-reload"),
         ]
+        if self.engine.cluster is not None:
+            membership = Membership(
+                self.engine,
+                self.engine.cluster,
+                workers=lambda: self._workers,
+                stopping=lambda: self.stopping,
+                on_leading=self._wake_scheduler.set,
+            )
+            self._tasks.append(asyncio.create_task(membership.run(), name="ductile-cluster"))
         _daemon_log.info("ductile is running", plugins=len(self.engine.runtime.plugins))
         if self._notifier is not None and not self.stopping:
             self._notifier.ready()
@@ -205,7 +217,7 @@ class Service:
         """Claim while a worker is free, run each claimed job in its own task; when nothing
         more can be claimed, wait for a worker to finish, the inbox, or the next retry time.
         On the way out, every job in flight finishes (each bounded by its own deadline)."""
-        workers: set[asyncio.Task[None]] = set()
+        workers = self._workers
         try:
             while not self.stopping:
                 idle = await self._fill(workers)

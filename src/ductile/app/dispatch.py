@@ -47,6 +47,10 @@ class Dispatcher:
     draw: Callable[[], float]
     #: The environment every plugin starts from (see :func:`ductile.app.spawn.plugin_env`).
     base_env: Mapping[str, str]
+    #: Run plugins under a watchdog bound to their claim's deadline (a shared store, ADR 0024).
+    watchdog: bool = False
+    #: The process group of each job in flight here (a fenced node kills them).
+    in_flight: dict[str, ProcessHandle] = attrs.field(factory=dict)
 
     async def claim(self, runtime: Runtime, now: datetime) -> Job | None:
         """The oldest runnable job whose lane has room, now running; None when there is none."""
@@ -118,9 +122,11 @@ class Dispatcher:
             now=self.clock.now(),
             base_env=self.base_env,
             event=job.payload if job.command == Command.HANDLE else None,
+            watchdog=self._left(job, runtime) if self.watchdog else None,
         )
 
         async def remember(handle: ProcessHandle) -> None:
+            self.in_flight[job.id] = handle
             try:
                 await self.store.record_process(job.id, handle, token=job.claim_token)
             except Exception:  # the run goes on; recovery just cannot kill this group
@@ -133,6 +139,15 @@ class Dispatcher:
         except Exception as e:  # a bug in the spawner must not lose the job
             job_log.exception("the spawner failed")
             return SpawnOutcome(spawn_error=f"internal error: {e!r}")
+        finally:
+            self.in_flight.pop(job.id, None)
+
+    def _left(self, job: Job, runtime: Runtime) -> float | None:
+        """Seconds left of the claim's hold: the claim was made at ``started_at`` on this clock."""
+        hold = runtime.lanes().hold(job.plugin)
+        if hold is None or job.started_at is None:
+            return None
+        return (job.started_at + hold - self.clock.now()).total_seconds()
 
     async def _settle(self, job: Job, end: RunEnd, ctx: SettleContext, runtime: Runtime) -> Committed:
         """Commit the settlement, retrying while the store cannot write (a full disk,

@@ -38,6 +38,7 @@ from ductile.domain.plugin import Discovery
 from ductile.domain.settle import Settlement
 from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
+from ductile.ports.cluster import Cluster
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
 from ductile.ports.store import Committed, EnqueueResult, Store
@@ -66,8 +67,17 @@ class Engine:
         draw: Callable[[], float] | None = None,
         new_id: Callable[[], str] | None = None,
         environ: Mapping[str, str] | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.store = store
+        #: This daemon among others on a shared store (ADR 0023); None: alone (SQLite, the fakes).
+        self.cluster = cluster
+        #: Claims are allowed (False while fenced, or while this node's config differs from the leader's).
+        self.claiming = True
+        #: This daemon runs the singleton duties: the tick, retention, schedule sync (alone: always).
+        self.leading = cluster is None
+        #: Every node runs the leader's config: the leader may re-plan schedules and cancel jobs.
+        self.agreed = True
         self.spawner = spawner
         self.clock = clock
         self.inbox = inbox
@@ -89,6 +99,7 @@ class Engine:
             catalog=catalog,
             draw=self.draw,
             base_env=self.base_env,
+            watchdog=cluster is not None,
         )
         self._scheduler = Scheduler(store=store, clock=clock, inbox=inbox, draw=self.draw, new_id=self.new_id)
         self._lifecycle = Lifecycle(
@@ -100,6 +111,7 @@ class Engine:
             draw=self.draw,
             new_id=self.new_id,
             run=self._dispatcher.run,
+            shared=cluster is not None,
         )
 
     # ----------------------------------------------------------------- start-up
@@ -140,12 +152,33 @@ class Engine:
     # ----------------------------------------------------------------- scheduler runner (D17)
     async def tick(self) -> datetime:
         """Catch the store up with the last reload if need be, then fire what is due
-        (see :meth:`Scheduler.tick`). Returns when the next run is planned."""
+        (see :meth:`Scheduler.tick`). Returns when the next run is planned. On a shared
+        store only the leader ticks, and catches the store up only while every node runs
+        its config (the others just wait)."""
         async with self._lock:
             runtime = self.runtime
-            if self._lifecycle.pending:
+            if not self.leading:
+                return self.clock.now() + runtime.config.service.tick_interval
+            if self._lifecycle.pending and self.agreed:
                 await self._lifecycle.reconcile(runtime)
             return await self._scheduler.tick(runtime)
+
+    def fingerprint(self) -> str:
+        """The config fingerprint this node registers (:func:`~ductile.app.runtime.config_fingerprint`)."""
+        return self.runtime.fingerprint()
+
+    async def kill_in_flight(self) -> int:
+        """SIGKILL the process group of every run in flight here (a fenced node); how many."""
+        killed = 0
+        for handle in list(self._dispatcher.in_flight.values()):
+            if await self.spawner.kill_orphan(handle):
+                killed += 1
+        return killed
+
+    async def recover_peers(self) -> list[Settlement]:
+        """Peer recovery (a shared store's leader): see :meth:`Lifecycle.recover_peers`."""
+        assert self.cluster is not None
+        return await self._lifecycle.recover_peers(self.cluster)
 
     # ----------------------------------------------------------------- intake
     async def submit(self, submission: Submission) -> EnqueueResult:
@@ -196,6 +229,9 @@ class Engine:
     async def claim_one(self) -> Claimed | None:
         """Claim the oldest runnable job whose lane has room (None: nothing to claim now);
         run it with :meth:`run_claimed`. The daemon keeps up to ``service.max_workers`` claimed."""
+        if not self.claiming:
+            self._found_nothing_at = None
+            return None
         # Under the lock: a reload's ``init`` job (enqueued, then claimed by the
         # reload itself) is never taken here, and the runtime is the claim's.
         async with self._lock:

@@ -22,6 +22,7 @@ from ductile.domain.settle import Settlement
 from ductile.log import Log
 from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
+from ductile.ports.cluster import Cluster
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
 from ductile.ports.store import Committed, InitRecord, Store
@@ -71,6 +72,8 @@ class Lifecycle:
     draw: Callable[[], float]
     new_id: Callable[[], str]
     run: RunClaimed
+    #: A shared store (ADR 0023): the leader plans the schedules, in its ticks, not every node at start.
+    shared: bool = False
     #: Consequences of the last reload still to be written (see :meth:`reconcile`).
     _pending_cancel: dict[str, str] = attrs.field(factory=dict, init=False)
     _schedules_dirty: bool = attrs.field(default=False, init=False)
@@ -82,7 +85,10 @@ class Lifecycle:
         self._log_discovery(discovery)
         unhealthy = await self._run_inits(Runtime(config=config, discovery=discovery))
         runtime = Runtime(config=config, discovery=discovery, unhealthy=unhealthy)
-        await self._sync_schedules(runtime)
+        if self.shared:
+            self._schedules_dirty = True
+        else:
+            await self._sync_schedules(runtime)
         return runtime
 
     async def recover(self) -> list[Settlement]:
@@ -102,6 +108,24 @@ class Lifecycle:
                 job_log.warning(f"orphaned job re-queued (attempt {job.attempt} of {job.max_attempts})")
             else:
                 job_log.error(f"orphaned job is dead: {job.last_error}")
+        if settlements:
+            self.inbox.notify()
+        return settlements
+
+    async def recover_peers(self, cluster: Cluster) -> list[Settlement]:
+        """Peer recovery (ADR 0023): the running jobs of nodes that are not live, past their
+        deadline and the margin, settled as interrupted; logged like the orphans of D6."""
+        settlements = await cluster.sweep(self.clock.now())
+        for s in settlements:
+            job = s.job
+            job_log = _recovery_log.bind(plugin=job.plugin, job_id=job.id)
+            if job.status is JobStatus.QUEUED:
+                job_log.warning(
+                    f"job of a dead node re-queued (attempt {job.attempt} of {job.max_attempts})",
+                    node=job.node,
+                )
+            else:
+                job_log.error(f"job of a dead node is dead: {job.last_error}", node=job.node)
         if settlements:
             self.inbox.notify()
         return settlements

@@ -21,7 +21,15 @@ from typing import Any
 
 import attrs
 
-from ductile.domain.config import KILL_GRACE, SPAWN_ALLOWANCE, Config, PluginConfig, Timeouts
+from ductile.domain.config import (
+    KILL_GRACE,
+    SPAWN_ALLOWANCE,
+    Config,
+    LogLevel,
+    PluginConfig,
+    StoreConfig,
+    Timeouts,
+)
 from ductile.domain.job import Command
 from ductile.domain.lanes import Lanes
 from ductile.domain.plugin import Discovery, Plugin, Refusal
@@ -80,6 +88,7 @@ class Runtime:
     _targets: Mapping[str, Target] = attrs.field(init=False, eq=False, repr=False)
     _schedules: Mapping[str, Schedule] = attrs.field(init=False, eq=False, repr=False)
     _lanes: Lanes = attrs.field(init=False, eq=False, repr=False)
+    _fingerprint: str = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_targets", MappingProxyType(self.config.targets(set(self.plugins))))
@@ -90,6 +99,7 @@ class Runtime:
                 schedules[name] = pc.schedule
         object.__setattr__(self, "_schedules", MappingProxyType(schedules))
         object.__setattr__(self, "_lanes", self._make_lanes())
+        object.__setattr__(self, "_fingerprint", config_fingerprint(self.config, self.discovery))
 
     def _make_lanes(self) -> Lanes:
         widths: dict[str, int] = {}
@@ -121,6 +131,10 @@ class Runtime:
         1 when its manifest is not ``concurrency_safe``) and its claims' hold; any other
         plugin's jobs (they fail fast: not loaded) one at a time."""
         return self._lanes
+
+    def fingerprint(self) -> str:
+        """What nodes sharing a store must agree on (:func:`config_fingerprint`)."""
+        return self._fingerprint
 
     def schedules(self) -> Mapping[str, Schedule]:
         """Schedules that may run: loaded, enabled, healthy plugins only (a read-only view)."""
@@ -178,6 +192,27 @@ class Runtime:
     def grace(self) -> timedelta:
         """How late a due run may be before it counts as missed (ADR 0003)."""
         return max(2 * self.config.service.tick_interval, timedelta(seconds=60))
+
+
+def config_fingerprint(config: Config, discovery: Discovery) -> str:
+    """A digest of what every daemon sharing a store must run alike: the config without what
+    is each host's own (its state directory and plugins folder, its log level and worker count,
+    its listener's address, the store's URL), and the plugins found (manifests, refusals).
+    Secrets are in it (webhooks must verify alike), as a digest only."""
+    service = attrs.evolve(config.service, state_dir="", log_level=LogLevel.INFO, max_workers=1)
+    hooks = config.webhooks and attrs.evolve(config.webhooks, host="", port=0)
+    shared = attrs.evolve(
+        config, service=service, webhooks=hooks, plugins_dir="", source=None, store=StoreConfig()
+    )
+    body = {
+        "config": attrs.asdict(shared, value_serializer=_serialize),
+        "plugins": {
+            n: attrs.asdict(p.manifest, value_serializer=_serialize) for n, p in discovery.plugins.items()
+        },
+        "refused": sorted(r.name for r in discovery.refused),
+    }
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def claim_hold(timeouts: Timeouts) -> timedelta:

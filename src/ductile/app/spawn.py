@@ -42,10 +42,12 @@ def spawn_request(
     now: datetime,
     base_env: Mapping[str, str],
     event: dict[str, Any] | None = None,
+    watchdog: float | None = None,
 ) -> SpawnRequest:
     """How to start ``plugin`` for one run of ``command``: the request on its stdin
     (protocol v1), its environment (``base_env``, from :func:`plugin_env`, plus the
-    ``DUCTILE_*`` variables), the deadline of its command's timeout from ``now``."""
+    ``DUCTILE_*`` variables), the deadline of its command's timeout from ``now``, and
+    (``watchdog``, on a shared store) the seconds left until its claim's deadline."""
     timeout = settings.timeouts.for_command(command)
     stdin = build_request(
         job_id=job_id,
@@ -69,4 +71,5 @@ def spawn_request(
         env=env,
         timeout=timeout.total_seconds(),
         grace=KILL_GRACE.total_seconds(),
+        watchdog=watchdog,
     )

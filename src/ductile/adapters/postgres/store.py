@@ -101,6 +101,18 @@ class Node:
     config_fp: str = ""
 
 
+@attrs.frozen(kw_only=True)
+class NodeView:
+    """One node as ``ductile status`` shows it."""
+
+    id: str
+    instance: str
+    started_at: datetime
+    #: How long its lease still runs (negative: it ran out: the node is dead to the others).
+    lease_left: timedelta
+    leading: bool
+
+
 class PostgresStore:
     """The Store port on PostgreSQL. Open with ``await PostgresStore.open(url, instance=...)``."""
 
@@ -146,10 +158,14 @@ class PostgresStore:
         lease: timedelta = timedelta(seconds=15),
         pool_size: int = 6,
         connect_timeout: float = 5.0,
+        margin: timedelta = timedelta(seconds=2),
     ) -> PostgresStore:
         """Connect, migrate the schema (once, whoever comes first) and, given a ``node``, register it
-        with a lease of ``lease`` (a daemon then renews it: :mod:`ductile.adapters.postgres.cluster`)."""
-        store = cls(url, instance=instance, pool_size=pool_size, connect_timeout=connect_timeout)
+        with a lease of ``lease`` (a daemon then renews it: :mod:`ductile.adapters.postgres.cluster`).
+        ``margin``: how long past a claim's deadline peer recovery waits."""
+        store = cls(
+            url, instance=instance, pool_size=pool_size, connect_timeout=connect_timeout, margin=margin
+        )
         try:
             await store._start()
             if node is not None:
@@ -299,9 +315,7 @@ class PostgresStore:
     async def recover_peers(self, now: datetime) -> list[Settlement]:
         """Peer recovery: the running jobs of nodes that are not live, once each job's deadline and
         the margin have passed (no process of the claim can still run: the watchdog saw to it)."""
-        settlements = await self._unit("recover_peers", lambda tx: units.recover(tx, now), orphans="peers")
-        await self._read("forget_dead_nodes", _forget_dead_nodes)
-        return settlements
+        return await self._unit("recover_peers", lambda tx: units.recover(tx, now), orphans="peers")
 
     async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
         return await self._unit(
@@ -450,14 +464,25 @@ class PostgresStore:
         )
         return None if row is None else init_of(row)
 
+    async def nodes(self) -> list[NodeView]:
+        """Every registered node, the leader marked (``ductile status``)."""
+
+        def read(conn: Conn) -> list[NodeView]:
+            rows = conn.execute(
+                "SELECT n.id, n.instance, n.started_at, n.lease_until - now(), "
+                "EXISTS (SELECT 1 FROM leadership l WHERE l.node_id = n.id AND l.expires_at >= now()) "
+                "FROM nodes n ORDER BY n.started_at, n.id"
+            ).fetchall()
+            return [
+                NodeView(id=r[0], instance=r[1], started_at=_utc(r[2]), lease_left=r[3], leading=r[4])
+                for r in rows
+            ]
+
+        return await self._read("nodes", read)
+
 
 def _configure(conn: Conn) -> None:
     conn.execute("SET TIME ZONE 'UTC'")
-
-
-def _forget_dead_nodes(conn: Conn) -> None:
-    """Bookkeeping only: peer recovery selects by "claimer not live", never needs these rows."""
-    conn.execute("DELETE FROM nodes WHERE lease_until < now() - interval '1 hour'")
 
 
 def _utc(at: datetime) -> datetime:

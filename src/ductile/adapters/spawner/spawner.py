@@ -11,12 +11,22 @@ interpreter) with ``close_fds``, the request's environment only, and
 ``start_new_session=True``: the plugin leads a new session and process group
 whose id is its pid, so everything it forks can be signalled at once with
 ``os.killpg`` (``Popen.kill()`` would hit the leader only).
+
+A request with a ``watchdog`` (a shared store's claim, ADR 0024) runs under
+coreutils ``timeout`` instead: ``timeout -s TERM -k <grace> <limit>
+<entrypoint>`` leads the new process group and the plugin is its child, so
+even when the daemon is SIGKILLed or frozen, the whole group gets SIGTERM at
+``limit`` and SIGKILL ``grace`` later, before the claim's deadline. The
+daemon's own deadline (``request.timeout``) comes first; the watchdog is the
+backstop. Its pid is the group's id, as the plugin's is without it; an
+entrypoint ``timeout`` could not run is reported as the exec failure it was.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import time
 
@@ -31,14 +41,28 @@ CHUNK = 64 * 1024
 DRAIN_TIMEOUT = 1.0
 #: Bytes read from an executable's first line to name a bad interpreter.
 _SHEBANG_PEEK = 256
+#: Seconds the watchdog's SIGKILL keeps clear of the claim's deadline.
+WATCHDOG_MARGIN = 0.5
+#: What coreutils ``timeout`` prints when it cannot run the command (exit 126 or 127).
+_WATCHDOG_EXEC_FAILED = b"timeout: failed to run command"
 
 
 class SubprocessSpawner:
     """The real :class:`~ductile.ports.spawner.Spawner`."""
 
-    def __init__(self, *, drain_timeout: float = DRAIN_TIMEOUT, chunk_size: int = CHUNK) -> None:
+    def __init__(
+        self, *, drain_timeout: float = DRAIN_TIMEOUT, chunk_size: int = CHUNK, watchdog: str | None = None
+    ) -> None:
         self.drain_timeout = drain_timeout
         self.chunk_size = chunk_size
+        #: coreutils ``timeout`` (found on PATH when first needed, unless given).
+        self._watchdog = watchdog
+
+    def watchdog_program(self) -> str | None:
+        """The ``timeout`` program requests with a watchdog run under (None: not installed)."""
+        if self._watchdog is None:
+            self._watchdog = shutil.which("timeout") or ""
+        return self._watchdog or None
 
     async def run(self, request: SpawnRequest, *, on_start: OnStart | None = None) -> SpawnOutcome:
         started = time.monotonic()
@@ -48,12 +72,15 @@ class SubprocessSpawner:
                 spawn_error=f"{request.executable}: the executable must be an absolute path",
                 duration=time.monotonic() - started,
             )
+        argv, refusal = self._argv(request)
+        if refusal is not None:
+            return SpawnOutcome(spawn_error=refusal, duration=time.monotonic() - started)
         try:
             # Popen returns once the exec succeeded or failed (fork + exec: about a
             # millisecond); it never waits for the plugin itself.
             proc = subprocess.Popen(  # noqa: ASYNC220
-                [request.executable],
-                executable=request.executable,
+                argv,
+                executable=argv[0],
                 cwd=request.cwd,
                 env=dict(request.env),
                 stdin=subprocess.PIPE,
@@ -71,7 +98,29 @@ class SubprocessSpawner:
                 spawn_error=describe_spawn_error(exc, request), duration=time.monotonic() - started
             )
         run = ProcessRun(proc, request, started, drain_timeout=self.drain_timeout, chunk_size=self.chunk_size)
-        return await run.run(on_start)
+        outcome = await run.run(on_start)
+        if request.watchdog is not None:
+            return _exec_failure_under_watchdog(outcome, request)
+        return outcome
+
+    def _argv(self, request: SpawnRequest) -> tuple[list[str], str | None]:
+        """The command line (the entrypoint, or the watchdog running it); or why nothing may run."""
+        if request.watchdog is None:
+            return [request.executable], None
+        limit = request.watchdog - request.grace - WATCHDOG_MARGIN
+        if limit <= 0:
+            return [], (
+                f"{request.executable}: not started: its claim's deadline is less than the kill grace "
+                f"({request.grace:g} s) away"
+            )
+        program = self.watchdog_program()
+        if program is None:
+            return [], "the watchdog a shared store needs (coreutils 'timeout') is not installed"
+        if not os.access(request.executable, os.X_OK):  # the exec failure, named as without the watchdog
+            code = errno.ENOENT if not os.path.exists(request.executable) else errno.EACCES
+            error = OSError(code, os.strerror(code), request.executable)
+            return [], describe_spawn_error(error, request)
+        return [program, "-s", "TERM", "-k", f"{request.grace:g}s", f"{limit:.3f}s", request.executable], None
 
     async def kill_orphan(self, handle: ProcessHandle) -> bool:
         """SIGKILL the group of a process left by a crashed daemon (D6); see
@@ -81,6 +130,16 @@ class SubprocessSpawner:
 
 # --------------------------------------------------------------------------
 # Exec failures
+
+
+def _exec_failure_under_watchdog(outcome: SpawnOutcome, request: SpawnRequest) -> SpawnOutcome:
+    """``timeout`` exits 126/127 when it cannot run the entrypoint (a bad interpreter, most
+    likely: the entrypoint itself was checked): the exec failure it is, named as without it."""
+    if outcome.exit_code not in (126, 127) or not outcome.stderr_tail.startswith(_WATCHDOG_EXEC_FAILED):
+        return outcome
+    code = errno.ENOENT if outcome.exit_code == 127 else errno.EACCES
+    error = OSError(code, os.strerror(code), request.executable)
+    return SpawnOutcome(spawn_error=describe_spawn_error(error, request), duration=outcome.duration)
 
 
 def _first_line(path: str) -> bytes:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ductile.app.cli.context import ALL_JOBS, EXIT_OK, Context, db_path, read_config, read_store
+from ductile.app.cli.context import ALL_JOBS, EXIT_OK, Context, open_store_of, read_config, read_store
 from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table, utc
 from ductile.app.cli.jsondoc import job_json, run_json, schedule_json, stdout_object, transition_json
 from ductile.domain.breaker import Breaker
@@ -108,6 +108,8 @@ async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
     for j in jobs:
         if j.status is JobStatus.RUNNING:
             when = f"started {local_time(j.started_at, ctx.tz)}"
+            if j.node is not None:
+                when += f" on {j.node}"
         elif j.next_retry_at is not None:
             when = f"retry at {local_time(j.next_retry_at, ctx.tz)}"
         else:
@@ -169,10 +171,9 @@ def _run_result(run: RunRecord) -> str:
 
 async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
-    path = db_path(config)
     folder = os.path.join(config.plugins_dir, args.plugin)
     known = args.plugin in config.plugins or os.path.isdir(folder)  # noqa: ASYNC240 - one stat
-    store = await ctx.open_store(path, False)
+    store = await open_store_of(ctx, config, create=False)
     reset: list[Breaker] = []
     if store is not None:
         try:
@@ -237,6 +238,16 @@ async def cmd_job(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _claim_text(job: Job) -> str:
+    """The last claim: its token (the fence), lane slot and node (a shared store's)."""
+    text = f"#{job.claim_token}"
+    if job.slot is not None:
+        text += f", slot {job.slot}"
+    if job.node is not None:
+        text += f", node {job.node}"
+    return text
+
+
 def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: Sequence[RunRecord]) -> None:
     t = ctx.tz
     fields = [
@@ -253,6 +264,7 @@ def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: 
         ("last error", job.last_error),
         ("parent job", job.parent_job_id),
         ("source event", job.source_event_id),
+        ("claim", _claim_text(job) if job.claim_token else None),
     ]
     ctx.print(f"job {job.id}")
     ctx.print(indent(table(["FIELD", "VALUE"], fields).split("\n", 1)[1], "  "))

@@ -36,6 +36,10 @@ def job_json(job: Job) -> dict[str, Any]:
         "last_error": job.last_error,
         "parent_job_id": job.parent_job_id,
         "source_event_id": job.source_event_id,
+        "claim_token": job.claim_token,
+        "slot": job.slot,
+        "node": job.node,
+        "deadline_at": utc(job.deadline_at),
     }
 
 

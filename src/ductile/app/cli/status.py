@@ -15,23 +15,24 @@ from ductile.app.cli.context import (
     EXIT_FAILURE,
     EXIT_OK,
     Context,
-    db_path,
     read_config,
     read_store,
     running_pid,
+    store_location,
     survey,
 )
-from ductile.app.cli.format import human_duration, local_time, table
+from ductile.app.cli.format import human_duration, local_time, table, utc
 from ductile.app.cli.jsondoc import breaker_json
 from ductile.app.runtime import PluginState, Runtime
 from ductile.app.spawn import plugin_env, spawn_request
 from ductile.domain.breaker import Breaker, reopens_at
 from ductile.domain.classify import classify
 from ductile.domain.config import Config
-from ductile.domain.job import JobEvent, JobStatus
+from ductile.domain.job import Job, JobEvent, JobStatus
 from ductile.domain.plugin import Plugin
 from ductile.ports.catalog import Catalog
 from ductile.ports.spawner import Spawner
+from ductile.ports.store import Store
 
 
 async def _health(
@@ -88,6 +89,17 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
                 "daemon": {"running": pid is not None, "pid": pid, "state_dir": config.service.state_dir},
                 "database": seen.database,
                 "queue": {"queued": seen.queued, "running": seen.running},
+                "running": [
+                    {
+                        "id": j.id,
+                        "plugin": j.plugin,
+                        "command": j.command,
+                        "node": j.node,
+                        "started_at": utc(j.started_at),
+                    }
+                    for j in seen.running_jobs
+                ],
+                "nodes": seen.nodes,
                 "plugins": [
                     {k: r[k] for k in ("name", "state", "reason", "version", "breakers", "health")}
                     for r in rows
@@ -113,6 +125,26 @@ class _Observed:
     states: dict[str, dict[str, Any]]
     #: The database's path, None when there is none yet.
     database: str | None
+    #: The jobs running now (on a shared store: on any node), oldest first.
+    running_jobs: list[Job] = attrs.field(factory=list)
+    #: A shared store's nodes (id, instance, lease, leading); empty for SQLite.
+    nodes: list[dict[str, Any]] = attrs.field(factory=list)
+
+
+async def cluster_nodes(store: Store | None) -> list[dict[str, Any]]:
+    """The nodes of a shared store, as ``status`` shows them (none for SQLite)."""
+    if store is None or not hasattr(store, "nodes"):
+        return []
+    return [
+        {
+            "id": n.id,
+            "instance": n.instance,
+            "leading": n.leading,
+            "lease_seconds": n.lease_left.total_seconds(),
+            "started_at": utc(n.started_at),
+        }
+        for n in await store.nodes()
+    ]
 
 
 async def _observe(ctx: Context, config: Config) -> _Observed:
@@ -120,11 +152,12 @@ async def _observe(ctx: Context, config: Config) -> _Observed:
     try:
         runtime, catalog, pending = await survey(ctx, config, store)
         queued = await store.queue_depth() if store is not None else 0
-        running = (
-            len(await store.list_jobs(statuses=[JobStatus.RUNNING], limit=ALL_JOBS))
+        running_jobs = (
+            list(reversed(await store.list_jobs(statuses=[JobStatus.RUNNING], limit=ALL_JOBS)))
             if store is not None
-            else 0
+            else []
         )
+        nodes = await cluster_nodes(store)
         breakers = await store.breakers() if store is not None else []
         states = {
             name: (await store.get_state(name) if store is not None else {}) for name in runtime.plugins
@@ -137,10 +170,12 @@ async def _observe(ctx: Context, config: Config) -> _Observed:
         catalog=catalog,
         pending=pending,
         queued=queued,
-        running=running,
+        running=len(running_jobs),
+        running_jobs=running_jobs,
+        nodes=nodes,
         breakers=breakers,
         states=states,
-        database=str(db_path(config)) if store is not None else None,
+        database=store_location(config) if store is not None else None,
     )
 
 
@@ -221,6 +256,18 @@ def _print_status(
     where = f"state dir {config.service.state_dir}"
     ctx.print(f"daemon: running (pid {pid}), {where}" if pid is not None else f"daemon: not running, {where}")
     ctx.print(f"queue: {seen.queued} queued, {seen.running} running")
+    for job in seen.running_jobs:
+        on = f" on {job.node}" if job.node is not None else ""
+        ctx.print(
+            f"  running {job.id} {job.plugin}.{job.command} since {local_time(job.started_at, ctx.tz)}{on}"
+        )
+    if seen.nodes:
+        ctx.print("nodes:")
+        rows_ = [
+            [n["id"], n["instance"], "leader" if n["leading"] else "", f"lease {n['lease_seconds']:.0f} s"]
+            for n in seen.nodes
+        ]
+        ctx.print("  " + table(["NODE", "INSTANCE", "ROLE", "LEASE"], rows_).replace("\n", "\n  "))
     ctx.print()
     if rows:
         ctx.print(
