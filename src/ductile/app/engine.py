@@ -167,12 +167,12 @@ class Engine:
         """The config fingerprint this node registers (:func:`~ductile.app.runtime.config_fingerprint`)."""
         return self.runtime.fingerprint()
 
-    async def kill_in_flight(self) -> int:
-        """SIGKILL the process group of every run in flight here (a fenced node); how many."""
-        killed = 0
+    async def kill_in_flight(self) -> list[int]:
+        """SIGKILL the process group of every run in flight here (a fenced node); their group ids."""
+        killed: list[int] = []
         for handle in list(self._dispatcher.in_flight.values()):
             if await self.spawner.kill_orphan(handle):
-                killed += 1
+                killed.append(handle.pgid)
         return killed
 
     async def recover_peers(self) -> list[Settlement]:

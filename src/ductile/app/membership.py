@@ -138,8 +138,9 @@ class Membership:
         engine.leading = False
         killed = await engine.kill_in_flight()
         _log.error(
-            f"fenced: {why}; claims stopped, {killed} plugin group(s) killed, rejoining under a new id",
+            f"fenced: {why}; claims stopped, {len(killed)} plugin group(s) killed, rejoining under a new id",
             node=old,
+            pgids=killed,
         )
         heartbeat, _ = self._timings()
         workers = list(self._workers())
