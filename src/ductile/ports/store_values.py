@@ -8,12 +8,15 @@ store returns them as they are.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import attrs
 
-from ductile.domain.breaker import BreakerPolicy
-from ductile.domain.job import Job
+from ductile.domain.breaker import Breaker, BreakerPolicy
+from ductile.domain.job import Job, Transition
+from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, Settlement
 from ductile.ports.spawner import ProcessHandle
 
@@ -102,3 +105,18 @@ class InitRecord:
     ok: bool
     error: str | None
     at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class StoreDump:
+    """Everything a store keeps that another store can take over (``ductile store copy``):
+    jobs in insertion order with their history, plugin states, breakers, the schedule index.
+    Not process records (nothing may be running) nor ``init`` records (each host runs its own)."""
+
+    jobs: tuple[Job, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    #: Each run with its job's plugin.
+    runs: tuple[tuple[RunRecord, str], ...] = ()
+    states: Mapping[str, dict[str, Any]] = attrs.field(factory=dict)
+    breakers: tuple[Breaker, ...] = ()
+    planned: tuple[PlannedRun, ...] = ()

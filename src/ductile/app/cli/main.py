@@ -41,6 +41,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "config": ("config", "cmd_config"),
     "schedule": ("schedule", "cmd_schedule"),
     "simulate": ("simulate", "cmd_simulate"),
+    "store": ("store", "cmd_store"),
 }
 
 
