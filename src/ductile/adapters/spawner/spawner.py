@@ -43,8 +43,8 @@ DRAIN_TIMEOUT = 1.0
 _SHEBANG_PEEK = 256
 #: Seconds the watchdog's SIGKILL keeps clear of the claim's deadline.
 WATCHDOG_MARGIN = 0.5
-#: What coreutils ``timeout`` prints when it cannot run the command (exit 126 or 127).
-_WATCHDOG_EXEC_FAILED = b"timeout: failed to run command"
+#: What coreutils ``timeout`` prints (after its own name) when it cannot run the command (exit 126 or 127).
+_WATCHDOG_EXEC_FAILED = b": failed to run command"
 
 
 class SubprocessSpawner:
@@ -135,7 +135,8 @@ class SubprocessSpawner:
 def _exec_failure_under_watchdog(outcome: SpawnOutcome, request: SpawnRequest) -> SpawnOutcome:
     """``timeout`` exits 126/127 when it cannot run the entrypoint (a bad interpreter, most
     likely: the entrypoint itself was checked): the exec failure it is, named as without it."""
-    if outcome.exit_code not in (126, 127) or not outcome.stderr_tail.startswith(_WATCHDOG_EXEC_FAILED):
+    first_line = outcome.stderr_tail.split(b"\n", 1)[0]
+    if outcome.exit_code not in (126, 127) or _WATCHDOG_EXEC_FAILED not in first_line:
         return outcome
     code = errno.ENOENT if outcome.exit_code == 127 else errno.EACCES
     error = OSError(code, os.strerror(code), request.executable)
