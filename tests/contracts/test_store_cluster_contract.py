@@ -383,3 +383,28 @@ def test_an_enqueue_on_one_node_wakes_the_other_and_a_lost_listener_still_finds_
 async def _connected(inbox: PgInbox, times: int) -> None:
     while inbox.connects < times:  # noqa: ASYNC110 - the listener's own counter; bounded by wait_for
         await asyncio.sleep(0.02)
+
+
+def test_a_claim_whose_commit_went_unheard_is_given_back_by_its_own_node(pg_url: str) -> None:
+    async def body(url: str) -> None:
+        a, b = await node(url, "a"), await node(url, "b")
+        cluster = PgCluster(a, url, lease=timedelta(seconds=30))
+        try:
+            for n in range(3):
+                await a.enqueue(job(n), actor=Actor.API, now=T0, dedupe_ttl=TTL)
+            held = await a.claim_next(T0)
+            lost = await a.claim_next(T0)  # as if its commit's answer never reached the node
+            other = await b.claim_next(T0)  # b's claim is b's business
+            assert held is not None
+            assert lost is not None
+            assert other is not None
+            assert await cluster.strays(T0 + timedelta(seconds=2), keep={held.id}) == []  # too young
+            [given_back] = await cluster.strays(T0 + timedelta(seconds=10), keep={held.id})
+            assert (given_back.job.id, given_back.job.status) == (lost.id, JobStatus.QUEUED)
+            still = {j.id for j in await a.list_jobs(statuses=[JobStatus.RUNNING])}
+            assert still == {held.id, other.id}
+        finally:
+            await cluster.close()
+            await closing(a, b)
+
+    run(pg_url, body)

@@ -89,6 +89,8 @@ class Engine:
         self.started_at: datetime | None = None
         #: When the last claim found nothing to take (None: it took a job).
         self._found_nothing_at: datetime | None = None
+        #: The jobs this engine claimed and has not settled yet (a shared store's strays are the others).
+        self._claimed: set[str] = set()
         #: Ticks, claims and reloads never overlap (D13: reloads are serialized and atomic).
         self._lock = asyncio.Lock()
         self._dispatcher = Dispatcher(
@@ -175,6 +177,14 @@ class Engine:
                 killed.append(handle.pgid)
         return killed
 
+    async def recover_strays(self) -> list[Settlement]:
+        """This node's claims it does not hold (see :meth:`Cluster.strays`), re-queued."""
+        assert self.cluster is not None
+        settlements = await self.cluster.strays(self.clock.now(), keep=set(self._claimed))
+        if settlements:
+            self.inbox.notify()
+        return settlements
+
     async def recover_peers(self) -> list[Settlement]:
         """Peer recovery (a shared store's leader): see :meth:`Lifecycle.recover_peers`."""
         assert self.cluster is not None
@@ -242,11 +252,15 @@ class Engine:
             self._found_nothing_at = now
             return None
         self._found_nothing_at = None
+        self._claimed.add(job.id)
         return Claimed(job, runtime)
 
     async def run_claimed(self, claimed: Claimed) -> Committed | None:
         """Run a claimed job and settle it (None: the claim was lost meanwhile)."""
-        return await self._dispatcher.run(claimed.job, claimed.runtime)
+        try:
+            return await self._dispatcher.run(claimed.job, claimed.runtime)
+        finally:
+            self._claimed.discard(claimed.job.id)
 
     async def idle_wait(self) -> float:
         """Seconds the dispatcher may wait for work: until the next retry, at most 1 s

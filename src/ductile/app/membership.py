@@ -81,8 +81,10 @@ class Membership:
                 last_ok = loop.time()
                 next_sweep = loop.time()
                 continue
-            if (self.engine.leading or first) and started >= next_sweep:
-                await self._sweep()
+            if started >= next_sweep:
+                if self.engine.leading or first:
+                    await self._sweep()
+                await self._strays()
                 next_sweep = started + SWEEP_EVERY
             first = False
             await asyncio.sleep(max(0.0, started + heartbeat - loop.time()))
@@ -128,6 +130,17 @@ class Membership:
             await self.engine.recover_peers()
         except Exception:
             _log.exception("peer recovery failed; trying again at the next sweep")
+
+    async def _strays(self) -> None:
+        try:
+            for s in await self.engine.recover_strays():
+                _log.warning(
+                    "a claim this node never heard of was given back (its commit's answer was lost)",
+                    plugin=s.job.plugin,
+                    job_id=s.job.id,
+                )
+        except Exception:
+            _log.exception("could not look for stray claims; trying again at the next sweep")
 
     async def fence(self, why: str) -> None:
         """Stop claiming, kill this node's runs, rejoin under a new id, recover, claim again."""

@@ -15,6 +15,7 @@ an expired lease is never revived.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Protocol
 
@@ -55,6 +56,11 @@ class Cluster(Protocol):
     async def sweep(self, now: datetime) -> list[Settlement]:
         """Peer recovery: settle as interrupted the running jobs of nodes that are not live,
         once their deadline and the margin have passed."""
+        ...
+
+    async def strays(self, now: datetime, *, keep: Collection[str]) -> list[Settlement]:
+        """Settle as interrupted this node's own claims that it does not hold (``keep``: the jobs
+        it runs): claims whose commit it never heard of, the connection broken while committing."""
         ...
 
     async def leave(self) -> None:

@@ -22,6 +22,7 @@ import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,9 @@ _log = Log("cluster")
 
 #: The one leadership row (its lease is the node lease's length).
 LEADERSHIP = "singletons"
+#: A claim of this node that it does not hold is a stray once it is this old (a claim just
+#: committed is held within milliseconds of its return).
+STRAY_AGE = timedelta(seconds=5)
 #: A node's clock this far from the database's is logged at WARN (FIFO across hosts leans on NTP).
 SKEW_WARNING = timedelta(seconds=1)
 
@@ -161,6 +165,9 @@ class PgCluster:
             conn = await self._connection()
             await conn.execute("DELETE FROM nodes WHERE lease_until < now() - interval '1 hour'")
         return settlements
+
+    async def strays(self, now: datetime, *, keep: Collection[str]) -> list[Settlement]:
+        return await self._store.recover_strays(now, keep=keep, before=now - STRAY_AGE)
 
     async def leave(self) -> None:
         with contextlib.suppress(psycopg.Error, OSError, StoreError):

@@ -69,6 +69,11 @@ RUNNING_OF_DEAD_PEERS: Final = (
     "AND (j.deadline_at IS NULL OR j.deadline_at + %s < now()) "
     "ORDER BY j.created_at, j.seq FOR UPDATE OF j SKIP LOCKED"
 )
+#: A node's own claims it does not hold: a claim whose commit it never heard of.
+RUNNING_STRAYS: Final = (
+    f"SELECT {JOB_COLS} FROM jobs WHERE status = 'running' AND node = %s AND NOT (id = ANY(%s::text[])) "
+    "AND started_at < %s ORDER BY created_at, seq FOR UPDATE SKIP LOCKED"
+)
 QUEUED_OF_PLUGIN: Final = (
     f"SELECT {JOB_COLS} FROM jobs WHERE plugin = %s AND status = 'queued' ORDER BY created_at, seq FOR UPDATE"
 )

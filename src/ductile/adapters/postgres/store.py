@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -45,25 +45,16 @@ from psycopg import errors as pgerrors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ductile import units
-from ductile.adapters.postgres import sql
 from ductile.adapters.postgres.errors import StoreBusyError, StoreClosedError, StoreError
-from ductile.adapters.postgres.rows import (
-    RUN_COLS,
-    breaker_of,
-    init_of,
-    job_of,
-    planned_of,
-    run_of,
-    transition_of,
-)
+from ductile.adapters.postgres.reads import PgReads
 from ductile.adapters.postgres.schema import migrate, redact
 from ductile.adapters.postgres.tx import Orphans, PgTx, RetryUnitError, TxScope
 from ductile.domain import breaker as br
 from ductile.domain.classify import RunEnd
-from ductile.domain.job import Actor, Job, JobStatus, Transition
+from ductile.domain.job import Actor, Job
 from ductile.domain.lanes import UNLIMITED, Lanes
 from ductile.domain.schedule import PlannedRun
-from ductile.domain.settle import RunRecord, SettleContext, Settlement
+from ductile.domain.settle import SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store_values import (
     ClaimConflictError,
@@ -72,8 +63,6 @@ from ductile.ports.store_values import (
     FireResult,
     Guard,
     InitRecord,
-    RunningJob,
-    RunView,
 )
 
 T = TypeVar("T")
@@ -101,19 +90,7 @@ class Node:
     config_fp: str = ""
 
 
-@attrs.frozen(kw_only=True)
-class NodeView:
-    """One node as ``ductile status`` shows it."""
-
-    id: str
-    instance: str
-    started_at: datetime
-    #: How long its lease still runs (negative: it ran out: the node is dead to the others).
-    lease_left: timedelta
-    leading: bool
-
-
-class PostgresStore:
+class PostgresStore(PgReads):
     """The Store port on PostgreSQL. Open with ``await PostgresStore.open(url, instance=...)``."""
 
     def __init__(
@@ -140,7 +117,6 @@ class PostgresStore:
             max_size=pool_size,
             kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout))},
             configure=_configure,
-            check=ConnectionPool.check_connection,
             open=False,
             name="ductile",
         )
@@ -215,29 +191,47 @@ class PostgresStore:
         self._node = node
 
     # ------------------------------------------------------------- running units and reads
-    def _scope(self, orphans: Orphans = "instance") -> TxScope:
+    def _scope(self, orphans: Orphans, keep: tuple[str, ...], before: datetime | None) -> TxScope:
         node = self._node.id if self._node is not None else None
-        return TxScope(node=node, instance=self.instance, orphans=orphans, margin=self._margin)
+        return TxScope(
+            node=node, instance=self.instance, orphans=orphans, margin=self._margin, keep=keep, before=before
+        )
 
     async def _unit(
-        self, name: str, fn: Callable[[PgTx], T], *, durable: bool = True, orphans: Orphans = "instance"
+        self,
+        name: str,
+        fn: Callable[[PgTx], T],
+        *,
+        durable: bool = True,
+        orphans: Orphans = "instance",
+        keep: tuple[str, ...] = (),
+        before: datetime | None = None,
     ) -> T:
         if self._closed or not self._open:
             raise StoreClosedError(
                 f"{self.where}: {name}: the store is {'closed' if self._closed else 'not open'}"
             )
-        scope = self._scope(orphans)
+        scope = self._scope(orphans, keep, before)
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, self._run_unit, name, fn, durable, scope
         )
 
     def _run_unit(self, name: str, fn: Callable[[PgTx], T], durable: bool, scope: TxScope) -> T:
         for attempt in range(MAX_RETRIES + 1):
+            begun = False
             try:
-                with self._connection(name) as conn, conn.transaction():
+                with self._connection(name) as conn, conn.transaction():  # BEGIN is sent here
+                    begun = True
                     if not durable:
                         conn.execute("SET LOCAL synchronous_commit = off")
                     return fn(PgTx(conn, scope))
+            except psycopg.OperationalError as e:
+                if not begun and attempt < MAX_RETRIES:
+                    continue  # a pooled connection that died idle (a server restart): the pool drops it
+                raise StoreError(
+                    f"{self.where}: {name} failed: {_cause(e)} (if the connection broke while committing, "
+                    "the outcome is unknown: the cluster's sweeps settle what it left)"
+                ) from e
             except _RETRIED as e:
                 if attempt == MAX_RETRIES:
                     raise StoreBusyError(
@@ -250,8 +244,6 @@ class PostgresStore:
                     f"{self.where}: {name}: no connection to PostgreSQL within {self._timeout:g} s; "
                     "nothing was written"
                 ) from e
-            except psycopg.OperationalError as e:
-                raise StoreError(f"{self.where}: {name} failed: {_cause(e)}; nothing was written") from e
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connection(self, name: str) -> Any:
@@ -317,6 +309,20 @@ class PostgresStore:
         the margin have passed (no process of the claim can still run: the watchdog saw to it)."""
         return await self._unit("recover_peers", lambda tx: units.recover(tx, now), orphans="peers")
 
+    async def recover_strays(
+        self, now: datetime, *, keep: Collection[str], before: datetime
+    ) -> list[Settlement]:
+        """This node's claims that it does not hold (``keep``: the jobs it runs), claimed before
+        ``before``: a claim whose commit this node never heard of (the connection broke while it
+        was committing). Settled as interrupted, as their plugins never ran."""
+        return await self._unit(
+            "recover_strays",
+            lambda tx: units.recover(tx, now),
+            orphans="strays",
+            keep=tuple(sorted(keep)),
+            before=before,
+        )
+
     async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
         return await self._unit(
             "cancel_queued", lambda tx: units.cancel_queued(tx, plugin, reason=reason, now=now)
@@ -364,121 +370,8 @@ class PostgresStore:
     async def put_init(self, record: InitRecord) -> None:
         await self._unit("put_init", lambda tx: tx.put_init(record))
 
-    # ------------------------------------------------------------- reads
-    async def get_job(self, job_id: str) -> Job | None:
-        row = await self._read("get_job", lambda c: c.execute(sql.GET_JOB, (job_id,)).fetchone())
-        return None if row is None else job_of(row)
-
-    async def running(self) -> list[RunningJob]:
-        def read(conn: Conn) -> list[RunningJob]:
-            return [
-                RunningJob(
-                    job=job_of(row),
-                    process=None
-                    if row[20] is None
-                    else ProcessHandle(pid=row[20], pgid=row[21], start_time=row[22]),
-                )
-                for row in conn.execute(sql.RUNNING, (self.instance,)).fetchall()
-            ]
-
-        return await self._read("running", read)
-
-    async def transitions(self, job_id: str) -> list[Transition]:
-        rows = await self._read("transitions", lambda c: c.execute(sql.TRANSITIONS, (job_id,)).fetchall())
-        return [transition_of(r) for r in rows]
-
-    async def runs(self, job_id: str) -> list[RunRecord]:
-        rows = await self._read("runs", lambda c: c.execute(sql.RUNS, (job_id,)).fetchall())
-        return [run_of(r) for r in rows]
-
-    async def recent_runs(self, *, plugin: str | None = None, limit: int = 50) -> list[RunView]:
-        if limit <= 0:
-            return []
-        width = len(RUN_COLS.split(","))
-        if plugin is None:
-            statement, params = sql.RECENT_RUNS, (limit,)
-        else:
-            statement, params = sql.RECENT_RUNS_OF_PLUGIN, (plugin, limit)  # type: ignore[assignment]
-        rows = await self._read("recent_runs", lambda c: c.execute(statement, params).fetchall())
-        return [RunView(job=job_of(r[width:]), run=run_of(r[:width])) for r in rows]
-
-    async def list_jobs(
-        self,
-        *,
-        statuses: Sequence[JobStatus] | None = None,
-        plugin: str | None = None,
-        limit: int = 100,
-    ) -> list[Job]:
-        """Newest first."""
-        wanted = None if statuses is None else sorted({JobStatus(s).value for s in statuses})
-        if wanted == [] or limit == 0:
-            return []
-        params = {"statuses": wanted, "plugin": plugin, "limit": limit if limit > 0 else None}
-        rows = await self._read("list_jobs", lambda c: c.execute(sql.LIST_JOBS, params).fetchall())
-        jobs = [job_of(r) for r in rows]
-        return jobs if limit > 0 else jobs[:limit]
-
-    async def queue_depth(self) -> int:
-        row = await self._read("queue_depth", lambda c: c.execute(sql.QUEUE_DEPTH).fetchone())
-        return int(row[0]) if row is not None else 0
-
-    async def outstanding(self, plugin: str, command: str) -> int:
-        row = await self._read(
-            "outstanding", lambda c: c.execute(sql.OUTSTANDING, (plugin, command)).fetchone()
-        )
-        return int(row[0]) if row is not None else 0
-
-    async def next_retry_at(self) -> datetime | None:
-        row = await self._read("next_retry_at", lambda c: c.execute(sql.NEXT_RETRY_AT).fetchone())
-        return None if row is None or row[0] is None else _utc(row[0])
-
     async def get_state(self, plugin: str) -> dict[str, Any]:
         return await self._unit("get_state", lambda tx: tx.get_state(plugin))
-
-    async def get_breaker(self, plugin: str, command: str) -> br.Breaker | None:
-        row = await self._read(
-            "get_breaker", lambda c: c.execute(sql.GET_BREAKER, (plugin, command)).fetchone()
-        )
-        return None if row is None else breaker_of(row)
-
-    async def breakers(self) -> list[br.Breaker]:
-        rows = await self._read("breakers", lambda c: c.execute(sql.BREAKERS).fetchall())
-        return [breaker_of(r) for r in rows]
-
-    async def planned(self, key: str) -> PlannedRun | None:
-        row = await self._read("planned", lambda c: c.execute(sql.GET_PLANNED, (key,)).fetchone())
-        return None if row is None else planned_of(row)
-
-    async def all_planned(self) -> list[PlannedRun]:
-        rows = await self._read("all_planned", lambda c: c.execute(sql.ALL_PLANNED).fetchall())
-        return [planned_of(r) for r in rows]
-
-    async def due(self, start: datetime, end: datetime) -> list[PlannedRun]:
-        """Planned runs with ``start <= planned_at < end``, earliest first."""
-        rows = await self._read("due", lambda c: c.execute(sql.DUE, (start, end)).fetchall())
-        return [planned_of(r) for r in rows]
-
-    async def get_init(self, plugin: str) -> InitRecord | None:
-        row = await self._read(
-            "get_init", lambda c: c.execute(sql.GET_INIT, (self.instance, plugin)).fetchone()
-        )
-        return None if row is None else init_of(row)
-
-    async def nodes(self) -> list[NodeView]:
-        """Every registered node, the leader marked (``ductile status``)."""
-
-        def read(conn: Conn) -> list[NodeView]:
-            rows = conn.execute(
-                "SELECT n.id, n.instance, n.started_at, n.lease_until - now(), "
-                "EXISTS (SELECT 1 FROM leadership l WHERE l.node_id = n.id AND l.expires_at >= now()) "
-                "FROM nodes n ORDER BY n.started_at, n.id"
-            ).fetchall()
-            return [
-                NodeView(id=r[0], instance=r[1], started_at=_utc(r[2]), lease_left=r[3], leading=r[4])
-                for r in rows
-            ]
-
-        return await self._read("nodes", read)
 
 
 def _configure(conn: Conn) -> None:

@@ -53,7 +53,7 @@ from ductile.ports.store_values import ClaimConflictError, InitRecord, StaleJobE
 
 #: Which running jobs crash recovery takes (:meth:`PgTx.running_jobs`): this instance's, or those
 #: of nodes that are not live and are past their deadline.
-Orphans = Literal["instance", "peers"]
+Orphans = Literal["instance", "peers", "strays"]
 #: The indexes that keep one running job per (plugin, slot) and per identity.
 RUNNING_CONSTRAINTS = frozenset({"jobs_running_slot", "jobs_running_identity"})
 
@@ -71,6 +71,9 @@ class TxScope:
     orphans: Orphans = "instance"
     #: Peer recovery waits this long past a claim's deadline (clocks and a frozen host's margin).
     margin: timedelta = timedelta(seconds=2)
+    #: ``strays``: the jobs this node holds (not strays), and the instant the strays were claimed before.
+    keep: tuple[str, ...] = ()
+    before: datetime | None = None
 
 
 class PgTx:
@@ -146,6 +149,8 @@ class PgTx:
     def running_jobs(self) -> list[Job]:
         if self._me.orphans == "peers":
             rows = self._all(sql.RUNNING_OF_DEAD_PEERS, (self._me.margin,))
+        elif self._me.orphans == "strays":
+            rows = self._all(sql.RUNNING_STRAYS, (self._me.node, list(self._me.keep), self._me.before))
         else:
             rows = self._all(sql.RUNNING_OF_INSTANCE, (self._me.instance,))
         return [job_of(r) for r in rows]
