@@ -7,7 +7,7 @@ with a deadline), ``record_process`` and ``settle`` (a success with a state
 update) until the queue is empty; every unit durable as the stores ship them
 (SQLite ``synchronous=FULL`` with group commit, relaxed claims and process
 records, ADR 0010; PostgreSQL ``synchronous_commit`` on, claims durable, only
-``record_process`` relaxed, ADR 0022). PostgreSQL is a throwaway cluster
+``record_process`` relaxed, ADR 0033). PostgreSQL is a throwaway cluster
 started here with **fsync on**. Variants, alternated round by round:
 
 * SQLite, one dispatcher (the daemon's default);

@@ -1,4 +1,4 @@
-"""The watchdog's cost (ADR 0024): one plugin run with and without ``timeout`` in front of it.
+"""The watchdog's cost (ADR 0035): one plugin run with and without ``timeout`` in front of it.
 
     .venv/bin/python bench/bench_watchdog.py [runs]   (default 200)
 

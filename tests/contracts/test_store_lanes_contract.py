@@ -1,4 +1,4 @@
-"""The Store contract, continued: lanes and the claim fence (ADR 0020, 0021).
+"""The Store contract, continued: lanes and the claim fence (ADR 0031, 0032).
 
 Run against every implementation in ``conftest.store_factory``, like the rest
 of the contract. A claim takes the oldest runnable job whose plugin's lane has

@@ -1,4 +1,4 @@
-"""The watchdog (ADR 0024): a plugin of a shared store's claim never outlives the claim's deadline.
+"""The watchdog (ADR 0035): a plugin of a shared store's claim never outlives the claim's deadline.
 
 A request with ``watchdog`` seconds runs under coreutils ``timeout``: the
 plugin's group gets SIGTERM at ``watchdog - grace - margin`` and SIGKILL a

@@ -1,4 +1,4 @@
-"""The two-daemon soak: faults at random under webhook load, one PostgreSQL (ADR 0023).
+"""The two-daemon soak: faults at random under webhook load, one PostgreSQL (ADR 0034).
 
 Behind ``tests/soak/test_cluster_soak.py`` (short) and ``bench/soak_cluster.py``
 (long). Two sites, ``hostA`` and ``hostB``, run the same config on one
@@ -365,5 +365,3 @@ def overlaps(runs: list[list[str]], kills: dict[str, float]) -> list[str]:
         if end > latest_end:
             latest_end, latest = end, name
     return found
-
-

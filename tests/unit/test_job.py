@@ -75,7 +75,7 @@ IDENTITY_FIELDS = (
 
 #: Fields a transition moves (see test_legal_cell_moves_to_target_with_bookkeeping).
 BOOKKEEPING_FIELDS = ("status", "attempt", "started_at", "completed_at", "next_retry_at", "last_error")
-#: The claim's facts (the fence and the lane): only a claim moves them (ADR 0021).
+#: The claim's facts (the fence and the lane): only a claim moves them (ADR 0032).
 CLAIM_FIELDS = ("claim_token", "slot", "node", "deadline_at")
 
 

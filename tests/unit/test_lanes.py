@@ -1,4 +1,4 @@
-"""Lanes (D14 [A2], ADR 0020): slots, widths, the running identities, a claim's facts."""
+"""Lanes (D14 [A2], ADR 0031): slots, widths, the running identities, a claim's facts."""
 
 from __future__ import annotations
 

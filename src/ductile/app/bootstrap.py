@@ -195,7 +195,7 @@ class Ductile:
         return store
 
     async def _open_shared_store(self, config: Config) -> Store:
-        """PostgreSQL (``store.url``, ADR 0022), behind this instance's lock: this daemon joins
+        """PostgreSQL (``store.url``, ADR 0033), behind this instance's lock: this daemon joins
         the cluster as a new node, and listens for the others' commits (unless given an inbox)."""
         from ductile.adapters.postgres import require_driver
 

@@ -47,7 +47,7 @@ class Dispatcher:
     draw: Callable[[], float]
     #: The environment every plugin starts from (see :func:`ductile.app.spawn.plugin_env`).
     base_env: Mapping[str, str]
-    #: Run plugins under a watchdog bound to their claim's deadline (a shared store, ADR 0024).
+    #: Run plugins under a watchdog bound to their claim's deadline (a shared store, ADR 0035).
     watchdog: bool = False
     #: The process group of each job in flight here (a fenced node kills them).
     in_flight: dict[str, ProcessHandle] = attrs.field(factory=dict)

@@ -70,7 +70,7 @@ class Engine:
         cluster: Cluster | None = None,
     ) -> None:
         self.store = store
-        #: This daemon among others on a shared store (ADR 0023); None: alone (SQLite, the fakes).
+        #: This daemon among others on a shared store (ADR 0034); None: alone (SQLite, the fakes).
         self.cluster = cluster
         #: Claims are allowed (False while fenced, or while this node's config differs from the leader's).
         self.claiming = True

@@ -72,7 +72,7 @@ class Lifecycle:
     draw: Callable[[], float]
     new_id: Callable[[], str]
     run: RunClaimed
-    #: A shared store (ADR 0023): the leader plans the schedules, in its ticks, not every node at start.
+    #: A shared store (ADR 0034): the leader plans the schedules, in its ticks, not every node at start.
     shared: bool = False
     #: Consequences of the last reload still to be written (see :meth:`reconcile`).
     _pending_cancel: dict[str, str] = attrs.field(factory=dict, init=False)
@@ -113,7 +113,7 @@ class Lifecycle:
         return settlements
 
     async def recover_peers(self, cluster: Cluster) -> list[Settlement]:
-        """Peer recovery (ADR 0023): the running jobs of nodes that are not live, past their
+        """Peer recovery (ADR 0034): the running jobs of nodes that are not live, past their
         deadline and the margin, settled as interrupted; logged like the orphans of D6."""
         settlements = await cluster.sweep(self.clock.now())
         for s in settlements:

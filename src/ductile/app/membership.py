@@ -1,4 +1,4 @@
-"""Membership: the daemon's life among the others on a shared store (ADR 0023).
+"""Membership: the daemon's life among the others on a shared store (ADR 0034).
 
 :class:`Membership` runs the cluster loop of a daemon whose engine has a
 :class:`~ductile.ports.cluster.Cluster`: every ``store.heartbeat`` it renews

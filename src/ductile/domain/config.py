@@ -33,7 +33,7 @@ KILL_GRACE = timedelta(seconds=5)
 #: Between a claim and its spawn (reading the plugin's state, the trust check, the fork): part of
 #: a claim's hold, so that ``deadline_at`` is never earlier than the plugin's own deadline + grace.
 SPAWN_ALLOWANCE = timedelta(seconds=2)
-#: A shared store's lease of one node (ADR 0023), and how often it is renewed.
+#: A shared store's lease of one node (ADR 0034), and how often it is renewed.
 DEFAULT_LEASE = timedelta(seconds=15)
 DEFAULT_HEARTBEAT = timedelta(seconds=3)
 
@@ -110,7 +110,7 @@ class StoreConfig:
 
     #: ``postgresql://...``; None: SQLite under ``service.state_dir``.
     url: str | None = attrs.field(default=None, repr=False)
-    #: A node whose lease ran out is dead to the others (ADR 0023).
+    #: A node whose lease ran out is dead to the others (ADR 0034).
     lease: timedelta = DEFAULT_LEASE
     heartbeat: timedelta = DEFAULT_HEARTBEAT
 

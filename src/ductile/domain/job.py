@@ -123,7 +123,7 @@ class Job:
     last_error: str | None = None
     parent_job_id: str | None = None
     source_event_id: str | None = None
-    #: The fence (ADR 0021): every claim raises it by one, and a move out of ``running``
+    #: The fence (ADR 0032): every claim raises it by one, and a move out of ``running``
     #: is only committed by the holder of the claim that has this token.
     claim_token: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     #: Of the current or last claim: the slot of its plugin's lane it took (0 .. width - 1),

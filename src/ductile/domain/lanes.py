@@ -14,7 +14,7 @@ overlap.
 Every claim also records how long it may hold: ``deadline_at = claim + hold``,
 the plugin's longest timeout plus the kill grace plus a spawn allowance. No
 process of the claim may outlive it (the watchdog sees to that on a shared
-store, ADR 0023), which is what lets another node recover the job of a dead
+store, ADR 0034), which is what lets another node recover the job of a dead
 one safely.
 
 Pure values and functions; the claim unit (:mod:`ductile.units.claim`) uses them.

@@ -1,4 +1,4 @@
-"""Cluster: how a daemon on a shared store lives among the others (ADR 0023).
+"""Cluster: how a daemon on a shared store lives among the others (ADR 0034).
 
 Only a store shared by several daemons (PostgreSQL) has one; a daemon on
 SQLite or on the in-memory fakes is alone and has none. The store's rows are

@@ -25,7 +25,7 @@ class SpawnRequest:
     #: Seconds between SIGTERM and SIGKILL.
     grace: float = 5.0
     #: Seconds from the spawn by which nothing of the run may live, even if the daemon dies or
-    #: freezes (a shared store's claim deadline, ADR 0024): the plugin then runs under a
+    #: freezes (a shared store's claim deadline, ADR 0035): the plugin then runs under a
     #: watchdog process of its own. None: no watchdog (a store of one process).
     watchdog: float | None = None
     stdout_cap: int = STDOUT_CAP

@@ -1,4 +1,4 @@
-"""The Store port on PostgreSQL, for daemons on more than one host (ADR 0022, 0023).
+"""The Store port on PostgreSQL, for daemons on more than one host (ADR 0033, 0034).
 
 * :mod:`~ductile.adapters.postgres.schema`: the tables and their migrations;
 * :mod:`~ductile.adapters.postgres.sql`: every statement the store runs;

@@ -1,4 +1,4 @@
-"""PgCluster: nodes, leases and leadership as rows of the shared database (ADR 0023).
+"""PgCluster: nodes, leases and leadership as rows of the shared database (ADR 0034).
 
 The :class:`~ductile.ports.cluster.Cluster` port on PostgreSQL. Every daemon
 is a row of ``nodes`` with a lease on the **database's** clock (host clocks

@@ -1,4 +1,4 @@
-"""PgInbox: the Inbox port on PostgreSQL's ``LISTEN``/``NOTIFY`` (ADR 0023).
+"""PgInbox: the Inbox port on PostgreSQL's ``LISTEN``/``NOTIFY`` (ADR 0034).
 
 Every unit that makes work runnable notifies the channel at commit (see
 :mod:`~ductile.adapters.postgres.tx`): a new job, a job re-queued, a lane

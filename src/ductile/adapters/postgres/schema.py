@@ -12,12 +12,12 @@ instants are ``timestamptz`` (microseconds: an exact round trip of Python's
 datetimes), JSON stays compact ``text`` (byte for byte what the domain
 serialised), run output is ``bytea``, ``seq`` an identity column. Beside them:
 
-* on ``jobs``, the claim's facts (ADR 0021): ``claim_token``, ``slot``, ``node``,
+* on ``jobs``, the claim's facts (ADR 0032): ``claim_token``, ``slot``, ``node``,
   ``deadline_at`` (on the database's clock), and ``claimed_instance``;
 * ``processes.instance``: a process group means something on one host only;
 * ``inits`` keyed by (instance, plugin): ``init`` prepares one host's plugin;
 * ``nodes`` (one row per running daemon, a lease on the database's clock) and
-  ``leadership`` (one lease row for the singleton duties), ADR 0023.
+  ``leadership`` (one lease row for the singleton duties), ADR 0034.
 
 Constraints hold the invariants whatever a node believes: one running job per
 (plugin, slot) and per dedupe identity; one child per (parent, event, plugin,

@@ -18,7 +18,7 @@ from ductile.adapters.postgres.rows import (
 
 _TRANSITION_COLS = "job_id, from_status, to_status, reason, actor, at"
 _TERMINAL = "('succeeded', 'dead')"
-#: The channel every unit that makes work runnable notifies (ADR 0023); the payload is the plugin.
+#: The channel every unit that makes work runnable notifies (ADR 0034); the payload is the plugin.
 CHANNEL: Final = "ductile_jobs"
 
 # ----------------------------------------------------------------- locks (see ports/tx.py for the order)
@@ -61,7 +61,7 @@ RUNNING_OF_INSTANCE: Final = (
     f"SELECT {JOB_COLS} FROM jobs WHERE status = 'running' AND claimed_instance = %s "
     "ORDER BY created_at, seq FOR UPDATE"
 )
-#: Peer recovery: claims whose node is not live, past their deadline and the margin (ADR 0023).
+#: Peer recovery: claims whose node is not live, past their deadline and the margin (ADR 0034).
 #: "Not live", never "in a list of dead nodes": deleting a node's row cannot hide its jobs.
 RUNNING_OF_DEAD_PEERS: Final = (
     f"SELECT {JOB_COLS} FROM jobs AS j WHERE j.status = 'running' "

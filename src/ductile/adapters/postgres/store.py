@@ -5,7 +5,7 @@ Every write method runs one of the shared units (:mod:`ductile.units`) over a
 the in-memory fakes run, in one READ COMMITTED transaction of its own, with
 the real locks the Tx takes. Reads are one statement each.
 
-Connections and threads (ADR 0022)
+Connections and threads (ADR 0033)
 ----------------------------------
 * A ``psycopg_pool.ConnectionPool`` of synchronous connections, and a thread
   pool as large: a unit runs on a thread, holding a connection for the length
@@ -24,7 +24,7 @@ Connections and threads (ADR 0022)
   be reached: the unit fails with :class:`StoreBusyError` / :class:`StoreError`
   naming the database (never its password), and nothing was written.
 
-Node identity (ADR 0023): a store opened with a ``node`` claims in that
+Node identity (ADR 0034): a store opened with a ``node`` claims in that
 node's name, and only while its lease (in ``nodes``) is valid; a store opened
 without one (the command line) reads, enqueues and resets, but claims nothing.
 """

@@ -17,7 +17,7 @@ claimers that raced for one slot (or one identity) meet the store's unique
 indexes: the loser's unit raises :class:`ClaimConflictError` and is run
 again. Every write that makes work runnable (a new job, a job re-queued, a
 lane freed) notifies the channel :data:`~ductile.adapters.postgres.sql.CHANNEL`
-at commit (ADR 0023).
+at commit (ADR 0034).
 """
 
 from __future__ import annotations

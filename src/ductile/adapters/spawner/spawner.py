@@ -12,7 +12,7 @@ interpreter) with ``close_fds``, the request's environment only, and
 whose id is its pid, so everything it forks can be signalled at once with
 ``os.killpg`` (``Popen.kill()`` would hit the leader only).
 
-A request with a ``watchdog`` (a shared store's claim, ADR 0024) runs under
+A request with a ``watchdog`` (a shared store's claim, ADR 0035) runs under
 coreutils ``timeout`` instead: ``timeout -s TERM -k <grace> <limit>
 <entrypoint>`` leads the new process group and the plugin is its child, so
 even when the daemon is SIGKILLed or frozen, the whole group gets SIGTERM at

@@ -165,7 +165,7 @@ _V2: Migration = (
     "CREATE INDEX runs_plugin_finished ON runs (plugin, finished_at, seq)",
 )
 
-#: Version 3: lanes and the claim fence (ADR 0020, 0021). Every claim raises ``claim_token``
+#: Version 3: lanes and the claim fence (ADR 0031, 0032). Every claim raises ``claim_token``
 #: and records the lane ``slot`` it took, the ``node`` that took it (NULL on SQLite: one
 #: process) and its ``deadline_at``; two constraints keep one running job per (plugin, slot)
 #: and per dedupe identity, whatever a claimer believes.

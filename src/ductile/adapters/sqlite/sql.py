@@ -70,7 +70,7 @@ SQL_OLDEST_RUNNABLE: Final = (
     "AND (next_retry_at IS NULL OR next_retry_at <= ?) ORDER BY created_at, seq LIMIT 1"
 )
 #: The same, passing by the jobs whose lane is full (plugins in a JSON array) or whose dedupe
-#: identity is running (ADR 0020). Used only while something runs: the serial dispatcher's
+#: identity is running (ADR 0031). Used only while something runs: the serial dispatcher's
 #: claims never have anything to pass by, and run the statement above.
 SQL_OLDEST_RUNNABLE_IN_LANES: Final = (
     f"SELECT {_JOB_COLS_J} FROM jobs AS j WHERE j.status = 'queued' "
