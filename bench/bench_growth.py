@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -161,6 +163,14 @@ def cached_database(n: int, schedules: int, rebuild: bool) -> tuple[Path, float 
     return path, build(path, n, schedules)
 
 
+def working_copy(path: Path) -> Path:
+    """A copy of a cached database to measure on (it is closed and checkpointed, so a file copy
+    is a consistent one); the cache itself is never written by a measurement."""
+    copy = path.with_name(f"run-{os.getpid()}-{path.name}")
+    shutil.copyfile(path, copy)
+    return copy
+
+
 def reference_instant(path: Path) -> datetime:
     """The instant a database was built for (a cached one may be days old): where 1% of
     its schedules are due, its finished jobs 12 hours old (inside the dedupe TTL)."""
@@ -262,11 +272,18 @@ def main() -> int:
         flush=True,
     )
     results: dict[int, dict[str, list[float]]] = {n: {} for n in sizes}
-    for r in range(args.rounds):
-        for n in sizes if r % 2 == 0 else sizes[::-1]:
-            asyncio.run(measure(paths[n], args.samples, results[n], n))
-    sched: dict[str, list[float]] = {}
-    due_count = asyncio.run(measure_schedules(paths[sizes[0]], sched, args.schedules))
+    # Measured on copies: the claims and inserts of a run would drain the cached queue.
+    work = {n: working_copy(paths[n]) for n in sizes}
+    try:
+        for r in range(args.rounds):
+            for n in sizes if r % 2 == 0 else sizes[::-1]:
+                asyncio.run(measure(work[n], args.samples, results[n], n))
+        sched: dict[str, list[float]] = {}
+        due_count = asyncio.run(measure_schedules(work[sizes[0]], sched, args.schedules))
+    finally:
+        for copy in work.values():
+            for leftover in (copy, copy.with_name(copy.name + "-wal"), copy.with_name(copy.name + "-shm")):
+                leftover.unlink(missing_ok=True)
 
     def ms(n: int, what: str, q: float = 0.5) -> float:
         values = sorted(results[n][what])

@@ -6,8 +6,14 @@ The public API, loaded lazily so that importing ``ductile`` (or running
     from ductile import Ductile
 
     async with Ductile("ductile.yaml") as d:
-        await d.enqueue("withings")
+        job_id = await d.enqueue("withings")
         await d.serve()
+
+The errors a caller may catch are exported here too (``UnknownPluginError``,
+``UnknownCommandError``, ``PluginUnavailableError`` — each an
+``EnqueueRefusedError`` —, ``UnknownJobError``, ``ConfigError``, all a
+``DuctileError``); docs/embedding.md is the guide. The library installs no
+log handler: its records go to the :mod:`logging` logger named ``ductile``.
 """
 
 from __future__ import annotations
@@ -27,17 +33,29 @@ _EXPORTS = {
     "Job": "ductile.domain.job",
     "JobStatus": "ductile.domain.job",
     "PlannedRun": "ductile.domain.schedule",
+    "EnqueueRefusedError": "ductile.app.intake",
+    "UnknownPluginError": "ductile.app.intake",
+    "UnknownCommandError": "ductile.app.intake",
+    "PluginUnavailableError": "ductile.app.intake",
+    "UnknownJobError": "ductile.domain.errors",
+    "LOGGER_NAME": "ductile.log",
 }
 
 __all__ = [
+    "LOGGER_NAME",
     "Config",
     "ConfigError",
     "Ductile",
     "DuctileError",
     "Engine",
+    "EnqueueRefusedError",
     "Job",
     "JobStatus",
     "PlannedRun",
+    "PluginUnavailableError",
+    "UnknownCommandError",
+    "UnknownJobError",
+    "UnknownPluginError",
     "__version__",
     "load_config",
 ]
@@ -46,10 +64,17 @@ if TYPE_CHECKING:
     from ductile.adapters.config import load_config
     from ductile.app.bootstrap import Ductile
     from ductile.app.engine import Engine
+    from ductile.app.intake import (
+        EnqueueRefusedError,
+        PluginUnavailableError,
+        UnknownCommandError,
+        UnknownPluginError,
+    )
     from ductile.domain.config import Config
-    from ductile.domain.errors import ConfigError, DuctileError
+    from ductile.domain.errors import ConfigError, DuctileError, UnknownJobError
     from ductile.domain.job import Job, JobStatus
     from ductile.domain.schedule import PlannedRun
+    from ductile.log import LOGGER_NAME
 
 
 def __getattr__(name: str) -> Any:

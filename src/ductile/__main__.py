@@ -1,5 +1,5 @@
 """``python -m ductile``: the same command line as the ``ductile`` script."""
 
-from ductile.app.cli import main
+from ductile.app.cli import console
 
-raise SystemExit(main())
+console()

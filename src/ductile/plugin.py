@@ -27,8 +27,9 @@ for the answer), an uncaught exception becomes a retryable error response
 retryable), SIGTERM at the deadline still gets an answer.
 
 No dependency on the rest of ductile: the file imports nothing but the
-standard library (Python 3.8 or later). Where ductile is not installed for
-the interpreter that runs the plugin, copy this one file into the plugin's
+standard library (Python 3.8 or later). Under ductile any interpreter finds
+it: the daemon puts it on every plugin's ``PYTHONPATH`` (ADR 0020). Outside
+ductile, or with ``-E``/``-I`` on the ``#!`` line, copy this one file into the plugin's
 folder as ``ductile/plugin.py``; ``from ductile import plugin`` then finds it
 (the script's folder is first on ``sys.path``). The guide is docs/plugins.md.
 """

@@ -164,6 +164,8 @@ async def snapshot(store: Store, *extra_ids: str) -> dict[str, Any]:
         "breakers": sorted(await store.breakers(), key=lambda b: (b.plugin, b.command)),
         "planned": sorted(await store.all_planned(), key=lambda r: r.key),
         "inits": {p: await store.get_init(p) for p in PLUGINS},
+        "activity": await store.activity(0, limit=1_000_000),
+        "last_activity_id": await store.last_activity_id(),
     }
 
 

@@ -133,7 +133,7 @@ def test_bad_signatures_and_oversize_bodies_are_refused_and_enqueue_nothing(site
     assert site.cli_json("queue") == {"jobs": []}
     assert site.query("SELECT COUNT(*) FROM jobs") == [(0,)]
     assert not daemon.logs(log_match(component="intake"))
-    refused = log_match("webhook refused", level="warn", component="http", plugin="a")
+    refused = log_match("webhook refused", level="info", component="http", plugin="a")
     daemon.wait_for_log(refused, 5, "one warning per refusal", count=len(answers))
 
     # The same counting sees a good delivery: the checks above could have failed.
@@ -201,13 +201,18 @@ def test_run_wait_against_the_running_daemon_returns_within_about_a_second(site:
 # --------------------------------------------------------------------------- plugin stderr (D18)
 
 
-def test_plugin_stderr_is_logged_at_warn_tagged_with_the_plugin(site: Site) -> None:
+def test_plugin_stderr_is_logged_tagged_with_the_plugin_at_info_unless_the_job_failed(site: Site) -> None:
     site.plugin(
         "noisy",
         recorder(site, "noisy", before="echo 'disk nearly full: 97% ünïcode' >&2; echo 'second line' >&2"),
         commands=["poll"],
     )
-    site.write_config()
+    site.plugin(
+        "failing",
+        recorder(site, "failing", before="echo 'cannot reach the API' >&2", exit_code=3),
+        commands=["poll"],
+    )
+    site.write_config({"failing": {"retry": {"max_attempts": 1}}})
     daemon = site.start()
 
     job_id = json.loads(site.cli_ok("run", "noisy", "--wait", "--timeout", "20", "--json"))["job_id"]
@@ -215,10 +220,16 @@ def test_plugin_stderr_is_logged_at_warn_tagged_with_the_plugin(site: Site) -> N
     line = daemon.wait_for_log(
         log_match("disk nearly full", component="plugin", plugin="noisy"), 5, "the stderr log line"
     )
-    assert line["level"] == "warn"
+    assert line["level"] == "info", "a successful run's stderr is diagnostics, not a warning"
     assert line["job_id"] == job_id
     assert line["stream"] == "stderr"
     assert "97% ünïcode" in line["message"]
     assert "second line" in line["message"]
     (run,) = site.job(job_id)["runs"]
     assert "disk nearly full" in run["stderr_tail"], "stderr is kept with the job too"
+
+    site.cli("run", "failing", "--wait", "--timeout", "20")
+    line = daemon.wait_for_log(
+        log_match("cannot reach the API", component="plugin", plugin="failing"), 5, "the failed run's stderr"
+    )
+    assert line["level"] == "warn"

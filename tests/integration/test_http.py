@@ -47,6 +47,7 @@ from ductile.adapters.http import (
     build_app,
     httptools_available,
 )
+from ductile.adapters.http.answers import RefusalLog, refusals
 from ductile.domain.config import Endpoint
 
 SECRET = "It's a Secret to Everybody"
@@ -296,6 +297,7 @@ def http_log() -> Iterator[list[logging.LogRecord]]:
     old_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
+    refusals.reset()  # the shared server's earlier refusals must not rate-limit this test's lines
     yield records
     logger.removeHandler(handler)
     logger.setLevel(old_level)
@@ -486,7 +488,7 @@ def test_bad_signatures_are_403_without_detail(
     assert response.status_code == 403
     assert response.content == b'{"error":"forbidden"}'
     assert shared.deliveries == []
-    assert any(r.levelno == logging.WARNING and "signature" in r.getMessage() for r in http_log)
+    assert any(r.levelno == logging.INFO and "signature" in r.getMessage() for r in http_log)
 
 
 def test_two_signature_headers_are_refused_even_if_both_are_right(shared: SharedServer) -> None:
@@ -582,7 +584,8 @@ def test_a_declared_oversize_body_is_413_at_once_without_reading_it(
     assert response.headers.get("connection") == "close"
     assert response.closed
     assert shared.deliveries == []
-    [warning] = [r for r in http_log if r.levelno == logging.WARNING]
+    [warning] = [r for r in http_log if "webhook refused" in r.getMessage()]
+    assert warning.levelno == logging.INFO
     assert "max_body_size" in warning.getMessage()
     assert warning.fields["declared"] == 10_000_000  # type: ignore[attr-defined]
 
@@ -1209,3 +1212,66 @@ def test_connections_over_limit_concurrency_are_answered_503_and_closed(parser: 
             assert answer == (200, False), "still refused after the other connection closed"
 
     asyncio.run(scenario())
+
+
+# ----------------------------------------------------------------- GitHub's form encoding (issue 12)
+
+
+def test_a_github_form_body_is_accepted_with_the_signature_over_the_raw_form(shared: SharedServer) -> None:
+    import urllib.parse
+
+    document = {"action": "opened", "text": "a & b = ü", "n": [1, 2]}
+    form = urllib.parse.urlencode({"payload": json.dumps(document)}).encode()
+    response = shared.post(
+        "/hook/github", form, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 202, response.text
+    assert shared.deliveries[-1].payload == document
+
+
+@pytest.mark.parametrize(
+    "form",
+    [b"other=1", b"payload=%7B%7D&payload=%7B%7D", b"payload=not-json", b"payload=%FF", b"\xff=1"],
+    ids=["no-payload", "two-payloads", "not-json", "not-utf8", "not-ascii"],
+)
+def test_a_form_without_one_json_payload_is_400_and_logged_with_its_reason(
+    shared: SharedServer, http_log: list[logging.LogRecord], form: bytes
+) -> None:
+    response = shared.post(
+        "/hook/github", form, headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    )
+    assert response.status_code == 400
+    assert shared.deliveries == []
+    [line] = [r for r in http_log if "webhook refused (400)" in r.getMessage()]
+    assert line.levelno == logging.INFO
+
+
+def test_every_4xx_is_logged_at_info_with_its_reason(
+    shared: SharedServer, http_log: list[logging.LogRecord]
+) -> None:
+    assert shared.post("/hook/github", b"not json").status_code == 400
+    assert shared.post("/nowhere", A_BODY).status_code == 404
+    with shared.client() as client:
+        assert client.get("/hook/github").status_code == 405
+    messages = [(r.levelno, r.getMessage()) for r in http_log]
+    assert (
+        logging.INFO,
+        "webhook refused (400): body is not JSON: Expecting value: line 1 column 1 (char 0)",
+    ) in (messages)
+    assert any(m.startswith("no webhook endpoint at '/nowhere'") for _, m in messages), messages
+    assert any("webhooks take POST only" in m for _, m in messages), messages
+
+
+def test_refusals_are_rate_limited_per_status_and_path_and_say_what_was_left_out(
+    http_log: list[logging.LogRecord],
+) -> None:
+    now = [0.0]
+    limited = RefusalLog(per_window=3, window=60.0, clock=lambda: now[0])
+    for _ in range(10):
+        limited(403, "bad signature", path="/hook/a")
+    limited(403, "bad signature", path="/hook/b")  # another path: its own window
+    assert [r.fields["path"] for r in http_log] == ["/hook/a"] * 3 + ["/hook/b"]  # type: ignore[attr-defined]
+    now[0] = 61.0
+    limited(403, "bad signature", path="/hook/a")
+    assert "(7 more like it left out of the log in the last minute)" in http_log[-1].getMessage()
+    assert http_log[-1].fields["left_out"] == 7  # type: ignore[attr-defined]

@@ -238,7 +238,7 @@ def test_the_documented_environment_is_the_inherited_one() -> None:
     assert listed == set(INHERITED_ENV)
     assert f"`{DEFAULT_PATH}`" in " ".join(after_marker("env"))
     text = DOC.read_text(encoding="utf-8")
-    for name in ("DUCTILE_PLUGIN", "DUCTILE_COMMAND", "DUCTILE_JOB_ID", "DUCTILE_ATTEMPT"):
+    for name in ("DUCTILE_PLUGIN", "DUCTILE_COMMAND", "DUCTILE_JOB_ID", "DUCTILE_ATTEMPT", "PYTHONPATH"):
         assert f"`{name}`" in text
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ductile.adapters.sqlite import sql as sqlite_sql
+from ductile.adapters.sqlite.queries import JobFilters, sql_find_jobs
 from ductile.adapters.sqlite.schema import migrate
 
 BIG_TABLES = ("jobs", "transitions", "runs")
@@ -56,6 +57,7 @@ def test_every_sql_constant_of_the_store_is_checked() -> None:
         if sql not in checked
         and not sql.startswith("INSERT")  # inserts and upserts look rows up by key only
         and sql not in (sqlite_sql.SQL_BREAKERS, sqlite_sql.SQL_ALL_PLANNED)  # small tables, whole
+        and sql != sqlite_sql.SQL_LAST_ACTIVITY_ID  # sqlite_sequence: one row per AUTOINCREMENT table
     ]
     assert unchecked == [], f"SQL constants missing from HOT_QUERIES: {unchecked}"
 
@@ -91,3 +93,48 @@ def test_list_jobs_never_scans_the_table(
 def test_the_checker_catches_a_full_scan(conn: sqlite3.Connection) -> None:
     steps = plan(conn, "SELECT id FROM jobs WHERE payload = ?")
     assert full_scans(steps) == ["SCAN jobs"]
+
+
+#: Each filter of ``GET /jobs`` / ``ductile jobs`` alone, and the usual combinations.
+FIND_SHAPES = {
+    "no filter": JobFilters(),
+    "one status": JobFilters(statuses=1),
+    "three statuses": JobFilters(statuses=3),
+    "plugin": JobFilters(plugin=True),
+    "command": JobFilters(command=True),
+    "submitted_by": JobFilters(submitted_by=True),
+    "children of a job": JobFilters(parent=True),
+    "since": JobFilters(since=True),
+    "until": JobFilters(until=True),
+    "since and until": JobFilters(since=True, until=True),
+    "text": JobFilters(text=True),
+    "next page": JobFilters(after=True),
+    "plugin, status, next page": JobFilters(plugin=True, statuses=1, after=True),
+    "dead since, text": JobFilters(statuses=1, since=True, text=True),
+    "everything": JobFilters(
+        statuses=2,
+        plugin=True,
+        command=True,
+        submitted_by=True,
+        since=True,
+        until=True,
+        text=True,
+        after=True,
+    ),
+}
+#: Shapes whose first filter narrows by an index range (a SEARCH, not a walk of the whole order).
+SEARCHED = set(FIND_SHAPES) - {"no filter", "text"}
+
+
+@pytest.mark.parametrize("name", sorted(FIND_SHAPES))
+def test_every_job_filter_is_answered_from_an_index(conn: sqlite3.Connection, name: str) -> None:
+    """A listing walks or searches an index, never the table; a selective filter searches
+    its index; the text filter reads a job's runs through their index."""
+    steps = plan(conn, sql_find_jobs(FIND_SHAPES[name]))
+    assert full_scans(steps, allow_index_scan=True) == [], f"{name}: {steps}"
+    jobs_steps = [s for s in steps if s.split()[1:2] == ["jobs"]]
+    assert jobs_steps, steps
+    if name in SEARCHED:
+        assert all(s.startswith("SEARCH") for s in jobs_steps), f"{name}: {steps}"
+    if FIND_SHAPES[name].text:
+        assert any(s.startswith("SEARCH r USING INDEX runs_job") for s in steps), f"{name}: {steps}"

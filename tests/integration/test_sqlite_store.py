@@ -1117,7 +1117,7 @@ def test_version_2_gives_runs_of_a_version_1_database_their_plugin(tmp_path: Pat
 
     run(main())
     conn = sqlite3.connect(path)
-    assert user_version(conn) >= 2
+    assert user_version(conn) == SCHEMA_VERSION >= 2
     conn.close()
 
 

@@ -471,8 +471,9 @@ def test_a_plugin_that_closes_stdin_early_is_not_an_error(plugin: Make) -> None:
     [
         ("missing", "No such file or directory (ENOENT)"),
         ("not-executable", "not executable: Permission denied (EACCES)"),
-        ("bad-interpreter", "bad interpreter '/nonexistent/bin/python'"),
-        ("crlf-shebang", "bad interpreter '/bin/sh'"),
+        ("bad-interpreter", "its interpreter /nonexistent/bin/python (from the #! line) does not exist"),
+        # Not "bad interpreter '/bin/sh'", which hid the cause (issue 12).
+        ("crlf-shebang", "'#!/bin/sh' ends with a carriage return: the file has Windows line endings"),
         ("no-shebang-garbage", "(ENOEXEC)"),
         ("directory", "(EACCES)"),
         ("missing-cwd", "working directory"),
@@ -504,7 +505,11 @@ def test_exec_failures_are_spawn_errors_not_exceptions(
     assert fragment in ran.outcome.spawn_error
     assert ran.outcome.exit_code is None
     assert ran.handles == []  # nothing started: on_start not called
-    assert classify(ran.outcome).event is JobEvent.FAIL
+    verdict = classify(ran.outcome)
+    assert verdict.event is JobEvent.FAIL
+    # What a retry cannot fix is not retried; a vanished file or working directory might come back.
+    permanent = kind in ("not-executable", "bad-interpreter", "crlf-shebang", "no-shebang-garbage")
+    assert verdict.retryable is not permanent, (kind, ran.outcome.start_failure)
 
 
 # --------------------------------------------------------------------------

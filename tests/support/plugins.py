@@ -135,7 +135,8 @@ class Ran:
 def spawn_env(
     plugin_name: str, command: str, job_id: str, *, attempt: int = 1, pythonpath: bool = True
 ) -> dict[str, str]:
-    """What the engine gives a plugin (engine.plugin_env + DUCTILE_*), plus where ductile lives."""
+    """What the engine gives a plugin (engine.plugin_env + DUCTILE_*), plus where ductile lives;
+    ``pythonpath`` False: no ``PYTHONPATH`` at all (as for a ``#!`` line with ``-E``)."""
     env = plugin_env(os.environ)
     env.update(
         DUCTILE_PLUGIN=plugin_name,
@@ -146,6 +147,8 @@ def spawn_env(
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep the source tree clean
     if pythonpath:
         env["PYTHONPATH"] = str(SRC)
+    else:
+        env.pop("PYTHONPATH", None)
     return env
 
 

@@ -157,6 +157,8 @@ class Daemon:
         self._reader = threading.Thread(target=self._read, name=f"ductile-log-{proc.pid}", daemon=True)
         self._reader.start()
         self.port: int | None = None
+        #: The operator API's port, when the config has an ``api`` section.
+        self.api_port: int | None = None
 
     @property
     def pid(self) -> int:
@@ -313,6 +315,7 @@ class Site:
         endpoints: Iterable[Mapping[str, Any]] | None = None,
         service: Mapping[str, Any] | None = None,
         store: Mapping[str, Any] | None = None,
+        api: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write ``ductile.yaml``; a ``webhooks`` section on 127.0.0.1:0 unless ``endpoints`` is None;
         a ``store`` section when given (a shared PostgreSQL)."""
@@ -331,6 +334,8 @@ class Site:
             config["webhooks"] = {"listen": "127.0.0.1:0", "endpoints": [dict(e) for e in endpoints]}
         if store is not None:
             config["store"] = dict(store)
+        if api is not None:  # the operator API, on 127.0.0.1:0 unless told
+            config["api"] = {"listen": "127.0.0.1:0", **api}
         self.config = config
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         return config
@@ -364,8 +369,12 @@ class Site:
                 log_match("ductile is running", component="daemon"), START_TIMEOUT, "start-up"
             )
             listening = daemon.logs(log_match("listening", component="http", exact=True))
-            if listening:
-                daemon.port = int(str(listening[-1]["address"]).rpartition(":")[2])
+            for line in listening:
+                port = int(str(line["address"]).rpartition(":")[2])
+                if line.get("listener") == "api":
+                    daemon.api_port = port
+                else:
+                    daemon.port = port
         return daemon
 
     def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:

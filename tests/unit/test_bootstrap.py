@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import attrs
 
-from ductile.app.bootstrap import restart_needed
+from ductile.app.operations import restart_needed
 from ductile.domain.config import Config, LogLevel, ServiceConfig, WebhooksConfig
 
 
@@ -29,3 +29,11 @@ def test_state_dir_log_level_and_listen_address_need_a_restart() -> None:
     )
     assert restart_needed(old, new) == ["service.state_dir", "service.log_level", "webhooks.listen"]
     assert restart_needed(old, config(webhooks=None)) == ["webhooks.listen"]
+
+
+def test_the_api_address_needs_a_restart() -> None:
+    from ductile.domain.config import ApiConfig
+
+    old = config()
+    assert restart_needed(old, attrs.evolve(old, api=ApiConfig())) == ["api.listen"]
+    assert restart_needed(attrs.evolve(old, api=ApiConfig()), attrs.evolve(old, api=ApiConfig())) == []

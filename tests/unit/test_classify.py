@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from ductile.domain.classify import MAX_ERROR_CHARS, NO_RUN, RunFacts, Verdict, classify, clip
 from ductile.domain.job import JobEvent
-from ductile.domain.outcome import STDOUT_CAP, STDOUT_KEEP, SpawnOutcome
+from ductile.domain.outcome import STDOUT_CAP, STDOUT_KEEP, SpawnOutcome, StartFailure
 
 
 def test_the_facts_are_the_outcomes_as_the_spawner_reported_them() -> None:
@@ -65,3 +67,23 @@ def test_a_verdict_built_by_hand_has_no_run_facts() -> None:
 def test_clip_keeps_short_texts_and_marks_a_cut() -> None:
     assert clip("short") == "short"
     assert clip("z" * (MAX_ERROR_CHARS + 1)) == "z" * (MAX_ERROR_CHARS - 1) + "…"
+
+
+@pytest.mark.parametrize("kind", list(StartFailure))
+def test_a_start_failure_is_not_retried_and_keeps_its_cause(kind: StartFailure) -> None:
+    outcome = SpawnOutcome(spawn_error="run: the #! line ends with a carriage return", start_failure=kind)
+    verdict = classify(outcome)
+    assert (verdict.event, verdict.retryable) == (JobEvent.FAIL, False)
+    assert verdict.error == (
+        "could not start the plugin: run: the #! line ends with a carriage return (not retried)"
+    )
+
+
+def test_an_exec_failure_of_the_machine_is_retried() -> None:
+    verdict = classify(SpawnOutcome(spawn_error="run: Too many open files (EMFILE)"))
+    assert (verdict.event, verdict.retryable) == (JobEvent.FAIL, True)
+
+
+def test_a_timeout_wins_over_a_start_failure() -> None:
+    outcome = SpawnOutcome(timed_out=True, spawn_error="x", start_failure=StartFailure.IMPORT_ERROR)
+    assert classify(outcome).event is JobEvent.TIME_OUT

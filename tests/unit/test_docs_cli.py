@@ -37,6 +37,7 @@ from ductile.app.cli import context, main
 from ductile.app.cli.context import Context
 from ductile.app.cli.jsondoc import job_json, run_json, transition_json
 from ductile.app.cli.parser import DEFAULT_WAIT_SECONDS, build_parser
+from ductile.domain.activity import Activity, Kind
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy, Transition
 from ductile.domain.protocol import LogLine
 from ductile.domain.settle import RunRecord
@@ -290,6 +291,13 @@ class Harness:
         self.ids += 1
         return f"id-{self.ids}"
 
+    def reloaded(self, pid: int, sig: int) -> None:
+        """The stand-in daemon reloads at once and says so in its activity log."""
+        report = {"reloaded": True, "added": [], "removed": [], "changed": [], "cancelled": {},
+                  "unhealthy": {}, "restart_needed": []}  # fmt: skip
+        with self.store.tx.atomic() as tx:
+            tx.append_activity(Activity(kind=Kind.CONFIG_RELOADED, at=NOW, data=report))
+
     def json(self, *argv: str) -> Any:
         out, err = io.StringIO(), io.StringIO()
         context = Context(
@@ -300,7 +308,7 @@ class Harness:
             monotonic=lambda: 0.0,
             open_store=self.open_store,
             daemon_pid=lambda state_dir: 4242,
-            send_signal=lambda pid, sig: None,
+            send_signal=self.reloaded,
             tz=UTC,
             new_id=self.new_id,
         )
@@ -315,6 +323,9 @@ def test_each_verbs_json_document_has_the_documented_keys(tmp_path: Path) -> Non
     job_id = documents["run"]["job_id"]
     documents |= {
         "job": h.json("job", job_id),
+        "cancel": h.json("cancel", job_id),
+        "retry": h.json("retry", job_id),
+        "jobs": h.json("jobs"),
         "reset": h.json("reset", "echo"),
         "queue": h.json("queue"),
         "logs": h.json("logs"),

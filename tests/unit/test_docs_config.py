@@ -39,12 +39,13 @@ ENV = {
     "WITHINGS_CLIENT_SECRET": "w1things",
     "GITHUB_WEBHOOK_SECRET": "g1thub",
     "PGPASSWORD": "pg-secret",
+    "PHONE_TOKEN": "a-phone-token-of-32-characters!!",
 }
 #: The name a ``<name>`` step stands for in the documents built here.
 PLUGIN = "p"
 #: Containers needing one of several keys: the first one's example is added
 #: unless the key under test is one of them.
-ONE_OF = {"plugins.<name>.schedule": ("every", "cron")}
+ONE_OF = {"plugins.<name>.schedule": ("every", "cron"), "api.tokens[]": ("token", "token_sha256")}
 UNKNOWN = "zz_not_a_key"
 
 
@@ -208,7 +209,7 @@ def test_known_keys_are_dotted_paths_with_placeholders() -> None:
     keys = known_keys()
     assert len(keys) == len(set(keys))
     for key in keys:
-        assert re.fullmatch(r"[a-z_]+(\[\])?(\.(<name>|[a-z_]+(\[\])?))*", key), key
+        assert re.fullmatch(r"[a-z_]+(\[\])?(\.(<name>|[a-z_][a-z0-9_]*(\[\])?))*", key), key
         if "." in key:
             assert _parent(key) in keys or _parent(key).removesuffix("[]") in keys, f"{key} has no parent"
     assert "plugins.<name>.retry.max_attempts" in keys

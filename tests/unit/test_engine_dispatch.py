@@ -12,6 +12,7 @@ import pytest
 
 import ductile.app.dispatch as dispatch_module
 from ductile.app.intake import Webhook
+from ductile.app.spawn import HELPER_PATH
 from ductile.domain.classify import RunEnd
 from ductile.domain.config import Endpoint, PluginConfig, Timeouts
 from ductile.domain.job import Actor, JobStatus, SubmittedBy
@@ -37,7 +38,7 @@ from tests.support.builders import (
 from tests.support.rigs import T0, GatedSpawner, Rig, async_test, records, sequence
 
 #: What a plugin's environment may carry over from the daemon's, and what ductile adds.
-ALLOWED_ENV = {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME"}
+ALLOWED_ENV = {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME", "PYTHONPATH"}
 DUCTILE_ENV = {"DUCTILE_PLUGIN", "DUCTILE_COMMAND", "DUCTILE_JOB_ID", "DUCTILE_ATTEMPT"}
 
 
@@ -142,6 +143,7 @@ async def test_the_plugin_gets_only_allow_listed_variables_and_its_ductile_ones(
         "LANG": "en_US.UTF-8",
         "TZ": "Europe/Berlin",
     }
+    assert env["PYTHONPATH"] == HELPER_PATH, "ductile's own helper, never the daemon's PYTHONPATH"
     assert {k: env[k] for k in DUCTILE_ENV} == {
         "DUCTILE_PLUGIN": "alpha",
         "DUCTILE_COMMAND": "poll",
@@ -165,6 +167,7 @@ async def test_without_an_environment_the_plugin_gets_a_default_path_and_locale(
     assert dict(spawn.env) == {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
+        "PYTHONPATH": HELPER_PATH,
         "DUCTILE_PLUGIN": "alpha",
         "DUCTILE_COMMAND": "poll",
         "DUCTILE_JOB_ID": "job-1",
@@ -327,7 +330,7 @@ async def test_plugin_logs_and_stderr_become_log_lines_tagged_with_the_plugin(
         for r in records(caplog, component="plugin", plugin="alpha", job_id=job_id)
     ]
     assert lines == [
-        (logging.WARNING, "deprecated"),
+        (logging.INFO, "deprecated"),  # a successful run's stderr is at info (ADR 0021)
         (logging.WARNING, "rate limited"),
         (logging.INFO, "fetched 3"),
     ]

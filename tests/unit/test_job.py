@@ -70,6 +70,7 @@ IDENTITY_FIELDS = (
     "created_at",
     "parent_job_id",
     "source_event_id",
+    "retry_of",
 )
 
 

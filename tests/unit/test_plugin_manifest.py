@@ -87,7 +87,18 @@ def test_not_a_mapping(raw: object) -> None:
 
 
 def test_unknown_keys_are_named() -> None:
-    assert refusal(good(zeta=1, alpha=2)) == "manifest has unknown keys: alpha, zeta"
+    assert refusal(good(zeta=1, alpha=2)).startswith("manifest has unknown keys 'alpha', 'zeta'; allowed: ")
+
+
+def test_a_mistyped_manifest_key_gets_a_did_you_mean() -> None:
+    manifest = good()
+    manifest["comands"] = manifest.pop("commands")
+    assert refusal(manifest) == (
+        "manifest has an unknown key 'comands' (did you mean 'commands'?); allowed: commands, "
+        "concurrency_safe, config_keys, description, entrypoint, name, protocol, version"
+    )
+    assert "(did you mean 'required'?)" in refusal(good(config_keys={"requird": ["a"]}))
+    assert "pol (did you mean 'poll'?)" in refusal(good(commands=["pol"]))
 
 
 @pytest.mark.parametrize(
@@ -139,7 +150,7 @@ def test_unknown_keys_are_named() -> None:
             "'config_keys' must be a mapping with 'required' and/or 'optional' lists",
         ),
         ({"config_keys": "client_id"}, "'config_keys' must be a mapping"),
-        ({"config_keys": {"needed": ["a"]}}, "'config_keys' must be a mapping"),
+        ({"config_keys": {"needed": ["a"]}}, "'config_keys' has an unknown key 'needed'"),
         ({"config_keys": {"required": "client_id"}}, "'config_keys.required' must be a list of names"),
         ({"config_keys": {"required": [None]}}, "'config_keys.required' must be a list of names"),
         ({"config_keys": {"optional": [1]}}, "'config_keys.optional' must be a list of names"),

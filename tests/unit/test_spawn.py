@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from ductile.app.spawn import plugin_env, spawn_request
+from ductile.app.spawn import HELPER_PATH, plugin_env, spawn_request
 from ductile.domain.config import KILL_GRACE, PluginConfig, Timeouts
 from ductile.domain.plugin import Manifest, Plugin
 
@@ -37,6 +38,7 @@ def test_a_request_carries_the_protocol_body_the_environment_and_the_commands_ti
         "PATH": "/opt/bin",
         "HOME": "/home/op",
         "LANG": "C.UTF-8",
+        "PYTHONPATH": HELPER_PATH,
         "DUCTILE_PLUGIN": "feeds",
         "DUCTILE_COMMAND": "poll",
         "DUCTILE_JOB_ID": "j-1",
@@ -66,3 +68,23 @@ def test_only_a_handle_request_carries_the_event() -> None:
     health = _body("health", event)
     assert "event" not in health
     assert health["deadline_at"] == "2026-03-02T09:00:10Z"  # the health timeout's default, 10 s
+
+
+def test_the_helper_path_holds_a_ductile_whose_plugin_is_this_one(tmp_path: Path) -> None:
+    """Any interpreter with PYTHONPATH=HELPER_PATH imports this ductile's plugin.py, and only it."""
+    import subprocess
+    import sys
+
+    from ductile import plugin
+
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", "from ductile import plugin; print(plugin.__file__)"],
+        env={"PYTHONPATH": HELPER_PATH, "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == plugin.__file__
+    listed = sorted(p.name for p in Path(HELPER_PATH).iterdir() if not p.name.startswith("__"))
+    assert listed == ["ductile"], "nothing but the ductile shim may be on a plugin's PYTHONPATH"

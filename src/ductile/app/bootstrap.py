@@ -15,19 +15,25 @@ time, and no signal handler is installed unless asked.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ductile.app import defaults
 from ductile.app.daemon import Service
 from ductile.app.engine import Engine
+from ductile.app.feed import Feed
 from ductile.app.intake import Manual, Webhook
+from ductile.app.operations import reload_doc, restart_needed
+from ductile.domain.activity import Kind
 from ductile.domain.breaker import BreakerStatus
 from ductile.domain.config import Config, Endpoint
-from ductile.domain.errors import ConfigError
-from ductile.domain.job import Command, SubmittedBy
+from ductile.domain.errors import ConfigError, UnknownJobError
+from ductile.domain.job import Command, Job, SubmittedBy
 from ductile.domain.schedule import PlannedRun
 from ductile.log import Log
 from ductile.ports.catalog import Catalog
@@ -41,8 +47,14 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
     from ductile.adapters.pidlock import InstanceLock
+    from ductile.app.api import Metrics
+    from ductile.app.surface import Surface
 
 DB_NAME = "ductile.db"
+#: :meth:`Ductile.wait` looks at the job after this long, then twice as long each time, up to...
+_WAIT_FIRST = 0.01
+#: ...this many seconds between two looks.
+_WAIT_MAX = 0.25
 
 _config_log = Log("config")
 _reload_log = Log("reload")
@@ -56,44 +68,6 @@ def _advise(config: Config) -> None:
     """Log, at WARN, each setting that is valid but probably unintended (:meth:`Config.advisories`)."""
     for advice in config.advisories():
         _config_log.warning(f"config: {advice}")
-
-
-def _default_spawner() -> Spawner:
-    from ductile.adapters.spawner import SubprocessSpawner
-
-    return SubprocessSpawner()
-
-
-def _default_catalog() -> Catalog:
-    from ductile.adapters.plugin_dir import FilesystemCatalog
-
-    return FilesystemCatalog()
-
-
-def _default_clock() -> Clock:
-    from ductile.adapters.system_clock import SystemClock
-
-    return SystemClock()
-
-
-def _default_inbox() -> Inbox:
-    from ductile.adapters.asyncio_inbox import AsyncioInbox
-
-    return AsyncioInbox()
-
-
-def restart_needed(old: Config, new: Config) -> list[str]:
-    """Settings a reload cannot apply: the running process keeps the old value."""
-    changes = []
-    if old.service.state_dir != new.service.state_dir:
-        changes.append("service.state_dir")
-    if old.service.log_level != new.service.log_level:
-        changes.append("service.log_level")
-    old_listen = (old.webhooks.host, old.webhooks.port) if old.webhooks else None
-    new_listen = (new.webhooks.host, new.webhooks.port) if new.webhooks else None
-    if old_listen != new_listen:
-        changes.append("webhooks.listen")
-    return changes
 
 
 class Ductile:
@@ -137,14 +111,41 @@ class Ductile:
         #: A shared store's other parts, and what closes them (the listener, the node's row).
         self._cluster: Cluster | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._surface: Surface | None = None
+        self._loaded_text: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def _load(self) -> Config:
+        """The config, and (``self._loaded_text``) the text it was read from."""
         if isinstance(self._config_source, Config):
+            self._loaded_text = None
             return self._config_source
-        from ductile.adapters.config import load_config
+        from ductile.adapters.config import load_config_and_text, machine_timezone
 
-        return load_config(self._config_source, env=self._environ)
+        config, self._loaded_text = load_config_and_text(
+            self._config_source, env=self._environ, local_tz=machine_timezone(env=self._environ)
+        )
+        return config
+
+    def _record(self, config: Config) -> None:
+        """Tell the command line this daemon's zone and its last good config (in the state
+        directory, :mod:`ductile.adapters.daemon_record`); a failure to write is only logged."""
+        if not self._owns_store:
+            return
+        from ductile.adapters.config import machine_timezone
+        from ductile.adapters.daemon_record import write_record
+
+        zone = machine_timezone(env=self._environ)
+        try:
+            write_record(
+                config.service.state_dir,
+                zone=str(getattr(zone, "key", zone)),
+                config=config.source if self._loaded_text is not None else None,
+                config_text=self._loaded_text,
+                loaded_at=self.engine.clock.now(),
+            )
+        except OSError as e:
+            _config_log.warning(f"cannot record the config in the state directory: {e.strerror or e}")
 
     @property
     def config_path(self) -> str | None:
@@ -163,10 +164,10 @@ class Ductile:
         self._engine = Engine(
             config=config,
             store=self._store,
-            spawner=self._spawner if self._spawner is not None else _default_spawner(),
-            clock=self._clock if self._clock is not None else _default_clock(),
-            inbox=self._inbox if self._inbox is not None else _default_inbox(),
-            catalog=self._catalog or _default_catalog(),
+            spawner=self._spawner if self._spawner is not None else defaults.spawner(),
+            clock=self._clock if self._clock is not None else defaults.clock(),
+            inbox=self._inbox if self._inbox is not None else defaults.inbox(),
+            catalog=self._catalog or defaults.catalog(),
             draw=self._draw,
             new_id=self._new_id,
             environ=self._environ,
@@ -177,7 +178,9 @@ class Ductile:
         except BaseException:
             await self.close()
             raise
+        await self.surface.record_refusals()
         _advise(config)
+        self._record(config)
         return self
 
     async def _open_own_store(self, config: Config) -> Store:
@@ -200,38 +203,20 @@ class Ductile:
         from ductile.adapters.postgres import require_driver
 
         require_driver()
-        from ductile.adapters.postgres.cluster import PgCluster, instance_name, new_node
-        from ductile.adapters.postgres.inbox import PgInbox
-        from ductile.adapters.postgres.store import PostgresStore
+        from ductile.adapters.postgres.join import join
 
-        url = config.store.url
-        assert url is not None
         if self._lock_wanted is not False:
             self._take_lock(config)
         try:
-            store = await PostgresStore.open(
-                url,
-                instance=instance_name(config.service.state_dir),
-                node=new_node(),
-                lease=config.store.lease,
-                pool_size=config.service.max_workers + 4,
-            )
-            cluster = PgCluster(store, url, lease=config.store.lease)
-            await cluster.join()
+            joined = await join(config, listen=self._inbox is None)
         except BaseException:
-            if "store" in locals():
-                await store.close()
             self._release_lock()
             raise
         self._owns_store = True
-        self._cluster = cluster
-        if self._inbox is None:
-            inbox = PgInbox(url)
-            inbox.start()
-            self._inbox = inbox
-            self._closers.append(inbox.close)
-        self._closers.append(cluster.leave)
-        return store
+        self._cluster = joined.cluster
+        self._inbox = joined.inbox or self._inbox
+        self._closers += joined.closers
+        return joined.store
 
     def _take_lock(self, config: Config) -> None:
         from ductile.adapters.pidlock import InstanceLock
@@ -290,12 +275,8 @@ class Ductile:
         even then: for an application that embeds ductile and speaks to systemd itself.
         """
         engine = self.engine
-        http = None
-        webhooks = engine.runtime.config.webhooks
-        if self._listen and webhooks is not None:
-            from ductile.adapters.http import HttpServer
-
-            http = HttpServer(self.asgi_app, webhooks.host, webhooks.port)
+        http, listeners = self.surface.listeners(engine.runtime.config) if self._listen else (None, [])
+        wake = self.surface.wake_listener() if self._lock is not None and self._lock.held else None
         reload_source = self.reload if self.config_path is not None else None
         notifier = None
         if notify_systemd and self._environ.get("NOTIFY_SOCKET"):
@@ -304,7 +285,15 @@ class Ductile:
             notifier = Notifier(self._environ)
             if not notifier.enabled:  # an unsupported NOTIFY_SOCKET (logged by the notifier)
                 notifier = None
-        self._service = Service(engine, reload=reload_source, http=http, on_ready=on_ready, notifier=notifier)
+        self._service = Service(
+            engine,
+            reload=reload_source,
+            http=http,
+            listeners=listeners,
+            background=[self.feed.run],
+            on_ready=on_ready,
+            notifier=notifier,
+        )
         if self._stop_requested:  # stop() came before serve() got going: it still counts
             self._service.stop()
         if install_signal_handlers:
@@ -314,6 +303,37 @@ class Ductile:
         finally:
             if install_signal_handlers:
                 self._service.remove_signal_handlers()
+            if wake is not None:
+                wake.close()
+
+    # ----------------------------------------------------------------- the operator surface
+    @property
+    def surface(self) -> Surface:
+        """The activity feed, metrics, API app and listeners of this instance (built when first needed)."""
+        if self._surface is None:
+            from ductile.app.surface import Surface
+
+            self._surface = Surface(self.engine, reload=self.reload_report, health=self.health,
+                                    webhooks=lambda: self._counted(self._build_asgi(ready=None)))  # fmt: skip
+        return self._surface
+
+    @property
+    def feed(self) -> Feed:
+        return self.surface.feed
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.surface.metrics
+
+    @property
+    def api_app(self) -> ASGIApp:
+        """The operator API's ASGI app (its own listener, or mounted in a host application)."""
+        return self.surface.api_app
+
+    @property
+    def api_port(self) -> int | None:
+        """The port the API listens on once serving (``api.listen`` port 0 picks one); None before."""
+        return self.surface.api_port
 
     def stop(self) -> None:
         """Stop serving gracefully; safe to call more than once, from a signal handler too."""
@@ -328,16 +348,35 @@ class Ductile:
     async def reload(self, config: Config | None = None) -> None:
         """Switch to ``config``, or re-read the config file. An invalid file is
         logged and the running configuration kept, whole."""
+        with contextlib.suppress(ConfigError):  # logged and noted by reload_report
+            await self.reload_report(config)
+
+    async def reload_report(self, config: Config | None = None) -> dict[str, Any]:
+        """:meth:`reload`, answering what changed (``POST /system/reload``); a refused
+        file raises :class:`ConfigError`. Either way the outcome is appended to the
+        activity log (``config.reloaded`` / ``config.rejected``), where ``ductile
+        reload`` reads it."""
+        engine = self.engine
         if config is None:
             try:
                 config = self._load()
             except ConfigError as e:
                 _reload_log.error(f"reload refused, keeping the running configuration: {e}")
-                return
-        for change in restart_needed(self.engine.runtime.config, config):
+                await self.surface.record(Kind.CONFIG_REJECTED, {"error": str(e)})
+                raise
+        old = engine.runtime.config
+        refused_before = frozenset(r.name for r in engine.runtime.refused)
+        for change in restart_needed(old, config):
             _reload_log.warning(f"{change} changed: it applies at the next restart")
-        await self.engine.reload(config)
+        report = await engine.reload(config)
         _advise(config)
+        doc = reload_doc(old, config, added=report.added, removed=report.removed,
+                         cancelled=report.cancelled, unhealthy=report.unhealthy)  # fmt: skip
+        doc["restart_needed"] = restart_needed(old, config)
+        self._record(config)
+        await self.surface.record(Kind.CONFIG_RELOADED, doc)
+        await self.surface.record_refusals(refused_before)
+        return doc
 
     # ----------------------------------------------------------------- API
     async def enqueue(
@@ -353,8 +392,10 @@ class Ductile:
 
         A ``handle`` job receives ``payload`` as the payload of an event of type
         ``event_type`` (default ``manual``) from source ``api``, with an event id of its own.
-        Raises :class:`~ductile.app.intake.EnqueueRefusedError` when the plugin or
-        command cannot run now.
+        Raises :class:`~ductile.app.intake.UnknownPluginError` (no such plugin),
+        :class:`~ductile.app.intake.UnknownCommandError` (its manifest does not list
+        ``command``) or :class:`~ductile.app.intake.PluginUnavailableError` (refused,
+        disabled, ``init`` failed): all :class:`~ductile.app.intake.EnqueueRefusedError`.
         """
         submission = Manual(
             plugin=plugin,
@@ -386,25 +427,69 @@ class Ductile:
         }
 
     @property
+    def ready(self) -> bool:
+        """Open and not closed: :attr:`asgi_app` serves (it answers 503 otherwise)."""
+        return self._engine is not None and not self._closed
+
+    @property
     def asgi_app(self) -> ASGIApp:
-        """The webhook + /healthz ASGI app, to mount in a host application."""
+        """The webhook + /healthz ASGI app, to mount in a host application.
+
+        It may be taken before the instance is opened (when the host app is
+        built, before ``async with``): until :meth:`open` has finished, and
+        again after :meth:`close`, it answers 503 with ``Retry-After: 1``.
+        """
         if self._asgi is None:
-            from ductile.adapters.http import WebhookDelivery, build_app
-
-            engine = self.engine
-
-            def endpoints() -> Sequence[Endpoint]:
-                hooks = engine.runtime.config.webhooks
-                return hooks.endpoints if hooks is not None else ()
-
-            async def submit(delivery: WebhookDelivery) -> str:
-                webhook = Webhook(
-                    endpoint=delivery.endpoint,
-                    payload=delivery.payload,
-                    headers=delivery.headers,
-                    dedupe_key=delivery.dedupe_key,
-                )
-                return (await engine.submit(webhook)).job_id
-
-            self._asgi = build_app(endpoints=endpoints, submit=submit, health=self.health)
+            self._asgi = self._counted(self._build_asgi(ready=lambda: self.ready))
         return self._asgi
+
+    def _counted(self, app: ASGIApp) -> ASGIApp:
+        """``app``, its answers counted in the metrics once this instance has them (serving)."""
+        from ductile.app.api.metrics import counting
+
+        def answered(status: int) -> None:
+            if self._surface is not None:
+                self._surface.metrics.webhook_answered(status)
+
+        return counting(app, answered)
+
+    def _build_asgi(self, *, ready: Callable[[], bool] | None) -> ASGIApp:
+        """The app; ``ready`` None for ductile's own listener, started only once open."""
+        from ductile.adapters.http import WebhookDelivery, build_app
+
+        def endpoints() -> Sequence[Endpoint]:
+            hooks = self.engine.runtime.config.webhooks
+            return hooks.endpoints if hooks is not None else ()
+
+        async def submit(delivery: WebhookDelivery) -> str:
+            webhook = Webhook(
+                endpoint=delivery.endpoint,
+                payload=delivery.payload,
+                headers=delivery.headers,
+                dedupe_key=delivery.dedupe_key,
+            )
+            return (await self.engine.submit(webhook)).job_id
+
+        return build_app(endpoints=endpoints, submit=submit, health=self.health, ready=ready)
+
+    # ----------------------------------------------------------------- jobs
+    async def job(self, job_id: str) -> Job:
+        """The job as stored now; raises :class:`~ductile.domain.errors.UnknownJobError`."""
+        job = await self.engine.store.get_job(job_id)
+        if job is None:
+            raise UnknownJobError(job_id)
+        return job
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """The job once it is terminal (``succeeded`` or ``dead``: see ``job.status`` and
+        ``job.last_error``). Raises :class:`TimeoutError` when ``timeout`` seconds pass first
+        (the job carries on) and :class:`~ductile.domain.errors.UnknownJobError`. The
+        instance must be serving (:meth:`serve`) for the job to make progress."""
+        pause = _WAIT_FIRST
+        async with asyncio.timeout(timeout):
+            while True:
+                job = await self.job(job_id)
+                if job.terminal:
+                    return job
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _WAIT_MAX)

@@ -41,10 +41,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from logging import ERROR
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ductile.app.engine import Claimed, Engine
 from ductile.app.membership import Membership
@@ -85,12 +85,18 @@ class Service:
         *,
         reload: ReloadSource | None = None,
         http: Listener | None = None,
+        listeners: Sequence[Listener] = (),
+        background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
         on_ready: Callable[[], None] | None = None,
         notifier: Notifier | None = None,
     ) -> None:
         self.engine = engine
         self._reload_source = reload
         self._http = http
+        #: More listeners (the operator API), started after ``http`` and stopped with it.
+        self._listeners = [x for x in (http, *listeners) if x is not None]
+        #: Loops that run beside the engine's (the activity feed), cancelled at shutdown.
+        self._background = list(background)
         self._on_ready = on_ready
         self._stopping = asyncio.Event()
         self._wake_scheduler = asyncio.Event()
@@ -139,9 +145,13 @@ class Service:
     # ----------------------------------------------------------------- running
     async def run(self) -> None:
         """Serve until :meth:`stop`; returns once everything is closed."""
-        if self._http is not None:
-            await self._http.start()
+        for listener in self._listeners:
+            await listener.start()
         self._tasks = [
+            *(
+                asyncio.create_task(loop(), name=f"ductile-background-{i}")
+                for i, loop in enumerate(self._background)
+            ),
             asyncio.create_task(self._scheduler_loop(), name="ductile-scheduler"),
             asyncio.create_task(self._dispatcher_loop(), name="ductile-dispatcher"),
             asyncio.create_task(self._reload_loop(), name="ductile-reload"),
@@ -172,9 +182,9 @@ class Service:
         self._stopped = True
         self._stopping.set()
         self._tell_stopping()
-        if self._http is not None:
+        for listener in self._listeners:
             with contextlib.suppress(Exception):
-                await self._http.stop()
+                await listener.stop()
         # The dispatcher finishes its jobs in flight (each bounded by its own deadline).
         for task in self._tasks:
             if task.get_name() != "ductile-dispatcher":

@@ -22,8 +22,11 @@ def log_settlement(job: Job, outcome: Outcome, committed: Committed) -> None:
     job_log = _dispatcher_log.bind(plugin=job.plugin, job_id=job.id)
     plugin_log = job_log.bind(component="plugin")
     if isinstance(outcome, SpawnOutcome) and outcome.stderr_tail:
+        # A successful run's stderr is its diagnostics, not a warning (``hello`` would warn every
+        # five minutes); a failed run's stderr is likely the cause, so it stands out.
         text = outcome.stderr_tail.decode("utf-8", "replace").rstrip("\n")
-        plugin_log.warning(text, stream="stderr")
+        level = logging.INFO if final.status is JobStatus.SUCCEEDED else logging.WARNING
+        plugin_log.log(level, text, stream="stderr")
     if s.response is not None:
         for line in s.run.logs:
             plugin_log.log(_LEVELS[line.level], line.message)

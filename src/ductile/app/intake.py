@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from ductile.app.runtime import Runtime
+from ductile.app.runtime import PluginState, Runtime
 from ductile.domain.config import Endpoint
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import Actor, Command, Job, SubmittedBy
@@ -36,7 +36,32 @@ _log = Log("intake")
 
 
 class EnqueueRefusedError(DuctileError):
-    """A job was asked for a plugin or command that cannot run."""
+    """A job was asked for a plugin or command that cannot run (one of the three below)."""
+
+
+class UnknownPluginError(EnqueueRefusedError, LookupError):
+    """No plugin of that name is loaded, refused or disabled: a host app's 404."""
+
+
+class UnknownCommandError(EnqueueRefusedError, ValueError):
+    """The plugin is loaded but its manifest does not list the command: a host app's 422."""
+
+
+class PluginUnavailableError(EnqueueRefusedError):
+    """The plugin exists but cannot take jobs now (refused, disabled, ``init`` failed): a 503."""
+
+
+def refusal(runtime: Runtime, plugin: str, command: str) -> EnqueueRefusedError | None:
+    """The error a job of (``plugin``, ``command``) is refused with, None when it may run."""
+    reason = runtime.why_not_runnable(plugin, command)
+    if reason is None:
+        return None
+    state = runtime.status_of(plugin).state
+    if state is PluginState.ABSENT:
+        return UnknownPluginError(reason)
+    if state is PluginState.LOADED:
+        return UnknownCommandError(reason)
+    return PluginUnavailableError(reason)
 
 
 @attrs.frozen(kw_only=True)
@@ -68,7 +93,17 @@ class Webhook:
     dedupe_key: str | None = None
 
 
-Submission = Manual | Webhook
+@attrs.frozen(kw_only=True)
+class Retry:
+    """An operator queues a finished job again (``ductile retry``, ``POST /job/{id}/retry``):
+    a new job of the same plugin, command and payload, attempt 1, linked by ``retry_of``.
+    Refused like a :class:`Manual` when the plugin or command cannot run now."""
+
+    job: Job
+    submitted_by: SubmittedBy = SubmittedBy.API
+
+
+Submission = Manual | Webhook | Retry
 
 
 async def enqueue(
@@ -84,12 +119,13 @@ async def enqueue(
 
     ``new_id`` gives the job its id; ``notify`` wakes the dispatcher (None
     where there is none to wake: ``ductile run`` writes to the daemon's store,
-    whose dispatcher notices within a second).
+    whose dispatcher is woken through its FIFO, or notices within a second).
     """
-    if isinstance(submission, Manual) and submission.strict:
-        reason = runtime.why_not_runnable(submission.plugin, submission.command)
-        if reason is not None:
-            raise EnqueueRefusedError(reason)
+    if isinstance(submission, Manual | Retry) and (isinstance(submission, Retry) or submission.strict):
+        plugin, command = _target(submission)
+        refused = refusal(runtime, plugin, command)
+        if refused is not None:
+            raise refused
     job = _job(submission, runtime, now=now, job_id=new_id())
     actor = Actor(job.submitted_by.value)
     result = await store.enqueue(job, actor=actor, now=now, dedupe_ttl=runtime.config.service.dedupe_ttl)
@@ -103,8 +139,29 @@ async def enqueue(
     return result
 
 
+def _target(submission: Manual | Retry) -> tuple[str, str]:
+    if isinstance(submission, Retry):
+        return submission.job.plugin, submission.job.command
+    return submission.plugin, submission.command
+
+
 def _job(submission: Submission, runtime: Runtime, *, now: datetime, job_id: str) -> Job:
     config = runtime.config
+    if isinstance(submission, Retry):
+        old = submission.job
+        # The payload as it was (a handle job's event envelope included); no dedupe key: the
+        # operator asked for this run, a success of the same key must not swallow it.
+        return attrs.evolve(
+            config.new_job(
+                old.plugin,
+                old.command,
+                job_id=job_id,
+                now=now,
+                submitted_by=submission.submitted_by,
+                payload=dict(old.payload),
+            ),
+            retry_of=old.id,
+        )
     if isinstance(submission, Webhook):
         envelope = webhook_envelope(
             path=submission.endpoint.path,

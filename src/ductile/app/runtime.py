@@ -35,6 +35,7 @@ from ductile.domain.lanes import Lanes
 from ductile.domain.plugin import Discovery, Plugin, Refusal
 from ductile.domain.routing import Target
 from ductile.domain.schedule import Schedule
+from ductile.domain.suggest import did_you_mean
 from ductile.ports.store import InitRecord
 
 
@@ -167,7 +168,11 @@ class Runtime:
             commands = ", ".join(sorted(self.plugins[name].manifest.commands))
             return f"plugin '{name}' does not support '{command}' (its manifest lists: {commands})"
         if status.state is PluginState.ABSENT:
-            return f"plugin '{name}' is not loaded (no such plugin in {self.config.plugins_dir})"
+            known = [*self.plugins, *(r.name for r in self.refused), *self.discovery.disabled]
+            return (
+                f"plugin '{name}' is not loaded (no such plugin in {self.config.plugins_dir})"
+                f"{did_you_mean(name, known)}"
+            )
         if status.reason is None:
             return f"plugin '{name}' is {status.state}"
         return f"plugin '{name}' is {status.state}: {status.reason}"

@@ -4,11 +4,13 @@ The dispatcher (every job) and ``ductile status`` (its health checks) start
 plugins the same way: the protocol request on stdin, the command's timeout,
 and a controlled environment (D5) — a short allow-list of the daemon's
 variables and nothing else, so no secret of the daemon's leaks into a plugin
-by accident.
+by accident — plus ``PYTHONPATH`` set to :data:`HELPER_PATH`, so a Python
+plugin imports ``ductile.plugin`` whichever interpreter its ``#!`` names (ADR 0020).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -21,11 +23,16 @@ from ductile.ports.spawner import SpawnRequest
 #: Environment variables a plugin inherits from the daemon; nothing else leaks.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: The folder whose only package is a ``ductile`` that finds this ductile's ``ductile.plugin``
+#: (``src/ductile/_helper_path``): every plugin's ``PYTHONPATH``.
+HELPER_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_helper_path")
 
 
 def plugin_env(base: Mapping[str, str]) -> dict[str, str]:
-    """The controlled environment of every plugin (D5): a short allow-list."""
+    """The controlled environment of every plugin (D5): a short allow-list, and
+    ``PYTHONPATH`` = :data:`HELPER_PATH` (never the daemon's own)."""
     env = {k: base[k] for k in INHERITED_ENV if k in base}
+    env["PYTHONPATH"] = HELPER_PATH
     env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("LANG", "C.UTF-8")
     return env

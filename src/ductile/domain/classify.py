@@ -111,7 +111,8 @@ def classify(outcome: SpawnOutcome, timeout: timedelta | None = None) -> Verdict
     """What a finished process means (``timeout``: the configured one, for the message).
 
     The order matters: a timeout wins over everything (output produced after
-    the deadline never makes a success, D4), then a failed exec, an
+    the deadline never makes a success, D4), then a failed exec (not retried
+    when the spawner named a :class:`~ductile.domain.outcome.StartFailure`), an
     overflowing stdout, a signal, exit 78, and only then the response.
     """
     facts = RunFacts(
@@ -130,6 +131,10 @@ def classify(outcome: SpawnOutcome, timeout: timedelta | None = None) -> Verdict
     if outcome.spawn_error is not None:
         why = outcome.spawn_error.strip()
         error = f"could not start the plugin: {why}" if why else "could not start the plugin"
+        if outcome.start_failure is not None:
+            # The same on every attempt (no #! line, no interpreter, CRLF, an import error):
+            # retrying cannot fix it, the operator must.
+            return Verdict(JobEvent.FAIL, f"{error} (not retried)", False, facts=facts)
         return Verdict(JobEvent.FAIL, error, True, facts=facts)
     if outcome.stdout_overflow:
         return Verdict(JobEvent.FAIL, f"stdout over 10 MiB: the plugin was stopped{hint}", True, facts=facts)

@@ -19,12 +19,17 @@ from ductile.domain.quantities import format_duration
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route, Target
 from ductile.domain.schedule import Schedule
+from ductile.domain.scopes import Scope
 
 DEFAULT_TICK = timedelta(seconds=60)
 DEFAULT_RETENTION = timedelta(days=30)
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_SIGNATURE_HEADER = "X-Hub-Signature-256"
 DEFAULT_LISTEN = ("127.0.0.1", 8081)
+#: The operator API's listener: loopback by default (the API should not be exposed).
+DEFAULT_API_LISTEN = ("127.0.0.1", 8080)
+#: The shortest API token accepted (bytes).
+MIN_TOKEN_BYTES = 16
 #: Where ``service.state_dir`` and ``plugins_dir`` point when the file does not
 #: say; relative paths are resolved against the config file's directory.
 DEFAULT_STATE_DIR = "./state"
@@ -120,6 +125,26 @@ class StoreConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ApiToken:
+    """One bearer token of the operator API: its name (logged, never the token), its
+    scopes, and the token itself or only its SHA-256 digest."""
+
+    name: str
+    scopes: tuple[Scope, ...]
+    #: The token's bytes, when the config holds it (compared in constant time).
+    secret: bytes | None = attrs.field(default=None, repr=False)
+    #: SHA-256 of the token, when the config holds only that.
+    sha256: bytes | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class ApiConfig:
+    host: str = DEFAULT_API_LISTEN[0]
+    port: int = DEFAULT_API_LISTEN[1]
+    tokens: tuple[ApiToken, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     service: ServiceConfig
     #: Absolute.
@@ -128,6 +153,8 @@ class Config:
     routes: tuple[Route, ...] = ()
     webhooks: WebhooksConfig | None = None
     store: StoreConfig = StoreConfig()
+    #: The operator HTTP API (issue 14); None: no API listener.
+    api: ApiConfig | None = None
     #: Where it was read from, when it came from a file.
     source: str | None = None
 

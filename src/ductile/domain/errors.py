@@ -63,3 +63,11 @@ class ConfigError(DuctileError):
 
 class ManifestError(DuctileError, ValueError):
     """A plugin's manifest is invalid; the message is the refusal reason."""
+
+
+class UnknownJobError(DuctileError, LookupError):
+    """No job has that id (never queued, or deleted by retention)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id

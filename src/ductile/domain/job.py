@@ -123,6 +123,8 @@ class Job:
     last_error: str | None = None
     parent_job_id: str | None = None
     source_event_id: str | None = None
+    #: Set on a job an operator queued again by hand (``ductile retry``, the API): the job it repeats.
+    retry_of: str | None = None
     #: The fence (ADR 0032): every claim raises it by one, and a move out of ``running``
     #: is only committed by the holder of the claim that has this token.
     claim_token: int = attrs.field(default=0, validator=attrs.validators.ge(0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import attrs
 
 #: D4 caps.
@@ -40,6 +42,21 @@ def signal_name(number: int) -> str:
     return _SIGNAL_NAMES.get(number, f"signal {number}")
 
 
+class StartFailure(enum.StrEnum):
+    """Why the plugin never really started: the same on every attempt, so never retried (D3)."""
+
+    #: ENOEXEC: no ``#!`` line, and not a binary this system runs.
+    NOT_A_PROGRAM = "not_a_program"
+    #: The ``#!`` interpreter does not exist (or ``env`` finds no such program on ``PATH``).
+    NO_INTERPRETER = "no_interpreter"
+    #: The ``#!`` line ends with a carriage return: the file has Windows line endings.
+    CRLF_SHEBANG = "crlf_shebang"
+    #: The entrypoint lost its execute bit.
+    NOT_EXECUTABLE = "not_executable"
+    #: The interpreter ran, and the program died importing a module before it answered.
+    IMPORT_ERROR = "import_error"
+
+
 @attrs.frozen(kw_only=True)
 class SpawnOutcome:
     """The plugin process ran (or exec failed). Filled in by a Spawner."""
@@ -54,6 +71,8 @@ class SpawnOutcome:
     duration: float = 0.0
     #: The process could not be started at all (ENOENT, EACCES, ENOEXEC...).
     spawn_error: str | None = None
+    #: Set with ``spawn_error`` when the cause is one a retry cannot fix (the spawner says which).
+    start_failure: StartFailure | None = None
 
     @property
     def exited(self) -> bool:

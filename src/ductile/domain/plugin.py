@@ -15,6 +15,7 @@ import attrs
 from ductile.domain.errors import ManifestError
 from ductile.domain.job import Command
 from ductile.domain.protocol import SUPPORTED_PROTOCOLS
+from ductile.domain.suggest import did_you_mean
 
 KNOWN_COMMANDS = frozenset(c.value for c in Command)
 _MANIFEST_KEYS = frozenset(
@@ -111,10 +112,25 @@ def _flag(raw: object, key: str, *, default: bool) -> bool:
 def _known_mapping(raw: object) -> Mapping[Any, object]:
     if not isinstance(raw, dict):
         raise ManifestError("manifest.yaml must be a mapping of keys to values")
-    unknown = sorted(str(k) for k in raw if k not in _MANIFEST_KEYS)
-    if unknown:
-        raise ManifestError(f"manifest has unknown keys: {', '.join(unknown)}")
+    problem = unknown_keys(raw, _MANIFEST_KEYS)
+    if problem is not None:
+        raise ManifestError(problem)
     return raw
+
+
+def unknown_keys(
+    raw: Mapping[Any, object], allowed: frozenset[str], *, where: str = "manifest"
+) -> str | None:
+    """The message for the keys of ``raw`` that are not ``allowed`` (None when all are), each
+    with a "did you mean" and the allowed keys listed: ``manifest has an unknown key 'comands'
+    (did you mean 'commands'?); allowed: ...``. One place, so a new manifest version only
+    passes its own ``allowed``."""
+    unknown = sorted(str(k) for k in raw if k not in allowed)
+    if not unknown:
+        return None
+    named = ", ".join(f"'{key}'{did_you_mean(key, allowed)}" for key in unknown)
+    noun = "an unknown key" if len(unknown) == 1 else "unknown keys"
+    return f"{where} has {noun} {named}; allowed: {', '.join(sorted(allowed))}"
 
 
 def _name(name: object, directory_name: str) -> str:
@@ -168,7 +184,8 @@ def _commands(raw: object) -> frozenset[str]:
     bad = sorted(set(commands) - KNOWN_COMMANDS)
     if bad:
         known = ", ".join(sorted(KNOWN_COMMANDS))
-        raise ManifestError(f"unknown command(s) {', '.join(bad)}; known: {known}")
+        named = ", ".join(f"{c}{did_you_mean(c, KNOWN_COMMANDS)}" for c in bad)
+        raise ManifestError(f"unknown command(s) {named}; known: {known}")
     if not commands:
         raise ManifestError("manifest 'commands' is empty")
     return frozenset(commands)
@@ -177,8 +194,11 @@ def _commands(raw: object) -> frozenset[str]:
 def _config_keys(raw: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The required and the optional config keys."""
     keys = raw or {}
-    if not isinstance(keys, dict) or set(keys) - {"required", "optional"}:
+    if not isinstance(keys, dict):
         raise ManifestError("'config_keys' must be a mapping with 'required' and/or 'optional' lists")
+    problem = unknown_keys(keys, frozenset({"required", "optional"}), where="'config_keys'")
+    if problem is not None:
+        raise ManifestError(problem)
     return (
         _str_list(keys.get("required"), "config_keys.required"),
         _str_list(keys.get("optional"), "config_keys.optional"),

@@ -9,6 +9,7 @@ one thread. Reads answer from the tables (the hot ones from the Tx's index).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ import attrs
 
 from ductile import units
 from ductile.domain import breaker as br
+from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.lanes import UNLIMITED, Lanes
@@ -30,8 +32,12 @@ from ductile.ports.store_values import (
     FireResult,
     Guard,
     InitRecord,
+    JobCursor,
+    JobPage,
+    JobQuery,
     RunningJob,
     RunView,
+    text_matches,
 )
 
 
@@ -77,9 +83,19 @@ class InMemoryStore:
         with self.tx.atomic() as tx:
             return units.delete_finished(tx, before)
 
-    async def reset_breakers(self, plugin: str) -> list[br.Breaker]:
+    async def reset_breakers(
+        self, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+    ) -> list[br.Breaker]:
         with self.tx.atomic() as tx:
-            return units.reset_breakers(tx, plugin)
+            return units.reset_breakers(tx, plugin, now=now, actor=actor)
+
+    async def cancel_job(self, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+        with self.tx.atomic() as tx:
+            return units.cancel_job(tx, job_id, reason=reason, actor=actor, now=now)
+
+    async def note(self, entry: Activity) -> None:
+        with self.tx.atomic() as tx:
+            units.note(tx, entry)
 
     async def fire(
         self,
@@ -91,6 +107,7 @@ class InMemoryStore:
         actor: Actor,
         now: datetime,
         dedupe_ttl: timedelta,
+        skipped: SkipReason | None = None,
     ) -> FireResult:
         with self.tx.atomic() as tx:
             return units.fire(
@@ -102,6 +119,7 @@ class InMemoryStore:
                 actor=actor,
                 now=now,
                 dedupe_ttl=dedupe_ttl,
+                skipped=skipped,
             )
 
     # ------------------------------------------------------------- plain writes
@@ -163,8 +181,73 @@ class InMemoryStore:
         )
         return jobs[:limit]
 
+    async def find_jobs(self, query: JobQuery) -> JobPage:
+        seq = self.tx.seq
+
+        def position(job: Job) -> tuple[datetime, int]:
+            return (job.created_at, seq[job.id])
+
+        after = None if query.after is None else (query.after.created_at, query.after.seq)
+        found = sorted(
+            (
+                j
+                for j in self.tx.jobs.values()
+                if self._wanted(j, query) and (after is None or position(j) < after)
+            ),
+            key=position,
+            reverse=True,
+        )
+        page = tuple(found[: query.limit])
+        more = len(found) > query.limit
+        last = page[-1] if page else None
+        cursor = JobCursor(created_at=last.created_at, seq=seq[last.id]) if more and last else None
+        return JobPage(jobs=page, next=cursor)
+
+    def _wanted(self, job: Job, q: JobQuery) -> bool:
+        if q.statuses is not None and job.status not in q.statuses:
+            return False
+        for field, wanted in (("plugin", q.plugin), ("command", q.command), ("parent_job_id", q.parent)):
+            if wanted is not None and getattr(job, field) != wanted:
+                return False
+        if q.submitted_by is not None and job.submitted_by.value != q.submitted_by:
+            return False
+        if (q.since is not None and job.created_at < q.since) or (
+            q.until is not None and job.created_at >= q.until
+        ):
+            return False
+        return q.text is None or self._has_text(job, q.text)
+
+    def _has_text(self, job: Job, text: str) -> bool:
+        if text_matches(job.last_error, text):
+            return True
+        for _, run in self.tx.runs.get(job.id, []):
+            texts = (
+                run.error,
+                run.stderr_tail.decode("utf-8", "replace"),
+                run.stdout_head.decode("utf-8", "replace"),
+            )
+            if any(text_matches(t, text) for t in texts):
+                return True
+        return False
+
+    async def job_ids_with_prefix(self, prefix: str, *, limit: int = 2) -> list[str]:
+        return sorted(i for i in self.tx.jobs if i.startswith(prefix))[:limit]
+
+    async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:
+        log = self.tx.activity
+        start = bisect.bisect_right(log, after, key=lambda e: e.id)
+        return log[start : start + limit]
+
+    async def last_activity_id(self) -> int:
+        return self.tx.activity_seq
+
     async def queue_depth(self) -> int:
         return self.tx.index.queue_depth()
+
+    async def oldest_queued_at(self) -> datetime | None:
+        return min(
+            (j.created_at for j in self.tx.jobs.values() if j.status is JobStatus.QUEUED), default=None
+        )
 
     async def outstanding(self, plugin: str, command: str) -> int:
         return self.tx.index.outstanding(plugin, command)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from ductile.domain.activity import Activity, Entry
 from ductile.domain.breaker import Breaker
 from ductile.domain.job import TERMINAL, Job, JobStatus, Transition
 from ductile.domain.lanes import Identity, identity
@@ -167,6 +168,9 @@ class MemoryTx(SerialLocks):
         self._running_identities: dict[Identity, str] = {}
         self._job_numbers = itertools.count()
         self._run_numbers = itertools.count()
+        #: The activity log, in id order; ids come from ``activity_seq`` and are never reused.
+        self.activity: list[Entry] = []
+        self.activity_seq = 0
         self._undo: list[_Undo] = []
         self.index: Index = index(self)
 
@@ -405,3 +409,22 @@ class MemoryTx(SerialLocks):
 
     def put_init(self, record: InitRecord) -> None:
         self._put(self.inits, record.plugin, record)
+
+    # ----------------------------------------------------------------- the activity log
+    def append_activity(self, activity: Activity) -> None:
+        self.activity_seq += 1
+        self.activity.append(Entry(id=self.activity_seq, activity=activity))
+        self._undo.append((self._drop_activity, ()))
+
+    def _drop_activity(self) -> None:
+        self.activity.pop()
+        self.activity_seq -= 1
+
+    def prune_activity(self, before: datetime) -> int:
+        kept = [e for e in self.activity if e.activity.at >= before]
+        pruned = len(self.activity) - len(kept)
+        if pruned:
+            old = self.activity
+            self.activity = kept
+            self._undo.append((setattr, (self, "activity", old)))
+        return pruned

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.breaker import Breaker
 from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job, JobStatus, Transition
@@ -30,6 +31,10 @@ from ductile.ports.store_values import (
     FireResult,
     Guard,
     InitRecord,
+    JobCursor,
+    JobPage,
+    JobQuery,
+    NotQueuedError,
     RunningJob,
     RunView,
     StaleJobError,
@@ -43,6 +48,10 @@ __all__ = [
     "FireResult",
     "Guard",
     "InitRecord",
+    "JobCursor",
+    "JobPage",
+    "JobQuery",
+    "NotQueuedError",
     "RunView",
     "RunningJob",
     "StaleJobError",
@@ -105,7 +114,22 @@ class Store(Protocol):
         with their transitions and runs; returns how many jobs."""
         ...
 
+    async def cancel_job(self, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+        """An operator cancels one queued job: dead, ``last_error`` = ``reason``; the job as
+        stored. :class:`NotQueuedError` (nothing changed) when it is not queued."""
+        ...
+
     async def get_job(self, job_id: str) -> Job | None: ...
+
+    async def find_jobs(self, query: JobQuery) -> JobPage:
+        """Jobs matching every filter of ``query``, newest first (``created_at``, then
+        insertion), one page at a time: a page continues exactly after ``query.after``,
+        so paging while jobs arrive neither skips nor repeats one."""
+        ...
+
+    async def job_ids_with_prefix(self, prefix: str, *, limit: int = 2) -> list[str]:
+        """Ids of stored jobs starting with ``prefix``, in id order, at most ``limit``."""
+        ...
 
     async def transitions(self, job_id: str) -> list[Transition]: ...
 
@@ -130,6 +154,10 @@ class Store(Protocol):
         """Jobs queued (including those waiting for a retry time)."""
         ...
 
+    async def oldest_queued_at(self) -> datetime | None:
+        """The ``created_at`` of the oldest queued job, None when none is queued."""
+        ...
+
     async def outstanding(self, plugin: str, command: str) -> int:
         """Jobs of (plugin, command) queued or running."""
         ...
@@ -146,8 +174,11 @@ class Store(Protocol):
 
     async def breakers(self) -> list[Breaker]: ...
 
-    async def reset_breakers(self, plugin: str) -> list[Breaker]:
-        """Close every breaker of ``plugin``; returns those that were open."""
+    async def reset_breakers(
+        self, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+    ) -> list[Breaker]:
+        """Close every breaker of ``plugin``; returns those that were open. With ``now``, each
+        open one closed is logged (``breaker.closed``, by ``actor``)."""
         ...
 
     # ----------------------------------------------------------------- schedule index
@@ -173,15 +204,31 @@ class Store(Protocol):
         actor: Actor,
         now: datetime,
         dedupe_ttl: timedelta,
+        skipped: SkipReason | None = None,
     ) -> FireResult:
         """One scheduled firing, atomically: if ``due`` is still the stored run
         of its key, check the guard (poll guard, breaker admit), enqueue
-        ``jobs`` when allowed, and replace the planned run by ``next_run``."""
+        ``jobs`` when allowed, and replace the planned run by ``next_run``;
+        logged as ``schedule.fired`` or ``schedule.skipped`` (``skipped``: the
+        caller's reason for giving no jobs)."""
         ...
 
     # ----------------------------------------------------------------- init
     async def get_init(self, plugin: str) -> InitRecord | None: ...
 
     async def put_init(self, record: InitRecord) -> None: ...
+
+    # ----------------------------------------------------------------- the activity log
+    async def note(self, entry: Activity) -> None:
+        """Append an entry the app decided on (config reloaded or rejected, plugin refused)."""
+        ...
+
+    async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:
+        """Entries with ``id > after``, oldest first, at most ``limit``."""
+        ...
+
+    async def last_activity_id(self) -> int:
+        """The id of the newest entry ever appended (0 when none); pruning does not lower it."""
+        ...
 
     async def close(self) -> None: ...

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from ductile.domain.breaker import Breaker, BreakerPolicy
-from ductile.domain.job import Job, Transition
+from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, Settlement
 from ductile.ports.spawner import ProcessHandle
@@ -30,6 +30,16 @@ class ClaimConflictError(Exception):
     """A claim broke a store's constraint (one running job per (plugin, slot), or per dedupe
     identity): another claimer took the slot meanwhile. Nothing was written; a store with
     concurrent claimers runs the claim again."""
+
+
+class NotQueuedError(StaleJobError):
+    """An operator asked to cancel a job that is not queued (``status``: what it is; None: no such job)."""
+
+    def __init__(self, job_id: str, status: JobStatus | None) -> None:
+        what = "no such job" if status is None else f"it is {status.value}"
+        super().__init__(f"job {job_id} cannot be cancelled: {what}; only a queued job can be")
+        self.job_id = job_id
+        self.status = status
 
 
 @attrs.frozen
@@ -120,3 +130,49 @@ class StoreDump:
     states: Mapping[str, dict[str, Any]] = attrs.field(factory=dict)
     breakers: tuple[Breaker, ...] = ()
     planned: tuple[PlannedRun, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class JobCursor:
+    """Where a page of :class:`JobQuery` results ended: the last job's creation time and
+    insertion order (the listing's sort key, so a page never skips nor repeats a job)."""
+
+    created_at: datetime
+    seq: int
+
+
+@attrs.frozen(kw_only=True)
+class JobQuery:
+    """Filters of a job listing, newest first. Every filter is optional; all given must hold."""
+
+    statuses: frozenset[JobStatus] | None = None
+    plugin: str | None = None
+    command: str | None = None
+    submitted_by: str | None = None
+    #: Jobs routed from this job's events (its children).
+    parent: str | None = None
+    #: ``since <= created_at < until``.
+    since: datetime | None = None
+    until: datetime | None = None
+    #: Text found (case-insensitively) in the job's last error, a run's error or stderr tail,
+    #: or a run's stdout (the response, and the result in it).
+    text: str | None = None
+    limit: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    #: Continue after this position (the previous page's ``JobPage.next``).
+    after: JobCursor | None = None
+
+
+@attrs.frozen(kw_only=True)
+class JobPage:
+    jobs: tuple[Job, ...]
+    #: Where the next page starts; None when this page is the last.
+    next: JobCursor | None
+
+
+_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def text_matches(haystack: str | None, needle: str) -> bool:
+    """``JobQuery.text``'s rule: ``needle`` occurs in ``haystack``, ASCII letters compared
+    without case (SQL ``LIKE``'s rule, so every store answers alike)."""
+    return haystack is not None and needle.translate(_ASCII_FOLD) in haystack.translate(_ASCII_FOLD)

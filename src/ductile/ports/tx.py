@@ -43,6 +43,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
+from ductile.domain.activity import Activity
 from ductile.domain.breaker import Breaker
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.lanes import Identity
@@ -183,3 +184,13 @@ class Tx(Protocol):
     def delete_planned(self, key: str) -> None: ...
 
     def put_init(self, record: InitRecord) -> None: ...
+
+    # ----------------------------------------------------------------- the activity log
+    def append_activity(self, activity: Activity) -> None:
+        """Append one entry to the activity log; the store gives it the next id (never
+        reused, even after pruning). Written in the unit that makes the change it records."""
+        ...
+
+    def prune_activity(self, before: datetime) -> int:
+        """Retention: delete the entries older than ``before``; how many."""
+        ...

@@ -17,9 +17,10 @@ from ductile.units.claim import claim, claim_next, record_process
 from ductile.units.enqueue import enqueue, insert_jobs
 from ductile.units.fire import fire
 from ductile.units.settle import recover, settle
-from ductile.units.upkeep import cancel_queued, delete_finished, reset_breakers
+from ductile.units.upkeep import cancel_job, cancel_queued, delete_finished, note, reset_breakers
 
 __all__ = [
+    "cancel_job",
     "cancel_queued",
     "claim",
     "claim_next",
@@ -27,6 +28,7 @@ __all__ = [
     "enqueue",
     "fire",
     "insert_jobs",
+    "note",
     "record_process",
     "recover",
     "reset_breakers",

@@ -21,6 +21,7 @@ from ductile.domain.lanes import UNLIMITED, Lanes, busy, claim_of
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store_values import StaleJobError
 from ductile.ports.tx import Tx
+from ductile.units import journal
 
 
 def claim_next(tx: Tx, now: datetime, *, lanes: Lanes = UNLIMITED, node: str | None = None) -> Job | None:
@@ -55,7 +56,7 @@ def _claim(tx: Tx, job: Job, now: datetime, taken: Claim) -> Job:
         job, JobEvent.CLAIM, at=now, actor=Actor.DISPATCHER, reason="claimed", claim=taken
     )
     stored = tx.update_job(claimed, expected=job.status, token=job.claim_token)
-    tx.add_transition(record)
+    journal.transition(tx, stored, record)
     return stored
 
 

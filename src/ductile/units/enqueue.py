@@ -17,6 +17,7 @@ from ductile.domain.dedupe import find_duplicate
 from ductile.domain.job import Actor, Job, JobStatus, creation
 from ductile.ports.store_values import EnqueueResult
 from ductile.ports.tx import Tx
+from ductile.units import journal
 
 
 def enqueue(tx: Tx, job: Job, *, actor: Actor, now: datetime, dedupe_ttl: timedelta) -> EnqueueResult:
@@ -56,5 +57,5 @@ def _insert(tx: Tx, job: Job, actor: Actor, now: datetime, ttl: timedelta) -> En
         if duplicate is not None:
             return EnqueueResult(duplicate.id, False)
     tx.insert_job(job)
-    tx.add_transition(creation(job, actor=actor))
+    journal.transition(tx, job, creation(job, actor=actor))
     return EnqueueResult(job.id, True)

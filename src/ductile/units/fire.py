@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from ductile.domain import activity
 from ductile.domain import breaker as br
+from ductile.domain.activity import SkipReason
 from ductile.domain.job import Actor, Job
 from ductile.domain.schedule import PlannedRun, poll_guard_allows
 from ductile.ports.store_values import Blocked, EnqueueResult, FireResult, Guard
@@ -29,7 +31,10 @@ def fire(
     actor: Actor,
     now: datetime,
     dedupe_ttl: timedelta,
+    skipped: SkipReason | None = None,
 ) -> FireResult:
+    """``skipped``: the app decided this run enqueues nothing (a missed run), and why;
+    the firing is logged as ``schedule.skipped`` with that reason."""
     tx.lock_planned(due.key)
     if tx.get_planned(due.key) != due:
         return FireResult(fired=False)
@@ -45,7 +50,23 @@ def fire(
     tx.replace_planned(due, next_run)
     if admitted is not None:
         tx.put_breaker(admitted)
+    if blocked is not None:
+        skipped = _SKIPPED[blocked]
+    tx.append_activity(
+        activity.of_fire(
+            key=due.key,
+            command=guard.command if guard is not None else None,
+            planned_at=due.planned_at,
+            nominal_at=due.nominal_at,
+            at=now,
+            jobs=tuple(r.job_id for r in results if r.created),
+            skipped=skipped,
+        )
+    )
     return FireResult(fired=True, jobs=tuple(results), blocked=blocked)
+
+
+_SKIPPED = {Blocked.BREAKER_OPEN: SkipReason.BREAKER, Blocked.POLL_GUARD: SkipReason.POLL_GUARD}
 
 
 def _check(tx: Tx, guard: Guard, now: datetime) -> tuple[Blocked | None, br.Breaker | None]:

@@ -13,12 +13,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from ductile.domain import settle as decide
+from ductile.domain.breaker import Breaker
 from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job, JobStatus
 from ductile.domain.recovery import recover as recover_job
 from ductile.domain.settle import SettleContext, Settlement
 from ductile.ports.store_values import Committed, StaleJobError
 from ductile.ports.tx import Tx
+from ductile.units import journal
 from ductile.units.enqueue import insert_jobs
 
 
@@ -44,7 +46,7 @@ def settle(
         tx.lock_breaker(job.plugin, job.command)
         breaker = tx.get_breaker(job.plugin, job.command)
     settlement = decide.settle(job, end, ctx=ctx, state=state, breaker=breaker)
-    return _commit(tx, job, settlement, now=ctx.now, ttl=dedupe_ttl, actor=Actor.ROUTE)
+    return _commit(tx, job, settlement, now=ctx.now, ttl=dedupe_ttl, actor=Actor.ROUTE, breaker=breaker)
 
 
 def recover(tx: Tx, now: datetime) -> list[Settlement]:
@@ -58,15 +60,26 @@ def recover(tx: Tx, now: datetime) -> list[Settlement]:
     return settlements
 
 
-def _commit(tx: Tx, before: Job, s: Settlement, *, now: datetime, ttl: timedelta, actor: Actor) -> Committed:
+def _commit(
+    tx: Tx,
+    before: Job,
+    s: Settlement,
+    *,
+    now: datetime,
+    ttl: timedelta,
+    actor: Actor,
+    breaker: Breaker | None = None,
+) -> Committed:
     children = insert_jobs(tx, s.children, actor=actor, now=now, ttl=ttl)
     tx.update_job(s.job, expected=before.status, token=before.claim_token)
     for transition in s.transitions:
-        tx.add_transition(transition)
+        journal.transition(
+            tx, s.job, transition, run=s.run if transition.from_status is JobStatus.RUNNING else None
+        )
     tx.add_run(s.run, s.job.plugin)
     tx.delete_process(s.job.id)
     if s.state is not None:
         tx.put_state(s.job.plugin, s.state)
     if s.breaker is not None:
-        tx.put_breaker(s.breaker)
+        journal.breaker(tx, breaker, s.breaker, at=now, actor=Actor.DISPATCHER.value)
     return Committed(settlement=s, children=tuple(children))

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from ductile.domain import breaker as br
-from ductile.domain.job import Actor, JobEvent, apply
+from ductile.domain.activity import Activity
+from ductile.domain.job import Actor, Job, JobEvent, JobStatus, apply
+from ductile.ports.store_values import NotQueuedError
 from ductile.ports.tx import Tx
+from ductile.units import journal
 
 
 def cancel_queued(tx: Tx, plugin: str, *, reason: str, now: datetime) -> list[str]:
@@ -17,20 +20,47 @@ def cancel_queued(tx: Tx, plugin: str, *, reason: str, now: datetime) -> list[st
             job, JobEvent.CANCEL, at=now, actor=Actor.RELOAD, reason=reason, last_error=reason
         )
         tx.update_job(dead, expected=job.status, token=job.claim_token)
-        tx.add_transition(record)
+        journal.transition(tx, dead, record)
         ids.append(job.id)
     return ids
 
 
 def delete_finished(tx: Tx, before: datetime) -> int:
-    """D19: retention; terminal jobs completed before ``before`` go, with their history."""
+    """D19: retention; terminal jobs completed before ``before`` go, with their history,
+    and so do the activity log's entries older than ``before``."""
+    tx.prune_activity(before)
     return tx.delete_finished(before)
 
 
-def reset_breakers(tx: Tx, plugin: str) -> list[br.Breaker]:
-    """Close every breaker of ``plugin``; the ones that were open, by command."""
+def reset_breakers(
+    tx: Tx, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+) -> list[br.Breaker]:
+    """Close every breaker of ``plugin``; the ones that were open, by command. An open
+    breaker closed here is logged (``breaker.closed``) at ``now`` when given."""
     current = tx.breakers_of(plugin)
     for breaker in current:
         tx.lock_breaker(breaker.plugin, breaker.command)
-        tx.put_breaker(br.reset(breaker))
+        closed = br.reset(breaker)
+        if now is None:
+            tx.put_breaker(closed)
+        else:
+            journal.breaker(tx, breaker, closed, at=now, actor=actor)
     return [b for b in current if b.is_open]
+
+
+def cancel_job(tx: Tx, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+    """An operator cancels one queued job: it becomes dead with ``reason``.
+    :class:`~ductile.ports.store_values.NotQueuedError` when it is not queued."""
+    tx.lock_job(job_id)
+    job = tx.get_job(job_id)
+    if job is None or job.status is not JobStatus.QUEUED:
+        raise NotQueuedError(job_id, None if job is None else job.status)
+    dead, record = apply(job, JobEvent.CANCEL, at=now, actor=actor, reason=reason, last_error=reason)
+    tx.update_job(dead, expected=JobStatus.QUEUED, token=job.claim_token)
+    journal.transition(tx, dead, record)
+    return dead
+
+
+def note(tx: Tx, entry: Activity) -> None:
+    """Append an entry the app decided on (a config reloaded or rejected, a plugin refused)."""
+    tx.append_activity(entry)

@@ -47,6 +47,7 @@ __all__ = [
     "MAX_DEPTH",
     "known_keys",
     "load_config",
+    "load_config_and_text",
     "machine_timezone",
     "parse_config",
     "resolve_config_path",
@@ -72,6 +73,17 @@ def load_config(
     directory. ``env`` defaults to the process environment and ``local_tz`` to
     :func:`machine_timezone`. Raises :class:`ConfigError` for every problem.
     """
+    return load_config_and_text(path, env=env, local_tz=local_tz)[0]
+
+
+def load_config_and_text(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    local_tz: tzinfo | None = None,
+) -> tuple[Config, str]:
+    """:func:`load_config`, and the text it was read from (the daemon records it as the last
+    good config, :mod:`ductile.adapters.daemon_record`)."""
     try:
         file = Path(os.fspath(path)).expanduser().absolute()
         with open(file, "rb") as handle:
@@ -89,13 +101,14 @@ def load_config(
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {file} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
     text = decode(raw)
-    return parse_config(
+    config = parse_config(
         text,
         source=str(file),
         base_dir=str(file.parent),
         env=os.environ if env is None else env,
         local_tz=machine_timezone() if local_tz is None else local_tz,
     )
+    return config, text
 
 
 def parse_config(

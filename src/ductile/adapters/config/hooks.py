@@ -28,7 +28,7 @@ from ductile.adapters.config.envsubst import substitute
 from ductile.adapters.config.machine_tz import zone_by_key
 from ductile.adapters.config.messages import KeyPath, Problem, describe, kind, shorten
 from ductile.adapters.config.yaml_tree import FALSE_WORDS, TRUE_WORDS, YAML11_BOOL_WORDS
-from ductile.domain.config import LogLevel, PluginConfig
+from ductile.domain.config import MIN_TOKEN_BYTES, LogLevel, PluginConfig
 from ductile.domain.errors import ScheduleError, UnitError
 from ductile.domain.quantities import parse_duration, parse_interval, parse_size
 from ductile.domain.schedule import CatchUp, cron_fires, validate_cron
@@ -71,6 +71,7 @@ EventType = NewType("EventType", str)
 ScheduledCommand = NewType("ScheduledCommand", str)
 JsonObject = NewType("JsonObject", dict[str, Any])
 StoreUrl = NewType("StoreUrl", str)
+ApiSecret = NewType("ApiSecret", str)
 PluginTable = NewType("PluginTable", dict[str, PluginConfig])
 
 _PLUGIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -350,6 +351,19 @@ def secret_hook(value: object, _: Any) -> str:
     return secret
 
 
+def api_token_hook(value: object, _: Any) -> str:
+    """An API token: text, ``${VAR}`` substituted, at least ``MIN_TOKEN_BYTES`` bytes."""
+    if not isinstance(value, str):  # never echo what might be the token
+        raise Problem(f"a token must be text (put it in quotes), got {kind(value)}")
+    token = substitute(value, current_context().env)
+    size = len(token.encode("utf-8", "surrogatepass"))
+    if size < MIN_TOKEN_BYTES:
+        after = " after substituting environment variables" if "$" in value else ""
+        what = "empty" if size == 0 else f"{size} bytes long"
+        raise Problem(f"the token is {what}{after}; an API token needs at least {MIN_TOKEN_BYTES} bytes")
+    return token
+
+
 def json_object_hook(value: object, _: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Problem(f"expected a mapping (key: value pairs), got {describe(value)}")
@@ -422,4 +436,5 @@ VALUE_HOOKS: tuple[tuple[Any, Callable[[object, Any], Any]], ...] = (
     (ScheduledCommand, command_hook),
     (JsonObject, json_object_hook),
     (StoreUrl, store_url_hook),
+    (ApiSecret, api_token_hook),
 )

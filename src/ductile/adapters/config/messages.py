@@ -8,11 +8,11 @@ file order leading and the others listed after it.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 
 from ductile.domain.errors import ConfigError
+from ductile.domain.suggest import did_you_mean
 
 #: How many further problems a ConfigError lists after the first one.
 MAX_LISTED_PROBLEMS = 10
@@ -97,9 +97,7 @@ def _shorten_message(message: str, limit: int = 400) -> str:
 def unknown_key(key: str, allowed: list[str]) -> str:
     """The message for a key the schema does not have: a "did you mean" and every allowed key."""
     shown = shorten(key)
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6) if len(key) <= 100 else []
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown key '{shown}'{hint}; allowed here: {', '.join(allowed)}"
+    return f"unknown key '{shown}'{did_you_mean(key, allowed)}; allowed here: {', '.join(allowed)}"
 
 
 def config_error(found: list[tuple[KeyPath, str]], lines: Mapping[KeyPath, Position]) -> ConfigError:

@@ -12,6 +12,7 @@ lists every accepted key path from the same tables.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from datetime import timedelta, tzinfo
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -20,6 +21,7 @@ import attrs
 from cattrs.gen import override
 
 from ductile.adapters.config.hooks import (
+    ApiSecret,
     ClockTime,
     Count,
     Cron,
@@ -46,6 +48,8 @@ from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.config import (
     DEFAULT_PLUGINS_DIR,
     DEFAULT_STATE_DIR,
+    ApiConfig,
+    ApiToken,
     Config,
     Endpoint,
     LogLevel,
@@ -60,6 +64,7 @@ from ductile.domain.protocol import EmittedEvent
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route
 from ductile.domain.schedule import CatchUp, Schedule, Window
+from ductile.domain.scopes import ScopeError, parse_scope
 
 #: Top-level keys with this prefix are ignored: a place to keep YAML anchors.
 EXTENSION_PREFIX = "x-"
@@ -121,6 +126,20 @@ class _WebhooksDoc:
 
 
 @attrs.frozen(kw_only=True)
+class _TokenDoc:
+    name: str
+    scopes: tuple[str, ...]
+    token: ApiSecret | None = None
+    token_sha256: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class _ApiDoc:
+    listen: Listen | None = None
+    tokens: tuple[ApiToken, ...] | None = None
+
+
+@attrs.frozen(kw_only=True)
 class ConfigDoc:
     service: ServiceConfig | None = None
     plugins_dir: DirPath | None = None
@@ -128,6 +147,7 @@ class ConfigDoc:
     routes: tuple[Route, ...] | None = None
     webhooks: WebhooksConfig | None = None
     store: StoreConfig | None = None
+    api: ApiConfig | None = None
 
 
 #: Domain classes read as they are, with per-field hooks (and YAML names).
@@ -262,8 +282,51 @@ def _build_webhooks(doc: _WebhooksDoc) -> WebhooksConfig:
     return WebhooksConfig(endpoints=endpoints, **given)
 
 
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _build_token(doc: _TokenDoc) -> ApiToken:
+    if not _TOKEN_NAME.fullmatch(doc.name):
+        raise Problem(
+            f"'{shorten(doc.name)}' is not a token name: letters, digits and . _ @ - (at most 64)", "name"
+        )
+    if (doc.token is None) == (doc.token_sha256 is None):
+        raise Problem("give either 'token' (the secret) or 'token_sha256' (its SHA-256, in hex), not both")
+    if not doc.scopes:
+        raise Problem("a token needs at least one scope, e.g. scopes: [jobs:ro]", "scopes")
+    scopes = []
+    for index, text in enumerate(doc.scopes):
+        try:
+            scopes.append(parse_scope(text))
+        except ScopeError as e:
+            raise Problem(str(e), "scopes", index) from None
+    if doc.token_sha256 is not None:
+        if not _HEX_DIGEST.fullmatch(doc.token_sha256):
+            raise Problem("expected 64 hexadecimal digits (sha256sum of the token)", "token_sha256")
+        return ApiToken(name=doc.name, scopes=tuple(scopes), sha256=bytes.fromhex(doc.token_sha256))
+    assert doc.token is not None
+    return ApiToken(name=doc.name, scopes=tuple(scopes), secret=doc.token.encode("utf-8", "surrogatepass"))
+
+
+def _build_api(doc: _ApiDoc) -> ApiConfig:
+    given: dict[str, Any] = {}
+    if doc.listen is not None:
+        given["host"], given["port"] = doc.listen
+    tokens = doc.tokens or ()
+    seen: dict[str, int] = {}
+    for index, token in enumerate(tokens):
+        if token.name in seen:
+            raise Problem(f"token name '{token.name}' is already used by tokens[{seen[token.name]}]",
+                          "tokens", index, "name")  # fmt: skip
+        seen[token.name] = index
+    return ApiConfig(tokens=tokens, **given)
+
+
 #: Domain values read through a doc class (whose fields are the allowed keys) and a builder.
 BUILT_FROM: dict[type, tuple[type, Callable[[Any], Any]]] = {
+    ApiToken: (_TokenDoc, _build_token),
+    ApiConfig: (_ApiDoc, _build_api),
     ServiceConfig: (_ServiceDoc, _build_service),
     StoreConfig: (_StoreDoc, _build_store),
     Window: (_WindowDoc, _build_window),
@@ -335,6 +398,7 @@ def build_config(doc: ConfigDoc) -> Config:
         routes=routes,
         webhooks=doc.webhooks,
         store=doc.store if doc.store is not None else StoreConfig(),
+        api=doc.api,
         source=current_context().source,
     )
 

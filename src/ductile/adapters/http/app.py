@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from ductile.adapters.http.answers import respond, respond_text
+from ductile.adapters.http.answers import client, refusals, respond, respond_text
 from ductile.adapters.http.asgi import ENDPOINT, ROUTE_PATH, ASGIApp, Receive, Scope, Send
 from ductile.adapters.http.framing import FramingCheck, closes_early
 from ductile.adapters.http.health import HEALTH_PATH, Health, HealthRoute
@@ -42,15 +42,37 @@ def build_app(
     submit: Submit,
     health: Health,
     body_timeout: float = 10.0,
+    ready: Callable[[], bool] | None = None,
 ) -> ASGIApp:
     """The ASGI app: ``POST <endpoint.path>`` webhooks and ``GET /healthz``.
 
     ``endpoints`` is called on every request, so a reload takes effect
     without restarting the server. ``body_timeout`` is the deadline, in
-    seconds, for receiving a whole request body.
+    seconds, for receiving a whole request body. ``ready`` (an embedded
+    instance mounted before it was opened): every request is answered 503
+    while it returns False; None (ductile's own server, started once ready)
+    adds nothing to the path of a request.
     """
     webhook = BodyLimit(WebhookRoute(submit), body_timeout)
-    return Entry(FramingCheck(Routes(endpoints, health=HealthRoute(health), webhook=webhook)))
+    app: ASGIApp = FramingCheck(Routes(endpoints, health=HealthRoute(health), webhook=webhook))
+    return Entry(app if ready is None else NotReady(app, ready))
+
+
+NOT_READY = {"error": "not ready"}
+
+
+class NotReady:
+    """503 with ``Retry-After: 1`` while ``ready()`` is False (the instance is not open)."""
+
+    def __init__(self, app: ASGIApp, ready: Callable[[], bool]) -> None:
+        self._app = app
+        self._ready = ready
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._ready():
+            await self._app(scope, receive, send)
+            return
+        await respond(send, 503, NOT_READY, close=True, extra=[(b"retry-after", b"1")])
 
 
 #: A path to route: what Starlette's catch-all route ``/{path:path}`` matched (``re.match``, so
@@ -134,9 +156,18 @@ class Routes:
             return
         endpoint = self._find(path)
         if endpoint is None:
+            # Any path a client sends: all of them share one rate-limit key.
+            refusals(404, f"no webhook endpoint at {path[:200]!r}", client=client(scope))
             await respond(send, 404, NOT_FOUND, close=closes_early(scope))
             return
         if scope["method"] != "POST":
+            refusals(
+                405,
+                f"{scope['method'][:20]} {endpoint.path}: webhooks take POST only",
+                path=endpoint.path,
+                plugin=endpoint.plugin,
+                client=client(scope),
+            )
             allow = [(b"allow", b"POST")]
             await respond(send, 405, METHOD_NOT_ALLOWED, close=closes_early(scope), extra=allow)
             return

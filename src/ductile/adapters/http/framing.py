@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from ductile.adapters.http.answers import client, log, respond
+from ductile.adapters.http.answers import client, refusals, respond
 from ductile.adapters.http.asgi import FRAMING, HEADERS, ROUTE_PATH, ASGIApp, Receive, Scope, Send
 from ductile.adapters.http.headers import header_values
 from ductile.adapters.http.jsonbody import MAX_INT_DIGITS
@@ -141,7 +141,7 @@ class FramingCheck:
             framing = check_head(headers, scope.get("http_version", "1.1"))
         except BadRequestError as exc:
             path: str = scope[ROUTE_PATH]
-            log.warning(f"request refused: {exc}", path=path[:200], client=client(scope))
+            refusals(400, f"request refused: {exc}", target=path[:200], client=client(scope))
             await respond(send, 400, BAD_REQUEST, close=True)
             return
         scope[HEADERS] = headers

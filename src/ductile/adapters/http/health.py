@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ductile.adapters.http.answers import log, respond
+from ductile.adapters.http.answers import log, refusals, respond
 from ductile.adapters.http.asgi import Receive, Scope, Send
 from ductile.adapters.http.framing import closes_early
 
@@ -29,6 +29,7 @@ class HealthRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         close = closes_early(scope)
         if scope["method"] not in ("GET", "HEAD"):
+            refusals(405, f"{scope['method'][:20]} {HEALTH_PATH}: GET or HEAD only", path=HEALTH_PATH)
             allow = [(b"allow", b"GET, HEAD")]
             await respond(send, 405, {"error": "method not allowed"}, close=close, extra=allow)
             return

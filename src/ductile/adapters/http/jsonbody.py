@@ -1,4 +1,6 @@
-"""The webhook body parser: one strict JSON document (I-JSON, RFC 7493), bounded.
+"""The webhook body parser: one strict JSON document (I-JSON, RFC 7493), bounded —
+sent as the body itself, or as the ``payload`` field of a form (GitHub's default
+content type, ``application/x-www-form-urlencoded``: :func:`parse_body`).
 
 What a plain ``json.loads`` lets through and we refuse, each a
 :class:`NotJsonError` and so a 400 (PITFALLS.md, "HTTP"): another encoding
@@ -14,6 +16,7 @@ import asyncio
 import json
 import math
 import re
+import urllib.parse
 from typing import Any
 
 #: Bodies larger than this are parsed in a worker thread (see :func:`parse_payload`).
@@ -25,6 +28,35 @@ MAX_INT_DIGITS = 4300
 
 class NotJsonError(ValueError):
     """A request body is not a single valid JSON document."""
+
+
+#: The media type of a form; its JSON document is in the field :data:`FORM_FIELD`.
+FORM_TYPE = "application/x-www-form-urlencoded"
+FORM_FIELD = "payload"
+
+
+def is_form(content_type: bytes | None) -> bool:
+    """Whether a ``Content-Type`` value names a URL-encoded form (parameters ignored)."""
+    if not content_type:
+        return False
+    return content_type.split(b";", 1)[0].strip().lower() == FORM_TYPE.encode()
+
+
+def form_payload(body: bytes) -> bytes:
+    """The ``payload`` field of a URL-encoded form body, as bytes (UTF-8); exactly one, or
+    :class:`NotJsonError` saying what is wrong."""
+    try:
+        fields = urllib.parse.parse_qs(
+            body.decode("ascii"), keep_blank_values=True, strict_parsing=bool(body), errors="strict"
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise NotJsonError(f"not a URL-encoded form: {str(exc)[:200]}") from exc
+    values = fields.get(FORM_FIELD, [])
+    if len(values) != 1:
+        raise NotJsonError(
+            f"a form must carry exactly one '{FORM_FIELD}' field holding the JSON, not {len(values)}"
+        )
+    return values[0].encode("utf-8")
 
 
 #: A JSON escape of a UTF-16 surrogate (raw UTF-8 cannot carry one: strict decoding refuses it).
@@ -69,6 +101,14 @@ def parse_json(body: bytes) -> Any:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise NotJsonError(str(exc)[:200]) from exc
     return value
+
+
+async def parse_body(body: bytes, content_type: bytes | None) -> Any:
+    """The JSON document of a webhook: the body, or its form's ``payload`` field (GitHub sends
+    that unless told to send JSON). The signature was checked over the raw body before."""
+    if is_form(content_type):
+        return await parse_payload(form_payload(body))
+    return await parse_payload(body)
 
 
 async def parse_payload(body: bytes) -> Any:

@@ -113,8 +113,11 @@ class HttpServer:
         graceful_timeout: int = 5,
         backlog: int = 128,
         parser: HttpParser = "auto",
+        label: str = "webhooks",
     ) -> None:
         self._parser = resolve_parser(parser)
+        #: Which listener this is, in its log lines (``webhooks``, ``api``, ``webhooks+api``).
+        self.label = label
         self._app = app
         self._host = host
         self._requested_port = port
@@ -130,6 +133,11 @@ class HttpServer:
     def port(self) -> int:
         """The bound port once started (the requested one before)."""
         return self._bound_port if self._bound_port is not None else self._requested_port
+
+    @property
+    def bound_port(self) -> int | None:
+        """The port connections are accepted on; None before :meth:`start` has bound it."""
+        return self._bound_port
 
     @property
     def address(self) -> str:
@@ -181,7 +189,7 @@ class HttpServer:
             raise ListenError(f"cannot listen on {where}: the server did not start ({cause})") from cause
         self._server, self._task, self._bound_port = server, task, port
         task.add_done_callback(functools.partial(_report_unexpected_end, server))
-        log.info("listening", address=where, parser=self._parser)
+        log.info("listening", address=where, parser=self._parser, listener=self.label)
 
     @staticmethod
     async def _serve(server: _EmbeddedServer, sock: socket.socket, where: str) -> None:

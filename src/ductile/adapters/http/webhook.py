@@ -6,7 +6,9 @@ endpoint and a ``POST``, and read its body within the limits. What is left:
 
 1. HMAC-SHA256 of the raw body, compared in constant time (403, the same
    answer for every cause; an endpoint with an empty secret accepts nothing);
-2. the body must be one strict JSON document (400);
+2. the body must be one strict JSON document (400), or a URL-encoded form
+   whose ``payload`` field is one (GitHub's default content type; the
+   signature is over the raw form body, as GitHub signs it);
 3. ``submit`` durably enqueues it -> 202 ``{"job_id": ...}``; if it raises ->
    503 (logged; the body never carries a traceback).
 
@@ -24,7 +26,7 @@ import attrs
 from ductile.adapters.http.answers import log, refuse, respond
 from ductile.adapters.http.asgi import BODY, ENDPOINT, FRAMING, HEADERS, Headers, Receive, Scope, Send
 from ductile.adapters.http.headers import dedupe_key, delivery_headers, single_value
-from ductile.adapters.http.jsonbody import NotJsonError, parse_payload
+from ductile.adapters.http.jsonbody import NotJsonError, parse_body
 from ductile.adapters.http.signing import signature_matches
 from ductile.domain.config import Endpoint
 
@@ -66,9 +68,9 @@ class WebhookRoute:
             await refuse(scope, send, 403, FORBIDDEN, "bad or missing signature", close=close)
             return
         try:
-            payload = await parse_payload(body)
-        except NotJsonError:
-            await respond(send, 400, NOT_JSON, close=close)
+            payload = await parse_body(body, single_value(headers, "content-type"))
+        except NotJsonError as exc:
+            await refuse(scope, send, 400, NOT_JSON, f"body is not JSON: {exc}", close=close)
             return
         delivery = WebhookDelivery(
             endpoint=endpoint,

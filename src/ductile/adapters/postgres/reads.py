@@ -14,9 +14,12 @@ import attrs
 import psycopg
 
 from ductile.adapters.postgres import sql
+from ductile.adapters.postgres.queries import read_job_page
 from ductile.adapters.postgres.rows import (
+    JOB_FIELDS,
     RUN_COLS,
     breaker_of,
+    entry_of,
     init_of,
     job_of,
     planned_of,
@@ -24,13 +27,16 @@ from ductile.adapters.postgres.rows import (
     transition_of,
 )
 from ductile.domain import breaker as br
+from ductile.domain.activity import Entry
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store_values import InitRecord, RunningJob, RunView
+from ductile.ports.store_values import InitRecord, JobPage, JobQuery, RunningJob, RunView
 
 T = TypeVar("T")
+#: Columns of a job row: a process record's columns follow them in ``sql.RUNNING``.
+_W = len(JOB_FIELDS)
 Conn = psycopg.Connection[Any]
 
 
@@ -64,8 +70,8 @@ class PgReads:
                 RunningJob(
                     job=job_of(row),
                     process=None
-                    if row[20] is None
-                    else ProcessHandle(pid=row[20], pgid=row[21], start_time=row[22]),
+                    if row[_W] is None
+                    else ProcessHandle(pid=row[_W], pgid=row[_W + 1], start_time=row[_W + 2]),
                 )
                 for row in conn.execute(sql.RUNNING, (self.instance,)).fetchall()
             ]
@@ -149,6 +155,29 @@ class PgReads:
             "get_init", lambda c: c.execute(sql.GET_INIT, (self.instance, plugin)).fetchone()
         )
         return None if row is None else init_of(row)
+
+    async def find_jobs(self, query: JobQuery) -> JobPage:
+        return await self._read("find_jobs", lambda c: read_job_page(c, query))
+
+    async def job_ids_with_prefix(self, prefix: str, *, limit: int = 2) -> list[str]:
+        rows = await self._read(
+            "job_ids_with_prefix", lambda c: c.execute(sql.IDS_FROM, (prefix, limit)).fetchall()
+        )
+        return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
+
+    async def oldest_queued_at(self) -> datetime | None:
+        row = await self._read("oldest_queued_at", lambda c: c.execute(sql.OLDEST_QUEUED).fetchone())
+        return None if row is None or row[0] is None else _utc(row[0])
+
+    async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:
+        rows = await self._read(
+            "activity", lambda c: c.execute(sql.ACTIVITY_AFTER, (after, limit)).fetchall()
+        )
+        return [entry_of(r) for r in rows]
+
+    async def last_activity_id(self) -> int:
+        row = await self._read("last_activity_id", lambda c: c.execute(sql.LAST_ACTIVITY_ID).fetchone())
+        return 0 if row is None else int(row[0])
 
     async def nodes(self) -> list[NodeView]:
         """Every registered node, the leader marked (``ductile status``)."""

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ductile.domain import breaker as br
+from ductile.domain.activity import Activity, Entry
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy, Transition
 from ductile.domain.protocol import LogLine
 from ductile.domain.schedule import PlannedRun
@@ -41,6 +42,7 @@ JOB_FIELDS = (
     "slot",
     "node",
     "deadline_at",
+    "retry_of",
 )
 JOB_COLS = ", ".join(JOB_FIELDS)
 JOB_COLS_J = ", ".join(f"j.{c}" for c in JOB_FIELDS)
@@ -85,6 +87,7 @@ def job_params(job: Job) -> tuple[Any, ...]:
         job.slot,
         job.node,
         job.deadline_at,
+        job.retry_of,
     )
 
 
@@ -110,6 +113,7 @@ def job_of(row: Sequence[Any]) -> Job:
         slot=row[17],
         node=row[18],
         deadline_at=utc(row[19]),
+        retry_of=row[20],
     )
 
 
@@ -227,3 +231,29 @@ def init_of(row: Sequence[Any]) -> InitRecord:
     return InitRecord(
         plugin=row[0], fingerprint=row[1], ok=bool(row[2]), error=row[3], at=row[4].astimezone(UTC)
     )
+
+
+ACTIVITY_COLS = "id, kind, at, plugin, command, job_id, data"
+
+
+def activity_params(a: Activity) -> tuple[Any, ...]:
+    return (
+        a.kind.value,
+        aware(a.at),
+        a.plugin,
+        a.command,
+        a.job_id,
+        dumps(dict(a.data), f"activity {a.kind.value}: data"),
+    )
+
+
+def entry_of(row: Sequence[Any]) -> Entry:
+    activity = Activity(
+        kind=row[1],
+        at=row[2].astimezone(UTC),
+        plugin=row[3],
+        command=row[4],
+        job_id=row[5],
+        data=json.loads(row[6]),
+    )
+    return Entry(id=row[0], activity=activity)

@@ -16,6 +16,8 @@ serialised), run output is ``bytea``, ``seq`` an identity column. Beside them:
   ``deadline_at`` (on the database's clock), and ``claimed_instance``;
 * ``processes.instance``: a process group means something on one host only;
 * ``inits`` keyed by (instance, plugin): ``init`` prepares one host's plugin;
+* ``activity``: the log of what happened (the operator API's stream), its ids
+  given in commit order from ``activity_last``;
 * ``nodes`` (one row per running daemon, a lease on the database's clock) and
   ``leadership`` (one lease row for the singleton duties), ADR 0034.
 
@@ -60,7 +62,8 @@ _V1: Migration = (
         slot             integer,
         node             text,
         deadline_at      timestamptz,
-        claimed_instance text
+        claimed_instance text,
+        retry_of         text
     )
     """,
     "CREATE INDEX jobs_claimable ON jobs (created_at, seq) WHERE status = 'queued'",
@@ -76,6 +79,9 @@ _V1: Migration = (
     "CREATE INDEX jobs_created ON jobs (created_at, seq)",
     "CREATE INDEX jobs_plugin_created ON jobs (plugin, created_at, seq)",
     "CREATE INDEX jobs_status_created ON jobs (status, created_at, seq)",
+    "CREATE INDEX jobs_command_created ON jobs (command, created_at, seq)",
+    "CREATE INDEX jobs_submitted_created ON jobs (submitted_by, created_at, seq)",
+    "CREATE INDEX jobs_parent ON jobs (parent_job_id, created_at, seq) WHERE parent_job_id IS NOT NULL",
     "CREATE UNIQUE INDEX jobs_running_slot ON jobs (plugin, slot) WHERE status = 'running'",
     """
     CREATE UNIQUE INDEX jobs_running_identity ON jobs (plugin, command, dedupe_key)
@@ -170,6 +176,23 @@ _V1: Migration = (
     )
     """,
     "CREATE INDEX nodes_instance ON nodes (instance)",
+    # The activity log (docs/api.md). Ids come from ``activity_last``, whose one row each append
+    # updates: appends are serialised on that row lock until commit, so ids are gapless, become
+    # visible in order, and are never reused after pruning.
+    "CREATE TABLE activity_last (id bigint NOT NULL)",
+    "INSERT INTO activity_last (id) VALUES (0)",
+    """
+    CREATE TABLE activity (
+        id      bigint      PRIMARY KEY,
+        kind    text        NOT NULL,
+        at      timestamptz NOT NULL,
+        plugin  text,
+        command text,
+        job_id  text,
+        data    text        NOT NULL
+    )
+    """,
+    "CREATE INDEX activity_at ON activity (at)",
     """
     CREATE TABLE leadership (
         name       text        PRIMARY KEY,

@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Final
 
 from ductile.adapters.postgres.rows import (
+    ACTIVITY_COLS,
     BREAKER_COLS,
     INIT_COLS,
     JOB_COLS,
     JOB_COLS_J,
+    JOB_FIELDS,
     PLANNED_COLS,
     RUN_COLS,
 )
@@ -31,7 +33,7 @@ LOCK_JOB: Final = "SELECT 1 FROM jobs WHERE id = %s FOR UPDATE"
 LOCK_IDENTITY: Final = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 
 # ----------------------------------------------------------------- jobs
-INSERT_JOB: Final = f"INSERT INTO jobs ({JOB_COLS}) VALUES ({', '.join(['%s'] * 20)})"
+INSERT_JOB: Final = f"INSERT INTO jobs ({JOB_COLS}) VALUES ({', '.join(['%s'] * len(JOB_FIELDS))})"
 GET_JOB: Final = f"SELECT {JOB_COLS} FROM jobs WHERE id = %s"
 JOB_STATUS: Final = "SELECT status FROM jobs WHERE id = %s"
 JOB_EXISTS: Final = "SELECT 1 FROM jobs WHERE id = %s"
@@ -167,3 +169,15 @@ QUEUE_DEPTH: Final = "SELECT count(*) FROM jobs WHERE status = 'queued'"
 NEXT_RETRY_AT: Final = (
     "SELECT min(next_retry_at) FROM jobs WHERE status = 'queued' AND next_retry_at IS NOT NULL"
 )
+
+# ----------------------------------------------------------------- the operator's reads and the activity log
+OLDEST_QUEUED: Final = "SELECT min(created_at) FROM jobs WHERE status = 'queued'"
+IDS_FROM: Final = "SELECT id FROM jobs WHERE id >= %s ORDER BY id LIMIT %s"
+#: The next id of the activity log. Its row lock, held to commit, serialises appends: an id is
+#: given only once every smaller one is committed (a reader resuming after the largest id it saw
+#: misses none), and a rolled-back append gives its id back.
+NEXT_ACTIVITY_ID: Final = "UPDATE activity_last SET id = id + 1 RETURNING id"
+APPEND_ACTIVITY: Final = f"INSERT INTO activity ({ACTIVITY_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+ACTIVITY_AFTER: Final = f"SELECT {ACTIVITY_COLS} FROM activity WHERE id > %s ORDER BY id LIMIT %s"
+LAST_ACTIVITY_ID: Final = "SELECT id FROM activity_last"
+PRUNE_ACTIVITY: Final = "DELETE FROM activity WHERE at < %s"

@@ -50,6 +50,7 @@ from ductile.adapters.postgres.reads import PgReads
 from ductile.adapters.postgres.schema import migrate, redact
 from ductile.adapters.postgres.tx import Orphans, PgTx, RetryUnitError, TxScope
 from ductile.domain import breaker as br
+from ductile.domain.activity import Activity, SkipReason
 from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job
 from ductile.domain.lanes import UNLIMITED, Lanes
@@ -331,8 +332,20 @@ class PostgresStore(PgReads):
     async def delete_finished(self, before: datetime) -> int:
         return await self._unit("delete_finished", lambda tx: units.delete_finished(tx, before))
 
-    async def reset_breakers(self, plugin: str) -> list[br.Breaker]:
-        return await self._unit("reset_breakers", lambda tx: units.reset_breakers(tx, plugin))
+    async def reset_breakers(
+        self, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+    ) -> list[br.Breaker]:
+        return await self._unit(
+            "reset_breakers", lambda tx: units.reset_breakers(tx, plugin, now=now, actor=actor)
+        )
+
+    async def cancel_job(self, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+        return await self._unit(
+            "cancel_job", lambda tx: units.cancel_job(tx, job_id, reason=reason, actor=actor, now=now)
+        )
+
+    async def note(self, entry: Activity) -> None:
+        await self._unit("note", lambda tx: units.note(tx, entry))
 
     async def fire(
         self,
@@ -344,6 +357,7 @@ class PostgresStore(PgReads):
         actor: Actor,
         now: datetime,
         dedupe_ttl: timedelta,
+        skipped: SkipReason | None = None,
     ) -> FireResult:
         batch = tuple(jobs)
         return await self._unit(
@@ -357,6 +371,7 @@ class PostgresStore(PgReads):
                 actor=actor,
                 now=now,
                 dedupe_ttl=dedupe_ttl,
+                skipped=skipped,
             ),
         )
 

@@ -33,6 +33,7 @@ from psycopg import errors as pgerrors
 from ductile.adapters.postgres import sql
 from ductile.adapters.postgres.errors import StoreError
 from ductile.adapters.postgres.rows import (
+    activity_params,
     breaker_of,
     breaker_params,
     job_of,
@@ -42,6 +43,7 @@ from ductile.adapters.postgres.rows import (
     run_params,
     transition_params,
 )
+from ductile.domain.activity import Activity
 from ductile.domain.breaker import Breaker
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.lanes import Identity
@@ -261,3 +263,12 @@ class PgTx:
     def put_init(self, record: InitRecord) -> None:
         params = (self._me.instance, record.plugin, record.fingerprint, record.ok, record.error, record.at)
         self._conn.execute(sql.PUT_INIT, params)
+
+    # ----------------------------------------------------------------- the activity log
+    def append_activity(self, activity: Activity) -> None:
+        row = self._one(sql.NEXT_ACTIVITY_ID)
+        assert row is not None, "activity_last has its one row from the schema's first version"
+        self._conn.execute(sql.APPEND_ACTIVITY, (row[0], *activity_params(activity)))
+
+    def prune_activity(self, before: datetime) -> int:
+        return self._conn.execute(sql.PRUNE_ACTIVITY, (before,)).rowcount

@@ -4,7 +4,10 @@ Read in this order:
 
 - :mod:`~ductile.adapters.spawner.spawner`: :class:`SubprocessSpawner`, the
   port adapter: it starts the process (no shell, its own session and process
-  group) and names an exec failure;
+  group);
+- :mod:`~ductile.adapters.spawner.diagnose`: why a plugin could not really
+  start (no ``#!`` line, no interpreter, a CRLF ``#!`` line, an import error),
+  after the fact and, for ``config check``, before the first run;
 - :mod:`~ductile.adapters.spawner.run`: :class:`ProcessRun`, one run to its
   end: stdin fed from its own task, capped reads into buffers we own, the
   leader's exit seen through a pidfd, the deadline and the grace period, the
@@ -21,6 +24,7 @@ pipe open; the drain deadline keeps it from stalling the job.
 Linux only: pidfds, ``/proc/<pid>/stat`` for start times and group members.
 """
 
+from ductile.adapters.spawner.diagnose import preflight
 from ductile.adapters.spawner.proc import ProcStat, group_members, parse_proc_stat, read_proc_stat
 from ductile.adapters.spawner.spawner import SubprocessSpawner, describe_spawn_error
 
@@ -30,5 +34,6 @@ __all__ = [
     "describe_spawn_error",
     "group_members",
     "parse_proc_stat",
+    "preflight",
     "read_proc_stat",
 ]

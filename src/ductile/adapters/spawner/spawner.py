@@ -1,7 +1,7 @@
 """SubprocessSpawner: the real :class:`~ductile.ports.spawner.Spawner` (D4, D5, D6).
 
 Each job is one real process in its own process group. This module starts it
-and names what went wrong when it cannot be started;
+(:mod:`.diagnose` names what went wrong when it could not really start);
 :class:`~ductile.adapters.spawner.run.ProcessRun` then takes the run to its
 end, and :func:`~ductile.adapters.spawner.proc.kill_orphan` deals with the
 groups a crashed daemon left behind.
@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import time
 
+from ductile.adapters.spawner.diagnose import Diagnosis, after_exit, exec_failure
 from ductile.adapters.spawner.proc import kill_orphan
 from ductile.adapters.spawner.run import ProcessRun
 from ductile.domain.outcome import SpawnOutcome
@@ -39,8 +40,6 @@ from ductile.ports.spawner import OnStart, ProcessHandle, SpawnRequest
 CHUNK = 64 * 1024
 #: How long the pipes are drained after the plugin exited (its group killed).
 DRAIN_TIMEOUT = 1.0
-#: Bytes read from an executable's first line to name a bad interpreter.
-_SHEBANG_PEEK = 256
 #: Seconds the watchdog's SIGKILL keeps clear of the claim's deadline.
 WATCHDOG_MARGIN = 0.5
 #: What coreutils ``timeout`` prints (after its own name) when it cannot run the command (exit 126 or 127).
@@ -74,7 +73,9 @@ class SubprocessSpawner:
             )
         argv, refusal = self._argv(request)
         if refusal is not None:
-            return SpawnOutcome(spawn_error=refusal, duration=time.monotonic() - started)
+            return SpawnOutcome(
+                spawn_error=refusal.message, start_failure=refusal.kind, duration=time.monotonic() - started
+            )
         try:
             # Popen returns once the exec succeeded or failed (fork + exec: about a
             # millisecond); it never waits for the plugin itself.
@@ -94,32 +95,38 @@ class SubprocessSpawner:
             # OSError: exec failed (ENOENT, EACCES, ENOEXEC...) or no resources
             # (EMFILE, EAGAIN); ValueError/TypeError: an unusable environment.
             # Popen has reaped the failed child already.
+            found = exec_failure(exc, request)
             return SpawnOutcome(
-                spawn_error=describe_spawn_error(exc, request), duration=time.monotonic() - started
+                spawn_error=found.message, start_failure=found.kind, duration=time.monotonic() - started
             )
         run = ProcessRun(proc, request, started, drain_timeout=self.drain_timeout, chunk_size=self.chunk_size)
         outcome = await run.run(on_start)
-        if request.watchdog is not None:
+        if outcome.exit_code in (1, 126, 127) and not outcome.stdout:
+            # Perhaps the plugin never started (env found no interpreter, an import failed).
+            outcome = after_exit(outcome, request)
+        if request.watchdog is not None and outcome.spawn_error is None:
             return _exec_failure_under_watchdog(outcome, request)
         return outcome
 
-    def _argv(self, request: SpawnRequest) -> tuple[list[str], str | None]:
+    def _argv(self, request: SpawnRequest) -> tuple[list[str], Diagnosis | None]:
         """The command line (the entrypoint, or the watchdog running it); or why nothing may run."""
         if request.watchdog is None:
             return [request.executable], None
         limit = request.watchdog - request.grace - WATCHDOG_MARGIN
         if limit <= 0:
-            return [], (
+            return [], Diagnosis(
+                None,
                 f"{request.executable}: not started: its claim's deadline is less than the kill grace "
-                f"({request.grace:g} s) away"
+                f"({request.grace:g} s) away",
             )
         program = self.watchdog_program()
         if program is None:
-            return [], "the watchdog a shared store needs (coreutils 'timeout') is not installed"
+            return [], Diagnosis(
+                None, "the watchdog a shared store needs (coreutils 'timeout') is not installed"
+            )
         if not os.access(request.executable, os.X_OK):  # the exec failure, named as without the watchdog
             code = errno.ENOENT if not os.path.exists(request.executable) else errno.EACCES
-            error = OSError(code, os.strerror(code), request.executable)
-            return [], describe_spawn_error(error, request)
+            return [], exec_failure(OSError(code, os.strerror(code), request.executable), request)
         return [program, "-s", "TERM", "-k", f"{request.grace:g}s", f"{limit:.3f}s", request.executable], None
 
     async def kill_orphan(self, handle: ProcessHandle) -> bool:
@@ -139,35 +146,10 @@ def _exec_failure_under_watchdog(outcome: SpawnOutcome, request: SpawnRequest) -
     if outcome.exit_code not in (126, 127) or _WATCHDOG_EXEC_FAILED not in first_line:
         return outcome
     code = errno.ENOENT if outcome.exit_code == 127 else errno.EACCES
-    error = OSError(code, os.strerror(code), request.executable)
-    return SpawnOutcome(spawn_error=describe_spawn_error(error, request), duration=outcome.duration)
-
-
-def _first_line(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(_SHEBANG_PEEK).split(b"\n", 1)[0]
-    except OSError:
-        return b""
+    found = exec_failure(OSError(code, os.strerror(code), request.executable), request)
+    return SpawnOutcome(spawn_error=found.message, start_failure=found.kind, duration=outcome.duration)
 
 
 def describe_spawn_error(exc: BaseException, request: SpawnRequest) -> str:
-    """A message naming what could not be started and why."""
-    exe = request.executable
-    if not isinstance(exc, OSError):
-        return f"{exe}: cannot start: {exc}"
-    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-    why = f"{exc.strerror or exc} ({code})"
-    if exc.filename is not None and exc.filename == request.cwd and exc.filename != exe:
-        return f"{exe}: working directory {request.cwd}: {why}"
-    if exc.errno in (errno.ENOENT, errno.EACCES) and os.path.isfile(exe):
-        if exc.errno == errno.EACCES and not os.access(exe, os.X_OK):
-            return f"{exe}: not executable: {why}"
-        line = _first_line(exe)
-        if line.startswith(b"#!"):
-            # The file is there and may be run: its interpreter could not be.
-            interpreter = line[2:].decode("utf-8", "replace").strip()
-            return f"{exe}: bad interpreter {interpreter!r}: {why}"
-    if exc.errno == errno.ENOEXEC:
-        return f"{exe}: not a program (no #! line, not a binary this system runs): {why}"
-    return f"{exe}: {why}"
+    """A message naming what could not be started and why (:func:`.diagnose.exec_failure`)."""
+    return exec_failure(exc, request).message

@@ -11,12 +11,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ductile.adapters.sqlite.sql import JOB_FIELDS
 from ductile.domain import breaker as br
+from ductile.domain.activity import Activity, Entry
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy, Transition
 from ductile.domain.protocol import LogLine
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
-from ductile.ports.store import InitRecord
+from ductile.ports.spawner import ProcessHandle
+from ductile.ports.store import InitRecord, RunningJob
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -66,6 +69,7 @@ def job_params(job: Job) -> tuple[Any, ...]:
         job.last_error,
         job.parent_job_id,
         job.source_event_id,
+        job.retry_of,
         job.claim_token,
         job.slot,
         job.node,
@@ -91,11 +95,19 @@ def job_of(row: Sequence[Any]) -> Job:
         last_error=row[13],
         parent_job_id=row[14],
         source_event_id=row[15],
-        claim_token=row[16],
-        slot=row[17],
-        node=row[18],
-        deadline_at=opt_dt(row[19]),
+        retry_of=row[16],
+        claim_token=row[17],
+        slot=row[18],
+        node=row[19],
+        deadline_at=opt_dt(row[20]),
     )
+
+
+def running_of(row: Sequence[Any]) -> RunningJob:
+    """A running job and its process record, if any (its columns follow the job's: ``SQL_RUNNING``)."""
+    w = len(JOB_FIELDS)
+    handle = None if row[w] is None else ProcessHandle(pid=row[w], pgid=row[w + 1], start_time=row[w + 2])
+    return RunningJob(job=job_of(row), process=handle)
 
 
 def transition_of(row: Sequence[Any]) -> Transition:
@@ -184,3 +196,28 @@ def planned_of(row: Sequence[Any]) -> PlannedRun:
 
 def init_of(row: Sequence[Any]) -> InitRecord:
     return InitRecord(plugin=row[0], fingerprint=row[1], ok=bool(row[2]), error=row[3], at=from_us(row[4]))
+
+
+def activity_params(a: Activity) -> tuple[Any, ...]:
+    return (
+        a.kind.value,
+        to_us(a.at),
+        a.plugin,
+        a.command,
+        a.job_id,
+        dumps(dict(a.data), f"activity {a.kind.value}: data"),
+    )
+
+
+def entry_of(row: Sequence[Any]) -> Entry:
+    return Entry(
+        id=row[0],
+        activity=Activity(
+            kind=row[1],
+            at=from_us(row[2]),
+            plugin=row[3],
+            command=row[4],
+            job_id=row[5],
+            data=json.loads(row[6]),
+        ),
+    )

@@ -165,11 +165,35 @@ _V2: Migration = (
     "CREATE INDEX runs_plugin_finished ON runs (plugin, finished_at, seq)",
 )
 
-#: Version 3: lanes and the claim fence (ADR 0031, 0032). Every claim raises ``claim_token``
+#: Version 3 (the operator API, issue 14): the activity log, a retried job's link to the
+#: job it repeats, and an index for each filter of a job listing.
+_V3: Migration = (
+    # AUTOINCREMENT: an id is never reused after retention pruned the newest rows, so a
+    # client resuming a stream from an id never misses entries appended later.
+    """
+    CREATE TABLE activity (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind    TEXT    NOT NULL,
+        at      INTEGER NOT NULL,
+        plugin  TEXT,
+        command TEXT,
+        job_id  TEXT,
+        data    TEXT    NOT NULL
+    )
+    """,
+    "CREATE INDEX activity_at ON activity (at)",
+    "ALTER TABLE jobs ADD COLUMN retry_of TEXT",
+    "CREATE INDEX jobs_command_created ON jobs (command, created_at)",
+    "CREATE INDEX jobs_submitted_created ON jobs (submitted_by, created_at)",
+    # a job's routed children (``ductile job``, ``GET /job/{id}``)
+    "CREATE INDEX jobs_parent ON jobs (parent_job_id, created_at) WHERE parent_job_id IS NOT NULL",
+)
+
+#: Version 4: lanes and the claim fence (ADR 0031, 0032). Every claim raises ``claim_token``
 #: and records the lane ``slot`` it took, the ``node`` that took it (NULL on SQLite: one
 #: process) and its ``deadline_at``; two constraints keep one running job per (plugin, slot)
 #: and per dedupe identity, whatever a claimer believes.
-_V3: Migration = (
+_V4: Migration = (
     "ALTER TABLE jobs ADD COLUMN claim_token INTEGER NOT NULL DEFAULT 0 CHECK (claim_token >= 0)",
     "ALTER TABLE jobs ADD COLUMN slot INTEGER",
     "ALTER TABLE jobs ADD COLUMN node TEXT",
@@ -182,7 +206,7 @@ _V3: Migration = (
 )
 
 #: The whole history of the schema, oldest first. Append; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)

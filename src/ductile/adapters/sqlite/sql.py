@@ -29,12 +29,14 @@ JOB_FIELDS = (
     "last_error",
     "parent_job_id",
     "source_event_id",
+    "retry_of",
     "claim_token",
     "slot",
     "node",
     "deadline_at",
 )
-_JOB_COLS = ", ".join(JOB_FIELDS)
+JOB_COLS = ", ".join(JOB_FIELDS)
+_JOB_COLS = JOB_COLS
 _JOB_COLS_J = ", ".join(f"j.{c}" for c in JOB_FIELDS)
 _TRANSITION_COLS = "job_id, from_status, to_status, reason, actor, at"
 RUN_COLS = (
@@ -115,6 +117,7 @@ SQL_QUEUED_OF_PLUGIN: Final = (
     f"SELECT {_JOB_COLS} FROM jobs WHERE plugin = ? AND status = 'queued' ORDER BY created_at, seq"
 )
 SQL_QUEUE_DEPTH: Final = "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
+SQL_OLDEST_QUEUED: Final = "SELECT MIN(created_at) FROM jobs WHERE status = 'queued'"
 SQL_OUTSTANDING: Final = (
     "SELECT COUNT(*) FROM jobs WHERE plugin = ? AND command = ? AND status IN ('queued', 'running')"
 )
@@ -165,6 +168,18 @@ SQL_PUT_INIT: Final = (
 )
 
 
+_ACTIVITY_COLS = "id, kind, at, plugin, command, job_id, data"
+SQL_APPEND_ACTIVITY: Final = (
+    f"INSERT INTO activity ({_ACTIVITY_COLS.removeprefix('id, ')}) VALUES ({_marks(6)})"
+)
+SQL_ACTIVITY_AFTER: Final = f"SELECT {_ACTIVITY_COLS} FROM activity WHERE id > ? ORDER BY id LIMIT ?"
+#: AUTOINCREMENT keeps the highest id ever given here, whatever was pruned since.
+SQL_LAST_ACTIVITY_ID: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'activity'"
+SQL_PRUNE_ACTIVITY: Final = "DELETE FROM activity WHERE at < ?"
+#: Ids from ``prefix`` on, in order (the caller stops at the first that does not start with it).
+SQL_IDS_FROM: Final = "SELECT id FROM jobs WHERE id >= ? ORDER BY id LIMIT ?"
+
+
 def sql_list_jobs(*, statuses: int | None, plugin: bool) -> str:
     """The ``list_jobs`` statement for ``statuses`` status parameters (None: any) and a plugin filter."""
     where: list[str] = []
@@ -209,4 +224,8 @@ HOT_QUERIES: Final[dict[str, str]] = {
     "retention: jobs": SQL_RETENTION_JOBS,
     "plugin state": SQL_GET_STATE,
     "init record": SQL_GET_INIT,
+    "activity after an id": SQL_ACTIVITY_AFTER,
+    "oldest queued": SQL_OLDEST_QUEUED,
+    "activity retention": SQL_PRUNE_ACTIVITY,
+    "job ids by prefix": SQL_IDS_FROM,
 }

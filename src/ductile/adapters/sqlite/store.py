@@ -47,24 +47,31 @@ from typing import Any, ClassVar, TypeVar
 
 from ductile import units
 from ductile.adapters.sqlite.errors import StoreBusyError, StoreClosedError, StoreError
+from ductile.adapters.sqlite.queries import read_job_page
 from ductile.adapters.sqlite.rows import (
     breaker_of,
+    entry_of,
     init_of,
     job_of,
     opt_dt,
     planned_of,
     run_of,
+    running_of,
     to_us,
     transition_of,
 )
 from ductile.adapters.sqlite.schema import MIGRATIONS, Migration, migrate, refuse_newer
 from ductile.adapters.sqlite.sql import (
     RUN_COLS,
+    SQL_ACTIVITY_AFTER,
     SQL_ALL_PLANNED,
     SQL_BREAKERS,
     SQL_DUE,
     SQL_GET_INIT,
+    SQL_IDS_FROM,
+    SQL_LAST_ACTIVITY_ID,
     SQL_NEXT_RETRY_AT,
+    SQL_OLDEST_QUEUED,
     SQL_QUEUE_DEPTH,
     SQL_RECENT_RUNS,
     SQL_RECENT_RUNS_OF_PLUGIN,
@@ -76,6 +83,7 @@ from ductile.adapters.sqlite.sql import (
 from ductile.adapters.sqlite.tx import SqliteTx
 from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, Pending, Reader, Worker, Writer, WriterStats
 from ductile.domain import breaker as br
+from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.lanes import UNLIMITED, Lanes
@@ -88,6 +96,8 @@ from ductile.ports.store_values import (
     FireResult,
     Guard,
     InitRecord,
+    JobPage,
+    JobQuery,
     RunningJob,
     RunView,
 )
@@ -302,8 +312,21 @@ class SqliteStore:
     async def delete_finished(self, before: datetime) -> int:
         return await self._write("delete_finished", lambda c: units.delete_finished(SqliteTx(c), before))
 
-    async def reset_breakers(self, plugin: str) -> list[br.Breaker]:
-        return await self._write("reset_breakers", lambda c: units.reset_breakers(SqliteTx(c), plugin))
+    async def reset_breakers(
+        self, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+    ) -> list[br.Breaker]:
+        return await self._write(
+            "reset_breakers", lambda c: units.reset_breakers(SqliteTx(c), plugin, now=now, actor=actor)
+        )
+
+    async def cancel_job(self, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+        return await self._write(
+            "cancel_job",
+            lambda c: units.cancel_job(SqliteTx(c), job_id, reason=reason, actor=actor, now=now),
+        )
+
+    async def note(self, entry: Activity) -> None:
+        await self._write("note", lambda c: units.note(SqliteTx(c), entry))
 
     async def fire(
         self,
@@ -315,6 +338,7 @@ class SqliteStore:
         actor: Actor,
         now: datetime,
         dedupe_ttl: timedelta,
+        skipped: SkipReason | None = None,
     ) -> FireResult:
         batch = tuple(jobs)
         return await self._write(
@@ -328,6 +352,7 @@ class SqliteStore:
                 actor=actor,
                 now=now,
                 dedupe_ttl=dedupe_ttl,
+                skipped=skipped,
             ),
         )
 
@@ -346,18 +371,7 @@ class SqliteStore:
         return await self._read("get_job", lambda c: SqliteTx(c).get_job(job_id))
 
     async def running(self) -> list[RunningJob]:
-        def read(conn: sqlite3.Connection) -> list[RunningJob]:
-            return [
-                RunningJob(
-                    job=job_of(row),
-                    process=None
-                    if row[20] is None
-                    else ProcessHandle(pid=row[20], pgid=row[21], start_time=row[22]),
-                )
-                for row in conn.execute(SQL_RUNNING).fetchall()
-            ]
-
-        return await self._read("running", read)
+        return await self._read("running", lambda c: [running_of(r) for r in c.execute(SQL_RUNNING)])
 
     async def transitions(self, job_id: str) -> list[Transition]:
         return await self._read(
@@ -405,8 +419,35 @@ class SqliteStore:
 
         return await self._read("list_jobs", read)
 
+    async def find_jobs(self, query: JobQuery) -> JobPage:
+        return await self._read("find_jobs", lambda c: read_job_page(c, query))
+
+    async def job_ids_with_prefix(self, prefix: str, *, limit: int = 2) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(SQL_IDS_FROM, (prefix, limit)).fetchall()
+            return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
+
+        return await self._read("job_ids_with_prefix", read)
+
+    async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:
+        return await self._read(
+            "activity", lambda c: [entry_of(r) for r in c.execute(SQL_ACTIVITY_AFTER, (after, limit))]
+        )
+
+    async def last_activity_id(self) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute(SQL_LAST_ACTIVITY_ID).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._read("last_activity_id", read)
+
     async def queue_depth(self) -> int:
         return await self._read("queue_depth", lambda c: int(c.execute(SQL_QUEUE_DEPTH).fetchone()[0]))
+
+    async def oldest_queued_at(self) -> datetime | None:
+        return await self._read(
+            "oldest_queued_at", lambda c: opt_dt(c.execute(SQL_OLDEST_QUEUED).fetchone()[0])
+        )
 
     async def outstanding(self, plugin: str, command: str) -> int:
         return await self._read("outstanding", lambda c: SqliteTx(c).outstanding(plugin, command))

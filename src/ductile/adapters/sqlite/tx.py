@@ -17,6 +17,7 @@ from typing import Any
 
 from ductile.adapters.sqlite.errors import StoreError
 from ductile.adapters.sqlite.rows import (
+    activity_params,
     breaker_of,
     breaker_params,
     job_of,
@@ -28,6 +29,7 @@ from ductile.adapters.sqlite.rows import (
     to_us,
 )
 from ductile.adapters.sqlite.sql import (
+    SQL_APPEND_ACTIVITY,
     SQL_BREAKERS_OF_PLUGIN,
     SQL_CHILD_LOOKUP,
     SQL_DEDUPE_CANDIDATES,
@@ -45,6 +47,7 @@ from ductile.adapters.sqlite.sql import (
     SQL_OLDEST_RUNNABLE,
     SQL_OLDEST_RUNNABLE_IN_LANES,
     SQL_OUTSTANDING,
+    SQL_PRUNE_ACTIVITY,
     SQL_PUT_BREAKER,
     SQL_PUT_INIT,
     SQL_PUT_PLANNED,
@@ -59,6 +62,7 @@ from ductile.adapters.sqlite.sql import (
     SQL_RUNNING_JOBS,
     SQL_UPDATE_JOB,
 )
+from ductile.domain.activity import Activity
 from ductile.domain.breaker import Breaker
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.lanes import Identity
@@ -228,3 +232,10 @@ class SqliteTx(SerialLocks):
     def put_init(self, record: InitRecord) -> None:
         params = (record.plugin, record.fingerprint, int(record.ok), record.error, to_us(record.at))
         self._conn.execute(SQL_PUT_INIT, params)
+
+    # ----------------------------------------------------------------- the activity log
+    def append_activity(self, activity: Activity) -> None:
+        self._conn.execute(SQL_APPEND_ACTIVITY, activity_params(activity))
+
+    def prune_activity(self, before: datetime) -> int:
+        return self._conn.execute(SQL_PRUNE_ACTIVITY, (to_us(before),)).rowcount

@@ -92,6 +92,6 @@ YAML, SQLite, asyncio, the engine) is imported only when that verb runs, so
 ``ductile --help`` stays fast.
 """
 
-from ductile.app.cli.main import main
+from ductile.app.cli.main import console, main
 
-__all__ = ["main"]
+__all__ = ["console", "main"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ductile.app.cli.context import EXIT_FAILURE, EXIT_OK, Context, read_config
+from ductile.app.cli.context import EXIT_FAILURE, EXIT_OK, Context, read_config, start_problems
 from ductile.app.cli.format import indent, schedule_summary, table
 from ductile.app.cli.inspect import plugins_doc, print_plugins
 from ductile.app.runtime import PluginState, Runtime
@@ -106,12 +106,14 @@ async def cmd_config(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
     discovery = ctx.catalog().discover(config)
     refs = check_references(config, discovery)
+    cannot_start = await start_problems(ctx, discovery)
+    refs["problems"] += [f"plugin '{name}' cannot start: {why}" for name, why in cannot_start.items()]
     doc = {
         "ok": not refs["problems"],
         "config": config.source,
         "state_dir": config.service.state_dir,
         "plugins_dir": config.plugins_dir,
-        "plugins": plugins_doc(config, discovery),
+        "plugins": plugins_doc(config, discovery, cannot_start),
         **refs,
         "warnings": list(config.advisories()),
     }

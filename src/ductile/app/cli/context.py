@@ -19,19 +19,22 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
     from datetime import datetime, tzinfo
     from pathlib import Path
     from typing import IO, Any, TypeAlias
 
     from ductile.app.runtime import Runtime
     from ductile.domain.config import Config
+    from ductile.domain.plugin import Discovery
     from ductile.ports.catalog import Catalog
     from ductile.ports.spawner import Spawner
     from ductile.ports.store import Store
 
     OpenStore: TypeAlias = Callable[[Path, bool], Awaitable[Store | None]]
     OpenShared: TypeAlias = Callable[[Config], Awaitable[Store]]
+    #: ``preflight(executable, env=..., cwd=...)``: why a plugin would fail to start, or None.
+    Preflight: TypeAlias = Callable[..., str | None]
 
 PROG = "ductile"
 
@@ -40,6 +43,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+#: Most plugins :func:`start_problems` checks at once.
+PREFLIGHT_CONCURRENCY = 8
 #: "No limit" for the store's list queries.
 ALL_JOBS = 10_000_000
 
@@ -91,6 +96,12 @@ def _real_catalog() -> Catalog:
     return FilesystemCatalog()
 
 
+def _real_preflight(executable: str, *, env: Mapping[str, str], cwd: str) -> str | None:
+    from ductile.adapters.spawner import preflight
+
+    return preflight(executable, env=env, cwd=cwd)
+
+
 async def _real_sleep(seconds: float) -> None:
     import asyncio
 
@@ -129,6 +140,7 @@ class Context:
         send_signal: Callable[[int, int], None] | None = None,
         tz: tzinfo | None = None,
         new_id: Callable[[], str] | None = None,
+        preflight: Preflight | None = None,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.out: IO[str] = out if out is not None else sys.stdout
@@ -145,6 +157,9 @@ class Context:
         #: Zone of displayed times; None is the machine's local zone.
         self.tz = tz
         self.new_id = new_id or _uuid
+        self.preflight: Preflight = preflight or _real_preflight
+        #: Set by :func:`read_config` when schedules are shown in the daemon's zone, not this shell's.
+        self.zone_note: str | None = None
 
     def print(self, text: str = "") -> None:
         self.out.write(text + "\n")
@@ -171,12 +186,75 @@ def _uuid() -> str:
 # =========================================================================== shared steps
 
 
-def read_config(ctx: Context, args: argparse.Namespace) -> Config:
-    """The config named by ``--config`` / ``$DUCTILE_CONFIG`` / ``./ductile.yaml``."""
+def read_config(ctx: Context, args: argparse.Namespace, *, fallback: bool = False) -> Config:
+    """The config named by ``--config`` / ``$DUCTILE_CONFIG`` / ``./ductile.yaml``, its
+    schedules in the daemon's zone (:func:`_in_daemon_zone`).
+
+    ``fallback`` (the read commands): when the file does not load, the last good config
+    the daemon recorded in its state directory, with a warning; the error otherwise."""
     from ductile.adapters.config import load_config, resolve_config_path
+    from ductile.domain.errors import ConfigError
 
     path = resolve_config_path(args.config, ctx.env)
-    return load_config(path, env=ctx.env)
+    try:
+        config = load_config(path, env=ctx.env)
+    except ConfigError as broken:
+        if not fallback:
+            raise
+        return _last_good(ctx, path, broken)
+    return _in_daemon_zone(ctx, path, config)
+
+
+def _in_daemon_zone(ctx: Context, path: Path, config: Config) -> Config:
+    """``config`` with its schedules without a ``timezone`` in the zone the daemon recorded
+    (its ``TZ`` may not be this shell's): the command line then plans and shows the runs the
+    daemon makes. ``ctx.zone_note`` says so when the zones differ."""
+    from ductile.adapters.config import load_config, machine_timezone
+    from ductile.adapters.config.machine_tz import zone_by_key
+    from ductile.adapters.daemon_record import read_record
+
+    record = read_record(config.service.state_dir)
+    if record is None:
+        return config
+    own = machine_timezone()
+    own_key = str(getattr(own, "key", own))
+    zone = zone_by_key(record.zone)
+    if zone is None or record.zone == own_key:
+        return config
+    ctx.zone_note = (
+        f"schedules without a timezone are planned in the daemon's zone, {record.zone} "
+        f"(this shell's is {own_key})"
+    )
+    return load_config(path, env=ctx.env, local_tz=zone)
+
+
+def _last_good(ctx: Context, path: Path, broken: Exception) -> Config:
+    """The last good config the daemon recorded for ``path``; raises ``broken`` when there is none."""
+    from ductile.adapters.config import machine_timezone, parse_config
+    from ductile.adapters.config.machine_tz import zone_by_key
+    from ductile.adapters.daemon_record import guess_state_dir, read_last_good, read_record
+    from ductile.domain.errors import ConfigError
+
+    record = read_record(guess_state_dir(path))
+    text = read_last_good(record) if record is not None and record.config == str(path) else None
+    if record is None or text is None:
+        raise broken
+    try:
+        config = parse_config(
+            text,
+            source=str(path),
+            base_dir=str(path.parent),
+            env=ctx.env,
+            local_tz=zone_by_key(record.zone) or machine_timezone(),
+        )
+    except ConfigError:
+        raise broken from None
+    first = str(broken).splitlines()[0] if str(broken) else type(broken).__name__
+    ctx.note(
+        f"warning: {path} does not load ({first}); showing the config the daemon last loaded "
+        f"({record.loaded_at}, kept in {record.last_good}). Fix the file, then `ductile config check`."
+    )
+    return config
 
 
 def db_path(config: Config) -> Path:
@@ -232,6 +310,50 @@ async def survey(ctx: Context, config: Config, store: Store | None) -> tuple[Run
         elif status.state is InitState.FAILED and status.reason is not None:
             unhealthy[name] = status.reason
     return Runtime(config=config, discovery=discovery, unhealthy=unhealthy), catalog, pending
+
+
+async def start_problems(ctx: Context, discovery: Discovery) -> dict[str, str]:
+    """The loaded plugins that would fail to start (no ``#!`` line, no interpreter, a CRLF
+    ``#!`` line, a Python import that fails — ``ductile.plugin`` included), each with why:
+    what their first run would otherwise find out (``config check``, ``plugins``, ``status``).
+    The checks run at once, in threads (a Python plugin's costs an interpreter start)."""
+    import asyncio
+
+    from ductile.app.spawn import plugin_env
+
+    env = plugin_env(ctx.env)
+    bound = asyncio.Semaphore(PREFLIGHT_CONCURRENCY)
+    names = sorted(discovery.plugins)
+
+    async def check(name: str) -> str | None:
+        plugin = discovery.plugins[name]
+        async with bound:
+            return await asyncio.to_thread(ctx.preflight, plugin.executable, env=env, cwd=plugin.directory)
+
+    found = await asyncio.gather(*(check(name) for name in names))
+    return {name: problem for name, problem in zip(names, found, strict=True) if problem is not None}
+
+
+def plugin_names(config: Config) -> set[str]:
+    """Every plugin name the operator may mean: the config's and the folders in plugins_dir."""
+    names = set(config.plugins)
+    try:
+        with os.scandir(config.plugins_dir) as listing:
+            names |= {e.name for e in listing if not e.name.startswith(".") and e.is_dir()}
+    except OSError:
+        pass
+    return names
+
+
+def unknown_plugin(config: Config, name: str, *, also: Iterable[str] = ()) -> str | None:
+    """None when ``name`` is a plugin of this config, its plugins_dir or ``also`` (say, names
+    with history in the store); else the message, with a "did you mean"."""
+    from ductile.domain.suggest import did_you_mean
+
+    known = plugin_names(config) | set(also)
+    if name in known:
+        return None
+    return f"no plugin named '{name}' in the config or in {config.plugins_dir}{did_you_mean(name, known)}"
 
 
 def running_pid(ctx: Context, config: Config) -> int | None:

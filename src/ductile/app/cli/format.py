@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from ductile.app.cli.context import UsageError
 from ductile.domain.errors import UnitError
-from ductile.domain.protocol import iso_utc
 from ductile.domain.quantities import format_duration, parse_duration
 from ductile.domain.schedule import CatchUp, Schedule
 
@@ -71,13 +70,6 @@ def local_time(at: datetime | None, tz: tzinfo | None = None) -> str:
     return shown.replace(microsecond=0).isoformat()
 
 
-def utc(at: datetime | None) -> str | None:
-    """The JSON form of an instant: UTC ISO-8601 ending in ``Z``; None stays None."""
-    if at is None:
-        return None
-    return iso_utc(at)
-
-
 def _text_duration(value: timedelta) -> str:
     """A configured duration as the operator would write it."""
     try:
@@ -87,15 +79,18 @@ def _text_duration(value: timedelta) -> str:
 
 
 def schedule_summary(schedule: Schedule) -> str:
-    """One line: ``every 6h ±15m 06:00\u201322:00 Europe/Berlin`` (with an en dash), or
-    ``cron '30 7 * * 1-5' Europe/Berlin``."""
+    """One line: ``every 6h jitter 30m window (±15m) 06:00\u201322:00 Europe/Berlin`` (with an
+    en dash), or ``cron '30 7 * * 1-5' Europe/Berlin``. The jitter is named as configured,
+    then what it means: the width of the window around each grid point, and the half-width."""
     parts: list[str] = []
     if schedule.every is not None:
         parts.append(f"every {_text_duration(schedule.every)}")
     else:
         parts.append(f"cron '{schedule.cron}'")
     if schedule.jitter:
-        parts.append(f"±{_text_duration(schedule.jitter / 2)}")
+        parts.append(
+            f"jitter {_text_duration(schedule.jitter)} window (±{_text_duration(schedule.jitter / 2)})"
+        )
     if schedule.window is not None:
         parts.append(f"{schedule.window.start:%H:%M}{EN_DASH}{schedule.window.end:%H:%M}")
     parts.append(zone_name(schedule.tz))

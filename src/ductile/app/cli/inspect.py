@@ -7,13 +7,22 @@ among them, and reads the same way.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ductile.app.cli.context import ALL_JOBS, EXIT_OK, Context, open_store_of, read_config, read_store
-from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table, utc
-from ductile.app.cli.jsondoc import job_json, run_json, schedule_json, stdout_object, transition_json
+from ductile.app.cli.context import (
+    ALL_JOBS,
+    EXIT_OK,
+    Context,
+    open_store_of,
+    read_config,
+    read_store,
+    start_problems,
+    unknown_plugin,
+)
+from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table
+from ductile.app.cli.jsondoc import job_json, run_json, schedule_json, stdout_object
+from ductile.app.views import utc
 from ductile.domain.breaker import Breaker
 from ductile.domain.config import Config
 from ductile.domain.job import Job, JobStatus, Transition
@@ -24,8 +33,12 @@ from ductile.domain.settle import RunRecord
 # =========================================================================== plugins
 
 
-def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
-    """What discovery found, as ``plugins --json`` prints it (``config check`` embeds it)."""
+def plugins_doc(
+    config: Config, discovery: Discovery, start_problems: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """What discovery found, as ``plugins --json`` prints it (``config check`` embeds it);
+    ``start_problems``: why a loaded plugin would fail to start (``cannot_start``)."""
+    problems = start_problems or {}
     loaded = []
     for name, plugin in sorted(discovery.plugins.items()):
         schedule = config.plugin(name).schedule
@@ -37,6 +50,7 @@ def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
                 "commands": sorted(plugin.manifest.commands),
                 "directory": plugin.directory,
                 "schedule": schedule_json(schedule) if schedule is not None else None,
+                "cannot_start": problems.get(name),
             }
         )
     return {
@@ -49,9 +63,9 @@ def plugins_doc(config: Config, discovery: Discovery) -> dict[str, Any]:
 
 
 async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     discovery = ctx.catalog().discover(config)
-    doc = plugins_doc(config, discovery)
+    doc = plugins_doc(config, discovery, await start_problems(ctx, discovery))
     if args.json:
         ctx.json(doc)
         return EXIT_OK
@@ -76,6 +90,10 @@ def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
             for p in doc["loaded"]
         ]
         ctx.print(indent(table(["NAME", "VERSION", "COMMANDS", "SCHEDULE"], rows), "  "))
+    cannot = [[p["name"], p["cannot_start"]] for p in doc["loaded"] if p.get("cannot_start")]
+    if cannot:
+        ctx.print(f"loaded, but cannot start ({len(cannot)}): every run would fail, and is not retried")
+        ctx.print(indent(table(["NAME", "REASON"], cannot), "  "))
     if doc["refused"]:
         ctx.print(f"refused ({len(doc['refused'])}):")
         ctx.print(indent(table(["NAME", "REASON"], [[r["name"], r["reason"]] for r in doc["refused"]]), "  "))
@@ -87,7 +105,7 @@ def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
 
 
 async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     jobs: list[Job] = []
     if store is not None:
@@ -126,20 +144,42 @@ async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
+    if args.follow:
+        if store is None:
+            return ctx.fail("nothing to follow yet: start the daemon first")
+        from ductile.app.cli.operate import follow_runs
+
+        try:
+            return await follow_runs(ctx, store, args, print_runs)
+        finally:
+            await store.close()
     pairs: list[tuple[Job, RunRecord]] = []
+    history = False
     if store is not None:
         try:
             pairs = [(v.job, v.run) for v in await store.recent_runs(plugin=args.plugin, limit=args.limit)]
+            history = bool(pairs) or bool(args.plugin and await store.list_jobs(plugin=args.plugin, limit=1))
         finally:
             await store.close()
+    if args.plugin is not None and not history:
+        # A removed plugin's history is still shown; a name that means nothing is an error.
+        unknown = unknown_plugin(config, args.plugin)
+        if unknown is not None:
+            return ctx.fail(unknown)
     if args.json:
         ctx.json({"runs": [{"job": job_json(j), "run": run_json(r)} for j, r in pairs]})
         return EXIT_OK
     if not pairs:
         ctx.print("no finished runs" + (f" of {args.plugin}" if args.plugin else ""))
         return EXIT_OK
+    print_runs(ctx, pairs)
+    return EXIT_OK
+
+
+def print_runs(ctx: Context, pairs: Sequence[tuple[Job, RunRecord]], *, header: bool = True) -> None:
+    """Runs as ``ductile logs`` shows them: a table row each, then the error and the log lines."""
     lines = table(
         ["FINISHED", "PLUGIN", "COMMAND", "JOB", "ATTEMPT", "RESULT", "TOOK"],
         [
@@ -148,14 +188,14 @@ async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
             for job, run in pairs
         ],
     ).splitlines()  # fmt: skip
-    ctx.print(lines[0])
+    if header:
+        ctx.print(lines[0])
     for line, (_, run) in zip(lines[1:], pairs, strict=True):
         ctx.print(line)
         if run.error:
             ctx.print(f"    error: {cell(run.error)}")
         for entry in run.logs:
             ctx.print(f"    [{entry.level}] {cell(entry.message)}")
-    return EXIT_OK
 
 
 def _run_result(run: RunRecord) -> str:
@@ -171,8 +211,7 @@ def _run_result(run: RunRecord) -> str:
 
 async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
-    folder = os.path.join(config.plugins_dir, args.plugin)
-    known = args.plugin in config.plugins or os.path.isdir(folder)  # noqa: ASYNC240 - one stat
+    unknown = unknown_plugin(config, args.plugin)
     store = await open_store_of(ctx, config, create=False)
     reset: list[Breaker] = []
     if store is not None:
@@ -180,8 +219,8 @@ async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
             reset = await store.reset_breakers(args.plugin)
         finally:
             await store.close()
-    if not reset and not known:
-        return ctx.fail(f"no plugin named '{args.plugin}' in the config or in {config.plugins_dir}")
+    if not reset and unknown is not None:
+        return ctx.fail(unknown)
     if args.json:
         ctx.json(
             {
@@ -213,26 +252,26 @@ async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_job(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    from ductile.app import operations
+
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     if store is None:
         return ctx.fail(f"no job with id {args.job_id}")
     try:
-        job = await store.get_job(args.job_id)
-        transitions = await store.transitions(args.job_id) if job is not None else []
-        runs = await store.runs(args.job_id) if job is not None else []
+        job_id = await operations.resolve_job_id(store, args.job_id)
+        job = await store.get_job(job_id)
+        transitions = await store.transitions(job_id) if job is not None else []
+        runs = await store.runs(job_id) if job is not None else []
+        doc = await operations.show_job(store, job_id) if args.json and job is not None else None
+    except (operations.NotFoundError, operations.AmbiguousIdError) as e:
+        return ctx.fail(str(e))
     finally:
         await store.close()
     if job is None:
         return ctx.fail(f"no job with id {args.job_id}")
-    if args.json:
-        ctx.json(
-            {
-                "job": job_json(job),
-                "transitions": [transition_json(t) for t in transitions],
-                "runs": [run_json(r) for r in runs],
-            }
-        )
+    if doc is not None:
+        ctx.json(doc)
         return EXIT_OK
     _print_job(ctx, job, transitions, runs)
     return EXIT_OK
@@ -265,6 +304,7 @@ def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: 
         ("parent job", job.parent_job_id),
         ("source event", job.source_event_id),
         ("claim", _claim_text(job) if job.claim_token else None),
+        ("retry of", job.retry_of),
     ]
     ctx.print(f"job {job.id}")
     ctx.print(indent(table(["FIELD", "VALUE"], fields).split("\n", 1)[1], "  "))
@@ -286,28 +326,33 @@ def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: 
         )
     )  # fmt: skip
     for run in runs:
-        ctx.print()
-        ctx.print(f"run of attempt {run.attempt}:")
-        rows = [
-            ("started", local_time(run.started_at, t)),
-            ("finished", local_time(run.finished_at, t)),
-            ("took", human_duration(run.duration)),
-            ("exit", _exit_text(run)),
-            ("error", run.error),
-        ]
-        ctx.print(indent(table(["FIELD", "VALUE"], rows).split("\n", 1)[1], "  "))
-        if run.logs:
-            ctx.print("  logs:")
-            for line in run.logs:
-                ctx.print(f"    [{line.level}] {cell(line.message)}")
-        if run.stderr_tail:
-            ctx.print("  stderr (tail):")
-            ctx.print(indent(run.stderr_tail.decode("utf-8", "replace").rstrip("\n")))
-        if run.stdout_head:
-            ctx.print("  stdout (head):")
-            parsed = stdout_object(run.stdout_head)
-            text = pretty_json(parsed) if parsed is not None else run.stdout_head.decode("utf-8", "replace")
-            ctx.print(indent(text.rstrip("\n")))
+        _print_run(ctx, run)
+
+
+def _print_run(ctx: Context, run: RunRecord) -> None:
+    t = ctx.tz
+    ctx.print()
+    ctx.print(f"run of attempt {run.attempt}:")
+    rows = [
+        ("started", local_time(run.started_at, t)),
+        ("finished", local_time(run.finished_at, t)),
+        ("took", human_duration(run.duration)),
+        ("exit", _exit_text(run)),
+        ("error", run.error),
+    ]
+    ctx.print(indent(table(["FIELD", "VALUE"], rows).split("\n", 1)[1], "  "))
+    if run.logs:
+        ctx.print("  logs:")
+        for line in run.logs:
+            ctx.print(f"    [{line.level}] {cell(line.message)}")
+    if run.stderr_tail:
+        ctx.print("  stderr (tail):")
+        ctx.print(indent(run.stderr_tail.decode("utf-8", "replace").rstrip("\n")))
+    if run.stdout_head:
+        ctx.print("  stdout (head):")
+        parsed = stdout_object(run.stdout_head)
+        text = pretty_json(parsed) if parsed is not None else run.stdout_head.decode("utf-8", "replace")
+        ctx.print(indent(text.rstrip("\n")))
 
 
 def _exit_text(run: RunRecord) -> str:

@@ -1,4 +1,4 @@
-"""The JSON shapes the verbs print for jobs, transitions, runs, breakers and schedules.
+"""The JSON shapes the verbs print for schedules (jobs, runs and breakers: :mod:`ductile.app.views`).
 
 The shapes are listed in the package's docs (:mod:`ductile.app.cli`) and in
 docs/cli.md: times are UTC ISO-8601 strings, durations seconds as numbers.
@@ -6,86 +6,13 @@ docs/cli.md: times are UTC ISO-8601 strings, durations seconds as numbers.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from ductile.app.cli.format import schedule_summary, utc, zone_name
-from ductile.domain.breaker import Breaker
-from ductile.domain.errors import ProtocolError
-from ductile.domain.job import Job, Transition
-from ductile.domain.protocol import decode_json_object
+from ductile.app.cli.format import schedule_summary, zone_name
+from ductile.app.views import breaker_json, job_json, run_json, stdout_object, transition_json
 from ductile.domain.schedule import Schedule
-from ductile.domain.settle import RunRecord
 
-
-def job_json(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "plugin": job.plugin,
-        "command": job.command,
-        "payload": job.payload,
-        "status": job.status.value,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "submitted_by": job.submitted_by.value,
-        "dedupe_key": job.dedupe_key,
-        "created_at": utc(job.created_at),
-        "started_at": utc(job.started_at),
-        "completed_at": utc(job.completed_at),
-        "next_retry_at": utc(job.next_retry_at),
-        "last_error": job.last_error,
-        "parent_job_id": job.parent_job_id,
-        "source_event_id": job.source_event_id,
-        "claim_token": job.claim_token,
-        "slot": job.slot,
-        "node": job.node,
-        "deadline_at": utc(job.deadline_at),
-    }
-
-
-def transition_json(t: Transition) -> dict[str, Any]:
-    return {
-        "at": utc(t.at),
-        "from": t.from_status.value if t.from_status is not None else None,
-        "to": t.to_status.value,
-        "actor": t.actor.value,
-        "reason": t.reason,
-    }
-
-
-def stdout_object(raw: bytes) -> dict[str, Any] | None:
-    """A run's stdout head when it is one JSON object, else None."""
-    try:
-        return decode_json_object(raw, what="stdout")
-    except ProtocolError:
-        return None
-
-
-def run_json(run: RunRecord) -> dict[str, Any]:
-    return {
-        "attempt": run.attempt,
-        "started_at": utc(run.started_at),
-        "finished_at": utc(run.finished_at),
-        "duration_seconds": run.duration,
-        "exit_code": run.exit_code,
-        "signal": run.signal,
-        "timed_out": run.timed_out,
-        "error": run.error,
-        "stderr_tail": run.stderr_tail.decode("utf-8", "replace"),
-        "stdout_head": run.stdout_head.decode("utf-8", "replace"),
-        "stdout_json": stdout_object(run.stdout_head),
-        "logs": [{"level": line.level, "message": line.message} for line in run.logs],
-    }
-
-
-def breaker_json(b: Breaker, reopens: datetime | None) -> dict[str, Any]:
-    return {
-        "command": b.command,
-        "status": b.status.value,
-        "failures": b.failures,
-        "opened_at": utc(b.opened_at),
-        "reopens_at": utc(reopens),
-    }
+__all__ = ["breaker_json", "job_json", "run_json", "schedule_json", "stdout_object", "transition_json"]
 
 
 def schedule_json(schedule: Schedule) -> dict[str, Any]:

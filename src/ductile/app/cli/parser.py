@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ductile.app.cli.context import PROG
+from ductile.app.cli.parser_store import store_actions
 
 #: The default event type of ``run --command handle``, for the help text only (``--help`` imports
 #: no domain module); ``tests/unit/test_cli.py`` pins it to ``ductile.domain.routing.MANUAL_EVENT_TYPE``.
@@ -23,8 +24,14 @@ if TYPE_CHECKING:
 DEFAULT_WAIT_SECONDS = 300.0
 #: Default number of runs ``logs`` shows.
 DEFAULT_LOG_LIMIT = 20
-#: Most runs ``schedule`` lists per schedule.
+#: Most runs ``schedule --to T`` lists per schedule.
 DEFAULT_SCHEDULE_LIMIT = 1000
+#: Default number of jobs ``jobs`` lists.
+DEFAULT_JOBS_LIMIT = 50
+#: How long ``reload`` waits for the daemon's report by default.
+DEFAULT_RELOAD_WAIT = 60.0
+#: Runs per schedule ``schedule`` lists without ``--to``: a terminal's worth.
+DEFAULT_SCHEDULE_NEXT = 10
 #: Default number of jobs ``queue`` lists.
 DEFAULT_QUEUE_LIMIT = 1000
 #: The event type of a ``run --command handle`` job unless ``--event-type`` says otherwise.
@@ -36,7 +43,7 @@ DEFAULT_SIMULATE_DAYS = 7
 _RUN_HELP = """\
 Queue one job of <plugin> durably, as if the scheduler had made it (submitted_by
 "cli"). The job is written straight into the database without the instance lock;
-the running daemon picks it up within a second. When no daemon runs, the job waits
+the running daemon is woken at once and picks it up. When no daemon runs, the job waits
 in the queue until `ductile start`.
 
 --payload is for --command handle only: it becomes the event the plugin receives,
@@ -77,7 +84,8 @@ the command; 0 otherwise.
 _SIMULATE_HELP = """\
 Run this config through ductile's deterministic simulation: the real engine on
 a simulated clock, store and plugins, for --days of simulated time (seconds of real
-time). Nothing real runs and the state directory is not touched. Prints a timeline
+time, with a progress line on a terminal). Nothing real runs and the state directory is
+not touched. Prints a timeline
 per plugin (planned times in the schedule's zone, jitter, window snaps, DST days),
 breaker openings, routed chains and a summary (runs, failures, retries, dead, mean
 queue wait). The same --seed gives the same run.
@@ -95,9 +103,11 @@ command that replays the failure.
 """
 
 _SCHEDULE_HELP = """\
-The schedule index: every run of a loaded plugin's schedule due between --from and
---to (default: now to +24h). Times are ISO-8601 (without an offset: local time),
-'now', or relative to now: +24h, -30m, +1d.
+The schedule index. Without --to: the next 10 runs of each loaded plugin's schedule
+from --from (default now); with --to: every run due between --from and --to (at most
+--limit per schedule, default 1000). Times are ISO-8601 (without an offset: local
+time), 'now', or relative to now: +24h, -30m, +1d. Schedules without a timezone are
+planned in the daemon's zone (recorded in its state directory), not this shell's.
 
 The first run of each schedule is the one the daemon stored (jitter drawn), or,
 when the daemon has not planned it yet, a plan computed from now with the jitter
@@ -151,6 +161,9 @@ def _common(json_flag: bool) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="show tracebacks of internal errors (also DUCTILE_DEBUG=1)",
     )
+    p.add_argument(
+        "--version", action="store_true", default=argparse.SUPPRESS, help="print the version and exit"
+    )
     if json_flag:
         p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     return p
@@ -165,18 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 runtime error (or a negative answer), 2 usage or config error. "
         "`ductile <verb> --help` describes each verb.",
     )
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        default=None,
-        help="config file (default: $DUCTILE_CONFIG, then ./ductile.yaml)",
-    )
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        default=False,
-        help="show tracebacks of internal errors (DUCTILE_DEBUG=1)",
-    )
+    _global_options(parser)
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
     plain, with_json = _common(False), _common(True)
 
@@ -191,17 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    verb(
-        "start",
-        "run the daemon in the foreground (JSON logs on stdout; SIGTERM stops, SIGHUP reloads)",
-        json_flag=False,
+    _start_options(
+        verb(
+            "start",
+            "run the daemon in the foreground (logs on stdout; SIGTERM stops, SIGHUP reloads)",
+            json_flag=False,
+        )
     )
     _run_options(verb("run", "queue one job of a plugin", details=_RUN_HELP))
     status = verb("status", "daemon, queue, plugins, breakers and health checks", details=_STATUS_HELP)
     status.add_argument("--no-health", action="store_true", help="do not run the plugins' health commands")
-    verb("reload", "make the running daemon re-read its config (the config is checked first)", json_flag=True)
+    _reload_options(
+        verb(
+            "reload",
+            "make the running daemon re-read its config and print what changed (the config is checked first)",
+        )
+    )
     verb("plugins", "list plugins: loaded (with schedules), refused (with reasons), disabled")
     _inspect_options(verb)
+    _operate_options(verb)
     _config_actions(
         verbs.add_parser(
             "config", help="configuration tools", description="Configuration tools.", parents=[plain]
@@ -214,44 +224,77 @@ def build_parser() -> argparse.ArgumentParser:
     _simulate_options(
         verb("simulate", "what this config would do over days, simulated", details=_SIMULATE_HELP)
     )
-    _store_actions(
+    _scaffold_verbs(verb, verbs, plain)
+    store_actions(
         verbs.add_parser("store", help="store tools", description="Store tools.", parents=[plain]), plain
     )
     return parser
 
 
-_STORE_COPY_HELP = """\
-Copy a SQLite store (a state directory's ductile.db) into an empty PostgreSQL
-database, to move to store: {url: postgresql://...}. Every daemon must be stopped:
-the source's lock must be free and no job may be running. Jobs keep their ids,
-history and order; plugin states, breakers and the schedule index come along;
-init runs again on each host at its first start on the new store.
-
-Exit status: 0 copied; 1 a daemon runs on the source, a job is running, the
-target is not empty or cannot be reached (nothing is written); 2 a usage error.
-"""
-
-
-def _store_actions(store: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
-    """``store`` takes an action: ``copy`` (the only one so far)."""
-    actions = store.add_subparsers(dest="store_verb", metavar="<action>")
-    actions.required = True
-    copy = actions.add_parser(
-        "copy",
-        help="copy a SQLite store into an empty PostgreSQL database",
-        description=_STORE_COPY_HELP,
+def _scaffold_verbs(
+    verb: Callable[..., argparse.ArgumentParser],
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser],
+    plain: argparse.ArgumentParser,
+) -> None:
+    """``init [DIR]`` and ``new plugin NAME --lang sh|python``."""
+    init = verb(
+        "init",
+        "write a commented starter ductile.yaml and a plugins folder with one shell plugin",
+        json_flag=False,
+    )
+    init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="where (default: .)")
+    new = verbs.add_parser(
+        "new", help="write a new plugin into plugins_dir", description="Write new things.", parents=[plain]
+    )
+    kinds = new.add_subparsers(dest="new_what", metavar="<what>")
+    kinds.required = True
+    plugin = kinds.add_parser(
+        "plugin",
+        help="a manifest and an entrypoint that pass `config check` and run",
+        description="Write <plugins_dir>/NAME: manifest.yaml and run.sh or run.py (never overwrites).",
         parents=[plain],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    copy.add_argument(
-        "--from",
-        dest="source",
-        required=True,
-        metavar="SOURCE",
-        help="sqlite:PATH (a ductile.db or its state dir)",
+    plugin.add_argument("name", metavar="NAME", help="the plugin's name (its folder)")
+    plugin.add_argument(
+        "--lang",
+        choices=("sh", "python"),
+        default="sh",
+        help="POSIX sh (default) or Python with ductile.plugin",
     )
-    copy.add_argument(
-        "--to", dest="target", required=True, metavar="URL", help="postgresql://... (an empty database)"
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    """``--config``, ``--debug`` and ``--version`` before the verb (every verb takes them too)."""
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help="config file (default: $DUCTILE_CONFIG, then ./ductile.yaml)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False,
+        help="show tracebacks of internal errors (DUCTILE_DEBUG=1)",
+    )
+    parser.add_argument("--version", action="store_true", default=False, help="print the version and exit")
+
+
+def _reload_options(reload: argparse.ArgumentParser) -> None:
+    reload.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help=f"wait this long for the daemon's report (default {DEFAULT_RELOAD_WAIT:g})",
+    )
+
+
+def _start_options(start: argparse.ArgumentParser) -> None:
+    start.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default="auto",
+        help="log lines as JSON (D18) or text for a person; auto (default): text on a terminal, else JSON",
     )
 
 
@@ -314,21 +357,57 @@ def _inspect_options(verb: Callable[[str, str], argparse.ArgumentParser]) -> Non
         metavar="N",
         help=f"at most N runs (default {DEFAULT_LOG_LIMIT})",
     )
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="then print each run as it ends, until interrupted"
+    )
     reset = verb("reset", "close a plugin's circuit breakers by hand")
     reset.add_argument("plugin", help="plugin name")
     job = verb("job", "one job: its record, transition log and runs")
-    job.add_argument("job_id", metavar="id", help="the job id")
+    job.add_argument("job_id", metavar="id", help=_ID_HELP)
+
+
+_ID_HELP = "the job id, or an unambiguous prefix of at least 8 characters"
+_STATUSES = ("queued", "running", "succeeded", "dead")
+
+
+def _operate_options(verb: Callable[..., argparse.ArgumentParser]) -> None:
+    """jobs, retry, cancel and version."""
+    jobs = verb("jobs", "list jobs, newest first, with filters")
+    jobs.add_argument(
+        "--status", action="append", choices=_STATUSES, help="only jobs in this state; repeatable"
+    )
+    jobs.add_argument("--plugin", metavar="P", help="only this plugin's jobs")
+    jobs.add_argument("--command", metavar="C", help="only this command's jobs")
+    jobs.add_argument(
+        "--since", metavar="T", help="created within this long (1h, 2d) or since this time (ISO-8601)"
+    )
+    jobs.add_argument("--text", metavar="TEXT", help="text in the last error, stderr or response")
+    jobs.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=DEFAULT_JOBS_LIMIT,
+        metavar="N",
+        help=f"at most N jobs (default {DEFAULT_JOBS_LIMIT})",
+    )
+    retry = verb("retry", "queue a dead or succeeded job again, as a new job linked to it")
+    retry.add_argument("job_id", metavar="id", help=_ID_HELP)
+    cancel = verb("cancel", "cancel a queued job (it becomes dead)")
+    cancel.add_argument("job_id", metavar="id", help=_ID_HELP)
+    verb("version", "print the version", json_flag=False)
 
 
 def _schedule_options(schedule: argparse.ArgumentParser) -> None:
     schedule.add_argument("--from", dest="start", metavar="T", default="now", help="start (default: now)")
-    schedule.add_argument("--to", dest="end", metavar="T", default="+24h", help="end (default: +24h)")
+    schedule.add_argument(
+        "--to", dest="end", metavar="T", default=None, help="end (default: none, the next runs only)"
+    )
     schedule.add_argument(
         "--limit",
         type=_positive_int,
-        default=DEFAULT_SCHEDULE_LIMIT,
+        default=None,
         metavar="N",
-        help=f"at most N runs per schedule (default {DEFAULT_SCHEDULE_LIMIT})",
+        help=f"at most N runs per schedule (default {DEFAULT_SCHEDULE_NEXT}; "
+        f"{DEFAULT_SCHEDULE_LIMIT} with --to)",
     )
 
 

@@ -17,6 +17,7 @@ from ductile.app.cli.context import (
     survey,
 )
 from ductile.app.cli.format import human_duration
+from ductile.app.cli.operate import waker
 from ductile.app.cli.parser import DEFAULT_WAIT_SECONDS
 from ductile.app.intake import EnqueueRefusedError, Manual
 from ductile.app.runtime import Runtime
@@ -26,9 +27,9 @@ from ductile.domain.job import JobStatus, SubmittedBy
 from ductile.domain.protocol import decode_json_object
 from ductile.ports.store import Store
 
-#: How often ``run --wait`` looks at the job (it backs off from the first to the last).
-WAIT_POLL_FIRST = 0.1
-WAIT_POLL_MAX = 1.0
+#: How often ``run --wait`` looks at the job: one read by primary key, so ``run --wait``
+#: returns within this long of the job's end (the daemon itself is woken at once, ADR 0024).
+WAIT_POLL = 0.05
 
 
 def _payload(text: str) -> dict[str, Any]:
@@ -99,7 +100,9 @@ async def _queue(
         dedupe_key=args.dedupe_key,
         submitted_by=SubmittedBy.CLI,
     )
-    result = await intake.enqueue(manual, runtime=runtime, store=store, now=ctx.now(), new_id=ctx.new_id)
+    result = await intake.enqueue(
+        manual, runtime=runtime, store=store, now=ctx.now(), new_id=ctx.new_id, notify=waker(config)
+    )
     doc: dict[str, Any] = {
         "job_id": result.job_id,
         "created": result.created,
@@ -125,7 +128,6 @@ async def _wait(
 ) -> tuple[int, dict[str, Any] | None]:
     """Follow a job until it is terminal; (exit code, outcome document)."""
     deadline = ctx.monotonic() + timeout
-    pause = WAIT_POLL_FIRST
     while True:
         job = await store.get_job(job_id)
         if job is None:
@@ -168,5 +170,4 @@ async def _wait(
                 ),
                 None,
             )
-        await ctx.sleep(min(pause, left))
-        pause = min(pause * 2, WAIT_POLL_MAX)
+        await ctx.sleep(min(WAIT_POLL, left))

@@ -1,4 +1,4 @@
-"""``ductile schedule``: what the schedule index has due in a time range."""
+"""``ductile schedule``: the next runs of each schedule, or what is due in a time range."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ductile.app.cli.context import EXIT_OK, Context, UsageError, read_config, read_store, survey
-from ductile.app.cli.format import local_time, parse_time, signed, table, utc, zone_name
+from ductile.app.cli.format import local_time, parse_time, signed, table, zone_name
+from ductile.app.cli.parser import DEFAULT_SCHEDULE_LIMIT, DEFAULT_SCHEDULE_NEXT
+from ductile.app.views import utc
 from ductile.domain.schedule import PlannedRun, Schedule, plan_next, preview
 
 
@@ -43,10 +45,12 @@ def schedule_runs(
 async def cmd_schedule(ctx: Context, args: argparse.Namespace) -> int:
     now = ctx.now()
     start = parse_time(args.start, now=now, tz=ctx.tz)
-    end = parse_time(args.end, now=now, tz=ctx.tz)
+    # No --to: the next runs of each schedule (a terminal's worth), not a day of them.
+    end = parse_time(args.end, now=now, tz=ctx.tz) if args.end is not None else start + NEXT_HORIZON
+    limit = args.limit or (DEFAULT_SCHEDULE_LIMIT if args.end is not None else DEFAULT_SCHEDULE_NEXT)
     if end <= start:
         raise UsageError(f"--to ({args.end}) must be after --from ({args.start})")
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     store = await read_store(ctx, config)
     try:
         runtime, _, _ = await survey(ctx, config, store)
@@ -56,21 +60,57 @@ async def cmd_schedule(ctx: Context, args: argparse.Namespace) -> int:
         if store is not None:
             await store.close()
     found: list[tuple[datetime, dict[str, Any]]] = []
+    cut: list[str] = []
     for key, schedule in sorted(schedules.items()):
         runs = schedule_runs(
-            schedule, key=key, stored=stored[key], now=now, start=start, end=end, limit=args.limit
+            schedule, key=key, stored=stored[key], now=now, start=start, end=end, limit=limit
         )
-        if len(runs) >= args.limit:
-            ctx.note(f"{key}: only the first {args.limit} runs are shown (use --limit or a shorter range)")
+        if len(runs) >= limit:
+            cut.append(key)
         found += [(run.planned_at, _run_json(key, schedule, run, kind)) for run, kind in runs]
     found.sort(key=lambda pair: (pair[0], pair[1]["plugin"]))
     if args.json:
-        ctx.json({"from": utc(start), "to": utc(end), "runs": [doc for _, doc in found]})
+        ctx.json(
+            {"from": utc(start), "to": utc(end), "limit": limit, "cut": cut, "runs": [d for _, d in found]}
+        )
     elif not schedules:
         ctx.print("no schedules (no loaded plugin has one)")
     else:
-        _print_runs(ctx, found, f"{local_time(start, ctx.tz)} to {local_time(end, ctx.tz)}")
+        _print_text(ctx, found, start=start, end=end, limit=limit, cut=cut, ranged=args.end is not None)
     return EXIT_OK
+
+
+#: How far ahead ``schedule`` without ``--to`` looks for each schedule's next runs.
+NEXT_HORIZON = timedelta(days=400)
+
+
+def _print_text(
+    ctx: Context,
+    found: list[tuple[datetime, dict[str, Any]]],
+    *,
+    start: datetime,
+    end: datetime,
+    limit: int,
+    cut: list[str],
+    ranged: bool,
+) -> None:
+    """What was cut first (never after everything scrolled past), then the table."""
+    if ctx.zone_note is not None:
+        ctx.print(f"note: {ctx.zone_note}")
+    span = f"{local_time(start, ctx.tz)} to {local_time(end, ctx.tz)}"
+    if not ranged:
+        shown = "the next run" if limit == 1 else f"the next {limit} runs"
+        more = " (more with --limit N, or a range with --to T)" if cut else ""
+        plugins = {doc["plugin"] for _, doc in found}
+        each = "of each schedule" if len(plugins) != 1 else "of the schedule"
+        ctx.print(f"{shown} {each} from {local_time(start, ctx.tz)}{more}:")
+    else:
+        if cut:
+            names = ", ".join(cut)
+            ctx.print(f"only the first {limit} runs of {names} are shown (use --limit or a shorter range)")
+        if found:
+            ctx.print(f"due from {span}:")
+    print_runs(ctx, found, span)
 
 
 def _run_json(key: str, schedule: Schedule, run: PlannedRun, kind: str) -> dict[str, Any]:
@@ -90,22 +130,38 @@ def _run_json(key: str, schedule: Schedule, run: PlannedRun, kind: str) -> dict[
     }
 
 
-def _print_runs(ctx: Context, found: list[tuple[datetime, dict[str, Any]]], span: str) -> None:
+def print_runs(ctx: Context, found: list[tuple[datetime, dict[str, Any]]], span: str) -> None:
+    """The runs as a table, without the columns that would only repeat others: ZONE when every
+    run is in one zone (said above the table instead), UTC when it equals PLANNED (a UTC zone),
+    NOMINAL when no run moved from its grid point, JITTER and SNAPPED when they are all 0/no."""
     if not found:
         ctx.print(f"nothing is due from {span}")
         return
-    ctx.print(f"due from {span}:")
     rows = [
-        [
-            r["plugin"],
-            r["planned_local"],
-            r["timezone"],
-            at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            r["nominal_local"],
-            signed(r["offset_seconds"]),
-            "yes" if r["snapped"] else "no",
-            r["kind"].replace("_", " "),
-        ]
+        {
+            "PLUGIN": r["plugin"],
+            "PLANNED": r["planned_local"],
+            "ZONE": r["timezone"],
+            "UTC": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "NOMINAL": r["nominal_local"],
+            "JITTER": signed(r["offset_seconds"]),
+            "SNAPPED": "yes" if r["snapped"] else "no",
+            "KIND": r["kind"].replace("_", " "),
+        }
         for at, r in found
     ]
-    ctx.print(table(["PLUGIN", "PLANNED", "ZONE", "UTC", "NOMINAL", "JITTER", "SNAPPED", "KIND"], rows))
+    zones = {row["ZONE"] for row in rows}
+    hidden = set()
+    if len(zones) == 1:
+        hidden.add("ZONE")
+        ctx.print(f"times in {zones.pop()}:")
+    if all(found_doc["planned_local"].endswith("+00:00") for _, found_doc in found):
+        hidden.add("UTC")
+    if all(r["offset_seconds"] == 0 and not r["snapped"] for _, r in found):
+        hidden.add("NOMINAL")
+    if all(r["offset_seconds"] == 0 for _, r in found):
+        hidden.add("JITTER")
+    if not any(r["snapped"] for _, r in found):
+        hidden.add("SNAPPED")
+    headers = [h for h in rows[0] if h not in hidden]
+    ctx.print(table(headers, [[row[h] for h in headers] for row in rows]))

@@ -96,6 +96,7 @@ async def cmd_simulate(ctx: Context, args: argparse.Namespace) -> int:
             f"--store sqlite simulates one job at a time; this config runs {config.service.max_workers} "
             "at once (service.max_workers): simulate it with --store memory"
         )
+    progress = None if args.json else Progress.on_terminal(ctx, start, timedelta(days=args.days))
     sim = Simulation(
         config,
         seed=args.seed,
@@ -106,18 +107,63 @@ async def cmd_simulate(ctx: Context, args: argparse.Namespace) -> int:
         catalog=catalog,
         start=start,
         replay=_replay_command(config, args, start),
+        progress=progress,
     )
     try:
         result = await sim.run(timedelta(days=args.days))
     except InvariantError as e:
         ctx.note(str(e))
         return EXIT_FAILURE
+    finally:
+        if progress is not None:
+            progress.done()
     report = build_report(result, catalog, catalog.behaviours, days=args.days)
     if args.json:
         ctx.json(report.to_json())
     else:
         render_text(ctx, report, show=args.show, tz=ctx.tz)
     return EXIT_OK
+
+
+class Progress:
+    """``simulating: day 3.2 of 7 (46%), 4.1s`` on stderr, redrawn at most every
+    :data:`EVERY` seconds of real time, only when stderr is a terminal (and not with --json)."""
+
+    EVERY = 0.25
+
+    def __init__(self, ctx: Context, start: datetime, span: timedelta) -> None:
+        self.ctx = ctx
+        self.start = start
+        self.span = span
+        self.began = ctx.monotonic()
+        self.shown_at = self.began
+        self.drawn = False
+
+    @classmethod
+    def on_terminal(cls, ctx: Context, start: datetime, span: timedelta) -> Progress | None:
+        try:
+            terminal = ctx.err.isatty()
+        except (AttributeError, ValueError):
+            terminal = False
+        return cls(ctx, start, span) if terminal else None
+
+    def __call__(self, now: datetime) -> None:
+        real = self.ctx.monotonic()
+        if real - self.shown_at < self.EVERY:
+            return
+        self.shown_at = real
+        done = min(max((now - self.start) / self.span, 0.0), 1.0)
+        days = self.span / timedelta(days=1)
+        text = f"simulating: day {done * days:.1f} of {days:g} ({done:.0%}), {real - self.began:.1f}s"
+        self.ctx.err.write(f"\r{text}\x1b[K")
+        self.ctx.err.flush()
+        self.drawn = True
+
+    def done(self) -> None:
+        """Clear the line, so the report starts on a clean terminal."""
+        if self.drawn:
+            self.ctx.err.write("\r\x1b[K")
+            self.ctx.err.flush()
 
 
 def _catalog(ctx: Context, config: Config, args: argparse.Namespace) -> SimCatalog:

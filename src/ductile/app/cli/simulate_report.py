@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ductile.app.cli.format import local_time, schedule_summary, utc, zone_name
+from ductile.app.cli.format import local_time, schedule_summary, zone_name
 from ductile.app.runtime import Runtime
 from ductile.app.sim import (
     Behaviour,
@@ -26,6 +26,7 @@ from ductile.app.sim import (
     SimulationResult,
     behaviour_for,
 )
+from ductile.app.views import utc
 from ductile.domain.config import Config
 from ductile.domain.job import Command, JobStatus
 from ductile.domain.plugin import Discovery

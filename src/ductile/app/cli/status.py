@@ -18,13 +18,15 @@ from ductile.app.cli.context import (
     read_config,
     read_store,
     running_pid,
+    start_problems,
     store_location,
     survey,
 )
-from ductile.app.cli.format import human_duration, local_time, table, utc
+from ductile.app.cli.format import human_duration, local_time, table
 from ductile.app.cli.jsondoc import breaker_json
 from ductile.app.runtime import PluginState, Runtime
 from ductile.app.spawn import plugin_env, spawn_request
+from ductile.app.views import utc
 from ductile.domain.breaker import Breaker, reopens_at
 from ductile.domain.classify import classify
 from ductile.domain.config import Config
@@ -33,6 +35,9 @@ from ductile.domain.plugin import Plugin
 from ductile.ports.catalog import Catalog
 from ductile.ports.spawner import Spawner
 from ductile.ports.store import Store
+
+#: Most health checks ``status`` runs at once.
+HEALTH_CONCURRENCY = 8
 
 
 async def _health(
@@ -72,12 +77,17 @@ async def _health(
 
 
 async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
-    config = read_config(ctx, args)
+    config = read_config(ctx, args, fallback=True)
     pid = running_pid(ctx, config)
     seen = await _observe(ctx, config)
     rows = _plugin_rows(config, seen)
+    # The start checks and the health checks run at once: both mostly wait for interpreters.
+    preflight = asyncio.ensure_future(start_problems(ctx, seen.runtime.discovery))
     if not args.no_health:
         await _health_checks(ctx, config, seen, rows)
+    cannot_start = await preflight
+    for row in rows:
+        row["cannot_start"] = cannot_start.get(row["name"])
     problems = [] if pid is not None else ["the daemon is not running"]
     problems += _plugin_problems(rows)
     healthy = not problems
@@ -101,7 +111,10 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
                 ],
                 "nodes": seen.nodes,
                 "plugins": [
-                    {k: r[k] for k in ("name", "state", "reason", "version", "breakers", "health")}
+                    {
+                        k: r[k]
+                        for k in ("name", "state", "reason", "version", "cannot_start", "breakers", "health")
+                    }
                     for r in rows
                 ],
             }
@@ -206,15 +219,18 @@ def _plugin_rows(config: Config, seen: _Observed) -> list[dict[str, Any]]:
 
 
 async def _health_checks(ctx: Context, config: Config, seen: _Observed, rows: list[dict[str, Any]]) -> None:
-    """Run the ``health`` command of every loaded plugin that has one, all at once."""
+    """Run the ``health`` command of every loaded plugin that has one, at most
+    :data:`HEALTH_CONCURRENCY` at a time (so the wait is the slowest few, not their sum)."""
     plugins = seen.runtime.plugins
     checks = [r["name"] for r in rows if r["name"] in plugins and plugins[r["name"]].supports("health")]
     if not checks:
         return
     spawner = ctx.spawner()
-    results = await asyncio.gather(
-        *(
-            _health(
+    bound = asyncio.Semaphore(HEALTH_CONCURRENCY)
+
+    async def check(name: str) -> dict[str, Any]:
+        async with bound:
+            return await _health(
                 ctx,
                 spawner=spawner,
                 catalog=seen.catalog,
@@ -222,9 +238,8 @@ async def _health_checks(ctx: Context, config: Config, seen: _Observed, rows: li
                 plugin=plugins[name],
                 state=seen.states.get(name, {}),
             )
-            for name in checks
-        )
-    )
+
+    results = await asyncio.gather(*(check(name) for name in checks))
     by_name = dict(zip(checks, results, strict=True))
     for row in rows:
         row["health"] = by_name.get(row["name"])
@@ -235,6 +250,8 @@ def _plugin_problems(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         if r["state"] in ("refused", "unhealthy"):
             problems.append(f"plugin '{r['name']}' is {r['state']}")
+        if r.get("cannot_start"):
+            problems.append(f"plugin '{r['name']}' cannot start")
         problems += [
             f"the circuit breaker of {r['name']} {b['command']} is {b['status'].replace('_', '-')}"
             for b in r["breakers"]
@@ -294,6 +311,8 @@ def _status_row(ctx: Context, row: Mapping[str, Any]) -> list[object]:
     breaker = "; ".join(breakers) if breakers else ("closed" if row["state"] != "refused" else None)
     health = row["health"]
     details = [row["reason"]] if row["reason"] else []
+    if row.get("cannot_start"):
+        details.append(f"cannot start: {row['cannot_start']}")
     if health is None:
         shown_health, took = None, None
     else:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ductile.app.sim.faults import CRASH_POINTS, CrashPoint, Faults, SimulatedCrash
 from ductile.app.sim.monitor import Monitor
+from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.breaker import Breaker
 from ductile.domain.classify import RunEnd
 from ductile.domain.config import Config
@@ -27,6 +28,8 @@ from ductile.ports.store import (
     FireResult,
     Guard,
     InitRecord,
+    JobPage,
+    JobQuery,
     RunningJob,
     RunView,
     Store,
@@ -205,6 +208,7 @@ class ObservedStore:
         actor: Actor,
         now: datetime,
         dedupe_ttl: timedelta,
+        skipped: SkipReason | None = None,
     ) -> FireResult:
         index, point = self._switch.enter("store.fire")
         breaker = None
@@ -213,7 +217,14 @@ class ObservedStore:
             breaker = await self._inner.get_breaker(guard.plugin, guard.command)
             outstanding = self._monitor.outstanding.get((guard.plugin, guard.command), 0)
         result = await self._inner.fire(
-            due=due, next_run=next_run, jobs=jobs, guard=guard, actor=actor, now=now, dedupe_ttl=dedupe_ttl
+            due=due,
+            next_run=next_run,
+            jobs=jobs,
+            guard=guard,
+            actor=actor,
+            now=now,
+            dedupe_ttl=dedupe_ttl,
+            skipped=skipped,
         )
         await self._monitor.on_fire(
             due,
@@ -268,6 +279,9 @@ class ObservedStore:
     async def queue_depth(self) -> int:
         return await self._plain("store.queue_depth", self._inner.queue_depth)
 
+    async def oldest_queued_at(self) -> datetime | None:
+        return await self._plain("store.oldest_queued_at", self._inner.oldest_queued_at)
+
     async def outstanding(self, plugin: str, command: str) -> int:
         return await self._plain("store.outstanding", lambda: self._inner.outstanding(plugin, command))
 
@@ -286,8 +300,35 @@ class ObservedStore:
     async def breakers(self) -> list[Breaker]:
         return await self._plain("store.breakers", self._inner.breakers)
 
-    async def reset_breakers(self, plugin: str) -> list[Breaker]:
-        return await self._plain("store.reset_breakers", lambda: self._inner.reset_breakers(plugin))
+    async def reset_breakers(
+        self, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+    ) -> list[Breaker]:
+        return await self._plain(
+            "store.reset_breakers", lambda: self._inner.reset_breakers(plugin, now=now, actor=actor)
+        )
+
+    # ------------------------------------------------------------- the operator's calls (not simulated)
+    async def cancel_job(self, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+        return await self._plain(
+            "store.cancel_job", lambda: self._inner.cancel_job(job_id, reason=reason, actor=actor, now=now)
+        )
+
+    async def find_jobs(self, query: JobQuery) -> JobPage:
+        return await self._plain("store.find_jobs", lambda: self._inner.find_jobs(query))
+
+    async def job_ids_with_prefix(self, prefix: str, *, limit: int = 2) -> list[str]:
+        return await self._plain(
+            "store.job_ids_with_prefix", lambda: self._inner.job_ids_with_prefix(prefix, limit=limit)
+        )
+
+    async def note(self, entry: Activity) -> None:
+        await self._plain("store.note", lambda: self._inner.note(entry))
+
+    async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:
+        return await self._plain("store.activity", lambda: self._inner.activity(after, limit=limit))
+
+    async def last_activity_id(self) -> int:
+        return await self._plain("store.last_activity_id", self._inner.last_activity_id)
 
     async def planned(self, key: str) -> PlannedRun | None:
         return await self._plain("store.planned", lambda: self._inner.planned(key))

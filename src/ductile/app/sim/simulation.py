@@ -47,7 +47,7 @@ from ductile.app.sim.plugins import PluginScripts
 from ductile.app.sim.proxies import CrashSwitch, ObservedSpawner, ObservedStore, ScriptingCatalog
 from ductile.app.sim.results import JobReport, SimulationResult, job_report, plugin_stats
 from ductile.app.sim.trace import stamp, trace_hash
-from ductile.app.sim.workers import Workers
+from ductile.app.sim.workers import Workers, with_lanes
 from ductile.domain.config import Config
 from ductile.domain.job import TERMINAL, Command, SubmittedBy
 from ductile.fakes import FakeClock, FakeInbox, InMemoryStore, ScriptedSpawner
@@ -100,12 +100,6 @@ StoreKind = Literal["memory", "indexed", "sqlite"]
 STORE_KINDS: tuple[StoreKind, ...] = ("memory", "indexed", "sqlite")
 
 
-def with_lanes(config: Config, reloads: Sequence[Reload]) -> bool:
-    """Whether the run needs lanes: the config, or one a reload may switch to, runs several jobs at once."""
-    configs = [config, *(c for reload in reloads for _, c in reload.choices)]
-    return any(c.service.max_workers > 1 for c in configs)
-
-
 class Simulation:
     """The engine on fakes, one seed, faults and invariants.
 
@@ -129,13 +123,16 @@ class Simulation:
         replay: str | None = None,
         quiet: bool = True,
         memory_store: InMemoryStore | None = None,
+        progress: Callable[[datetime], None] | None = None,
     ) -> None:
-        """``memory_store``: use this InMemoryStore (a test plants a bug in one)."""
+        """``memory_store``: use this InMemoryStore (a test plants a bug in one). ``progress``
+        is told the simulated time after every step (it must not touch the simulation)."""
         if store not in STORE_KINDS:
             raise ValueError(f"store must be one of {', '.join(STORE_KINDS)}, not {store!r}")
         if start.tzinfo is None:
             raise ValueError("the simulation's start must be an aware datetime")
         self.config = config
+        self.progress = progress
         self.seed = seed
         self.rng = random.Random(seed)
         self.behaviours = dict(behaviours or {})
@@ -302,6 +299,8 @@ class Simulation:
                 raise Violation(self.violation("I8", f"no progress after {STALL_LIMIT} steps at {at}"))
             if await self._next_step(end):
                 stall = 0
+            if self.progress is not None:
+                self.progress(self.clock.now())
 
     def _finished(self, end: datetime | None) -> bool:
         if end is not None:

@@ -31,14 +31,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from ductile.app.sim.faults import SimulatedCrash
 
 if TYPE_CHECKING:
+    from ductile.app.sim.faults import Reload
     from ductile.app.sim.simulation import Simulation
+    from ductile.domain.config import Config
+
+
+def with_lanes(config: Config, reloads: Sequence[Reload]) -> bool:
+    """Whether the run needs lanes: the config, or one a reload may switch to, runs several jobs at once."""
+    configs = [config, *(c for reload in reloads for _, c in reload.choices)]
+    return any(c.service.max_workers > 1 for c in configs)
+
 
 T = TypeVar("T")
 

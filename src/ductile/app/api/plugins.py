@@ -1,0 +1,74 @@
+"""The plugin routes: list and show plugins, reset a breaker, read the schedule index."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ductile.app import operations
+from ductile.app.api.body import moment, only, single
+from ductile.app.api.context import ApiContext
+from ductile.app.api.errors import JsonResponse, bad_request, not_found
+from ductile.app.views import utc
+from ductile.domain.config import ApiToken
+
+#: The widest range ``GET /schedule`` answers.
+MAX_SCHEDULE_RANGE = timedelta(days=366)
+
+
+async def list_plugins(request: Request, ctx: ApiContext, token: ApiToken) -> Response:
+    only(request, ())
+    return JsonResponse(operations.plugins_view(ctx.engine.runtime))
+
+
+async def show_plugin(request: Request, ctx: ApiContext, token: ApiToken) -> Response:
+    only(request, ())
+    engine = ctx.engine
+    try:
+        doc = await operations.plugin_view(engine.store, engine.runtime, request.path_params["plugin"])
+    except operations.NotFoundError as e:
+        raise not_found(str(e)) from None
+    return JsonResponse(doc)
+
+
+async def reset_plugin(request: Request, ctx: ApiContext, token: ApiToken) -> Response:
+    only(request, ())
+    engine = ctx.engine
+    name = request.path_params["plugin"]
+    reset = await operations.reset_breakers(engine.store, name, who=token.name, now=engine.clock.now())
+    if not reset and name not in engine.runtime.plugins and name not in engine.runtime.config.plugins:
+        raise not_found(f"no plugin named {name!r}")
+    ctx.feed.poke()
+    return JsonResponse({"plugin": name, "reset": [b.command for b in reset]})
+
+
+async def schedule(request: Request, ctx: ApiContext, token: ApiToken) -> Response:
+    """``GET /schedule?from=&to=``: the planned runs in ``[from, to)`` (default: the next 24 h)."""
+    only(request, ("from", "to"))
+    now = ctx.engine.clock.now()
+    start_text, end_text = single(request, "from"), single(request, "to")
+    start = now if start_text is None else moment(start_text, "from", now)
+    end = start + timedelta(hours=24) if end_text is None else moment(end_text, "to", now)
+    if end <= start:
+        raise bad_request("to must be after from")
+    if end - start > MAX_SCHEDULE_RANGE:
+        raise bad_request("the range is over 366 days")
+    runs = await ctx.engine.store.due(start, end)
+    return JsonResponse(
+        {
+            "from": utc(start),
+            "to": utc(end),
+            "runs": [
+                {
+                    "schedule": r.key,
+                    "planned_at": utc(r.planned_at),
+                    "nominal_at": utc(r.nominal_at),
+                    "offset_seconds": r.offset.total_seconds(),
+                    "snapped": r.snapped,
+                }
+                for r in runs
+            ],
+        }
+    )

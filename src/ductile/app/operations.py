@@ -1,0 +1,250 @@
+"""The operator's service functions: what the CLI and the HTTP API both do, written once.
+
+``ductile jobs`` and ``GET /jobs``, ``ductile retry`` and ``POST /job/{id}/retry``,
+``ductile cancel``, ``ductile job``, ``ductile reset``, ``GET /plugin/{p}``...
+call these functions with a store and a runtime; each front end only parses
+its input and renders the answer. Errors are typed so each front end maps
+them the same way: :class:`NotFoundError` (404 / exit 1),
+:class:`AmbiguousIdError` and :class:`ConflictError` (409 / exit 1).
+
+Job ids may be given whole or as an unambiguous prefix of at least
+:data:`MIN_PREFIX` characters, everywhere an id is taken.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from ductile.app import intake
+from ductile.app.intake import Retry
+from ductile.app.runtime import PluginState, Runtime
+from ductile.app.views import breaker_json, job_detail, job_json, run_json, utc
+from ductile.domain import breaker as br
+from ductile.domain.config import Config
+from ductile.domain.errors import DuctileError
+from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
+from ductile.domain.state import serialize_state
+from ductile.ports.store import EnqueueResult, JobPage, JobQuery, NotQueuedError, Store
+
+#: The shortest id prefix accepted in place of a whole id.
+MIN_PREFIX = 8
+#: Config keys whose values are never shown (``GET /plugin/{p}``): they look like secrets.
+SECRET_KEY = re.compile(r"secret|token|passw|key|credential|auth|private|cookie|session", re.IGNORECASE)
+MASK = "********"
+
+
+class NotFoundError(DuctileError):
+    """No such job or plugin."""
+
+
+class AmbiguousIdError(DuctileError):
+    """An id prefix matches more than one job."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        super().__init__(f"job id prefix {prefix!r} is ambiguous: it matches {shown}; give more characters")
+        self.matches = matches
+
+
+class ConflictError(DuctileError):
+    """The job is not in a state that allows what was asked."""
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+async def resolve_job_id(store: Store, text: str) -> str:
+    """The id ``text`` names: the whole id, or the one job whose id starts with ``text``
+    (at least :data:`MIN_PREFIX` characters)."""
+    if await store.get_job(text) is not None:
+        return text
+    if len(text) < MIN_PREFIX:
+        raise NotFoundError(f"no job with id {text!r} (an id prefix needs at least {MIN_PREFIX} characters)")
+    matches = await store.job_ids_with_prefix(text, limit=6)
+    if not matches:
+        raise NotFoundError(f"no job with id {text}")
+    if len(matches) > 1:
+        raise AmbiguousIdError(text, matches)
+    return matches[0]
+
+
+async def find_job(store: Store, text: str) -> Job:
+    job = await store.get_job(await resolve_job_id(store, text))
+    if job is None:  # deleted between the two reads (retention)
+        raise NotFoundError(f"no job with id {text}")
+    return job
+
+
+async def show_job(store: Store, text: str) -> dict[str, Any]:
+    """``ductile job --json`` / ``GET /job/{id}``: record, transitions, runs, children."""
+    job = await find_job(store, text)
+    children = await store.find_jobs(JobQuery(parent=job.id, limit=500))
+    return job_detail(
+        job, await store.transitions(job.id), await store.runs(job.id), children=list(children.jobs)
+    )
+
+
+async def list_jobs(store: Store, query: JobQuery) -> JobPage:
+    """``ductile jobs`` / ``GET /jobs``."""
+    return await store.find_jobs(query)
+
+
+async def retry_job(
+    store: Store,
+    runtime: Runtime,
+    text: str,
+    *,
+    submitted_by: SubmittedBy,
+    now: datetime,
+    new_id: Callable[[], str],
+    notify: Callable[[], None] | None = None,
+) -> tuple[Job, EnqueueResult]:
+    """Queue a dead or succeeded job again, through the one intake path: (the old job,
+    the new job's enqueue result). :class:`ConflictError` while it is still queued or running."""
+    job = await find_job(store, text)
+    if job.status not in (JobStatus.DEAD, JobStatus.SUCCEEDED):
+        raise ConflictError(
+            f"job {job.id} is {job.status.value}: only a dead or succeeded job can be retried"
+        )
+    result = await intake.enqueue(
+        Retry(job=job, submitted_by=submitted_by),
+        runtime=runtime,
+        store=store,
+        now=now,
+        new_id=new_id,
+        notify=notify,
+    )
+    return job, result
+
+
+async def cancel_job(store: Store, text: str, *, who: str, actor: Actor, now: datetime) -> Job:
+    """A queued job becomes dead, "cancelled by <who>"; :class:`ConflictError` otherwise."""
+    job_id = await resolve_job_id(store, text)
+    try:
+        return await store.cancel_job(job_id, reason=f"cancelled by {who}", actor=actor, now=now)
+    except NotQueuedError as e:
+        raise ConflictError(str(e)) from None
+
+
+# ----------------------------------------------------------------------------- plugins
+
+
+async def reset_breakers(store: Store, plugin: str, *, who: str, now: datetime) -> list[br.Breaker]:
+    """Close the plugin's breakers (logged as ``breaker.closed`` by ``who``); those that were open."""
+    return await store.reset_breakers(plugin, now=now, actor=who)
+
+
+def plugins_view(runtime: Runtime) -> dict[str, Any]:
+    """``GET /plugins``: loaded plugins with their state, refused ones with the reason."""
+    loaded = [
+        {
+            "name": name,
+            "state": runtime.status_of(name).state.value,
+            "reason": runtime.status_of(name).reason,
+            "version": plugin.manifest.version,
+            "commands": sorted(plugin.manifest.commands),
+            "scheduled": name in runtime.schedules(),
+        }
+        for name, plugin in sorted(runtime.plugins.items())
+    ]
+    return {
+        "loaded": loaded,
+        "refused": [{"name": r.name, "reason": r.reason} for r in runtime.refused],
+        "disabled": sorted(runtime.discovery.disabled),
+    }
+
+
+def masked(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The plugin's config with the values of secret-looking keys replaced by a mask, at any depth."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if SECRET_KEY.search(key):
+            out[key] = MASK
+        elif isinstance(value, Mapping):
+            out[key] = masked(value)
+        else:
+            out[key] = value
+    return out
+
+
+async def plugin_view(store: Store, runtime: Runtime, name: str) -> dict[str, Any]:
+    """``GET /plugin/{name}``: manifest, masked config, schedule with next and last run,
+    breakers, state size, last result. :class:`NotFoundError` for a plugin ductile does not know."""
+    status = runtime.status_of(name)
+    if status.state is PluginState.ABSENT:
+        raise NotFoundError(f"no plugin named {name!r}")
+    doc: dict[str, Any] = {"name": name, "state": status.state.value, "reason": status.reason}
+    plugin = runtime.plugins.get(name)
+    if plugin is not None:
+        m = plugin.manifest
+        doc["manifest"] = {
+            "version": m.version,
+            "protocol": m.protocol,
+            "description": m.description,
+            "commands": sorted(m.commands),
+            "config_keys": {"required": list(m.required_keys), "optional": list(m.optional_keys)},
+        }
+    settings = runtime.settings(name)
+    doc["config"] = masked(settings.config)
+    planned = await store.planned(name)
+    recent = await store.recent_runs(plugin=name, limit=1)
+    last = recent[0] if recent else None
+    doc["schedule"] = {
+        "scheduled": name in runtime.schedules(),
+        "next_run_at": utc(planned.planned_at) if planned is not None else None,
+        "last_run_at": utc(last.run.finished_at) if last is not None else None,
+    }
+    policy = settings.circuit_breaker
+    breakers = [b for b in await store.breakers() if b.plugin == name]
+    doc["breakers"] = [breaker_json(b, br.reopens_at(b, policy)) for b in breakers]
+    doc["paused"] = False
+    doc["state_bytes"] = len(serialize_state(await store.get_state(name)))
+    doc["last_run"] = None if last is None else {"job": job_json(last.job), "run": run_json(last.run)}
+    return doc
+
+
+# ----------------------------------------------------------------------------- reload
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Settings a reload cannot apply: the running process keeps the old value."""
+    changes = []
+    if old.service.state_dir != new.service.state_dir:
+        changes.append("service.state_dir")
+    if old.service.log_level != new.service.log_level:
+        changes.append("service.log_level")
+    old_listen = (old.webhooks.host, old.webhooks.port) if old.webhooks else None
+    new_listen = (new.webhooks.host, new.webhooks.port) if new.webhooks else None
+    if old_listen != new_listen:
+        changes.append("webhooks.listen")
+    old_api = (old.api.host, old.api.port) if old.api else None
+    new_api = (new.api.host, new.api.port) if new.api else None
+    if old_api != new_api:
+        changes.append("api.listen")
+    return changes
+
+
+def reload_doc(
+    old: Config,
+    new: Config,
+    *,
+    added: tuple[str, ...],
+    removed: tuple[str, ...],
+    cancelled: Mapping[str, tuple[str, ...]],
+    unhealthy: Mapping[str, str],
+) -> dict[str, Any]:
+    """What a reload did, as ``POST /system/reload`` answers and ``ductile reload`` prints:
+    plugins added, removed, and changed (their settings differ), jobs cancelled."""
+    kept = (set(old.plugins) | set(new.plugins)) - set(added) - set(removed)
+    changed = sorted(name for name in kept if old.plugin(name) != new.plugin(name))
+    return {
+        "reloaded": True,
+        "added": list(added),
+        "removed": list(removed),
+        "changed": changed,
+        "cancelled": {name: list(ids) for name, ids in cancelled.items()},
+        "unhealthy": dict(unhealthy),
+    }
