@@ -202,12 +202,13 @@ class Runtime:
 def config_fingerprint(config: Config, discovery: Discovery) -> str:
     """A digest of what every daemon sharing a store must run alike: the config without what
     is each host's own (its state directory and plugins folder, its log level and worker count,
-    its listener's address, the store's URL), and the plugins found (manifests, refusals).
+    its listeners' addresses, the store's URL), and the plugins found (manifests, refusals).
     Secrets are in it (webhooks must verify alike), as a digest only."""
     service = attrs.evolve(config.service, state_dir="", log_level=LogLevel.INFO, max_workers=1)
     hooks = config.webhooks and attrs.evolve(config.webhooks, host="", port=0)
+    api = config.api and attrs.evolve(config.api, host="", port=0)
     shared = attrs.evolve(
-        config, service=service, webhooks=hooks, plugins_dir="", source=None, store=StoreConfig()
+        config, service=service, webhooks=hooks, api=api, plugins_dir="", source=None, store=StoreConfig()
     )
     body = {
         "config": attrs.asdict(shared, value_serializer=_serialize),
