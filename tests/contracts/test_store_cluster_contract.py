@@ -408,3 +408,39 @@ def test_a_claim_whose_commit_went_unheard_is_given_back_by_its_own_node(pg_url:
             await closing(a, b)
 
     run(pg_url, body)
+
+
+def test_a_reader_following_the_activity_log_of_two_busy_nodes_misses_no_entry(pg_url: str) -> None:
+    """Ids become visible in order (ADR 0033): a follower that always resumes after the largest
+    id it saw, while two nodes enqueue and claim concurrently, reads every entry exactly once."""
+
+    async def body(url: str) -> None:
+        a, b = await node(url, "a"), await node(url, "b")
+        seen: list[int] = []
+        done = asyncio.Event()
+
+        async def follow() -> None:
+            while True:
+                finished = done.is_set()
+                seen.extend(e.id for e in await a.activity(seen[-1] if seen else 0))
+                if finished:
+                    return
+                await asyncio.sleep(0)
+
+        async def work(store: PostgresStore, first: int) -> None:
+            for n in range(first, first + 30):
+                await store.enqueue(job(n, f"p{n % 5}"), actor=Actor.CLI, now=T0, dedupe_ttl=TTL)
+                await store.claim_next(T0 + timedelta(seconds=1), lanes=Lanes(default_width=5))
+
+        try:
+            follower = asyncio.create_task(follow())
+            await asyncio.gather(*(work(s, k * 1000) for k, s in enumerate((a, b, a, b))))
+            done.set()
+            await follower
+            total = await b.last_activity_id()
+            assert total == 4 * 30 + 5 * 5  # every enqueue; claims until the five lanes are full
+            assert seen == list(range(1, total + 1))
+        finally:
+            await closing(a, b)
+
+    run(pg_url, body)

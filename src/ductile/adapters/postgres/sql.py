@@ -173,10 +173,10 @@ NEXT_RETRY_AT: Final = (
 # ----------------------------------------------------------------- the operator's reads and the activity log
 OLDEST_QUEUED: Final = "SELECT min(created_at) FROM jobs WHERE status = 'queued'"
 IDS_FROM: Final = "SELECT id FROM jobs WHERE id >= %s ORDER BY id LIMIT %s"
-#: The next id of the activity log. Its row lock, held to commit, serialises appends: an id is
-#: given only once every smaller one is committed (a reader resuming after the largest id it saw
-#: misses none), and a rolled-back append gives its id back.
-NEXT_ACTIVITY_ID: Final = "UPDATE activity_last SET id = id + 1 RETURNING id"
+#: The next ids of the activity log (the last one is returned). Its row lock, held to commit,
+#: serialises appends: an id is given only once every smaller one is committed (a reader resuming
+#: after the largest id it saw misses none), and a rolled-back append gives its ids back.
+NEXT_ACTIVITY_IDS: Final = "UPDATE activity_last SET id = id + %s RETURNING id"
 APPEND_ACTIVITY: Final = f"INSERT INTO activity ({ACTIVITY_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
 ACTIVITY_AFTER: Final = f"SELECT {ACTIVITY_COLS} FROM activity WHERE id > %s ORDER BY id LIMIT %s"
 LAST_ACTIVITY_ID: Final = "SELECT id FROM activity_last"

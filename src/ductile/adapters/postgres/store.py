@@ -225,7 +225,10 @@ class PostgresStore(PgReads):
                     begun = True
                     if not durable:
                         conn.execute("SET LOCAL synchronous_commit = off")
-                    return fn(PgTx(conn, scope))
+                    tx = PgTx(conn, scope)
+                    result = fn(tx)
+                    tx.finish()
+                    return result
             except psycopg.OperationalError as e:
                 if not begun and attempt < MAX_RETRIES:
                     continue  # a pooled connection that died idle (a server restart): the pool drops it

@@ -81,11 +81,13 @@ class TxScope:
 class PgTx:
     """The Tx of one unit on one connection, inside its transaction."""
 
-    __slots__ = ("_conn", "_me")
+    __slots__ = ("_activity", "_conn", "_me")
 
     def __init__(self, conn: psycopg.Connection[Any], me: TxScope) -> None:
         self._conn = conn
         self._me = me
+        #: The unit's activity entries, written by :meth:`finish` (the last thing before commit).
+        self._activity: list[Activity] = []
 
     def _one(self, statement: str, params: Any = ()) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self._conn.execute(statement, params).fetchone()
@@ -266,9 +268,22 @@ class PgTx:
 
     # ----------------------------------------------------------------- the activity log
     def append_activity(self, activity: Activity) -> None:
-        row = self._one(sql.NEXT_ACTIVITY_ID)
+        self._activity.append(activity)
+
+    def finish(self) -> None:
+        """Write the unit's activity entries, just before its commit: the counter's row lock,
+        which serialises appends across nodes, is then held for the commit alone."""
+        if not self._activity:
+            return
+        row = self._one(sql.NEXT_ACTIVITY_IDS, (len(self._activity),))
         assert row is not None, "activity_last has its one row from the schema's first version"
-        self._conn.execute(sql.APPEND_ACTIVITY, (row[0], *activity_params(activity)))
+        first = row[0] - len(self._activity) + 1
+        with self._conn.cursor() as cur:
+            cur.executemany(
+                sql.APPEND_ACTIVITY,
+                [(first + i, *activity_params(a)) for i, a in enumerate(self._activity)],
+            )
+        self._activity.clear()
 
     def prune_activity(self, before: datetime) -> int:
         return self._conn.execute(sql.PRUNE_ACTIVITY, (before,)).rowcount
