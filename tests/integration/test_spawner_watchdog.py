@@ -66,7 +66,7 @@ def test_our_own_deadline_still_comes_first(plugin: Make) -> None:  # noqa: F811
     ("body", "mode", "shebang", "words"),
     [
         ("exit 0", 0o644, "#!/bin/sh", "not executable"),
-        ("exit 0", 0o755, "#!/no/such/interpreter", "bad interpreter"),
+        ("exit 0", 0o755, "#!/no/such/interpreter", "its interpreter /no/such/interpreter"),
     ],
 )
 def test_exec_failures_are_named_as_without_the_watchdog(
@@ -82,6 +82,7 @@ def test_exec_failures_are_named_as_without_the_watchdog(
     assert watched.spawn_error is not None
     assert words in watched.spawn_error
     assert watched.spawn_error == direct.spawn_error
+    assert watched.start_failure == direct.start_failure is not None
 
 
 def test_no_spawn_once_the_claims_deadline_is_too_close(plugin: Make) -> None:  # noqa: F811

@@ -1121,12 +1121,12 @@ def test_version_2_gives_runs_of_a_version_1_database_their_plugin(tmp_path: Pat
     conn.close()
 
 
-def test_version_3_gives_jobs_a_claim_token_and_keeps_a_running_orphan_recoverable(tmp_path: Path) -> None:
-    """Schema v2 -> v3 (lanes and the fence): a job left running by the old ductile has
+def test_version_4_gives_jobs_a_claim_token_and_keeps_a_running_orphan_recoverable(tmp_path: Path) -> None:
+    """Schema v3 -> v4 (lanes and the fence): a job left running by the old ductile has
     token 0 and no slot; crash recovery re-queues it, and its next claim takes token 1."""
-    path = tmp_path / "v2.db"
+    path = tmp_path / "v3.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, str(path), MIGRATIONS[:2])
+    migrate(conn, str(path), MIGRATIONS[:3])
     us = to_us(T0)
     conn.execute(
         "INSERT INTO jobs (id, plugin, command, payload, status, attempt, max_attempts, submitted_by, "
@@ -1151,7 +1151,7 @@ def test_version_3_gives_jobs_a_claim_token_and_keeps_a_running_orphan_recoverab
 
     run(main())
     conn = sqlite3.connect(path)
-    assert user_version(conn) == SCHEMA_VERSION == 3
+    assert user_version(conn) == SCHEMA_VERSION == 4
     conn.close()
 
 
