@@ -13,7 +13,9 @@ started here with **fsync on**. Variants, alternated round by round:
 * SQLite, one dispatcher (the daemon's default);
 * PostgreSQL, one dispatcher (one node);
 * PostgreSQL, four dispatchers at once (four nodes on one database: what
-  several daemons share; each unit a transaction of its own).
+  several daemons share; each unit a transaction of its own);
+* the same without the activity log (``PgTx.append_activity`` a no-op): what
+  the log's ordering lock (ADR 0033) costs four nodes.
 
 Prints cycles/s (median of the rounds, with the range) and the ratios to SQLite.
 """
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.postgres import running_cluster
 
 from ductile.adapters.postgres.store import Node, PostgresStore
+from ductile.adapters.postgres.tx import PgTx
 from ductile.adapters.sqlite import SqliteStore
 from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Job
@@ -50,6 +53,7 @@ TTL = timedelta(hours=1)
 OK = classify(spawner.ok(state_updates={"n": 1}))
 HANDLE = ProcessHandle(pid=1, pgid=1, start_time=1)
 PLUGINS = [f"p{i}" for i in range(8)]
+_APPEND = PgTx.append_activity
 LANES = Lanes(default_width=1, default_hold=timedelta(seconds=127))
 
 
@@ -85,7 +89,9 @@ async def sqlite_round(root: Path, n: int, jobs: int) -> float:
         await store.close()
 
 
-async def postgres_round(cluster_url: str, workers: int, jobs: int) -> float:
+async def postgres_round(cluster_url: str, workers: int, jobs: int, *, activity: bool = True) -> float:
+    if not activity:
+        PgTx.append_activity = lambda self, entry: None  # type: ignore[method-assign]
     stores = [
         await PostgresStore.open(
             cluster_url,
@@ -105,6 +111,7 @@ async def postgres_round(cluster_url: str, workers: int, jobs: int) -> float:
     finally:
         for store in stores:
             await store.close()
+        PgTx.append_activity = _APPEND  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -118,6 +125,7 @@ def main() -> None:
         "SQLite, 1 dispatcher": [],
         "PostgreSQL, 1 node": [],
         "PostgreSQL, 4 nodes": [],
+        "PostgreSQL, 4 nodes, no activity log": [],
     }
     with scratch("ductile-bench-pg-") as root, running_cluster(fsync=True) as cluster:
         print(machine(root))
@@ -129,7 +137,10 @@ def main() -> None:
                     rate = asyncio.run(sqlite_round(root, n, args.jobs))
                 else:
                     url = cluster.url(cluster.new_database())
-                    rate = asyncio.run(postgres_round(url, 4 if "4" in label else 1, args.jobs))
+                    workers = 4 if "4" in label else 1
+                    rate = asyncio.run(
+                        postgres_round(url, workers, args.jobs, activity="no activity" not in label)
+                    )
                 results[label].append(rate)
     base = median(results["SQLite, 1 dispatcher"])
     heading(f"claim + record_process + settle of {args.jobs} jobs, cycles/s (median of {args.rounds})")
