@@ -1,4 +1,4 @@
-"""Write a ductile plugin in Python: protocol v1 (SPEC D7-D10), standard library only.
+"""Write a ductile plugin in Python: protocol v1 (SPEC D7-D10) and v2, standard library only.
 
 A plugin is a program ductile runs once per job: it reads one JSON request on
 stdin and writes one JSON response on stdout. This module does the protocol
@@ -19,6 +19,16 @@ so the plugin only holds its logic::
         return None  # None means ok()
 
     plugin.run({"poll": poll, "health": health})
+
+The same code serves both protocols: the request says which one ductile speaks
+(the plugin's manifest decides; a v2 manifest starts with ``manifest_spec:
+ductile.plugin``). A v2 request also carries ``payload`` (the job's payload,
+for every command but ``handle``) and ``context`` (``ductile_plugin``, and
+for a routed job ``ductile_upstream_plugin`` and ``ductile_route_depth``),
+read as ``request.payload`` and ``request.context`` (empty under v1); a v2
+answer may carry a ``result`` (``ok(result="3 new items")``), which ductile
+keeps with the run and copies into the events it routes. Custom commands of
+a v2 manifest are handled like the standard ones (``run({"sync": sync})``).
 
 :func:`run` always writes exactly one JSON object on stdout and exits, whatever
 the handler does: print() inside a handler goes to stderr (stdout is reserved
@@ -63,6 +73,7 @@ __all__ = [
     "COMMANDS",
     "EX_CONFIG",
     "PROTOCOL",
+    "PROTOCOLS",
     "ConfigError",
     "Event",
     "Fail",
@@ -85,13 +96,15 @@ __all__ = [
     "tokens_expired",
 ]
 
-#: The protocol version this module speaks.
+#: The first protocol version (what a request without one, written by hand, is taken to be).
 PROTOCOL = 1
+#: Every protocol version this module speaks.
+PROTOCOLS = (1, 2)
 #: Exit code of a failure that must not be retried (sysexits' EX_CONFIG).
 EX_CONFIG = 78
-#: The commands ductile sends.
+#: The standard commands ductile sends (a v2 manifest may define more).
 COMMANDS = ("poll", "handle", "health", "init")
-LOG_LEVELS = ("info", "warn", "error")
+LOG_LEVELS = ("debug", "info", "warn", "error")
 #: ductile stops reading stdout beyond this (and fails the job).
 STDOUT_LIMIT = 10 * 1024 * 1024
 #: ductile refuses responses nested deeper than this.
@@ -142,7 +155,7 @@ class ConfigError(Fail):
 
 
 class RequestError(Fail):
-    """The request on stdin is not a valid protocol-v1 request. Never retried."""
+    """The request on stdin is not a valid request (protocol 1 or 2). Never retried."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retry=False)
@@ -246,17 +259,20 @@ class Request(_Value):
         "attempt",
         "command",
         "config",
+        "context",
         "deadline_at",
         "event",
         "job_id",
+        "payload",
         "plugin",
         "protocol",
         "raw",
         "state",
     )
 
+    #: 1 or 2: the protocol ductile speaks with this plugin.
     protocol: int
-    #: ``poll``, ``handle``, ``health`` or ``init``.
+    #: ``poll``, ``handle``, ``health``, ``init``, or a command of the plugin's v2 manifest.
     command: str
     job_id: str
     config: Mapping[str, Any]
@@ -272,6 +288,12 @@ class Request(_Value):
     attempt: int
     #: The request as received.
     raw: Mapping[str, Any]
+    #: Protocol 2: the job's payload (a schedule's ``payload``, ``ductile run --payload``) for
+    #: every command but ``handle``; empty otherwise.
+    payload: Mapping[str, Any]
+    #: Protocol 2: ``ductile_plugin`` (this instance's name, an alias's own) and, for a routed
+    #: job, ``ductile_upstream_plugin`` and ``ductile_route_depth``; empty under protocol 1.
+    context: Mapping[str, Any]
 
     def __init__(
         self,
@@ -286,6 +308,8 @@ class Request(_Value):
         attempt: int = 1,
         protocol: int = PROTOCOL,
         raw: Mapping[str, Any] | None = None,
+        payload: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         self._init(
             protocol=protocol,
@@ -298,6 +322,8 @@ class Request(_Value):
             plugin=plugin,
             attempt=attempt,
             raw=MappingProxyType(dict(raw or {})),
+            payload=MappingProxyType(dict(payload or {})),
+            context=MappingProxyType(dict(context or {})),
         )
 
     def seconds_left(self, now: datetime | None = None) -> float:
@@ -413,7 +439,7 @@ class Request(_Value):
 class Response(_Value):
     """An answer, built with :func:`ok` or :func:`error`."""
 
-    __slots__ = ("error", "events", "logs", "retry", "state_updates", "status")
+    __slots__ = ("error", "events", "logs", "result", "retry", "state_updates", "status")
 
     #: ``ok`` or ``error``.
     status: str
@@ -422,6 +448,8 @@ class Response(_Value):
     events: tuple[dict[str, Any], ...]
     state_updates: dict[str, Any]
     logs: tuple[dict[str, str], ...]
+    #: What the run produced, as text (kept with the run; protocol 2 copies it into the events).
+    result: str | None
 
     def __init__(
         self,
@@ -432,6 +460,7 @@ class Response(_Value):
         events: tuple[dict[str, Any], ...] = (),
         state_updates: dict[str, Any] | None = None,
         logs: tuple[dict[str, str], ...] = (),
+        result: str | None = None,
     ) -> None:
         if status not in ("ok", "error"):
             raise ValueError(f"status must be 'ok' or 'error', not {status!r}")
@@ -442,6 +471,7 @@ class Response(_Value):
             events=tuple(events),
             state_updates=dict(state_updates or {}),
             logs=tuple(logs),
+            result=result,
         )
 
     @property
@@ -453,12 +483,14 @@ class Response(_Value):
         """0, or 78 for an error that must not be retried."""
         return EXIT_OK if self.ok or self.retry else EX_CONFIG
 
-    def to_json(self) -> dict[str, Any]:
-        """The response object as written to stdout (empty fields left out)."""
-        body: dict[str, Any] = {"protocol": PROTOCOL, "status": self.status}
+    def to_json(self, protocol: int = PROTOCOL) -> dict[str, Any]:
+        """The response object as written to stdout in ``protocol`` (empty fields left out)."""
+        body: dict[str, Any] = {"protocol": protocol, "status": self.status}
         if not self.ok:
             body["error"] = self.error or ""
             body["retry"] = self.retry
+        if self.result is not None:
+            body["result"] = self.result
         if self.events:
             body["events"] = [dict(e) for e in self.events]
         if self.state_updates:
@@ -478,6 +510,7 @@ class Response(_Value):
             events=self.events,
             state_updates=self.state_updates,
             logs=extra + self.logs,
+            result=self.result,
         )
 
 
@@ -514,6 +547,9 @@ class Log:
 
     def __init__(self) -> None:
         self._lines: list[dict[str, str]] = []
+
+    def debug(self, message: object) -> None:
+        self._add("debug", message)
 
     def info(self, message: object) -> None:
         self._add("info", message)
@@ -609,14 +645,18 @@ def ok(
     events: Iterable[Mapping[str, Any]] = (),
     state_updates: Mapping[str, Any] | None = None,
     logs: Iterable[str | Mapping[str, str]] = (),
+    result: str | None = None,
 ) -> Response:
     """A success.
 
+    ``result`` (text) says what the run produced: ductile keeps it with the run
+    (``ductile job``) and, under protocol 2, copies it into each event's
+    ``payload.result`` that does not set one.
     ``events`` (made with :func:`event`) are routed to other plugins.
     ``state_updates`` is merged into the plugin's state key by key (a key you
     send replaces the stored one whole; keys you do not send stay as they
     are). ``logs`` are text (info) or ``{"level": "info|warn|error",
-    "message": ...}``; lines from :data:`log` come before them.
+    "message": ...}`` (``debug`` too); lines from :data:`log` come before them.
     """
     if isinstance(events, (str, bytes, Mapping)):
         raise TypeError("events must be a list of events (use [event(...)])")
@@ -632,7 +672,15 @@ def ok(
     if isinstance(logs, (str, bytes, Mapping)):
         raise TypeError("logs must be a list of lines")
     checked_logs = tuple(_checked_log(i, line) for i, line in enumerate(logs))
-    return Response(status="ok", events=checked_events, state_updates=updates, logs=checked_logs)
+    if result is not None and not isinstance(result, str):
+        raise TypeError(f"result must be text, not {_json_kind(result)}")
+    return Response(
+        status="ok",
+        events=checked_events,
+        state_updates=updates,
+        logs=checked_logs,
+        result=None if result is None else _clean_text(result),
+    )
 
 
 def error(message: str, *, retry: bool = True, logs: Iterable[str | Mapping[str, str]] = ()) -> Response:
@@ -668,17 +716,15 @@ def parse_request(
     if not isinstance(body, Mapping):
         raise RequestError(f"the request must be a JSON object, not {_json_kind(body)}")
     env = os.environ if environ is None else environ
-    protocol = body.get("protocol", PROTOCOL)
-    if protocol is None:
-        protocol = PROTOCOL
-    if type(protocol) is not int or protocol != PROTOCOL:
-        raise RequestError(f"the request speaks protocol {protocol!r}; this plugin speaks {PROTOCOL}")
+    protocol = _request_protocol(body)
     command = body.get("command")
     if not isinstance(command, str) or not command:
-        raise RequestError("the request has no 'command' (poll, handle, health or init)")
+        raise RequestError("the request has no 'command' (poll, handle, health, init or the manifest's own)")
     job_id = _field(body, "job_id", str, "text", "")
     config = _field(body, "config", Mapping, "an object", {})
     state = _field(body, "state", Mapping, "an object", {})
+    payload = _field(body, "payload", Mapping, "an object", {})
+    context = _field(body, "context", Mapping, "an object", {})
     deadline_text = _field(body, "deadline_at", str, "an ISO-8601 time", None)
     deadline: datetime | None = None
     if deadline_text is not None:
@@ -706,10 +752,23 @@ def parse_request(
         state=state,
         event=the_event,
         deadline_at=deadline,
-        plugin=env.get("DUCTILE_PLUGIN", ""),
+        plugin=env.get("DUCTILE_PLUGIN", "") or str(context.get("ductile_plugin") or ""),
         attempt=attempt,
         raw=body,
+        payload=payload,
+        context=context,
     )
+
+
+def _request_protocol(body: Mapping[str, Any]) -> int:
+    """The request's ``protocol`` (1 when a hand-written request leaves it out)."""
+    protocol = body.get("protocol", PROTOCOL)
+    if protocol is None:
+        return PROTOCOL
+    if type(protocol) is not int or protocol not in PROTOCOLS:
+        speaks = " and ".join(str(p) for p in PROTOCOLS)
+        raise RequestError(f"the request speaks protocol {protocol!r}; this module speaks {speaks}")
+    return protocol
 
 
 def _parse_event(raw: object) -> Event:
@@ -861,7 +920,7 @@ def _respond(handler: Handler, request: bytes | str | Mapping[str, Any] | Reques
         code = EXIT_CRASH
     finally:
         _request_cache[:] = previous
-    return _finish(response, log._drain(), code)
+    return _finish(response, log._drain(), code, parsed.protocol if parsed is not None else PROTOCOL)
 
 
 def _handler_for(handler: Handler, command: str) -> HandlerFunction:
@@ -870,8 +929,9 @@ def _handler_for(handler: Handler, command: str) -> HandlerFunction:
     if isinstance(handler, Mapping):
         found = handler.get(command)
         known = sorted(str(k) for k in handler)
-    elif any(callable(getattr(handler, name, None)) for name in COMMANDS):
-        found = getattr(handler, command, None)
+    elif any(callable(getattr(handler, name, None)) for name in (*COMMANDS, command.replace("-", "_"))):
+        # A custom command ``sync-all`` is the method ``sync_all``.
+        found = getattr(handler, command.replace("-", "_"), None)
         known = [name for name in COMMANDS if callable(getattr(handler, name, None))]
     elif callable(handler):
         return handler
@@ -896,21 +956,23 @@ def _from_result(result: object, command: str) -> Response:
     )
 
 
-def _finish(response: Response, collected: list[dict[str, str]], code: int) -> Reply:
+def _finish(
+    response: Response, collected: list[dict[str, str]], code: int, protocol: int = PROTOCOL
+) -> Reply:
     full = response._with_logs_first(collected)
     try:
-        body = _encode(full.to_json())
+        body = _encode(full.to_json(protocol))
     except Exception as e:
         # What the handler returned cannot be sent: say so instead (keeping the logs).
         failed = error(f"the plugin's response could not be sent: {_describe_exception(e, where=False)}")
         full = failed._with_logs_first(list(full.logs))
-        body = _encode(full.to_json())
+        body = _encode(full.to_json(protocol))
         code = EXIT_CRASH
     if len(body) > STDOUT_LIMIT:
         full = error(
             f"the plugin's response is {len(body):,} bytes, over ductile's {STDOUT_LIMIT:,}-byte stdout limit"
         )
-        body = _encode(full.to_json())
+        body = _encode(full.to_json(protocol))
         code = EXIT_CRASH
     return Reply(response=json.loads(body), body=body, exit_code=code)
 
@@ -945,7 +1007,8 @@ def reply(response: Response) -> NoReturn:
     For plugins that call :func:`read` themselves rather than :func:`run`.
     Exits 0, or 78 for an error with ``retry=False``.
     """
-    answer = _finish(response, log._drain(), response.exit_code)
+    protocol = _request_cache[0].protocol if _request_cache else PROTOCOL
+    answer = _finish(response, log._drain(), response.exit_code, protocol)
     _write_stdout(answer.body, None)
     sys.exit(answer.exit_code)
 

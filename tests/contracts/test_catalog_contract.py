@@ -186,3 +186,68 @@ def test_verify_refuses_a_plugin_that_went_away_since_it_was_loaded(catalog_case
     reason = catalog_case.catalog.verify(plugin)
     assert isinstance(reason, str)
     assert reason
+
+
+# --------------------------------------------------------------------------- aliases (uses:)
+
+
+def test_an_alias_runs_its_bases_files_under_its_own_name(catalog_case: CatalogCase) -> None:
+    catalog_case.add("switch", commands=("handle",))
+    found = catalog_case.catalog.discover(
+        catalog_case.config(
+            PluginConfig(name="switch"),
+            PluginConfig(name="youtube_check", uses="switch", config={"field": "url"}),
+            PluginConfig(name="second", uses="youtube_check"),
+        )
+    )
+    assert sorted(found.plugins) == ["second", "switch", "youtube_check"]
+    assert found.refused == ()
+    base, alias, chained = (found.plugins[n] for n in ("switch", "youtube_check", "second"))
+    assert (alias.name, alias.base, chained.base) == ("youtube_check", "switch", "switch")
+    assert (alias.directory, alias.executable) == (base.directory, base.executable)
+    assert alias.manifest == base.manifest
+    assert catalog_case.catalog.verify(alias) is None
+
+
+def test_an_alias_of_an_unknown_plugin_is_refused_naming_the_key_and_a_near_name(
+    catalog_case: CatalogCase,
+) -> None:
+    catalog_case.add("switch")
+    found = catalog_case.catalog.discover(catalog_case.config(PluginConfig(name="check", uses="swtich")))
+    assert list(found.plugins) == ["switch"]
+    reason = reasons(found)["check"]
+    assert reason.startswith("plugins.check.uses: no plugin named 'swtich'")
+    assert "did you mean 'switch'?" in reason
+
+
+def test_an_alias_is_held_to_its_bases_required_config_keys(catalog_case: CatalogCase) -> None:
+    catalog_case.add("fetch", required=("url",))
+    found = catalog_case.catalog.discover(
+        catalog_case.config(
+            PluginConfig(name="fetch", config={"url": "u"}), PluginConfig(name="page", uses="fetch")
+        )
+    )
+    assert list(found.plugins) == ["fetch"]
+    assert "url" in reasons(found)["page"]
+
+
+def test_a_disabled_alias_is_listed_as_disabled(catalog_case: CatalogCase) -> None:
+    catalog_case.add("switch")
+    found = catalog_case.catalog.discover(
+        catalog_case.config(PluginConfig(name="check", uses="switch", enabled=False))
+    )
+    assert list(found.plugins) == ["switch"]
+    assert found.disabled == ("check",)
+    assert found.refused == ()
+
+
+def test_a_timeout_for_a_command_the_manifest_lacks_refuses_the_plugin(catalog_case: CatalogCase) -> None:
+    from datetime import timedelta
+
+    from ductile.domain.config import Timeouts
+
+    catalog_case.add("alpha", commands=("poll",))
+    timeouts = Timeouts(custom={"sync": timedelta(seconds=90)})
+    found = catalog_case.catalog.discover(catalog_case.config(PluginConfig(name="alpha", timeouts=timeouts)))
+    assert found.plugins == {}
+    assert "timeouts names sync" in reasons(found)["alpha"]

@@ -202,7 +202,7 @@ def test_embedding_with_fakes_touches_nothing_on_disk(tmp_path: Path) -> None:
         ) as d:
             # A new `every` schedule is planned at once: the schedule index answers without a loop.
             (planned,) = await d.due(T0, T0 + timedelta(hours=3))
-            assert (planned.key, planned.planned_at) == ("counter", T0)
+            assert (planned.key, planned.planned_at) == ("counter/default", T0)
 
             job_id = await d.enqueue("counter")
             assert await d.engine.dispatch_one() is True

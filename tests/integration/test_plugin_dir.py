@@ -205,8 +205,10 @@ def test_manifest_name_must_equal_the_directory(plugins: Path) -> None:
 
 
 def test_unsupported_protocol(plugins: Path) -> None:
-    make_plugin(plugins, "p", manifest=manifest_for("p", protocol=2))
-    assert "protocol 2 is not supported" in refusal_of(plugins, "p")
+    make_plugin(plugins, "p", manifest=manifest_for("p", protocol=3))
+    assert "protocol (line 6): protocol 3 is not supported" in refusal_of(plugins, "p")
+    make_plugin(plugins, "q", manifest=manifest_for("q", protocol=2))
+    assert "protocol (line 6): protocol 2 needs the v2 manifest" in refusal_of(plugins, "q")
 
 
 def test_entrypoint_with_dotdot(plugins: Path) -> None:

@@ -6,10 +6,14 @@ Conventions of the page (a marker comment right before a fenced block):
   the example plugins under examples/plugins-doc/ are then run for real
   (SubprocessSpawner + settle), below.
 - ``<!-- test: request -->``: exactly what the core's ``build_request``
-  writes for those fields; ``response``: accepted by ``parse_response``;
+  writes for those fields (``request-v2``: in protocol 2, with its payload
+  and context); ``response``: accepted by ``parse_response``
+  (``response-v2``: under protocol 2);
   ``event``: an envelope as ``Envelope.to_json`` writes it;
   ``emitted-event``: an event a plugin may emit; ``manifest NAME``: accepted
-  by ``parse_manifest`` for folder NAME; ``config``: a valid operator config.
+  by ``parse_manifest`` for folder NAME (``manifest-v2 FOLDER``: a v2
+  manifest, whose plugin name need not be the folder's); ``config``: a valid
+  operator config.
 - ``timeouts``, ``retry-defaults``: the table that follows holds the code's
   defaults; ``env``: the list that follows is exactly the inherited
   environment.
@@ -126,7 +130,10 @@ def seconds(text: str) -> float:
 
 def test_the_page_has_checked_blocks_of_every_kind() -> None:
     kinds = {b.kind for b in fenced_blocks() if b.marker}
-    assert kinds == {"file", "request", "response", "event", "emitted-event", "manifest", "config"}
+    assert kinds == {
+        "file", "request", "response", "event", "emitted-event", "manifest", "config",
+        "request-v2", "response-v2", "manifest-v2",
+    }  # fmt: skip
     assert len(marked("request")) == 4  # poll, handle, health, init
     assert {json.loads(b.text)["command"] for b in marked("request")} == {"poll", "handle", "health", "init"}
 
@@ -174,6 +181,39 @@ def test_request_examples_are_what_the_core_sends() -> None:
             assert request.event is not None
             envelope = shown["event"]
             assert request.event.raw == envelope
+
+
+def test_v2_request_examples_are_what_the_core_sends_a_v2_plugin() -> None:
+    blocks = marked("request-v2")
+    assert blocks
+    for block in blocks:
+        shown = json.loads(block.text)
+        rebuilt = build_request(
+            job_id=shown["job_id"],
+            command=shown["command"],
+            config=shown["config"],
+            state=shown["state"],
+            deadline_at=datetime.fromisoformat(shown["deadline_at"].replace("Z", "+00:00")),
+            event=shown.get("event"),
+            protocol=2,
+            payload=shown.get("payload"),
+            context=shown["context"],
+        )
+        assert json.loads(rebuilt) == shown, f"request at line {block.line}"
+        assert list(json.loads(rebuilt)) == list(shown), f"field order of the request at line {block.line}"
+        request = plugin.parse_request(block.text)
+        assert (request.protocol, dict(request.payload)) == (2, shown.get("payload", {}))
+
+
+def test_v2_response_and_manifest_examples_are_accepted() -> None:
+    for block in marked("response-v2"):
+        response = parse_response(block.text.encode(), protocol=2)
+        assert response.result is not None
+        assert all(e.payload.get("result") == response.result for e in response.events)
+    for block in marked("manifest-v2"):
+        manifest = parse_manifest(yaml.safe_load(block.text), directory_name=block.argument)
+        assert (manifest.protocol, manifest.manifest_format) == (2, 2)
+        assert manifest.name != block.argument  # the point of the example: the folder is named otherwise
 
 
 def test_response_examples_are_accepted() -> None:

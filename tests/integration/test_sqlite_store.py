@@ -1121,12 +1121,12 @@ def test_version_2_gives_runs_of_a_version_1_database_their_plugin(tmp_path: Pat
     conn.close()
 
 
-def test_version_4_gives_jobs_a_claim_token_and_keeps_a_running_orphan_recoverable(tmp_path: Path) -> None:
-    """Schema v3 -> v4 (lanes and the fence): a job left running by the old ductile has
+def test_version_5_gives_jobs_a_claim_token_and_keeps_a_running_orphan_recoverable(tmp_path: Path) -> None:
+    """Schema v4 -> v5 (lanes and the fence): a job left running by the old ductile has
     token 0 and no slot; crash recovery re-queues it, and its next claim takes token 1."""
-    path = tmp_path / "v3.db"
+    path = tmp_path / "v4.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, str(path), MIGRATIONS[:3])
+    migrate(conn, str(path), MIGRATIONS[:4])
     us = to_us(T0)
     conn.execute(
         "INSERT INTO jobs (id, plugin, command, payload, status, attempt, max_attempts, submitted_by, "
@@ -1151,7 +1151,7 @@ def test_version_4_gives_jobs_a_claim_token_and_keeps_a_running_orphan_recoverab
 
     run(main())
     conn = sqlite3.connect(path)
-    assert user_version(conn) == SCHEMA_VERSION == 4
+    assert user_version(conn) == SCHEMA_VERSION == 5
     conn.close()
 
 
@@ -1194,6 +1194,52 @@ def test_the_running_constraints_refuse_a_second_claim_of_a_slot_or_an_identity(
             assert [j.id for j in await store.list_jobs(statuses=[JobStatus.RUNNING])] == ["a"]
             taken = await store._write("free slot", force("c", 1))
             assert (taken.status, taken.slot) == (JobStatus.RUNNING, 1)
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_version_3_keys_a_version_2_schedule_index_by_plugin_and_schedule_id(tmp_path: Path) -> None:
+    """Schema v2 -> v3 (several schedules per plugin): a plugin's planned run becomes its
+    ``default`` schedule's (same fingerprint: the grid is kept), its outstanding scheduled jobs
+    count for that schedule's poll guard, and old jobs and runs read back as before."""
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, str(path), MIGRATIONS[:2])
+    us = int(T0.timestamp() * 1_000_000)
+    conn.execute(
+        "INSERT INTO planned (key, fingerprint, nominal_at, planned_at, offset_us, snapped) "
+        "VALUES ('legacy', 'fp', ?, ?, 0, 0)",
+        (us, us),
+    )
+    for job_id, who in (("sched", "scheduler"), ("hand", "cli")):
+        conn.execute(
+            "INSERT INTO jobs (id, plugin, command, payload, status, attempt, max_attempts, submitted_by, "
+            "created_at) VALUES (?, 'legacy', 'poll', '{}', 'queued', 1, 4, ?, ?)",
+            (job_id, who, us),
+        )
+    conn.close()
+
+    async def main() -> None:
+        store = await SqliteStore.open(path)
+        try:
+            entry = await store.planned("legacy/default")
+            assert entry is not None
+            assert (entry.plugin, entry.schedule_id, entry.fingerprint, entry.planned_at) == (
+                "legacy",
+                "default",
+                "fp",
+                T0,
+            )
+            assert await store.planned("legacy") is None
+            scheduled, manual = await store.get_job("sched"), await store.get_job("hand")
+            assert scheduled is not None
+            assert manual is not None
+            assert (scheduled.schedule_id, scheduled.route_depth) == ("default", 0)
+            assert (manual.schedule_id, manual.route_depth) == (None, 0)
+            assert await store.pauses() == []
+            assert await store.counts() == {}
         finally:
             await store.close()
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from ductile.domain.config import Config, PluginConfig, ServiceConfig
 from ductile.domain.job import Job
-from ductile.domain.plugin import Manifest
+from ductile.domain.plugin import CommandSpec, CommandType, FactOutput, Manifest
 from ductile.domain.routing import Route
 from ductile.domain.schedule import Schedule
 from ductile.fakes.catalog import DictCatalog
@@ -51,6 +51,24 @@ def manifest(name: str, *commands: str, version: str = "1.0.0", required: tuple[
         entrypoint="run",
         commands=frozenset(commands or ("poll", "handle")),
         required_keys=required,
+    )
+
+
+def v2_manifest(
+    name: str, *commands: str, facts: tuple[FactOutput, ...] = (), concurrency_safe: bool = True
+) -> Manifest:
+    """A protocol-2 manifest (the upstream ecosystem's format) with these commands (each ``write``)."""
+    names = commands or ("poll", "handle")
+    return Manifest(
+        name=name,
+        version="2.0.0",
+        protocol=2,
+        entrypoint="run",
+        commands=frozenset(names),
+        manifest_format=2,
+        concurrency_safe=concurrency_safe,
+        command_specs=tuple(CommandSpec(name=c, type=CommandType.WRITE) for c in names),
+        fact_outputs=facts,
     )
 
 

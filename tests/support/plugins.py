@@ -42,6 +42,7 @@ __all__ = [
     "run_plugin",
     "shell_plugin",
     "spawn_env",
+    "v2_folder",
 ]
 
 #: Where the ``ductile`` package lives: with ``PYTHONPATH`` set to it a plugin imports ``ductile.plugin``.
@@ -84,6 +85,19 @@ def plugin_folder(
     entry.write_text(script)
     entry.chmod(0o755)
     return folder
+
+
+def v2_folder(root: Path, folder: str, manifest: str, script: str, *, entrypoint: str = "run") -> Path:
+    """``<root>/<folder>`` holding a v2 manifest written as given (the folder's name need not be
+    the plugin's) and the executable entrypoint; nothing world-writable."""
+    path = root / folder
+    path.mkdir(mode=0o755, parents=True)
+    path.chmod(0o755)
+    (path / "manifest.yaml").write_text(manifest.lstrip("\n"))
+    entry = path / entrypoint
+    entry.write_text(script)
+    entry.chmod(0o755)
+    return path
 
 
 def recorder(

@@ -90,10 +90,10 @@ def test_breaker_entries_mark_exactly_the_openings_and_closings(steps: list[str]
 
 
 def test_a_fire_and_a_skip() -> None:
-    fired = of_fire(key="p", command="poll", planned_at=T0, nominal_at=T0, at=T0 + timedelta(seconds=2),
-                    jobs=("j",), skipped=None)  # fmt: skip
+    fired = of_fire(key="p/default", plugin="p", command="poll", planned_at=T0, nominal_at=T0,
+                    at=T0 + timedelta(seconds=2), jobs=("j",), skipped=None)  # fmt: skip
     assert (fired.kind, fired.data["lag_seconds"], fired.data["jobs"]) == (Kind.SCHEDULE_FIRED, 2.0, ["j"])
-    skipped = of_fire(key="p", command="poll", planned_at=T0, nominal_at=T0, at=T0, jobs=(),
+    skipped = of_fire(key="p", plugin="p", command="poll", planned_at=T0, nominal_at=T0, at=T0, jobs=(),
                       skipped=SkipReason.BREAKER)  # fmt: skip
     assert (skipped.kind, skipped.data["reason"]) == (Kind.SCHEDULE_SKIPPED, "breaker")
 

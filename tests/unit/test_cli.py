@@ -283,13 +283,21 @@ def test_parser_accepts_every_verb_and_flag(argv: list[str], expected: dict[str,
         assert args[key] == value, key
 
 
+@pytest.mark.parametrize(("command", "why"), [("init", "on start and reload"), ("health", "ductile status")])
+def test_run_refuses_the_commands_the_daemon_runs_itself(h: Harness, command: str, why: str) -> None:
+    h.plugin("echo")
+    code, _, err = h("run", "echo", "--command", command)
+    assert code == 2
+    assert f"--command {command} cannot be queued" in err
+    assert why in err
+    assert h.opened == []
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ["frobnicate"],
         ["run"],
-        ["run", "echo", "--command", "init"],
-        ["run", "echo", "--command", "health"],
         ["run", "echo", "--timeout", "0"],
         ["run", "echo", "--timeout", "soon"],
         ["queue", "--limit", "0"],
@@ -684,7 +692,7 @@ def test_run_refuses_an_unhealthy_plugin_with_the_init_error(h: Harness) -> None
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "echo", "--payload", "{}"], "--payload and --event-type are for --command handle only"),
+        (["run", "echo", "--event-type", "t"], "--event-type is for --command handle only"),
         (["run", "echo", "--command", "handle", "--payload", "[1, 2]"], "is a JSON array, not an object"),
         (["run", "echo", "--command", "handle", "--payload", "{nope"], "is not valid JSON"),
         (["run", "echo", "--command", "handle", "--payload", '{"x": NaN}'], "NaN"),
@@ -869,8 +877,19 @@ def test_status_json_shape(h: Harness) -> None:
     _status_setup(h)
     code, doc = h.json("status")
     assert code == 1
-    assert set(doc) == {"healthy", "problems", "daemon", "database", "queue", "running", "nodes", "plugins"}
+    assert set(doc) == {
+        "healthy",
+        "problems",
+        "daemon",
+        "database",
+        "queue",
+        "running",
+        "nodes",
+        "routing",
+        "plugins",
+    }
     assert (doc["running"], doc["nodes"]) == ([], [])  # nothing runs; SQLite has no nodes
+    assert doc["routing"] == {"max_route_depth": 20, "dropped_at_depth": 0}
     assert doc["healthy"] is False
     assert doc["problems"] == ["the health check of bad failed"]
     assert doc["daemon"] == {"running": True, "pid": 4242, "state_dir": str(h.root / "state")}
@@ -1062,26 +1081,37 @@ def test_plugins_lists_loaded_refused_and_disabled(h: Harness) -> None:
     assert doc["disabled"] == ["off"]
     (echo,) = doc["loaded"]
     assert set(echo) == {
-        "name",
-        "version",
-        "description",
-        "commands",
-        "directory",
-        "schedule",
-        "cannot_start",
-    }
+        "name", "version", "description", "protocol", "uses", "concurrency_safe", "commands", "directory",
+        "paused", "schedule", "schedules", "cannot_start",
+    }  # fmt: skip
     assert echo["commands"] == ["handle", "health", "poll"]
-    assert echo["schedule"] == {
-        "summary": "every 6h jitter 30m window (±15m) 06:00\u201322:00 Europe/Berlin",
-        "every_seconds": 21600.0,
-        "cron": None,
-        "jitter_seconds": 1800.0,
-        "window": {"start": "06:00", "end": "22:00"},
-        "timezone": "Europe/Berlin",
-        "catch_up": "skip",
-        "command": "poll",
-        "emit": None,
-    }
+    assert (echo["protocol"], echo["uses"], echo["concurrency_safe"], echo["paused"]) == (
+        1,
+        None,
+        True,
+        False,
+    )
+    assert echo["schedules"] == [
+        {
+            "id": "default",
+            "summary": "every 6h jitter 30m window (±15m) 06:00\u201322:00 Europe/Berlin",
+            "paused": False,
+            "every_seconds": 21600.0,
+            "cron": None,
+            "at": None,
+            "after_seconds": None,
+            "not_on": [],
+            "jitter_seconds": 1800.0,
+            "window": {"start": "06:00", "end": "22:00"},
+            "timezone": "Europe/Berlin",
+            "catch_up": "skip",
+            "if_running": "queue",
+            "command": "poll",
+            "emit": None,
+        }
+    ]
+    assert echo["schedule"] == echo["schedules"][0], "the default schedule, under its old key too"
+    assert echo["cannot_start"] is None
     (old,) = doc["refused"]
     assert old["name"] == "old"
     assert "protocol 9 is not supported" in old["reason"]
@@ -1106,7 +1136,7 @@ def test_config_check_ok(h: Harness) -> None:
     assert out.startswith(f"config {h.config}: valid\n")
     assert re.search(r"^  a\s+done\s+b\s+ok$", out, re.M)
     assert re.search(r"^  /hook/b\s+b\s+webhook\s+ok$", out, re.M)
-    assert re.search(r"^  a\s+cron '30 7 \* \* 1-5' UTC\s+ok$", out, re.M)
+    assert re.search(r"^  a\s+default\s+cron '30 7 \* \* 1-5' UTC\s+ok$", out, re.M)
     assert out.endswith("no problems found\n")
     code, doc = h.json("config", "check")
     assert code == 0
@@ -1191,7 +1221,8 @@ def test_queue_lists_running_then_queued_in_dispatch_order(h: Harness) -> None:
     assert set(doc["jobs"][0]) == {
         "id", "plugin", "command", "payload", "status", "attempt", "max_attempts", "submitted_by",
         "dedupe_key", "created_at", "started_at", "completed_at", "next_retry_at", "last_error",
-        "parent_job_id", "source_event_id", "retry_of", "claim_token", "slot", "node", "deadline_at",
+        "parent_job_id", "source_event_id", "schedule_id", "route_depth", "retry_of",
+        "claim_token", "slot", "node", "deadline_at",
     }  # fmt: skip
     assert doc["jobs"][0]["started_at"] == "2026-11-23T07:00:05Z"
     assert (doc["jobs"][0]["claim_token"], doc["jobs"][0]["node"]) == (1, None)  # SQLite: one process
@@ -1285,7 +1316,7 @@ def test_job_shows_record_transitions_and_runs(h: Harness) -> None:
     (run,) = doc["runs"]
     assert set(run) == {
         "attempt", "started_at", "finished_at", "duration_seconds", "exit_code", "signal", "timed_out",
-        "error", "stderr_tail", "stdout_head", "stdout_json", "logs",
+        "error", "stderr_tail", "stdout_head", "stdout_json", "logs", "result",
     }  # fmt: skip
     assert run["stdout_json"] == {"status": "error", "error": "quota", "retry": True}
     assert run["stderr_tail"] == "warning: slow\n"
@@ -1416,7 +1447,7 @@ def test_schedule_verb_lists_stored_and_fresh_plans(h: Harness) -> None:
     schedule = load_config(h.config).plugins["a"].schedule
     assert schedule is not None
     # The daemon planned a's next run for 11:00 UTC (12:00 in Berlin); b has no stored plan.
-    stored = plan_next(schedule, key="a", previous=None, now=NOW + timedelta(hours=4), draw=0.5)
+    stored = plan_next(schedule, key="a/default", previous=None, now=NOW + timedelta(hours=4), draw=0.5)
     asyncio.run(h.store.put_planned(stored))
     code, doc = h.json("schedule", "--to", "+12h")
     assert code == 0
@@ -1429,9 +1460,10 @@ def test_schedule_verb_lists_stored_and_fresh_plans(h: Harness) -> None:
     ]
     first = doc["runs"][0]
     assert set(first) == {
-        "plugin", "kind", "planned_at", "planned_local", "nominal_at", "nominal_local", "offset_seconds",
-        "snapped", "timezone", "target",
+        "plugin", "schedule", "kind", "paused", "planned_at", "planned_local", "nominal_at", "nominal_local",
+        "offset_seconds", "snapped", "timezone", "target",
     }  # fmt: skip
+    assert (first["schedule"], first["paused"]) == ("default", False)
     assert first["planned_local"] == "2026-11-23T12:00:00+01:00"
     assert first["timezone"] == "Europe/Berlin"
     assert first["target"] == {"command": "poll"}

@@ -472,12 +472,17 @@ ERRORS: list[tuple[str, str, int | None, tuple[str, ...]]] = [
         ("unknown unit",),
     ),
     # schedules
-    ("plugins:\n  p:\n    schedule: {jitter: 5m}\n", "plugins.p.schedule", 3, ("needs 'every'", "or 'cron'")),
+    (
+        "plugins:\n  p:\n    schedule: {jitter: 5m}\n",
+        "plugins.p.schedule",
+        3,
+        ("needs one of 'every'", "'cron'", "'at'", "'after'"),
+    ),
     (
         "plugins:\n  p:\n    schedule:\n      every: 1h\n      cron: '0 * * * *'\n",
         "plugins.p.schedule.cron",
         5,
-        ("either 'every' or 'cron'",),
+        ("one of 'every', 'cron', 'at' or 'after', not every and cron",),
     ),
     (
         "plugins:\n  p:\n    schedule:\n      every: 30m\n      jitter: 30m\n",
@@ -522,7 +527,7 @@ ERRORS: list[tuple[str, str, int | None, tuple[str, ...]]] = [
         "plugins:\n  p:\n    schedule: {every: 1h, command: init}\n",
         "plugins.p.schedule.command",
         3,
-        ("one of poll, handle, health",),
+        ("cannot run 'init'",),
     ),
     (
         "plugins:\n  p:\n    schedule: {every: 1h, command: poll, emit: {type: t}}\n",

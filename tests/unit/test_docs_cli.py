@@ -335,6 +335,9 @@ def test_each_verbs_json_document_has_the_documented_keys(tmp_path: Path) -> Non
         "config check": h.json("config", "check"),
         "schedule": h.json("schedule"),
         "simulate": h.json("simulate", "--days", "0.1"),
+        "pause": h.json("pause", "echo"),
+        "resume": h.json("resume", "echo"),
+        "facts": h.json("facts", "echo"),
     }
     rows = _json_rows()
     for verb, doc in documents.items():

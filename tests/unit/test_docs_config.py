@@ -45,7 +45,14 @@ ENV = {
 PLUGIN = "p"
 #: Containers needing one of several keys: the first one's example is added
 #: unless the key under test is one of them.
-ONE_OF = {"plugins.<name>.schedule": ("every", "cron"), "api.tokens[]": ("token", "token_sha256")}
+_KINDS = ("every", "cron", "at", "after")
+ONE_OF = {
+    "plugins.<name>.schedule": _KINDS,
+    "plugins.<name>.schedules[]": _KINDS,
+    "api.tokens[]": ("token", "token_sha256"),
+}
+#: The command a ``<command>`` step (a custom timeout) stands for.
+COMMAND = "sync"
 UNKNOWN = "zz_not_a_key"
 
 
@@ -150,7 +157,7 @@ def document(key: str, value: Raw | None) -> dict[str, Any]:
     node, path, i = root, "", 0
     while True:
         step = steps[i]
-        name = PLUGIN if step == "<name>" else step
+        name = {"<name>": PLUGIN, "<command>": COMMAND}.get(step, step)
         here = _join(path, step)
         if i == len(steps) - 1:
             if value is None:
@@ -209,7 +216,7 @@ def test_known_keys_are_dotted_paths_with_placeholders() -> None:
     keys = known_keys()
     assert len(keys) == len(set(keys))
     for key in keys:
-        assert re.fullmatch(r"[a-z_]+(\[\])?(\.(<name>|[a-z_][a-z0-9_]*(\[\])?))*", key), key
+        assert re.fullmatch(r"[a-z_]+(\[\])?(\.(<name>|<command>|[a-z_][a-z0-9_]*(\[\])?))*", key), key
         if "." in key:
             assert _parent(key) in keys or _parent(key).removesuffix("[]") in keys, f"{key} has no parent"
     assert "plugins.<name>.retry.max_attempts" in keys
@@ -228,7 +235,11 @@ def _containers() -> list[str]:
     return [p for p in ["", *known_keys(), *(k + "[]" for k in known_keys())] if p in paths]
 
 
-@pytest.mark.parametrize("container", [c for c in _containers() if _children(c) != ["<name>"]])
+@pytest.mark.parametrize(
+    "container",
+    # A table of names (``plugins``) or of commands (``timeouts``, whose other keys are custom commands).
+    [c for c in _containers() if _children(c) != ["<name>"] and "<command>" not in _children(c)],
+)
 def test_known_keys_match_what_the_converter_allows(container: str) -> None:
     key = _join(container, UNKNOWN) if container else UNKNOWN
     with pytest.raises(ConfigError) as caught:
@@ -343,7 +354,8 @@ def test_the_complete_example_uses_every_key() -> None:
         for name, value in mapping.items():
             if not path and name.startswith("x-"):
                 continue
-            child = _join(path, "<name>" if path == "plugins" else name)
+            custom = path.endswith(".timeouts") and name not in ("poll", "handle", "health", "init")
+            child = _join(path, "<name>" if path == "plugins" else "<command>" if custom else name)
             used.add(child)
             walk(value, child)
 

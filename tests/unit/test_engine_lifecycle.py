@@ -154,7 +154,7 @@ async def test_start_runs_init_once_and_a_successful_init_leaves_the_plugin_sche
     assert (record.ok, record.error, record.at) == (True, None, T0)
     assert record.fingerprint == init_fingerprint(plugin, config.plugin("alpha"))
     assert rig.engine.runtime.unhealthy == {}
-    assert await rig.store.planned("alpha") is not None
+    assert await rig.store.planned("alpha/default") is not None
     [line] = records(caplog, component="plugins", plugin="alpha", message="initialized")
     assert line.job_id == job.id
 
@@ -176,7 +176,7 @@ async def test_a_failed_init_makes_the_plugin_unhealthy_unscheduled_and_its_jobs
     assert record is not None
     assert (record.ok, record.error) == (False, "bad credentials")
     assert rig.engine.runtime.unhealthy == {"alpha": "init failed: bad credentials"}
-    assert await rig.store.planned("alpha") is None
+    assert await rig.store.planned("alpha/default") is None
     [line] = records(caplog, component="plugins", plugin="alpha", levelno=logging.ERROR)
     assert line.getMessage() == "plugin unhealthy, not scheduled: init failed: bad credentials"
 
@@ -213,7 +213,7 @@ async def test_an_unchanged_successful_init_is_not_rerun_on_restart_or_reload() 
 
     assert len(init_requests(rig)) == 1
     assert restarted.runtime.unhealthy == {}
-    assert await rig.store.planned("alpha") is not None
+    assert await rig.store.planned("alpha/default") is not None
 
 
 @async_test
@@ -262,7 +262,7 @@ async def test_a_failed_init_is_retried_on_reload_and_a_fixed_plugin_becomes_sch
     assert len(init_requests(rig)) == 4
     assert report.unhealthy == {}
     assert rig.engine.runtime.unhealthy == {}
-    assert await rig.store.planned("alpha") is not None
+    assert await rig.store.planned("alpha/default") is not None
     await rig.engine.tick()
     assert [j.command for j in await rig.jobs("alpha")][-1] == "poll"
 
@@ -349,11 +349,11 @@ async def test_reload_drops_the_plan_of_a_removed_schedule() -> None:
     )
     rig = Rig(config, catalog)
     await rig.engine.start()
-    assert [p.key for p in await rig.store.all_planned()] == ["alpha", "beta"]
+    assert [p.key for p in await rig.store.all_planned()] == ["alpha/default", "beta/default"]
 
     catalog.remove("beta")
     await rig.engine.reload(make_config(PluginConfig(name="alpha", schedule=every(HOUR))))
-    assert [p.key for p in await rig.store.all_planned()] == ["alpha"]
+    assert [p.key for p in await rig.store.all_planned()] == ["alpha/default"]
     await rig.engine.reload(make_config(PluginConfig(name="alpha")))  # schedule removed from config
     assert await rig.store.all_planned() == []
 
@@ -381,11 +381,11 @@ async def test_reload_replans_a_changed_schedule_and_keeps_an_unchanged_one() ->
             PluginConfig(name="alpha", schedule=two_hourly), PluginConfig(name="beta", schedule=relaxed)
         )
     )
-    alpha = await rig.store.planned("alpha")
+    alpha = await rig.store.planned("alpha/default")
     assert alpha is not None
-    assert alpha.fingerprint == two_hourly.fingerprint() != before["alpha"].fingerprint
+    assert alpha.fingerprint == two_hourly.fingerprint() != before["alpha/default"].fingerprint
     assert (alpha.nominal_at, alpha.planned_at) == (T0 + timedelta(minutes=10), T0 + timedelta(minutes=10))
-    assert await rig.store.planned("beta") == before["beta"]
+    assert await rig.store.planned("beta/default") == before["beta/default"]
 
 
 @async_test
@@ -408,7 +408,7 @@ async def test_reload_discovers_a_new_plugin_runs_its_init_and_schedules_it() ->
     record = await rig.store.get_init("gamma")
     assert record is not None
     assert record.ok
-    assert await rig.store.planned("gamma") is not None
+    assert await rig.store.planned("gamma/default") is not None
     assert (await rig.engine.enqueue("gamma")).created
 
 
@@ -494,9 +494,9 @@ async def test_a_reload_waits_for_a_running_tick_and_ticks_wait_for_a_reload() -
     store.gate.set()
     await asyncio.gather(tick, reload)
     # the tick's two questions to the index (what is due; when is the next run), then the reload
-    assert store.log == ["tick:due", "tick:due", "put_planned:alpha"]
+    assert store.log == ["tick:due", "tick:due", "put_planned:alpha/default"]
     # tick fired first (planning T0 + 1h), then the reload re-planned the changed schedule
-    entry = await store.planned("alpha")
+    entry = await store.planned("alpha/default")
     assert entry is not None
     assert entry.fingerprint == every(2 * HOUR).fingerprint()
     assert len(await rig.jobs()) == 1

@@ -49,7 +49,7 @@ async def test_start_plans_the_schedule_and_a_due_tick_enqueues_a_scheduler_poll
     rig = Rig(make_config(pc), catalog, draw=draws(0.9, 0.1))
     await rig.engine.start()
 
-    first = await rig.store.planned("alpha")
+    first = await rig.store.planned("alpha/default")
     assert first is not None
     assert first.fingerprint == schedule.fingerprint()
     assert first.nominal_at == T0 + timedelta(minutes=5)  # anchored at now + jitter / 2
@@ -74,7 +74,7 @@ async def test_start_plans_the_schedule_and_a_due_tick_enqueues_a_scheduler_poll
     )
     assert await rig.history(job.id) == [(None, "queued", Actor.SCHEDULER.value)]
     assert rig.inbox.notifications == before + 1
-    nxt = await rig.store.planned("alpha")
+    nxt = await rig.store.planned("alpha/default")
     assert nxt is not None
     assert nxt.nominal_at == first.nominal_at + HOUR  # the grid, not "last run + interval"
     assert nxt.planned_at == nxt.nominal_at - timedelta(minutes=4)
@@ -94,7 +94,7 @@ async def test_runs_stay_on_the_grid_however_late_the_job_runs() -> None:
     await rig.engine.start()
     nominals = []
     for _ in range(4):
-        entry = await rig.store.planned("alpha")
+        entry = await rig.store.planned("alpha/default")
         assert entry is not None
         nominals.append(entry.nominal_at)
         rig.clock.set(entry.planned_at + timedelta(seconds=40))  # a late tick, within the grace
@@ -131,13 +131,17 @@ async def test_a_planned_row_whose_plugin_disappeared_is_deleted_and_fires_nothi
     rig = Rig(make_config(pc), catalog)
     await rig.engine.start()
     ghost = PlannedRun(
-        key="ghost", fingerprint="x", nominal_at=T0 - MINUTE, planned_at=T0 - MINUTE, offset=timedelta(0)
+        key="ghost/default",
+        fingerprint="x",
+        nominal_at=T0 - MINUTE,
+        planned_at=T0 - MINUTE,
+        offset=timedelta(0),
     )
     await rig.store.put_planned(ghost)
 
     await rig.engine.tick()
 
-    assert await rig.store.planned("ghost") is None
+    assert await rig.store.planned("ghost/default") is None
     assert [j.plugin for j in await rig.jobs()] == ["alpha"]
 
 
@@ -160,12 +164,12 @@ async def test_the_poll_guard_skips_a_run_while_a_poll_is_outstanding_and_logs_i
     await rig.engine.tick()
 
     assert await rig.jobs() == [job]
-    entry = await rig.store.planned("alpha")
+    entry = await rig.store.planned("alpha/default")
     assert entry is not None
     assert entry.nominal_at == T0 + 2 * HOUR  # the skipped run is not retried: the plan moves on
     [skip] = records(caplog, component="scheduler", plugin="alpha", message="skipped")
     assert skip.levelno == logging.INFO
-    assert skip.getMessage() == "scheduled run skipped: a poll is still queued or running"
+    assert skip.getMessage() == "scheduled run skipped: a job of this schedule is still queued or running"
 
     await rig.drain()
     rig.clock.set(T0 + 2 * HOUR)
@@ -227,7 +231,7 @@ async def test_three_failed_scheduled_runs_open_the_breaker_and_ticks_skip_with_
     assert [(r.levelno, r.getMessage()) for r in skips] == [
         (logging.WARNING, "scheduled run skipped: circuit breaker open")
     ] * 2
-    entry = await rig.store.planned("alpha")
+    entry = await rig.store.planned("alpha/default")
     assert entry is not None
     assert entry.nominal_at == T0 + 50 * MINUTE  # skipped runs still advance the plan
 
@@ -300,7 +304,7 @@ async def test_runs_missed_beyond_the_grace_are_skipped_or_run_once(
     await rig.engine.tick()
 
     assert len(await rig.jobs()) == jobs
-    entry = await rig.store.planned("alpha")
+    entry = await rig.store.planned("alpha/default")
     assert entry is not None
     assert entry.nominal_at == T0 + 6 * HOUR  # the next grid point after now, never a backlog
     missed = records(caplog, component="scheduler", message="missed run")
@@ -366,7 +370,7 @@ async def test_a_timer_schedule_fans_its_event_out_into_handle_jobs_with_a_deriv
     rig.script("mailer", ok())
     rig.script("notes", ok())
     await rig.engine.start()
-    entry = await rig.store.planned("clock")
+    entry = await rig.store.planned("clock/default")
     assert entry is not None
     nominal = T0.replace(day=3, hour=6, minute=30)  # 07:30 in Berlin (UTC+1) the next morning
     assert entry.planned_at == nominal
@@ -375,7 +379,7 @@ async def test_a_timer_schedule_fans_its_event_out_into_handle_jobs_with_a_deriv
     await rig.engine.tick()
 
     jobs = await rig.jobs()
-    event_id = timer_event_id("clock", nominal)
+    event_id = timer_event_id("clock/default", nominal)
     envelope = {
         "type": "morning.digest",
         "payload": {"lang": "de"},
@@ -406,7 +410,9 @@ async def test_a_timer_schedule_fans_its_event_out_into_handle_jobs_with_a_deriv
     await rig.engine.tick()
     later = await rig.jobs()
     assert len(later) == 4
-    assert {j.source_event_id for j in later[2:]} == {timer_event_id("clock", nominal + timedelta(days=1))}
+    assert {j.source_event_id for j in later[2:]} == {
+        timer_event_id("clock/default", nominal + timedelta(days=1))
+    }
 
 
 # =========================================================================== retention (D19)

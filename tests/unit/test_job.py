@@ -70,6 +70,8 @@ IDENTITY_FIELDS = (
     "created_at",
     "parent_job_id",
     "source_event_id",
+    "schedule_id",
+    "route_depth",
     "retry_of",
 )
 

@@ -35,3 +35,8 @@ def test_the_depth_limit_is_the_cores() -> None:
 
 def test_the_error_length_is_the_cores() -> None:
     assert plugin.MAX_ERROR_CHARS == classify.MAX_ERROR_CHARS
+
+
+def test_the_protocols_are_the_domains() -> None:
+    assert frozenset(plugin.PROTOCOLS) == protocol.SUPPORTED_PROTOCOLS
+    assert plugin.PROTOCOLS[0] == protocol.PROTOCOL_V1

@@ -195,7 +195,7 @@ def test_a_hand_written_request_needs_only_a_command() -> None:
         (b"\xff\xfe", "not valid UTF-8"),
         (b"{", "not valid JSON"),
         (b"[1]", "must be a JSON object, not a list"),
-        (b'{"command": "poll", "protocol": 2}', "speaks protocol 2; this plugin speaks 1"),
+        (b'{"command": "poll", "protocol": 3}', "speaks protocol 3; this module speaks 1 and 2"),
         (b'{"command": "poll", "protocol": true}', "speaks protocol True"),
         (b'{"protocol": 1}', "no 'command'"),
         (b'{"command": 5}', "no 'command'"),
@@ -390,7 +390,10 @@ def test_error_answers_say_whether_to_retry() -> None:
         (lambda: plugin.ok(state_updates=[("a", 1)]), "state_updates must be a mapping"),  # type: ignore[arg-type]
         (lambda: plugin.ok(state_updates={1: "a"}), "keys must be text"),  # type: ignore[dict-item]
         (lambda: plugin.ok(logs="one line"), "logs must be a list"),
-        (lambda: plugin.ok(logs=[{"level": "debug", "message": "m"}]), "level must be one of info, warn"),
+        (
+            lambda: plugin.ok(logs=[{"level": "trace", "message": "m"}]),
+            "level must be one of debug, info, warn",
+        ),
         (lambda: plugin.ok(logs=[{"message": 3}]), "message must be text"),
     ],
 )

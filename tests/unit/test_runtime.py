@@ -104,7 +104,7 @@ def test_a_plugin_without_init_has_none_to_run() -> None:
 
 def test_schedules_and_targets_are_read_only_views_not_copies() -> None:
     rt = runtime(unhealthy={"beta": "init failed: no token"})
-    assert set(rt.schedules()) == {"alpha"}  # beta is unhealthy: not scheduled
+    assert set(rt.schedules()) == {"alpha/default"}  # beta is unhealthy: not scheduled
     assert set(rt.targets()) == {"alpha", "beta"}
     assert rt.schedules() is rt.schedules()
     assert rt.targets() is rt.targets()

@@ -180,8 +180,8 @@ def test_schedule_errors_are_ductile_errors() -> None:
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({}, "exactly one of 'every' or 'cron'"),
-        ({"every": HOUR, "cron": "0 * * * *"}, "exactly one of 'every' or 'cron'"),
+        ({}, "exactly one of 'every', 'cron', 'at' or 'after'"),
+        ({"every": HOUR, "cron": "0 * * * *"}, "exactly one of 'every', 'cron', 'at' or 'after'"),
         ({"every": timedelta(0)}, "longer than zero"),
         ({"every": -HOUR}, "longer than zero"),
         ({"every": HOUR, "jitter": -MINUTE}, "cannot be negative"),

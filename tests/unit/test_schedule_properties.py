@@ -720,6 +720,8 @@ def test_7_catch_up_fires_within_grace_skips_beyond_and_never_bursts(  # noqa: P
         assert decision is FireDecision.FIRE
     elif catch_up is CatchUp.SKIP:
         assert decision is FireDecision.SKIP_MISSED
+    elif catch_up is CatchUp.RUN_ALL:
+        assert decision is FireDecision.CATCH_UP
     else:
         assert decision is FireDecision.FIRE
     # Fired or skipped, the next plan is in the future: the index holds nothing else due now.

@@ -278,6 +278,7 @@ def test_events_fan_out_into_one_child_per_matching_route() -> None:
             created_at=NOW,
             parent_job_id="job-1",
             source_event_id=env.event_id,
+            route_depth=1,  # one routing hop from the root job
         )
     assert s.children[0].dedupe_key == "m-17"  # inherited from the event
     assert s.children[1].dedupe_key == "m-17"  # fan-out siblings share it (identity is per target)

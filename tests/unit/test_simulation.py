@@ -200,7 +200,7 @@ def test_the_sim_catalog_loads_every_configured_plugin_without_a_filesystem() ->
     assert "init" in found.plugins["b"].manifest.commands
     assert found.disabled == ("off",)
     assert {(r.name, r.reason) for r in found.refused} == {
-        ("m", "missing required config keys: token"),
+        ("m", "missing required config key(s): token (set them under plugins.m.config)"),
         ("r", "not executable"),
     }
     assert catalog.verify(found.plugins["a"]) is None
@@ -280,7 +280,7 @@ def test_check_fire_holds_the_breaker_and_the_poll_guard() -> None:
     assert check_fire(guard, opened, 0, blocked, now=soon) == []
     assert check_fire(guard, opened, 0, created, now=later) == []
     assert "admits a run" in check_fire(guard, opened, 0, blocked, now=later)[0]
-    assert "already outstanding" in check_fire(guard, None, 1, created, now=soon)[0]
+    assert "of its schedule outstanding" in check_fire(guard, None, 1, created, now=soon)[0]
     assert (
         "only 0 outstanding"
         in check_fire(guard, None, 0, FireResult(fired=True, blocked="poll_guard"), now=soon)[0]

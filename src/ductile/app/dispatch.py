@@ -19,13 +19,14 @@ from datetime import datetime
 
 import attrs
 
-from ductile.app.dispatch_log import log_settlement
+from ductile.app.dispatch_log import log_route_depth, log_settlement
 from ductile.app.runtime import Runtime
-from ductile.app.spawn import spawn_request
+from ductile.app.spawn import job_request_parts, plugin_env, spawn_request
 from ductile.domain.classify import RunEnd, classify
-from ductile.domain.job import Command, Job
+from ductile.domain.job import Job
 from ductile.domain.outcome import NotRun, Outcome, SpawnOutcome
 from ductile.domain.plugin import Plugin
+from ductile.domain.protocol import PROTOCOL_V1
 from ductile.domain.settle import SettleContext
 from ductile.log import Log
 from ductile.ports.catalog import Catalog
@@ -51,6 +52,8 @@ class Dispatcher:
     watchdog: bool = False
     #: The process group of each job in flight here (a fenced node kills them).
     in_flight: dict[str, ProcessHandle] = attrs.field(factory=dict)
+    #: The daemon's whole environment, where ``env.pass`` names are looked up.
+    environ: Mapping[str, str] = attrs.field(factory=dict)
 
     async def claim(self, runtime: Runtime, now: datetime) -> Job | None:
         """The oldest runnable job whose lane has room, now running; None when there is none."""
@@ -71,6 +74,7 @@ class Dispatcher:
         None when the claim was lost meanwhile (the fence refused the settle)."""
         settings = runtime.settings(job.plugin)
         timeout = settings.timeouts.for_command(job.command)
+        plugin = runtime.plugins.get(job.plugin)
         try:
             outcome: Outcome = await self._execute(job, runtime)
         except Exception as e:  # e.g. the store could not read the state: fail the run, never strand it
@@ -83,9 +87,12 @@ class Dispatcher:
             breaker=settings.circuit_breaker,
             routes=runtime.config.routes,
             targets=runtime.targets(),
+            max_route_depth=runtime.config.service.max_route_depth,
+            fact=plugin.manifest.fact_rule(job.command) if plugin is not None else None,
         )
+        protocol = plugin.protocol if plugin is not None else PROTOCOL_V1
         # Classified here, not in the store's unit: parsing stdout holds no write transaction.
-        end = classify(outcome, timeout) if isinstance(outcome, SpawnOutcome) else outcome
+        end = classify(outcome, timeout, protocol=protocol) if isinstance(outcome, SpawnOutcome) else outcome
         try:
             committed = await self._settle(job, end, ctx, runtime)
         except StaleJobError as e:
@@ -95,6 +102,10 @@ class Dispatcher:
             return None
         if _log.enabled_for(logging.ERROR):  # the highest level there: nothing is built unheard
             log_settlement(job, outcome, committed)
+        if committed.settlement.too_deep:
+            await log_route_depth(
+                self.store, job, committed.settlement, runtime.config.service.max_route_depth
+            )
         if any(r.created for r in committed.children):
             self.inbox.notify()
         return committed
@@ -112,6 +123,8 @@ class Dispatcher:
         # Read here for the request, and again by the store inside the settle unit: that
         # one decides on the rows as they are then (ADR 0007).
         state = await self.store.get_state(job.plugin)
+        depth = runtime.config.service.max_route_depth
+        event, payload, context = job_request_parts(job, protocol=plugin.protocol, max_route_depth=depth)
         spawn = spawn_request(
             plugin,
             job.command,
@@ -120,8 +133,10 @@ class Dispatcher:
             settings=runtime.settings(job.plugin),
             state=state,
             now=self.clock.now(),
-            base_env=self.base_env,
-            event=job.payload if job.command == Command.HANDLE else None,
+            base_env=self._env_of(job.plugin, runtime),
+            event=event,
+            payload=payload,
+            context=context,
             watchdog=self._left(job, runtime) if self.watchdog else None,
         )
 
@@ -148,6 +163,13 @@ class Dispatcher:
         if hold is None or job.started_at is None:
             return None
         return (job.started_at + hold - self.clock.now()).total_seconds()
+
+    def _env_of(self, name: str, runtime: Runtime) -> Mapping[str, str]:
+        """The plugin's environment: the shared allow-listed one, unless it passes or sets more."""
+        extra = runtime.config.env_of(name)
+        if not extra.passed and not extra.values:
+            return self.base_env
+        return plugin_env(self.environ, extra)
 
     async def _settle(self, job: Job, end: RunEnd, ctx: SettleContext, runtime: Runtime) -> Committed:
         """Commit the settlement, retrying while the store cannot write (a full disk,

@@ -6,13 +6,14 @@ import logging
 
 from ductile.domain.job import Job, JobStatus
 from ductile.domain.outcome import Outcome, SpawnOutcome
+from ductile.domain.settle import Settlement
 from ductile.log import Log
-from ductile.ports.store import Committed
+from ductile.ports.store import Committed, Store
 
 _dispatcher_log = Log("dispatcher")
 _router_log = Log("router")
-#: A plugin's log levels (protocol v1) as :mod:`logging` levels.
-_LEVELS = {"info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+#: A plugin's log levels as :mod:`logging` levels.
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
 
 def log_settlement(job: Job, outcome: Outcome, committed: Committed) -> None:
@@ -56,3 +57,34 @@ def log_settlement(job: Job, outcome: Outcome, committed: Committed) -> None:
                 plugin=child.plugin,
                 job_id=result.job_id,
             )
+
+
+async def chain_of(store: Store, job: Job, limit: int) -> list[str]:
+    """The plugins of ``job``'s routed chain, root first: its parents read back one by one
+    (at most ``limit``; a parent deleted by retention ends the walk)."""
+    names = [job.plugin]
+    parent = job.parent_job_id
+    while parent is not None and len(names) <= limit:
+        found = await store.get_job(parent)
+        if found is None:
+            names.append("?")
+            break
+        names.append(found.plugin)
+        parent = found.parent_job_id
+    return list(reversed(names))
+
+
+async def log_route_depth(store: Store, job: Job, settlement: Settlement, limit: int) -> None:
+    """A routing loop stopped at ``service.max_route_depth``: say so, with the chain."""
+    try:
+        chain = await chain_of(store, job, limit)
+    except Exception:  # the chain is for the log only; never fail a settled run over it
+        chain = [job.plugin]
+    for etype, target in settlement.too_deep:
+        _router_log.warning(
+            f"event '{etype}' not routed to '{target}': the chain is {job.route_depth} route(s) deep, "
+            f"the limit (service.max_route_depth) is {limit}",
+            parent_job_id=job.id,
+            plugin=job.plugin,
+            chain=" -> ".join(chain),
+        )

@@ -70,21 +70,15 @@ class Engine:
         cluster: Cluster | None = None,
     ) -> None:
         self.store = store
-        #: This daemon among others on a shared store (ADR 0034); None: alone (SQLite, the fakes).
-        self.cluster = cluster
-        #: Claims are allowed (False while fenced, or while this node's config differs from the leader's).
-        self.claiming = True
-        #: This daemon runs the singleton duties: the tick, retention, schedule sync (alone: always).
-        self.leading = cluster is None
-        #: Every node runs the leader's config: the leader may re-plan schedules and cancel jobs.
-        self.agreed = True
+        self._among(cluster)
         self.spawner = spawner
         self.clock = clock
         self.inbox = inbox
         self.catalog = catalog
         self.draw: Callable[[], float] = draw or random.random
         self.new_id: Callable[[], str] = new_id or (lambda: str(uuid.uuid4()))
-        self.base_env = plugin_env(environ or {})
+        self.environ: Mapping[str, str] = dict(environ or {})
+        self.base_env = plugin_env(self.environ)
         self.runtime = Runtime(config=config, discovery=Discovery())
         self.started_at: datetime | None = None
         #: When the last claim found nothing to take (None: it took a job).
@@ -102,8 +96,11 @@ class Engine:
             draw=self.draw,
             base_env=self.base_env,
             watchdog=cluster is not None,
+            environ=self.environ,
         )
-        self._scheduler = Scheduler(store=store, clock=clock, inbox=inbox, draw=self.draw, new_id=self.new_id)
+        self._scheduler = Scheduler(
+            store=store, clock=clock, inbox=inbox, draw=self.draw, new_id=self.new_id, spawner=spawner
+        )
         self._lifecycle = Lifecycle(
             store=store,
             spawner=spawner,
@@ -115,6 +112,16 @@ class Engine:
             run=self._dispatcher.run,
             shared=cluster is not None,
         )
+
+    def _among(self, cluster: Cluster | None) -> None:
+        #: This daemon among others on a shared store (ADR 0034); None: alone (SQLite, the fakes).
+        self.cluster = cluster
+        #: Claims are allowed (False while fenced, or while this node's config differs from the leader's).
+        self.claiming = True
+        #: This daemon runs the singleton duties: the tick, retention, schedule sync (alone: always).
+        self.leading = cluster is None
+        #: Every node runs the leader's config: the leader may re-plan schedules and cancel jobs.
+        self.agreed = True
 
     # ----------------------------------------------------------------- start-up
     async def start(self) -> list[Settlement]:

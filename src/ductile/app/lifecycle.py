@@ -88,7 +88,7 @@ class Lifecycle:
         if self.shared:
             self._schedules_dirty = True
         else:
-            await self._sync_schedules(runtime)
+            await self._sync_schedules(runtime, started=True)
         return runtime
 
     async def recover(self) -> list[Settlement]:
@@ -228,9 +228,11 @@ class Lifecycle:
             )
         return cancelled
 
-    async def _sync_schedules(self, runtime: Runtime) -> None:
+    async def _sync_schedules(self, runtime: Runtime, *, started: bool = False) -> None:
         """Make the schedule index match ``runtime``: plan new or changed
-        schedules, drop the ones that went away. Unchanged ones keep their plan."""
+        schedules, drop the ones that went away. Unchanged ones keep their plan
+        (a one-shot that is done stays done), except that when the daemon has
+        just ``started`` every ``after`` one-shot is planned again from now."""
         now = self.clock.now()
         schedules = runtime.schedules()
         for stale in await self.store.all_planned():
@@ -238,8 +240,13 @@ class Lifecycle:
                 await self.store.delete_planned(stale.key)
         for key, schedule in sorted(schedules.items()):
             entry = await self.store.planned(key)
-            if entry is not None and entry.fingerprint == schedule.fingerprint():
+            again = started and schedule.after is not None
+            if entry is not None and entry.fingerprint == schedule.fingerprint() and not again:
                 continue
-            run = plan_next(schedule, key=key, previous=entry, now=now, draw=self.draw())
+            run = plan_next(schedule, key=key, previous=None if again else entry, now=now, draw=self.draw())
             await self.store.put_planned(run)
-            _scheduler_log.info(f"schedule planned: next run at {run.planned_at.isoformat()}", plugin=key)
+            _scheduler_log.info(
+                f"schedule planned: next run at {run.planned_at.isoformat()}",
+                plugin=run.plugin,
+                schedule=run.schedule_id,
+            )

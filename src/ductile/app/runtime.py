@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
@@ -34,7 +34,7 @@ from ductile.domain.job import Command
 from ductile.domain.lanes import Lanes
 from ductile.domain.plugin import Discovery, Plugin, Refusal
 from ductile.domain.routing import Target
-from ductile.domain.schedule import Schedule
+from ductile.domain.schedule import Schedule, schedule_key
 from ductile.domain.suggest import did_you_mean
 from ductile.ports.store import InitRecord
 
@@ -94,10 +94,11 @@ class Runtime:
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_targets", MappingProxyType(self.config.targets(set(self.plugins))))
         schedules: dict[str, Schedule] = {}
-        for name in self.plugins:
+        for name in sorted(self.plugins):
             pc = self.settings(name)
-            if pc.enabled and pc.schedule is not None and name not in self.unhealthy:
-                schedules[name] = pc.schedule
+            if pc.enabled and name not in self.unhealthy:
+                for entry in pc.all_schedules:
+                    schedules[schedule_key(name, entry.id)] = entry
         object.__setattr__(self, "_schedules", MappingProxyType(schedules))
         object.__setattr__(self, "_lanes", self._make_lanes())
         object.__setattr__(self, "_fingerprint", config_fingerprint(self.config, self.discovery))
@@ -109,7 +110,7 @@ class Runtime:
         for name, plugin in self.plugins.items():
             settings = self.settings(name)
             widths[name] = min(settings.parallelism, ceiling) if plugin.manifest.concurrency_safe else 1
-            holds[name] = claim_hold(settings.timeouts)
+            holds[name] = claim_hold(settings.timeouts, plugin.manifest.commands)
         return Lanes(widths=widths, default_width=1, holds=holds, default_hold=claim_hold(Timeouts()))
 
     @property
@@ -138,7 +139,8 @@ class Runtime:
         return self._fingerprint
 
     def schedules(self) -> Mapping[str, Schedule]:
-        """Schedules that may run: loaded, enabled, healthy plugins only (a read-only view)."""
+        """Schedules that may run, by index key ``<plugin>/<schedule id>``: loaded, enabled,
+        healthy plugins only (a read-only view)."""
         return self._schedules
 
     def status_of(self, name: str) -> PluginStatus:
@@ -169,10 +171,8 @@ class Runtime:
             return f"plugin '{name}' does not support '{command}' (its manifest lists: {commands})"
         if status.state is PluginState.ABSENT:
             known = [*self.plugins, *(r.name for r in self.refused), *self.discovery.disabled]
-            return (
-                f"plugin '{name}' is not loaded (no such plugin in {self.config.plugins_dir})"
-                f"{did_you_mean(name, known)}"
-            )
+            where = " or ".join(self.config.roots)
+            return f"plugin '{name}' is not loaded (no such plugin in {where}){did_you_mean(name, known)}"
         if status.reason is None:
             return f"plugin '{name}' is {status.state}"
         return f"plugin '{name}' is {status.state}: {status.reason}"
@@ -221,10 +221,10 @@ def config_fingerprint(config: Config, discovery: Discovery) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def claim_hold(timeouts: Timeouts) -> timedelta:
-    """How long a claim of the plugin may hold (``deadline_at - started_at``): its longest
-    timeout, the kill grace after it, and the time a spawn may take to begin."""
-    return timeouts.longest() + KILL_GRACE + SPAWN_ALLOWANCE
+def claim_hold(timeouts: Timeouts, commands: Iterable[str] = ()) -> timedelta:
+    """How long a claim of the plugin may hold (``deadline_at - started_at``): the longest
+    timeout of its commands, the kill grace after it, and the time a spawn may take to begin."""
+    return timeouts.longest(commands) + KILL_GRACE + SPAWN_ALLOWANCE
 
 
 def init_fingerprint(plugin: Plugin, settings: PluginConfig) -> str:

@@ -1,27 +1,39 @@
 """The scheduler runner (D17): fire the planned runs that are due, then apply retention.
 
-The plans live in the store's schedule index; a tick reads what is due, lets
-the domain decide (fire, or skip a missed run), and writes the jobs and the
-next plan in one unit. A timer that emits an event fans it out to the routes'
-targets instead of running its own plugin.
+The plans live in the store's schedule index, one per (plugin, schedule id); a
+tick reads what is due, lets the domain decide (fire, skip a missed run, or
+catch up every missed run), and writes the jobs and the next plan in one unit,
+which also holds the pause, ``if_running`` and the guard. A timer that emits
+an event fans it out to the routes' targets instead of running its own plugin.
+Running jobs that ``if_running: cancel`` asked to stop are stopped here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import attrs
 
 from ductile.app.runtime import Runtime
-from ductile.domain.job import Actor, Command, Job, SubmittedBy
+from ductile.domain.job import Actor, Job, SubmittedBy
 from ductile.domain.protocol import EmittedEvent
 from ductile.domain.routing import fan_out, wrap
-from ductile.domain.schedule import FireDecision, PlannedRun, Schedule, on_due, plan_next, timer_event_id
+from ductile.domain.schedule import (
+    FireDecision,
+    IfRunning,
+    PlannedRun,
+    Schedule,
+    missed_runs,
+    on_due,
+    plan_next,
+    timer_event_id,
+)
 from ductile.log import Log
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
+from ductile.ports.spawner import Spawner
 from ductile.ports.store import FireResult, Guard, Store
 
 RETENTION_EVERY = timedelta(minutes=1)
@@ -39,6 +51,8 @@ class Scheduler:
     inbox: Inbox
     draw: Callable[[], float]
     new_id: Callable[[], str]
+    #: Stops the running jobs ``if_running: cancel`` cancels (None: they finish, then go dead).
+    spawner: Spawner | None = None
     _last_retention: datetime | None = attrs.field(default=None, init=False)
 
     async def tick(self, runtime: Runtime) -> datetime:
@@ -67,11 +81,14 @@ class Scheduler:
     ) -> FireResult:
         """Fire (or skip, as the domain decides) the due ``entry`` of ``schedule`` and plan its next run."""
         decision = on_due(schedule, entry, now=now, grace=runtime.grace())
-        next_run = plan_next(schedule, key=entry.key, previous=entry, now=now, draw=self.draw())
+        runs, more = [entry], False
+        if decision is FireDecision.CATCH_UP:
+            runs, more = missed_runs(schedule, entry, now=now)
+        next_run = plan_next(schedule, key=entry.key, previous=runs[-1], now=now, draw=self.draw())
         jobs: list[Job] = []
         guard: Guard | None = None
-        if decision is FireDecision.FIRE:
-            jobs, guard = self._jobs_of(runtime, entry, schedule, now)
+        if decision is not FireDecision.SKIP_MISSED:
+            jobs, guard = self._jobs_of(runtime, entry, schedule, runs, now)
         result = await self.store.fire(
             due=entry,
             next_run=next_run,
@@ -82,42 +99,96 @@ class Scheduler:
             dedupe_ttl=runtime.config.service.dedupe_ttl,
         )
         created = [r.job_id for r in result.jobs if r.created]
-        _log_fire(entry, decision, result, created=created, next_run=next_run, now=now)
+        _log_fire(entry, decision, result, created=created, next_run=next_run, now=now, more=more)
+        if result.stopping:
+            await self._stop(result.stopping, entry)
         if result.fired and created:
             self.inbox.notify()
         return result
 
     def _jobs_of(
-        self, runtime: Runtime, entry: PlannedRun, schedule: Schedule, now: datetime
+        self,
+        runtime: Runtime,
+        entry: PlannedRun,
+        schedule: Schedule,
+        runs: Sequence[PlannedRun],
+        now: datetime,
     ) -> tuple[list[Job], Guard | None]:
-        """The jobs a firing creates: the routed children of a timer's event, or one
-        job of the plugin's own command, guarded by its breaker and poll limit."""
+        """The jobs a firing creates (one per run: several when catching up): the routed
+        children of a timer's event, or jobs of the plugin's own command, guarded."""
         if schedule.emit is not None:
-            return self._timer_children(runtime, entry, schedule.emit, now), None
-        job = runtime.config.new_job(
-            entry.key, schedule.command, job_id=self.new_id(), now=now, submitted_by=SubmittedBy.SCHEDULER
-        )
-        settings = runtime.settings(entry.key)
+            return self._timer_children(runtime, entry, schedule.emit, runs, now), None
+        plugin = entry.plugin
+        payload = dict(schedule.payload) if schedule.payload else None
+        jobs = [
+            runtime.config.new_job(
+                plugin,
+                schedule.command,
+                job_id=self.new_id(),
+                now=now,
+                submitted_by=SubmittedBy.SCHEDULER,
+                payload=payload,
+                schedule_id=schedule.id,
+            )
+            for _ in runs
+        ]
+        settings = runtime.settings(plugin)
+        limit: int | None = settings.max_outstanding_polls
+        cancel: str | None = None
+        if schedule.if_running is IfRunning.SKIP:
+            limit = 1
+        elif schedule.if_running is IfRunning.CANCEL:
+            limit = None
+            cancel = f"cancelled: schedule '{schedule.id}' fired again (if_running: cancel)"
         guard = Guard(
-            plugin=entry.key,
+            plugin=plugin,
             command=schedule.command,
-            max_outstanding=settings.max_outstanding_polls if schedule.command == Command.POLL else None,
+            max_outstanding=limit,
             breaker=settings.circuit_breaker,
+            schedule_id=schedule.id,
+            cancel_reason=cancel,
         )
-        return [job], guard
+        return jobs, guard
 
     def _timer_children(
-        self, runtime: Runtime, entry: PlannedRun, event: EmittedEvent, now: datetime
+        self,
+        runtime: Runtime,
+        entry: PlannedRun,
+        event: EmittedEvent,
+        runs: Sequence[PlannedRun],
+        now: datetime,
     ) -> list[Job]:
-        envelope = wrap(event, source=entry.key, at=now, event_id=timer_event_id(entry.key, entry.nominal_at))
+        envelopes = [
+            wrap(event, source=entry.plugin, at=now, event_id=timer_event_id(entry.key, run.nominal_at))
+            for run in runs
+        ]
         routed = fan_out(
-            [envelope], routes=runtime.config.routes, targets=runtime.targets(), parent_job_id=None, at=now
+            envelopes,
+            routes=runtime.config.routes,
+            targets=runtime.targets(),
+            parent_job_id=None,
+            at=now,
+            max_depth=runtime.config.service.max_route_depth,
         )
         for etype, target in routed.unroutable:
             _router_log.warning(
-                f"timer event '{etype}' routed to '{target}', which is not loaded", plugin=entry.key
+                f"timer event '{etype}' routed to '{target}', which is not loaded", plugin=entry.plugin
             )
         return list(routed.children)
+
+    async def _stop(self, job_ids: Sequence[str], entry: PlannedRun) -> None:
+        """Stop the running jobs a firing cancelled (their settle makes them dead, not retried)."""
+        stop_log = _scheduler_log.bind(plugin=entry.plugin, schedule=entry.schedule_id)
+        if self.spawner is None:
+            return
+        wanted = set(job_ids)
+        for running in await self.store.running():
+            if running.job.id in wanted and running.process is not None:
+                killed = await self.spawner.kill_orphan(running.process)
+                if killed:
+                    stop_log.warning(
+                        "stopped a running job of this schedule (if_running: cancel)", job_id=running.job.id
+                    )
 
     async def _retention(self, runtime: Runtime, now: datetime) -> None:
         if self._last_retention is not None and now - self._last_retention < RETENTION_EVERY:
@@ -139,17 +210,34 @@ def _log_fire(
     created: list[str],
     next_run: PlannedRun,
     now: datetime,
+    more: bool,
 ) -> None:
-    fire_log = _scheduler_log.bind(plugin=entry.key)
+    fire_log = _scheduler_log.bind(plugin=entry.plugin, schedule=entry.schedule_id)
+    if result.cancelled or result.stopping:
+        fire_log.warning(
+            f"if_running: cancel: {len(result.cancelled)} queued job(s) cancelled, "
+            f"{len(result.stopping)} running job(s) stopped",
+            cancelled=list(result.cancelled),
+            stopping=list(result.stopping),
+        )
     if decision is FireDecision.SKIP_MISSED:
         late = now - entry.planned_at
         fire_log.info(
             f"missed run at {entry.planned_at.isoformat()} skipped (catch_up: skip)",
             late_seconds=late.total_seconds(),
         )
+    elif result.blocked == "paused":
+        fire_log.info("scheduled run skipped: paused")
     elif result.blocked == "breaker_open":
         fire_log.warning("scheduled run skipped: circuit breaker open")
     elif result.blocked == "poll_guard":
-        fire_log.info("scheduled run skipped: a poll is still queued or running")
+        fire_log.info("scheduled run skipped: a job of this schedule is still queued or running")
     elif result.fired and fire_log.enabled_for(logging.INFO):
-        fire_log.info(f"scheduled run enqueued; next at {next_run.planned_at.isoformat()}", jobs=created)
+        if decision is FireDecision.CATCH_UP:
+            fire_log.info(
+                f"caught up {len(created)} missed run(s) (catch_up: run_all)"
+                + ("; older ones skipped: run_all makes at most 100 jobs" if more else ""),
+                jobs=created,
+            )
+        following = "done (a one-shot)" if next_run.done else f"next at {next_run.planned_at.isoformat()}"
+        fire_log.info(f"scheduled run enqueued; {following}", jobs=created)

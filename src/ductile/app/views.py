@@ -40,6 +40,8 @@ def job_json(job: Job) -> dict[str, Any]:
         "last_error": job.last_error,
         "parent_job_id": job.parent_job_id,
         "source_event_id": job.source_event_id,
+        "schedule_id": job.schedule_id,
+        "route_depth": job.route_depth,
         "retry_of": job.retry_of,
         "claim_token": job.claim_token,
         "slot": job.slot,
@@ -80,6 +82,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "stdout_head": run.stdout_head.decode("utf-8", "replace"),
         "stdout_json": stdout_object(run.stdout_head),
         "logs": [{"level": line.level, "message": line.message} for line in run.logs],
+        "result": run.result,
     }
 
 

@@ -154,6 +154,7 @@ def of_breaker(before: Breaker | None, after: Breaker, *, at: datetime, actor: s
 def of_fire(
     *,
     key: str,
+    plugin: str,
     command: str | None,
     planned_at: datetime,
     nominal_at: datetime,
@@ -171,9 +172,9 @@ def of_fire(
     }
     if skipped is not None:
         data["reason"] = skipped.value
-        return Activity(kind=Kind.SCHEDULE_SKIPPED, at=at, plugin=key, command=command, data=data)
+        return Activity(kind=Kind.SCHEDULE_SKIPPED, at=at, plugin=plugin, command=command, data=data)
     data["jobs"] = list(jobs)
-    return Activity(kind=Kind.SCHEDULE_FIRED, at=at, plugin=key, command=command, data=data)
+    return Activity(kind=Kind.SCHEDULE_FIRED, at=at, plugin=plugin, command=command, data=data)
 
 
 def matches(activity: Activity, *, plugin: str | None = None, kinds: frozenset[str] | None = None) -> bool:

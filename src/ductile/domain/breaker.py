@@ -1,7 +1,10 @@
 """The circuit breaker (D3, amended).
 
 Per (plugin, command), counting consecutive failed or timed-out runs of
-scheduler-originated jobs. At ``threshold`` it opens: the scheduler enqueues
+scheduler-originated jobs. With several schedules per plugin the pair is
+(plugin, :func:`subject`): the command, qualified by the schedule when it is
+not the ``default`` one (``poll@hourly``), so one schedule's failures never
+hold back another's runs (ADR 0029). At ``threshold`` it opens: the scheduler enqueues
 nothing for that pair. After ``reset_after`` one scheduled job may go as a
 probe (half-open): success closes the breaker, failure re-opens it. A probe
 that never reports (cancelled, lost) does not wedge the breaker: another
@@ -42,6 +45,19 @@ class Breaker:
     def is_open(self) -> bool:
         """Open or half-open: the scheduler must ask :func:`admit` first."""
         return self.status is not BreakerStatus.CLOSED
+
+
+#: Between a command and its schedule's id in a breaker's subject (neither name can hold it).
+SUBJECT_SEPARATOR = "@"
+_DEFAULT_SCHEDULE = "default"
+
+
+def subject(command: str, schedule_id: str | None) -> str:
+    """What a scheduled job's breaker counts: its command, or ``command@schedule`` for a schedule
+    other than ``default`` (a plugin's one ``schedule:`` keeps the pair it always had)."""
+    if schedule_id is None or schedule_id == _DEFAULT_SCHEDULE:
+        return command
+    return f"{command}{SUBJECT_SEPARATOR}{schedule_id}"
 
 
 def closed(plugin: str, command: str) -> Breaker:

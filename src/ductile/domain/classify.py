@@ -22,7 +22,7 @@ import attrs
 from ductile.domain.errors import ProtocolError, UnitError
 from ductile.domain.job import JobEvent
 from ductile.domain.outcome import STDOUT_KEEP, Interrupted, NotRun, SpawnOutcome, signal_name
-from ductile.domain.protocol import Response, parse_response
+from ductile.domain.protocol import PROTOCOL_V1, Response, parse_response
 from ductile.domain.quantities import format_duration
 from ductile.domain.retry import EX_CONFIG, is_retryable
 
@@ -107,8 +107,11 @@ def _after(timeout: timedelta | None, duration: float) -> str:
     return ""
 
 
-def classify(outcome: SpawnOutcome, timeout: timedelta | None = None) -> Verdict:
-    """What a finished process means (``timeout``: the configured one, for the message).
+def classify(
+    outcome: SpawnOutcome, timeout: timedelta | None = None, *, protocol: int = PROTOCOL_V1
+) -> Verdict:
+    """What a finished process means (``timeout``: the configured one, for the message;
+    ``protocol``: the one the plugin's manifest declares, which its stdout is read under).
 
     The order matters: a timeout wins over everything (output produced after
     the deadline never makes a success, D4), then a failed exec (not retried
@@ -138,10 +141,10 @@ def classify(outcome: SpawnOutcome, timeout: timedelta | None = None) -> Verdict
         return Verdict(JobEvent.FAIL, error, True, facts=facts)
     if outcome.stdout_overflow:
         return Verdict(JobEvent.FAIL, f"stdout over 10 MiB: the plugin was stopped{hint}", True, facts=facts)
-    return _read_exit(outcome, hint, facts)
+    return _read_exit(outcome, hint, facts, protocol)
 
 
-def _read_exit(outcome: SpawnOutcome, hint: str, facts: RunFacts) -> Verdict:
+def _read_exit(outcome: SpawnOutcome, hint: str, facts: RunFacts, protocol: int) -> Verdict:
     """The verdict of a process that exited or was killed: its signal, its exit code, its response."""
     code = outcome.exit_code
     sig = outcome.signal
@@ -152,7 +155,7 @@ def _read_exit(outcome: SpawnOutcome, hint: str, facts: RunFacts) -> Verdict:
     response: Response | None = None
     perr: ProtocolError | None = None
     try:
-        response = parse_response(outcome.stdout)
+        response = parse_response(outcome.stdout, protocol=protocol)
     except ProtocolError as e:
         perr = e
     kind = perr.kind if perr is not None else None

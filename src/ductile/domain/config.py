@@ -6,7 +6,7 @@ Every default of SPEC.md lives here, once.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,11 +14,12 @@ import attrs
 
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.dedupe import DEFAULT_DEDUPE_TTL
-from ductile.domain.job import Job, SubmittedBy
+from ductile.domain.errors import ScheduleError
+from ductile.domain.job import Command, Job, SubmittedBy
 from ductile.domain.quantities import format_duration
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route, Target
-from ductile.domain.schedule import Schedule
+from ductile.domain.schedule import DEFAULT_SCHEDULE_ID, Schedule
 from ductile.domain.scopes import Scope
 
 DEFAULT_TICK = timedelta(seconds=60)
@@ -41,6 +42,11 @@ SPAWN_ALLOWANCE = timedelta(seconds=2)
 #: A shared store's lease of one node (ADR 0034), and how often it is renewed.
 DEFAULT_LEASE = timedelta(seconds=15)
 DEFAULT_HEARTBEAT = timedelta(seconds=3)
+#: How many routing hops a chain of events may take (``service.max_route_depth``).
+DEFAULT_MAX_ROUTE_DEPTH = 20
+#: The timeout of a command a v2 manifest defines (``timeouts.<command>`` changes it).
+DEFAULT_CUSTOM_TIMEOUT = timedelta(seconds=60)
+_STANDARD_COMMANDS = frozenset(c.value for c in Command)
 
 
 class LogLevel(enum.StrEnum):
@@ -56,13 +62,39 @@ class Timeouts:
     handle: timedelta = timedelta(seconds=120)
     health: timedelta = timedelta(seconds=10)
     init: timedelta = timedelta(seconds=30)
+    #: The commands a v2 manifest defines, by name (:data:`DEFAULT_CUSTOM_TIMEOUT` unless set).
+    custom: Mapping[str, timedelta] = attrs.field(factory=dict)
 
     def for_command(self, command: str) -> timedelta:
-        value: timedelta = getattr(self, command, self.handle)
-        return value
+        if command in _STANDARD_COMMANDS:
+            value: timedelta = getattr(self, command)
+            return value
+        return self.custom.get(command, DEFAULT_CUSTOM_TIMEOUT)
 
-    def longest(self) -> timedelta:
-        return max(self.poll, self.handle, self.health, self.init)
+    def longest(self, commands: Iterable[str] = ()) -> timedelta:
+        """The longest timeout of the standard commands and of ``commands`` (a v2 manifest's)."""
+        return max(self.poll, self.handle, self.health, self.init, *(self.for_command(c) for c in commands))
+
+
+@attrs.frozen(kw_only=True)
+class EnvSettings:
+    """What a plugin's environment holds beyond the allow-list (``env``, ``service.plugin_env``).
+
+    None means "not given here": a plugin's ``env`` takes each of ``pass``
+    and ``set`` from ``service.plugin_env`` unless it gives its own.
+    """
+
+    #: Names of the daemon's variables passed on as they are (when the daemon has them).
+    passed: tuple[str, ...] | None = None
+    #: Variables set to these values (never logged, never stored with a job).
+    values: Mapping[str, str] | None = attrs.field(default=None, repr=False)
+
+    def over(self, default: EnvSettings) -> EnvSettings:
+        """These settings, each part not given taken from ``default``."""
+        return EnvSettings(
+            passed=self.passed if self.passed is not None else default.passed,
+            values=self.values if self.values is not None else default.values,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -75,12 +107,17 @@ class ServiceConfig:
     log_level: LogLevel = LogLevel.INFO
     #: D14 [A2]: how many jobs this daemon runs at once (1: one at a time, FIFO).
     max_workers: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    #: A routed chain deeper than this is not extended (the parent still succeeds).
+    max_route_depth: int = attrs.field(default=DEFAULT_MAX_ROUTE_DEPTH, validator=attrs.validators.ge(1))
+    #: The ``env`` of every plugin that does not give its own.
+    plugin_env: EnvSettings = EnvSettings()
 
 
 @attrs.frozen(kw_only=True)
 class PluginConfig:
     name: str
     enabled: bool = True
+    #: The shorthand for one schedule, ``default`` (give this or ``schedules``, not both).
     schedule: Schedule | None = None
     config: Mapping[str, Any] = attrs.field(factory=dict)
     retry: RetryPolicy = RetryPolicy()
@@ -89,6 +126,30 @@ class PluginConfig:
     max_outstanding_polls: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     #: D14 [A2]: how many of the plugin's jobs may run at once (its lane's width).
     parallelism: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    #: An alias: this plugin runs the plugin named here, as a new instance.
+    uses: str | None = None
+    #: Several schedules, each with its own id.
+    schedules: tuple[Schedule, ...] = ()
+    env: EnvSettings = EnvSettings()
+
+    def __attrs_post_init__(self) -> None:
+        if self.schedule is not None and self.schedules:
+            raise ScheduleError("give 'schedule' (one) or 'schedules' (a list), not both")
+        if self.schedule is not None and self.schedule.id != DEFAULT_SCHEDULE_ID:
+            raise ScheduleError(f"the 'schedule' shorthand is the schedule '{DEFAULT_SCHEDULE_ID}'")
+        seen: set[str] = set()
+        for entry in self.schedules:
+            if entry.id in seen:
+                raise ScheduleError(f"two schedules have the id '{entry.id}'")
+            seen.add(entry.id)
+
+    @property
+    def all_schedules(self) -> tuple[Schedule, ...]:
+        """Every schedule of the plugin: the shorthand's, or the list's."""
+        return (self.schedule,) if self.schedule is not None else self.schedules
+
+    def schedule_by_id(self, schedule_id: str) -> Schedule | None:
+        return next((s for s in self.all_schedules if s.id == schedule_id), None)
 
 
 @attrs.frozen(kw_only=True)
@@ -147,7 +208,7 @@ class ApiConfig:
 @attrs.frozen(kw_only=True)
 class Config:
     service: ServiceConfig
-    #: Absolute.
+    #: Absolute. The first plugin root.
     plugins_dir: str
     plugins: Mapping[str, PluginConfig] = attrs.field(factory=dict)
     routes: tuple[Route, ...] = ()
@@ -157,6 +218,17 @@ class Config:
     api: ApiConfig | None = None
     #: Where it was read from, when it came from a file.
     source: str | None = None
+    #: Every plugin root, in search order (absolute); empty means ``(plugins_dir,)``.
+    plugin_roots: tuple[str, ...] = ()
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        """Where plugins are looked for, in order: the first root holding a name wins."""
+        return self.plugin_roots or (self.plugins_dir,)
+
+    def env_of(self, name: str) -> EnvSettings:
+        """The environment settings of plugin ``name``: its own over ``service.plugin_env``."""
+        return self.plugin(name).env.over(self.service.plugin_env)
 
     def plugin(self, name: str) -> PluginConfig:
         """The plugin's settings; a plugin on disk without an entry gets the defaults."""
@@ -172,6 +244,7 @@ class Config:
         submitted_by: SubmittedBy,
         payload: dict[str, Any] | None = None,
         dedupe_key: str | None = None,
+        schedule_id: str | None = None,
     ) -> Job:
         """A fresh queued job for ``plugin``, with the plugin's retry limit."""
         return Job(
@@ -183,6 +256,7 @@ class Config:
             submitted_by=submitted_by,
             dedupe_key=dedupe_key,
             created_at=now,
+            schedule_id=schedule_id,
         )
 
     def targets(self, loaded: frozenset[str] | set[str]) -> dict[str, Target]:

@@ -62,7 +62,26 @@ class ConfigError(DuctileError):
 
 
 class ManifestError(DuctileError, ValueError):
-    """A plugin's manifest is invalid; the message is the refusal reason."""
+    """A plugin's manifest is invalid; the message is the refusal reason.
+
+    ``path`` is the key path of the value at fault (``("commands", 0, "type")``;
+    empty for the manifest as a whole), so that whoever read the file can name
+    its line; ``detail`` is the message without it.
+    """
+
+    def __init__(self, message: str, *path: str | int) -> None:
+        self.detail = message
+        self.path: tuple[str | int, ...] = path
+        where = manifest_path(path)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+def manifest_path(path: tuple[str | int, ...]) -> str:
+    """``commands[0].type``: a key path as the messages write it."""
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
+    return out
 
 
 class UnknownJobError(DuctileError, LookupError):

@@ -123,6 +123,11 @@ class Job:
     last_error: str | None = None
     parent_job_id: str | None = None
     source_event_id: str | None = None
+    #: The schedule that made a scheduled job (``default`` for ``schedule:``); None otherwise.
+    schedule_id: str | None = None
+    #: How many routing hops led to this job: 0 for a job asked for directly, a routed
+    #: child one more than its parent (a timer's event: 1). Capped by ``service.max_route_depth``.
+    route_depth: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     #: Set on a job an operator queued again by hand (``ductile retry``, the API): the job it repeats.
     retry_of: str | None = None
     #: The fence (ADR 0032): every claim raises it by one, and a move out of ``running``

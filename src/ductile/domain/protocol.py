@@ -1,4 +1,20 @@
-"""Plugin protocol v1 (D7): the request we write, the response we accept.
+"""The plugin protocol, v1 (D7) and v2: the request we write, the response we accept.
+
+A plugin's manifest says which protocol it speaks; :func:`build_request`
+writes that protocol's request (a v1 request is byte for byte what it always
+was) and :func:`parse_response` reads the answer under the same protocol.
+What v2 adds (``docs/plugins.md`` shows both side by side):
+
+* the request carries ``payload`` (the job's payload, for every command but
+  ``handle``, left out when empty) and ``context`` (``ductile_plugin``, and
+  for a routed job ``ductile_upstream_plugin`` and ``ductile_route_depth``);
+* the response may carry ``result`` (text), kept with the run and copied into
+  each emitted event's ``payload.result`` unless the plugin set one; its
+  ``protocol`` field, if any, is ignored.
+
+Both protocols accept the log levels ``debug``, ``info``, ``warn`` and
+``error``; any other level text is kept as ``info`` with the original level
+noted in front of the message, never a protocol error.
 
 :func:`parse_response` turns *any* byte string into either a
 :class:`Response` or a :class:`ProtocolError` with a specific ``kind``;
@@ -15,9 +31,15 @@ import attrs
 
 from ductile.domain.errors import ProtocolError
 
+#: The first protocol: a plugin whose manifest says ``protocol: 1`` gets exactly its request.
 PROTOCOL_VERSION = 1
-SUPPORTED_PROTOCOLS = frozenset({PROTOCOL_VERSION})
-LOG_LEVELS = ("info", "warn", "error")
+PROTOCOL_V1 = PROTOCOL_VERSION
+#: The protocol of the upstream ecosystem's manifest v2 (``manifest_spec: ductile.plugin``).
+PROTOCOL_V2 = 2
+SUPPORTED_PROTOCOLS = frozenset({PROTOCOL_V1, PROTOCOL_V2})
+LOG_LEVELS = ("debug", "info", "warn", "error")
+#: Longest ``result`` kept with a run (the events get it whole).
+MAX_RESULT_CHARS = 16_000
 
 _JSON_WS = " \t\r\n"
 _JSON_WS_BYTES = _JSON_WS.encode()
@@ -38,7 +60,7 @@ class EmittedEvent:
 
 @attrs.frozen(kw_only=True)
 class LogLine:
-    level: Literal["info", "warn", "error"]
+    level: Literal["debug", "info", "warn", "error"]
     message: str
 
 
@@ -50,6 +72,8 @@ class Response:
     events: tuple[EmittedEvent, ...] = ()
     state_updates: dict[str, Any] = attrs.field(factory=dict)
     logs: tuple[LogLine, ...] = ()
+    #: What the run produced, in a word or a page (text; v2 copies it into emitted events).
+    result: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -77,18 +101,31 @@ def build_request(
     state: dict[str, Any],
     deadline_at: datetime,
     event: dict[str, Any] | None = None,
+    protocol: int = PROTOCOL_V1,
+    payload: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
 ) -> bytes:
-    """The one JSON object written to the plugin's stdin."""
+    """The one JSON object written to the plugin's stdin, in the plugin's ``protocol``.
+
+    v1: ``protocol, job_id, command, config, state, [event], deadline_at``
+    (``payload`` and ``context`` are not sent). v2 adds ``payload`` (for
+    every command but ``handle``, when not empty) and ``context`` before
+    ``event``.
+    """
     body: dict[str, Any] = {
-        "protocol": PROTOCOL_VERSION,
+        "protocol": protocol,
         "job_id": job_id,
         "command": command,
         "config": config,
         "state": state,
-        "deadline_at": iso_utc(deadline_at),
     }
+    if protocol == PROTOCOL_V2:
+        if payload and command != "handle":
+            body["payload"] = payload
+        body["context"] = context if context is not None else {}
     if command == "handle":
         body["event"] = event if event is not None else {}
+    body["deadline_at"] = iso_utc(deadline_at)
     return _COMPACT.encode(body).encode()
 
 
@@ -202,32 +239,71 @@ def _event(index: int, raw: object) -> EmittedEvent:
 
 
 def _log(index: int, raw: object) -> LogLine:
+    """One log line. A level that is text but not one of :data:`LOG_LEVELS` (after lower-casing)
+    is kept as ``info``, the original level noted in front of the message."""
     where = f"logs[{index}]"
     if not isinstance(raw, dict):
         raise _bad(where, "an object", raw)
     level = raw.get("level", "info")
-    if level not in LOG_LEVELS:
-        raise ProtocolError(
-            "bad_field", f"response field '{where}.level' must be one of {', '.join(LOG_LEVELS)}"
-        )
+    if level is None:
+        level = "info"
+    if not isinstance(level, str):
+        raise _bad(f"{where}.level", "text (debug, info, warn or error)", level)
     message = raw.get("message")
     if not isinstance(message, str):
         raise _bad(f"{where}.message", "a string", message)
-    return LogLine(level=level, message=message)
+    known = level.strip().lower()
+    if known in LOG_LEVELS:
+        return LogLine(level=known, message=message)  # type: ignore[arg-type]
+    return LogLine(level="info", message=f"[level {level[:40]!r}] {message}")
 
 
-def parse_response(raw: bytes) -> Response:
-    """Validate a plugin's stdout. Raises :class:`ProtocolError` on any bad shape."""
+def _list(body: dict[str, Any], field: str) -> list[Any]:
+    value = body.get(field)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(field, "an array", value)
+    return value
+
+
+def _check_echo(body: dict[str, Any], protocol: int) -> None:
+    """A v1 response may echo ``"protocol": 1``; anything else there is a mismatch. v2 ignores it."""
+    if protocol != PROTOCOL_V1 or body.get("protocol") is None:
+        return
+    version = body["protocol"]
+    # ``type() is int``: no bool, no 1.0.
+    if type(version) is not int or version != protocol:
+        shown = repr(version)[:40] if isinstance(version, int | float | str) else _json_type(version)
+        raise ProtocolError(
+            "protocol_mismatch", f"response speaks protocol {shown}; its manifest says protocol {protocol}"
+        )
+
+
+def _result(body: dict[str, Any], protocol: int) -> str | None:
+    """``result``: text or absent. A v2 response with anything else there is a protocol error;
+    a v1 response's ill-typed ``result`` is ignored like any field v1 does not know."""
+    value = body.get("result")
+    if value is None or isinstance(value, str):
+        return value
+    if protocol == PROTOCOL_V1:
+        return None
+    raise _bad("result", "a string", value)
+
+
+def _with_result(event: EmittedEvent, result: str) -> EmittedEvent:
+    if "result" in event.payload:
+        return event
+    return attrs.evolve(event, payload={**event.payload, "result": result})
+
+
+def parse_response(raw: bytes, *, protocol: int = PROTOCOL_V1) -> Response:
+    """Validate a plugin's stdout, read under the plugin's ``protocol``.
+
+    Raises :class:`ProtocolError` on any bad shape.
+    """
     body = decode_json_object(raw)
-    if "protocol" in body and body["protocol"] is not None:
-        version = body["protocol"]
-        # ``type() is int``: no bool, no 1.0, and no unhashable list in a set lookup.
-        if type(version) is not int or version not in SUPPORTED_PROTOCOLS:
-            shown = repr(version)[:40] if isinstance(version, int | float | str) else _json_type(version)
-            raise ProtocolError(
-                "protocol_mismatch",
-                f"response speaks protocol {shown}; this core speaks {PROTOCOL_VERSION}",
-            )
+    _check_echo(body, protocol)
     status = body.get("status")
     if status not in ("ok", "error"):
         raise ProtocolError("bad_field", 'response field \'status\' must be "ok" or "error"')
@@ -237,26 +313,23 @@ def parse_response(raw: bytes) -> Response:
         retry = True
     elif not isinstance(retry, bool):
         raise _bad("retry", "true or false", retry)
-    raw_events = body.get("events")
-    if raw_events is None:
-        raw_events = []
-    elif not isinstance(raw_events, list):
-        raise _bad("events", "an array", raw_events)
+    raw_events = _list(body, "events")
     updates = body.get("state_updates")
     if updates is None:
         updates = {}
     elif not isinstance(updates, dict):
         raise _bad("state_updates", "an object", updates)
-    raw_logs = body.get("logs")
-    if raw_logs is None:
-        raw_logs = []
-    elif not isinstance(raw_logs, list):
-        raise _bad("logs", "an array", raw_logs)
+    raw_logs = _list(body, "logs")
+    result = _result(body, protocol)
+    events = tuple(_event(i, e) for i, e in enumerate(raw_events))
+    if result is not None and protocol == PROTOCOL_V2:
+        events = tuple(_with_result(e, result) for e in events)
     return Response(
         status=status,
         error=error,
         retry=retry,
-        events=tuple(_event(i, e) for i, e in enumerate(raw_events)),
+        events=events,
         state_updates=updates,
         logs=tuple(_log(i, item) for i, item in enumerate(raw_logs)),
+        result=result,
     )

@@ -157,6 +157,8 @@ class FanOut:
     unroutable: tuple[tuple[str, str], ...] = ()
     #: Event types no route matched (logged at DEBUG, dropped: not an error).
     unmatched: tuple[str, ...] = ()
+    #: (event type, target) pairs not routed because the chain is at ``max_depth`` already.
+    too_deep: tuple[tuple[str, str], ...] = ()
 
 
 def fan_out(
@@ -166,11 +168,20 @@ def fan_out(
     targets: Mapping[str, Target],
     parent_job_id: str | None,
     at: datetime,
+    depth: int = 0,
+    max_depth: int | None = None,
 ) -> FanOut:
-    """The ``handle`` jobs for ``envelopes``: one per (event, matching route)."""
+    """The ``handle`` jobs for ``envelopes``: one per (event, matching route).
+
+    ``depth`` is the route depth of the job that emitted them (0 for a timer);
+    the children are one deeper, and none is made deeper than ``max_depth``
+    (a routing loop stops there: the pairs are listed in ``too_deep``).
+    """
     children: list[Job] = []
     unroutable: list[tuple[str, str]] = []
     unmatched: list[str] = []
+    too_deep: list[tuple[str, str]] = []
+    child_depth = depth + 1
     for env in envelopes:
         hits = matching(routes, source=env.source, event_type=env.type)
         if not hits:
@@ -181,6 +192,9 @@ def fan_out(
             target = targets.get(route.target)
             if target is None:
                 unroutable.append((env.type, route.target))
+                continue
+            if max_depth is not None and child_depth > max_depth:
+                too_deep.append((env.type, route.target))
                 continue
             origin = parent_job_id if parent_job_id is not None else env.event_id
             children.append(
@@ -195,6 +209,12 @@ def fan_out(
                     created_at=at,
                     parent_job_id=parent_job_id,
                     source_event_id=env.event_id,
+                    route_depth=child_depth,
                 )
             )
-    return FanOut(children=tuple(children), unroutable=tuple(unroutable), unmatched=tuple(unmatched))
+    return FanOut(
+        children=tuple(children),
+        unroutable=tuple(unroutable),
+        unmatched=tuple(unmatched),
+        too_deep=tuple(too_deep),
+    )

@@ -22,9 +22,11 @@ from ductile.domain import breaker as br
 from ductile.domain.classify import MAX_ERROR_CHARS, RunEnd, Verdict, clip, plain
 from ductile.domain.draw import draw_validator
 from ductile.domain.errors import IllegalTransitionError
+from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobEvent, JobStatus, SubmittedBy, Transition, apply
 from ductile.domain.outcome import Interrupted, NotRun
-from ductile.domain.protocol import LogLine, Response, iso_utc
+from ductile.domain.plugin import FactOutput
+from ductile.domain.protocol import MAX_RESULT_CHARS, LogLine, Response, iso_utc
 from ductile.domain.retry import RetryPolicy, decide_retry
 from ductile.domain.routing import Envelope, FanOut, Route, Target, event_id_for, fan_out, wrap
 from ductile.domain.state import MAX_STATE_BYTES, merge_state, serialize_state
@@ -59,6 +61,10 @@ class SettleContext:
     routes: tuple[Route, ...] = ()
     targets: Mapping[str, Target] = attrs.field(factory=dict)
     state_limit: int = MAX_STATE_BYTES
+    #: ``service.max_route_depth``: no routed child is made deeper than this (None: no limit).
+    max_route_depth: int | None = None
+    #: The plugin's ``fact_outputs`` rule for this job's command, if it has one.
+    fact: FactOutput | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -77,6 +83,8 @@ class RunRecord:
     stderr_tail: bytes
     stdout_head: bytes
     logs: tuple[LogLine, ...]
+    #: The response's ``result``, clipped to :data:`~ductile.domain.protocol.MAX_RESULT_CHARS`.
+    result: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -93,6 +101,10 @@ class Settlement:
     children: tuple[Job, ...] = ()
     unroutable: tuple[tuple[str, str], ...] = ()
     unmatched: tuple[str, ...] = ()
+    #: (event type, target) pairs not routed: the chain is at ``max_route_depth`` already.
+    too_deep: tuple[tuple[str, str], ...] = ()
+    #: The fact a ``fact_outputs`` rule records (the state is then that fact's body).
+    fact: Fact | None = None
     #: The :class:`ProtocolError` kind (``empty``, ``not_json``...) when the
     #: process exited by itself but its stdout was not one valid response.
     protocol_error: str | None = None
@@ -127,8 +139,13 @@ def settle(
     ctx: SettleContext,
     state: dict[str, Any] | None = None,
     breaker: br.Breaker | None = None,
+    cancelled: str | None = None,
 ) -> Settlement:
-    """Decide the end of one run of ``job`` (which must be ``running``)."""
+    """Decide the end of one run of ``job`` (which must be ``running``).
+
+    ``cancelled`` is the reason its cancellation was asked for (``if_running:
+    cancel`` stopped it): a run that did not succeed is then not retried.
+    """
     if job.status is not JobStatus.RUNNING:
         raise IllegalTransitionError(job.id, job.status.value, "settle")
     if isinstance(end, Interrupted):
@@ -139,9 +156,11 @@ def settle(
         )
     else:
         verdict = end
+    if cancelled is not None and not verdict.succeeded:
+        verdict = attrs.evolve(verdict, event=JobEvent.FAIL, error=cancelled, retryable=False)
     new_state: dict[str, Any] | None = None
     if reads_state(end):
-        verdict, new_state = _merge(verdict, state, ctx.state_limit)
+        verdict, new_state = _merge(verdict, state, ctx.state_limit, mirror=ctx.fact is not None)
     run = _record(job, verdict, ctx.now)
     new_breaker = _count(job, verdict, breaker, ctx) if reads_breaker(job, end) else None
     if verdict.succeeded:
@@ -167,14 +186,15 @@ def reads_breaker(job: Job, end: RunEnd) -> bool:
 
 
 def _merge(
-    verdict: Verdict, state: dict[str, Any] | None, limit: int
+    verdict: Verdict, state: dict[str, Any] | None, limit: int, *, mirror: bool = False
 ) -> tuple[Verdict, dict[str, Any] | None]:
-    """A success's state updates merged over ``state``: the plugin's whole new state when it
-    changed (else None), or a failed verdict when the merged state would be too large."""
+    """A success's state updates merged over ``state`` (``mirror``: replacing it whole): the
+    plugin's whole new state when it changed (else None), or a failed verdict when the new
+    state would be too large."""
     response = verdict.response
     assert response is not None
     before = state or {}
-    merged = merge_state(before, response.state_updates, limit=limit)
+    merged = merge_state({} if mirror else before, response.state_updates, limit=limit)
     if not merged.ok:
         failed = attrs.evolve(verdict, event=JobEvent.FAIL, error=merged.rejected, retryable=response.retry)
         return failed, None
@@ -198,12 +218,13 @@ def _record(job: Job, verdict: Verdict, now: datetime) -> RunRecord:
         stderr_tail=facts.stderr_tail,
         stdout_head=facts.stdout_head,
         logs=_cap_logs(response.logs) if response is not None and response.logs else (),
+        result=clip(response.result, MAX_RESULT_CHARS) if response is not None and response.result else None,
     )
 
 
 def _count(job: Job, verdict: Verdict, breaker: br.Breaker | None, ctx: SettleContext) -> br.Breaker | None:
     """The pair's breaker after this run, when it changed."""
-    current = breaker or br.closed(job.plugin, job.command)
+    current = breaker or br.closed(job.plugin, br.subject(job.command, job.schedule_id))
     if verdict.succeeded:
         updated = br.record_success(current)
     else:
@@ -232,7 +253,24 @@ def _succeeded(
             wrap(e, source=job.plugin, at=now, event_id=event_id_for(job.id, i))
             for i, e in enumerate(response.events)
         )
-        routed = fan_out(envelopes, routes=ctx.routes, targets=ctx.targets, parent_job_id=job.id, at=now)
+        routed = fan_out(
+            envelopes,
+            routes=ctx.routes,
+            targets=ctx.targets,
+            parent_job_id=job.id,
+            at=now,
+            depth=job.route_depth,
+            max_depth=ctx.max_route_depth,
+        )
+    fact = None
+    if ctx.fact is not None and response.state_updates:
+        fact = Fact(
+            plugin=job.plugin,
+            fact_type=ctx.fact.fact_type,
+            job_id=job.id,
+            at=now,
+            body=dict(response.state_updates),
+        )
     return Settlement(
         job=done,
         transitions=(record,),
@@ -244,6 +282,8 @@ def _succeeded(
         children=routed.children,
         unroutable=routed.unroutable,
         unmatched=routed.unmatched,
+        too_deep=routed.too_deep,
+        fact=fact,
     )
 
 

@@ -12,7 +12,10 @@ the way discovery on disk does (ADR 0012):
   its directory;
 - a disabled plugin is listed as disabled (neither loaded nor refused);
 - a plugin whose manifest requires config keys the config does not set is
-  refused, the reason naming every missing key;
+  refused, the reason naming every missing key (and one whose ``timeouts``
+  name a command its manifest lacks);
+- an alias (``plugins.<name>.uses``) runs the manifest its chain ends at,
+  under its own name; an unknown base refuses it;
 - ``refusals`` stands for a plugin on disk that fails a check at discovery
   (a world-writable directory, an entrypoint that is not executable...);
 - :meth:`DictCatalog.verify`, the check before a spawn, answers
@@ -30,7 +33,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ductile.domain.config import Config
-from ductile.domain.plugin import Discovery, Manifest, Plugin, Refusal, missing_config_keys
+from ductile.domain.plugin import Discovery, Manifest, Plugin, Refusal, settings_problem
+from ductile.domain.plugin.alias import as_alias, chain, resolve_base, unknown_base
 
 __all__ = ["DictCatalog"]
 
@@ -78,7 +82,10 @@ class DictCatalog:
         plugins: dict[str, Plugin] = {}
         refused: list[Refusal] = []
         disabled: list[str] = []
+        aliases = {name: pc.uses for name, pc in config.plugins.items() if pc.uses is not None}
         for name in sorted(set(config.plugins) | set(self.manifests) | set(self.refusals)):
+            if name in aliases:
+                continue
             manifest = self.manifest(name)
             directory = self.directory(config, name)
             reason = self._refusal(config, name, manifest)
@@ -89,11 +96,43 @@ class DictCatalog:
             elif manifest is not None:
                 executable = self.executable(config, manifest)
                 plugins[name] = Plugin(manifest=manifest, directory=directory, executable=executable)
-        return Discovery(plugins=plugins, refused=tuple(refused), disabled=tuple(disabled))
+        for name in sorted(aliases):
+            reason = self._alias(config, name, aliases, plugins)
+            if reason is not None:
+                refused.append(Refusal(name=name, directory=self.directory(config, name), reason=reason))
+            elif not config.plugin(name).enabled:
+                disabled.append(name)
+        by_name = dict(sorted(plugins.items()))
+        return Discovery(
+            plugins=by_name,
+            refused=tuple(sorted(refused, key=lambda r: r.name)),
+            disabled=tuple(sorted(disabled)),
+        )
+
+    def _alias(
+        self, config: Config, name: str, aliases: Mapping[str, str], plugins: dict[str, Plugin]
+    ) -> str | None:
+        """Add alias ``name`` to ``plugins``; the reason it is refused, if it is."""
+        if not config.plugin(name).enabled:
+            return None
+        base_name = chain(name, aliases)[-1]
+        base = resolve_base(base_name, plugins)
+        if base is None:
+            manifest = self.manifest(base_name)  # a disabled base still has its files
+            if manifest is None:
+                return unknown_base(name, base_name, plugins, config.plugins_dir)
+            executable = self.executable(config, manifest)
+            directory = self.directory(config, base_name)
+            base = Plugin(manifest=manifest, directory=directory, executable=executable)
+        reason = settings_problem(base.manifest, config.plugin(name))
+        if reason is None:
+            plugins[name] = as_alias(name, base)
+        return reason
 
     def verify(self, plugin: Plugin) -> str | None:
-        reason = self.verify_reasons.get(plugin.name)
-        if reason is None and self.manifest(plugin.name) is None:
+        """An alias is checked as its base: they share the files."""
+        reason = self.verify_reasons.get(plugin.base)
+        if reason is None and self.manifest(plugin.base) is None:
             return f"plugin directory {plugin.directory} does not exist"
         return reason
 
@@ -107,7 +146,4 @@ class DictCatalog:
             return f"no plugin directory {self.directory(config, name)}"
         if not enabled:
             return None
-        missing = missing_config_keys(manifest, config.plugin(name).config)
-        if missing:
-            return f"missing required config keys: {', '.join(missing)}"
-        return None
+        return settings_problem(manifest, config.plugin(name))

@@ -41,6 +41,8 @@ class HeapIndex:
         #: Terminal jobs by completion: (completed_at, id).
         self._finished: list[tuple[datetime, str]] = []
         self._outstanding: dict[tuple[str, str], int] = {}
+        #: The same per (plugin, schedule id), for scheduled jobs.
+        self._scheduled: dict[tuple[str, str], int] = {}
         self._queued = 0
         #: Every planned run as (planned_at, key), sorted.
         self._plans: list[tuple[datetime, str]] = []
@@ -52,6 +54,9 @@ class HeapIndex:
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             key = (job.plugin, job.command)
             self._outstanding[key] = self._outstanding.get(key, 0) + sign
+            if job.schedule_id is not None:
+                mine = (job.plugin, job.schedule_id)
+                self._scheduled[mine] = self._scheduled.get(mine, 0) + sign
         if job.status is JobStatus.QUEUED:
             self._queued += sign
 
@@ -134,6 +139,9 @@ class HeapIndex:
 
     def outstanding(self, plugin: str, command: str) -> int:
         return self._outstanding.get((plugin, command), 0)
+
+    def outstanding_of_schedule(self, plugin: str, schedule_id: str) -> int:
+        return self._scheduled.get((plugin, schedule_id), 0)
 
     def queue_depth(self) -> int:
         return self._queued

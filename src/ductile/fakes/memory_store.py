@@ -20,6 +20,7 @@ from ductile import units
 from ductile.domain import breaker as br
 from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.classify import RunEnd
+from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.lanes import UNLIMITED, Lanes
 from ductile.domain.schedule import PlannedRun
@@ -35,6 +36,7 @@ from ductile.ports.store_values import (
     JobCursor,
     JobPage,
     JobQuery,
+    Pause,
     RunningJob,
     RunView,
     text_matches,
@@ -121,6 +123,14 @@ class InMemoryStore:
                 dedupe_ttl=dedupe_ttl,
                 skipped=skipped,
             )
+
+    async def pause(self, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:
+        with self.tx.atomic() as tx:
+            return units.pause(tx, plugin, schedule_id, now=now)
+
+    async def resume(self, plugin: str, schedule_id: str | None) -> bool:
+        with self.tx.atomic() as tx:
+            return units.resume(tx, plugin, schedule_id)
 
     # ------------------------------------------------------------- plain writes
     async def put_planned(self, run: PlannedRun) -> None:
@@ -275,6 +285,20 @@ class InMemoryStore:
     async def due(self, start: datetime, end: datetime) -> list[PlannedRun]:
         return self.tx.index.due(start, end)
 
+    async def pauses(self) -> list[Pause]:
+        return sorted(self.tx.pauses.values(), key=lambda p: (p.plugin, p.schedule_id or ""))
+
+    async def facts(self, plugin: str, *, fact_type: str | None = None, limit: int = 100) -> list[Fact]:
+        found = [
+            f
+            for f in reversed(self.tx.facts)
+            if f.plugin == plugin and (fact_type is None or f.fact_type == fact_type)
+        ]
+        return found[:limit] if limit > 0 else []
+
+    async def counts(self) -> dict[str, int]:
+        return dict(sorted(self.tx.counters.items()))
+
     async def get_init(self, plugin: str) -> InitRecord | None:
         return self.tx.inits.get(plugin)
 
@@ -291,4 +315,8 @@ class InMemoryStore:
             "states": {k: dict(v) for k, v in tx.states.items()},
             "breakers": {f"{p}/{c}": attrs.asdict(b) for (p, c), b in tx.breakers.items()},
             "planned": {k: attrs.asdict(v) for k, v in tx.planned.items()},
+            "facts": [attrs.asdict(f) for f in tx.facts],
+            "pauses": {f"{p}/{s or ''}": attrs.asdict(v) for (p, s), v in tx.pauses.items()},
+            "counters": dict(tx.counters),
+            "cancels": dict(tx.cancels),
         }

@@ -22,14 +22,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+import attrs
+
 from ductile.domain.activity import Activity, Entry
 from ductile.domain.breaker import Breaker
+from ductile.domain.facts import Fact
 from ductile.domain.job import TERMINAL, Job, JobStatus, Transition
 from ductile.domain.lanes import Identity, identity
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store_values import ClaimConflictError, InitRecord, StaleJobError
+from ductile.ports.store_values import ClaimConflictError, InitRecord, Pause, StaleJobError
 from ductile.units.locks import SerialLocks
 
 #: Types deepcopy returns as they are: a state holding only these at the top copies shallowly.
@@ -59,6 +62,8 @@ class Index(Protocol):
     def next_retry_at(self) -> datetime | None: ...
 
     def outstanding(self, plugin: str, command: str) -> int: ...
+
+    def outstanding_of_schedule(self, plugin: str, schedule_id: str) -> int: ...
 
     def queue_depth(self) -> int: ...
 
@@ -116,6 +121,9 @@ class ScanIndex:
             and j.status in (JobStatus.QUEUED, JobStatus.RUNNING)
         )
 
+    def outstanding_of_schedule(self, plugin: str, schedule_id: str) -> int:
+        return len(self._tx.schedule_jobs(plugin, schedule_id))
+
     def queue_depth(self) -> int:
         return sum(1 for j in self._tx.jobs.values() if j.status is JobStatus.QUEUED)
 
@@ -160,6 +168,12 @@ class MemoryTx(SerialLocks):
         self.breakers: dict[tuple[str, str], Breaker] = {}
         self.planned: dict[str, PlannedRun] = {}
         self.inits: dict[str, InitRecord] = {}
+        self.cancels: dict[str, str] = {}
+        #: Facts in the order recorded (their ``seq`` is their position + 1 among all ever added).
+        self.facts: list[Fact] = []
+        #: Pauses by (plugin, schedule id or None).
+        self.pauses: dict[tuple[str, str | None], Pause] = {}
+        self.counters: dict[str, int] = {}
         self._by_identity: dict[tuple[str, str, str], list[str]] = {}
         self._children: dict[tuple[str, str, str, str], str] = {}
         #: Running jobs by id, and the constraints on them: (plugin, slot) and identity -> job id.
@@ -168,6 +182,7 @@ class MemoryTx(SerialLocks):
         self._running_identities: dict[Identity, str] = {}
         self._job_numbers = itertools.count()
         self._run_numbers = itertools.count()
+        self._fact_numbers = itertools.count(1)
         #: The activity log, in id order; ids come from ``activity_seq`` and are never reused.
         self.activity: list[Entry] = []
         self.activity_seq = 0
@@ -244,6 +259,18 @@ class MemoryTx(SerialLocks):
     def outstanding(self, plugin: str, command: str) -> int:
         return self.index.outstanding(plugin, command)
 
+    def outstanding_of_schedule(self, plugin: str, schedule_id: str) -> int:
+        return self.index.outstanding_of_schedule(plugin, schedule_id)
+
+    def schedule_jobs(self, plugin: str, schedule_id: str) -> list[Job]:
+        outstanding = (JobStatus.QUEUED, JobStatus.RUNNING)
+        return self._ordered(
+            lambda j: j.plugin == plugin and j.schedule_id == schedule_id and j.status in outstanding
+        )
+
+    def cancel_reason(self, job_id: str) -> str | None:
+        return self.cancels.get(job_id)
+
     # ----------------------------------------------------------------- jobs: writes
     def insert_job(self, job: Job) -> None:
         self._link(job, next(self._job_numbers), [], [])
@@ -311,6 +338,16 @@ class MemoryTx(SerialLocks):
         if job_id in self.processes:
             self._put(self.processes, job_id, None)
 
+    def request_cancel(self, job_id: str, reason: str) -> None:
+        self._put(self.cancels, job_id, reason)
+
+    def delete_cancel(self, job_id: str) -> None:
+        if job_id in self.cancels:
+            self._put(self.cancels, job_id, None)
+
+    def add_count(self, name: str, n: int) -> None:
+        self._put(self.counters, name, self.counters.get(name, 0) + n)
+
     def delete_finished(self, before: datetime) -> int:
         doomed = self.index.finished_before(before)
         for job in doomed:
@@ -355,6 +392,9 @@ class MemoryTx(SerialLocks):
             self.runs.pop(job_id, []),
             self.processes.pop(job_id, None),
         )
+        reason = self.cancels.pop(job_id, None)
+        if reason is not None:  # a cancel request goes with its job (undone with it)
+            self._undo.append((self._restore, (self.cancels, job_id, reason)))
         if job.dedupe_key is not None:
             identity = (job.plugin, job.command, job.dedupe_key)
             ids = self._by_identity[identity]
@@ -382,6 +422,35 @@ class MemoryTx(SerialLocks):
 
     def put_breaker(self, breaker: Breaker) -> None:
         self._put(self.breakers, (breaker.plugin, breaker.command), breaker)
+
+    # ----------------------------------------------------------------- facts and pauses
+    def add_fact(self, fact: Fact) -> None:
+        self.facts.append(attrs.evolve(fact, seq=next(self._fact_numbers), body=copy.deepcopy(fact.body)))
+        self._undo.append((self.facts.pop, ()))
+
+    def delete_facts_before(self, before: datetime) -> int:
+        newest: dict[tuple[str, str], int] = {}
+        for fact in self.facts:
+            newest[(fact.plugin, fact.fact_type)] = fact.seq
+        kept = [f for f in self.facts if f.at >= before or newest[(f.plugin, f.fact_type)] == f.seq]
+        deleted = len(self.facts) - len(kept)
+        if deleted:
+            old = self.facts
+            self.facts = kept
+            self._undo.append((setattr, (self, "facts", old)))
+        return deleted
+
+    def put_pause(self, pause: Pause) -> None:
+        self._put(self.pauses, (pause.plugin, pause.schedule_id), pause)
+
+    def delete_pause(self, plugin: str, schedule_id: str | None) -> bool:
+        if (plugin, schedule_id) not in self.pauses:
+            return False
+        self._put(self.pauses, (plugin, schedule_id), None)
+        return True
+
+    def get_pause(self, plugin: str, schedule_id: str | None) -> Pause | None:
+        return self.pauses.get((plugin, schedule_id))
 
     # ----------------------------------------------------------------- schedule index and init records
     def get_planned(self, key: str) -> PlannedRun | None:

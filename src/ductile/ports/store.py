@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.breaker import Breaker
 from ductile.domain.classify import RunEnd
+from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.lanes import UNLIMITED, Lanes
 from ductile.domain.schedule import PlannedRun
@@ -35,6 +36,7 @@ from ductile.ports.store_values import (
     JobPage,
     JobQuery,
     NotQueuedError,
+    Pause,
     RunningJob,
     RunView,
     StaleJobError,
@@ -52,6 +54,7 @@ __all__ = [
     "JobPage",
     "JobQuery",
     "NotQueuedError",
+    "Pause",
     "RunView",
     "RunningJob",
     "StaleJobError",
@@ -211,6 +214,28 @@ class Store(Protocol):
         ``jobs`` when allowed, and replace the planned run by ``next_run``;
         logged as ``schedule.fired`` or ``schedule.skipped`` (``skipped``: the
         caller's reason for giving no jobs)."""
+        ...
+
+    # ----------------------------------------------------------------- pauses, facts, counters
+    async def pause(self, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:
+        """Pause the plugin's schedules (``schedule_id`` None) or one of them: their due runs
+        enqueue nothing until :meth:`resume` (queued jobs still run). False when already paused."""
+        ...
+
+    async def resume(self, plugin: str, schedule_id: str | None) -> bool:
+        """Lift that pause; False when there was none."""
+        ...
+
+    async def pauses(self) -> list[Pause]:
+        """Every pause, by plugin then schedule (the plugin's own first)."""
+        ...
+
+    async def facts(self, plugin: str, *, fact_type: str | None = None, limit: int = 100) -> list[Fact]:
+        """The plugin's facts (of one type, or all), newest first."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """The lifetime counters (``route_depth_drops``...), by name."""
         ...
 
     # ----------------------------------------------------------------- init

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ductile.domain.breaker import Breaker, BreakerPolicy
+from ductile.domain.breaker import Breaker, BreakerPolicy, subject
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, Settlement
@@ -75,6 +75,17 @@ class Guard:
     max_outstanding: int | None = None
     #: D3: consult (and advance) the pair's breaker.
     breaker: BreakerPolicy | None = None
+    #: The firing schedule: when given, ``max_outstanding`` counts the jobs of this schedule
+    #: (of any command) and the breaker is the schedule's (:func:`~ductile.domain.breaker.subject`).
+    schedule_id: str | None = None
+    #: ``if_running: cancel``: the schedule's outstanding jobs are cancelled with this reason
+    #: (queued ones moved to dead, running ones asked to stop) before the new one is enqueued.
+    cancel_reason: str | None = None
+
+    @property
+    def breaker_command(self) -> str:
+        """The ``command`` of the breaker this guard consults."""
+        return subject(self.command, self.schedule_id)
 
 
 class Blocked(enum.StrEnum):
@@ -82,6 +93,8 @@ class Blocked(enum.StrEnum):
 
     BREAKER_OPEN = "breaker_open"
     POLL_GUARD = "poll_guard"
+    #: The plugin or this schedule is paused (``ductile pause``).
+    PAUSED = "paused"
 
 
 @attrs.frozen(kw_only=True)
@@ -92,6 +105,10 @@ class FireResult:
     jobs: tuple[EnqueueResult, ...] = ()
     #: Why the guard refused, when it did.
     blocked: Blocked | None = attrs.field(default=None, converter=attrs.converters.optional(Blocked))
+    #: ``if_running: cancel``: queued jobs of the schedule moved to dead.
+    cancelled: tuple[str, ...] = ()
+    #: ``if_running: cancel``: running jobs of the schedule asked to stop (the caller stops them).
+    stopping: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -106,6 +123,19 @@ class RunView:
 
     job: Job
     run: RunRecord
+
+
+@attrs.frozen(kw_only=True)
+class Pause:
+    """``ductile pause``: a plugin's schedules (``schedule_id`` None) or one of them, paused."""
+
+    plugin: str
+    schedule_id: str | None
+    at: datetime
+
+
+#: The counter of routed events not routed because their chain hit ``service.max_route_depth``.
+ROUTE_DEPTH_DROPS = "route_depth_drops"
 
 
 @attrs.frozen(kw_only=True)

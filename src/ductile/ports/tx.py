@@ -45,12 +45,13 @@ from typing import Any, Protocol
 
 from ductile.domain.activity import Activity
 from ductile.domain.breaker import Breaker
+from ductile.domain.facts import Fact
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.lanes import Identity
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store_values import InitRecord
+from ductile.ports.store_values import InitRecord, Pause
 
 
 class Tx(Protocol):
@@ -122,7 +123,19 @@ class Tx(Protocol):
         ...
 
     def outstanding(self, plugin: str, command: str) -> int:
-        """Jobs of (plugin, command) queued or running (the poll guard)."""
+        """Jobs of (plugin, command) queued or running."""
+        ...
+
+    def outstanding_of_schedule(self, plugin: str, schedule_id: str) -> int:
+        """Jobs the schedule (plugin, schedule_id) made that are queued or running (the poll guard)."""
+        ...
+
+    def schedule_jobs(self, plugin: str, schedule_id: str) -> list[Job]:
+        """Those jobs themselves, oldest first; locked (``if_running: cancel``)."""
+        ...
+
+    def cancel_reason(self, job_id: str) -> str | None:
+        """Why the job was asked to stop (:meth:`request_cancel`), if it was."""
         ...
 
     # ----------------------------------------------------------------- jobs: writes
@@ -145,13 +158,25 @@ class Tx(Protocol):
 
     def put_process(self, job_id: str, handle: ProcessHandle) -> None: ...
 
+    def request_cancel(self, job_id: str, reason: str) -> None:
+        """Remember that the running job is being stopped, and why (its settle reads it)."""
+        ...
+
+    def delete_cancel(self, job_id: str) -> None:
+        """Forget the job's cancel request, if there is one."""
+        ...
+
     def delete_process(self, job_id: str) -> None:
         """Forget the job's process record, if there is one."""
         ...
 
     def delete_finished(self, before: datetime) -> int:
         """D19: delete every terminal job completed before ``before``, with everything
-        kept about it (transitions, runs, process record); how many jobs."""
+        kept about it (transitions, runs, process record, cancel request); how many jobs."""
+        ...
+
+    def add_count(self, name: str, n: int) -> None:
+        """Add ``n`` to the lifetime counter ``name`` (created at 0)."""
         ...
 
     # ----------------------------------------------------------------- plugin state and breakers
@@ -168,6 +193,28 @@ class Tx(Protocol):
         ...
 
     def put_breaker(self, breaker: Breaker) -> None: ...
+
+    # ----------------------------------------------------------------- facts and pauses
+    def add_fact(self, fact: Fact) -> None:
+        """Append a fact (its ``seq`` is given by the store)."""
+        ...
+
+    def delete_facts_before(self, before: datetime) -> int:
+        """Retention: delete facts recorded before ``before``, except the newest of each
+        (plugin, fact type); how many."""
+        ...
+
+    def put_pause(self, pause: Pause) -> None:
+        """Insert the pause (the unit checked there is none for its plugin and schedule)."""
+        ...
+
+    def delete_pause(self, plugin: str, schedule_id: str | None) -> bool:
+        """Lift the pause of the plugin (``schedule_id`` None) or of one schedule; whether there was one."""
+        ...
+
+    def get_pause(self, plugin: str, schedule_id: str | None) -> Pause | None:
+        """The pause of exactly the plugin (``schedule_id`` None) or exactly that schedule."""
+        ...
 
     # ----------------------------------------------------------------- schedule index and init records
     def get_planned(self, key: str) -> PlannedRun | None: ...

@@ -17,7 +17,15 @@ from ductile.units.claim import claim, claim_next, record_process
 from ductile.units.enqueue import enqueue, insert_jobs
 from ductile.units.fire import fire
 from ductile.units.settle import recover, settle
-from ductile.units.upkeep import cancel_job, cancel_queued, delete_finished, note, reset_breakers
+from ductile.units.upkeep import (
+    cancel_job,
+    cancel_queued,
+    delete_finished,
+    note,
+    pause,
+    reset_breakers,
+    resume,
+)
 
 __all__ = [
     "cancel_job",
@@ -29,8 +37,10 @@ __all__ = [
     "fire",
     "insert_jobs",
     "note",
+    "pause",
     "record_process",
     "recover",
     "reset_breakers",
+    "resume",
     "settle",
 ]

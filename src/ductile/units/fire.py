@@ -1,9 +1,11 @@
-"""Fire: one scheduled firing, atomically (D2, D3, D21).
+"""Fire: one scheduled firing, atomically (D2, D3, D21; pause and ``if_running``).
 
-If ``due`` is still the stored planned run of its key, the guard is checked
-(the poll guard, then the breaker's admission), the jobs are enqueued when it
-allows, and the planned run is replaced by ``next_run``, blocked or not. A
-``due`` that is no longer stored was handled already: nothing happens.
+If ``due`` is still the stored planned run of its key, the pause is checked
+(a paused plugin or schedule enqueues nothing), then ``if_running: cancel``
+cancels the schedule's outstanding jobs, then the guard (the poll guard, then
+the breaker's admission); the jobs are enqueued when it allows, and the
+planned run is replaced by ``next_run``, blocked or not. A ``due`` that is no
+longer stored was handled already: nothing happens.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime, timedelta
 from ductile.domain import activity
 from ductile.domain import breaker as br
 from ductile.domain.activity import SkipReason
-from ductile.domain.job import Actor, Job
+from ductile.domain.job import Actor, Job, JobEvent, JobStatus, apply
 from ductile.domain.schedule import PlannedRun, poll_guard_allows
 from ductile.ports.store_values import Blocked, EnqueueResult, FireResult, Guard
 from ductile.ports.tx import Tx
@@ -42,7 +44,13 @@ def fire(
         raise ValueError("next_run must belong to the same schedule key")
     blocked: Blocked | None = None
     admitted: br.Breaker | None = None
-    if guard is not None and jobs:
+    cancelled: list[str] = []
+    stopping: list[str] = []
+    if jobs and paused(tx, due.plugin, due.schedule_id):
+        blocked = Blocked.PAUSED
+    elif guard is not None and jobs:
+        if guard.cancel_reason is not None and guard.schedule_id is not None:
+            cancelled, stopping = _cancel_outstanding(tx, guard, guard.schedule_id, guard.cancel_reason, now)
         blocked, admitted = _check(tx, guard, now)
     results: list[EnqueueResult] = []
     if blocked is None:
@@ -55,6 +63,7 @@ def fire(
     tx.append_activity(
         activity.of_fire(
             key=due.key,
+            plugin=due.plugin,
             command=guard.command if guard is not None else None,
             planned_at=due.planned_at,
             nominal_at=due.nominal_at,
@@ -63,22 +72,58 @@ def fire(
             skipped=skipped,
         )
     )
-    return FireResult(fired=True, jobs=tuple(results), blocked=blocked)
+    return FireResult(
+        fired=True, jobs=tuple(results), blocked=blocked, cancelled=tuple(cancelled), stopping=tuple(stopping)
+    )
 
 
-_SKIPPED = {Blocked.BREAKER_OPEN: SkipReason.BREAKER, Blocked.POLL_GUARD: SkipReason.POLL_GUARD}
+def paused(tx: Tx, plugin: str, schedule_id: str) -> bool:
+    """Is the plugin, or this one of its schedules, paused?"""
+    return tx.get_pause(plugin, None) is not None or tx.get_pause(plugin, schedule_id) is not None
+
+
+def _cancel_outstanding(
+    tx: Tx, guard: Guard, schedule_id: str, reason: str, now: datetime
+) -> tuple[list[str], list[str]]:
+    """``if_running: cancel``: the schedule's queued jobs go dead now; its running ones are asked
+    to stop (the caller stops their processes; their settle makes them dead). Their ids."""
+    cancelled: list[str] = []
+    stopping: list[str] = []
+    for job in tx.schedule_jobs(guard.plugin, schedule_id):
+        if job.status is JobStatus.QUEUED:
+            dead, record = apply(
+                job, JobEvent.CANCEL, at=now, actor=Actor.SCHEDULER, reason=reason, last_error=reason
+            )
+            tx.update_job(dead, expected=job.status, token=job.claim_token)
+            tx.add_transition(record)
+            cancelled.append(job.id)
+        elif job.status is JobStatus.RUNNING:
+            tx.request_cancel(job.id, reason)
+            stopping.append(job.id)
+    return cancelled, stopping
+
+
+_SKIPPED = {
+    Blocked.BREAKER_OPEN: SkipReason.BREAKER,
+    Blocked.POLL_GUARD: SkipReason.POLL_GUARD,
+    Blocked.PAUSED: SkipReason.PAUSED,
+}
 
 
 def _check(tx: Tx, guard: Guard, now: datetime) -> tuple[Blocked | None, br.Breaker | None]:
     """Why the guard refuses (None: it allows), and the pair's breaker when admitting changed it."""
-    if guard.max_outstanding is not None and not poll_guard_allows(
-        tx.outstanding(guard.plugin, guard.command), guard.max_outstanding
-    ):
-        return Blocked.POLL_GUARD, None
+    if guard.max_outstanding is not None:
+        if guard.schedule_id is not None:
+            outstanding = tx.outstanding_of_schedule(guard.plugin, guard.schedule_id)
+        else:
+            outstanding = tx.outstanding(guard.plugin, guard.command)
+        if not poll_guard_allows(outstanding, guard.max_outstanding):
+            return Blocked.POLL_GUARD, None
     if guard.breaker is None:
         return None, None
-    tx.lock_breaker(guard.plugin, guard.command)
-    current = tx.get_breaker(guard.plugin, guard.command) or br.closed(guard.plugin, guard.command)
+    command = guard.breaker_command
+    tx.lock_breaker(guard.plugin, command)
+    current = tx.get_breaker(guard.plugin, command) or br.closed(guard.plugin, command)
     allowed, updated = br.admit(current, now=now, policy=guard.breaker)
     if not allowed:
         return Blocked.BREAKER_OPEN, None

@@ -1,24 +1,27 @@
 """Settle and recover: the end of a run, committed whole (D9, D6).
 
 The unit reads the job as it is now (it must still be running), the plugin's
-state and the pair's breaker when the domain will need them, lets
+state and the pair's breaker when the domain will need them, and whether the
+job was asked to stop (``if_running: cancel``); lets
 :func:`~ductile.domain.settle.settle` decide, and commits the settlement in
 this order: the routed children (decided while the parent is still running,
 so a replayed settle finds them), the job's compare-and-set, its transitions,
-the run record, the process record gone, the state, the breaker.
+the run record, the process record and cancel request gone, the fact, the
+state, the breaker, the count of events a routing loop dropped.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from ductile.domain import breaker as br
 from ductile.domain import settle as decide
 from ductile.domain.breaker import Breaker
 from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job, JobStatus
 from ductile.domain.recovery import recover as recover_job
 from ductile.domain.settle import SettleContext, Settlement
-from ductile.ports.store_values import Committed, StaleJobError
+from ductile.ports.store_values import ROUTE_DEPTH_DROPS, Committed, StaleJobError
 from ductile.ports.tx import Tx
 from ductile.units import journal
 from ductile.units.enqueue import insert_jobs
@@ -43,9 +46,11 @@ def settle(
         tx.lock_state(job.plugin)
         state = tx.get_state(job.plugin)
     if decide.reads_breaker(job, end):
-        tx.lock_breaker(job.plugin, job.command)
-        breaker = tx.get_breaker(job.plugin, job.command)
-    settlement = decide.settle(job, end, ctx=ctx, state=state, breaker=breaker)
+        command = br.subject(job.command, job.schedule_id)
+        tx.lock_breaker(job.plugin, command)
+        breaker = tx.get_breaker(job.plugin, command)
+    cancelled = tx.cancel_reason(job_id)
+    settlement = decide.settle(job, end, ctx=ctx, state=state, breaker=breaker, cancelled=cancelled)
     return _commit(tx, job, settlement, now=ctx.now, ttl=dedupe_ttl, actor=Actor.ROUTE, breaker=breaker)
 
 
@@ -78,8 +83,13 @@ def _commit(
         )
     tx.add_run(s.run, s.job.plugin)
     tx.delete_process(s.job.id)
+    tx.delete_cancel(s.job.id)
+    if s.fact is not None:
+        tx.add_fact(s.fact)
     if s.state is not None:
         tx.put_state(s.job.plugin, s.state)
     if s.breaker is not None:
         journal.breaker(tx, breaker, s.breaker, at=now, actor=Actor.DISPATCHER.value)
+    if s.too_deep:
+        tx.add_count(ROUTE_DEPTH_DROPS, len(s.too_deep))
     return Committed(settlement=s, children=tuple(children))

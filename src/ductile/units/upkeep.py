@@ -1,4 +1,4 @@
-"""Upkeep: the units an operator or a reload asks for (D13, D19, ``ductile reset``)."""
+"""Upkeep: the units an operator or a reload asks for (D13, D19, ``ductile reset``, ``pause``, ``resume``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 from ductile.domain import breaker as br
 from ductile.domain.activity import Activity
 from ductile.domain.job import Actor, Job, JobEvent, JobStatus, apply
-from ductile.ports.store_values import NotQueuedError
+from ductile.ports.store_values import NotQueuedError, Pause
 from ductile.ports.tx import Tx
 from ductile.units import journal
 
@@ -26,10 +26,26 @@ def cancel_queued(tx: Tx, plugin: str, *, reason: str, now: datetime) -> list[st
 
 
 def delete_finished(tx: Tx, before: datetime) -> int:
-    """D19: retention; terminal jobs completed before ``before`` go, with their history,
-    and so do the activity log's entries older than ``before``."""
+    """D19: retention; terminal jobs completed before ``before`` go, with their history; so do
+    the activity log's entries older than ``before`` and facts recorded before it (the newest
+    of each plugin and type stays: it is the state)."""
     tx.prune_activity(before)
-    return tx.delete_finished(before)
+    deleted = tx.delete_finished(before)
+    tx.delete_facts_before(before)
+    return deleted
+
+
+def pause(tx: Tx, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:
+    """Pause a plugin's schedules, or one of them; False when that pause exists already."""
+    if tx.get_pause(plugin, schedule_id) is not None:
+        return False
+    tx.put_pause(Pause(plugin=plugin, schedule_id=schedule_id, at=now))
+    return True
+
+
+def resume(tx: Tx, plugin: str, schedule_id: str | None) -> bool:
+    """Lift a pause; False when there was none."""
+    return tx.delete_pause(plugin, schedule_id)
 
 
 def reset_breakers(

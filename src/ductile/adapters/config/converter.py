@@ -32,6 +32,7 @@ from ductile.adapters.config.hooks import (
     section,
 )
 from ductile.adapters.config.messages import KeyPath, Position, Problem, config_error, describe, unknown_key
+from ductile.adapters.config.plugin_hooks import PLUGIN_HOOKS
 from ductile.adapters.config.schema import (
     BUILT_FROM,
     EXTENSION_PREFIX,
@@ -84,7 +85,7 @@ def converter() -> cattrs.Converter:
     conv.register_structure_hook_factory(attrs.has, _mapping_factory)
     conv.register_structure_hook_factory(is_tuple_of, _tuple_factory)
     conv.register_structure_hook_factory(is_optional, _optional_factory)
-    for cls, hook in VALUE_HOOKS:
+    for cls, hook in (*VALUE_HOOKS, *PLUGIN_HOOKS):
         conv.register_structure_hook(cls, hook)
     conv.register_structure_hook(PluginTable, functools.partial(_structure_plugins, conv))
     for cls, (doc, build) in BUILT_FROM.items():

@@ -31,7 +31,7 @@ from ductile.adapters.config.yaml_tree import FALSE_WORDS, TRUE_WORDS, YAML11_BO
 from ductile.domain.config import MIN_TOKEN_BYTES, LogLevel, PluginConfig
 from ductile.domain.errors import ScheduleError, UnitError
 from ductile.domain.quantities import parse_duration, parse_interval, parse_size
-from ductile.domain.schedule import CatchUp, cron_fires, validate_cron
+from ductile.domain.schedule import CatchUp, IfRunning, cron_fires, validate_cron
 
 #: Upper bound of ``max_attempts``, ``threshold`` and ``max_outstanding_polls``.
 MAX_COUNT = 1_000_000
@@ -68,7 +68,6 @@ Listen = NewType("Listen", tuple[str, int])
 DirPath = NewType("DirPath", str)
 PluginName = NewType("PluginName", str)
 EventType = NewType("EventType", str)
-ScheduledCommand = NewType("ScheduledCommand", str)
 JsonObject = NewType("JsonObject", dict[str, Any])
 StoreUrl = NewType("StoreUrl", str)
 ApiSecret = NewType("ApiSecret", str)
@@ -82,11 +81,11 @@ _HOST_NAME = re.compile(
 )
 _CLOCK = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
 _ZERO_DURATION = re.compile(r"0+(?:ms|s|m|h|d|w)?")
-_SCHEDULED_COMMANDS = ("poll", "handle", "health")
+
 _CRON_CHECK_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def _text(value: object) -> str:
+def text_value(value: object) -> str:
     """A string value, ``${VAR}`` substituted."""
     if not isinstance(value, str):
         raise Problem(f"expected text, got {describe(value)}; put it in quotes if it is meant as text")
@@ -96,12 +95,12 @@ def _text(value: object) -> str:
 def _from_env(value: object) -> str | None:
     """The substituted text of a ``${VAR}`` value where a number or boolean is expected."""
     if isinstance(value, str) and "${" in value:
-        return _text(value).strip()
+        return text_value(value).strip()
     return None
 
 
 def _name_text(value: object, what: str, limit: int = 200) -> str:
-    text = _text(value)
+    text = text_value(value)
     if not text.strip():
         raise Problem(f"{what} must not be empty")
     if text != text.strip():
@@ -114,7 +113,7 @@ def _name_text(value: object, what: str, limit: int = 200) -> str:
 
 
 def string_hook(value: object, _: Any) -> str:
-    return _text(value)
+    return text_value(value)
 
 
 def bool_hook(value: object, _: Any) -> bool:
@@ -157,7 +156,7 @@ def _unit_text(value: object, what: str, example: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # the parsers explain that a unit is missing
     if isinstance(value, str):
-        return _text(value)
+        return text_value(value)
     raise Problem(f"expected {what} like {example}, got {describe(value)}")
 
 
@@ -191,13 +190,13 @@ def size_hook(value: object, _: Any) -> int:
     return _parsed(parse_size, _unit_text(value, "a size", "'64KB' or '1MB'"))
 
 
-def enum_hook(cls: type[LogLevel] | type[CatchUp]) -> Callable[[object, Any], Any]:
+def enum_hook(cls: type[LogLevel] | type[CatchUp] | type[IfRunning]) -> Callable[[object, Any], Any]:
     choices = [str(member.value) for member in cls]
 
     def hook(value: object, _: Any) -> Any:
         if not isinstance(value, str):
             raise Problem(f"expected one of {', '.join(choices)}, got {describe(value)}")
-        text = _text(value).strip().lower()
+        text = text_value(value).strip().lower()
         for member in cls:
             if member.value == text:
                 return member
@@ -215,7 +214,7 @@ def _zone_names() -> list[str]:
 
 
 def zone_hook(value: object, _: Any) -> tzinfo:
-    name = _text(value).strip()
+    name = text_value(value).strip()
     if not name:
         raise Problem("must not be empty; leave 'timezone' out to use the machine's zone")
     if len(name) <= 200:
@@ -233,7 +232,7 @@ def zone_hook(value: object, _: Any) -> tzinfo:
 def clock_hook(value: object, _: Any) -> time:
     if not isinstance(value, str):
         raise Problem(f"expected a time of day like '06:00' (24-hour HH:MM), got {describe(value)}")
-    text = _text(value).strip()
+    text = text_value(value).strip()
     match = _CLOCK.fullmatch(text)
     if match is None:
         raise Problem(
@@ -243,7 +242,7 @@ def clock_hook(value: object, _: Any) -> time:
 
 
 def cron_hook(value: object, _: Any) -> str:
-    text = _text(value)
+    text = text_value(value)
     if text.strip().startswith("@"):
         raise Problem(
             f"cron nicknames like '{shorten(text.strip())}' are not supported; write 5 fields "
@@ -265,7 +264,7 @@ def cron_hook(value: object, _: Any) -> str:
 def listen_hook(value: object, _: Any) -> tuple[str, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         raise Problem(f"write host:port, e.g. '127.0.0.1:{value}'")
-    text = _text(value).strip()
+    text = text_value(value).strip()
     host, colon, port_text = text.rpartition(":")
     if not colon or not host:
         raise Problem(f"expected host:port like '127.0.0.1:8081', got '{shorten(text)}'")
@@ -285,7 +284,7 @@ def listen_hook(value: object, _: Any) -> tuple[str, int]:
 
 
 def dir_hook(value: object, _: Any) -> str:
-    text = _text(value)
+    text = text_value(value)
     if not text.strip():
         raise Problem("must not be empty")
     if "\x00" in text:
@@ -305,32 +304,22 @@ def check_plugin_name(name: str) -> str:
 def plugin_name_hook(value: object, _: Any) -> str:
     if not isinstance(value, str):
         raise Problem(f"expected a plugin name, got {describe(value)}")
-    return check_plugin_name(_text(value))
+    return check_plugin_name(text_value(value))
 
 
 def event_type_hook(value: object, _: Any) -> str:
     return _name_text(value, "an event type")
 
 
-def command_hook(value: object, _: Any) -> str:
-    text = _text(value).strip()
-    if text not in _SCHEDULED_COMMANDS:
-        raise Problem(
-            f"a schedule runs one of {', '.join(_SCHEDULED_COMMANDS)}, not '{shorten(text)}' "
-            "(use 'emit' to fire an event instead)"
-        )
-    return text
-
-
 def header_hook(value: object, _: Any) -> str:
-    text = _text(value).strip()
+    text = text_value(value).strip()
     if not _HEADER_NAME.fullmatch(text) or len(text) > 100:
         raise Problem(f"'{shorten(text)}' is not an HTTP header name")
     return text
 
 
 def endpoint_path_hook(value: object, _: Any) -> str:
-    text = _text(value)
+    text = text_value(value)
     if not text.startswith("/"):
         raise Problem(f"an endpoint path must start with '/', got '{shorten(text)}'")
     if not _URL_PATH.fullmatch(text) or len(text) > 1024:
@@ -423,6 +412,7 @@ VALUE_HOOKS: tuple[tuple[Any, Callable[[object, Any], Any]], ...] = (
     (tzinfo, zone_hook),
     (LogLevel, enum_hook(LogLevel)),
     (CatchUp, enum_hook(CatchUp)),
+    (IfRunning, enum_hook(IfRunning)),
     (Interval, interval_hook),
     (Jitter, jitter_hook),
     (Size, size_hook),
@@ -433,7 +423,6 @@ VALUE_HOOKS: tuple[tuple[Any, Callable[[object, Any], Any]], ...] = (
     (DirPath, dir_hook),
     (PluginName, plugin_name_hook),
     (EventType, event_type_hook),
-    (ScheduledCommand, command_hook),
     (JsonObject, json_object_hook),
     (StoreUrl, store_url_hook),
     (ApiSecret, api_token_hook),

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable
 from datetime import timedelta, tzinfo
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, NewType, Union, get_args, get_origin, get_type_hints
 
 import attrs
 from cattrs.gen import override
@@ -30,8 +30,8 @@ from ductile.adapters.config.hooks import (
     Jitter,
     JsonObject,
     Listen,
+    PluginName,
     PluginTable,
-    ScheduledCommand,
     StoreUrl,
     count_hook,
     current_context,
@@ -44,6 +44,15 @@ from ductile.adapters.config.hooks import (
     size_hook,
 )
 from ductile.adapters.config.messages import Problem, shorten
+from ductile.adapters.config.plugin_hooks import (
+    EnvName,
+    EnvValues,
+    Instant,
+    ScheduledCommand,
+    ScheduleId,
+    TimeoutTable,
+    Weekdays,
+)
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.config import (
     DEFAULT_PLUGINS_DIR,
@@ -52,24 +61,33 @@ from ductile.domain.config import (
     ApiToken,
     Config,
     Endpoint,
+    EnvSettings,
     LogLevel,
     PluginConfig,
     ServiceConfig,
     StoreConfig,
-    Timeouts,
     WebhooksConfig,
 )
 from ductile.domain.errors import ScheduleError
+from ductile.domain.plugin.alias import find_cycle
 from ductile.domain.protocol import EmittedEvent
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route
-from ductile.domain.schedule import CatchUp, Schedule, Window
+from ductile.domain.schedule import CatchUp, IfRunning, Schedule, Window
 from ductile.domain.scopes import ScopeError, parse_scope
 
 #: Top-level keys with this prefix are ignored: a place to keep YAML anchors.
 EXTENSION_PREFIX = "x-"
 #: Reserved by the health endpoint (D20) on the webhook listener.
 HEALTH_PATH = "/healthz"
+#: An entry of ``schedules:`` (a :class:`Schedule` read with its ``id``).
+NamedSchedule = NewType("NamedSchedule", Schedule)
+
+
+@attrs.frozen(kw_only=True)
+class _EnvDoc:
+    pass_: tuple[EnvName, ...] | None = None
+    set: EnvValues | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -80,6 +98,8 @@ class _ServiceDoc:
     job_log_retention: timedelta | None = None
     log_level: LogLevel | None = None
     max_workers: Count | None = None
+    max_route_depth: Count | None = None
+    plugin_env: EnvSettings | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -99,21 +119,34 @@ class _WindowDoc:
 class _ScheduleDoc:
     every: Interval | None = None
     cron: Cron | None = None
+    at: Instant | None = None
+    after: Jitter | None = None
     jitter: Jitter | None = None
     preferred_window: Window | None = None
+    not_on: Weekdays | None = None
     timezone: tzinfo | None = None
     catch_up: CatchUp | None = None
+    if_running: IfRunning | None = None
     command: ScheduledCommand | None = None
+    payload: JsonObject | None = None
     emit: EmittedEvent | None = None
+
+
+@attrs.frozen(kw_only=True)
+class _ScheduleEntryDoc(_ScheduleDoc):
+    id: ScheduleId
 
 
 @attrs.frozen(kw_only=True)
 class PluginDoc:
     enabled: bool | None = None
+    uses: PluginName | None = None
     schedule: Schedule | None = None
+    schedules: tuple[NamedSchedule, ...] | None = None
     config: JsonObject | None = None
+    env: EnvSettings | None = None
     retry: RetryPolicy | None = None
-    timeouts: Timeouts | None = None
+    timeouts: TimeoutTable | None = None
     circuit_breaker: BreakerPolicy | None = None
     max_outstanding_polls: Count | None = None
     parallelism: Count | None = None
@@ -143,6 +176,7 @@ class _ApiDoc:
 class ConfigDoc:
     service: ServiceConfig | None = None
     plugins_dir: DirPath | None = None
+    plugin_roots: tuple[DirPath, ...] | None = None
     plugins: PluginTable | None = None
     routes: tuple[Route, ...] | None = None
     webhooks: WebhooksConfig | None = None
@@ -154,7 +188,7 @@ class ConfigDoc:
 OVERRIDES: dict[type, dict[str, Any]] = {
     RetryPolicy: {"max_attempts": override(struct_hook=count_hook)},
     BreakerPolicy: {"threshold": override(struct_hook=count_hook)},
-    Timeouts: {},
+    _EnvDoc: {"pass_": override(rename="pass")},
     Route: {
         "source": override(rename="from", struct_hook=plugin_name_hook),
         "event_type": override(struct_hook=event_type_hook),
@@ -178,7 +212,7 @@ OVERRIDES: dict[type, dict[str, Any]] = {
     },
 }
 #: Attribute name -> YAML key, for messages.
-RENAMED: dict[Any, dict[str, str]] = {Route: {"source": "from", "target": "to"}}
+RENAMED: dict[Any, dict[str, str]] = {Route: {"source": "from", "target": "to"}, _EnvDoc: {"pass_": "pass"}}
 
 
 def allowed_keys(cl: Any) -> list[str]:
@@ -238,17 +272,27 @@ def _build_window(doc: _WindowDoc) -> Window:
 
 
 def _build_schedule(doc: _ScheduleDoc) -> Schedule:
-    if doc.every is None and doc.cron is None:
-        raise Problem("a schedule needs 'every' (e.g. every: 6h) or 'cron' (e.g. cron: \"30 7 * * 1-5\")")
-    if doc.every is not None and doc.cron is not None:
-        raise Problem("give either 'every' or 'cron', not both", "cron")
+    kinds = [k for k in ("every", "cron", "at", "after") if getattr(doc, k) is not None]
+    if not kinds:
+        raise Problem(
+            "a schedule needs one of 'every' (e.g. every: 6h), 'cron' (e.g. cron: \"30 7 * * 1-5\"), "
+            "'at' (a time) or 'after' (a delay from start)"
+        )
+    if len(kinds) > 1:
+        raise Problem(f"give one of 'every', 'cron', 'at' or 'after', not {' and '.join(kinds)}", kinds[1])
     if doc.emit is not None and doc.command is not None:
         raise Problem("give either 'command' (run the plugin) or 'emit' (fire an event), not both", "emit")
+    if doc.emit is not None and doc.payload is not None:
+        raise Problem("'payload' is a job's payload; a timer's event carries 'emit.payload'", "payload")
+    if doc.not_on is not None and (doc.at is not None or doc.after is not None):
+        raise Problem("'not_on' is for recurring schedules ('every' or 'cron'), not one-shots", "not_on")
     given = _given(doc)
     given["tz"] = given.pop("timezone", None) or current_context().local_tz
     window = given.pop("preferred_window", None)
     if window is not None:
         given["window"] = window
+    if doc.at is not None and doc.at.tzinfo is None:
+        given["at"] = doc.at.replace(tzinfo=given["tz"])
     try:
         return Schedule(**given)
     except ScheduleError as e:
@@ -257,7 +301,24 @@ def _build_schedule(doc: _ScheduleDoc) -> Schedule:
 
 def build_plugin(name: str, doc: PluginDoc) -> PluginConfig:
     """One entry of the ``plugins`` table."""
-    return PluginConfig(name=name, **_given(doc))
+    given = _given(doc)
+    if doc.schedule is not None and doc.schedules is not None:
+        raise Problem("give 'schedule' (one) or 'schedules' (a list), not both", "schedules")
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(doc.schedules or ()):
+        if entry.id in seen:
+            raise Problem(
+                f"the id '{entry.id}' is already used by schedules[{seen[entry.id]}]",
+                "schedules",
+                index,
+                "id",
+            )
+        seen[entry.id] = index
+    return PluginConfig(name=name, **given)
+
+
+def _build_env(doc: _EnvDoc) -> EnvSettings:
+    return EnvSettings(passed=doc.pass_, values=doc.set)
 
 
 def _build_webhooks(doc: _WebhooksDoc) -> WebhooksConfig:
@@ -324,13 +385,15 @@ def _build_api(doc: _ApiDoc) -> ApiConfig:
 
 
 #: Domain values read through a doc class (whose fields are the allowed keys) and a builder.
-BUILT_FROM: dict[type, tuple[type, Callable[[Any], Any]]] = {
+BUILT_FROM: dict[Any, tuple[type, Callable[[Any], Any]]] = {
     ApiToken: (_TokenDoc, _build_token),
     ApiConfig: (_ApiDoc, _build_api),
     ServiceConfig: (_ServiceDoc, _build_service),
     StoreConfig: (_StoreDoc, _build_store),
     Window: (_WindowDoc, _build_window),
     Schedule: (_ScheduleDoc, _build_schedule),
+    NamedSchedule: (_ScheduleEntryDoc, _build_schedule),
+    EnvSettings: (_EnvDoc, _build_env),
     WebhooksConfig: (_WebhooksDoc, _build_webhooks),
 }
 
@@ -368,6 +431,8 @@ def _walk_keys(cl: Any, prefix: str, out: list[str]) -> None:
         if t is PluginTable:
             out.append(f"{path}.<name>")
             _walk_keys(PluginDoc, f"{path}.<name>", out)
+        elif t is TimeoutTable:
+            out += [f"{path}.{command}" for command in ("poll", "handle", "health", "init", "<command>")]
         elif t in BUILT_FROM:
             _walk_keys(BUILT_FROM[t][0], path, out)
         elif attrs.has(t):
@@ -390,17 +455,34 @@ def build_config(doc: ConfigDoc) -> Config:
             raise Problem(f"the same route as routes[{seen[route]}]", "routes", index)
         seen[route] = index
     service = doc.service if doc.service is not None else _build_service(_ServiceDoc())
-    plugins: dict[str, PluginConfig] = dict(doc.plugins or {})
+    plugins: dict[str, PluginConfig] = doc.plugins or {}
+    cycle = find_cycle({name: pc.uses for name, pc in plugins.items() if pc.uses is not None})
+    if cycle is not None:
+        raise Problem(
+            f"an alias cycle: {' -> '.join(cycle)} (an alias must end at a plugin)", cycle[0], "uses"
+        )
+    roots = _roots(doc)
     return Config(
         service=service,
-        plugins_dir=_resolve_dir(doc.plugins_dir or DEFAULT_PLUGINS_DIR),
+        plugins_dir=roots[0],
         plugins=plugins,
         routes=routes,
         webhooks=doc.webhooks,
         store=doc.store if doc.store is not None else StoreConfig(),
         api=doc.api,
         source=current_context().source,
+        plugin_roots=roots if doc.plugin_roots is not None else (),
     )
+
+
+def _roots(doc: ConfigDoc) -> tuple[str, ...]:
+    """``plugins_dir`` (when given) then ``plugin_roots``, resolved, each once; ``./plugins`` alone
+    when neither is given."""
+    written = [str(d) for d in (doc.plugins_dir,) if d is not None] + [str(d) for d in doc.plugin_roots or ()]
+    if doc.plugin_roots is not None and not doc.plugin_roots:
+        raise Problem("give at least one folder (or leave 'plugin_roots' out)", "plugin_roots")
+    roots = list(dict.fromkeys(_resolve_dir(text) for text in written or [DEFAULT_PLUGINS_DIR]))
+    return tuple(roots)
 
 
 def is_optional(t: Any) -> bool:

@@ -20,19 +20,22 @@ from ductile.adapters.postgres.rows import (
     RUN_COLS,
     breaker_of,
     entry_of,
+    fact_of,
     init_of,
     job_of,
+    pause_of,
     planned_of,
     run_of,
     transition_of,
 )
 from ductile.domain import breaker as br
 from ductile.domain.activity import Entry
+from ductile.domain.facts import Fact
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store_values import InitRecord, JobPage, JobQuery, RunningJob, RunView
+from ductile.ports.store_values import InitRecord, JobPage, JobQuery, Pause, RunningJob, RunView
 
 T = TypeVar("T")
 #: Columns of a job row: a process record's columns follow them in ``sql.RUNNING``.
@@ -178,6 +181,22 @@ class PgReads:
     async def last_activity_id(self) -> int:
         row = await self._read("last_activity_id", lambda c: c.execute(sql.LAST_ACTIVITY_ID).fetchone())
         return 0 if row is None else int(row[0])
+
+    async def pauses(self) -> list[Pause]:
+        rows = await self._read("pauses", lambda c: c.execute(sql.PAUSES).fetchall())
+        return [pause_of(r) for r in rows]
+
+    async def facts(self, plugin: str, *, fact_type: str | None = None, limit: int = 100) -> list[Fact]:
+        if fact_type is None:
+            statement, params = sql.FACTS_OF_PLUGIN, (plugin, limit)
+        else:
+            statement, params = sql.FACTS_OF_TYPE, (plugin, fact_type, limit)  # type: ignore[assignment]
+        rows = await self._read("facts", lambda c: c.execute(statement, params).fetchall())
+        return [fact_of(r) for r in rows]
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._read("counts", lambda c: c.execute(sql.COUNTERS).fetchall())
+        return {str(name): int(value) for name, value in rows}
 
     async def nodes(self) -> list[NodeView]:
         """Every registered node, the leader marked (``ductile status``)."""

@@ -13,11 +13,12 @@ from typing import Any
 
 from ductile.domain import breaker as br
 from ductile.domain.activity import Activity, Entry
+from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy, Transition
 from ductile.domain.protocol import LogLine
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
-from ductile.ports.store_values import InitRecord
+from ductile.ports.store_values import InitRecord, Pause
 
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -43,6 +44,8 @@ JOB_FIELDS = (
     "node",
     "deadline_at",
     "retry_of",
+    "schedule_id",
+    "route_depth",
 )
 JOB_COLS = ", ".join(JOB_FIELDS)
 JOB_COLS_J = ", ".join(f"j.{c}" for c in JOB_FIELDS)
@@ -88,6 +91,8 @@ def job_params(job: Job) -> tuple[Any, ...]:
         job.node,
         job.deadline_at,
         job.retry_of,
+        job.schedule_id,
+        job.route_depth,
     )
 
 
@@ -114,6 +119,8 @@ def job_of(row: Sequence[Any]) -> Job:
         node=row[18],
         deadline_at=utc(row[19]),
         retry_of=row[20],
+        schedule_id=row[21],
+        route_depth=row[22],
     )
 
 
@@ -141,7 +148,7 @@ def transition_of(row: Sequence[Any]) -> Transition:
 
 RUN_COLS = (
     "job_id, attempt, started_at, finished_at, duration, exit_code, signal, timed_out, "
-    "error, stderr_tail, stdout_head, logs"
+    "error, stderr_tail, stdout_head, logs, result"
 )
 
 
@@ -160,6 +167,7 @@ def run_params(run: RunRecord, plugin: str) -> tuple[Any, ...]:
         bytes(run.stderr_tail),
         bytes(run.stdout_head),
         dumps(logs, f"job {run.job_id}: run logs"),
+        run.result,
         plugin,
     )
 
@@ -178,6 +186,7 @@ def run_of(row: Sequence[Any]) -> RunRecord:
         stderr_tail=bytes(row[9]),
         stdout_head=bytes(row[10]),
         logs=tuple(LogLine(level=item["level"], message=item["message"]) for item in json.loads(row[11])),
+        result=row[12],
     )
 
 
@@ -257,3 +266,22 @@ def entry_of(row: Sequence[Any]) -> Entry:
         data=json.loads(row[6]),
     )
     return Entry(id=row[0], activity=activity)
+
+
+FACT_COLS = "seq, plugin, fact_type, job_id, at, body"
+
+
+def fact_of(row: Sequence[Any]) -> Fact:
+    return Fact(
+        seq=row[0],
+        plugin=row[1],
+        fact_type=row[2],
+        job_id=row[3],
+        at=row[4].astimezone(UTC),
+        body=json.loads(row[5]),
+    )
+
+
+def pause_of(row: Sequence[Any]) -> Pause:
+    """A pause row (``schedule_id`` '' is the whole plugin)."""
+    return Pause(plugin=row[0], schedule_id=row[1] or None, at=row[2].astimezone(UTC))

@@ -63,7 +63,9 @@ _V1: Migration = (
         node             text,
         deadline_at      timestamptz,
         claimed_instance text,
-        retry_of         text
+        retry_of         text,
+        schedule_id      text,
+        route_depth      integer     NOT NULL DEFAULT 0 CHECK (route_depth >= 0)
     )
     """,
     "CREATE INDEX jobs_claimable ON jobs (created_at, seq) WHERE status = 'queued'",
@@ -79,6 +81,7 @@ _V1: Migration = (
     "CREATE INDEX jobs_created ON jobs (created_at, seq)",
     "CREATE INDEX jobs_plugin_created ON jobs (plugin, created_at, seq)",
     "CREATE INDEX jobs_status_created ON jobs (status, created_at, seq)",
+    "CREATE INDEX jobs_schedule ON jobs (plugin, schedule_id, status) WHERE schedule_id IS NOT NULL",
     "CREATE INDEX jobs_command_created ON jobs (command, created_at, seq)",
     "CREATE INDEX jobs_submitted_created ON jobs (submitted_by, created_at, seq)",
     "CREATE INDEX jobs_parent ON jobs (parent_job_id, created_at, seq) WHERE parent_job_id IS NOT NULL",
@@ -115,6 +118,7 @@ _V1: Migration = (
         stderr_tail  bytea            NOT NULL,
         stdout_head  bytea            NOT NULL,
         logs         text             NOT NULL,
+        result       text,
         plugin       text             NOT NULL
     )
     """,
@@ -164,6 +168,37 @@ _V1: Migration = (
     )
     """,
     "CREATE INDEX planned_due ON planned (planned_at, key)",
+    # Protocol v2 (issue 13): cancel requests of running jobs, facts, pauses, lifetime counters.
+    """
+    CREATE TABLE cancels (
+        job_id text PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+        reason text NOT NULL
+    )
+    """,
+    # Facts outlive their jobs (retention keeps the newest of each plugin and type): no foreign key.
+    """
+    CREATE TABLE facts (
+        seq       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        plugin    text        NOT NULL,
+        fact_type text        NOT NULL,
+        job_id    text        NOT NULL,
+        at        timestamptz NOT NULL,
+        body      text        NOT NULL
+    )
+    """,
+    "CREATE INDEX facts_plugin ON facts (plugin, seq)",
+    "CREATE INDEX facts_type ON facts (plugin, fact_type, seq)",
+    "CREATE INDEX facts_at ON facts (at)",
+    # schedule_id '' is the whole plugin
+    """
+    CREATE TABLE pauses (
+        plugin      text        NOT NULL,
+        schedule_id text        NOT NULL,
+        at          timestamptz NOT NULL,
+        PRIMARY KEY (plugin, schedule_id)
+    )
+    """,
+    "CREATE TABLE counters (name text PRIMARY KEY, value bigint NOT NULL)",
     """
     CREATE TABLE nodes (
         id          text        PRIMARY KEY,

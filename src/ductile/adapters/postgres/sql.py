@@ -10,6 +10,7 @@ from typing import Final
 from ductile.adapters.postgres.rows import (
     ACTIVITY_COLS,
     BREAKER_COLS,
+    FACT_COLS,
     INIT_COLS,
     JOB_COLS,
     JOB_COLS_J,
@@ -98,7 +99,7 @@ CLAIM_JOB: Final = (
 )
 NOTIFY: Final = "SELECT pg_notify(%s, %s)"
 INSERT_TRANSITION: Final = f"INSERT INTO transitions ({_TRANSITION_COLS}) VALUES (%s, %s, %s, %s, %s, %s)"
-INSERT_RUN: Final = f"INSERT INTO runs ({RUN_COLS}, plugin) VALUES ({', '.join(['%s'] * 13)})"
+INSERT_RUN: Final = f"INSERT INTO runs ({RUN_COLS}, plugin) VALUES ({', '.join(['%s'] * 14)})"
 PUT_PROCESS: Final = (
     "INSERT INTO processes (job_id, pid, pgid, start_time, instance) VALUES (%s, %s, %s, %s, %s) "
     "ON CONFLICT (job_id) DO UPDATE SET pid = excluded.pid, pgid = excluded.pgid, "
@@ -181,3 +182,43 @@ APPEND_ACTIVITY: Final = f"INSERT INTO activity ({ACTIVITY_COLS}) VALUES (%s, %s
 ACTIVITY_AFTER: Final = f"SELECT {ACTIVITY_COLS} FROM activity WHERE id > %s ORDER BY id LIMIT %s"
 LAST_ACTIVITY_ID: Final = "SELECT id FROM activity_last"
 PRUNE_ACTIVITY: Final = "DELETE FROM activity WHERE at < %s"
+
+# ----------------------------------------------------------------- protocol v2: cancels, facts, pauses
+#: The poll guard of one schedule: its jobs queued or running.
+OUTSTANDING_OF_SCHEDULE: Final = (
+    "SELECT count(*) FROM jobs WHERE plugin = %s AND schedule_id = %s AND status IN ('queued', 'running')"
+)
+#: ``if_running: cancel``: those jobs themselves, oldest first, locked.
+SCHEDULE_JOBS: Final = (
+    f"SELECT {JOB_COLS} FROM jobs WHERE plugin = %s AND schedule_id = %s "
+    "AND status IN ('queued', 'running') ORDER BY created_at, seq FOR UPDATE"
+)
+PUT_CANCEL: Final = (
+    "INSERT INTO cancels (job_id, reason) VALUES (%s, %s) "
+    "ON CONFLICT (job_id) DO UPDATE SET reason = excluded.reason"
+)
+GET_CANCEL: Final = "SELECT reason FROM cancels WHERE job_id = %s"
+DELETE_CANCEL: Final = "DELETE FROM cancels WHERE job_id = %s"
+ADD_COUNT: Final = (
+    "INSERT INTO counters (name, value) VALUES (%s, %s) "
+    "ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value"
+)
+COUNTERS: Final = "SELECT name, value FROM counters ORDER BY name"
+INSERT_FACT: Final = "INSERT INTO facts (plugin, fact_type, job_id, at, body) VALUES (%s, %s, %s, %s, %s)"
+#: Retention of facts: those recorded before the cut-off, except the newest of each (plugin, type).
+RETENTION_FACTS: Final = (
+    "DELETE FROM facts WHERE at < %s AND EXISTS (SELECT 1 FROM facts AS newer "
+    "WHERE newer.plugin = facts.plugin AND newer.fact_type = facts.fact_type AND newer.seq > facts.seq)"
+)
+FACTS_OF_PLUGIN: Final = f"SELECT {FACT_COLS} FROM facts WHERE plugin = %s ORDER BY seq DESC LIMIT %s"
+FACTS_OF_TYPE: Final = (
+    f"SELECT {FACT_COLS} FROM facts WHERE plugin = %s AND fact_type = %s ORDER BY seq DESC LIMIT %s"
+)
+#: A pause already there stays as it was (the unit read it first; a concurrent pause is the same).
+PUT_PAUSE: Final = (
+    "INSERT INTO pauses (plugin, schedule_id, at) VALUES (%s, %s, %s) "
+    "ON CONFLICT (plugin, schedule_id) DO NOTHING"
+)
+GET_PAUSE: Final = "SELECT plugin, schedule_id, at FROM pauses WHERE plugin = %s AND schedule_id = %s"
+DELETE_PAUSE: Final = "DELETE FROM pauses WHERE plugin = %s AND schedule_id = %s"
+PAUSES: Final = "SELECT plugin, schedule_id, at FROM pauses ORDER BY plugin, schedule_id"

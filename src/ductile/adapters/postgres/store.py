@@ -378,6 +378,12 @@ class PostgresStore(PgReads):
             ),
         )
 
+    async def pause(self, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:
+        return await self._unit("pause", lambda tx: units.pause(tx, plugin, schedule_id, now=now))
+
+    async def resume(self, plugin: str, schedule_id: str | None) -> bool:
+        return await self._unit("resume", lambda tx: units.resume(tx, plugin, schedule_id))
+
     # ------------------------------------------------------------- plain writes
     async def put_planned(self, run: PlannedRun) -> None:
         await self._unit("put_planned", lambda tx: tx.put_planned(run))

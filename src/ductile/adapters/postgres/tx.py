@@ -34,10 +34,13 @@ from ductile.adapters.postgres import sql
 from ductile.adapters.postgres.errors import StoreError
 from ductile.adapters.postgres.rows import (
     activity_params,
+    aware,
     breaker_of,
     breaker_params,
+    dumps,
     job_of,
     job_params,
+    pause_of,
     planned_of,
     planned_params,
     run_params,
@@ -45,13 +48,14 @@ from ductile.adapters.postgres.rows import (
 )
 from ductile.domain.activity import Activity
 from ductile.domain.breaker import Breaker
+from ductile.domain.facts import Fact
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.lanes import Identity
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
 from ductile.domain.state import serialize_state
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store_values import ClaimConflictError, InitRecord, StaleJobError
+from ductile.ports.store_values import ClaimConflictError, InitRecord, Pause, StaleJobError
 
 #: Which running jobs crash recovery takes (:meth:`PgTx.running_jobs`): this instance's, or those
 #: of nodes that are not live and are past their deadline.
@@ -265,6 +269,44 @@ class PgTx:
     def put_init(self, record: InitRecord) -> None:
         params = (self._me.instance, record.plugin, record.fingerprint, record.ok, record.error, record.at)
         self._conn.execute(sql.PUT_INIT, params)
+
+    # ----------------------------------------------------------------- protocol v2
+    def outstanding_of_schedule(self, plugin: str, schedule_id: str) -> int:
+        row = self._one(sql.OUTSTANDING_OF_SCHEDULE, (plugin, schedule_id))
+        return int(row[0]) if row is not None else 0
+
+    def schedule_jobs(self, plugin: str, schedule_id: str) -> list[Job]:
+        return [job_of(r) for r in self._all(sql.SCHEDULE_JOBS, (plugin, schedule_id))]
+
+    def cancel_reason(self, job_id: str) -> str | None:
+        row = self._one(sql.GET_CANCEL, (job_id,))
+        return None if row is None else str(row[0])
+
+    def request_cancel(self, job_id: str, reason: str) -> None:
+        self._conn.execute(sql.PUT_CANCEL, (job_id, reason))
+
+    def delete_cancel(self, job_id: str) -> None:
+        self._conn.execute(sql.DELETE_CANCEL, (job_id,))
+
+    def add_count(self, name: str, n: int) -> None:
+        self._conn.execute(sql.ADD_COUNT, (name, n))
+
+    def add_fact(self, fact: Fact) -> None:
+        body = dumps(fact.body, f"job {fact.job_id}: fact")
+        self._conn.execute(sql.INSERT_FACT, (fact.plugin, fact.fact_type, fact.job_id, aware(fact.at), body))
+
+    def delete_facts_before(self, before: datetime) -> int:
+        return self._conn.execute(sql.RETENTION_FACTS, (before,)).rowcount
+
+    def put_pause(self, pause: Pause) -> None:
+        self._conn.execute(sql.PUT_PAUSE, (pause.plugin, pause.schedule_id or "", aware(pause.at)))
+
+    def delete_pause(self, plugin: str, schedule_id: str | None) -> bool:
+        return self._conn.execute(sql.DELETE_PAUSE, (plugin, schedule_id or "")).rowcount > 0
+
+    def get_pause(self, plugin: str, schedule_id: str | None) -> Pause | None:
+        row = self._one(sql.GET_PAUSE, (plugin, schedule_id or ""))
+        return None if row is None else pause_of(row)
 
     # ----------------------------------------------------------------- the activity log
     def append_activity(self, activity: Activity) -> None:

@@ -14,12 +14,13 @@ from typing import Any
 from ductile.adapters.sqlite.sql import JOB_FIELDS
 from ductile.domain import breaker as br
 from ductile.domain.activity import Activity, Entry
+from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy, Transition
 from ductile.domain.protocol import LogLine
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store import InitRecord, RunningJob
+from ductile.ports.store import InitRecord, Pause, RunningJob
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -69,6 +70,8 @@ def job_params(job: Job) -> tuple[Any, ...]:
         job.last_error,
         job.parent_job_id,
         job.source_event_id,
+        job.schedule_id,
+        job.route_depth,
         job.retry_of,
         job.claim_token,
         job.slot,
@@ -95,11 +98,13 @@ def job_of(row: Sequence[Any]) -> Job:
         last_error=row[13],
         parent_job_id=row[14],
         source_event_id=row[15],
-        retry_of=row[16],
-        claim_token=row[17],
-        slot=row[18],
-        node=row[19],
-        deadline_at=opt_dt(row[20]),
+        schedule_id=row[16],
+        route_depth=row[17],
+        retry_of=row[18],
+        claim_token=row[19],
+        slot=row[20],
+        node=row[21],
+        deadline_at=opt_dt(row[22]),
     )
 
 
@@ -136,6 +141,7 @@ def run_params(run: RunRecord, plugin: str) -> tuple[Any, ...]:
         bytes(run.stderr_tail),
         bytes(run.stdout_head),
         dumps(logs, f"job {run.job_id}: run logs"),
+        run.result,
         plugin,
     )
 
@@ -154,6 +160,7 @@ def run_of(row: Sequence[Any]) -> RunRecord:
         stderr_tail=bytes(row[9]),
         stdout_head=bytes(row[10]),
         logs=tuple(LogLine(level=item["level"], message=item["message"]) for item in json.loads(row[11])),
+        result=row[12],
     )
 
 
@@ -192,6 +199,21 @@ def planned_of(row: Sequence[Any]) -> PlannedRun:
         offset=timedelta(microseconds=row[4]),
         snapped=bool(row[5]),
     )
+
+
+def fact_of(row: Sequence[Any]) -> Fact:
+    return Fact(
+        seq=row[0],
+        plugin=row[1],
+        fact_type=row[2],
+        job_id=row[3],
+        at=from_us(row[4]),
+        body=json.loads(row[5]),
+    )
+
+
+def pause_of(row: Sequence[Any]) -> Pause:
+    return Pause(plugin=row[0], schedule_id=row[1] or None, at=from_us(row[2]))
 
 
 def init_of(row: Sequence[Any]) -> InitRecord:

@@ -189,11 +189,61 @@ _V3: Migration = (
     "CREATE INDEX jobs_parent ON jobs (parent_job_id, created_at) WHERE parent_job_id IS NOT NULL",
 )
 
-#: Version 4: lanes and the claim fence (ADR 0031, 0032). Every claim raises ``claim_token``
+#: Version 4: protocol v2 and several schedules per plugin (issue 13). Jobs know the schedule
+#: that made them (the poll guard counts per schedule) and their route depth (the loop guard);
+#: runs keep the response's ``result``; the schedule index is keyed ``<plugin>/<schedule id>``
+#: (a plugin's one schedule is ``default``: its planned run keeps its grid); and four small
+#: tables: cancel requests of running jobs, facts, pauses, lifetime counters.
+_V4: Migration = (
+    "ALTER TABLE jobs ADD COLUMN schedule_id TEXT",
+    "ALTER TABLE jobs ADD COLUMN route_depth INTEGER NOT NULL DEFAULT 0 CHECK (route_depth >= 0)",
+    "UPDATE jobs SET schedule_id = 'default' WHERE submitted_by = 'scheduler'",
+    # the poll guard per schedule, and if_running: cancel
+    "CREATE INDEX jobs_schedule ON jobs (plugin, schedule_id, status) WHERE schedule_id IS NOT NULL",
+    "ALTER TABLE runs ADD COLUMN result TEXT",
+    "UPDATE planned SET key = key || '/default' WHERE instr(key, '/') = 0",
+    """
+    CREATE TABLE cancels (
+        job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+        reason TEXT NOT NULL
+    )
+    """,
+    # Facts outlive their jobs (retention keeps the newest of each plugin and type): no foreign key.
+    """
+    CREATE TABLE facts (
+        seq       INTEGER PRIMARY KEY,
+        plugin    TEXT    NOT NULL,
+        fact_type TEXT    NOT NULL,
+        job_id    TEXT    NOT NULL,
+        at        INTEGER NOT NULL,
+        body      TEXT    NOT NULL
+    )
+    """,
+    "CREATE INDEX facts_plugin ON facts (plugin, seq)",
+    "CREATE INDEX facts_type ON facts (plugin, fact_type, seq)",
+    "CREATE INDEX facts_at ON facts (at)",
+    # schedule_id '' is the whole plugin
+    """
+    CREATE TABLE pauses (
+        plugin      TEXT    NOT NULL,
+        schedule_id TEXT    NOT NULL,
+        at          INTEGER NOT NULL,
+        PRIMARY KEY (plugin, schedule_id)
+    )
+    """,
+    """
+    CREATE TABLE counters (
+        name  TEXT    PRIMARY KEY,
+        value INTEGER NOT NULL
+    )
+    """,
+)
+
+#: Version 5: lanes and the claim fence (ADR 0031, 0032). Every claim raises ``claim_token``
 #: and records the lane ``slot`` it took, the ``node`` that took it (NULL on SQLite: one
 #: process) and its ``deadline_at``; two constraints keep one running job per (plugin, slot)
 #: and per dedupe identity, whatever a claimer believes.
-_V4: Migration = (
+_V5: Migration = (
     "ALTER TABLE jobs ADD COLUMN claim_token INTEGER NOT NULL DEFAULT 0 CHECK (claim_token >= 0)",
     "ALTER TABLE jobs ADD COLUMN slot INTEGER",
     "ALTER TABLE jobs ADD COLUMN node TEXT",
@@ -206,7 +256,7 @@ _V4: Migration = (
 )
 
 #: The whole history of the schema, oldest first. Append; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -29,6 +29,8 @@ JOB_FIELDS = (
     "last_error",
     "parent_job_id",
     "source_event_id",
+    "schedule_id",
+    "route_depth",
     "retry_of",
     "claim_token",
     "slot",
@@ -41,7 +43,7 @@ _JOB_COLS_J = ", ".join(f"j.{c}" for c in JOB_FIELDS)
 _TRANSITION_COLS = "job_id, from_status, to_status, reason, actor, at"
 RUN_COLS = (
     "job_id, attempt, started_at, finished_at, duration, exit_code, signal, timed_out, "
-    "error, stderr_tail, stdout_head, logs"
+    "error, stderr_tail, stdout_head, logs, result"
 )
 _BREAKER_COLS = "plugin, command, status, failures, opened_at, probe_at"
 _PLANNED_COLS = "key, fingerprint, nominal_at, planned_at, offset_us, snapped"
@@ -90,7 +92,7 @@ SQL_UPDATE_JOB: Final = (
 )
 SQL_INSERT_TRANSITION: Final = f"INSERT INTO transitions ({_TRANSITION_COLS}) VALUES ({_marks(6)})"
 SQL_TRANSITIONS: Final = f"SELECT {_TRANSITION_COLS} FROM transitions WHERE job_id = ? ORDER BY seq"
-SQL_INSERT_RUN: Final = f"INSERT INTO runs ({RUN_COLS}, plugin) VALUES ({_marks(13)})"
+SQL_INSERT_RUN: Final = f"INSERT INTO runs ({RUN_COLS}, plugin) VALUES ({_marks(14)})"
 SQL_RUNS: Final = f"SELECT {RUN_COLS} FROM runs WHERE job_id = ? ORDER BY seq"
 _RUN_COLS_R = ", ".join(f"r.{c.strip()}" for c in RUN_COLS.split(","))
 #: ``ductile logs``: the newest runs, of all plugins or of one, each with its job.
@@ -128,7 +130,44 @@ _FINISHED_BEFORE = f"SELECT id FROM jobs WHERE status IN {_TERMINAL_SQL} AND com
 SQL_RETENTION_TRANSITIONS: Final = f"DELETE FROM transitions WHERE job_id IN ({_FINISHED_BEFORE})"
 SQL_RETENTION_RUNS: Final = f"DELETE FROM runs WHERE job_id IN ({_FINISHED_BEFORE})"
 SQL_RETENTION_PROCESSES: Final = f"DELETE FROM processes WHERE job_id IN ({_FINISHED_BEFORE})"
+SQL_RETENTION_CANCELS: Final = f"DELETE FROM cancels WHERE job_id IN ({_FINISHED_BEFORE})"
 SQL_RETENTION_JOBS: Final = f"DELETE FROM jobs WHERE status IN {_TERMINAL_SQL} AND completed_at < ?"
+#: Retention of facts: those recorded before the cut-off, except the newest of each (plugin, type).
+SQL_RETENTION_FACTS: Final = (
+    "DELETE FROM facts WHERE at < ? AND EXISTS (SELECT 1 FROM facts AS newer "
+    "WHERE newer.plugin = facts.plugin AND newer.fact_type = facts.fact_type AND newer.seq > facts.seq)"
+)
+#: The poll guard of one schedule: its jobs queued or running.
+SQL_OUTSTANDING_OF_SCHEDULE: Final = (
+    "SELECT COUNT(*) FROM jobs WHERE plugin = ? AND schedule_id = ? AND status IN ('queued', 'running')"
+)
+#: ``if_running: cancel``: those jobs themselves, oldest first (from the schedule's index, not
+#: the plugin's whole history: the few rows found are sorted).
+SQL_SCHEDULE_JOBS: Final = (
+    f"SELECT {_JOB_COLS} FROM jobs INDEXED BY jobs_schedule "
+    "WHERE plugin = ? AND schedule_id = ? AND status IN ('queued', 'running') ORDER BY created_at, seq"
+)
+SQL_PUT_CANCEL: Final = (
+    "INSERT INTO cancels (job_id, reason) VALUES (?, ?) "
+    "ON CONFLICT (job_id) DO UPDATE SET reason = excluded.reason"
+)
+SQL_GET_CANCEL: Final = "SELECT reason FROM cancels WHERE job_id = ?"
+SQL_DELETE_CANCEL: Final = "DELETE FROM cancels WHERE job_id = ?"
+_FACT_COLS = "seq, plugin, fact_type, job_id, at, body"
+SQL_INSERT_FACT: Final = "INSERT INTO facts (plugin, fact_type, job_id, at, body) VALUES (?, ?, ?, ?, ?)"
+SQL_FACTS_OF_PLUGIN: Final = f"SELECT {_FACT_COLS} FROM facts WHERE plugin = ? ORDER BY seq DESC LIMIT ?"
+SQL_FACTS_OF_TYPE: Final = (
+    f"SELECT {_FACT_COLS} FROM facts WHERE plugin = ? AND fact_type = ? ORDER BY seq DESC LIMIT ?"
+)
+SQL_PUT_PAUSE: Final = "INSERT INTO pauses (plugin, schedule_id, at) VALUES (?, ?, ?)"
+SQL_GET_PAUSE: Final = "SELECT plugin, schedule_id, at FROM pauses WHERE plugin = ? AND schedule_id = ?"
+SQL_DELETE_PAUSE: Final = "DELETE FROM pauses WHERE plugin = ? AND schedule_id = ?"
+SQL_PAUSES: Final = "SELECT plugin, schedule_id, at FROM pauses ORDER BY plugin, schedule_id"
+SQL_ADD_COUNT: Final = (
+    "INSERT INTO counters (name, value) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
+)
+SQL_COUNTERS: Final = "SELECT name, value FROM counters ORDER BY name"
 SQL_GET_STATE: Final = "SELECT state FROM plugin_state WHERE plugin = ?"
 SQL_PUT_STATE: Final = (
     "INSERT INTO plugin_state (plugin, state) VALUES (?, ?) "
@@ -222,6 +261,16 @@ HOT_QUERIES: Final[dict[str, str]] = {
     "retention: runs": SQL_RETENTION_RUNS,
     "retention: processes": SQL_RETENTION_PROCESSES,
     "retention: jobs": SQL_RETENTION_JOBS,
+    "retention: cancels": SQL_RETENTION_CANCELS,
+    "retention: facts": SQL_RETENTION_FACTS,
+    "outstanding of schedule (poll guard)": SQL_OUTSTANDING_OF_SCHEDULE,
+    "jobs of schedule (if_running: cancel)": SQL_SCHEDULE_JOBS,
+    "cancel request": SQL_GET_CANCEL,
+    "delete cancel request": SQL_DELETE_CANCEL,
+    "facts of plugin": SQL_FACTS_OF_PLUGIN,
+    "facts of type": SQL_FACTS_OF_TYPE,
+    "pause": SQL_GET_PAUSE,
+    "delete pause": SQL_DELETE_PAUSE,
     "plugin state": SQL_GET_STATE,
     "init record": SQL_GET_INIT,
     "activity after an id": SQL_ACTIVITY_AFTER,

@@ -46,45 +46,40 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ductile import units
+from ductile.adapters.sqlite import reads
 from ductile.adapters.sqlite.errors import StoreBusyError, StoreClosedError, StoreError
 from ductile.adapters.sqlite.queries import read_job_page
 from ductile.adapters.sqlite.rows import (
     breaker_of,
     entry_of,
-    init_of,
-    job_of,
     opt_dt,
+    pause_of,
     planned_of,
     run_of,
-    running_of,
     to_us,
     transition_of,
 )
 from ductile.adapters.sqlite.schema import MIGRATIONS, Migration, migrate, refuse_newer
 from ductile.adapters.sqlite.sql import (
-    RUN_COLS,
     SQL_ACTIVITY_AFTER,
     SQL_ALL_PLANNED,
     SQL_BREAKERS,
+    SQL_COUNTERS,
     SQL_DUE,
-    SQL_GET_INIT,
-    SQL_IDS_FROM,
     SQL_LAST_ACTIVITY_ID,
     SQL_NEXT_RETRY_AT,
     SQL_OLDEST_QUEUED,
+    SQL_PAUSES,
     SQL_QUEUE_DEPTH,
-    SQL_RECENT_RUNS,
-    SQL_RECENT_RUNS_OF_PLUGIN,
-    SQL_RUNNING,
     SQL_RUNS,
     SQL_TRANSITIONS,
-    sql_list_jobs,
 )
 from ductile.adapters.sqlite.tx import SqliteTx
 from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, Pending, Reader, Worker, Writer, WriterStats
 from ductile.domain import breaker as br
 from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.classify import RunEnd
+from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.lanes import UNLIMITED, Lanes
 from ductile.domain.schedule import PlannedRun
@@ -98,11 +93,13 @@ from ductile.ports.store_values import (
     InitRecord,
     JobPage,
     JobQuery,
+    Pause,
     RunningJob,
     RunView,
 )
 
 T = TypeVar("T")
+#: Columns of a job row: a process record's columns follow them in ``SQL_RUNNING``.
 Unit = Callable[[sqlite3.Connection], T]
 
 
@@ -356,6 +353,12 @@ class SqliteStore:
             ),
         )
 
+    async def pause(self, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:
+        return await self._write("pause", lambda c: units.pause(SqliteTx(c), plugin, schedule_id, now=now))
+
+    async def resume(self, plugin: str, schedule_id: str | None) -> bool:
+        return await self._write("resume", lambda c: units.resume(SqliteTx(c), plugin, schedule_id))
+
     # ------------------------------------------------------------- plain writes
     async def put_planned(self, run: PlannedRun) -> None:
         await self._write("put_planned", lambda c: SqliteTx(c).put_planned(run))
@@ -371,7 +374,7 @@ class SqliteStore:
         return await self._read("get_job", lambda c: SqliteTx(c).get_job(job_id))
 
     async def running(self) -> list[RunningJob]:
-        return await self._read("running", lambda c: [running_of(r) for r in c.execute(SQL_RUNNING)])
+        return await self._read("running", reads.running)
 
     async def transitions(self, job_id: str) -> list[Transition]:
         return await self._read(
@@ -385,17 +388,7 @@ class SqliteStore:
         )
 
     async def recent_runs(self, *, plugin: str | None = None, limit: int = 50) -> list[RunView]:
-        params: tuple[Any, ...]
-        if plugin is None:
-            sql, params = SQL_RECENT_RUNS, (limit,)
-        else:
-            sql, params = SQL_RECENT_RUNS_OF_PLUGIN, (plugin, limit)
-        width = len(RUN_COLS.split(","))
-
-        def read(c: sqlite3.Connection) -> list[RunView]:
-            return [RunView(job=job_of(r[width:]), run=run_of(r[:width])) for r in c.execute(sql, params)]
-
-        return await self._read("recent_runs", read)
+        return await self._read("recent_runs", lambda c: reads.recent_runs(c, plugin, limit))
 
     async def list_jobs(
         self,
@@ -405,29 +398,13 @@ class SqliteStore:
         limit: int = 100,
     ) -> list[Job]:
         """Newest first."""
-        wanted = None if statuses is None else sorted({JobStatus(s).value for s in statuses})
-        if wanted == [] or limit == 0:
-            return []
-        sql = sql_list_jobs(statuses=None if wanted is None else len(wanted), plugin=plugin is not None)
-        params: list[Any] = [*(wanted or []), *([plugin] if plugin is not None else [])]
-        # A negative limit slices like a Python list (all but the last -limit), as the fake does.
-        params.append(limit if limit > 0 else -1)
-
-        def read(conn: sqlite3.Connection) -> list[Job]:
-            jobs = [job_of(r) for r in conn.execute(sql, params).fetchall()]
-            return jobs if limit > 0 else jobs[:limit]
-
-        return await self._read("list_jobs", read)
+        return await self._read("list_jobs", lambda c: reads.list_jobs(c, statuses, plugin, limit))
 
     async def find_jobs(self, query: JobQuery) -> JobPage:
         return await self._read("find_jobs", lambda c: read_job_page(c, query))
 
     async def job_ids_with_prefix(self, prefix: str, *, limit: int = 2) -> list[str]:
-        def read(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute(SQL_IDS_FROM, (prefix, limit)).fetchall()
-            return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
-
-        return await self._read("job_ids_with_prefix", read)
+        return await self._read("job_ids_with_prefix", lambda c: reads.ids_with_prefix(c, prefix, limit))
 
     async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:
         return await self._read(
@@ -481,12 +458,17 @@ class SqliteStore:
             "due", lambda c: [planned_of(r) for r in c.execute(SQL_DUE, bounds).fetchall()]
         )
 
-    async def get_init(self, plugin: str) -> InitRecord | None:
-        def read(conn: sqlite3.Connection) -> InitRecord | None:
-            row = conn.execute(SQL_GET_INIT, (plugin,)).fetchone()
-            return None if row is None else init_of(row)
+    async def pauses(self) -> list[Pause]:
+        return await self._read("pauses", lambda c: [pause_of(r) for r in c.execute(SQL_PAUSES).fetchall()])
 
-        return await self._read("get_init", read)
+    async def facts(self, plugin: str, *, fact_type: str | None = None, limit: int = 100) -> list[Fact]:
+        return await self._read("facts", lambda c: reads.facts(c, plugin, fact_type, limit))
+
+    async def counts(self) -> dict[str, int]:
+        return await self._read("counts", lambda c: {str(n): int(v) for n, v in c.execute(SQL_COUNTERS)})
+
+    async def get_init(self, plugin: str) -> InitRecord | None:
+        return await self._read("get_init", lambda c: reads.get_init(c, plugin))
 
 
 def _use_wal(conn: sqlite3.Connection, where: str) -> None:

@@ -20,25 +20,33 @@ from ductile.adapters.sqlite.rows import (
     activity_params,
     breaker_of,
     breaker_params,
+    dumps,
     job_of,
     job_params,
     opt_us,
+    pause_of,
     planned_of,
     planned_params,
     run_params,
     to_us,
 )
 from ductile.adapters.sqlite.sql import (
+    SQL_ADD_COUNT,
     SQL_APPEND_ACTIVITY,
     SQL_BREAKERS_OF_PLUGIN,
     SQL_CHILD_LOOKUP,
     SQL_DEDUPE_CANDIDATES,
+    SQL_DELETE_CANCEL,
+    SQL_DELETE_PAUSE,
     SQL_DELETE_PLANNED,
     SQL_DELETE_PROCESS,
     SQL_GET_BREAKER,
+    SQL_GET_CANCEL,
     SQL_GET_JOB,
+    SQL_GET_PAUSE,
     SQL_GET_PLANNED,
     SQL_GET_STATE,
+    SQL_INSERT_FACT,
     SQL_INSERT_JOB,
     SQL_INSERT_RUN,
     SQL_INSERT_TRANSITION,
@@ -47,30 +55,37 @@ from ductile.adapters.sqlite.sql import (
     SQL_OLDEST_RUNNABLE,
     SQL_OLDEST_RUNNABLE_IN_LANES,
     SQL_OUTSTANDING,
+    SQL_OUTSTANDING_OF_SCHEDULE,
     SQL_PRUNE_ACTIVITY,
     SQL_PUT_BREAKER,
+    SQL_PUT_CANCEL,
     SQL_PUT_INIT,
+    SQL_PUT_PAUSE,
     SQL_PUT_PLANNED,
     SQL_PUT_PROCESS,
     SQL_PUT_STATE,
     SQL_QUEUED_OF_PLUGIN,
     SQL_REPLACE_PLANNED,
+    SQL_RETENTION_CANCELS,
+    SQL_RETENTION_FACTS,
     SQL_RETENTION_JOBS,
     SQL_RETENTION_PROCESSES,
     SQL_RETENTION_RUNS,
     SQL_RETENTION_TRANSITIONS,
     SQL_RUNNING_JOBS,
+    SQL_SCHEDULE_JOBS,
     SQL_UPDATE_JOB,
 )
 from ductile.domain.activity import Activity
 from ductile.domain.breaker import Breaker
+from ductile.domain.facts import Fact
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.lanes import Identity
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
 from ductile.domain.state import serialize_state
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store_values import ClaimConflictError, InitRecord, StaleJobError
+from ductile.ports.store_values import ClaimConflictError, InitRecord, Pause, StaleJobError
 from ductile.units.locks import SerialLocks
 
 
@@ -133,6 +148,16 @@ class SqliteTx(SerialLocks):
     def outstanding(self, plugin: str, command: str) -> int:
         return int(self._conn.execute(SQL_OUTSTANDING, (plugin, command)).fetchone()[0])
 
+    def outstanding_of_schedule(self, plugin: str, schedule_id: str) -> int:
+        return int(self._conn.execute(SQL_OUTSTANDING_OF_SCHEDULE, (plugin, schedule_id)).fetchone()[0])
+
+    def schedule_jobs(self, plugin: str, schedule_id: str) -> list[Job]:
+        return [job_of(r) for r in self._conn.execute(SQL_SCHEDULE_JOBS, (plugin, schedule_id)).fetchall()]
+
+    def cancel_reason(self, job_id: str) -> str | None:
+        row = self._conn.execute(SQL_GET_CANCEL, (job_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     # ----------------------------------------------------------------- jobs: writes
     def insert_job(self, job: Job) -> None:
         self._conn.execute(SQL_INSERT_JOB, job_params(job))
@@ -184,12 +209,22 @@ class SqliteTx(SerialLocks):
     def delete_process(self, job_id: str) -> None:
         self._conn.execute(SQL_DELETE_PROCESS, (job_id,))
 
+    def request_cancel(self, job_id: str, reason: str) -> None:
+        self._conn.execute(SQL_PUT_CANCEL, (job_id, reason))
+
+    def delete_cancel(self, job_id: str) -> None:
+        self._conn.execute(SQL_DELETE_CANCEL, (job_id,))
+
     def delete_finished(self, before: datetime) -> int:
         cut = (to_us(before),)
         self._conn.execute(SQL_RETENTION_TRANSITIONS, cut)
         self._conn.execute(SQL_RETENTION_RUNS, cut)
         self._conn.execute(SQL_RETENTION_PROCESSES, cut)
+        self._conn.execute(SQL_RETENTION_CANCELS, cut)
         return self._conn.execute(SQL_RETENTION_JOBS, cut).rowcount
+
+    def add_count(self, name: str, n: int) -> None:
+        self._conn.execute(SQL_ADD_COUNT, (name, n))
 
     # ----------------------------------------------------------------- plugin state and breakers
     def get_state(self, plugin: str) -> dict[str, Any]:
@@ -211,6 +246,24 @@ class SqliteTx(SerialLocks):
 
     def put_breaker(self, breaker: Breaker) -> None:
         self._conn.execute(SQL_PUT_BREAKER, breaker_params(breaker))
+
+    # ----------------------------------------------------------------- facts and pauses
+    def add_fact(self, fact: Fact) -> None:
+        body = dumps(fact.body, f"job {fact.job_id}: fact")
+        self._conn.execute(SQL_INSERT_FACT, (fact.plugin, fact.fact_type, fact.job_id, to_us(fact.at), body))
+
+    def delete_facts_before(self, before: datetime) -> int:
+        return self._conn.execute(SQL_RETENTION_FACTS, (to_us(before),)).rowcount
+
+    def put_pause(self, pause: Pause) -> None:
+        self._conn.execute(SQL_PUT_PAUSE, (pause.plugin, pause.schedule_id or "", to_us(pause.at)))
+
+    def delete_pause(self, plugin: str, schedule_id: str | None) -> bool:
+        return self._conn.execute(SQL_DELETE_PAUSE, (plugin, schedule_id or "")).rowcount > 0
+
+    def get_pause(self, plugin: str, schedule_id: str | None) -> Pause | None:
+        row = self._conn.execute(SQL_GET_PAUSE, (plugin, schedule_id or "")).fetchone()
+        return None if row is None else pause_of(row)
 
     # ----------------------------------------------------------------- schedule index and init records
     def get_planned(self, key: str) -> PlannedRun | None:

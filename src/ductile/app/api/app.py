@@ -73,7 +73,7 @@ def guarded(op: Op | None, ctx: ApiContext, handler: Any = None) -> Any:
         if token is None:
             response = _unauthorized()
         else:
-            need = op.need(request) if op is not None and op.need is not None else None
+            need = op.need(request, ctx) if op is not None and op.need is not None else None
             if need is not None and not allows(token.scopes, need):
                 response = ApiError(403, "forbidden", f"this token lacks the scope {need}").response()
             else:

@@ -14,6 +14,9 @@ Verbs::
     ductile config check              validate the config and what it refers to
     ductile schedule [--from --to]    the schedule index: what is due in a time range
     ductile simulate [--days N ...]   what this config would do, simulated (nothing real runs)
+    ductile pause <plugin>[/<id>]     hold a plugin's schedules (or one); queued jobs still run
+    ductile resume <plugin>[/<id>]    lift that pause
+    ductile facts <plugin>            the facts its manifest's fact_outputs recorded, newest first
 
 Every verb takes ``--config PATH`` (default ``$DUCTILE_CONFIG``, then
 ``./ductile.yaml``) and ``--debug``; every verb but ``start`` takes
@@ -55,11 +58,12 @@ milliseconds, durations are seconds as numbers; absent values are ``null``):
   health: null | {ok, error, duration_seconds, logs}}]}``; ``state`` is one
   of ``loaded, unhealthy, refused, disabled``
 - ``reload``: ``{pid}``
-- ``plugins``: ``{loaded: [{name, version, description, commands,
-  directory, schedule}], refused: [{name, directory, reason}], disabled:
-  [name]}``; ``schedule`` is null or ``{summary, every_seconds, cron,
-  jitter_seconds, window: null | {start, end}, timezone, catch_up, command,
-  emit}``
+- ``plugins``: ``{loaded: [{name, version, description, protocol, uses,
+  concurrency_safe, commands, directory, paused, schedules}], refused:
+  [{name, directory, reason}], disabled: [name]}``; each schedule is ``{id,
+  summary, paused, every_seconds, cron, at, after_seconds, not_on,
+  jitter_seconds, window: null | {start, end}, timezone, catch_up,
+  if_running, command, emit}``
 - ``queue``: ``{jobs: [job]}`` (running first, then queued in dispatch order)
 - ``logs``: ``{runs: [{job: job, run: run}]}`` (newest first)
 - ``reset``: ``{plugin, reset: [{command, status, failures, opened_at}]}``
@@ -67,14 +71,19 @@ milliseconds, durations are seconds as numbers; absent values are ``null``):
 - ``config check``: ``{ok, config, state_dir, plugins_dir, plugins: {loaded,
   refused, disabled}, routes: [{from, event_type, to, command, problem}],
   webhooks: null | {listen, endpoints: [{path, plugin, event_type,
-  problem}]}, schedules: [{plugin, summary, problem}], problems: [str]}``
-- ``schedule``: ``{from, to, runs: [{plugin, kind, planned_at,
+  problem}]}, schedules: [{plugin, schedule, summary, problem}], problems: [str]}``
+- ``schedule``: ``{from, to, runs: [{plugin, schedule, kind, paused, planned_at,
   planned_local, nominal_at, nominal_local, offset_seconds, snapped,
-  timezone, target}]}``; ``kind`` is ``planned`` (stored by the daemon),
+  timezone, target}], done: [{plugin, schedule, nominal_at, nominal_local}]}``;
+  ``kind`` is ``planned`` (stored by the daemon),
   ``not_yet_planned`` (no stored plan: computed from now, jitter at its
   centre), ``overdue`` (stored, in the past: the daemon is down or behind)
   or ``projected`` (a later run; jitter is drawn only when a run is
   planned, so it is shown at its centre)
+- ``pause``, ``resume``: ``{plugin, schedule, changed, paused: [str]}``;
+  ``facts``: ``{plugin, facts: [{seq, fact_type, job_id, at, body}]}``
+
+docs/cli.md is the reference (a test holds it to the parser and these shapes).
 
 The package, one module per idea: :mod:`~ductile.app.cli.main` (``main()``:
 errors to exit codes, the verb modules loaded when their verb runs),
@@ -83,8 +92,9 @@ the exit codes, the steps every verb shares), :mod:`~ductile.app.cli.parser`,
 :mod:`~ductile.app.cli.format` and :mod:`~ductile.app.cli.jsondoc` (shared
 formatting), then one module per verb group: ``daemon`` (start, reload),
 ``run``, ``status``, ``inspect`` (plugins, queue, logs, reset, job),
-``config`` (config check), ``schedule``, and ``simulate`` with its report
-(``simulate_report``, ``simulate_text``).
+``config`` (config check), ``schedule``, ``control`` (pause, resume),
+``facts``, and ``simulate`` with its report (``simulate_report``,
+``simulate_text``).
 
 Performance: ``main``, ``context`` and ``parser`` import only the standard
 library's argparse, os and sys at import time; a verb's module (and with it

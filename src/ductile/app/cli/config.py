@@ -87,17 +87,26 @@ def _check_webhooks(config: Config, why: _Why) -> tuple[dict[str, Any] | None, l
 def _check_schedules(config: Config, why: _Why) -> tuple[list[dict[str, Any]], list[str]]:
     schedules, problems = [], []
     for name, settings in sorted(config.plugins.items()):
-        schedule = settings.schedule
-        if schedule is None or not settings.enabled:
+        if not settings.enabled:
             continue
-        problem = None
-        if name not in why.discovery.plugins:
-            problem = why.absent(name)
-        elif schedule.emit is None:
-            problem = why.lacks(name, schedule.command)
-        if problem is not None:
-            problems.append(f"plugins.{name}.schedule: {problem}")
-        schedules.append({"plugin": name, "summary": schedule_summary(schedule), "problem": problem})
+        if settings.schedule is not None:
+            entries = [(f"plugins.{name}.schedule", settings.schedule)]
+        else:
+            entries = [
+                (f"plugins.{name}.schedules[{i}]", entry) for i, entry in enumerate(settings.schedules)
+            ]
+        for where, schedule in entries:
+            problem = None
+            if name not in why.discovery.plugins:
+                problem = why.absent(name)
+            elif schedule.emit is None:
+                problem = why.lacks(name, schedule.command)
+            if problem is not None:
+                problems.append(f"{where}: {problem}")
+            summary = schedule_summary(schedule)
+            schedules.append(
+                {"plugin": name, "schedule": schedule.id, "summary": summary, "problem": problem}
+            )
     return schedules, problems
 
 
@@ -159,5 +168,5 @@ def _print_references(ctx: Context, refs: dict[str, Any]) -> None:
     if refs["schedules"]:
         ctx.print()
         ctx.print(f"schedules ({len(refs['schedules'])}):")
-        rows = [[s["plugin"], s["summary"], s["problem"] or "ok"] for s in refs["schedules"]]
-        ctx.print(indent(table(["PLUGIN", "SCHEDULE", "CHECK"], rows), "  "))
+        rows = [[s["plugin"], s["schedule"], s["summary"], s["problem"] or "ok"] for s in refs["schedules"]]
+        ctx.print(indent(table(["PLUGIN", "ID", "SCHEDULE", "CHECK"], rows), "  "))

@@ -335,13 +335,14 @@ async def start_problems(ctx: Context, discovery: Discovery) -> dict[str, str]:
 
 
 def plugin_names(config: Config) -> set[str]:
-    """Every plugin name the operator may mean: the config's and the folders in plugins_dir."""
+    """Every plugin name the operator may mean: the config's and the folders in its plugin roots."""
     names = set(config.plugins)
-    try:
-        with os.scandir(config.plugins_dir) as listing:
-            names |= {e.name for e in listing if not e.name.startswith(".") and e.is_dir()}
-    except OSError:
-        pass
+    for root in config.roots:
+        try:
+            with os.scandir(root) as listing:
+                names |= {e.name for e in listing if not e.name.startswith(".") and e.is_dir()}
+        except OSError:
+            pass
     return names
 
 
@@ -353,7 +354,8 @@ def unknown_plugin(config: Config, name: str, *, also: Iterable[str] = ()) -> st
     known = plugin_names(config) | set(also)
     if name in known:
         return None
-    return f"no plugin named '{name}' in the config or in {config.plugins_dir}{did_you_mean(name, known)}"
+    where = " or ".join(config.roots)
+    return f"no plugin named '{name}' in the config or in {where}{did_you_mean(name, known)}"
 
 
 def running_pid(ctx: Context, config: Config) -> int | None:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from ductile.app.cli.context import UsageError
 from ductile.domain.errors import UnitError
+from ductile.domain.protocol import iso_utc
 from ductile.domain.quantities import format_duration, parse_duration
-from ductile.domain.schedule import CatchUp, Schedule
+from ductile.domain.schedule import SHORT_NAMES, CatchUp, IfRunning, Schedule
 
 #: Between the two ends of a window in a schedule summary.
 EN_DASH = "\u2013"
@@ -80,11 +81,17 @@ def _text_duration(value: timedelta) -> str:
 
 def schedule_summary(schedule: Schedule) -> str:
     """One line: ``every 6h jitter 30m window (±15m) 06:00\u201322:00 Europe/Berlin`` (with an
-    en dash), or ``cron '30 7 * * 1-5' Europe/Berlin``. The jitter is named as configured,
-    then what it means: the width of the window around each grid point, and the half-width."""
+    en dash), ``cron '30 7 * * 1-5' Europe/Berlin``, ``at 2026-12-24T17:00:00Z UTC`` or ``after 2m
+    UTC``. The jitter is named as configured, then what it means: the width of the window around
+    each grid point, and the half-width; then ``not_on`` days, and ``catch_up`` and ``if_running``
+    when not their defaults."""
     parts: list[str] = []
     if schedule.every is not None:
         parts.append(f"every {_text_duration(schedule.every)}")
+    elif schedule.at is not None:
+        parts.append(f"at {iso_utc(schedule.at)}")
+    elif schedule.after is not None:
+        parts.append(f"after {_text_duration(schedule.after)}")
     else:
         parts.append(f"cron '{schedule.cron}'")
     if schedule.jitter:
@@ -93,14 +100,31 @@ def schedule_summary(schedule: Schedule) -> str:
         )
     if schedule.window is not None:
         parts.append(f"{schedule.window.start:%H:%M}{EN_DASH}{schedule.window.end:%H:%M}")
+    if schedule.not_on:
+        parts.append("not " + ",".join(SHORT_NAMES[d] for d in sorted(schedule.not_on)))
     parts.append(zone_name(schedule.tz))
-    if schedule.catch_up is CatchUp.RUN_ONCE:
-        parts.append("catch_up run_once")
+    if schedule.catch_up is not CatchUp.SKIP:
+        parts.append(f"catch_up {schedule.catch_up.value}")
+    if schedule.if_running is not IfRunning.QUEUE:
+        parts.append(f"if_running {schedule.if_running.value}")
     if schedule.emit is not None:
         parts.append(f"emit '{schedule.emit.type}'")
     elif schedule.command != "poll":
         parts.append(f"command {schedule.command}")
     return " ".join(parts)
+
+
+def schedules_summary(schedules: Sequence[Schedule], paused: Collection[str] = ()) -> str | None:
+    """Every schedule of a plugin in one cell: the summary alone for a lone ``default``, else
+    ``morning: cron ...; hourly: every 1h ...``; ``(paused)`` after each paused id."""
+    if not schedules:
+        return None
+    if len(schedules) == 1 and schedules[0].id == "default":
+        mark = " (paused)" if "default" in paused else ""
+        return schedule_summary(schedules[0]) + mark
+    return "; ".join(
+        f"{s.id}{' (paused)' if s.id in paused else ''}: {schedule_summary(s)}" for s in schedules
+    )
 
 
 def zone_name(tz: tzinfo) -> str:

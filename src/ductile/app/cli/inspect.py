@@ -7,7 +7,7 @@ among them, and reads the same way.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from ductile.app.cli.context import (
@@ -20,7 +20,15 @@ from ductile.app.cli.context import (
     start_problems,
     unknown_plugin,
 )
-from ductile.app.cli.format import cell, human_duration, indent, local_time, pretty_json, table
+from ductile.app.cli.format import (
+    cell,
+    human_duration,
+    indent,
+    local_time,
+    pretty_json,
+    schedules_summary,
+    table,
+)
 from ductile.app.cli.jsondoc import job_json, run_json, schedule_json, stdout_object
 from ductile.app.views import utc
 from ductile.domain.breaker import Breaker
@@ -28,28 +36,44 @@ from ductile.domain.config import Config
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.outcome import signal_name
 from ductile.domain.plugin import Discovery
+from ductile.domain.schedule import DEFAULT_SCHEDULE_ID
 from ductile.domain.settle import RunRecord
 
 # =========================================================================== plugins
 
 
 def plugins_doc(
-    config: Config, discovery: Discovery, start_problems: Mapping[str, str] | None = None
+    config: Config,
+    discovery: Discovery,
+    start_problems: Mapping[str, str] | None = None,
+    pauses: Collection[tuple[str, str | None]] = (),
 ) -> dict[str, Any]:
     """What discovery found, as ``plugins --json`` prints it (``config check`` embeds it);
-    ``start_problems``: why a loaded plugin would fail to start (``cannot_start``)."""
+    ``start_problems``: why a loaded plugin would fail to start (``cannot_start``); ``pauses``:
+    the stored (plugin, schedule id or None) pauses."""
     problems = start_problems or {}
     loaded = []
     for name, plugin in sorted(discovery.plugins.items()):
-        schedule = config.plugin(name).schedule
+        whole = (name, None) in pauses
+        manifest = plugin.manifest
+        schedules = [
+            schedule_json(s, paused=whole or (name, s.id) in pauses)
+            for s in config.plugin(name).all_schedules
+        ]
         loaded.append(
             {
                 "name": name,
-                "version": plugin.manifest.version,
-                "description": plugin.manifest.description,
-                "commands": sorted(plugin.manifest.commands),
+                "version": manifest.version,
+                "description": manifest.description,
+                "protocol": manifest.protocol,
+                "uses": plugin.base if plugin.alias is not None else None,
+                "concurrency_safe": manifest.concurrency_safe,
+                "commands": sorted(manifest.commands),
                 "directory": plugin.directory,
-                "schedule": schedule_json(schedule) if schedule is not None else None,
+                "paused": whole,
+                # ``schedule``: the ``default`` one, as before several schedules (null without it).
+                "schedule": next((s for s in schedules if s["id"] == DEFAULT_SCHEDULE_ID), None),
+                "schedules": schedules,
                 "cannot_start": problems.get(name),
             }
         )
@@ -65,7 +89,14 @@ def plugins_doc(
 async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args, fallback=True)
     discovery = ctx.catalog().discover(config)
-    doc = plugins_doc(config, discovery, await start_problems(ctx, discovery))
+    pauses: set[tuple[str, str | None]] = set()
+    store = await open_store_of(ctx, config, create=False)  # quietly: no database, no pauses
+    if store is not None:
+        try:
+            pauses = {(p.plugin, p.schedule_id) for p in await store.pauses()}
+        finally:
+            await store.close()
+    doc = plugins_doc(config, discovery, await start_problems(ctx, discovery), pauses)
     if args.json:
         ctx.json(doc)
         return EXIT_OK
@@ -82,14 +113,14 @@ def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
         ctx.print(f"loaded ({len(doc['loaded'])}):")
         rows = [
             [
-                p["name"],
+                p["name"] + (f" (uses {p['uses']})" if p["uses"] else ""),
                 p["version"],
                 ",".join(p["commands"]),
-                p["schedule"]["summary"] if p["schedule"] else None,
+                _schedules_cell(config, p),
             ]
             for p in doc["loaded"]
         ]
-        ctx.print(indent(table(["NAME", "VERSION", "COMMANDS", "SCHEDULE"], rows), "  "))
+        ctx.print(indent(table(["NAME", "VERSION", "COMMANDS", "SCHEDULES"], rows), "  "))
     cannot = [[p["name"], p["cannot_start"]] for p in doc["loaded"] if p.get("cannot_start")]
     if cannot:
         ctx.print(f"loaded, but cannot start ({len(cannot)}): every run would fail, and is not retried")
@@ -99,6 +130,15 @@ def print_plugins(ctx: Context, config: Config, doc: Mapping[str, Any]) -> None:
         ctx.print(indent(table(["NAME", "REASON"], [[r["name"], r["reason"]] for r in doc["refused"]]), "  "))
     if doc["disabled"]:
         ctx.print(f"disabled ({len(doc['disabled'])}): {', '.join(doc['disabled'])}")
+
+
+def _schedules_cell(config: Config, loaded: Mapping[str, Any]) -> str | None:
+    name = loaded["name"]
+    paused = {s["id"] for s in loaded["schedules"] if s["paused"]}
+    summary = schedules_summary(config.plugin(name).all_schedules, paused)
+    if loaded["paused"]:
+        return f"(paused) {summary}" if summary else "(paused)"
+    return summary
 
 
 # =========================================================================== queue
@@ -303,6 +343,8 @@ def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: 
         ("last error", job.last_error),
         ("parent job", job.parent_job_id),
         ("source event", job.source_event_id),
+        ("schedule", job.schedule_id),
+        ("route depth", job.route_depth or None),
         ("claim", _claim_text(job) if job.claim_token else None),
         ("retry of", job.retry_of),
     ]
@@ -330,6 +372,7 @@ def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: 
 
 
 def _print_run(ctx: Context, run: RunRecord) -> None:
+    """One run of ``ductile job``: its facts, then its logs, stderr tail and stdout head."""
     t = ctx.tz
     ctx.print()
     ctx.print(f"run of attempt {run.attempt}:")
@@ -339,6 +382,7 @@ def _print_run(ctx: Context, run: RunRecord) -> None:
         ("took", human_duration(run.duration)),
         ("exit", _exit_text(run)),
         ("error", run.error),
+        ("result", run.result),
     ]
     ctx.print(indent(table(["FIELD", "VALUE"], rows).split("\n", 1)[1], "  "))
     if run.logs:

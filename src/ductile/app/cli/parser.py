@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ductile.app.cli.context import PROG
-from ductile.app.cli.parser_store import store_actions
+from ductile.app.cli.parser_tools import config_actions, store_actions
 
 #: The default event type of ``run --command handle``, for the help text only (``--help`` imports
 #: no domain module); ``tests/unit/test_cli.py`` pins it to ``ductile.domain.routing.MANUAL_EVENT_TYPE``.
@@ -34,23 +34,27 @@ DEFAULT_RELOAD_WAIT = 60.0
 DEFAULT_SCHEDULE_NEXT = 10
 #: Default number of jobs ``queue`` lists.
 DEFAULT_QUEUE_LIMIT = 1000
-#: The event type of a ``run --command handle`` job unless ``--event-type`` says otherwise.
-#: Commands ``run`` may queue: ``health`` runs with ``status``, ``init`` on start/reload.
-RUNNABLE_COMMANDS = ("poll", "handle")
+#: Default number of facts ``facts`` lists.
+DEFAULT_FACTS_LIMIT = 20
+#: Commands ``run`` may not queue: ``health`` runs with ``status``, ``init`` on start/reload.
+NOT_RUNNABLE_COMMANDS = ("health", "init")
 #: Simulated days of ``simulate`` unless told.
 DEFAULT_SIMULATE_DAYS = 7
 
 _RUN_HELP = """\
 Queue one job of <plugin> durably, as if the scheduler had made it (submitted_by
 "cli"). The job is written straight into the database without the instance lock;
-the running daemon is woken at once and picks it up. When no daemon runs, the job waits
-in the queue until `ductile start`.
+the running daemon is woken at once and picks it up (without a daemon it waits in the
+queue). --command: poll, handle, or a command of a v2 manifest (sync); not health or
+init. A payload that breaks the command's input_schema is refused.
 
---payload is for --command handle only: it becomes the event the plugin receives,
-wrapped like any other event:
+With --command handle, --payload becomes the event the plugin receives, wrapped
+like any other event:
   {"type": "<--event-type, default manual>", "payload": <your object>,
    "source": "cli", "timestamp": "<now, UTC>", "event_id": "<new UUID>"}
-(plus "dedupe_key" when --dedupe-key is given).
+(plus "dedupe_key" when --dedupe-key is given). With any other command it is the
+job's payload: a protocol-2 plugin receives it as the request's "payload" (a
+protocol-1 plugin does not see it).
 
 --dedupe-key K: no new job when one of the same (plugin, command, K) is still
 queued or succeeded within service.dedupe_ttl; the existing id is printed as
@@ -72,14 +76,6 @@ plugin is refused or unhealthy, a circuit breaker is open or half-open, or a
 health check failed.
 """
 
-_CONFIG_CHECK_HELP = """\
-Validate the config file and what it refers to: plugins (loaded, refused with the
-reason, disabled), routes, webhook endpoints and schedules.
-
-Exit status: 2 when the config itself is invalid; 1 when a plugin is refused, or a
-route, endpoint or schedule names a plugin that is not loaded or does not support
-the command; 0 otherwise.
-"""
 
 _SIMULATE_HELP = """\
 Run this config through ductile's deterministic simulation: the real engine on
@@ -211,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verb("plugins", "list plugins: loaded (with schedules), refused (with reasons), disabled")
     _inspect_options(verb)
+    _control_options(verb)
     _operate_options(verb)
-    _config_actions(
+    config_actions(
         verbs.add_parser(
             "config", help="configuration tools", description="Configuration tools.", parents=[plain]
         ),
@@ -225,9 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         verb("simulate", "what this config would do over days, simulated", details=_SIMULATE_HELP)
     )
     _scaffold_verbs(verb, verbs, plain)
-    store_actions(
-        verbs.add_parser("store", help="store tools", description="Store tools.", parents=[plain]), plain
-    )
+    store_actions(verbs, plain)
     return parser
 
 
@@ -298,29 +293,20 @@ def _start_options(start: argparse.ArgumentParser) -> None:
     )
 
 
-def _config_actions(config: argparse.ArgumentParser, with_json: argparse.ArgumentParser) -> None:
-    """``config`` takes an action: ``check`` (the only one so far)."""
-    actions = config.add_subparsers(dest="config_verb", metavar="<action>")
-    actions.required = True
-    actions.add_parser(
-        "check",
-        help="validate the config file and what it refers to",
-        description=_CONFIG_CHECK_HELP,
-        parents=[with_json],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
 def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("plugin", help="plugin name")
     run.add_argument(
         "--command",
         default="poll",
-        choices=RUNNABLE_COMMANDS,
-        help="the command to run (default: poll; `health` runs with `ductile status`, "
-        "`init` on start and reload)",
+        metavar="COMMAND",
+        help="the command to run: poll (default), handle, or one of the plugin's v2 manifest "
+        "(`health` runs with `ductile status`, `init` on start and reload)",
     )
-    run.add_argument("--payload", metavar="JSON", help="event payload, a JSON object (--command handle)")
+    run.add_argument(
+        "--payload",
+        metavar="JSON",
+        help="a JSON object: the event's payload (--command handle), else the job's payload",
+    )
     run.add_argument(
         "--event-type",
         metavar="TYPE",
@@ -394,6 +380,26 @@ def _operate_options(verb: Callable[..., argparse.ArgumentParser]) -> None:
     cancel = verb("cancel", "cancel a queued job (it becomes dead)")
     cancel.add_argument("job_id", metavar="id", help=_ID_HELP)
     verb("version", "print the version", json_flag=False)
+
+
+def _control_options(verb: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """pause, resume and facts."""
+    for name, summary in (
+        ("pause", "pause a plugin's schedules, or one (<plugin>/<schedule-id>); queued jobs still run"),
+        ("resume", "resume what `ductile pause` paused"),
+    ):
+        target = verb(name, summary)
+        target.add_argument("target", metavar="plugin[/schedule]", help="a plugin, or one of its schedules")
+    facts = verb("facts", "a plugin's facts (manifest fact_outputs), newest first")
+    facts.add_argument("plugin", help="plugin name")
+    facts.add_argument("--type", metavar="T", help="only facts of this fact_type")
+    facts.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=DEFAULT_FACTS_LIMIT,
+        metavar="N",
+        help=f"at most N facts (default {DEFAULT_FACTS_LIMIT})",
+    )
 
 
 def _schedule_options(schedule: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ from ductile.app.cli.context import (
 )
 from ductile.app.cli.format import human_duration
 from ductile.app.cli.operate import waker
-from ductile.app.cli.parser import DEFAULT_WAIT_SECONDS
+from ductile.app.cli.parser import DEFAULT_WAIT_SECONDS, NOT_RUNNABLE_COMMANDS
 from ductile.app.intake import EnqueueRefusedError, Manual
 from ductile.app.runtime import Runtime
 from ductile.domain.config import Config
@@ -50,6 +50,16 @@ async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         reason = runtime.why_not_runnable(args.plugin, args.command)
         if reason is not None:
             return ctx.fail(f"cannot run: {reason}")
+        payload = _payload(args.payload) if args.payload is not None else None
+        invalid = intake.payload_refusal(runtime, args.plugin, args.command, payload)
+        if invalid is not None:
+            return ctx.fail(f"cannot run: {invalid}")
+        plugin = runtime.plugins[args.plugin]
+        if args.payload is not None and args.command != "handle" and plugin.speaks_v1:
+            ctx.note(
+                f"plugin '{args.plugin}' speaks protocol 1: the payload is kept with the job, "
+                "but the plugin does not receive it"
+            )
         pid = running_pid(ctx, config)
         if pid is None and args.wait and not config.store.shared:  # shared: another host may run it
             return ctx.fail(
@@ -74,8 +84,13 @@ async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
 
 def _check_arguments(args: argparse.Namespace) -> None:
     """Usage errors, before the config is read."""
-    if args.command != "handle" and (args.payload is not None or args.event_type is not None):
-        raise UsageError("--payload and --event-type are for --command handle only")
+    if args.command in NOT_RUNNABLE_COMMANDS:
+        why = "it runs with `ductile status`" if args.command == "health" else "it runs on start and reload"
+        raise UsageError(f"--command {args.command} cannot be queued: {why}")
+    if not args.command.strip():
+        raise UsageError("--command cannot be empty")
+    if args.command != "handle" and args.event_type is not None:
+        raise UsageError("--event-type is for --command handle only")
     if args.dedupe_key is not None and not args.dedupe_key.strip():
         raise UsageError("--dedupe-key cannot be empty")
     if args.timeout is not None and not args.wait:

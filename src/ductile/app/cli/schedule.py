@@ -1,8 +1,14 @@
-"""``ductile schedule``: the next runs of each schedule, or what is due in a time range."""
+"""``ductile schedule``: the next runs of each schedule, or what is due in a time range.
+
+Per (plugin, schedule id). A paused schedule's runs are listed, marked paused
+(they will enqueue nothing); a one-shot that fired is listed once as ``done``,
+never re-planned.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +16,7 @@ from ductile.app.cli.context import EXIT_OK, Context, UsageError, read_config, r
 from ductile.app.cli.format import local_time, parse_time, signed, table, zone_name
 from ductile.app.cli.parser import DEFAULT_SCHEDULE_LIMIT, DEFAULT_SCHEDULE_NEXT
 from ductile.app.views import utc
-from ductile.domain.schedule import PlannedRun, Schedule, plan_next, preview
+from ductile.domain.schedule import DEFAULT_SCHEDULE_ID, PlannedRun, Schedule, plan_next, preview, split_key
 
 
 def schedule_runs(
@@ -29,17 +35,25 @@ def schedule_runs(
         first, kind = stored, "planned"
     else:
         first, kind = plan_next(schedule, key=key, previous=None, now=now, draw=0.5), "not_yet_planned"
+    if first.done:
+        return []
     runs: list[tuple[PlannedRun, str]] = []
     if first.planned_at < now:
         if start <= first.planned_at < end:
             runs.append((first, "overdue"))
         first, kind = plan_next(schedule, key=key, previous=first, now=now, draw=0.5), "projected"
-    if first.planned_at < start:  # jump to the range instead of walking to it
+    if first.planned_at < start and not first.done:  # jump to the range instead of walking to it
         first = plan_next(schedule, key=key, previous=first, now=start - timedelta(microseconds=1), draw=0.5)
         kind = "projected"
     for i, run in enumerate(preview(schedule, first, start, end, limit=max(limit - len(runs), 0))):
         runs.append((run, kind if i == 0 and run is first else "projected"))
     return runs[:limit]
+
+
+def paused_keys(pauses: Collection[tuple[str, str | None]], key: str) -> bool:
+    """Is the schedule ``key`` paused, itself or through its plugin?"""
+    plugin, schedule_id = split_key(key)
+    return (plugin, None) in pauses or (plugin, schedule_id) in pauses
 
 
 async def cmd_schedule(ctx: Context, args: argparse.Namespace) -> int:
@@ -56,27 +70,39 @@ async def cmd_schedule(ctx: Context, args: argparse.Namespace) -> int:
         runtime, _, _ = await survey(ctx, config, store)
         schedules = runtime.schedules()
         stored = {key: await store.planned(key) if store is not None else None for key in schedules}
+        pauses = {(p.plugin, p.schedule_id) for p in await store.pauses()} if store is not None else set()
     finally:
         if store is not None:
             await store.close()
     found: list[tuple[datetime, dict[str, Any]]] = []
     cut: list[str] = []
+    done: list[dict[str, Any]] = []
     for key, schedule in sorted(schedules.items()):
-        runs = schedule_runs(
-            schedule, key=key, stored=stored[key], now=now, start=start, end=end, limit=limit
-        )
+        entry = stored[key]
+        if entry is not None and entry.done and entry.fingerprint == schedule.fingerprint():
+            done.append(_done_json(entry, schedule))
+            continue
+        runs = schedule_runs(schedule, key=key, stored=entry, now=now, start=start, end=end, limit=limit)
         if len(runs) >= limit:
-            cut.append(key)
-        found += [(run.planned_at, _run_json(key, schedule, run, kind)) for run, kind in runs]
-    found.sort(key=lambda pair: (pair[0], pair[1]["plugin"]))
+            plugin, schedule_id = split_key(key)
+            cut.append(plugin if schedule_id == DEFAULT_SCHEDULE_ID else key)
+        paused = paused_keys(pauses, key)
+        found += [(run.planned_at, _run_json(key, schedule, run, kind, paused)) for run, kind in runs]
+    found.sort(key=lambda pair: (pair[0], pair[1]["plugin"], pair[1]["schedule"]))
     if args.json:
+        runs_doc = [d for _, d in found]
         ctx.json(
-            {"from": utc(start), "to": utc(end), "limit": limit, "cut": cut, "runs": [d for _, d in found]}
+            {"from": utc(start), "to": utc(end), "limit": limit, "cut": cut, "runs": runs_doc, "done": done}
         )
     elif not schedules:
         ctx.print("no schedules (no loaded plugin has one)")
     else:
         _print_text(ctx, found, start=start, end=end, limit=limit, cut=cut, ranged=args.end is not None)
+        for item in done:
+            ctx.print(
+                f"done: {item['plugin']}/{item['schedule']} (a one-shot; it was due at "
+                f"{local_time(datetime.fromisoformat(item['nominal_at']), ctx.tz)})"
+            )
     return EXIT_OK
 
 
@@ -101,8 +127,8 @@ def _print_text(
     if not ranged:
         shown = "the next run" if limit == 1 else f"the next {limit} runs"
         more = " (more with --limit N, or a range with --to T)" if cut else ""
-        plugins = {doc["plugin"] for _, doc in found}
-        each = "of each schedule" if len(plugins) != 1 else "of the schedule"
+        keys = {(doc["plugin"], doc["schedule"]) for _, doc in found}
+        each = "of each schedule" if len(keys) != 1 else "of the schedule"
         ctx.print(f"{shown} {each} from {local_time(start, ctx.tz)}{more}:")
     else:
         if cut:
@@ -113,10 +139,13 @@ def _print_text(
     print_runs(ctx, found, span)
 
 
-def _run_json(key: str, schedule: Schedule, run: PlannedRun, kind: str) -> dict[str, Any]:
+def _run_json(key: str, schedule: Schedule, run: PlannedRun, kind: str, paused: bool) -> dict[str, Any]:
+    plugin, schedule_id = split_key(key)
     return {
-        "plugin": key,
+        "plugin": plugin,
+        "schedule": schedule_id,
         "kind": kind,
+        "paused": paused,
         "planned_at": utc(run.planned_at),
         "planned_local": local_time(run.planned_at, schedule.tz),
         "nominal_at": utc(run.nominal_at),
@@ -130,28 +159,41 @@ def _run_json(key: str, schedule: Schedule, run: PlannedRun, kind: str) -> dict[
     }
 
 
+def _done_json(entry: PlannedRun, schedule: Schedule) -> dict[str, Any]:
+    return {
+        "plugin": entry.plugin,
+        "schedule": entry.schedule_id,
+        "nominal_at": utc(entry.nominal_at),
+        "nominal_local": local_time(entry.nominal_at, schedule.tz),
+    }
+
+
 def print_runs(ctx: Context, found: list[tuple[datetime, dict[str, Any]]], span: str) -> None:
-    """The runs as a table, without the columns that would only repeat others: ZONE when every
-    run is in one zone (said above the table instead), UTC when it equals PLANNED (a UTC zone),
-    NOMINAL when no run moved from its grid point, JITTER and SNAPPED when they are all 0/no."""
+    """The runs as a table, without the columns that would only repeat others: SCHEDULE when
+    every run is of a plugin's one ``default`` schedule, ZONE when every run is in one zone
+    (said above the table instead), UTC when it equals PLANNED (a UTC zone), NOMINAL when no
+    run moved from its grid point, JITTER and SNAPPED when they are all 0/no."""
     if not found:
         ctx.print(f"nothing is due from {span}")
         return
     rows = [
         {
             "PLUGIN": r["plugin"],
+            "SCHEDULE": r["schedule"],
             "PLANNED": r["planned_local"],
             "ZONE": r["timezone"],
             "UTC": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "NOMINAL": r["nominal_local"],
             "JITTER": signed(r["offset_seconds"]),
             "SNAPPED": "yes" if r["snapped"] else "no",
-            "KIND": r["kind"].replace("_", " "),
+            "KIND": r["kind"].replace("_", " ") + (" (paused)" if r["paused"] else ""),
         }
         for at, r in found
     ]
     zones = {row["ZONE"] for row in rows}
     hidden = set()
+    if all(r["schedule"] == "default" for _, r in found):
+        hidden.add("SCHEDULE")
     if len(zones) == 1:
         hidden.add("ZONE")
         ctx.print(f"times in {zones.pop()}:")

@@ -38,12 +38,14 @@ def disk_catalog(config: Config, behaviours: Mapping[str, Behaviour]) -> tuple[S
     """The simulated catalog for an operator's config: the manifests and refusals the
     real plugins directory gives (read only: nothing is executed), or, when there is
     no such directory, every configured plugin with the default simulated manifest."""
-    if not Path(config.plugins_dir).is_dir():
+    if not any(Path(root).is_dir() for root in config.roots):
         note = f"plugins_dir {config.plugins_dir} does not exist: every configured plugin is simulated as is"
         return SimCatalog(behaviours), note
     found = FilesystemCatalog().discover(config)
-    manifests = {name: plugin.manifest for name, plugin in found.plugins.items()}
-    refusals = {r.name: r.reason for r in found.refused}
+    # An alias is simulated as an alias (of the manifest it uses), not as a plugin of its own.
+    manifests = {name: plugin.manifest for name, plugin in found.plugins.items() if plugin.alias is None}
+    # A duplicate in a later root is refused under a name that is loaded all the same.
+    refusals = {r.name: r.reason for r in found.refused if r.name not in found.plugins}
     return SimCatalog(behaviours, manifests=manifests, refusals=refusals), None
 
 

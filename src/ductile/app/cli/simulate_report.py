@@ -31,7 +31,7 @@ from ductile.domain.config import Config
 from ductile.domain.job import Command, JobStatus
 from ductile.domain.plugin import Discovery
 from ductile.domain.routing import Route
-from ductile.domain.schedule import Schedule
+from ductile.domain.schedule import Schedule, schedule_key
 
 # =========================================================================== the values
 
@@ -44,22 +44,31 @@ class PluginLine:
     #: ``loaded``, ``unhealthy`` (its init failed), ``refused`` or ``disabled``.
     state: str
     reason: str | None
-    #: Its schedule when it is enabled and has one.
-    schedule: Schedule | None
+    #: Its schedules when it is enabled and has any (each with its id).
+    schedules: tuple[Schedule, ...]
     #: Command -> the behaviour it was simulated with (compact syntax).
     behaviour: dict[str, str]
     #: Its poll's behaviour in words.
     described: str
 
     @property
+    def schedule(self) -> Schedule | None:
+        """Its first schedule (the one whose zone its timeline uses)."""
+        return self.schedules[0] if self.schedules else None
+
+    @property
     def summary(self) -> str | None:
-        """Its schedule in one line."""
-        return schedule_summary(self.schedule) if self.schedule is not None else None
+        """Its schedules in one line: ``every 6h UTC`` (one), or ``morning: cron ...; hourly: ...``."""
+        if not self.schedules:
+            return None
+        if len(self.schedules) == 1 and self.schedules[0].id == "default":
+            return schedule_summary(self.schedules[0])
+        return "; ".join(f"{s.id}: {schedule_summary(s)}" for s in self.schedules)
 
     @property
     def tz(self) -> tzinfo | None:
-        """Its schedule's zone."""
-        return self.schedule.tz if self.schedule is not None else None
+        """Its first schedule's zone."""
+        return self.schedules[0].tz if self.schedules else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +111,7 @@ class TimelineJob:
             "max_attempts": job.max_attempts,
             "created_at": utc(job.created_at),
             "completed_at": utc(job.completed_at),
+            "schedule": plan.schedule_id if plan else None,
             "planned_at": utc(plan.planned_at) if plan else None,
             "planned_local": local_time(plan.planned_at, tz) if plan and tz else None,
             "nominal_at": utc(plan.nominal_at) if plan else None,
@@ -239,7 +249,9 @@ def build_report(
 ) -> SimulateReport:
     """The report of one simulation of the operator's config."""
     config = result.config
-    zones = {p.name: p.schedule.tz for p in config.plugins.values() if p.schedule is not None}
+    zones = {p.name: p.all_schedules[0].tz for p in config.plugins.values() if p.all_schedules}
+    # A scheduled job is shown in its own schedule's zone (a plugin's schedules may differ).
+    zones |= {schedule_key(p.name, s.id): s.tz for p in config.plugins.values() for s in p.all_schedules}
     return SimulateReport(
         config=config.source,
         seed=result.seed,
@@ -290,7 +302,7 @@ def _plugin_lines(
                 name=name,
                 state=state,
                 reason=reason,
-                schedule=settings.schedule if settings.enabled else None,
+                schedules=settings.all_schedules if settings.enabled else (),
                 behaviour={
                     c: str(behaviour_for(behaviours, name, c)) for c in commands if c != Command.HEALTH
                 },
@@ -312,7 +324,7 @@ def _timeline(jobs: Sequence[JobReport], zones: Mapping[str, tzinfo]) -> tuple[T
     return tuple(
         TimelineJob(
             job=job,
-            tz=zones.get(job.plugin),
+            tz=zones.get(job.plan.key, zones.get(job.plugin)) if job.plan else zones.get(job.plugin),
             children=tuple(c for c in job.children if own(job, c)),
             duplicates_of=tuple(c for c in job.children if not own(job, c)),
         )

@@ -21,6 +21,7 @@ from ductile.app.cli.simulate_report import (
     offset_text,
 )
 from ductile.domain.job import JobStatus
+from ductile.domain.schedule import PlannedRun
 
 #: Events the text form counts per plugin instead of listing one by one.
 SKIP_KINDS = ("skipped_breaker", "skipped_poll_guard")
@@ -116,8 +117,10 @@ def _first_jobs(
         routed = sorted({plugins[child] for child in entry.children if child in plugins})
         rows.append(
             [
-                local_time(entry.at, ptz),
-                local_time(plan.nominal_at, ptz)[11:19] if plan else job.submitted_by.value,
+                local_time(entry.at, entry.tz or ptz),
+                _nominal(plan, entry.tz or ptz, several=len(plugin.schedules) > 1)
+                if plan
+                else job.submitted_by.value,
                 ("+" if offset > 0 else "") + human_duration(offset) if offset else "-",
                 "yes" if plan and plan.snapped else "-",
                 result,
@@ -134,6 +137,12 @@ def _first_jobs(
         "ROUTED TO",
     ]
     ctx.print(_indented(table(header, rows), "    "))
+
+
+def _nominal(plan: PlannedRun, tz: tzinfo | None, *, several: bool) -> str:
+    """A job's nominal time of day, after its schedule's id when the plugin has several."""
+    clock = local_time(plan.nominal_at, tz)[11:19]
+    return f"{plan.schedule_id} {clock}" if several else clock
 
 
 def _events(ctx: Context, report: SimulateReport, tz: tzinfo | None) -> None:

@@ -35,6 +35,7 @@ from ductile.domain.plugin import Plugin
 from ductile.ports.catalog import Catalog
 from ductile.ports.spawner import Spawner
 from ductile.ports.store import Store
+from ductile.ports.store_values import ROUTE_DEPTH_DROPS
 
 #: Most health checks ``status`` runs at once.
 HEALTH_CONCURRENCY = 8
@@ -110,6 +111,10 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
                     for j in seen.running_jobs
                 ],
                 "nodes": seen.nodes,
+                "routing": {
+                    "max_route_depth": config.service.max_route_depth,
+                    "dropped_at_depth": seen.dropped_at_depth,
+                },
                 "plugins": [
                     {
                         k: r[k]
@@ -142,6 +147,8 @@ class _Observed:
     running_jobs: list[Job] = attrs.field(factory=list)
     #: A shared store's nodes (id, instance, lease, leading); empty for SQLite.
     nodes: list[dict[str, Any]] = attrs.field(factory=list)
+    #: Events not routed because their chain hit ``service.max_route_depth``, ever.
+    dropped_at_depth: int = 0
 
 
 async def cluster_nodes(store: Store | None) -> list[dict[str, Any]]:
@@ -175,6 +182,7 @@ async def _observe(ctx: Context, config: Config) -> _Observed:
         states = {
             name: (await store.get_state(name) if store is not None else {}) for name in runtime.plugins
         }
+        counts = await store.counts() if store is not None else {}
     finally:
         if store is not None:
             await store.close()
@@ -189,6 +197,7 @@ async def _observe(ctx: Context, config: Config) -> _Observed:
         breakers=breakers,
         states=states,
         database=store_location(config) if store is not None else None,
+        dropped_at_depth=counts.get(ROUTE_DEPTH_DROPS, 0),
     )
 
 
@@ -285,6 +294,11 @@ def _print_status(
             for n in seen.nodes
         ]
         ctx.print("  " + table(["NODE", "INSTANCE", "ROLE", "LEASE"], rows_).replace("\n", "\n  "))
+    if seen.dropped_at_depth:
+        ctx.print(
+            f"routing: {seen.dropped_at_depth} event(s) not routed: their chain reached "
+            f"service.max_route_depth ({config.service.max_route_depth}); see the router's warnings"
+        )
     ctx.print()
     if rows:
         ctx.print(

@@ -125,7 +125,7 @@ class Agenda:
         sim = self._sim
         assert sim.engine is not None
         if item.data is None:
-            names = sorted(n for n, p in sim.config.plugins.items() if p.schedule is not None) or sorted(
+            names = sorted(n for n, p in sim.config.plugins.items() if p.all_schedules) or sorted(
                 sim.config.plugins
             )
             if not names:

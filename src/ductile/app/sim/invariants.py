@@ -10,7 +10,7 @@ from typing import Any, Literal
 import attrs
 
 from ductile.app.sim.trace import stamp
-from ductile.domain.breaker import Breaker, BreakerPolicy, BreakerStatus
+from ductile.domain.breaker import Breaker, BreakerPolicy, BreakerStatus, subject
 from ductile.domain.config import KILL_GRACE, Config, Timeouts
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import (
@@ -373,7 +373,7 @@ def check_fire(
     created = [r for r in result.jobs if r.created]
     if guard is None:
         return [f"an unguarded firing was blocked ({result.blocked})"] if result.blocked else []
-    where = f"{guard.plugin}.{guard.command}"
+    where = f"{guard.plugin}.{guard.breaker_command}"
     closed_for = None
     if before is not None and guard.breaker is not None:
         reset = guard.breaker.reset_after
@@ -394,7 +394,7 @@ def check_fire(
     if created and closed_for:
         problems.append(f"{where}: a scheduled job was enqueued while the breaker was {closed_for}")
     if created and full:
-        problems.append(f"{where}: a poll was enqueued with {outstanding} already outstanding (D21)")
+        problems.append(f"{where}: a job was enqueued with {outstanding} of its schedule outstanding (D21)")
     if result.blocked == "breaker_open" and not closed_for:
         problems.append(f"{where}: blocked as 'breaker open', but the breaker admits a run")
     if result.blocked == "poll_guard" and not full:
@@ -408,7 +408,7 @@ def check_breaker_after_run(
     """I7 — D3: the breaker of (plugin, command) counts consecutive failed or timed-out
     runs of scheduler-originated jobs: a success closes it, a failure adds one and
     opens it at ``threshold`` (a failed half-open probe re-opens it)."""
-    where = f"breaker {job.plugin}.{job.command} after job {job.id}"
+    where = f"breaker {job.plugin}.{subject(job.command, job.schedule_id)} after job {job.id}"
     if succeeded:
         if after is not None and (after.status is not BreakerStatus.CLOSED or after.failures):
             return [

@@ -26,7 +26,7 @@ from ductile.app.sim.invariants import (
 from ductile.app.sim.lane_checks import check_identities, check_in_flight, check_lanes
 from ductile.app.sim.ledger import JobTrack, RunNote, SimEvent, settled_run
 from ductile.app.sim.trace import ref, stamp
-from ductile.domain.breaker import Breaker, BreakerPolicy, BreakerStatus
+from ductile.domain.breaker import Breaker, BreakerPolicy, BreakerStatus, subject
 from ductile.domain.job import TERMINAL, Command, Job, JobStatus, SubmittedBy
 from ductile.domain.lanes import Lanes
 from ductile.domain.schedule import PlannedRun
@@ -58,6 +58,8 @@ class Monitor:
         self.by_identity: dict[tuple[str, str, str], list[str]] = {}
         self.running: set[str] = set()
         self.outstanding: dict[tuple[str, str], int] = {}
+        #: The same per (plugin, schedule id), for scheduled jobs (the poll guard's count).
+        self.scheduled: dict[tuple[str, str], int] = {}
         self.succeeded: dict[str, int] = {}
         self.terminal: list[tuple[datetime, int, str]] = []
         self.acked: dict[str, str] = {}
@@ -111,10 +113,15 @@ class Monitor:
         if before is after:
             return
         key = (new.plugin, new.command)
+        mine = (new.plugin, new.schedule_id) if new.schedule_id is not None else None
         if before in (JobStatus.QUEUED, JobStatus.RUNNING):
             self.outstanding[key] -= 1
+            if mine is not None:
+                self.scheduled[mine] -= 1
         if after in (JobStatus.QUEUED, JobStatus.RUNNING):
             self.outstanding[key] = self.outstanding.get(key, 0) + 1
+            if mine is not None:
+                self.scheduled[mine] = self.scheduled.get(mine, 0) + 1
         if before is JobStatus.RUNNING:
             self.running.discard(new.id)
         if after is JobStatus.RUNNING:
@@ -247,7 +254,8 @@ class Monitor:
         track = self.jobs.get(job_id)
         if track is None or track.job.submitted_by is not SubmittedBy.SCHEDULER:
             return None
-        return await self.store.get_breaker(track.job.plugin, track.job.command)
+        job = track.job
+        return await self.store.get_breaker(job.plugin, subject(job.command, job.schedule_id))
 
     async def on_settle(
         self,
@@ -301,7 +309,7 @@ class Monitor:
         self, job: Job, succeeded: bool, before: Breaker | None, policy: BreakerPolicy
     ) -> None:
         """I7 on a scheduler job's run, and the report's breaker events."""
-        after = await self.store.get_breaker(job.plugin, job.command)
+        after = await self.store.get_breaker(job.plugin, subject(job.command, job.schedule_id))
         self.require("I7", check_breaker_after_run(job, succeeded, before, after, policy))
         was_open = before is not None and before.status is not BreakerStatus.CLOSED
         is_open = after is not None and after.status is not BreakerStatus.CLOSED
@@ -383,6 +391,7 @@ class Monitor:
         now: datetime,
         ttl: timedelta,
     ) -> None:
+        plugin = due.plugin
         if not result.fired:
             self.sim.note(f"fire {due.key} stale")
             return
@@ -398,20 +407,23 @@ class Monitor:
                 created.append(f"{job.plugin}.{job.command} {ref(job.id)}")
         if result.blocked == "breaker_open":
             what = "skipped: circuit breaker open"
-            self.event("skipped_breaker", due.key, "scheduled run skipped: circuit breaker open")
+            self.event("skipped_breaker", plugin, "scheduled run skipped: circuit breaker open")
         elif result.blocked == "poll_guard":
-            what = "skipped: a poll is still outstanding"
+            what = "skipped: a job of the schedule is still outstanding"
             self.event(
                 "skipped_poll_guard",
-                due.key,
-                "scheduled run skipped: the previous poll is still queued or running",
+                plugin,
+                "scheduled run skipped: the previous job of its schedule is still queued or running",
             )
+        elif result.blocked == "paused":
+            what = "skipped: paused"
+            self.event("skipped_paused", plugin, "scheduled run skipped: paused")
         elif not jobs:
-            schedule = self.sim.config.plugin(due.key).schedule
+            schedule = self.sim.config.plugin(plugin).schedule_by_id(due.schedule_id)
             if schedule is not None and schedule.emit is None:
                 what = "missed (catch_up: skip)"
                 self.event(
-                    "missed", due.key, f"missed run at {stamp(due.planned_at)} skipped (catch_up: skip)"
+                    "missed", plugin, f"missed run at {stamp(due.planned_at)} skipped (catch_up: skip)"
                 )
             else:
                 what = "no routed target"
@@ -419,7 +431,7 @@ class Monitor:
             what = ", ".join(created) or "duplicate"
         probing = breaker_before is not None and breaker_before.status is BreakerStatus.OPEN
         if guard is not None and guard.breaker is not None and probing and created:
-            self.event("breaker_probe", due.key, "circuit breaker half-open: one probe run admitted")
+            self.event("breaker_probe", plugin, "circuit breaker half-open: one probe run admitted")
         self.sim.note(f"fire {due.key} planned {stamp(due.planned_at)} -> {what}")
 
     def ack_fire(self, result: FireResult) -> None:

@@ -39,8 +39,11 @@ class PluginScripts:
         self._auto_emit: tuple[tuple[Route, ...], dict[str, tuple[str, ...]]] = (sim.config.routes, {})
 
     def script_for(self, plugin: str) -> Callable[[SpawnRequest], SpawnOutcome]:
+        """The script of ``plugin``'s executable; an alias shares it and is told apart by the
+        ``DUCTILE_PLUGIN`` the engine sets for each instance."""
+
         def run(request: SpawnRequest) -> SpawnOutcome:
-            return self._perform(plugin, request)
+            return self._perform(request.env.get("DUCTILE_PLUGIN") or plugin, request)
 
         return run
 

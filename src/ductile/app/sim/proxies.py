@@ -13,6 +13,7 @@ from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.breaker import Breaker
 from ductile.domain.classify import RunEnd
 from ductile.domain.config import Config
+from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Command, Job, JobStatus, Transition
 from ductile.domain.lanes import UNLIMITED, Lanes
 from ductile.domain.outcome import SpawnOutcome
@@ -30,6 +31,7 @@ from ductile.ports.store import (
     InitRecord,
     JobPage,
     JobQuery,
+    Pause,
     RunningJob,
     RunView,
     Store,
@@ -214,8 +216,11 @@ class ObservedStore:
         breaker = None
         outstanding = 0
         if guard is not None:
-            breaker = await self._inner.get_breaker(guard.plugin, guard.command)
-            outstanding = self._monitor.outstanding.get((guard.plugin, guard.command), 0)
+            breaker = await self._inner.get_breaker(guard.plugin, guard.breaker_command)
+            if guard.schedule_id is not None:
+                outstanding = self._monitor.scheduled.get((guard.plugin, guard.schedule_id), 0)
+            else:
+                outstanding = self._monitor.outstanding.get((guard.plugin, guard.command), 0)
         result = await self._inner.fire(
             due=due,
             next_run=next_run,
@@ -347,6 +352,23 @@ class ObservedStore:
 
     async def get_init(self, plugin: str) -> InitRecord | None:
         return await self._plain("store.get_init", lambda: self._inner.get_init(plugin))
+
+    async def pause(self, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:
+        return await self._plain("store.pause", lambda: self._inner.pause(plugin, schedule_id, now=now))
+
+    async def resume(self, plugin: str, schedule_id: str | None) -> bool:
+        return await self._plain("store.resume", lambda: self._inner.resume(plugin, schedule_id))
+
+    async def pauses(self) -> list[Pause]:
+        return await self._plain("store.pauses", self._inner.pauses)
+
+    async def facts(self, plugin: str, *, fact_type: str | None = None, limit: int = 100) -> list[Fact]:
+        return await self._plain(
+            "store.facts", lambda: self._inner.facts(plugin, fact_type=fact_type, limit=limit)
+        )
+
+    async def counts(self) -> dict[str, int]:
+        return await self._plain("store.counts", self._inner.counts)
 
     async def close(self) -> None:
         await self._plain("store.close", self._inner.close)

@@ -23,7 +23,7 @@ from ductile.domain.config import Config, Endpoint, PluginConfig, ServiceConfig,
 from ductile.domain.job import TERMINAL
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route
-from ductile.domain.schedule import Schedule, Window
+from ductile.domain.schedule import CatchUp, IfRunning, Schedule, Window, weekdays
 
 
 @attrs.frozen(kw_only=True)
@@ -82,6 +82,8 @@ SWEEP_BEHAVIOURS = {
     "archive.handle": "flaky:0.2:took=5s",
     "archive.init": "flaky:0.2",
     "late": "ok:emit=late.done",
+    "feeds": "flaky:0.3",
+    "feeds_b": "ok",
 }
 
 
@@ -90,10 +92,12 @@ def sweep_scenario(days: float = 1.5) -> Scenario:
 
     A scheduled counter whose events are routed to two handlers (with dedupe
     keys shared by pairs of events), a flaky poller whose slow retries meet the
-    poll guard and whose breaker opens, a plugin that exits 78 more often than
-    its breaker resets, one that always times out, one that prints garbage;
-    a handler with an ``init`` that sometimes fails; webhook-like deliveries
-    with redelivered dedupe keys and CLI runs; two reloads (one drawn mutation,
+    poll guard and whose breaker opens, a flaky plugin with four schedules (a
+    cron with a payload, one that skips Sundays, two one-shots: each with its
+    own guard and breaker) and an alias of it catching up every missed run,
+    a plugin that exits 78 more often than its breaker resets, one that always
+    times out, one that prints garbage; a handler with an ``init`` that sometimes
+    fails; webhook-like deliveries with redelivered dedupe keys and CLI runs; two reloads (one drawn mutation,
     then back); crashes at random port calls with a few minutes of downtime.
     Starts the day before Europe's spring-forward change.
     """
@@ -135,6 +139,12 @@ def _sweep_config(berlin: ZoneInfo) -> Config:
             retry=RetryPolicy(max_attempts=2, backoff_base=minute),
         ),
         PluginConfig(name="garbled", schedule=_every(120 * minute, UTC), retry=RetryPolicy(max_attempts=2)),
+        _feeds(berlin),
+        PluginConfig(
+            name="feeds_b",
+            uses="feeds",
+            schedules=(_every(90 * minute, UTC, catch_up=CatchUp.RUN_ALL, id="slow"),),
+        ),
         PluginConfig(name="mailer"),
         PluginConfig(
             name="archive",
@@ -161,6 +171,21 @@ def _sweep_config(berlin: ZoneInfo) -> Config:
                 Endpoint(path="/hook/mail", plugin="mailer", secret="sim", dedupe_header="X-Delivery"),  # noqa: S106
             )
         ),
+    )
+
+
+def _feeds(berlin: ZoneInfo) -> PluginConfig:
+    """A plugin with several schedules: a cron with a payload, a frequent one that skips
+    Sundays and never stacks, a one-shot after start and one at an instant."""
+    return PluginConfig(
+        name="feeds",
+        schedules=(
+            Schedule(tz=berlin, cron="30 7 * * *", payload={"scope": "daily"}, id="morning"),
+            _every(50 * _MINUTE, berlin, not_on=weekdays(["sun"]), if_running=IfRunning.SKIP, id="frequent"),
+            Schedule(tz=UTC, after=5 * _MINUTE, catch_up=CatchUp.RUN_ONCE, id="warmup"),
+            Schedule(tz=UTC, at=datetime(2026, 3, 28, 6, 0, tzinfo=UTC), id="once"),
+        ),
+        circuit_breaker=BreakerPolicy(threshold=2, reset_after=100 * _MINUTE),
     )
 
 

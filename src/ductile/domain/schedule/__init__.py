@@ -33,6 +33,20 @@ Rules, each written down in ``docs/adr``:
   first run may be ``now`` itself but never earlier: when jitter would put the
   first cron fire in the past, it runs at ``now``.
 
+* **Several schedules per plugin.** Each has an ``id`` (``default`` for the
+  ``schedule:`` shorthand) and its own row in the index, keyed
+  ``<plugin>/<id>`` (:mod:`~ductile.domain.schedule.key`); every rule here
+  holds per schedule.
+* **One-shots.** ``at`` runs once at an instant; ``after`` once, that long
+  after the daemon starts (or after the reload that adds it). Jitter and
+  windows apply; once fired or skipped the run is *done* (planned at
+  :data:`EXHAUSTED`, never due again) until its instant changes.
+* **not_on.** Days of the week (in the schedule's zone) on which no run is
+  planned: a grid point whose placed time falls on one is passed over.
+* **Catch-up.** A run missed by more than the grace: ``skip`` (the default)
+  plans the next future one, ``run_once`` fires one job, ``run_all`` one per
+  missed run, at most :data:`RUN_ALL_CAP`.
+
 Everything that walks time is bounded: planning after a year of downtime jumps
 the grid (``every``) or restarts the cron search near ``now``, and visits only
 the grid points that could land after ``now``.
@@ -48,9 +62,21 @@ Import from the package: the names below are its surface.
 from __future__ import annotations
 
 from ductile.domain.schedule.cron import cron_fires, validate_cron
-from ductile.domain.schedule.fire import FireDecision, due, on_due, poll_guard_allows, timer_event_id
+from ductile.domain.schedule.days import SHORT_NAMES, excluded, parse_weekday, weekdays
+from ductile.domain.schedule.fire import (
+    RUN_ALL_CAP,
+    FireDecision,
+    due,
+    missed_runs,
+    on_due,
+    poll_guard_allows,
+    timer_event_id,
+)
+from ductile.domain.schedule.key import DEFAULT_SCHEDULE_ID, SCHEDULE_ID, schedule_key, split_key
 from ductile.domain.schedule.plan import (
+    EXHAUSTED,
     CatchUp,
+    IfRunning,
     PlannedRun,
     Schedule,
     first_nominal,
@@ -64,25 +90,37 @@ from ductile.domain.schedule.wall import ONE_MICROSECOND, ONE_SECOND, to_wall, w
 from ductile.domain.schedule.window import Window
 
 __all__ = [
+    "DEFAULT_SCHEDULE_ID",
+    "EXHAUSTED",
     "ONE_MICROSECOND",
     "ONE_SECOND",
+    "RUN_ALL_CAP",
+    "SCHEDULE_ID",
+    "SHORT_NAMES",
     "CatchUp",
     "FireDecision",
+    "IfRunning",
     "PlannedRun",
     "Schedule",
     "Window",
     "cron_fires",
     "due",
+    "excluded",
     "first_nominal",
     "jitter_offset",
+    "missed_runs",
     "next_nominal",
     "on_due",
+    "parse_weekday",
     "place",
     "plan_next",
     "poll_guard_allows",
     "preview",
+    "schedule_key",
+    "split_key",
     "timer_event_id",
     "to_wall",
     "validate_cron",
     "wall_to_utc",
+    "weekdays",
 ]

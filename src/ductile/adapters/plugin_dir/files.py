@@ -1,60 +1,47 @@
-"""Plugins on the filesystem: discovery and the trust check before each spawn (D7, D16).
+"""One plugin folder on disk: the trust checks at load and again before each spawn (D7, D16).
 
 The manifest's *content* is judged by :mod:`ductile.domain.plugin`; this
-module judges the *files*. The rules (ADR 0012):
+module judges the *files* of one folder under one plugin root. The rules
+(ADR 0012):
 
-- Every immediate subdirectory of ``plugins_dir`` is a candidate; entries
-  whose name starts with ``.`` are hidden and skipped, regular files are
-  ignored. A plugin directory may be a symlink only if it resolves inside
-  ``plugins_dir`` (and not to ``plugins_dir`` itself).
-- The entrypoint is ``<plugins_dir>/<name>/<entrypoint>``, relative and
-  without ``..``; resolved with symlinks it must stay inside ``plugins_dir``
-  (not necessarily inside the plugin's own directory: a plugin may point at
-  shared code in, say, ``plugins_dir/.shared``). It must be a regular,
-  executable file.
-- Nothing on the way may be world-writable: ``plugins_dir`` itself (then
-  every plugin is refused with that one reason), the plugin's directory,
-  every directory between ``plugins_dir`` and the entrypoint, the entrypoint
-  and ``manifest.yaml``. Group-writable is allowed: the group is trusted like
-  the owner. Ownership is not checked, nor are the ancestors of
-  ``plugins_dir``.
-- ``manifest.yaml`` is read only when it is a regular file inside
-  ``plugins_dir`` of at most :data:`MANIFEST_MAX_BYTES`, with the config's
-  YAML reader (:mod:`ductile.adapters.config.yaml_tree`, ADR 0011): no tag
-  builds an object, ``no``/``on`` stay text, ``version: 1.10`` stays
-  ``"1.10"``, a duplicate key is refused with its line.
+- A plugin folder may be a symlink only if it resolves inside its root (and
+  not to the root itself). Entries whose name starts with ``.`` are hidden.
+- The entrypoint is ``<root>/<folder>/<entrypoint>``, relative and without
+  ``..``; resolved with symlinks it must stay inside the root (not
+  necessarily inside the plugin's own folder: a plugin may point at shared
+  code in, say, ``<root>/.shared``). It must be a regular, executable file.
+- Nothing on the way may be world-writable: the root itself (then every
+  plugin in it is refused with that one reason), the plugin's folder, every
+  directory between the root and the entrypoint, the entrypoint and
+  ``manifest.yaml``. Group-writable is allowed: the group is trusted like the
+  owner. Ownership is not checked, nor are the ancestors of the root.
+- ``manifest.yaml`` is read only when it is a regular file inside the root of
+  at most :data:`MANIFEST_MAX_BYTES`, with the config's YAML reader
+  (:mod:`ductile.adapters.config.yaml_tree`, ADR 0011): no tag builds an
+  object, ``no``/``on`` stay text, ``version: 1.10`` stays ``"1.10"``, a
+  duplicate key is refused with its line. A refused manifest names the file,
+  the key path and its line.
 
 :func:`verify` repeats the path checks right before each spawn, because the
-files may have changed since load. :class:`FilesystemCatalog` is the two of
-them as the Catalog port (:mod:`ductile.ports.catalog`) the engine takes.
+files may have changed since load.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Collection, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
+from ductile.adapters.config.messages import format_path
 from ductile.adapters.config.yaml_tree import Tree, decode, read_tree
-from ductile.domain.config import Config
 from ductile.domain.errors import ConfigError, ManifestError
-from ductile.domain.plugin import (
-    Discovery,
-    Manifest,
-    Plugin,
-    Refusal,
-    missing_config_keys,
-    parse_manifest,
-)
-
-__all__ = ["MANIFEST_MAX_BYTES", "MANIFEST_NAME", "Discovery", "FilesystemCatalog", "discover", "verify"]
+from ductile.domain.plugin import Manifest, Plugin, parse_manifest
 
 MANIFEST_NAME = "manifest.yaml"
 MANIFEST_MAX_BYTES = 64 * 1024
 
 
-class _RefusedError(Exception):
+class RefusedError(Exception):
     """Internal: one check failed; the message is the refusal reason."""
 
     def __init__(self, reason: str) -> None:
@@ -62,61 +49,36 @@ class _RefusedError(Exception):
         self.reason = reason
 
 
-def discover(
-    plugins_dir: str,
-    plugin_configs: Mapping[str, Mapping[str, Any]],
-    *,
-    disabled: Collection[str] = (),
-) -> Discovery:
-    """Load every plugin under ``plugins_dir``; refuse, with a reason, those that fail a check.
+# -- the checks ---------------------------------------------------------------------------------
 
-    ``plugin_configs`` maps a plugin's name to its operator ``config:`` mapping
-    (to check the manifest's required keys). A name in ``plugin_configs`` or
-    ``disabled`` without a directory is refused. Never raises for what it
-    finds on disk. The result (a domain value) lists plugins, refusals and the
-    disabled plugins found on disk, each in name order.
-    """
-    base = os.path.abspath(plugins_dir)
-    root = os.path.realpath(base)
-    root_problem = _root_problem(base, root)
-    entries, scan_problem = _scan(root) if os.path.isdir(root) else (set(), None)
-    root_problem = root_problem or scan_problem
-    off = set(disabled)
-    plugins: dict[str, Plugin] = {}
-    refused: list[Refusal] = []
-    shown_disabled: list[str] = []
-    for name in sorted(entries | set(plugin_configs) | off):
-        link = os.path.join(base, name)
-        if name not in entries:
-            refused.append(Refusal(name=name, directory=link, reason=_absence(base, name, root_problem)))
-        elif name in off:
-            shown_disabled.append(name)
-        elif root_problem is not None:
-            refused.append(Refusal(name=name, directory=link, reason=root_problem))
-        else:
-            try:
-                plugins[name] = _load(base, root, name, plugin_configs.get(name) or {})
-            except _RefusedError as refusal:
-                refused.append(Refusal(name=name, directory=link, reason=refusal.reason))
-    return Discovery(plugins=plugins, refused=tuple(refused), disabled=tuple(shown_disabled))
+
+def load(base: str, root: str, folder: str) -> Plugin:
+    """The plugin in ``<base>/<folder>`` (``root``: ``base`` resolved), every file check passed;
+    :class:`RefusedError` with the reason otherwise. Its name is its manifest's."""
+    link = os.path.join(base, folder)
+    directory = _plugin_directory(root, link)
+    manifest = _read_manifest(root, link, folder)
+    executable = _entrypoint(root, link, manifest.entrypoint)
+    return Plugin(manifest=manifest, directory=directory, executable=executable, root=base, link=link)
 
 
 def verify(plugin: Plugin, plugins_dir: str) -> str | None:
     """The trust check before a spawn: None when ``plugin`` may run, else the refusal reason.
 
-    Checks what may have changed since load: ``plugins_dir`` and the plugin
-    directory still resolve to the same places and are not world-writable,
-    the declared entrypoint still resolves to the loaded executable, which
-    is still a regular, executable, not world-writable file. The manifest is
-    not read again (a reload does that). Only ``stat`` calls and one
-    ``access``: 17 syscalls, ~70 µs, for a ``plugins_dir`` three levels deep.
+    Checks what may have changed since load: the plugin's root and folder
+    still resolve to the same places and are not world-writable, the declared
+    entrypoint still resolves to the loaded executable, which is still a
+    regular, executable, not world-writable file. The manifest is not read
+    again (a reload does that). ``plugins_dir`` is the root to use when the
+    plugin does not name its own. Only ``stat`` calls and one ``access``: 17
+    syscalls, ~70 µs, for a root three levels deep.
     """
-    base = os.path.abspath(plugins_dir)
+    base = os.path.abspath(plugin.root or plugins_dir)
     root = os.path.realpath(base)
-    problem = _root_problem(base, root)
+    problem = root_problem(base, root)
     if problem is not None:
         return problem
-    link = os.path.join(base, plugin.name)
+    link = plugin.link or os.path.join(base, plugin.base)
     try:
         directory = _plugin_directory(root, link)
         if directory != plugin.directory:
@@ -125,7 +87,7 @@ def verify(plugin: Plugin, plugins_dir: str) -> str | None:
                 "as when it was loaded; reload to accept the change"
             )
         executable = _entrypoint(root, link, plugin.manifest.entrypoint)
-    except _RefusedError as refusal:
+    except RefusedError as refusal:
         return refusal.reason
     if executable != plugin.executable:
         return (
@@ -135,41 +97,7 @@ def verify(plugin: Plugin, plugins_dir: str) -> str | None:
     return None
 
 
-class FilesystemCatalog:
-    """The Catalog port over ``config.plugins_dir`` (D7, D16), checked again before each spawn."""
-
-    def __init__(self) -> None:
-        self._plugins_dir: str | None = None
-
-    def discover(self, config: Config) -> Discovery:
-        self._plugins_dir = config.plugins_dir
-        configs = {name: dict(pc.config) for name, pc in config.plugins.items() if pc.enabled}
-        disabled = [name for name, pc in config.plugins.items() if not pc.enabled]
-        return discover(config.plugins_dir, configs, disabled=disabled)
-
-    def verify(self, plugin: Plugin) -> str | None:
-        if self._plugins_dir is None:
-            return "plugins were never discovered"
-        return verify(plugin, self._plugins_dir)
-
-
-# -- the checks ---------------------------------------------------------------------------------
-
-
-def _load(base: str, root: str, name: str, config: Mapping[str, Any]) -> Plugin:
-    link = os.path.join(base, name)
-    directory = _plugin_directory(root, link)
-    manifest = _read_manifest(root, link, name)
-    executable = _entrypoint(root, link, manifest.entrypoint)
-    missing = missing_config_keys(manifest, config)
-    if missing:
-        raise _RefusedError(
-            f"missing required config key(s): {', '.join(missing)} (set them under plugins.{name}.config)"
-        )
-    return Plugin(manifest=manifest, directory=directory, executable=executable)
-
-
-def _root_problem(base: str, root: str) -> str | None:
+def root_problem(base: str, root: str) -> str | None:
     try:
         st = os.stat(root)
     except FileNotFoundError:
@@ -186,7 +114,7 @@ def _root_problem(base: str, root: str) -> str | None:
     return None
 
 
-def _scan(root: str) -> tuple[set[str], str | None]:
+def scan(root: str) -> tuple[set[str], str | None]:
     """Names of the candidate plugin directories, or the reason the listing failed."""
     names: set[str] = set()
     try:
@@ -204,14 +132,14 @@ def _scan(root: str) -> tuple[set[str], str | None]:
     return names, None
 
 
-def _absence(base: str, name: str, root_problem: str | None) -> str:
+def absence(base: str, name: str, problem: str | None) -> str:
     path = os.path.join(base, name)
     if not name or "/" in name or "\x00" in name or name in (".", ".."):
         return f"{name!r} is not a valid plugin name (it must be a directory name under plugins_dir {base})"
     if name.startswith("."):
         return f"no plugin directory {path}: names starting with '.' are hidden and never loaded"
-    if root_problem is not None:
-        return f"no plugin directory {path} ({root_problem})"
+    if problem is not None:
+        return f"no plugin directory {path} ({problem})"
     if os.path.lexists(path):
         return f"no plugin directory {path} (it exists but is not a directory)"
     return f"no plugin directory {path}"
@@ -221,16 +149,14 @@ def _plugin_directory(root: str, link: str) -> str:
     """The plugin directory, resolved: strictly inside ``root``, a directory, not world-writable."""
     directory = os.path.realpath(link)
     if directory == root:
-        raise _RefusedError(f"plugin directory {link} resolves to plugins_dir itself")
-    if not _inside(directory, root):
-        raise _RefusedError(
-            f"plugin directory {link} is a symlink to {directory}, outside plugins_dir {root}"
-        )
+        raise RefusedError(f"plugin directory {link} resolves to plugins_dir itself")
+    if not inside(directory, root):
+        raise RefusedError(f"plugin directory {link} is a symlink to {directory}, outside plugins_dir {root}")
     st = _stat(directory, f"plugin directory {link}")
     if not stat.S_ISDIR(st.st_mode):
-        raise _RefusedError(f"plugin directory {link} is not a directory")
+        raise RefusedError(f"plugin directory {link} is not a directory")
     if st.st_mode & stat.S_IWOTH:
-        raise _RefusedError(
+        raise RefusedError(
             f"plugin directory {directory} is world-writable ({_mode(st.st_mode)}): anyone could replace "
             f"its files; run chmod o-w {directory}"
         )
@@ -241,21 +167,21 @@ def _plugin_directory(root: str, link: str) -> str:
 def _read_manifest(root: str, link: str, name: str) -> Manifest:
     path = os.path.join(link, MANIFEST_NAME)
     real = os.path.realpath(path)
-    if not _inside(real, root):
-        raise _RefusedError(f"{path} is a symlink to {real}, outside plugins_dir {root}")
+    if not inside(real, root):
+        raise RefusedError(f"{path} is a symlink to {real}, outside plugins_dir {root}")
     try:
         # NONBLOCK: a FIFO planted as the manifest must not hang discovery.
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise _RefusedError(f"{path} is missing (every plugin needs a manifest)") from None
+        raise RefusedError(f"{path} is missing (every plugin needs a manifest)") from None
     except OSError as exc:
-        raise _RefusedError(f"{path} cannot be read: {exc.strerror}") from None
+        raise RefusedError(f"{path} cannot be read: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise _RefusedError(f"{path} is not a regular file")
+            raise RefusedError(f"{path} is not a regular file")
         if st.st_mode & stat.S_IWOTH:
-            raise _RefusedError(f"{path} is world-writable ({_mode(st.st_mode)}); run chmod o-w {real}")
+            raise RefusedError(f"{path} is world-writable ({_mode(st.st_mode)}); run chmod o-w {real}")
         data = _read_capped(fd, path, st.st_size)
     finally:
         os.close(fd)
@@ -266,11 +192,24 @@ def _read_manifest(root: str, link: str, name: str) -> Manifest:
             ([f"line {exc.line}"] if exc.line is not None else []) + ([f"at {exc.path}"] if exc.path else [])
         )
         where = f" ({where})" if where else ""
-        raise _RefusedError(f"{path} is not valid YAML{where}: {exc.detail}") from None
+        raise RefusedError(f"{path} is not valid YAML{where}: {exc.detail}") from None
     try:
         return parse_manifest(_manifest_values(tree), directory_name=name)
     except ManifestError as exc:
-        raise _RefusedError(f"{path}: {exc}") from None
+        raise RefusedError(f"{path}: {_where(exc, tree)}{exc.detail}") from None
+
+
+def _where(exc: ManifestError, tree: Tree) -> str:
+    """``commands[0].typ (line 9): `` for a refusal at a key path; '' for the whole manifest."""
+    if not exc.path:
+        return ""
+    line = None
+    for end in range(len(exc.path), 0, -1):
+        position = tree.lines.get(exc.path[:end])
+        if position is not None:
+            line = position[0]
+            break
+    return f"{format_path(exc.path)}{f' (line {line})' if line is not None else ''}: "
 
 
 def _manifest_values(tree: Tree) -> object:
@@ -284,20 +223,20 @@ def _manifest_values(tree: Tree) -> object:
 def _read_capped(fd: int, path: str, size: int) -> bytes:
     too_big = f"{path} is larger than the {MANIFEST_MAX_BYTES // 1024} KiB a manifest may be"
     if size > MANIFEST_MAX_BYTES:
-        raise _RefusedError(too_big)
+        raise RefusedError(too_big)
     chunks: list[bytes] = []
     total = 0
     while True:
         try:
             chunk = os.read(fd, MANIFEST_MAX_BYTES + 1 - total)
         except OSError as exc:
-            raise _RefusedError(f"{path} cannot be read: {exc.strerror}") from None
+            raise RefusedError(f"{path} cannot be read: {exc.strerror}") from None
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
         total += len(chunk)
         if total > MANIFEST_MAX_BYTES:  # the file grew while we read it
-            raise _RefusedError(too_big)
+            raise RefusedError(too_big)
 
 
 def _entrypoint(root: str, link: str, entrypoint: str) -> str:
@@ -306,34 +245,34 @@ def _entrypoint(root: str, link: str, entrypoint: str) -> str:
     parts = [p for p in entrypoint.split("/") if p not in ("", ".")]
     if not parts or ".." in parts or os.path.isabs(entrypoint):
         # parse_manifest refuses these already; never trust a single guard with paths.
-        raise _RefusedError(f"entrypoint '{entrypoint}' must be a relative path without '..'")
+        raise RefusedError(f"entrypoint '{entrypoint}' must be a relative path without '..'")
     # Directories named on the declared path, resolved (bin/ may be a symlink).
     for depth in range(1, len(parts)):
         prefix = os.path.join(link, *parts[:depth])
         real = os.path.realpath(prefix)
-        if not _inside(real, root):
-            raise _RefusedError(
+        if not inside(real, root):
+            raise RefusedError(
                 f"entrypoint {declared}: {prefix} resolves to {real}, outside plugins_dir {root}"
             )
         if os.path.isdir(real):
             _check_directories(root, real)
     executable = os.path.realpath(declared)
-    if not _inside(executable, root) or executable == root:
-        raise _RefusedError(f"entrypoint {declared} resolves to {executable}, outside plugins_dir {root}")
+    if not inside(executable, root) or executable == root:
+        raise RefusedError(f"entrypoint {declared} resolves to {executable}, outside plugins_dir {root}")
     st = _stat(executable, f"entrypoint {declared}")
     if not stat.S_ISREG(st.st_mode):
-        raise _RefusedError(f"entrypoint {declared} is not a regular file")
+        raise RefusedError(f"entrypoint {declared} is not a regular file")
     if st.st_mode & stat.S_IWOTH:
-        raise _RefusedError(
+        raise RefusedError(
             f"entrypoint {executable} is world-writable ({_mode(st.st_mode)}): anyone could change "
             f"what runs; run chmod o-w {executable}"
         )
     if not st.st_mode & 0o111:
-        raise _RefusedError(
+        raise RefusedError(
             f"entrypoint {declared} is not executable ({_mode(st.st_mode)}); run chmod +x {executable}"
         )
     if not os.access(executable, os.X_OK):
-        raise _RefusedError(
+        raise RefusedError(
             f"entrypoint {declared} is not executable by this user ({_mode(st.st_mode)}, owner uid "
             f"{st.st_uid}), or its filesystem is mounted noexec"
         )
@@ -346,7 +285,7 @@ def _check_directories(root: str, directory: str) -> None:
     for path in _between(root, directory):
         st = _stat(path, f"directory {path}")
         if st.st_mode & stat.S_IWOTH:
-            raise _RefusedError(
+            raise RefusedError(
                 f"directory {path} is world-writable ({_mode(st.st_mode)}): anyone could replace the "
                 f"plugin's files; run chmod o-w {path}"
             )
@@ -354,7 +293,7 @@ def _check_directories(root: str, directory: str) -> None:
 
 def _between(root: str, directory: str) -> Iterator[str]:
     path = directory
-    while path != root and _inside(path, root):
+    while path != root and inside(path, root):
         yield path
         parent = os.path.dirname(path)
         if parent == path:
@@ -366,12 +305,12 @@ def _stat(path: str, what: str) -> os.stat_result:
     try:
         return os.stat(path)
     except FileNotFoundError:
-        raise _RefusedError(f"{what} does not exist") from None
+        raise RefusedError(f"{what} does not exist") from None
     except OSError as exc:
-        raise _RefusedError(f"{what} cannot be read: {exc.strerror}") from None
+        raise RefusedError(f"{what} cannot be read: {exc.strerror}") from None
 
 
-def _inside(path: str, root: str) -> bool:
+def inside(path: str, root: str) -> bool:
     """``path`` is ``root`` or below it (both absolute and normalized); ``/a/bc`` is not inside ``/a/b``."""
     if path == root:
         return True
