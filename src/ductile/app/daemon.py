@@ -43,13 +43,15 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
-from logging import ERROR
+from logging import ERROR, WARNING
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ductile.app.dispatch import UnsettledError
 from ductile.app.engine import Claimed, Engine
 from ductile.app.membership import Membership
 from ductile.domain.breaker import Breaker, BreakerStatus
-from ductile.log import Log
+from ductile.log import Episode, Log
+from ductile.ports.store import StoreFaultError
 
 if TYPE_CHECKING:
     from ductile.adapters.systemd import Notifier
@@ -123,6 +125,7 @@ class Service:
             return
         _daemon_log.info("stopping: intake closed, waiting for the running jobs")
         self._stopping.set()
+        self.engine.halt()
         self._tell_stopping()
         self._wake_scheduler.set()
         self.engine.inbox.notify()
@@ -228,6 +231,7 @@ class Service:
         more can be claimed, wait for a worker to finish, the inbox, or the next retry time.
         On the way out, every job in flight finishes (each bounded by its own deadline)."""
         workers = self._workers
+        self._episode = Episode(_dispatcher_log, "dispatch (trying again every second)")
         try:
             while not self.stopping:
                 idle = await self._fill(workers)
@@ -246,10 +250,12 @@ class Service:
         while len(workers) < self._max_workers() and not self.stopping:
             try:
                 claimed = await self.engine.claim_one()
-            except Exception:
-                _dispatcher_log.exception("dispatch failed; trying again shortly")
+            except Exception as e:
+                fault = isinstance(e, StoreFaultError)  # the store logged that episode's error itself
+                self._episode.failed(e, level=WARNING if fault else ERROR, traceback=not fault)
                 await asyncio.sleep(1.0)
                 return False
+            self._episode.ended()
             if claimed is None:
                 return True
             task = asyncio.create_task(self._work(claimed), name=f"ductile-job-{claimed.job.id}")
@@ -260,6 +266,8 @@ class Service:
     async def _work(self, claimed: Claimed) -> None:
         try:
             await self.engine.run_claimed(claimed)
+        except UnsettledError:  # logged by the dispatcher; the job is left to crash recovery
+            pass
         except Exception:  # the dispatcher logs its own failures; this is a bug showing
             _dispatcher_log.bind(plugin=claimed.job.plugin, job_id=claimed.job.id).exception(
                 "a job's worker failed"

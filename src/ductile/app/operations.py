@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ductile.app import intake
 from ductile.app.intake import Retry
 from ductile.app.runtime import PluginState, Runtime
-from ductile.app.views import breaker_json, job_detail, job_json, run_json, utc
+from ductile.app.views import breaker_json, job_detail, job_json, run_json, store_health, utc
 from ductile.domain import breaker as br
 from ductile.domain.config import Config
 from ductile.domain.errors import DuctileError
@@ -286,4 +286,20 @@ def reload_doc(
         "changed": changed,
         "cancelled": {name: list(ids) for name, ids in cancelled.items()},
         "unhealthy": dict(unhealthy),
+    }
+
+
+async def health_doc(store: Store, runtime: Runtime, *, uptime: timedelta) -> dict[str, Any]:
+    """The /healthz document (D20), the same on the webhook listener and the API's: ``status``
+    is ``degraded`` (served with 503) while the store refuses writes, and ``store`` says why."""
+    breakers = await store.breakers()
+    open_plugins = {b.plugin for b in breakers if b.status is not br.BreakerStatus.CLOSED}
+    fault = store.write_fault()
+    return {
+        "status": "ok" if fault is None else "degraded",
+        "uptime_seconds": round(uptime.total_seconds(), 3),
+        "queue_depth": await store.queue_depth(),
+        "plugins_loaded": len(runtime.plugins),
+        "plugins_circuit_open": len(open_plugins),
+        "store": store_health(fault),
     }

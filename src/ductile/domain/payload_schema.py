@@ -79,7 +79,8 @@ def _check_type(value: object, schema: Mapping[str, Any], path: str, found: list
     wanted = schema.get("type")
     if wanted is None:
         return True
-    names = [wanted] if isinstance(wanted, str) else [n for n in wanted if isinstance(n, str)]
+    listed = wanted if isinstance(wanted, list) else []
+    names = [wanted] if isinstance(wanted, str) else [n for n in listed if isinstance(n, str)]
     if not names or any(_is_type(value, n) for n in names):
         return True
     found.append(f"{path}: must be {' or '.join(names)}, not {json_type_of(value)}")
@@ -87,11 +88,10 @@ def _check_type(value: object, schema: Mapping[str, Any], path: str, found: list
 
 
 def _check_combinations(value: object, schema: Mapping[str, Any], path: str, found: list[str]) -> None:
-    for sub in schema.get("allOf") or ():
-        if isinstance(sub, Mapping):
-            _check(value, sub, path, found)
+    for sub in _schemas(schema, "allOf"):
+        _check(value, sub, path, found)
     for word, exactly_one in (("anyOf", False), ("oneOf", True)):
-        options = [s for s in schema.get(word) or () if isinstance(s, Mapping)]
+        options = _schemas(schema, word)
         if not options:
             continue
         passing = sum(1 for s in options if not problems(value, s, path))
@@ -100,10 +100,17 @@ def _check_combinations(value: object, schema: Mapping[str, Any], path: str, fou
             found.append(f"{path}: must match {how} of the {len(options)} schemas of {word}")
 
 
+def _schemas(schema: Mapping[str, Any], word: str) -> list[Mapping[str, Any]]:
+    """The subschemas listed under ``word`` (anything else there is ignored)."""
+    listed = schema.get(word)
+    return [s for s in listed if isinstance(s, Mapping)] if isinstance(listed, list) else []
+
+
 def _check_object(value: Mapping[str, Any], schema: Mapping[str, Any], path: str, found: list[str]) -> None:
     properties = schema.get("properties")
     properties = properties if isinstance(properties, Mapping) else {}
-    for name in schema.get("required") or ():
+    required = schema.get("required")
+    for name in required if isinstance(required, list) else ():
         if isinstance(name, str) and name not in value:
             found.append(f"{path}.{name}: is required")
     extra = schema.get("additionalProperties", True)

@@ -33,6 +33,7 @@ from ductile.adapters.config.hooks import (
     PluginName,
     PluginTable,
     StoreUrl,
+    UserName,
     count_hook,
     current_context,
     endpoint_path_hook,
@@ -100,6 +101,7 @@ class _ServiceDoc:
     max_workers: Count | None = None
     max_route_depth: Count | None = None
     plugin_env: EnvSettings | None = None
+    plugin_user: UserName | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -150,6 +152,7 @@ class PluginDoc:
     circuit_breaker: BreakerPolicy | None = None
     max_outstanding_polls: Count | None = None
     parallelism: Count | None = None
+    user: UserName | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -57,6 +57,7 @@ from ductile.domain.lanes import UNLIMITED, Lanes
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
+from ductile.ports.store_faults import WriteFault
 from ductile.ports.store_values import (
     ClaimConflictError,
     Committed,
@@ -123,6 +124,8 @@ class PostgresStore(PgReads):
         )
         self._open = False
         self._closed = False
+        #: Why the last unit failed to reach the database, until one succeeds again.
+        self._fault: WriteFault | None = None
 
     # ------------------------------------------------------------- life cycle
     @classmethod
@@ -173,6 +176,16 @@ class PostgresStore(PgReads):
         self._closed = True
         await asyncio.get_running_loop().run_in_executor(None, self._pool.close)
         self._executor.shutdown(wait=False)
+
+    def write_fault(self) -> WriteFault | None:
+        """Why units fail now: the database could not be reached or had no connection for the
+        last one (None once one commits again). A refusal by the fence or a constraint is no fault."""
+        return self._fault
+
+    def _faulted(self, kind: str, error: StoreError) -> StoreError:
+        if self._fault is None:
+            self._fault = WriteFault(reason=str(error), kind=kind, transient=True, since=datetime.now(UTC))
+        return error
 
     @property
     def node(self) -> Node | None:
@@ -228,13 +241,15 @@ class PostgresStore(PgReads):
                     tx = PgTx(conn, scope)
                     result = fn(tx)
                     tx.finish()
-                    return result
             except psycopg.OperationalError as e:
                 if not begun and attempt < MAX_RETRIES:
                     continue  # a pooled connection that died idle (a server restart): the pool drops it
-                raise StoreError(
-                    f"{self.where}: {name} failed: {_cause(e)} (if the connection broke while committing, "
-                    "the outcome is unknown: the cluster's sweeps settle what it left)"
+                raise self._faulted(
+                    "io",
+                    StoreError(
+                        f"{self.where}: {name} failed: {_cause(e)} (if the connection broke while "
+                        "committing, the outcome is unknown: the cluster's sweeps settle what it left)"
+                    ),
                 ) from e
             except _RETRIED as e:
                 if attempt == MAX_RETRIES:
@@ -244,10 +259,16 @@ class PostgresStore(PgReads):
                     ) from e
                 time.sleep(random.uniform(0.001, 0.010) * (attempt + 1))
             except PoolTimeout as e:
-                raise StoreBusyError(
-                    f"{self.where}: {name}: no connection to PostgreSQL within {self._timeout:g} s; "
-                    "nothing was written"
+                raise self._faulted(
+                    "busy",
+                    StoreBusyError(
+                        f"{self.where}: {name}: no connection to PostgreSQL within {self._timeout:g} s; "
+                        "nothing was written"
+                    ),
                 ) from e
+            else:
+                self._fault = None
+                return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connection(self, name: str) -> Any:

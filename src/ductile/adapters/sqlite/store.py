@@ -47,7 +47,8 @@ from typing import Any, ClassVar, TypeVar
 
 from ductile import units
 from ductile.adapters.sqlite import reads
-from ductile.adapters.sqlite.errors import StoreBusyError, StoreClosedError, StoreError
+from ductile.adapters.sqlite.database import Database
+from ductile.adapters.sqlite.errors import StoreClosedError, StoreError
 from ductile.adapters.sqlite.queries import read_job_page
 from ductile.adapters.sqlite.rows import (
     breaker_of,
@@ -59,7 +60,7 @@ from ductile.adapters.sqlite.rows import (
     to_us,
     transition_of,
 )
-from ductile.adapters.sqlite.schema import MIGRATIONS, Migration, migrate, refuse_newer
+from ductile.adapters.sqlite.schema import MIGRATIONS, Migration
 from ductile.adapters.sqlite.sql import (
     SQL_ACTIVITY_AFTER,
     SQL_ALL_PLANNED,
@@ -85,6 +86,7 @@ from ductile.domain.lanes import UNLIMITED, Lanes
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
+from ductile.ports.store_faults import WriteFault
 from ductile.ports.store_values import (
     Committed,
     EnqueueResult,
@@ -109,7 +111,14 @@ class SqliteStore:
     #: The schema history this store migrates to (a subclass may extend it, e.g. in a test).
     migrations: ClassVar[tuple[Migration, ...]] = MIGRATIONS
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL", busy_timeout: float = 5.0):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        integrity_check: bool = False,
+    ):
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(
@@ -118,42 +127,61 @@ class SqliteStore:
         if busy_timeout < 0:
             raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
         self._path = Path(path)
-        self._synchronous = mode
-        self._busy_ms = int(busy_timeout * 1000)
-        self._busy_timeout = busy_timeout
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._open = False
         self._closed = False
         where = str(self._path)
+        self._db = Database(
+            self._path,
+            synchronous=mode,
+            busy_timeout=busy_timeout,
+            migrations=self.migrations,
+            integrity_check=integrity_check,
+        )
         self._writer = Writer(
             thread_name=f"ductile-sqlite-writer:{self._path.name}",
             where=where,
-            connect=self._open_writer,
-            failure=self._failure,
+            connect=self._db.open_writer,
+            failure=self._db.failure,
             on_exit=self._stopped,
             synchronous=mode,
+            tracker=self._db.tracker,
+            upkeep=self._db.upkeep,
+            reclaim=self._db.reclaim,
         )
         self._reader = Reader(
             thread_name=f"ductile-sqlite-reader:{self._path.name}",
             where=where,
-            connect=self._open_reader,
-            failure=self._failure,
+            connect=self._db.open_reader,
+            failure=self._db.failure,
             on_exit=self._stopped,
         )
+        self._db.reader_put = self._reader.reconnect
 
     # ------------------------------------------------------------- life cycle
     @classmethod
     async def open(
-        cls, path: str | os.PathLike[str], *, synchronous: str = "FULL", busy_timeout: float = 5.0
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        integrity_check: bool = False,
     ) -> SqliteStore:
         """Open (creating or migrating) the database at ``path``.
 
+        A missing database is created whole (never an empty file at ``path``);
+        an empty file, a symbolic link or a ``-wal`` without its database is
+        refused (:mod:`~ductile.adapters.sqlite.opening`). ``integrity_check``
+        runs ``PRAGMA quick_check`` first (the daemon does, at start).
+
         Raises :class:`SchemaVersionError` for a database of a newer ductile,
         :class:`MigrationError` when a migration fails (nothing changed),
-        :class:`StoreError` when the file cannot be opened as a database.
+        :class:`StoreCorruptError` for a damaged file, :class:`StoreError`
+        when the file cannot be opened as a database.
         """
-        store = cls(path, synchronous=synchronous, busy_timeout=busy_timeout)
+        store = cls(path, synchronous=synchronous, busy_timeout=busy_timeout, integrity_check=integrity_check)
         await store._start()
         return store
 
@@ -164,6 +192,10 @@ class SqliteStore:
     @property
     def stats(self) -> WriterStats:
         return self._writer.stats
+
+    def write_fault(self) -> WriteFault | None:
+        """Why writes fail now (the writer's :class:`~ductile.adapters.sqlite.faults.FaultTracker`)."""
+        return self._db.tracker.fault
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -192,50 +224,6 @@ class SqliteStore:
         """A thread ended: refuse every later unit."""
         with self._lock:
             self._closed = True
-
-    # ------------------------------------------------------------- connections
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None, timeout=self._busy_timeout)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _open_writer(self) -> sqlite3.Connection:
-        where = str(self._path)
-        conn = self._connect()
-        try:
-            refuse_newer(conn, where, len(self.migrations))
-            _use_wal(conn, where)
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            migrate(conn, where, self.migrations)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _open_reader(self) -> sqlite3.Connection:
-        conn = self._connect()
-        conn.execute("PRAGMA query_only = ON")
-        return conn
-
-    def _failure(self, error: BaseException, name: str) -> BaseException:
-        """The exception a caller gets: SQLite errors become clear StoreErrors."""
-        if isinstance(error, sqlite3.Error):
-            code = getattr(error, "sqlite_errorcode", 0) & 0xFF
-            if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                new: StoreError = StoreBusyError(
-                    f"{self._path}: {name} failed: the database stayed locked by another connection "
-                    f"for longer than busy_timeout ({self._busy_timeout:g} s); nothing was written"
-                )
-            else:
-                new = StoreError(f"{self._path}: {name} failed: SQLite error: {error}")
-            new.__cause__ = error
-            return new
-        return error
 
     # ------------------------------------------------------------- submission
     async def _submit(self, worker: Worker, name: str, fn: Unit[T], *, durable: bool = True) -> T:
@@ -469,9 +457,3 @@ class SqliteStore:
 
     async def get_init(self, plugin: str) -> InitRecord | None:
         return await self._read("get_init", lambda c: reads.get_init(c, plugin))
-
-
-def _use_wal(conn: sqlite3.Connection, where: str) -> None:
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        raise StoreError(f"{where}: could not switch the database to WAL mode (it is {mode!r})")

@@ -296,7 +296,10 @@ def openapi(ops: tuple[Op, ...] = OPS) -> dict[str, Any]:
                 "operationId": "health",
                 "summary": "Health (no token needed)",
                 "security": [],
-                "responses": {"200": {"description": "the figures of D20"}},
+                "responses": {
+                    "200": {"description": "the figures of D20"},
+                    "503": {"description": "the same, status degraded: the store refuses writes"},
+                },
             }
         },
         "/openapi.json": {

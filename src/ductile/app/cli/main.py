@@ -51,6 +51,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "store": ("store", "cmd_store"),
     "init": ("scaffold", "cmd_init"),
     "new": ("scaffold", "cmd_new"),
+    "selfcheck": ("storage", "cmd_selfcheck"),
+    "backup": ("storage", "cmd_backup"),
 }
 
 

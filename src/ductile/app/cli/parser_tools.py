@@ -1,4 +1,4 @@
-"""The tool verbs' actions and arguments, for :mod:`.parser`: ``config check``, ``store copy``."""
+"""The ``store`` verb's actions and arguments (``store copy``), for :mod:`.parser`."""
 
 from __future__ import annotations
 
@@ -39,27 +39,4 @@ def store_actions(
     )
     copy.add_argument(
         "--to", dest="target", required=True, metavar="URL", help="postgresql://... (an empty database)"
-    )
-
-
-_CONFIG_CHECK_HELP = """\
-Validate the config file and what it refers to: plugins (loaded, refused with the
-reason, disabled), routes, webhook endpoints and schedules.
-
-Exit status: 2 when the config itself is invalid; 1 when a plugin is refused, or a
-route, endpoint or schedule names a plugin that is not loaded or does not support
-the command; 0 otherwise.
-"""
-
-
-def config_actions(config: argparse.ArgumentParser, with_json: argparse.ArgumentParser) -> None:
-    """``config`` takes an action: ``check`` (the only one so far)."""
-    actions = config.add_subparsers(dest="config_verb", metavar="<action>")
-    actions.required = True
-    actions.add_parser(
-        "check",
-        help="validate the config file and what it refers to",
-        description=_CONFIG_CHECK_HELP,
-        parents=[with_json],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
