@@ -45,3 +45,13 @@ def test_the_example_hello_plugin_says_its_configured_greeting() -> None:
     ran = run_plugin(ROOT / "examples" / "plugins" / "hello" / "run.sh", config={"greeting": "good morning"})
     assert ran.job.status.value == "succeeded", ran.job.last_error
     assert [line.message for line in ran.settlement.run.logs] == ["good morning"]
+
+
+def test_the_example_serves_the_dashboard_the_tour_opens() -> None:
+    config = load_config(EXAMPLE)
+    assert config.api is not None
+    assert config.ui.enabled
+    assert f"http://{config.api.host}:{config.api.port}/ui/" in README
+    demo = next(t for t in config.api.tokens if t.name == "demo")
+    assert demo.secret is not None
+    assert f"`{demo.secret.decode()}`" in README

@@ -38,6 +38,7 @@ from ductile.ports.store_values import (
     JobPage,
     JobQuery,
     Pause,
+    Rewound,
     RunningJob,
     RunView,
     text_matches,
@@ -124,6 +125,10 @@ class InMemoryStore:
                 dedupe_ttl=dedupe_ttl,
                 skipped=skipped,
             )
+
+    async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:
+        with self.tx.atomic() as tx:
+            return units.rewind(tx, step=step, plans=plans)
 
     async def pause(self, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:
         with self.tx.atomic() as tx:

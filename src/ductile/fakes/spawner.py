@@ -2,17 +2,21 @@
 
 A script receives the :class:`SpawnRequest` and returns a
 :class:`SpawnOutcome`; the run takes ``outcome.duration`` seconds of a
-FakeClock's time (capped at the deadline, where a real spawner would have
-killed it), so timeouts cost simulated time, not real time. By default the
-run moves the clock itself (one run at a time: the serial dispatcher);
-``concurrent=True`` sleeps on the clock instead, so several runs overlap
-and whoever drives the clock decides when they end (the simulation's lanes).
+FakeClock's time (capped at the deadline plus grace, where a real spawner
+would have killed it), so timeouts cost simulated time, not real time. By
+default the run moves the clock itself (one run at a time: the serial
+dispatcher), and ``while_running``, when set, is awaited with the run's end
+instant before the clock gets there: what else happens while the plugin runs
+(the simulation delivers webhooks then, as a daemon whose dispatcher is busy
+receives them). ``concurrent=True`` sleeps on the clock instead, so several
+runs overlap and whoever drives the clock decides when they end (the
+simulation's lanes).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,6 +53,8 @@ class ScriptedSpawner:
         self.killed: list[ProcessHandle] = []
         #: When each run asleep on the clock (``concurrent``) wakes up.
         self._wakes: list[datetime] = []
+        #: Awaited with the run's end instant while the run takes its time (see the module's docs).
+        self.while_running: Callable[[datetime], Awaitable[None]] | None = None
         self._pid = 1000
 
     def script(self, executable: str, script: Script) -> None:
@@ -71,15 +77,17 @@ class ScriptedSpawner:
                 duration=request.timeout,
             )
         if self.clock is not None and outcome.duration > 0:
+            end = self.clock.now() + timedelta(seconds=outcome.duration)
             if self.concurrent:
-                wake = self.clock.now() + timedelta(seconds=outcome.duration)
-                self._wakes.append(wake)
+                self._wakes.append(end)
                 try:
-                    await self.clock.sleep_until(wake)
+                    await self.clock.sleep_until(end)
                 finally:
-                    self._wakes.remove(wake)
+                    self._wakes.remove(end)
             else:
-                self.clock.advance(outcome.duration)
+                if self.while_running is not None:
+                    await self.while_running(end)
+                self.clock.set(max(end, self.clock.now()))
         return outcome
 
     def asleep(self) -> int:

@@ -67,6 +67,7 @@ from ductile.domain.config import (
     PluginConfig,
     ServiceConfig,
     StoreConfig,
+    UiConfig,
     WebhooksConfig,
 )
 from ductile.domain.errors import ScheduleError
@@ -185,6 +186,7 @@ class ConfigDoc:
     webhooks: WebhooksConfig | None = None
     store: StoreConfig | None = None
     api: ApiConfig | None = None
+    ui: UiConfig | None = None
 
 
 #: Domain classes read as they are, with per-field hooks (and YAML names).
@@ -192,6 +194,7 @@ OVERRIDES: dict[type, dict[str, Any]] = {
     RetryPolicy: {"max_attempts": override(struct_hook=count_hook)},
     BreakerPolicy: {"threshold": override(struct_hook=count_hook)},
     _EnvDoc: {"pass_": override(rename="pass")},
+    UiConfig: {},
     Route: {
         "source": override(rename="from", struct_hook=plugin_name_hook),
         "event_type": override(struct_hook=event_type_hook),
@@ -473,6 +476,7 @@ def build_config(doc: ConfigDoc) -> Config:
         webhooks=doc.webhooks,
         store=doc.store if doc.store is not None else StoreConfig(),
         api=doc.api,
+        ui=doc.ui if doc.ui is not None else UiConfig(),
         source=current_context().source,
         plugin_roots=roots if doc.plugin_roots is not None else (),
     )

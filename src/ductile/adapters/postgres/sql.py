@@ -77,6 +77,10 @@ RUNNING_STRAYS: Final = (
     f"SELECT {JOB_COLS} FROM jobs WHERE status = 'running' AND node = %s AND NOT (id = ANY(%s::text[])) "
     "AND started_at < %s ORDER BY created_at, seq FOR UPDATE SKIP LOCKED"
 )
+RETRYING: Final = (
+    f"SELECT {JOB_COLS} FROM jobs WHERE status = 'queued' AND next_retry_at IS NOT NULL "
+    "ORDER BY next_retry_at FOR UPDATE"
+)
 QUEUED_OF_PLUGIN: Final = (
     f"SELECT {JOB_COLS} FROM jobs WHERE plugin = %s AND status = 'queued' ORDER BY created_at, seq FOR UPDATE"
 )
@@ -116,6 +120,9 @@ PUT_STATE: Final = (
 )
 GET_BREAKER: Final = f"SELECT {BREAKER_COLS} FROM breakers WHERE plugin = %s AND command = %s"
 BREAKERS: Final = f"SELECT {BREAKER_COLS} FROM breakers ORDER BY plugin, command"
+OPEN_BREAKERS: Final = (
+    f"SELECT {BREAKER_COLS} FROM breakers WHERE status != 'closed' ORDER BY plugin, command"
+)
 BREAKERS_OF_PLUGIN: Final = f"SELECT {BREAKER_COLS} FROM breakers WHERE plugin = %s ORDER BY command"
 PUT_BREAKER: Final = (
     f"INSERT INTO breakers ({BREAKER_COLS}) VALUES (%s, %s, %s, %s, %s, %s) "

@@ -65,6 +65,7 @@ from ductile.ports.store_values import (
     FireResult,
     Guard,
     InitRecord,
+    Rewound,
 )
 
 T = TypeVar("T")
@@ -398,6 +399,10 @@ class PostgresStore(PgReads):
                 skipped=skipped,
             ),
         )
+
+    async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:
+        pairs = tuple(plans)
+        return await self._unit("rewind", lambda tx: units.rewind(tx, step=step, plans=pairs))
 
     async def pause(self, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:
         return await self._unit("pause", lambda tx: units.pause(tx, plugin, schedule_id, now=now))

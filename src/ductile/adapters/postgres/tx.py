@@ -154,6 +154,9 @@ class PgTx:
     def in_flight(self) -> list[Job]:
         return [job_of(r) for r in self._all(sql.IN_FLIGHT)]
 
+    def retrying_jobs(self) -> list[Job]:
+        return [job_of(r) for r in self._all(sql.RETRYING)]
+
     def running_jobs(self) -> list[Job]:
         if self._me.orphans == "peers":
             rows = self._all(sql.RUNNING_OF_DEAD_PEERS, (self._me.margin,))
@@ -243,6 +246,9 @@ class PgTx:
     def get_breaker(self, plugin: str, command: str) -> Breaker | None:
         row = self._one(sql.GET_BREAKER, (plugin, command))
         return None if row is None else breaker_of(row)
+
+    def open_breakers(self) -> list[Breaker]:
+        return [breaker_of(r) for r in self._all(sql.OPEN_BREAKERS)]
 
     def breakers_of(self, plugin: str) -> list[Breaker]:
         return [breaker_of(r) for r in self._all(sql.BREAKERS_OF_PLUGIN, (plugin,))]

@@ -49,6 +49,9 @@ DRAIN_TIMEOUT = 1.0
 WATCHDOG_MARGIN = 0.5
 #: What coreutils ``timeout`` prints (after its own name) when it cannot run the command (exit 126 or 127).
 _WATCHDOG_EXEC_FAILED = b": failed to run command"
+#: Spawn errors that are the machine's (or the daemon's) shortage, not the plugin's fault: too many
+#: open files (the process's, the system's), too many processes, no memory. Not an attempt.
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 
 
 class SubprocessSpawner:
@@ -113,7 +116,10 @@ class SubprocessSpawner:
             # Popen has reaped the failed child already.
             found = exec_failure(exc, request)
             return SpawnOutcome(
-                spawn_error=found.message, start_failure=found.kind, duration=time.monotonic() - started
+                spawn_error=found.message,
+                start_failure=found.kind,
+                duration=time.monotonic() - started,
+                out_of_resources=isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES,
             )
         run = ProcessRun(proc, request, started, drain_timeout=self.drain_timeout, chunk_size=self.chunk_size)
         outcome = await run.run(on_start)
