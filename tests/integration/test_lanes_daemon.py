@@ -86,8 +86,12 @@ def test_lanes_run_within_their_widths_and_a_full_lane_holds_back_no_one(site: S
     # quick was queued last, yet it did not wait for the six slow runs (3 s at width 2)
     last_slow_start = max(s for s, _ in slow.values())
     assert quick[quick_id][0] < last_slow_start
-    states = site.query("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-    assert states == [("succeeded", 7)]
+    # a plugin's last line comes before its settle commits: wait for the store, not the log
+    wait_until(
+        lambda: site.query("SELECT status, COUNT(*) FROM jobs GROUP BY status") == [("succeeded", 7)],
+        START_TIMEOUT,
+        "every job settled",
+    )
 
 
 def test_shutdown_waits_for_every_job_in_flight(site: Site) -> None:
