@@ -63,8 +63,8 @@ class NoRecovery(InMemoryStore):
 class ImpatientClaims(MemoryTx):
     """A dispatcher query that ignores retry times."""
 
-    def oldest_runnable(self, now: datetime) -> Job | None:
-        return super().oldest_runnable(datetime.max.replace(tzinfo=UTC))
+    def oldest_runnable(self, now: datetime, **skips: Any) -> Job | None:
+        return super().oldest_runnable(datetime.max.replace(tzinfo=UTC), **skips)
 
 
 class ForgetfulState(MemoryTx):
@@ -93,8 +93,8 @@ class BlindToBreakers(InMemoryStore):
 class StarvesRetries(MemoryTx):
     """A dispatcher query that never takes a job back after a failure."""
 
-    def oldest_runnable(self, now: datetime) -> Job | None:
-        job = super().oldest_runnable(now)
+    def oldest_runnable(self, now: datetime, **skips: Any) -> Job | None:
+        job = super().oldest_runnable(now, **skips)
         return None if job is not None and job.attempt > 1 else job  # the retry waits forever
 
 

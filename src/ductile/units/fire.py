@@ -94,7 +94,7 @@ def _cancel_outstanding(
             dead, record = apply(
                 job, JobEvent.CANCEL, at=now, actor=Actor.SCHEDULER, reason=reason, last_error=reason
             )
-            tx.update_job(dead, expected=job.status)
+            tx.update_job(dead, expected=job.status, token=job.claim_token)
             tx.add_transition(record)
             cancelled.append(job.id)
         elif job.status is JobStatus.RUNNING:

@@ -19,7 +19,7 @@ def cancel_queued(tx: Tx, plugin: str, *, reason: str, now: datetime) -> list[st
         dead, record = apply(
             job, JobEvent.CANCEL, at=now, actor=Actor.RELOAD, reason=reason, last_error=reason
         )
-        tx.update_job(dead, expected=job.status)
+        tx.update_job(dead, expected=job.status, token=job.claim_token)
         journal.transition(tx, dead, record)
         ids.append(job.id)
     return ids
@@ -72,7 +72,7 @@ def cancel_job(tx: Tx, job_id: str, *, reason: str, actor: Actor, now: datetime)
     if job is None or job.status is not JobStatus.QUEUED:
         raise NotQueuedError(job_id, None if job is None else job.status)
     dead, record = apply(job, JobEvent.CANCEL, at=now, actor=actor, reason=reason, last_error=reason)
-    tx.update_job(dead, expected=JobStatus.QUEUED)
+    tx.update_job(dead, expected=JobStatus.QUEUED, token=job.claim_token)
     journal.transition(tx, dead, record)
     return dead
 
