@@ -24,13 +24,13 @@ from typing import Any, Protocol
 
 import attrs
 
-from ductile.domain.activity import Activity, Entry
 from ductile.domain.breaker import Breaker
 from ductile.domain.facts import Fact
 from ductile.domain.job import TERMINAL, Job, JobStatus, Transition
 from ductile.domain.lanes import Identity, identity
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
+from ductile.fakes.activity_log import ActivityLog
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store_values import ClaimConflictError, InitRecord, Pause, StaleJobError
 from ductile.units.locks import SerialLocks
@@ -153,7 +153,7 @@ IndexFactory = Callable[["MemoryTx"], Index]
 _Undo = tuple[Callable[..., object], tuple[Any, ...]]
 
 
-class MemoryTx(SerialLocks):
+class MemoryTx(ActivityLog, SerialLocks):
     """The tables of the in-memory fakes and the Tx over them (see the module's docs)."""
 
     def __init__(self, index: IndexFactory = ScanIndex) -> None:
@@ -183,12 +183,7 @@ class MemoryTx(SerialLocks):
         self._job_numbers = itertools.count()
         self._run_numbers = itertools.count()
         self._fact_numbers = itertools.count(1)
-        #: The activity log, in id order; ids come from ``activity_seq`` and are never reused.
-        self.activity: list[Entry] = []
-        self.activity_seq = 0
-        #: No entry of ``activity`` is older than this (None: empty), so retention's prune
-        #: is a comparison until something may go, not a scan of the whole log per tick.
-        self.activity_floor: datetime | None = None
+        ActivityLog.__init__(self)
         self._undo: list[_Undo] = []
         self.index: Index = index(self)
 
@@ -488,30 +483,3 @@ class MemoryTx(SerialLocks):
 
     def put_init(self, record: InitRecord) -> None:
         self._put(self.inits, record.plugin, record)
-
-    # ----------------------------------------------------------------- the activity log
-    def append_activity(self, activity: Activity) -> None:
-        self.activity_seq += 1
-        self.activity.append(Entry(id=self.activity_seq, activity=activity))
-        if self.activity_floor is None or activity.at < self.activity_floor:
-            self.activity_floor = activity.at
-        # Undoing leaves the floor as it is: a floor too low costs one scan, never a wrong answer.
-        self._undo.append((self._drop_activity, ()))
-
-    def _drop_activity(self) -> None:
-        self.activity.pop()
-        self.activity_seq -= 1
-
-    def prune_activity(self, before: datetime) -> int:
-        if self.activity_floor is None or self.activity_floor >= before:
-            return 0
-        kept = [e for e in self.activity if e.activity.at >= before]
-        pruned = len(self.activity) - len(kept)
-        old = (self.activity, self.activity_floor)
-        self._set_activity(kept, min((e.activity.at for e in kept), default=None))
-        if pruned:
-            self._undo.append((self._set_activity, old))
-        return pruned
-
-    def _set_activity(self, entries: list[Entry], floor: datetime | None) -> None:
-        self.activity, self.activity_floor = entries, floor
