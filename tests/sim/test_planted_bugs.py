@@ -56,7 +56,7 @@ class LossyInserts(MemoryTx):
 class NoRecovery(InMemoryStore):
     """Crash recovery that leaves orphans running."""
 
-    async def recover(self, now: datetime) -> list[Settlement]:
+    async def recover(self, now: datetime, **_: Any) -> list[Settlement]:
         return []
 
 

@@ -98,13 +98,16 @@ class Engine:
     async def start(self) -> list[Settlement]:
         """Crash recovery (D6), plugin discovery, ``init`` where due, schedules."""
         self.started_at = self.clock.now()
-        recovered = await self.recover()
+        config = self.runtime.config
         async with self._lock:
-            self.runtime = await self._lifecycle.start(self.runtime.config)
+            # Discovery first, so the deaths recovery finds are routed (job.dead) like any other.
+            discovery = self._lifecycle.discover(config)
+            recovered = await self._lifecycle.recover(Runtime(config=config, discovery=discovery).alerts())
+            self.runtime = await self._lifecycle.start(config, discovery)
         return recovered
 
     async def recover(self) -> list[Settlement]:
-        return await self._lifecycle.recover()
+        return await self._lifecycle.recover(self.runtime.alerts())
 
     # ----------------------------------------------------------------- reload (D13)
     async def reload(self, config: Config) -> ReloadReport:

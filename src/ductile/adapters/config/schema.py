@@ -30,8 +30,8 @@ from ductile.adapters.config.hooks import (
     Jitter,
     JsonObject,
     Listen,
-    PluginName,
     PluginTable,
+    UsesName,
     count_hook,
     current_context,
     endpoint_path_hook,
@@ -52,6 +52,7 @@ from ductile.adapters.config.plugin_hooks import (
     TimeoutTable,
     Weekdays,
 )
+from ductile.domain import lifecycle
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.config import (
     DEFAULT_PLUGINS_DIR,
@@ -62,6 +63,7 @@ from ductile.domain.config import (
     Endpoint,
     EnvSettings,
     LogLevel,
+    Notify,
     PluginConfig,
     ServiceConfig,
     WebhooksConfig,
@@ -73,6 +75,7 @@ from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route
 from ductile.domain.schedule import CatchUp, IfRunning, Schedule, Window
 from ductile.domain.scopes import ScopeError, parse_scope
+from ductile.domain.suggest import did_you_mean
 
 #: Top-level keys with this prefix are ignored: a place to keep YAML anchors.
 EXTENSION_PREFIX = "x-"
@@ -130,7 +133,7 @@ class _ScheduleEntryDoc(_ScheduleDoc):
 @attrs.frozen(kw_only=True)
 class PluginDoc:
     enabled: bool | None = None
-    uses: PluginName | None = None
+    uses: UsesName | None = None
     schedule: Schedule | None = None
     schedules: tuple[NamedSchedule, ...] | None = None
     config: JsonObject | None = None
@@ -139,6 +142,7 @@ class PluginDoc:
     timeouts: TimeoutTable | None = None
     circuit_breaker: BreakerPolicy | None = None
     max_outstanding_polls: Count | None = None
+    notify: Notify | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -423,6 +427,15 @@ def build_config(doc: ConfigDoc) -> Config:
         if route in seen:
             raise Problem(f"the same route as routes[{seen[route]}]", "routes", index)
         seen[route] = index
+        if route.source == lifecycle.SOURCE and route.event_type not in lifecycle.TYPES:
+            raise Problem(
+                f"ductile emits no '{route.event_type}' event"
+                f"{did_you_mean(route.event_type, lifecycle.TYPES)}; its lifecycle events are "
+                f"{', '.join(sorted(lifecycle.TYPES))}",
+                "routes",
+                index,
+                "event_type",
+            )
     service = doc.service if doc.service is not None else _build_service(_ServiceDoc())
     plugins: dict[str, PluginConfig] = doc.plugins or {}
     cycle = find_cycle({name: pc.uses for name, pc in plugins.items() if pc.uses is not None})

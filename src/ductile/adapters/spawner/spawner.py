@@ -49,9 +49,14 @@ class SubprocessSpawner:
         try:
             # Popen returns once the exec succeeded or failed (fork + exec: about a
             # millisecond); it never waits for the plugin itself.
+            argv = (
+                [request.executable]
+                if request.interpreter is None
+                else [request.interpreter, request.executable]
+            )
             proc = subprocess.Popen(  # noqa: ASYNC220
-                [request.executable],
-                executable=request.executable,
+                argv,
+                executable=argv[0],
                 cwd=request.cwd,
                 env=dict(request.env),
                 stdin=subprocess.PIPE,

@@ -5,33 +5,18 @@ over a :class:`~ductile.adapters.sqlite.tx.SqliteTx` of the writer's
 connection: the same unit bodies the in-memory fakes run, on the rows as they
 are inside the transaction. Reads go to the reader thread, one statement each.
 
-Threads and transactions (ADR 0010; :mod:`~ductile.adapters.sqlite.worker`)
----------------------------------------------------------------------------
-* **One writer thread** owns the only write connection of this store. The
-  writer takes all pending units at once, runs them in **one** ``BEGIN
-  IMMEDIATE`` transaction, each inside its own ``SAVEPOINT`` (a unit that
-  raises is rolled back alone), commits once, and only then resolves the
-  futures: group commit, so ``synchronous=FULL`` costs little under load.
-* **Sync level per unit.** A unit is *durable* (the default) or *relaxed*.
-  Only the claims (``claim_next``, ``claim``) and ``record_process`` are
-  relaxed: losing them to a power cut is harmless (the job is simply still
-  queued, or running without a process record, and no process survives a
-  power cut anyway). A batch of relaxed units only commits at
-  ``synchronous=NORMAL``; a batch with any durable unit commits at the
-  store's level (``FULL``), and in WAL mode that fsync also covers every
-  relaxed commit before it.
-* **One reader thread** owns a second, ``query_only`` connection. WAL readers
-  never block the writer nor wait for its fsync, and running reads on a
-  thread keeps a rare busy wait (WAL recovery, a checkpoint) off the event
-  loop. Every read is one statement, so each sees one committed snapshot;
-  a read issued after a write was acknowledged sees that write.
-* Connections use ``isolation_level=None`` (no implicit transactions), WAL,
-  ``busy_timeout``, ``foreign_keys=ON``. Another process (the CLI) may write
-  to the same file at the same time: ``BEGIN IMMEDIATE`` waits up to
-  ``busy_timeout`` for the write lock; a lock that outlasts it fails the
-  unit with :class:`StoreBusyError`, it never hangs.
-* Connections never cross ``fork()``: a store used in a forked child raises
-  :class:`StoreError` instead of touching the parent's connections.
+Threads and transactions (ADR 0010): one writer thread owns the only write
+connection and commits every pending unit in one ``BEGIN IMMEDIATE`` (a
+savepoint each, group commit: :mod:`~ductile.adapters.sqlite.worker`); one
+reader thread owns a ``query_only`` connection (WAL: reads never wait for the
+writer's fsync; every read is one statement, one snapshot). A unit is
+*durable* (the default) or *relaxed*: only the claims and ``record_process``
+are relaxed (losing them to a power cut is harmless: the job is still queued,
+or running without a process record) and a batch of relaxed units alone
+commits at ``synchronous=NORMAL``. Another process (the CLI) may write to the
+same file at once: ``BEGIN IMMEDIATE`` waits up to ``busy_timeout``, then the
+unit fails with :class:`StoreBusyError`; it never hangs. Connections never
+cross ``fork()`` (:class:`StoreError` in a forked child).
 """
 
 from __future__ import annotations
@@ -40,61 +25,24 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 from ductile import units
 from ductile.adapters.sqlite.errors import StoreBusyError, StoreClosedError, StoreError
-from ductile.adapters.sqlite.queries import read_job_page
-from ductile.adapters.sqlite.rows import (
-    breaker_of,
-    entry_of,
-    fact_of,
-    init_of,
-    job_of,
-    opt_dt,
-    pause_of,
-    planned_of,
-    run_of,
-    to_us,
-    transition_of,
-)
+from ductile.adapters.sqlite.reads import StoreReads, Unit
 from ductile.adapters.sqlite.schema import MIGRATIONS, Migration, migrate, refuse_newer
-from ductile.adapters.sqlite.sql import (
-    JOB_FIELDS,
-    RUN_COLS,
-    SQL_ACTIVITY_AFTER,
-    SQL_ALL_PLANNED,
-    SQL_BREAKERS,
-    SQL_COUNTERS,
-    SQL_DUE,
-    SQL_FACTS_OF_PLUGIN,
-    SQL_FACTS_OF_TYPE,
-    SQL_GET_INIT,
-    SQL_IDS_FROM,
-    SQL_LAST_ACTIVITY_ID,
-    SQL_NEXT_RETRY_AT,
-    SQL_OLDEST_QUEUED,
-    SQL_PAUSES,
-    SQL_QUEUE_DEPTH,
-    SQL_RECENT_RUNS,
-    SQL_RECENT_RUNS_OF_PLUGIN,
-    SQL_RUNNING,
-    SQL_RUNS,
-    SQL_TRANSITIONS,
-    sql_list_jobs,
-)
 from ductile.adapters.sqlite.tx import SqliteTx
 from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, Pending, Reader, Worker, Writer, WriterStats
 from ductile.domain import breaker as br
-from ductile.domain.activity import Activity, Entry, SkipReason
+from ductile.domain.activity import Activity, SkipReason
 from ductile.domain.classify import RunEnd
-from ductile.domain.facts import Fact
-from ductile.domain.job import Actor, Job, JobStatus, Transition
+from ductile.domain.job import Actor, Job
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.schedule import PlannedRun
-from ductile.domain.settle import RunRecord, SettleContext, Settlement
+from ductile.domain.settle import SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store_values import (
     Committed,
@@ -102,20 +50,12 @@ from ductile.ports.store_values import (
     FireResult,
     Guard,
     InitRecord,
-    JobPage,
-    JobQuery,
-    Pause,
-    RunningJob,
-    RunView,
 )
 
 T = TypeVar("T")
-#: Columns of a job row: a process record's columns follow them in ``SQL_RUNNING``.
-_W = len(JOB_FIELDS)
-Unit = Callable[[sqlite3.Connection], T]
 
 
-class SqliteStore:
+class SqliteStore(StoreReads):
     """The Store port on one SQLite file. Open with ``await SqliteStore.open(path)``."""
 
     #: The schema history this store migrates to (a subclass may extend it, e.g. in a test).
@@ -303,32 +243,45 @@ class SqliteStore:
             "settle", lambda c: units.settle(SqliteTx(c), job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl)
         )
 
-    async def recover(self, now: datetime) -> list[Settlement]:
-        return await self._write("recover", lambda c: units.recover(SqliteTx(c), now))
+    async def recover(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
+        return await self._write("recover", lambda c: units.recover(SqliteTx(c), now, alerts=alerts))
 
-    async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
+    async def cancel_queued(
+        self, plugin: str, *, reason: str, now: datetime, alerts: Alerts | None = None
+    ) -> list[str]:
         return await self._write(
-            "cancel_queued", lambda c: units.cancel_queued(SqliteTx(c), plugin, reason=reason, now=now)
+            "cancel_queued",
+            lambda c: units.cancel_queued(SqliteTx(c), plugin, reason=reason, now=now, alerts=alerts),
         )
 
     async def delete_finished(self, before: datetime) -> int:
         return await self._write("delete_finished", lambda c: units.delete_finished(SqliteTx(c), before))
 
     async def reset_breakers(
-        self, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+        self,
+        plugin: str,
+        *,
+        now: datetime | None = None,
+        actor: str = "operator",
+        alerts: Alerts | None = None,
     ) -> list[br.Breaker]:
         return await self._write(
-            "reset_breakers", lambda c: units.reset_breakers(SqliteTx(c), plugin, now=now, actor=actor)
+            "reset_breakers",
+            lambda c: units.reset_breakers(SqliteTx(c), plugin, now=now, actor=actor, alerts=alerts),
         )
 
-    async def cancel_job(self, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+    async def cancel_job(
+        self, job_id: str, *, reason: str, actor: Actor, now: datetime, alerts: Alerts | None = None
+    ) -> Job:
         return await self._write(
             "cancel_job",
-            lambda c: units.cancel_job(SqliteTx(c), job_id, reason=reason, actor=actor, now=now),
+            lambda c: units.cancel_job(
+                SqliteTx(c), job_id, reason=reason, actor=actor, now=now, alerts=alerts
+            ),
         )
 
-    async def note(self, entry: Activity) -> None:
-        await self._write("note", lambda c: units.note(SqliteTx(c), entry))
+    async def note(self, entry: Activity, *, alerts: Alerts | None = None) -> None:
+        await self._write("note", lambda c: units.note(SqliteTx(c), entry, alerts=alerts))
 
     async def fire(
         self,
@@ -341,6 +294,7 @@ class SqliteStore:
         now: datetime,
         dedupe_ttl: timedelta,
         skipped: SkipReason | None = None,
+        alerts: Alerts | None = None,
     ) -> FireResult:
         batch = tuple(jobs)
         return await self._write(
@@ -355,6 +309,7 @@ class SqliteStore:
                 now=now,
                 dedupe_ttl=dedupe_ttl,
                 skipped=skipped,
+                alerts=alerts,
             ),
         )
 
@@ -373,153 +328,6 @@ class SqliteStore:
 
     async def put_init(self, record: InitRecord) -> None:
         await self._write("put_init", lambda c: SqliteTx(c).put_init(record))
-
-    # ------------------------------------------------------------- reads, on the reader
-    async def get_job(self, job_id: str) -> Job | None:
-        return await self._read("get_job", lambda c: SqliteTx(c).get_job(job_id))
-
-    async def running(self) -> list[RunningJob]:
-        def read(conn: sqlite3.Connection) -> list[RunningJob]:
-            return [
-                RunningJob(
-                    job=job_of(row),
-                    process=None
-                    if row[_W] is None
-                    else ProcessHandle(pid=row[_W], pgid=row[_W + 1], start_time=row[_W + 2]),
-                )
-                for row in conn.execute(SQL_RUNNING).fetchall()
-            ]
-
-        return await self._read("running", read)
-
-    async def transitions(self, job_id: str) -> list[Transition]:
-        return await self._read(
-            "transitions",
-            lambda c: [transition_of(r) for r in c.execute(SQL_TRANSITIONS, (job_id,)).fetchall()],
-        )
-
-    async def runs(self, job_id: str) -> list[RunRecord]:
-        return await self._read(
-            "runs", lambda c: [run_of(r) for r in c.execute(SQL_RUNS, (job_id,)).fetchall()]
-        )
-
-    async def recent_runs(self, *, plugin: str | None = None, limit: int = 50) -> list[RunView]:
-        params: tuple[Any, ...]
-        if plugin is None:
-            sql, params = SQL_RECENT_RUNS, (limit,)
-        else:
-            sql, params = SQL_RECENT_RUNS_OF_PLUGIN, (plugin, limit)
-        width = len(RUN_COLS.split(","))
-
-        def read(c: sqlite3.Connection) -> list[RunView]:
-            return [RunView(job=job_of(r[width:]), run=run_of(r[:width])) for r in c.execute(sql, params)]
-
-        return await self._read("recent_runs", read)
-
-    async def list_jobs(
-        self,
-        *,
-        statuses: Sequence[JobStatus] | None = None,
-        plugin: str | None = None,
-        limit: int = 100,
-    ) -> list[Job]:
-        """Newest first."""
-        wanted = None if statuses is None else sorted({JobStatus(s).value for s in statuses})
-        if wanted == [] or limit == 0:
-            return []
-        sql = sql_list_jobs(statuses=None if wanted is None else len(wanted), plugin=plugin is not None)
-        params: list[Any] = [*(wanted or []), *([plugin] if plugin is not None else [])]
-        # A negative limit slices like a Python list (all but the last -limit), as the fake does.
-        params.append(limit if limit > 0 else -1)
-
-        def read(conn: sqlite3.Connection) -> list[Job]:
-            jobs = [job_of(r) for r in conn.execute(sql, params).fetchall()]
-            return jobs if limit > 0 else jobs[:limit]
-
-        return await self._read("list_jobs", read)
-
-    async def find_jobs(self, query: JobQuery) -> JobPage:
-        return await self._read("find_jobs", lambda c: read_job_page(c, query))
-
-    async def job_ids_with_prefix(self, prefix: str, *, limit: int = 2) -> list[str]:
-        def read(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute(SQL_IDS_FROM, (prefix, limit)).fetchall()
-            return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
-
-        return await self._read("job_ids_with_prefix", read)
-
-    async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:
-        return await self._read(
-            "activity", lambda c: [entry_of(r) for r in c.execute(SQL_ACTIVITY_AFTER, (after, limit))]
-        )
-
-    async def last_activity_id(self) -> int:
-        def read(conn: sqlite3.Connection) -> int:
-            row = conn.execute(SQL_LAST_ACTIVITY_ID).fetchone()
-            return 0 if row is None else int(row[0])
-
-        return await self._read("last_activity_id", read)
-
-    async def queue_depth(self) -> int:
-        return await self._read("queue_depth", lambda c: int(c.execute(SQL_QUEUE_DEPTH).fetchone()[0]))
-
-    async def oldest_queued_at(self) -> datetime | None:
-        return await self._read(
-            "oldest_queued_at", lambda c: opt_dt(c.execute(SQL_OLDEST_QUEUED).fetchone()[0])
-        )
-
-    async def outstanding(self, plugin: str, command: str) -> int:
-        return await self._read("outstanding", lambda c: SqliteTx(c).outstanding(plugin, command))
-
-    async def next_retry_at(self) -> datetime | None:
-        return await self._read("next_retry_at", lambda c: opt_dt(c.execute(SQL_NEXT_RETRY_AT).fetchone()[0]))
-
-    async def get_state(self, plugin: str) -> dict[str, Any]:
-        return await self._read("get_state", lambda c: SqliteTx(c).get_state(plugin))
-
-    async def get_breaker(self, plugin: str, command: str) -> br.Breaker | None:
-        return await self._read("get_breaker", lambda c: SqliteTx(c).get_breaker(plugin, command))
-
-    async def breakers(self) -> list[br.Breaker]:
-        return await self._read(
-            "breakers", lambda c: [breaker_of(r) for r in c.execute(SQL_BREAKERS).fetchall()]
-        )
-
-    async def planned(self, key: str) -> PlannedRun | None:
-        return await self._read("planned", lambda c: SqliteTx(c).get_planned(key))
-
-    async def all_planned(self) -> list[PlannedRun]:
-        return await self._read(
-            "all_planned", lambda c: [planned_of(r) for r in c.execute(SQL_ALL_PLANNED).fetchall()]
-        )
-
-    async def due(self, start: datetime, end: datetime) -> list[PlannedRun]:
-        """Planned runs with ``start <= planned_at < end``, earliest first."""
-        bounds = (to_us(start), to_us(end))
-        return await self._read(
-            "due", lambda c: [planned_of(r) for r in c.execute(SQL_DUE, bounds).fetchall()]
-        )
-
-    async def pauses(self) -> list[Pause]:
-        return await self._read("pauses", lambda c: [pause_of(r) for r in c.execute(SQL_PAUSES).fetchall()])
-
-    async def facts(self, plugin: str, *, fact_type: str | None = None, limit: int = 100) -> list[Fact]:
-        params: tuple[Any, ...]
-        if fact_type is None:
-            sql, params = SQL_FACTS_OF_PLUGIN, (plugin, limit)
-        else:
-            sql, params = SQL_FACTS_OF_TYPE, (plugin, fact_type, limit)
-        return await self._read("facts", lambda c: [fact_of(r) for r in c.execute(sql, params).fetchall()])
-
-    async def counts(self) -> dict[str, int]:
-        return await self._read("counts", lambda c: {str(n): int(v) for n, v in c.execute(SQL_COUNTERS)})
-
-    async def get_init(self, plugin: str) -> InitRecord | None:
-        def read(conn: sqlite3.Connection) -> InitRecord | None:
-            row = conn.execute(SQL_GET_INIT, (plugin,)).fetchone()
-            return None if row is None else init_of(row)
-
-        return await self._read("get_init", read)
 
 
 def _use_wal(conn: sqlite3.Connection, where: str) -> None:
