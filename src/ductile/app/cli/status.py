@@ -65,7 +65,7 @@ async def _health(
         base_env=plugin_env(ctx.env),
     )
     outcome = await spawner.run(request)
-    verdict = classify(outcome, timeout)
+    verdict = classify(outcome, timeout, protocol=plugin.protocol)
     logs = verdict.response.logs if verdict.response is not None else ()
     return {
         "ok": verdict.event is JobEvent.SUCCEED,
