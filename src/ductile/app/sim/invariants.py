@@ -64,6 +64,7 @@ INVARIANTS: dict[str, str] = {
     "I6": "duplicate executions only after crashes",
     "I7": "the circuit breaker and the poll guard hold back the scheduler",
     "I8": "once faults stop, every job ends in bounded time",
+    "I9": "one lifecycle event per death, none about a notifier's own jobs",
 }
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from ductile.app.sim.alerts import AlertLedger
 from ductile.app.sim.invariants import (
     Expectation,
     Violation,
@@ -71,6 +72,7 @@ class Monitor:
         self.deadlines: dict[str, datetime] = {}
         self.checks = 0
         self._order = 0
+        self.alerts = AlertLedger(self)
 
     @property
     def store(self) -> Store:
@@ -266,6 +268,8 @@ class Monitor:
         self.require("I4", check_state(before.plugin, state, self.succeeded.get(before.plugin, 0)))
         if before.submitted_by is SubmittedBy.SCHEDULER and spawned:
             await self._breaker_after_run(before, s.succeeded, breaker_before, ctx.breaker)
+        if committed.alerts:
+            await self.alerts.adopt()
 
     def _note_run(self, track: JobTrack, before: Job, s: Settlement, *, spawned: bool) -> None:
         """Add the settled run to the job's notes, and its line to the trace."""
@@ -329,6 +333,7 @@ class Monitor:
                 )
             )
             self.sim.note(f"recover {ref(s.job.id)} -> {s.job.status} attempt {s.job.attempt}")
+        await self.alerts.adopt()
 
     async def on_cancel(self, plugin: str, ids: Sequence[str], before: Sequence[str]) -> None:
         if sorted(ids) != sorted(before):
@@ -340,6 +345,8 @@ class Monitor:
         if ids:
             self.event("cancelled", plugin, f"{len(ids)} queued job(s) cancelled")
         self.sim.note(f"cancel {plugin}: {' '.join(ref(i) for i in ids) or '-'}")
+        if ids:
+            await self.alerts.adopt()
 
     def queued_of(self, plugin: str) -> list[str]:
         return [
@@ -386,6 +393,8 @@ class Monitor:
             self.sim.note(f"fire {due.key} stale")
             return
         self.require("I7", check_fire(guard, breaker_before, outstanding, result, now=now))
+        if result.alerts:
+            await self.alerts.adopt()
         pending: dict[str, Job] = {}
         for job, r in zip(jobs, result.jobs, strict=False):
             self._check_insert(job, r, pending, now=now, ttl=ttl)
@@ -482,3 +491,4 @@ class Monitor:
             self.require("I4", check_state(plugin, state, self.succeeded.get(plugin, 0)))
         unsettled = [k for k in self.spawns if k not in self.settled]
         self.require("I6", check_executions(self.spawns, unsettled, self.sim.crashes))
+        self.alerts.check_every_death()
