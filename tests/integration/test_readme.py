@@ -45,3 +45,17 @@ def test_the_example_hello_plugin_says_its_configured_greeting() -> None:
     ran = run_plugin(ROOT / "examples" / "plugins" / "hello" / "run.sh", config={"greeting": "good morning"})
     assert ran.job.status.value == "succeeded", ran.job.last_error
     assert [line.message for line in ran.settlement.run.logs] == ["good morning"]
+
+
+def test_the_example_routes_every_death_to_a_builtin_notify_alias() -> None:
+    from ductile.adapters.plugin_dir import FilesystemCatalog
+
+    config = load_config(EXAMPLE)
+    found = FilesystemCatalog().discover(config)
+    assert not found.refused, found.refused
+    assert found.plugins["alert"].base == "notify"
+    assert found.plugins["oops"].base == "sys_exec"
+    alerts = config.alerts(set(found.plugins))
+    assert [(r.event_type, r.target) for r in alerts.routes] == [("job.dead", "alert")]
+    assert "python3 examples/receiver.py" in README
+    assert "ductile run oops" in README
