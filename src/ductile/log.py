@@ -82,3 +82,41 @@ class Log:
     def exception(self, message: str, **fields: Any) -> None:
         """An error line with the traceback of the exception being handled."""
         self.log(logging.ERROR, message, exc_info=True, **fields)
+
+
+class Episode:
+    """A run of failures of one thing, logged as one episode: the first failure once (at
+    ``level``, with the traceback only when asked: a fault of the machine explains itself in
+    one line), the rest counted, and the end once, at INFO, with the count.
+
+    ``failed`` and ``ended`` are cheap when nothing changes: a loop retrying every second
+    writes two lines for an outage, not one per try. Not thread-safe: one owner.
+    """
+
+    __slots__ = ("_failures", "_log", "_what")
+
+    def __init__(self, log: Log, what: str) -> None:
+        self._log = log
+        self._what = what
+        self._failures = 0
+
+    @property
+    def failing(self) -> bool:
+        return self._failures > 0
+
+    def failed(
+        self, error: BaseException, *, level: int = logging.ERROR, traceback: bool = False, **fields: Any
+    ) -> None:
+        self._failures += 1
+        if self._failures == 1:
+            self._log.log(
+                level,
+                f"{self._what} failed: {error} (logged once until it works again)",
+                exc_info=error if traceback else None,
+                **fields,
+            )
+
+    def ended(self, **fields: Any) -> None:
+        if self._failures:
+            failures, self._failures = self._failures, 0
+            self._log.info(f"{self._what} works again, after {failures} failure(s)", **fields)

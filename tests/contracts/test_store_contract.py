@@ -202,6 +202,20 @@ def test_enqueue_stores_the_job_whole_with_its_creation_transition(with_store: S
     with_store(body)
 
 
+def test_a_store_that_writes_reports_no_write_fault(with_store: StoreRunner) -> None:
+    """``write_fault`` is the store's own record (no I/O): None while writes work, before and after them.
+    (Faults themselves need a real machine to break: tests/integration/test_sqlite_faults.py.)"""
+
+    async def body(store: Store) -> None:
+        assert store.write_fault() is None
+        job = make_job("alpha")
+        await store.enqueue(job, actor=Actor.API, now=job.created_at, dedupe_ttl=TTL)
+        assert await store.claim_next(job.created_at) is not None
+        assert store.write_fault() is None
+
+    with_store(body)
+
+
 def test_enqueue_records_the_actor_it_is_given(with_store: StoreRunner) -> None:
     async def body(store: Store) -> None:
         for actor in (Actor.SCHEDULER, Actor.CLI, Actor.ROUTE):

@@ -25,6 +25,7 @@ from ductile.adapters.pidlock import (
     LockError,
     running_daemon_pid,
 )
+from ductile.adapters.statedir import StateDirError
 from ductile.domain.errors import DuctileError
 
 DEADLINE = 10.0
@@ -236,16 +237,15 @@ def test_errors_belong_to_the_ductile_family() -> None:
     assert issubclass(LockError, DuctileError)
 
 
-def test_a_lock_path_that_is_a_directory_is_a_clear_lock_error(tmp_path: Path) -> None:
+def test_a_lock_path_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / LOCK_NAME).mkdir()
-    with pytest.raises(LockError, match=f"cannot open the lock file {tmp_path / LOCK_NAME}") as caught:
+    with pytest.raises(StateDirError, match=f"{tmp_path / LOCK_NAME} is not a regular file"):
         InstanceLock(str(tmp_path)).acquire()
-    assert not isinstance(caught.value, AlreadyRunningError)
 
 
-def test_a_state_dir_that_is_a_file_is_a_clear_lock_error(tmp_path: Path) -> None:
+def test_a_state_dir_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("x")
-    with pytest.raises(LockError, match="state dir"):
+    with pytest.raises(StateDirError, match=r"state dir .* is not a directory"):
         InstanceLock(str(tmp_path / "state")).acquire()
 
 
@@ -262,6 +262,56 @@ def test_a_filesystem_without_locks_is_refused_with_a_hint(
         lock.acquire()
     assert not isinstance(caught.value, AlreadyRunningError)
     assert not lock.held
-    assert (tmp_path / LOCK_NAME).read_text() == ""  # nothing written without the lock
+    assert not (tmp_path / LOCK_NAME).exists()  # nothing written without the lock
     with pytest.raises(LockError, match="local filesystem"):
         running_daemon_pid(str(tmp_path))
+
+
+# ------------------------------------------------------------- a lock file someone deletes (ADR 0040)
+
+
+def test_deleting_the_lock_file_does_not_let_a_second_instance_in(
+    holder: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    (state / LOCK_NAME).unlink()  # what a careless `rm state/ductile.lock` does
+    with pytest.raises(AlreadyRunningError, match=r"already running \(pid unknown\)"):
+        InstanceLock(str(state)).acquire()
+    assert not (state / LOCK_NAME).exists()  # the refused instance made no new file either
+
+
+def test_the_check_puts_back_a_deleted_or_replaced_lock_file(tmp_path: Path) -> None:
+    with InstanceLock(str(tmp_path)) as lock:
+        (tmp_path / LOCK_NAME).unlink()
+        assert running_daemon_pid(str(tmp_path)) is None  # no file, no pid to signal...
+        assert lock.check() is None  # ...until the check puts it back
+        assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+        assert running_daemon_pid(str(tmp_path)) == os.getpid()
+        (tmp_path / LOCK_NAME).unlink()
+        (tmp_path / LOCK_NAME).write_text("12345\n")  # another file in its place
+        assert lock.check() is None
+        assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+        assert lock.check() is None  # and nothing more to do
+    assert running_daemon_pid(str(tmp_path)) is None
+
+
+def test_the_check_reports_a_state_dir_moved_away_under_the_daemon(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with InstanceLock(str(state)) as lock:
+        assert lock.check() is None
+        state.rename(tmp_path / "state.old")
+        state.mkdir(mode=0o700)
+        reason = lock.check()
+        assert reason is not None
+        assert "was moved or replaced while ductile ran" in reason
+
+
+def test_a_ductile_that_locks_only_the_file_still_sees_the_directory_holder(tmp_path: Path) -> None:
+    """An older ductile (file lock only) and this one exclude each other, both ways."""
+    with InstanceLock(str(tmp_path)):
+        fd = os.open(tmp_path / LOCK_NAME, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)

@@ -8,6 +8,7 @@ an exec being denied.
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 import sys
 from pathlib import Path
@@ -556,6 +557,50 @@ def test_verify_catches_a_plugin_dir_removed(plugins: Path, loaded: Plugin, tmp_
 
 def test_verify_accepts_content_changes_that_break_no_rule(plugins: Path, loaded: Plugin) -> None:
     Path(loaded.executable).write_text(BODY + "# v2\n")
+    assert verify(loaded, str(plugins)) is None
+
+
+# -- owners (ADR 0041): the daemon's user or root, nobody else -----------------------------------------
+
+
+def _need_root() -> int:
+    if os.geteuid() != 0:
+        pytest.skip(
+            "NOT TESTED: handing files to another user (nobody) needs root; the suite runs as root in CI"
+        )
+    return pwd.getpwnam("nobody").pw_uid
+
+
+@pytest.mark.parametrize("what", ["plugin directory", "entrypoint", "manifest"])
+def test_a_plugin_file_owned_by_another_user_is_refused_at_load(plugins: Path, what: str) -> None:
+    nobody = _need_root()
+    directory = make_plugin(plugins, "p")
+    path = {
+        "plugin directory": directory,
+        "entrypoint": directory / "run.py",
+        "manifest": directory / "manifest.yaml",
+    }
+    os.chown(path[what], nobody, -1)
+    reason = refusal_of(plugins, "p")
+    assert f"{what} {path[what]} is owned by uid {nobody} (nobody), not by the user running ductile" in reason
+    assert "or root" in reason
+
+
+@pytest.mark.parametrize("what", ["plugin directory", "entrypoint"])
+def test_verify_catches_a_file_handed_to_another_user_after_load(
+    plugins: Path, loaded: Plugin, what: str
+) -> None:
+    nobody = _need_root()
+    path = loaded.directory if what == "plugin directory" else loaded.executable
+    os.chown(path, nobody, -1)
+    reason = verify(loaded, str(plugins))
+    assert reason is not None
+    assert f"{what} {path} is owned by uid {nobody} (nobody)" in reason
+
+
+def test_files_owned_by_root_pass_for_any_daemon_user(plugins: Path, loaded: Plugin) -> None:
+    if os.geteuid() == 0:
+        assert os.stat(loaded.executable).st_uid == 0
     assert verify(loaded, str(plugins)) is None
 
 

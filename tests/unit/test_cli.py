@@ -163,6 +163,9 @@ class Harness:
         self.ids += 1
         return f"new-{self.ids:03d}"
 
+    #: What the store check says (None: the database accepts writes).
+    store_refusal: str | None = None
+
     def context(self) -> Context:
         self.out, self.err = io.StringIO(), io.StringIO()
         return Context(
@@ -178,6 +181,7 @@ class Harness:
             send_signal=lambda pid, sig: self.signals.append((pid, sig)),
             tz=UTC,
             new_id=self.new_id,
+            store_check=lambda path: self.store_refusal,
         )
 
     def __call__(self, *argv: str) -> tuple[int, str, str]:
@@ -871,8 +875,9 @@ def test_status_json_shape(h: Harness) -> None:
     _status_setup(h)
     code, doc = h.json("status")
     assert code == 1
-    assert set(doc) == {"healthy", "problems", "daemon", "database", "queue", "routing", "plugins"}
+    assert set(doc) == {"healthy", "problems", "daemon", "database", "store", "queue", "routing", "plugins"}
     assert doc["routing"] == {"max_route_depth": 20, "dropped_at_depth": 0}
+    assert doc["store"] == {"writable": True, "problem": None}
     assert doc["healthy"] is False
     assert doc["problems"] == ["the health check of bad failed"]
     assert doc["daemon"] == {"running": True, "pid": 4242, "state_dir": str(h.root / "state")}
@@ -965,6 +970,17 @@ def test_status_without_a_daemon_is_not_healthy(h: Harness) -> None:
     assert code == 1
     assert doc["daemon"]["running"] is False
     assert doc["problems"] == ["the daemon is not running"]
+
+
+def test_status_says_when_the_database_would_refuse_a_write(h: Harness) -> None:
+    h.store_refusal = "the disk is full: 0.1 MiB free in /x, the database needs at least 0.6 MiB to carry on"
+    code, doc = h.json("status", "--no-health")
+    assert code == 1
+    assert doc["store"] == {"writable": False, "problem": h.store_refusal}
+    assert doc["problems"] == [f"the database refuses writes: {h.store_refusal}"]
+    code, out, _ = h("status", "--no-health")
+    assert code == 1
+    assert out.splitlines()[-1] == f"NOT healthy: the database refuses writes: {h.store_refusal}"
 
 
 # =========================================================================== reload

@@ -23,6 +23,7 @@ Conventions of the doc (the tests parse them):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import re
@@ -291,6 +292,18 @@ class Harness:
         self.ids += 1
         return f"id-{self.ids}"
 
+    def backup(self, target: Path) -> Any:
+        """``backup --json``: it reads a real SQLite database (made here), never the in-memory store."""
+        from ductile.adapters.sqlite import SqliteStore
+
+        async def make() -> None:
+            store = await SqliteStore.open(self.root / "state" / "ductile.db")
+            await store.close()
+
+        (self.root / "state").mkdir(mode=0o700, exist_ok=True)
+        asyncio.run(make())
+        return self.json("backup", "--to", str(target))
+
     def reloaded(self, pid: int, sig: int) -> None:
         """The stand-in daemon reloads at once and says so in its activity log."""
         report = {"reloaded": True, "added": [], "removed": [], "changed": [], "cancelled": {},
@@ -311,6 +324,7 @@ class Harness:
             send_signal=self.reloaded,
             tz=UTC,
             new_id=self.new_id,
+            store_check=lambda path: None,
         )
         code = main([*argv, "--json"], context=context)
         assert code in (0, 1), f"ductile {' '.join(argv)} exited {code}: {err.getvalue()}"
@@ -338,7 +352,9 @@ def test_each_verbs_json_document_has_the_documented_keys(tmp_path: Path) -> Non
         "pause": h.json("pause", "echo"),
         "resume": h.json("resume", "echo"),
         "facts": h.json("facts", "echo"),
+        "selfcheck": h.json("selfcheck"),
     }
+    documents["backup"] = h.backup(tmp_path / "backup.db")
     rows = _json_rows()
     for verb, doc in documents.items():
         assert set(doc) == rows[f"ductile {verb}"], f"ductile {verb} --json prints {sorted(doc)}"

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import ductile.app.dispatch as dispatch_module
+from ductile.app.dispatch import UnsettledError
 from ductile.app.intake import Webhook
 from ductile.app.spawn import HELPER_PATH
 from ductile.domain.classify import RunEnd
@@ -25,7 +26,7 @@ from ductile.fakes import InMemoryStore
 from ductile.fakes.catalog import DictCatalog
 from ductile.fakes.spawner import error, ok
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store import Committed, StaleJobError
+from ductile.ports.store import Committed, PermanentStoreError, StaleJobError, TransientStoreError
 from tests.support.builders import (
     PLUGINS_DIR,
     directory,
@@ -535,22 +536,30 @@ async def test_a_spawner_that_raises_fails_the_job_with_an_internal_error_and_lo
 
 
 class FlakyStore(InMemoryStore):
-    """An InMemoryStore whose chosen methods raise ``failures[name]`` times before working."""
+    """An InMemoryStore whose chosen methods raise ``failures[name]`` times before working
+    (``error``: what they raise; a plain OSError by default, as a bug in a store would)."""
 
-    def __init__(self, **failures: int) -> None:
+    def __init__(self, error: type[Exception] | None = None, **failures: int) -> None:
         super().__init__()
         self.failures = dict(failures)
         self.attempts: dict[str, int] = {}
+        self.error = error
+        #: Called at each settle attempt (a test stops the daemon from there).
+        self.on_settle: Any = None
 
     def _trip(self, name: str) -> None:
         self.attempts[name] = self.attempts.get(name, 0) + 1
         if self.failures.get(name, 0) > 0:
             self.failures[name] -= 1
+            if self.error is not None:
+                raise self.error(f"{name} failed: the disk is full (a test's words)")
             raise OSError(28, f"No space left on device ({name})")
 
     async def settle(
         self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
     ) -> Committed:
+        if self.on_settle is not None:
+            self.on_settle()
         self._trip("settle")
         return await super().settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl)
 
@@ -564,28 +573,20 @@ class FlakyStore(InMemoryStore):
 
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Replace the engine's asyncio.sleep: record the delay, yield once, never wait."""
-    slept: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def fake_sleep(delay: float, result: Any = None) -> Any:
-        if delay:
-            slept.append(delay)
-        return await real_sleep(0, result)
-
-    # The dispatcher calls ``asyncio.sleep`` through its module's ``asyncio``: the same module object.
-    assert dispatch_module.asyncio is asyncio  # type: ignore[attr-defined]
-    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
-    return slept
+def no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dispatcher retries a refused settle at once instead of every second."""
+    monkeypatch.setattr(dispatch_module, "SETTLE_RETRY", 0.0)
 
 
+@pytest.mark.usefixtures("no_pause")
+@pytest.mark.parametrize("fault", [False, True], ids=["a bug", "a transient store fault"])
 @async_test
-async def test_a_settle_that_fails_transiently_is_retried_until_committed_once(
-    sleeps: list[float], caplog: pytest.LogCaptureFixture
+async def test_a_settle_that_fails_is_retried_until_committed_once_and_logged_once(
+    fault: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="ductile")
     config, catalog = two_plugins()
-    store = FlakyStore(settle=4)
+    store = FlakyStore(TransientStoreError if fault else None, settle=4)
     rig = Rig(config, catalog, store=store)
     rig.script("alpha", ok(state_updates={"n": 1}))
     await rig.engine.start()
@@ -594,7 +595,6 @@ async def test_a_settle_that_fails_transiently_is_retried_until_committed_once(
     assert await rig.engine.dispatch_one()
 
     assert store.attempts["settle"] == 5
-    assert sleeps == [0.5, 1.0, 2.0, 4.0]
     job = await rig.job(job_id)
     assert job.status is JobStatus.SUCCEEDED
     assert [h[:2] for h in await rig.history(job_id)] == [
@@ -605,42 +605,89 @@ async def test_a_settle_that_fails_transiently_is_retried_until_committed_once(
     assert len(await rig.store.runs(job_id)) == 1
     assert await rig.store.get_state("alpha") == {"n": 1}
     assert len(rig.spawns("alpha")) == 1  # the plugin is not run again
-    retries = records(
-        caplog, component="dispatcher", job_id=job_id, message="could not record the end of the job"
-    )
-    assert [r.getMessage() for r in retries] == [
-        f"could not record the end of the job; retrying in {d:g}s" for d in (0.5, 1, 2, 4)
-    ]
-    assert all(r.levelno == logging.ERROR for r in retries)
+    # One line when it starts failing (a fault explains itself; a bug keeps its traceback),
+    # one when it is over: not one per try.
+    [failed] = records(caplog, component="dispatcher", job_id=job_id, message="could not record the end")
+    assert "trying again every" in failed.getMessage()
+    assert failed.levelno == (logging.WARNING if fault else logging.ERROR)
+    assert (failed.exc_info is None) is fault
+    [done] = records(caplog, component="dispatcher", job_id=job_id, message="the end of the job was recorded")
+    assert "after 4 failed tries" in done.getMessage()
 
 
+@pytest.mark.usefixtures("no_pause")
 @async_test
-async def test_the_settle_backoff_is_capped_at_30_seconds(sleeps: list[float]) -> None:
+async def test_a_permanent_store_fault_at_settle_leaves_the_job_to_recovery_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A corrupt page met at settle: retrying would wedge the lane for good."""
     config, catalog = two_plugins()
-    rig = Rig(config, catalog, store=FlakyStore(settle=9))
+    store = FlakyStore(PermanentStoreError, settle=1000)
+    rig = Rig(config, catalog, store=store)
     rig.script("alpha", ok())
     await rig.engine.start()
-    await rig.engine.enqueue("alpha")
-    await rig.engine.dispatch_one()
-    assert sleeps == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    job_id = (await rig.engine.enqueue("alpha")).job_id
+
+    with pytest.raises(UnsettledError):
+        await rig.engine.dispatch_one()
+
+    assert store.attempts["settle"] == 1
+    assert (await rig.job(job_id)).status is JobStatus.RUNNING  # crash recovery's, after a repair
+    [line] = records(caplog, component="dispatcher", job_id=job_id, message="could not record the end")
+    assert line.levelno == logging.CRITICAL
+    assert "crash recovery runs it again" in line.getMessage()
+    # The lane goes on: the next job is claimed and run.
+    rig.script("beta", ok())
+    store.failures["settle"] = 0
+    other = (await rig.engine.enqueue("beta")).job_id
+    assert await rig.engine.dispatch_one()
+    assert (await rig.job(other)).status is JobStatus.SUCCEEDED
+
+
+@pytest.mark.usefixtures("no_pause")
+@async_test
+async def test_a_stop_ends_the_settle_retries_after_one_more_try(caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM while the store refuses the settle (a full disk, a held lock): bounded."""
+    config, catalog = two_plugins()
+    store = FlakyStore(TransientStoreError, settle=1000)
+    rig = Rig(config, catalog, store=store)
+    rig.script("alpha", ok())
+    await rig.engine.start()
+    job_id = (await rig.engine.enqueue("alpha")).job_id
+
+    def stop_at_the_third_try() -> None:
+        if store.attempts.get("settle", 0) == 2:
+            rig.engine.halt()
+
+    store.on_settle = stop_at_the_third_try
+    with pytest.raises(UnsettledError):
+        await asyncio.wait_for(rig.engine.dispatch_one(), 10)
+
+    assert store.attempts["settle"] == 4  # the try during which the stop came, and one more
+    assert (await rig.job(job_id)).status is JobStatus.RUNNING
+    [line] = records(caplog, component="dispatcher", job_id=job_id, message="before stopping")
+    assert line.levelno == logging.ERROR
+    assert "crash recovery runs it again at the next start" in line.getMessage()
 
 
 @async_test
-async def test_a_stale_job_at_settle_is_not_retried(sleeps: list[float]) -> None:
+async def test_a_stale_job_at_settle_is_not_retried() -> None:
     class StaleStore(InMemoryStore):
         async def settle(
             self, job_id: str, outcome: Outcome, *, ctx: SettleContext, dedupe_ttl: timedelta
         ) -> Committed:
+            self.settles = getattr(self, "settles", 0) + 1
             raise StaleJobError(f"job {job_id} is not running")
 
     config, catalog = two_plugins()
-    rig = Rig(config, catalog, store=StaleStore())
+    store = StaleStore()
+    rig = Rig(config, catalog, store=store)
     rig.script("alpha", ok())
     await rig.engine.start()
     await rig.engine.enqueue("alpha")
     with pytest.raises(StaleJobError):
         await rig.engine.dispatch_one()
-    assert sleeps == []
+    assert store.settles == 1
 
 
 @async_test

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,9 +27,9 @@ from ductile.app.daemon import Service
 from ductile.app.engine import Engine
 from ductile.app.feed import Feed
 from ductile.app.intake import Manual, Webhook
-from ductile.app.operations import reload_doc, restart_needed
+from ductile.app.lockwatch import watch_lock
+from ductile.app.operations import health_doc, reload_doc, restart_needed
 from ductile.domain.activity import Kind
-from ductile.domain.breaker import BreakerStatus
 from ductile.domain.config import Config, Endpoint
 from ductile.domain.errors import ConfigError, UnknownJobError
 from ductile.domain.job import Command, Job, SubmittedBy
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from ductile.app.surface import Surface
 
 DB_NAME = "ductile.db"
+#: The files of the database in the state directory (checked with the lock, ADR 0040).
+DB_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm")
 #: :meth:`Ductile.wait` looks at the job after this long, then twice as long each time, up to...
 _WAIT_FIRST = 0.01
 #: ...this many seconds between two looks.
@@ -200,13 +202,17 @@ class Ductile:
         return self
 
     async def _open_own_store(self, config: Config) -> Store:
-        """SQLite under ``service.state_dir``, behind the instance lock unless ``lock=False``."""
+        """SQLite under ``service.state_dir`` (checked: ADR 0040), behind the instance lock
+        unless ``lock=False``; its integrity is checked before anything runs."""
         from ductile.adapters.sqlite import SqliteStore
+        from ductile.adapters.statedir import prepare
 
         if self._lock_wanted is not False:
             self._take_lock(config)
+        else:
+            prepare(config.service.state_dir, DB_FILES)
         try:
-            store = await SqliteStore.open(database_path(config))
+            store = await SqliteStore.open(database_path(config), integrity_check=True)
         except BaseException:
             self._release_lock()
             raise
@@ -214,9 +220,10 @@ class Ductile:
         return store
 
     def _take_lock(self, config: Config) -> None:
+        from ductile.adapters.daemon_record import LAST_GOOD_NAME, RECORD_NAME
         from ductile.adapters.pidlock import InstanceLock
 
-        self._lock = InstanceLock(config.service.state_dir)
+        self._lock = InstanceLock(config.service.state_dir, files=(*DB_FILES, RECORD_NAME, LAST_GOOD_NAME))
         self._lock.acquire()
 
     async def __aenter__(self) -> Ductile:
@@ -283,7 +290,7 @@ class Ductile:
             reload=reload_source,
             http=http,
             listeners=listeners,
-            background=[self.feed.run],
+            background=[self.feed.run, *self._lock_watch()],
             on_ready=on_ready,
             notifier=notifier,
         )
@@ -327,6 +334,10 @@ class Ductile:
     def api_port(self) -> int | None:
         """The port the API listens on once serving (``api.listen`` port 0 picks one); None before."""
         return self.surface.api_port
+
+    def _lock_watch(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        lock = self._lock
+        return [] if lock is None else [lambda: watch_lock(lock.check, self.stop)]
 
     def stop(self) -> None:
         """Stop serving gracefully; safe to call more than once, from a signal handler too."""
@@ -406,19 +417,10 @@ class Ductile:
         return await self.engine.store.due(start, end)
 
     async def health(self) -> dict[str, Any]:
-        """The /healthz figures (D20)."""
+        """The /healthz figures (D20): :func:`~ductile.app.operations.health_doc`."""
         engine = self.engine
         now = engine.clock.now()
-        started = engine.started_at or now
-        breakers = await engine.store.breakers()
-        open_plugins = {b.plugin for b in breakers if b.status is not BreakerStatus.CLOSED}
-        return {
-            "status": "ok",
-            "uptime_seconds": round((now - started).total_seconds(), 3),
-            "queue_depth": await engine.store.queue_depth(),
-            "plugins_loaded": len(engine.runtime.plugins),
-            "plugins_circuit_open": len(open_plugins),
-        }
+        return await health_doc(engine.store, engine.runtime, uptime=now - (engine.started_at or now))
 
     @property
     def ready(self) -> bool:

@@ -40,12 +40,14 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
-from logging import ERROR
+from logging import ERROR, WARNING
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ductile.app.dispatch import UnsettledError
 from ductile.app.engine import Engine
 from ductile.domain.breaker import Breaker, BreakerStatus
-from ductile.log import Log
+from ductile.log import Episode, Log
+from ductile.ports.store import StoreFaultError
 
 if TYPE_CHECKING:
     from ductile.adapters.systemd import Notifier
@@ -117,6 +119,7 @@ class Service:
             return
         _daemon_log.info("stopping: intake closed, waiting for the running job")
         self._stopping.set()
+        self.engine.halt()
         self._tell_stopping()
         self._wake_scheduler.set()
         self.engine.inbox.notify()
@@ -209,13 +212,19 @@ class Service:
             await self._sleep_until(min(wake, cap), self._wake_scheduler)
 
     async def _dispatcher_loop(self) -> None:
+        episode = Episode(_dispatcher_log, "dispatch (trying again every second)")
         while not self.stopping:
             try:
                 worked = await self.engine.dispatch_one()
-            except Exception:
-                _dispatcher_log.exception("dispatch failed; trying again shortly")
+            except UnsettledError:  # logged by the dispatcher; the job is left to crash recovery
+                worked = True
+            except Exception as e:
+                fault = isinstance(e, StoreFaultError)  # the store logged that episode's error itself
+                episode.failed(e, level=WARNING if fault else ERROR, traceback=not fault)
                 worked = False
                 await asyncio.sleep(1.0)
+            else:
+                episode.ended()
             if not worked and not self.stopping:
                 try:
                     timeout = await self.engine.idle_wait()

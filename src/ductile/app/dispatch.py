@@ -1,16 +1,23 @@
 """The dispatcher (D14): claim a job, run its plugin, settle the outcome, commit.
 
 One job at a time. A claimed job is never stranded: whatever goes wrong while
-preparing the run or in the spawner becomes a failed run, and the settlement
-is committed however long the store takes to accept it (a full disk, a locked
-database), while crash recovery covers a death in between.
+preparing the run or in the spawner becomes a failed run. Its settlement is
+committed as soon as the store accepts it: while the store refuses writes for
+a passing reason (a full disk, a lock held by another process) it is tried
+again every :data:`SETTLE_RETRY` seconds, logged once. It is abandoned — the
+job stays ``running`` in the store, and crash recovery runs it again at the
+next start — when the store's fault is permanent (a corrupt page: retrying
+would wedge the lane for good), or when the daemon is stopping (after one
+more try: a stop stays bounded). Either way :class:`UnsettledError` says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from typing import Final
 
 import attrs
 
@@ -18,6 +25,7 @@ from ductile.app.dispatch_log import log_route_depth, log_settlement
 from ductile.app.runtime import Runtime
 from ductile.app.spawn import job_request_parts, plugin_env, spawn_request
 from ductile.domain.classify import RunEnd, classify
+from ductile.domain.errors import DuctileError
 from ductile.domain.job import Job
 from ductile.domain.outcome import NotRun, Outcome, SpawnOutcome
 from ductile.domain.plugin import Plugin
@@ -28,9 +36,21 @@ from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import ProcessHandle, Spawner
-from ductile.ports.store import Committed, StaleJobError, Store
+from ductile.ports.store import Committed, PermanentStoreError, StaleJobError, Store, StoreFaultError
 
 _log = Log("dispatcher")
+#: Seconds between two tries to record a job's end while the store refuses writes.
+SETTLE_RETRY: Final = 1.0
+
+
+def _user(runtime: Runtime, plugin: str) -> str | None:
+    run_as = runtime.config.run_as(plugin)
+    return run_as[0] if run_as is not None else None
+
+
+class UnsettledError(DuctileError):
+    """A run's end could not be recorded (permanent store fault, or a stop): the job stays
+    ``running`` in the store and crash recovery runs it again at the next start. Logged already."""
 
 
 @attrs.frozen(kw_only=True)
@@ -45,6 +65,8 @@ class Dispatcher:
     base_env: Mapping[str, str]
     #: The daemon's whole environment, where ``env.pass`` names are looked up.
     environ: Mapping[str, str] = attrs.field(factory=dict)
+    #: Set when the daemon stops: a settle the store refuses is tried once more, then abandoned.
+    halt: asyncio.Event = attrs.field(factory=asyncio.Event)
 
     async def claim(self) -> Job | None:
         """The oldest runnable job, now running; None when there is none."""
@@ -120,6 +142,7 @@ class Dispatcher:
             event=event,
             payload=payload,
             context=context,
+            user=_user(runtime, job.plugin),
         )
 
         async def remember(handle: ProcessHandle) -> None:
@@ -144,20 +167,42 @@ class Dispatcher:
         return plugin_env(self.environ, extra)
 
     async def _settle(self, job: Job, end: RunEnd, ctx: SettleContext, runtime: Runtime) -> Committed:
-        """Commit the settlement, retrying while the store cannot write (a full disk,
-        a locked database): the job stays ``running`` in the store meanwhile, and
-        crash recovery would pick it up if we died."""
-        delay = 0.5
+        """Commit the settlement (see the module's docs): the job stays ``running`` in
+        the store while this waits, and crash recovery would pick it up if we died."""
+        job_log = _log.bind(plugin=job.plugin, job_id=job.id)
+        tries = 0
         while True:
+            halting = self.halt.is_set()
             try:
-                return await self.store.settle(
+                committed = await self.store.settle(
                     job.id, end, ctx=ctx, dedupe_ttl=runtime.config.service.dedupe_ttl
                 )
             except StaleJobError:
                 raise
-            except Exception:
-                _log.bind(plugin=job.plugin, job_id=job.id).exception(
-                    f"could not record the end of the job; retrying in {delay:g}s"
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+            except Exception as e:
+                tries += 1
+                self._settle_failed(job_log, e, tries=tries, halting=halting)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.halt.wait(), SETTLE_RETRY)
+                continue
+            if tries:
+                job_log.info(f"the end of the job was recorded, after {tries} failed tries")
+            return committed
+
+    def _settle_failed(self, job_log: Log, error: Exception, *, tries: int, halting: bool) -> None:
+        """Log a failed settle once; raise :class:`UnsettledError` when it is abandoned."""
+        fault = isinstance(error, StoreFaultError)
+        left = "it stays 'running' in the database and crash recovery runs it again at the next start"
+        if isinstance(error, PermanentStoreError):
+            job_log.critical(f"could not record the end of the job: {error}; {left}")
+            raise UnsettledError(f"job {job_log.context.get('job_id')}: {error}") from error
+        if halting:
+            job_log.error(f"could not record the end of the job before stopping: {error}; {left}")
+            raise UnsettledError(f"job {job_log.context.get('job_id')}: {error}") from error
+        if tries == 1:
+            job_log.log(
+                logging.WARNING if fault else logging.ERROR,
+                f"could not record the end of the job: {error}; trying again every {SETTLE_RETRY:g} s "
+                "until the store accepts it",
+                exc_info=None if fault else error,
+            )

@@ -70,6 +70,8 @@ class Engine:
         self.started_at: datetime | None = None
         #: Ticks, claims and reloads never overlap (D13: reloads are serialized and atomic).
         self._lock = asyncio.Lock()
+        #: Set by :meth:`halt`: a settle the store refuses is then abandoned after one more try.
+        self._halt = asyncio.Event()
         self._dispatcher = Dispatcher(
             store=store,
             spawner=spawner,
@@ -79,6 +81,7 @@ class Engine:
             draw=self.draw,
             base_env=self.base_env,
             environ=self.environ,
+            halt=self._halt,
         )
         self._scheduler = Scheduler(
             store=store, clock=clock, inbox=inbox, draw=self.draw, new_id=self.new_id, spawner=spawner
@@ -191,6 +194,12 @@ class Engine:
             return False
         await self._dispatcher.run(job, runtime)
         return True
+
+    def halt(self) -> None:
+        """The daemon is stopping: the job in flight still runs to its end, but if the store
+        will not record that end it is tried once more and then left to crash recovery
+        (:class:`~ductile.app.dispatch.UnsettledError`), so a stop stays bounded."""
+        self._halt.set()
 
     async def idle_wait(self) -> float:
         """Seconds the dispatcher may wait for work: until the next retry, at most 1 s

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 
 from ductile.domain.activity import Entry, matches
-from ductile.log import Log
+from ductile.log import Episode, Log
 from ductile.ports.store import Store
+from ductile.ports.store_faults import StoreFaultError
 
 _log = Log("feed")
 
@@ -119,13 +121,18 @@ class Feed:
             self._started = True
 
     async def run(self) -> None:
-        """Follow the log until cancelled; a store error is logged and retried at the next poll."""
+        """Follow the log until cancelled; a store error is retried at the next poll, logged once
+        per episode (a fault of the machine at warn without a traceback: the store says why)."""
         await self.start()
+        episode = Episode(_log, "reading the activity log (trying again at each poll)")
         while True:
             try:
                 await self.catch_up()
-            except Exception:
-                _log.exception("reading the activity log failed; trying again shortly")
+            except Exception as e:
+                fault = isinstance(e, StoreFaultError)
+                episode.failed(e, level=logging.WARNING if fault else logging.ERROR, traceback=not fault)
+            else:
+                episode.ended()
             timeout = self.live_poll if self._subscriptions else self.idle_poll
             # asyncio.timeout, not wait_for: in 3.11 wait_for loses a cancellation that comes
             # while the event is being set (a poke during shutdown), and this loop never ends.

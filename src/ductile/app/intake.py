@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from ductile.app.runtime import PluginState, Runtime
+from ductile.domain import payload_schema
 from ductile.domain.config import Endpoint
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import Actor, Command, Job, SubmittedBy
@@ -36,7 +37,8 @@ _log = Log("intake")
 
 
 class EnqueueRefusedError(DuctileError):
-    """A job was asked for a plugin or command that cannot run (one of the three below)."""
+    """A job was asked for a plugin or command that cannot run, or with a payload its command refuses
+    (one of the four below)."""
 
 
 class UnknownPluginError(EnqueueRefusedError, LookupError):
@@ -49,6 +51,27 @@ class UnknownCommandError(EnqueueRefusedError, ValueError):
 
 class PluginUnavailableError(EnqueueRefusedError):
     """The plugin exists but cannot take jobs now (refused, disabled, ``init`` failed): a 503."""
+
+
+class InvalidPayloadError(EnqueueRefusedError, ValueError):
+    """The payload breaks the command's ``input_schema`` (a v2 manifest's): a host app's 422."""
+
+
+def payload_refusal(
+    runtime: Runtime, plugin: str, command: str, payload: object
+) -> InvalidPayloadError | None:
+    """The error a payload is refused with when the command declares an ``input_schema``
+    it breaks; None when it has none or the payload conforms."""
+    loaded = runtime.plugins.get(plugin)
+    spec = loaded.manifest.command_spec(command) if loaded is not None else None
+    if spec is None or spec.input_schema is None:
+        return None
+    found = payload_schema.problems({} if payload is None else payload, spec.input_schema)
+    if not found:
+        return None
+    return InvalidPayloadError(
+        f"the payload does not fit {plugin}'s input_schema of {command}: {'; '.join(found)}"
+    )
 
 
 def refusal(runtime: Runtime, plugin: str, command: str) -> EnqueueRefusedError | None:
@@ -124,6 +147,8 @@ async def enqueue(
     if isinstance(submission, Manual | Retry) and (isinstance(submission, Retry) or submission.strict):
         plugin, command = _target(submission)
         refused = refusal(runtime, plugin, command)
+        if refused is None and isinstance(submission, Manual):
+            refused = payload_refusal(runtime, plugin, command, submission.payload)
         if refused is not None:
             raise refused
     job = _job(submission, runtime, now=now, job_id=new_id())

@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ductile.app import intake
 from ductile.app.intake import Retry
 from ductile.app.runtime import PluginState, Runtime
-from ductile.app.views import breaker_json, job_detail, job_json, run_json, utc
+from ductile.app.views import breaker_json, job_detail, job_json, run_json, store_health, utc
 from ductile.domain import breaker as br
 from ductile.domain.config import Config
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
 from ductile.domain.lifecycle import Alerts
+from ductile.domain.schedule import schedule_key
 from ductile.domain.state import serialize_state
-from ductile.ports.store import EnqueueResult, JobPage, JobQuery, NotQueuedError, Store
+from ductile.ports.store import EnqueueResult, JobPage, JobQuery, NotQueuedError, RunView, Store
 
 #: The shortest id prefix accepted in place of a whole id.
 MIN_PREFIX = 8
@@ -198,21 +199,59 @@ async def plugin_view(store: Store, runtime: Runtime, name: str) -> dict[str, An
         }
     settings = runtime.settings(name)
     doc["config"] = masked(settings.config)
-    planned = await store.planned(name)
     recent = await store.recent_runs(plugin=name, limit=1)
     last = recent[0] if recent else None
-    doc["schedule"] = {
-        "scheduled": name in runtime.schedules(),
-        "next_run_at": utc(planned.planned_at) if planned is not None else None,
-        "last_run_at": utc(last.run.finished_at) if last is not None else None,
-    }
+    doc["schedules"] = await _schedules_view(store, runtime, name, last)
     policy = settings.circuit_breaker
     breakers = [b for b in await store.breakers() if b.plugin == name]
     doc["breakers"] = [breaker_json(b, br.reopens_at(b, policy)) for b in breakers]
-    doc["paused"] = False
+    doc["paused"] = any(p.plugin == name and p.schedule_id is None for p in await store.pauses())
     doc["state_bytes"] = len(serialize_state(await store.get_state(name)))
     doc["last_run"] = None if last is None else {"job": job_json(last.job), "run": run_json(last.run)}
     return doc
+
+
+async def _schedules_view(
+    store: Store, runtime: Runtime, name: str, last: RunView | None
+) -> list[dict[str, Any]]:
+    """Each schedule of the plugin: its id, whether it runs, is paused, its next planned run."""
+    active = runtime.schedules()
+    settings = runtime.config.plugins.get(name)
+    paused = {p.schedule_id for p in await store.pauses() if p.plugin == name}
+    rows = []
+    for schedule in settings.all_schedules if settings is not None else ():
+        key = schedule_key(name, schedule.id)
+        planned = await store.planned(key)
+        rows.append(
+            {
+                "id": schedule.id,
+                "command": schedule.command,
+                "scheduled": key in active,
+                "paused": None in paused or schedule.id in paused,
+                "next_run_at": utc(planned.planned_at) if planned is not None else None,
+                "last_run_at": utc(last.run.finished_at) if last is not None else None,
+            }
+        )
+    return rows
+
+
+async def switch_pause(
+    store: Store, runtime: Runtime, name: str, schedule_id: str | None, *, pause: bool, now: datetime
+) -> bool:
+    """Pause or resume the plugin's schedules (or one); whether this call changed anything.
+    :class:`NotFoundError` for a plugin or schedule the config does not name."""
+    settings = runtime.config.plugins.get(name)
+    if settings is None and runtime.status_of(name).state is PluginState.ABSENT:
+        raise NotFoundError(f"no plugin named {name!r}")
+    if schedule_id is not None:
+        ids = [s.id for s in settings.all_schedules] if settings is not None else []
+        if schedule_id not in ids:
+            raise NotFoundError(
+                f"plugin {name!r} has no schedule {schedule_id!r} (its schedules: {', '.join(ids) or 'none'})"
+            )
+    if pause:
+        return await store.pause(name, schedule_id, now=now)
+    return await store.resume(name, schedule_id)
 
 
 # ----------------------------------------------------------------------------- reload
@@ -256,4 +295,20 @@ def reload_doc(
         "changed": changed,
         "cancelled": {name: list(ids) for name, ids in cancelled.items()},
         "unhealthy": dict(unhealthy),
+    }
+
+
+async def health_doc(store: Store, runtime: Runtime, *, uptime: timedelta) -> dict[str, Any]:
+    """The /healthz document (D20), the same on the webhook listener and the API's: ``status``
+    is ``degraded`` (served with 503) while the store refuses writes, and ``store`` says why."""
+    breakers = await store.breakers()
+    open_plugins = {b.plugin for b in breakers if b.status is not br.BreakerStatus.CLOSED}
+    fault = store.write_fault()
+    return {
+        "status": "ok" if fault is None else "degraded",
+        "uptime_seconds": round(uptime.total_seconds(), 3),
+        "queue_depth": await store.queue_depth(),
+        "plugins_loaded": len(runtime.plugins),
+        "plugins_circuit_open": len(open_plugins),
+        "store": store_health(fault),
     }

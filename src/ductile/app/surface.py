@@ -17,6 +17,7 @@ from ductile.app.feed import Feed
 from ductile.domain.activity import Activity, Kind
 from ductile.domain.config import Config
 from ductile.log import Log
+from ductile.ports.store_faults import StoreFaultError
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -122,6 +123,8 @@ class Surface:
                 Activity(kind=kind, at=engine.clock.now(), plugin=plugin, data=data),
                 alerts=engine.runtime.alerts(),
             )
+        except StoreFaultError as e:  # the machine's fault: the store logs its episode's error line
+            _log.warning(f"could not record {kind.value} in the activity log: {e}")
         except Exception:
             _log.exception(f"could not record {kind.value} in the activity log")
         else:

@@ -15,6 +15,7 @@ from ductile.domain.errors import ProtocolError
 from ductile.domain.job import Job, Transition
 from ductile.domain.protocol import decode_json_object, iso_utc
 from ductile.domain.settle import RunRecord
+from ductile.ports.store_faults import WriteFault
 
 
 def utc(at: datetime | None) -> str | None:
@@ -109,4 +110,17 @@ def job_detail(
             {"id": c.id, "plugin": c.plugin, "command": c.command, "status": c.status.value}
             for c in children or []
         ],
+    }
+
+
+def store_health(fault: WriteFault | None) -> dict[str, Any]:
+    """The ``store`` part of ``/healthz``: whether the store accepts writes, and if not why."""
+    if fault is None:
+        return {"writable": True}
+    return {
+        "writable": False,
+        "problem": fault.kind,
+        "transient": fault.transient,
+        "since": utc(fault.since),
+        "reason": fault.reason,
     }

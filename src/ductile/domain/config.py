@@ -100,6 +100,8 @@ class ServiceConfig:
     max_route_depth: int = attrs.field(default=DEFAULT_MAX_ROUTE_DEPTH, validator=attrs.validators.ge(1))
     #: The ``env`` of every plugin that does not give its own.
     plugin_env: EnvSettings = EnvSettings()
+    #: The user plugins run as when ductile runs as root (a name or a uid); None: ductile's own.
+    plugin_user: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -128,6 +130,8 @@ class PluginConfig:
     schedules: tuple[Schedule, ...] = ()
     env: EnvSettings = EnvSettings()
     notify: Notify = Notify()
+    #: The user this plugin runs as (overrides ``service.plugin_user``).
+    user: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.schedule is not None and self.schedules:
@@ -214,6 +218,15 @@ class Config:
     def plugin(self, name: str) -> PluginConfig:
         """The plugin's settings; a plugin on disk without an entry gets the defaults."""
         return self.plugins.get(name) or PluginConfig(name=name)
+
+    def run_as(self, name: str) -> tuple[str, str] | None:
+        """The user plugin ``name`` runs as and the setting that says so; None: ductile's own."""
+        own = self.plugin(name).user
+        if own is not None:
+            return own, f"plugins.{name}.user"
+        if self.service.plugin_user is not None:
+            return self.service.plugin_user, "service.plugin_user"
+        return None
 
     def new_job(
         self,

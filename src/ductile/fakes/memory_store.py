@@ -27,6 +27,7 @@ from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
 from ductile.fakes.memory_tx import MemoryTx, copy_state
 from ductile.ports.spawner import ProcessHandle
+from ductile.ports.store_faults import WriteFault
 from ductile.ports.store_values import (
     Committed,
     EnqueueResult,
@@ -312,6 +313,10 @@ class InMemoryStore:
 
     async def get_init(self, plugin: str) -> InitRecord | None:
         return self.tx.inits.get(plugin)
+
+    def write_fault(self) -> WriteFault | None:
+        """Memory never refuses a write."""
+        return None
 
     async def close(self) -> None:
         self.closed = True

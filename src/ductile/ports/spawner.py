@@ -29,6 +29,10 @@ class SpawnRequest:
     stdout_cap: int = STDOUT_CAP
     stderr_cap: int = STDERR_CAP
     stderr_keep: int = STDERR_KEEP
+    #: Run as this user (a name or a uid; ``service.plugin_user``, ``plugins.<name>.user``):
+    #: uid, gid and groups switched in the child, ``HOME``/``USER``/``LOGNAME`` set to that
+    #: user's. None: as the daemon's own user.
+    user: str | None = None
 
 
 @attrs.frozen(kw_only=True)

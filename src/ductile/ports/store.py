@@ -24,6 +24,12 @@ from ductile.domain.lifecycle import Alerts
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
+from ductile.ports.store_faults import (
+    PermanentStoreError,
+    StoreFaultError,
+    TransientStoreError,
+    WriteFault,
+)
 from ductile.ports.store_values import (
     Blocked,
     Committed,
@@ -53,10 +59,14 @@ __all__ = [
     "JobQuery",
     "NotQueuedError",
     "Pause",
+    "PermanentStoreError",
     "RunView",
     "RunningJob",
     "StaleJobError",
     "Store",
+    "StoreFaultError",
+    "TransientStoreError",
+    "WriteFault",
 ]
 
 
@@ -245,6 +255,13 @@ class Store(Protocol):
     async def get_init(self, plugin: str) -> InitRecord | None: ...
 
     async def put_init(self, record: InitRecord) -> None: ...
+
+    # ----------------------------------------------------------------- health
+    def write_fault(self) -> WriteFault | None:
+        """Why the store refuses writes now, or None when it accepts them (no I/O: the
+        store's own record of its last writes, see :class:`~ductile.ports.store_faults.WriteFault`).
+        Writes fail with :class:`~ductile.ports.store_faults.StoreFaultError` subclasses."""
+        ...
 
     # ----------------------------------------------------------------- the activity log
     async def note(self, entry: Activity, *, alerts: Alerts | None = None) -> None:

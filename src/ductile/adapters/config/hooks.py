@@ -74,6 +74,7 @@ UsesName = NewType("UsesName", str)
 EventType = NewType("EventType", str)
 JsonObject = NewType("JsonObject", dict[str, Any])
 ApiSecret = NewType("ApiSecret", str)
+UserName = NewType("UserName", str)
 PluginTable = NewType("PluginTable", dict[str, PluginConfig])
 
 _PLUGIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -414,6 +415,21 @@ def section(value: object) -> dict[str, Any]:
 
 
 #: The hook of every kind of value, by type (the converter registers them in this order).
+_USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\$?")
+
+
+def user_hook(value: object, _: Any) -> str:
+    """A user name (``nobody``) or a numeric uid (``65534``), as text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise Problem(f"a uid is 0 or more, not {value}")
+        return str(value)
+    text = text_value(value)
+    if not (text.isdigit() or _USER_NAME.fullmatch(text)) or len(text) > 64:
+        raise Problem(f"'{shorten(text)}' is not a user name or a uid")
+    return text
+
+
 VALUE_HOOKS: tuple[tuple[Any, Callable[[object, Any], Any]], ...] = (
     (str, string_hook),
     (bool, bool_hook),
@@ -436,4 +452,5 @@ VALUE_HOOKS: tuple[tuple[Any, Callable[[object, Any], Any]], ...] = (
     (EventType, event_type_hook),
     (JsonObject, json_object_hook),
     (ApiSecret, api_token_hook),
+    (UserName, user_hook),
 )

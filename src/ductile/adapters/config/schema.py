@@ -31,6 +31,7 @@ from ductile.adapters.config.hooks import (
     JsonObject,
     Listen,
     PluginTable,
+    UserName,
     UsesName,
     count_hook,
     current_context,
@@ -100,6 +101,7 @@ class _ServiceDoc:
     log_level: LogLevel | None = None
     max_route_depth: Count | None = None
     plugin_env: EnvSettings | None = None
+    plugin_user: UserName | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -143,6 +145,7 @@ class PluginDoc:
     circuit_breaker: BreakerPolicy | None = None
     max_outstanding_polls: Count | None = None
     notify: Notify | None = None
+    user: UserName | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -1,8 +1,11 @@
 """The health route: ``GET /healthz`` (D20).
 
 The document comes from the app (``Ductile``: status, uptime, queue depth,
-plugins); this route only serves it: 200 with it, 503 ``{"status": "error"}``
-when building it raises (logged), 405 for a method other than GET or HEAD.
+plugins, whether the store accepts writes); this route only serves it: 200
+with it when its ``status`` is ``ok``, 503 with it otherwise (a monitor that
+only looks at the code sees a daemon that cannot do its work; the document
+says why), 503 ``{"status": "error"}`` when building it raises (logged), 405
+for a method other than GET or HEAD.
 ``/healthz`` is always the health check, even if an endpoint claims the path.
 """
 
@@ -35,7 +38,7 @@ class HealthRoute:
             return
         try:
             document = await self._health()
-            await respond(send, 200, document, close=close)
+            await respond(send, 200 if document.get("status") == "ok" else 503, document, close=close)
         except Exception:
             log.exception("the health check failed")
             await respond(send, 503, {"status": "error"}, close=close)

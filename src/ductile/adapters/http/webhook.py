@@ -10,7 +10,10 @@ endpoint and a ``POST``, and read its body within the limits. What is left:
    whose ``payload`` field is one (GitHub's default content type; the
    signature is over the raw form body, as GitHub signs it);
 3. ``submit`` durably enqueues it -> 202 ``{"job_id": ...}``; if it raises ->
-   503 (logged; the body never carries a traceback).
+   503 (the body never carries a traceback). Refusals are logged as an episode
+   (:class:`~ductile.log.Episode`): the first one, then, at the next 202, how
+   many there were; a fault of the store (a full disk, a held lock) in its one
+   line, anything else with its traceback.
 
 The body has been read to its end, so these answers keep the connection
 open, except after an upgrade request (httptools stops parsing there).
@@ -18,6 +21,7 @@ open, except after an upgrade request (httptools stops parsing there).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +33,8 @@ from ductile.adapters.http.headers import dedupe_key, delivery_headers, single_v
 from ductile.adapters.http.jsonbody import NotJsonError, parse_body
 from ductile.adapters.http.signing import signature_matches
 from ductile.domain.config import Endpoint
+from ductile.log import Episode
+from ductile.ports.store_faults import StoreFaultError
 
 FORBIDDEN = {"error": "forbidden"}
 NOT_JSON = {"error": "body is not valid JSON"}
@@ -58,6 +64,7 @@ class WebhookRoute:
 
     def __init__(self, submit: Submit) -> None:
         self._submit = submit
+        self._refusals = Episode(log, "queueing a webhook delivery (answered 503)")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint: Endpoint = scope[ENDPOINT]
@@ -80,8 +87,16 @@ class WebhookRoute:
         )
         try:
             job_id = await self._submit(delivery)
-        except Exception:
-            log.exception("could not queue a webhook delivery", plugin=endpoint.plugin, path=endpoint.path)
+        except Exception as e:
+            fault = isinstance(e, StoreFaultError)
+            self._refusals.failed(  # a store fault: its error line is the store's own
+                e,
+                level=logging.WARNING if fault else logging.ERROR,
+                traceback=not fault,
+                plugin=endpoint.plugin,
+                path=endpoint.path,
+            )
             await respond(send, 503, NOT_QUEUED, close=close)
             return
+        self._refusals.ended()
         await respond(send, 202, {"job_id": job_id}, close=close)

@@ -44,6 +44,7 @@ from ductile.adapters.plugin_dir.files import (
     verify,
 )
 from ductile.adapters.plugin_dir.shipped import load_builtin
+from ductile.adapters.runas import RunAsError, problem, resolve
 from ductile.domain.config import Config, PluginConfig
 from ductile.domain.lifecycle import SOURCE as LIFECYCLE_SOURCE
 from ductile.domain.plugin import Discovery, Plugin, Refusal, settings_problem
@@ -238,17 +239,43 @@ def _disabled_base(walk: _Walk, name: str) -> Plugin | None:
 
 
 class FilesystemCatalog:
-    """The Catalog port over ``config.roots`` (D7, D16), checked again before each spawn."""
+    """The Catalog port over ``config.roots`` (D7, D16), checked again before each spawn,
+    with the user each plugin runs as (:mod:`ductile.adapters.runas`)."""
 
     def __init__(self) -> None:
         self._plugins_dir: str | None = None
+        self._config: Config | None = None
 
     def discover(self, config: Config) -> Discovery:
         self._plugins_dir = config.plugins_dir
+        self._config = config
         off = [name for name, pc in config.plugins.items() if not pc.enabled]
-        return discover(config.roots, config.plugins, disabled=off)
+        found = discover(config.roots, config.plugins, disabled=off)
+        refused = {name: why for name, plugin in found.plugins.items() if (why := self._run_as(plugin))}
+        if not refused:
+            return found
+        extra = (
+            Refusal(name=n, directory=found.plugins[n].directory, reason=why) for n, why in refused.items()
+        )
+        return attrs.evolve(
+            found,
+            plugins={name: p for name, p in found.plugins.items() if name not in refused},
+            refused=tuple(sorted((*found.refused, *extra), key=lambda r: r.name)),
+        )
 
     def verify(self, plugin: Plugin) -> str | None:
         if self._plugins_dir is None:
             return "plugins were never discovered"
-        return verify(plugin, self._plugins_dir)
+        return verify(plugin, self._plugins_dir) or self._run_as(plugin)
+
+    def _run_as(self, plugin: Plugin) -> str | None:
+        """Why the user ``plugin`` must run as cannot run it (None: it can, or there is none)."""
+        run_as = self._config.run_as(plugin.name) if self._config is not None else None
+        if run_as is None:
+            return None
+        user, setting = run_as
+        try:
+            who = resolve(user)
+        except RunAsError as e:
+            return f"{setting}: {e}"
+        return problem(who, setting=setting, directory=plugin.directory, executable=plugin.executable)

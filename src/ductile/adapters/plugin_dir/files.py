@@ -14,7 +14,13 @@ module judges the *files* of one folder under one plugin root. The rules
   plugin in it is refused with that one reason), the plugin's folder, every
   directory between the root and the entrypoint, the entrypoint and
   ``manifest.yaml``. Group-writable is allowed: the group is trusted like the
-  owner. Ownership is not checked, nor are the ancestors of the root.
+  owner. The ancestors of the root are not checked.
+- The same files must belong to the user running ductile or to root (ADR
+  0041): another user who owns them could change what runs, with the
+  daemon's rights.
+- A plugin that runs as another user (``service.plugin_user``,
+  ``plugins.<name>.user``) must be runnable by that user and not writable by
+  it (:func:`ductile.adapters.runas.problem`, checked by the catalog).
 - ``manifest.yaml`` is read only when it is a regular file inside the root of
   at most :data:`MANIFEST_MAX_BYTES`, with the config's YAML reader
   (:mod:`ductile.adapters.config.yaml_tree`, ADR 0011): no tag builds an
@@ -34,6 +40,7 @@ from collections.abc import Iterator
 
 from ductile.adapters.config.messages import format_path
 from ductile.adapters.config.yaml_tree import Tree, decode, read_tree
+from ductile.adapters.runas import user_name
 from ductile.domain.errors import ConfigError, ManifestError
 from ductile.domain.plugin import Manifest, Plugin, parse_manifest
 
@@ -155,6 +162,7 @@ def _plugin_directory(root: str, link: str) -> str:
     st = _stat(directory, f"plugin directory {link}")
     if not stat.S_ISDIR(st.st_mode):
         raise RefusedError(f"plugin directory {link} is not a directory")
+    _check_owner(directory, st, "plugin directory")
     if st.st_mode & stat.S_IWOTH:
         raise RefusedError(
             f"plugin directory {directory} is world-writable ({_mode(st.st_mode)}): anyone could replace "
@@ -182,6 +190,7 @@ def _read_manifest(root: str, link: str, name: str) -> Manifest:
             raise RefusedError(f"{path} is not a regular file")
         if st.st_mode & stat.S_IWOTH:
             raise RefusedError(f"{path} is world-writable ({_mode(st.st_mode)}); run chmod o-w {real}")
+        _check_owner(real, st, "manifest")
         data = _read_capped(fd, path, st.st_size)
     finally:
         os.close(fd)
@@ -267,6 +276,7 @@ def _entrypoint(root: str, link: str, entrypoint: str) -> str:
             f"entrypoint {executable} is world-writable ({_mode(st.st_mode)}): anyone could change "
             f"what runs; run chmod o-w {executable}"
         )
+    _check_owner(executable, st, "entrypoint")
     if not st.st_mode & 0o111:
         raise RefusedError(
             f"entrypoint {declared} is not executable ({_mode(st.st_mode)}); run chmod +x {executable}"
@@ -289,6 +299,18 @@ def _check_directories(root: str, directory: str) -> None:
                 f"directory {path} is world-writable ({_mode(st.st_mode)}): anyone could replace the "
                 f"plugin's files; run chmod o-w {path}"
             )
+        _check_owner(path, st, "directory")
+
+
+def _check_owner(path: str, st: os.stat_result, what: str) -> None:
+    """Owned by the user running ductile or by root: another owner could change what runs."""
+    me = os.geteuid()
+    if st.st_uid not in (me, 0):
+        raise RefusedError(
+            f"{what} {path} is owned by {user_name(st.st_uid)}, not by the user running ductile "
+            f"({user_name(me)}) or root: its owner could change what runs with ductile's rights; "
+            f"chown it to one of them"
+        )
 
 
 def _between(root: str, directory: str) -> Iterator[str]:

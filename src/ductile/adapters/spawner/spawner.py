@@ -10,7 +10,10 @@ The entrypoint is executed directly (no shell; its shebang picks the
 interpreter) with ``close_fds``, the request's environment only, and
 ``start_new_session=True``: the plugin leads a new session and process group
 whose id is its pid, so everything it forks can be signalled at once with
-``os.killpg`` (``Popen.kill()`` would hit the leader only).
+``os.killpg`` (``Popen.kill()`` would hit the leader only). A request with a
+``user`` runs as that user (:mod:`ductile.adapters.runas`): the child sets
+its groups, gid and uid before ``exec``, and gets that user's ``HOME``,
+``USER`` and ``LOGNAME``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from typing import Any
 
+from ductile.adapters.runas import RunAsError, resolve
 from ductile.adapters.spawner.diagnose import after_exit, exec_failure
 from ductile.adapters.spawner.proc import kill_orphan
 from ductile.adapters.spawner.run import ProcessRun
@@ -46,6 +51,16 @@ class SubprocessSpawner:
                 spawn_error=f"{request.executable}: the executable must be an absolute path",
                 duration=time.monotonic() - started,
             )
+        env = dict(request.env)
+        switch: dict[str, Any] = {}
+        if request.user is not None:
+            try:
+                who = resolve(request.user)
+            except RunAsError as exc:  # deleted since load (discovery refuses an unknown user)
+                return SpawnOutcome(spawn_error=f"{request.executable}: {exc}", duration=0.0)
+            if who.uid != os.geteuid():
+                switch = {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups)}
+                env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
         try:
             # Popen returns once the exec succeeded or failed (fork + exec: about a
             # millisecond); it never waits for the plugin itself.
@@ -58,13 +73,14 @@ class SubprocessSpawner:
                 argv,
                 executable=argv[0],
                 cwd=request.cwd,
-                env=dict(request.env),
+                env=env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 close_fds=True,
                 bufsize=0,
+                **switch,
             )
         except (OSError, ValueError, TypeError) as exc:
             # OSError: exec failed (ENOENT, EACCES, ENOEXEC...) or no resources

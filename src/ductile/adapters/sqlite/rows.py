@@ -98,10 +98,6 @@ def job_of(row: Sequence[Any]) -> Job:
     )
 
 
-#: Columns of a job row (what :func:`job_of` reads).
-JOB_WIDTH = 19  # len(sql.JOB_FIELDS)
-
-
 def transition_of(row: Sequence[Any]) -> Transition:
     return Transition(
         job_id=row[0],

@@ -5,18 +5,33 @@ over a :class:`~ductile.adapters.sqlite.tx.SqliteTx` of the writer's
 connection: the same unit bodies the in-memory fakes run, on the rows as they
 are inside the transaction. Reads go to the reader thread, one statement each.
 
-Threads and transactions (ADR 0010): one writer thread owns the only write
-connection and commits every pending unit in one ``BEGIN IMMEDIATE`` (a
-savepoint each, group commit: :mod:`~ductile.adapters.sqlite.worker`); one
-reader thread owns a ``query_only`` connection (WAL: reads never wait for the
-writer's fsync; every read is one statement, one snapshot). A unit is
-*durable* (the default) or *relaxed*: only the claims and ``record_process``
-are relaxed (losing them to a power cut is harmless: the job is still queued,
-or running without a process record) and a batch of relaxed units alone
-commits at ``synchronous=NORMAL``. Another process (the CLI) may write to the
-same file at once: ``BEGIN IMMEDIATE`` waits up to ``busy_timeout``, then the
-unit fails with :class:`StoreBusyError`; it never hangs. Connections never
-cross ``fork()`` (:class:`StoreError` in a forked child).
+Threads and transactions (ADR 0010; :mod:`~ductile.adapters.sqlite.worker`)
+---------------------------------------------------------------------------
+* **One writer thread** owns the only write connection of this store. The
+  writer takes all pending units at once, runs them in **one** ``BEGIN
+  IMMEDIATE`` transaction, each inside its own ``SAVEPOINT`` (a unit that
+  raises is rolled back alone), commits once, and only then resolves the
+  futures: group commit, so ``synchronous=FULL`` costs little under load.
+* **Sync level per unit.** A unit is *durable* (the default) or *relaxed*.
+  Only the claims (``claim_next``, ``claim``) and ``record_process`` are
+  relaxed: losing them to a power cut is harmless (the job is simply still
+  queued, or running without a process record, and no process survives a
+  power cut anyway). A batch of relaxed units only commits at
+  ``synchronous=NORMAL``; a batch with any durable unit commits at the
+  store's level (``FULL``), and in WAL mode that fsync also covers every
+  relaxed commit before it.
+* **One reader thread** owns a second, ``query_only`` connection. WAL readers
+  never block the writer nor wait for its fsync, and running reads on a
+  thread keeps a rare busy wait (WAL recovery, a checkpoint) off the event
+  loop. Every read is one statement, so each sees one committed snapshot;
+  a read issued after a write was acknowledged sees that write.
+* Connections use ``isolation_level=None`` (no implicit transactions), WAL,
+  ``busy_timeout``, ``foreign_keys=ON``. Another process (the CLI) may write
+  to the same file at the same time: ``BEGIN IMMEDIATE`` waits up to
+  ``busy_timeout`` for the write lock; a lock that outlasts it fails the
+  unit with :class:`StoreBusyError`, it never hangs.
+* Connections never cross ``fork()``: a store used in a forked child raises
+  :class:`StoreError` instead of touching the parent's connections.
 """
 
 from __future__ import annotations
@@ -25,43 +40,85 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ductile import units
-from ductile.adapters.sqlite.errors import StoreBusyError, StoreClosedError, StoreError
-from ductile.adapters.sqlite.reads import StoreReads, Unit
-from ductile.adapters.sqlite.schema import MIGRATIONS, Migration, migrate, refuse_newer
+from ductile.adapters.sqlite import reads
+from ductile.adapters.sqlite.database import Database
+from ductile.adapters.sqlite.errors import StoreClosedError, StoreError
+from ductile.adapters.sqlite.queries import read_job_page
+from ductile.adapters.sqlite.rows import (
+    breaker_of,
+    entry_of,
+    opt_dt,
+    pause_of,
+    planned_of,
+    run_of,
+    to_us,
+    transition_of,
+)
+from ductile.adapters.sqlite.schema import MIGRATIONS, Migration
+from ductile.adapters.sqlite.sql import (
+    SQL_ACTIVITY_AFTER,
+    SQL_ALL_PLANNED,
+    SQL_BREAKERS,
+    SQL_COUNTERS,
+    SQL_DUE,
+    SQL_LAST_ACTIVITY_ID,
+    SQL_NEXT_RETRY_AT,
+    SQL_OLDEST_QUEUED,
+    SQL_PAUSES,
+    SQL_QUEUE_DEPTH,
+    SQL_RUNS,
+    SQL_TRANSITIONS,
+)
 from ductile.adapters.sqlite.tx import SqliteTx
 from ductile.adapters.sqlite.worker import SYNCHRONOUS_MODES, Pending, Reader, Worker, Writer, WriterStats
 from ductile.domain import breaker as br
-from ductile.domain.activity import Activity, SkipReason
+from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.classify import RunEnd
-from ductile.domain.job import Actor, Job
+from ductile.domain.facts import Fact
+from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.lifecycle import Alerts
 from ductile.domain.schedule import PlannedRun
-from ductile.domain.settle import SettleContext, Settlement
+from ductile.domain.settle import RunRecord, SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
+from ductile.ports.store_faults import WriteFault
 from ductile.ports.store_values import (
     Committed,
     EnqueueResult,
     FireResult,
     Guard,
     InitRecord,
+    JobPage,
+    JobQuery,
+    Pause,
+    RunningJob,
+    RunView,
 )
 
 T = TypeVar("T")
+#: Columns of a job row: a process record's columns follow them in ``SQL_RUNNING``.
+Unit = Callable[[sqlite3.Connection], T]
 
 
-class SqliteStore(StoreReads):
+class SqliteStore:
     """The Store port on one SQLite file. Open with ``await SqliteStore.open(path)``."""
 
     #: The schema history this store migrates to (a subclass may extend it, e.g. in a test).
     migrations: ClassVar[tuple[Migration, ...]] = MIGRATIONS
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL", busy_timeout: float = 5.0):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        integrity_check: bool = False,
+    ):
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(
@@ -70,42 +127,61 @@ class SqliteStore(StoreReads):
         if busy_timeout < 0:
             raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
         self._path = Path(path)
-        self._synchronous = mode
-        self._busy_ms = int(busy_timeout * 1000)
-        self._busy_timeout = busy_timeout
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._open = False
         self._closed = False
         where = str(self._path)
+        self._db = Database(
+            self._path,
+            synchronous=mode,
+            busy_timeout=busy_timeout,
+            migrations=self.migrations,
+            integrity_check=integrity_check,
+        )
         self._writer = Writer(
             thread_name=f"ductile-sqlite-writer:{self._path.name}",
             where=where,
-            connect=self._open_writer,
-            failure=self._failure,
+            connect=self._db.open_writer,
+            failure=self._db.failure,
             on_exit=self._stopped,
             synchronous=mode,
+            tracker=self._db.tracker,
+            upkeep=self._db.upkeep,
+            reclaim=self._db.reclaim,
         )
         self._reader = Reader(
             thread_name=f"ductile-sqlite-reader:{self._path.name}",
             where=where,
-            connect=self._open_reader,
-            failure=self._failure,
+            connect=self._db.open_reader,
+            failure=self._db.failure,
             on_exit=self._stopped,
         )
+        self._db.reader_put = self._reader.reconnect
 
     # ------------------------------------------------------------- life cycle
     @classmethod
     async def open(
-        cls, path: str | os.PathLike[str], *, synchronous: str = "FULL", busy_timeout: float = 5.0
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        integrity_check: bool = False,
     ) -> SqliteStore:
         """Open (creating or migrating) the database at ``path``.
 
+        A missing database is created whole (never an empty file at ``path``);
+        an empty file, a symbolic link or a ``-wal`` without its database is
+        refused (:mod:`~ductile.adapters.sqlite.opening`). ``integrity_check``
+        runs ``PRAGMA quick_check`` first (the daemon does, at start).
+
         Raises :class:`SchemaVersionError` for a database of a newer ductile,
         :class:`MigrationError` when a migration fails (nothing changed),
-        :class:`StoreError` when the file cannot be opened as a database.
+        :class:`StoreCorruptError` for a damaged file, :class:`StoreError`
+        when the file cannot be opened as a database.
         """
-        store = cls(path, synchronous=synchronous, busy_timeout=busy_timeout)
+        store = cls(path, synchronous=synchronous, busy_timeout=busy_timeout, integrity_check=integrity_check)
         await store._start()
         return store
 
@@ -116,6 +192,10 @@ class SqliteStore(StoreReads):
     @property
     def stats(self) -> WriterStats:
         return self._writer.stats
+
+    def write_fault(self) -> WriteFault | None:
+        """Why writes fail now (the writer's :class:`~ductile.adapters.sqlite.faults.FaultTracker`)."""
+        return self._db.tracker.fault
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -144,50 +224,6 @@ class SqliteStore(StoreReads):
         """A thread ended: refuse every later unit."""
         with self._lock:
             self._closed = True
-
-    # ------------------------------------------------------------- connections
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None, timeout=self._busy_timeout)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _open_writer(self) -> sqlite3.Connection:
-        where = str(self._path)
-        conn = self._connect()
-        try:
-            refuse_newer(conn, where, len(self.migrations))
-            _use_wal(conn, where)
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            migrate(conn, where, self.migrations)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _open_reader(self) -> sqlite3.Connection:
-        conn = self._connect()
-        conn.execute("PRAGMA query_only = ON")
-        return conn
-
-    def _failure(self, error: BaseException, name: str) -> BaseException:
-        """The exception a caller gets: SQLite errors become clear StoreErrors."""
-        if isinstance(error, sqlite3.Error):
-            code = getattr(error, "sqlite_errorcode", 0) & 0xFF
-            if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                new: StoreError = StoreBusyError(
-                    f"{self._path}: {name} failed: the database stayed locked by another connection "
-                    f"for longer than busy_timeout ({self._busy_timeout:g} s); nothing was written"
-                )
-            else:
-                new = StoreError(f"{self._path}: {name} failed: SQLite error: {error}")
-            new.__cause__ = error
-            return new
-        return error
 
     # ------------------------------------------------------------- submission
     async def _submit(self, worker: Worker, name: str, fn: Unit[T], *, durable: bool = True) -> T:
@@ -329,8 +365,103 @@ class SqliteStore(StoreReads):
     async def put_init(self, record: InitRecord) -> None:
         await self._write("put_init", lambda c: SqliteTx(c).put_init(record))
 
+    # ------------------------------------------------------------- reads, on the reader
+    async def get_job(self, job_id: str) -> Job | None:
+        return await self._read("get_job", lambda c: SqliteTx(c).get_job(job_id))
 
-def _use_wal(conn: sqlite3.Connection, where: str) -> None:
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        raise StoreError(f"{where}: could not switch the database to WAL mode (it is {mode!r})")
+    async def running(self) -> list[RunningJob]:
+        return await self._read("running", reads.running)
+
+    async def transitions(self, job_id: str) -> list[Transition]:
+        return await self._read(
+            "transitions",
+            lambda c: [transition_of(r) for r in c.execute(SQL_TRANSITIONS, (job_id,)).fetchall()],
+        )
+
+    async def runs(self, job_id: str) -> list[RunRecord]:
+        return await self._read(
+            "runs", lambda c: [run_of(r) for r in c.execute(SQL_RUNS, (job_id,)).fetchall()]
+        )
+
+    async def recent_runs(self, *, plugin: str | None = None, limit: int = 50) -> list[RunView]:
+        return await self._read("recent_runs", lambda c: reads.recent_runs(c, plugin, limit))
+
+    async def list_jobs(
+        self,
+        *,
+        statuses: Sequence[JobStatus] | None = None,
+        plugin: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Newest first."""
+        return await self._read("list_jobs", lambda c: reads.list_jobs(c, statuses, plugin, limit))
+
+    async def find_jobs(self, query: JobQuery) -> JobPage:
+        return await self._read("find_jobs", lambda c: read_job_page(c, query))
+
+    async def job_ids_with_prefix(self, prefix: str, *, limit: int = 2) -> list[str]:
+        return await self._read("job_ids_with_prefix", lambda c: reads.ids_with_prefix(c, prefix, limit))
+
+    async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:
+        return await self._read(
+            "activity", lambda c: [entry_of(r) for r in c.execute(SQL_ACTIVITY_AFTER, (after, limit))]
+        )
+
+    async def last_activity_id(self) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute(SQL_LAST_ACTIVITY_ID).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._read("last_activity_id", read)
+
+    async def queue_depth(self) -> int:
+        return await self._read("queue_depth", lambda c: int(c.execute(SQL_QUEUE_DEPTH).fetchone()[0]))
+
+    async def oldest_queued_at(self) -> datetime | None:
+        return await self._read(
+            "oldest_queued_at", lambda c: opt_dt(c.execute(SQL_OLDEST_QUEUED).fetchone()[0])
+        )
+
+    async def outstanding(self, plugin: str, command: str) -> int:
+        return await self._read("outstanding", lambda c: SqliteTx(c).outstanding(plugin, command))
+
+    async def next_retry_at(self) -> datetime | None:
+        return await self._read("next_retry_at", lambda c: opt_dt(c.execute(SQL_NEXT_RETRY_AT).fetchone()[0]))
+
+    async def get_state(self, plugin: str) -> dict[str, Any]:
+        return await self._read("get_state", lambda c: SqliteTx(c).get_state(plugin))
+
+    async def get_breaker(self, plugin: str, command: str) -> br.Breaker | None:
+        return await self._read("get_breaker", lambda c: SqliteTx(c).get_breaker(plugin, command))
+
+    async def breakers(self) -> list[br.Breaker]:
+        return await self._read(
+            "breakers", lambda c: [breaker_of(r) for r in c.execute(SQL_BREAKERS).fetchall()]
+        )
+
+    async def planned(self, key: str) -> PlannedRun | None:
+        return await self._read("planned", lambda c: SqliteTx(c).get_planned(key))
+
+    async def all_planned(self) -> list[PlannedRun]:
+        return await self._read(
+            "all_planned", lambda c: [planned_of(r) for r in c.execute(SQL_ALL_PLANNED).fetchall()]
+        )
+
+    async def due(self, start: datetime, end: datetime) -> list[PlannedRun]:
+        """Planned runs with ``start <= planned_at < end``, earliest first."""
+        bounds = (to_us(start), to_us(end))
+        return await self._read(
+            "due", lambda c: [planned_of(r) for r in c.execute(SQL_DUE, bounds).fetchall()]
+        )
+
+    async def pauses(self) -> list[Pause]:
+        return await self._read("pauses", lambda c: [pause_of(r) for r in c.execute(SQL_PAUSES).fetchall()])
+
+    async def facts(self, plugin: str, *, fact_type: str | None = None, limit: int = 100) -> list[Fact]:
+        return await self._read("facts", lambda c: reads.facts(c, plugin, fact_type, limit))
+
+    async def counts(self) -> dict[str, int]:
+        return await self._read("counts", lambda c: {str(n): int(v) for n, v in c.execute(SQL_COUNTERS)})
+
+    async def get_init(self, plugin: str) -> InitRecord | None:
+        return await self._read("get_init", lambda c: reads.get_init(c, plugin))

@@ -14,6 +14,7 @@ dashboard under ``/ui/``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,7 @@ from ductile.app.api.system import healthz
 from ductile.domain.errors import DuctileError
 from ductile.domain.scopes import allows
 from ductile.log import Log
+from ductile.ports.store_faults import StoreFaultError
 
 _log = Log("api")
 
@@ -73,7 +75,7 @@ def guarded(op: Op | None, ctx: ApiContext, handler: Any = None) -> Any:
         if token is None:
             response = _unauthorized()
         else:
-            need = op.need(request) if op is not None and op.need is not None else None
+            need = op.need(request, ctx) if op is not None and op.need is not None else None
             if need is not None and not allows(token.scopes, need):
                 response = ApiError(403, "forbidden", f"this token lacks the scope {need}").response()
             else:
@@ -90,7 +92,9 @@ async def _answer(request: Request, ctx: ApiContext, token: Any, handler: Any) -
     except ApiError as e:
         return e.response()
     except DuctileError as e:  # a store fault: the machine's, not the caller's
-        _log.error(f"{request.method} {request.url.path} failed: {e}")
+        # A StoreFaultError's error line is the store's own, once per episode: each refusal at warn.
+        level = logging.WARNING if isinstance(e, StoreFaultError) else logging.ERROR
+        _log.log(level, f"{request.method} {request.url.path} failed: {e}")
         return ApiError(503, "unavailable", str(e)).response()
     return response
 

@@ -11,7 +11,7 @@ from ductile.app import operations
 from ductile.app.api.body import decode_cursor, encode_cursor, instant, integer, json_body, only, single
 from ductile.app.api.context import ApiContext
 from ductile.app.api.errors import ApiError, JsonResponse, bad_request, not_found
-from ductile.app.intake import EnqueueRefusedError, Manual
+from ductile.app.intake import EnqueueRefusedError, InvalidPayloadError, Manual
 from ductile.app.runtime import PluginState
 from ductile.app.views import job_json
 from ductile.domain.config import ApiToken
@@ -52,6 +52,8 @@ async def trigger(request: Request, ctx: ApiContext, token: ApiToken) -> Respons
     )
     try:
         result = await engine.submit(submission)
+    except InvalidPayloadError as e:
+        raise ApiError(422, "invalid payload", str(e)) from None
     except EnqueueRefusedError as e:
         raise ApiError(422, "cannot run", str(e)) from None
     job = await engine.store.get_job(result.job_id)

@@ -1,4 +1,4 @@
-"""The plugin routes: list and show plugins, reset a breaker, read the schedule index."""
+"""The plugin routes: list and show plugins, reset a breaker, pause and resume, read the schedule index."""
 
 from __future__ import annotations
 
@@ -44,6 +44,33 @@ async def reset_plugin(request: Request, ctx: ApiContext, token: ApiToken) -> Re
         raise not_found(f"no plugin named {name!r}")
     ctx.feed.poke()
     return JsonResponse({"plugin": name, "reset": [b.command for b in reset]})
+
+
+async def pause_plugin(request: Request, ctx: ApiContext, token: ApiToken) -> Response:
+    return await _switch(request, ctx, pause=True)
+
+
+async def resume_plugin(request: Request, ctx: ApiContext, token: ApiToken) -> Response:
+    return await _switch(request, ctx, pause=False)
+
+
+async def _switch(request: Request, ctx: ApiContext, *, pause: bool) -> Response:
+    """``POST /plugin/{plugin}/pause|resume[?schedule=id]``: as ``ductile pause|resume``."""
+    only(request, ("schedule",))
+    engine = ctx.engine
+    name, schedule_id = request.path_params["plugin"], single(request, "schedule")
+    try:
+        changed = await operations.switch_pause(
+            engine.store, engine.runtime, name, schedule_id, pause=pause, now=engine.clock.now()
+        )
+    except operations.NotFoundError as e:
+        raise not_found(str(e)) from None
+    paused = [
+        p.plugin if p.schedule_id is None else f"{p.plugin}/{p.schedule_id}"
+        for p in await engine.store.pauses()
+    ]
+    ctx.feed.poke()
+    return JsonResponse({"plugin": name, "schedule": schedule_id, "changed": changed, "paused": paused})
 
 
 async def schedule(request: Request, ctx: ApiContext, token: ApiToken) -> Response:

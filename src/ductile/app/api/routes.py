@@ -18,18 +18,28 @@ from starlette.responses import Response
 from ductile.app.api import events, jobs, metrics, plugins, system
 from ductile.app.api.context import ApiContext
 from ductile.domain.config import ApiToken
+from ductile.domain.plugin import CommandType
 from ductile.domain.scopes import Access, Area, Need
 
 Handler = Callable[[Request, ApiContext, ApiToken], Awaitable[Response]]
-NeedOf = Callable[[Request], Need]
+NeedOf = Callable[[Request, ApiContext], Need]
 
 
 def _needs(area: Area, access: Access) -> NeedOf:
-    return lambda request: Need(area, access)
+    return lambda request, ctx: Need(area, access)
 
 
 def _plugin_needs(access: Access) -> NeedOf:
-    return lambda request: Need(Area.PLUGIN, access, request.path_params.get("plugin"))
+    return lambda request, ctx: Need(Area.PLUGIN, access, request.path_params.get("plugin"))
+
+
+def _trigger_needs(request: Request, ctx: ApiContext) -> Need:
+    """plugin:rw, or plugin:ro for a command its v2 manifest declares ``type: read``."""
+    plugin, command = request.path_params.get("plugin"), request.path_params.get("command")
+    loaded = ctx.engine.runtime.plugins.get(plugin or "")
+    spec = loaded.manifest.command_spec(command or "") if loaded is not None else None
+    access = Access.RO if spec is not None and spec.type is CommandType.READ else Access.RW
+    return Need(Area.PLUGIN, access, plugin)
 
 
 @attrs.frozen(kw_only=True)
@@ -107,11 +117,15 @@ OPS: tuple[Op, ...] = (
         operation_id="trigger",
         handler=jobs.trigger,
         summary="Queue a job of the plugin's command (handle: the payload becomes an api.trigger event)",
-        need=_plugin_needs(Access.RW),
-        scope="plugin:rw",
+        need=_trigger_needs,
+        scope="plugin:rw (plugin:ro for a command of type read)",
         params=(_PLUGIN, Param(name="command", where="path", required=True, description="command name")),
         body=_TRIGGER_BODY,
-        responses={202: "queued (or deduplicated)", 404: "no such plugin", 422: "the command cannot run"},
+        responses={
+            202: "queued (or deduplicated)",
+            404: "no such plugin",
+            422: "the command cannot run, or the payload breaks its input_schema",
+        },
     ),
     Op(
         method="GET",
@@ -194,6 +208,29 @@ OPS: tuple[Op, ...] = (
         params=(_PLUGIN,),
         responses={200: "the commands whose breaker was open", 404: "no such plugin"},
     ),
+    *(
+        Op(
+            method="POST",
+            path=f"/plugin/{{plugin}}/{verb}",
+            operation_id=f"{verb}Plugin",
+            handler=handler,
+            summary=summary,
+            need=_plugin_needs(Access.RW),
+            scope="plugin:rw",
+            params=(
+                _PLUGIN,
+                Param(name="schedule", where="query", description="only this schedule id of the plugin"),
+            ),
+            responses={
+                200: "paused or not, and whether this call changed it",
+                404: "no such plugin or schedule",
+            },
+        )
+        for verb, handler, summary in (
+            ("pause", plugins.pause_plugin, "Pause the plugin's schedules (or one); queued jobs still run"),
+            ("resume", plugins.resume_plugin, "Resume what pause paused"),
+        )
+    ),
     Op(
         method="GET",
         path="/schedule",
@@ -259,7 +296,10 @@ def openapi(ops: tuple[Op, ...] = OPS) -> dict[str, Any]:
                 "operationId": "health",
                 "summary": "Health (no token needed)",
                 "security": [],
-                "responses": {"200": {"description": "the figures of D20"}},
+                "responses": {
+                    "200": {"description": "the figures of D20"},
+                    "503": {"description": "the same, status degraded: the store refuses writes"},
+                },
             }
         },
         "/openapi.json": {

@@ -24,4 +24,6 @@ async def reload(request: Request, ctx: ApiContext, token: ApiToken) -> Response
 
 
 async def healthz(request: Request, ctx: ApiContext) -> Response:
-    return JsonResponse(await ctx.health())
+    """``GET /healthz``: 200 while ``status`` is ``ok``, 503 otherwise (as on the webhook listener)."""
+    doc = await ctx.health()
+    return JsonResponse(doc, status_code=200 if doc.get("status") == "ok" else 503)

@@ -53,11 +53,15 @@ class UsageError(Exception):
 
 
 async def _open_sqlite(path: Path, create: bool) -> Store | None:
-    """The real store: None when it does not exist and ``create`` is False."""
+    """The real store: None when it does not exist and ``create`` is False. The state
+    directory is checked (and made, with ``create``) as the daemon does (ADR 0040)."""
+    from ductile.adapters.statedir import prepare
+    from ductile.app.bootstrap import DB_FILES
+
+    if not prepare(str(path.parent), DB_FILES, create=create):
+        return None
     if not create and not path.exists():  # noqa: ASYNC240 - one stat of a local file
         return None
-    if create:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     from ductile.adapters.sqlite import SqliteStore
 
     return await SqliteStore.open(path)
@@ -67,6 +71,12 @@ def _real_daemon_pid(state_dir: str) -> int | None:
     from ductile.adapters.pidlock import running_daemon_pid
 
     return running_daemon_pid(state_dir)
+
+
+def _real_store_check(path: Path) -> str | None:
+    from ductile.adapters.sqlite.selfcheck import refusal
+
+    return refusal(path)
 
 
 def _real_spawner() -> Spawner:
@@ -125,6 +135,7 @@ class Context:
         tz: tzinfo | None = None,
         new_id: Callable[[], str] | None = None,
         preflight: Preflight | None = None,
+        store_check: Callable[[Path], str | None] | None = None,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.out: IO[str] = out if out is not None else sys.stdout
@@ -143,6 +154,8 @@ class Context:
         self.preflight: Preflight = preflight or _real_preflight
         #: Set by :func:`read_config` when schedules are shown in the daemon's zone, not this shell's.
         self.zone_note: str | None = None
+        #: Why the database would refuse a write now (full disk, lock held); None: it would not.
+        self.store_check = store_check or _real_store_check
 
     def print(self, text: str = "") -> None:
         self.out.write(text + "\n")

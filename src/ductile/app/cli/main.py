@@ -50,6 +50,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "facts": ("facts", "cmd_facts"),
     "init": ("scaffold", "cmd_init"),
     "new": ("scaffold", "cmd_new"),
+    "selfcheck": ("storage", "cmd_selfcheck"),
+    "backup": ("storage", "cmd_backup"),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from ductile.app.cli import helptext
 from ductile.app.cli.context import PROG
 
 #: The default event type of ``run --command handle``, for the help text only (``--help`` imports
@@ -36,88 +37,9 @@ DEFAULT_QUEUE_LIMIT = 1000
 #: Default number of facts ``facts`` lists.
 DEFAULT_FACTS_LIMIT = 20
 #: Commands ``run`` may not queue: ``health`` runs with ``status``, ``init`` on start/reload.
-#: Any other command of the plugin's manifest may be queued (``poll``, ``handle``, ``sync``...).
 NOT_RUNNABLE_COMMANDS = ("health", "init")
 #: Simulated days of ``simulate`` unless told.
 DEFAULT_SIMULATE_DAYS = 7
-
-_RUN_HELP = """\
-Queue one job of <plugin> durably, as if the scheduler had made it (submitted_by
-"cli"). The job is written straight into the database without the instance lock;
-the running daemon is woken at once and picks it up. When no daemon runs, the job waits
-in the queue until `ductile start`. --command is poll, handle, or any command of the
-plugin's v2 manifest (sync); not health or init.
-
-With --command handle, --payload becomes the event the plugin receives, wrapped
-like any other event:
-  {"type": "<--event-type, default manual>", "payload": <your object>,
-   "source": "cli", "timestamp": "<now, UTC>", "event_id": "<new UUID>"}
-(plus "dedupe_key" when --dedupe-key is given). With any other command it is the
-job's payload: a protocol-2 plugin receives it as the request's "payload" (a
-protocol-1 plugin does not see it).
-
---dedupe-key K: no new job when one of the same (plugin, command, K) is still
-queued or succeeded within service.dedupe_ttl; the existing id is printed as
-"duplicate of <id>".
-
---wait: follow the job to its end and print its outcome; exit 0 when it
-succeeded, 1 when it ended dead or --timeout (default 300 s) passed first (the
-job itself carries on). --wait needs a running daemon.
-"""
-
-_STATUS_HELP = """\
-Show whether the daemon runs, the queue, and every plugin: loaded / unhealthy
-(init failed) / refused (with the reason) / disabled, its circuit breakers, and the
-result of its `health` command, run now (only plugins whose manifest lists health;
-read-only: state_updates from health are ignored).
-
-Exit status: 0 when everything is healthy; 1 when the daemon is not running, a
-plugin is refused or unhealthy, a circuit breaker is open or half-open, or a
-health check failed.
-"""
-
-_CONFIG_CHECK_HELP = """\
-Validate the config file and what it refers to: plugins (loaded, refused with the
-reason, disabled), routes, webhook endpoints and schedules.
-
-Exit status: 2 when the config itself is invalid; 1 when a plugin is refused, or a
-route, endpoint or schedule names a plugin that is not loaded or does not support
-the command; 0 otherwise.
-"""
-
-_SIMULATE_HELP = """\
-Run this config through ductile's deterministic simulation: the real engine on
-a simulated clock, store and plugins, for --days of simulated time (seconds of real
-time, with a progress line on a terminal). Nothing real runs and the state directory is
-not touched. Prints a timeline
-per plugin (planned times in the schedule's zone, jitter, window snaps, DST days),
-breaker openings, routed chains and a summary (runs, failures, retries, dead, mean
-queue wait). The same --seed gives the same run.
-
-Plugins are the config's and those in plugins_dir (their manifests are read, never
-run). Each behaves "ok" unless told: --fail notify=0.3 makes 30% of its runs fail;
---behaviour PLUGIN[.COMMAND]=B sets any behaviour:
-  ok | ok:emit=a.b+c.d | ok:dedupe=2 | ok:took=5s | slow:90s | flaky:0.2 |
-  error | error:fatal | exit78 | timeout | garbage
-("ok": a poll emits one event of each type its routes listen for, so chains show).
-
---check also crashes the simulated daemon at random moments and verifies the
-invariants (nothing acknowledged lost, legal state moves, ...): exit 1 with the
-command that replays the failure.
-"""
-
-_SCHEDULE_HELP = """\
-The schedule index. Without --to: the next 10 runs of each loaded plugin's schedule
-from --from (default now); with --to: every run due between --from and --to (at most
---limit per schedule, default 1000). Times are ISO-8601 (without an offset: local
-time), 'now', or relative to now: +24h, -30m, +1d. Schedules without a timezone are
-planned in the daemon's zone (recorded in its state directory), not this shell's.
-
-The first run of each schedule is the one the daemon stored (jitter drawn), or,
-when the daemon has not planned it yet, a plan computed from now with the jitter
-at its centre ("not yet planned"). Later runs are projected with the jitter at its
-centre: it is drawn only when a run is planned. Past runs are in `ductile logs`.
-"""
 
 
 def _positive_int(text: str) -> int:
@@ -197,22 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    _start_options(
-        verb(
-            "start",
-            "run the daemon in the foreground (logs on stdout; SIGTERM stops, SIGHUP reloads)",
-            json_flag=False,
-        )
-    )
-    _run_options(verb("run", "queue one job of a plugin", details=_RUN_HELP))
-    status = verb("status", "daemon, queue, plugins, breakers and health checks", details=_STATUS_HELP)
-    status.add_argument("--no-health", action="store_true", help="do not run the plugins' health commands")
-    _reload_options(
-        verb(
-            "reload",
-            "make the running daemon re-read its config and print what changed (the config is checked first)",
-        )
-    )
+    _daemon_verbs(verb)
     verb("plugins", "list plugins: loaded (with schedules), refused (with reasons), disabled")
     _inspect_options(verb)
     _control_options(verb)
@@ -224,13 +131,36 @@ def build_parser() -> argparse.ArgumentParser:
         with_json,
     )
     _schedule_options(
-        verb("schedule", "what is due in a time range (the schedule index)", details=_SCHEDULE_HELP)
+        verb("schedule", "what is due in a time range (the schedule index)", details=helptext.SCHEDULE_HELP)
     )
     _simulate_options(
-        verb("simulate", "what this config would do over days, simulated", details=_SIMULATE_HELP)
+        verb("simulate", "what this config would do over days, simulated", details=helptext.SIMULATE_HELP)
     )
     _scaffold_verbs(verb, verbs, plain)
+    _storage_verbs(verb)
     return parser
+
+
+def _daemon_verbs(verb: Callable[..., argparse.ArgumentParser]) -> None:
+    """start, run, status and reload: the verbs that run or reach the daemon."""
+    _start_options(
+        verb(
+            "start",
+            "run the daemon in the foreground (logs on stdout; SIGTERM stops, SIGHUP reloads)",
+            json_flag=False,
+        )
+    )
+    _run_options(verb("run", "queue one job of a plugin", details=helptext.RUN_HELP))
+    status = verb(
+        "status", "daemon, queue, plugins, breakers and health checks", details=helptext.STATUS_HELP
+    )
+    status.add_argument("--no-health", action="store_true", help="do not run the plugins' health commands")
+    _reload_options(
+        verb(
+            "reload",
+            "make the running daemon re-read its config and print what changed (the config is checked first)",
+        )
+    )
 
 
 def _scaffold_verbs(
@@ -300,6 +230,14 @@ def _start_options(start: argparse.ArgumentParser) -> None:
     )
 
 
+def _storage_verbs(verb: Callable[..., argparse.ArgumentParser]) -> None:
+    """selfcheck and backup."""
+    what = "check the state directory and the database (integrity, schema, space...)"
+    verb("selfcheck", what, details=helptext.SELFCHECK_HELP)
+    backup = verb("backup", "copy the database, online, into a new file", details=helptext.BACKUP_HELP)
+    backup.add_argument("--to", metavar="FILE", required=True, help="the new file (never overwritten)")
+
+
 def _config_actions(config: argparse.ArgumentParser, with_json: argparse.ArgumentParser) -> None:
     """``config`` takes an action: ``check`` (the only one so far)."""
     actions = config.add_subparsers(dest="config_verb", metavar="<action>")
@@ -307,7 +245,7 @@ def _config_actions(config: argparse.ArgumentParser, with_json: argparse.Argumen
     actions.add_parser(
         "check",
         help="validate the config file and what it refers to",
-        description=_CONFIG_CHECK_HELP,
+        description=helptext.CONFIG_CHECK_HELP,
         parents=[with_json],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

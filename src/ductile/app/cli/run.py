@@ -51,6 +51,10 @@ async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         reason = runtime.why_not_runnable(args.plugin, args.command)
         if reason is not None:
             return ctx.fail(f"cannot run: {reason}")
+        payload = _payload(args.payload) if args.payload is not None else None
+        invalid = intake.payload_refusal(runtime, args.plugin, args.command, payload)
+        if invalid is not None:
+            return ctx.fail(f"cannot run: {invalid}")
         plugin = runtime.plugins[args.plugin]
         if args.payload is not None and args.command != "handle" and plugin.speaks_v1:
             ctx.note(

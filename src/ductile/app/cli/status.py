@@ -63,6 +63,7 @@ async def _health(
         state=state,
         now=ctx.now(),
         base_env=plugin_env(ctx.env),
+        user=run_as[0] if (run_as := config.run_as(plugin.name)) is not None else None,
     )
     outcome = await spawner.run(request)
     verdict = classify(outcome, timeout, protocol=plugin.protocol)
@@ -88,6 +89,9 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     for row in rows:
         row["cannot_start"] = cannot_start.get(row["name"])
     problems = [] if pid is not None else ["the daemon is not running"]
+    refused = ctx.store_check(db_path(config)) if seen.database is not None else None
+    if refused is not None:
+        problems.append(f"the database refuses writes: {refused}")
     problems += _plugin_problems(rows)
     healthy = not problems
     if args.json:
@@ -97,6 +101,7 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
                 "problems": problems,
                 "daemon": {"running": pid is not None, "pid": pid, "state_dir": config.service.state_dir},
                 "database": seen.database,
+                "store": {"writable": refused is None, "problem": refused},
                 "queue": {"queued": seen.queued, "running": seen.running},
                 "routing": {
                     "max_route_depth": config.service.max_route_depth,

@@ -35,6 +35,7 @@ from ductile.ports.store import (
     RunningJob,
     RunView,
     Store,
+    WriteFault,
 )
 
 if TYPE_CHECKING:
@@ -382,6 +383,9 @@ class ObservedStore:
 
     async def counts(self) -> dict[str, int]:
         return await self._plain("store.counts", self._inner.counts)
+
+    def write_fault(self) -> WriteFault | None:  # no I/O: not a numbered port call
+        return self._inner.write_fault()
 
     async def close(self) -> None:
         await self._plain("store.close", self._inner.close)
