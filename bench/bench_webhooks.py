@@ -87,7 +87,7 @@ async def run(concurrency: int, seconds: float, size: int) -> None:
 
     endpoint = Endpoint(path=PATH, plugin="bench", secret=SECRET)
     app = build_app(endpoints=lambda: [endpoint], submit=submit, health=health)
-    server = HttpServer(app, "127.0.0.1", 0, limit_concurrency=concurrency + 16)
+    server = HttpServer(app, "127.0.0.1", 0, max_connections=concurrency + 16)
     await server.start()
     try:
         ctx = multiprocessing.get_context("spawn")

@@ -105,3 +105,32 @@ def test_sleep_until_never_returns_early_property(offsets: list[int]) -> None:
             assert clock.now() == max(before, target), "a fake sleep moves time exactly as far as needed"
 
     asyncio.run(main())
+
+
+def test_stepped_back_is_zero_while_the_clock_has_not_stepped_back(time_case: TimeCase) -> None:
+    async def main() -> None:
+        clock = time_case.clock
+        assert clock.stepped_back() == timedelta(0)
+        await time_case.drive(clock.sleep_until(clock.now() + timedelta(seconds=0.02)))
+        assert clock.stepped_back() == timedelta(0)
+
+    asyncio.run(main())
+
+
+def test_a_fake_step_back_wakes_sleepers_and_is_reported_once() -> None:
+    """What SystemClock does on a real step (tests/unit/test_clock_step.py), on the fake."""
+    from ductile.fakes.clock import FakeClock
+
+    clock = FakeClock()
+    start = clock.now()
+
+    async def main() -> None:
+        sleeper = asyncio.ensure_future(clock.sleep_until(start + timedelta(hours=2)))
+        await clock.settle()
+        clock.step_back(timedelta(hours=1))
+        await asyncio.wait_for(sleeper, timeout=1.0)
+
+    asyncio.run(main())
+    assert clock.now() == start - timedelta(hours=1)
+    assert clock.stepped_back() == timedelta(hours=1)
+    assert clock.stepped_back() == timedelta(0)

@@ -35,6 +35,7 @@ from ductile.ports.store import (
     EnqueueResult,
     Guard,
     InitRecord,
+    Rewound,
     RunningJob,
     StaleJobError,
     Store,
@@ -287,11 +288,20 @@ def test_a_success_blocks_its_identity_within_the_ttl_and_not_after(with_store: 
     with_store(body)
 
 
-def test_a_running_job_does_not_block_its_identity(with_store: StoreRunner) -> None:
+def test_a_running_job_blocks_its_identity(with_store: StoreRunner) -> None:
+    """D1 as amended: a redelivery while the first job runs returns the running job."""
+
     async def body(store: Store) -> None:
         first = await add(store, make_job(dedupe_key="k"))
         await claim(store, at(1), first)
-        await add(store, make_job(dedupe_key="k", created=at(2)))
+        dup = make_job(dedupe_key="k", created=at(2))
+        assert await store.enqueue(dup, actor=Actor.WEBHOOK, now=at(2), dedupe_ttl=TTL) == EnqueueResult(
+            first.id, False
+        )
+        assert await store.get_job(dup.id) is None
+        # once it has ended badly, the identity is free again
+        await store.settle(first.id, FATAL, ctx=ctx(at(3)), dedupe_ttl=TTL)
+        await add(store, make_job(dedupe_key="k", created=at(4)))
 
     with_store(body)
 
@@ -1121,6 +1131,43 @@ def test_planned_runs_are_put_read_replaced_and_deleted(with_store: StoreRunner)
         assert await store.planned("alpha:poll") is None
         await store.delete_planned("alpha:poll")  # deleting what is not there is fine
         assert await store.all_planned() == [other]
+
+    with_store(body)
+
+
+def test_rewind_moves_plans_retries_and_open_breakers_back_in_one_unit(with_store: StoreRunner) -> None:
+    """ADR 0045: the wall clock stepped back; each pending instant keeps its remaining real time."""
+    step = timedelta(hours=1)
+
+    async def body(store: Store) -> None:
+        stored = planned("alpha:poll", at(300))
+        moved = planned("alpha:poll", at(300) - step)
+        stale = planned("beta:poll", at(600))  # replaced by a firing in between: left alone
+        await store.put_planned(stored)
+        await store.put_planned(attrs.evolve(stale, planned_at=at(660)))
+        retrying = make_job(dedupe_key="r")
+        failed = await finish(store, retrying, FAIL, now=at(1))
+        retry_at = failed.settlement.job.next_retry_at
+        assert retry_at is not None
+        tripped = make_job("gamma", submitted_by=SubmittedBy.SCHEDULER, created=at(3))
+        await finish(store, tripped, FATAL, now=at(4), context=ctx(at(4), breaker=ONE_FAILURE_OPENS))
+        [opened] = [b for b in await store.breakers() if b.plugin == "gamma"]
+        assert opened.status is BreakerStatus.OPEN
+        waiting = await add(store, make_job("beta", created=at(5)))  # no retry time: untouched
+
+        done = await store.rewind(step=step, plans=[(stored, moved), (stale, planned("beta:poll", at(0)))])
+
+        assert done == Rewound(plans=1, retries=1, breakers=1)
+        assert await store.planned("alpha:poll") == moved
+        assert (await store.planned("beta:poll")) == attrs.evolve(stale, planned_at=at(660))
+        job = await store.get_job(retrying.id)
+        assert job is not None
+        assert job.next_retry_at == retry_at - step
+        assert job.status is S.QUEUED
+        assert await store.get_job(waiting.id) == waiting
+        [after] = [b for b in await store.breakers() if b.plugin == "gamma"]
+        assert after == attrs.evolve(opened, opened_at=at(4) - step)
+        assert await store.next_retry_at() == retry_at - step
 
     with_store(body)
 

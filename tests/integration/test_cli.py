@@ -343,7 +343,7 @@ def test_status_runs_health_checks_now(site: Site) -> None:
     plugin(site.plugins, "old", protocol=9)
     code, doc = site.json("status")
     assert code == 1
-    assert doc["daemon"] == {"running": False, "pid": None, "state_dir": str(site.state)}
+    assert doc["daemon"] == {"running": False, "pid": None, "state_dir": str(site.state), "scheduler": None}
     by_name = {p["name"]: p for p in doc["plugins"]}
     assert by_name["echo"]["health"]["ok"] is True
     assert by_name["echo"]["health"]["logs"] == [{"level": "info", "message": "echo ran"}]

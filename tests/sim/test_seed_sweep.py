@@ -93,6 +93,7 @@ def test_the_sweep_exercises_what_it_claims_to() -> None:
     markers = {
         "recovered orphan": "recover ",
         "dedupe drop": "dup of",
+        "redelivery during a run": "(running)",
         "retention": "retention deleted",
         "reload cancel": "cancel ",
         "timeout": "-> retryable",

@@ -880,7 +880,12 @@ def test_status_json_shape(h: Harness) -> None:
     assert doc["store"] == {"writable": True, "problem": None}
     assert doc["healthy"] is False
     assert doc["problems"] == ["the health check of bad failed"]
-    assert doc["daemon"] == {"running": True, "pid": 4242, "state_dir": str(h.root / "state")}
+    assert doc["daemon"] == {
+        "running": True,
+        "pid": 4242,
+        "state_dir": str(h.root / "state"),
+        "scheduler": None,
+    }
     assert doc["queue"] == {"queued": 0, "running": 0}
     by_name = {p["name"]: p for p in doc["plugins"]}
     assert [p["name"] for p in doc["plugins"]] == ["bad", "good", "quiet"]
@@ -970,6 +975,47 @@ def test_status_without_a_daemon_is_not_healthy(h: Harness) -> None:
     assert code == 1
     assert doc["daemon"]["running"] is False
     assert doc["problems"] == ["the daemon is not running"]
+
+
+def _daemon_report(h: Harness, pid: int, ok: bool) -> None:
+    from ductile.adapters.status_file import write_status
+
+    (h.root / "state").mkdir(exist_ok=True)
+    scheduler = {
+        "ok": ok,
+        "failed_ticks": 7,
+        "tick_error": None,
+        "failing_schedules": {} if ok else {"feeds": "UnicodeEncodeError: surrogates not allowed"},
+        "last_error": "UnicodeEncodeError: surrogates not allowed",
+        "last_error_at": "2026-03-02T09:00:05Z",
+    }
+    write_status(h.root / "state", {"pid": pid, "updated_at": "2026-03-02T09:01:00Z", "scheduler": scheduler})
+
+
+def test_status_shows_a_failing_scheduler_and_is_not_healthy(h: Harness) -> None:
+    """Issue 19, item 8: a failing tick is shown by `ductile status`, never a silent stop."""
+    _daemon_report(h, 4242, ok=False)
+    code, out, _ = h("status")
+    assert code == 1
+    assert "scheduler: FAILING; 7 failed tick(s), the last at 2026-03-02T09:00:05+00:00" in out
+    assert out.splitlines()[-1] == (
+        "NOT healthy: schedule 'feeds' cannot fire: UnicodeEncodeError: surrogates not allowed"
+    )
+    code, doc = h.json("status")
+    assert doc["daemon"]["scheduler"]["failing_schedules"] == {
+        "feeds": "UnicodeEncodeError: surrogates not allowed"
+    }
+
+
+def test_status_believes_the_status_file_of_the_running_daemon_only(h: Harness) -> None:
+    _daemon_report(h, 1111, ok=False)  # left by a daemon that is gone
+    code, doc = h.json("status")
+    assert code == 0
+    assert doc["daemon"]["scheduler"] is None
+    _daemon_report(h, 4242, ok=True)  # failures in the past, fine now: healthy, still shown
+    code, out, _ = h("status")
+    assert code == 0
+    assert "scheduler: ok now; 7 failed tick(s)" in out
 
 
 def test_status_says_when_the_database_would_refuse_a_write(h: Harness) -> None:

@@ -98,8 +98,15 @@ def test_success_blocks_only_within_ttl(age: timedelta, expected: bool) -> None:
     assert blocks(done, now=NOW, ttl=TTL) is expected
 
 
-@pytest.mark.parametrize("status", [S.RUNNING, S.FAILED, S.TIMED_OUT, S.DEAD])
-def test_running_failed_and_dead_never_block(status: JobStatus) -> None:
+def test_running_blocks() -> None:
+    """D1 as amended: a redelivery while the first job runs is the same delivery."""
+    running = job(S.RUNNING, created_at=NOW - timedelta(days=90))
+    assert blocks(running, now=NOW, ttl=TTL)
+    assert find_duplicate([running], now=NOW, ttl=TTL) == running
+
+
+@pytest.mark.parametrize("status", [S.FAILED, S.TIMED_OUT, S.DEAD])
+def test_failed_and_dead_never_block(status: JobStatus) -> None:
     completed = NOW if status is S.DEAD else None
     assert not blocks(job(status, completed_at=completed), now=NOW, ttl=TTL)
     assert find_duplicate([job(status, completed_at=completed)], now=NOW, ttl=TTL) is None
@@ -120,6 +127,20 @@ def test_find_duplicate_prefers_a_queued_job_over_a_newer_success() -> None:
         found = find_duplicate(order, now=NOW, ttl=TTL)
         assert found is not None
         assert found.id == "waiting"
+
+
+def test_find_duplicate_prefers_queued_then_running_then_a_success() -> None:
+    recent = job(S.SUCCEEDED, id="done", completed_at=NOW - timedelta(minutes=1))
+    running = job(S.RUNNING, id="running", created_at=NOW - timedelta(hours=3))
+    queued = job(S.QUEUED, id="waiting", created_at=NOW - timedelta(hours=2))
+    for order in ([recent, running, queued], [queued, running, recent], [running, queued, recent]):
+        found = find_duplicate(order, now=NOW, ttl=TTL)
+        assert found is not None
+        assert found.id == "waiting"
+    for order in ([recent, running], [running, recent]):
+        found = find_duplicate(order, now=NOW, ttl=TTL)
+        assert found is not None
+        assert found.id == "running"
 
 
 def test_find_duplicate_picks_the_oldest_queued_and_the_latest_success() -> None:
@@ -166,9 +187,13 @@ def test_find_duplicate_property(candidates: list[Job]) -> None:
     assert found is not None
     assert found in blockers
     queued = [c for c in blockers if c.status is S.QUEUED]
+    running = [c for c in blockers if c.status is S.RUNNING]
     if queued:
         assert found.status is S.QUEUED
         assert found.created_at == min(c.created_at for c in queued)
+    elif running:
+        assert found.status is S.RUNNING
+        assert found.created_at == min(c.created_at for c in running)
     else:
         assert found.status is S.SUCCEEDED
         assert found.completed_at == max(c.completed_at for c in blockers if c.completed_at is not None)

@@ -144,6 +144,34 @@ def test_a_strict_manual_job_is_refused_with_the_reason_and_nothing_is_written(
     assert desk.enqueue(Manual(plugin=plugin, command=command, strict=False)).created
 
 
+@pytest.mark.parametrize(
+    ("manual", "reason"),
+    [
+        (
+            Manual(plugin="alpha", command="handle", payload={"items": [{"name": "\ud83d"}]}),
+            "payload.items[0].name holds a lone surrogate escape",
+        ),
+        (Manual(plugin="alpha", payload={"x": float("nan")}), "payload.x is infinity or not-a-number"),
+        (Manual(plugin="alpha", payload={"x": {1, 2}}), "payload.x is a set, which JSON cannot carry"),
+        (Manual(plugin="alpha", payload={"x": {3: "a"}}), "payload.x has a key that is not text (3)"),
+        (Manual(plugin="alpha", dedupe_key="k\udcff"), "dedupe_key holds a lone surrogate escape"),
+        (
+            Manual(plugin="alpha", command="handle", event_type="\ud800", strict=False),
+            "event_type holds a lone surrogate escape",
+        ),
+    ],
+)
+def test_a_manual_job_json_cannot_carry_is_refused_naming_where(
+    desk: Desk, manual: Manual, reason: str
+) -> None:
+    """Issue 19, item 8: such a job used to be accepted and then fail at every store write."""
+    with pytest.raises(EnqueueRefusedError) as caught:
+        desk.enqueue(manual)
+    assert str(caught.value).startswith(reason), str(caught.value)
+    assert asyncio.run(desk.store.queue_depth()) == 0
+    assert (desk.drawn, desk.rings) == (0, 0)
+
+
 def test_without_a_dispatcher_to_wake_the_job_is_still_queued(desk: Desk) -> None:
     """`ductile run` writes to the daemon's store from another process: nothing to notify."""
     result = desk.enqueue(Manual(plugin="alpha", submitted_by=SubmittedBy.CLI), bell=False)

@@ -41,6 +41,7 @@ EXPECTED: dict[tuple[JobStatus, JobEvent], JobStatus] = {
     (S.RUNNING, E.TIME_OUT): S.TIMED_OUT,
     (S.RUNNING, E.RETRY): S.QUEUED,
     (S.RUNNING, E.BURY): S.DEAD,
+    (S.RUNNING, E.RELEASE): S.QUEUED,  # not started for lack of resources: not an attempt
     (S.FAILED, E.RETRY): S.QUEUED,
     (S.FAILED, E.BURY): S.DEAD,
     (S.TIMED_OUT, E.RETRY): S.QUEUED,
@@ -112,8 +113,8 @@ def job_in(status: JobStatus, **overrides: object) -> Job:
 
 def test_table_is_exactly_the_spec_machine() -> None:
     assert TRANSITIONS == EXPECTED
-    assert len(ALL_CELLS) == 42
-    assert len(LEGAL) == 11
+    assert len(ALL_CELLS) == 48  # 6 states x 8 events
+    assert len(LEGAL) == 12  # the release (issue 19, item 11) is the twelfth
 
 
 def test_terminal_and_transient_sets() -> None:
@@ -157,7 +158,7 @@ def test_legal_cell_moves_to_target_with_bookkeeping(status: JobStatus, event: J
         assert after.started_at == before.started_at
         assert after.attempt == before.attempt
     elif target is S.QUEUED:
-        assert after.attempt == before.attempt + 1
+        assert after.attempt == before.attempt + (0 if event is E.RELEASE else 1)
         assert after.next_retry_at == NEW_RETRY
         assert after.started_at is None
         assert after.completed_at is None
@@ -304,7 +305,7 @@ def test_any_event_sequence_follows_the_table_walk(events: list[JobEvent]) -> No
         new, record = apply(job, event, at=at, actor=Actor.DISPATCHER, reason="walk")
         assert record.from_status is predicted
         assert new.attempt >= job.attempt, "attempt decreased"
-        if target is S.QUEUED:
+        if target is S.QUEUED and event is not JobEvent.RELEASE:
             retries += 1
         job, predicted = new, target
         assert job.status is predicted

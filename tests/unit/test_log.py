@@ -80,3 +80,50 @@ def test_nothing_is_logged_below_the_level(lines: io.StringIO) -> None:
     log.debug("quiet")
     assert not log.enabled_for(logging.DEBUG)
     assert lines.getvalue() == ""
+
+
+def test_a_line_quoting_a_lone_surrogate_is_still_written_as_utf8_json() -> None:
+    """Issue 19, item 8: a refused reload quoting a lone surrogate lost its log line to an
+    encoding error (only logging's own traceback reached stderr)."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    errors: list[BaseException] = []
+    handler.handleError = lambda record: errors.append(RuntimeError("logging error"))  # type: ignore[method-assign]
+    logger = logging.getLogger("ductile.test-surrogates")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        Log("reload", logger=logger).error(
+            "reload refused: unknown key '\ud83d'", value="x\udcff", name="ünï"
+        )
+    finally:
+        logger.removeHandler(handler)
+    assert errors == []
+    (line,) = [json.loads(text) for text in raw.getvalue().decode("utf-8").splitlines()]
+    assert line["message"] == "reload refused: unknown key '\ud83d'"
+    assert line["value"] == "x\udcff"
+    assert line["name"] == "ünï"
+
+
+def test_a_text_line_quoting_a_lone_surrogate_is_written_with_it_escaped() -> None:
+    """The same for the readable lines on a terminal (``--log-format text``)."""
+    from ductile.adapters.logs import TextFormatter
+
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter())
+    errors: list[logging.LogRecord] = []
+    handler.handleError = errors.append  # type: ignore[method-assign]
+    logger = logging.getLogger("ductile.test-surrogates-text")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        Log("reload", logger=logger).error("reload refused: unknown key '\ud83d' (ünï)")
+    finally:
+        logger.removeHandler(handler)
+    assert errors == []
+    text = raw.getvalue().decode("utf-8")
+    assert "unknown key '\\ud83d' (ünï)" in text

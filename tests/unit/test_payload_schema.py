@@ -100,3 +100,9 @@ def test_any_of_and_one_of() -> None:
 
 def test_a_broken_pattern_is_not_a_crash() -> None:
     assert problems("x", {"type": "string", "pattern": "("}) == []
+
+
+@pytest.mark.parametrize("wanted", [False, 3, None, {"a": 1}])
+def test_a_type_that_names_no_type_is_not_checked(wanted: object) -> None:
+    """Found by the property above: ``{"type": false}`` raised TypeError (not iterable)."""
+    assert problems({"x": 1}, {"type": wanted}) == []

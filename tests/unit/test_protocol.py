@@ -575,3 +575,11 @@ def test_valid_responses_round_trip(
         state_updates=updates,
         logs=tuple(logs),
     )
+
+
+def test_a_lone_surrogate_in_a_response_is_named_by_its_key_path() -> None:
+    """Issue 19, item 8: plugin output is validated at its boundary, and the error says where."""
+    with pytest.raises(ProtocolError) as caught:
+        parse_response(b'{"status":"ok","state_updates":{"tokens":[1,"\\ud83d"]}}')
+    assert caught.value.kind == "encoding"
+    assert "lone surrogate escape at state_updates.tokens[1]" in str(caught.value)

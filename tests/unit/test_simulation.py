@@ -267,6 +267,10 @@ def test_check_dedupe_both_ways() -> None:
     assert check_dedupe(new, EnqueueResult("o", False), [queued], now=T0, ttl=ttl) == []
     assert "does not block" in check_dedupe(new, EnqueueResult("s", False), [old_success], now=T0, ttl=ttl)[0]
     assert "does not share" in check_dedupe(new, EnqueueResult("x", False), [queued], now=T0, ttl=ttl)[0]
+    # D1 as amended: a running job blocks too
+    running = job("r", created_at=T0, dedupe_key="k", status=JobStatus.RUNNING)
+    assert "blocks it" in check_dedupe(new, EnqueueResult("n", True), [running], now=T0, ttl=ttl)[0]
+    assert check_dedupe(new, EnqueueResult("r", False), [running], now=T0, ttl=ttl) == []
 
 
 def test_check_fire_holds_the_breaker_and_the_poll_guard() -> None:

@@ -2,6 +2,9 @@
 
 Each JSON line: ``timestamp``, ``level`` (debug/info/warn/error), ``component``,
 ``plugin`` and ``job_id`` when relevant, ``message``, then any extra fields.
+A line is always writable: one that quotes a lone surrogate (from bad input)
+is written with JSON's escapes for it instead of losing it to an encoding
+error.
 stdout is reserved for logs: plugins' output never reaches it (their stderr
 is logged as a message of its own, tagged with the plugin).
 
@@ -19,6 +22,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from ductile.domain.jsonvalue import has_surrogate
 
 LEVEL_NAMES = {
     logging.DEBUG: "debug",
@@ -51,7 +56,12 @@ class JsonFormatter(logging.Formatter):
                     body[key] = value
         if record.exc_info:
             body["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(body, ensure_ascii=False, default=str)
+        line = json.dumps(body, ensure_ascii=False, default=str)
+        if not line.isascii() and has_surrogate(line):
+            # A lone surrogate (a value quoted from bad input) cannot be written as UTF-8: the
+            # stream would raise and the line be lost. Escaped, it is still one valid JSON line.
+            line = json.dumps(body, ensure_ascii=True, default=str)
+        return line
 
 
 class TextFormatter(logging.Formatter):
@@ -87,6 +97,8 @@ class TextFormatter(logging.Formatter):
         line += "".join(f"\n    {more}" for more in rest)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        if not line.isascii() and has_surrogate(line):  # as for JSON: never lost to an encoding error
+            line = line.encode("utf-8", "backslashreplace").decode("utf-8")
         return line
 
 

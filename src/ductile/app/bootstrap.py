@@ -293,6 +293,8 @@ class Ductile:
             background=[self.feed.run, *self._lock_watch()],
             on_ready=on_ready,
             notifier=notifier,
+            publish=self.surface.status_writer() if self._lock is not None else None,
+            on_stopping=self.feed.end_streams,
         )
         if self._stop_requested:  # stop() came before serve() got going: it still counts
             self._service.stop()
@@ -418,9 +420,10 @@ class Ductile:
 
     async def health(self) -> dict[str, Any]:
         """The /healthz figures (D20): :func:`~ductile.app.operations.health_doc`."""
-        engine = self.engine
-        now = engine.clock.now()
-        return await health_doc(engine.store, engine.runtime, uptime=now - (engine.started_at or now))
+        e, now = self.engine, self.engine.clock.now()
+        return await health_doc(
+            e.store, e.runtime, uptime=now - (e.started_at or now), scheduler=e.tick_report
+        )
 
     @property
     def ready(self) -> bool:

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from ductile.adapters.systemd import Notifier
 
 ReloadSource = Callable[[], Awaitable[None]]
+#: Writes what ``ductile status`` reads of the running daemon (its status file).
+Publish = Callable[[dict[str, Any]], None]
 
 
 class Listener(Protocol):
@@ -70,7 +72,6 @@ class Listener(Protocol):
 STATUS_EVERY = 10.0
 
 _daemon_log = Log("daemon")
-_scheduler_log = Log("scheduler")
 _dispatcher_log = Log("dispatcher")
 _reload_log = Log("reload")
 _systemd_log = Log("systemd")
@@ -87,6 +88,8 @@ class Service:
         background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
         on_ready: Callable[[], None] | None = None,
         notifier: Notifier | None = None,
+        publish: Publish | None = None,
+        on_stopping: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self._reload_source = reload
@@ -96,6 +99,8 @@ class Service:
         #: Loops that run beside the engine's (the activity feed), cancelled at shutdown.
         self._background = list(background)
         self._on_ready = on_ready
+        #: Called once when the stop begins, before the listeners stop (ends the event streams).
+        self._on_stopping = on_stopping
         self._stopping = asyncio.Event()
         self._wake_scheduler = asyncio.Event()
         self._reload_requested = asyncio.Event()
@@ -107,6 +112,10 @@ class Service:
         self._told_stopping = False
         #: Why watchdog pings are withheld (None: they are not), to log changes only.
         self._unhealthy: str | None = None
+        self._publish = publish
+        #: The document last published (None: nothing yet, or the last write failed).
+        self._published: dict[str, Any] | None = None
+        self._publish_failing = False
 
     # ----------------------------------------------------------------- control
     @property
@@ -170,6 +179,8 @@ class Service:
         self._stopped = True
         self._stopping.set()
         self._tell_stopping()
+        if self._on_stopping is not None:
+            self._on_stopping()
         for listener in self._listeners:
             with contextlib.suppress(Exception):
                 await listener.stop()
@@ -205,9 +216,9 @@ class Service:
             now = self.engine.clock.now()
             try:
                 wake = await self.engine.tick()
-            except Exception:
-                _scheduler_log.exception("scheduler tick failed; trying again shortly")
+            except Exception:  # logged once per episode and counted by the engine's tick report
                 wake = now + timedelta(seconds=5)
+            self._publish_report()
             cap = self.engine.clock.now() + self.engine.runtime.config.service.tick_interval
             await self._sleep_until(min(wake, cap), self._wake_scheduler)
 
@@ -252,6 +263,24 @@ class Service:
                 self._notifier.ready()
                 await self._send_status(self._notifier)
             self._wake_scheduler.set()
+
+    def _publish_report(self) -> None:
+        """Hand the tick report to ``publish`` when it changed (a failed write is logged once)."""
+        if self._publish is None:
+            return
+        doc = {"scheduler": self.engine.tick_report.to_json()}
+        if doc == self._published:
+            return
+        try:
+            self._publish(doc)
+        except Exception as e:
+            if not self._publish_failing:
+                _daemon_log.warning(f"could not write the daemon's status file: {e}")
+            self._publish_failing = True
+            self._published = None
+            return
+        self._publish_failing = False
+        self._published = doc
 
     # ----------------------------------------------------------------- systemd
     def _tell_stopping(self) -> None:
@@ -330,4 +359,7 @@ class Service:
             text += f", {tripped} with an open circuit"
         if self._unhealthy is not None:
             text += f"; NOT alive: {self._unhealthy}"
+        report = engine.tick_report
+        if not report.ok:
+            text += f"; scheduler failing: {report.tick_error or ', '.join(sorted(report.failing))}"
         return text

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Final
 
 import attrs
@@ -27,7 +28,7 @@ from ductile.app.spawn import job_request_parts, plugin_env, spawn_request
 from ductile.domain.classify import RunEnd, classify
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import Job
-from ductile.domain.outcome import NotRun, Outcome, SpawnOutcome
+from ductile.domain.outcome import NotRun, NotStarted, Outcome, SpawnOutcome
 from ductile.domain.plugin import Plugin
 from ductile.domain.protocol import PROTOCOL_V1
 from ductile.domain.settle import SettleContext
@@ -51,6 +52,16 @@ def _user(runtime: Runtime, plugin: str) -> str | None:
 class UnsettledError(DuctileError):
     """A run's end could not be recorded (permanent store fault, or a stop): the job stays
     ``running`` in the store and crash recovery runs it again at the next start. Logged already."""
+
+
+def _run_end(outcome: Outcome, timeout: timedelta, protocol: int) -> RunEnd:
+    """What settle decides from: a spawn that failed for lack of resources is no attempt of the
+    plugin (issue 19, item 11); any other spawn outcome is classified."""
+    if isinstance(outcome, SpawnOutcome):
+        if outcome.out_of_resources:
+            return NotStarted(reason=outcome.spawn_error or "no resources to start the plugin")
+        return classify(outcome, timeout, protocol=protocol)
+    return outcome
 
 
 @attrs.frozen(kw_only=True)
@@ -103,7 +114,7 @@ class Dispatcher:
         )
         protocol = plugin.protocol if plugin is not None else PROTOCOL_V1
         # Classified here, not in the store's unit: parsing stdout holds no write transaction.
-        end = classify(outcome, timeout, protocol=protocol) if isinstance(outcome, SpawnOutcome) else outcome
+        end = _run_end(outcome, timeout, protocol)
         committed = await self._settle(job, end, ctx, runtime)
         if _log.enabled_for(logging.ERROR):  # the highest level there: nothing is built unheard
             log_settlement(job, outcome, committed)

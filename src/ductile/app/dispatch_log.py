@@ -34,6 +34,9 @@ def log_settlement(job: Job, outcome: Outcome, committed: Committed) -> None:
     duration = round(s.run.duration, 3)
     if final.status is JobStatus.SUCCEEDED:
         job_log.info(f"{job.command} succeeded", duration_seconds=duration, events=len(s.events))
+    elif final.status is JobStatus.QUEUED and final.attempt == job.attempt:  # released, not run
+        retry_at = final.next_retry_at.isoformat() if final.next_retry_at else "now"
+        job_log.warning(f"{job.command} {s.run.error}; trying again at {retry_at}")
     elif final.status is JobStatus.QUEUED:
         retry_at = final.next_retry_at.isoformat() if final.next_retry_at else "now"
         job_log.warning(

@@ -30,6 +30,7 @@ from ductile.app.lifecycle import Lifecycle, ReloadReport
 from ductile.app.runtime import Runtime
 from ductile.app.scheduler import Scheduler
 from ductile.app.spawn import plugin_env
+from ductile.app.tick_report import TickReport
 from ductile.domain.config import Config
 from ductile.domain.job import Command, SubmittedBy
 from ductile.domain.plugin import Discovery
@@ -138,12 +139,24 @@ class Engine:
     # ----------------------------------------------------------------- scheduler runner (D17)
     async def tick(self) -> datetime:
         """Catch the store up with the last reload if need be, then fire what is due
-        (see :meth:`Scheduler.tick`). Returns when the next run is planned."""
+        (see :meth:`Scheduler.tick`). Returns when the next run is planned.
+
+        A tick that fails as a whole is noted in :attr:`tick_report` (logged once per
+        episode) and raised: the caller tries again shortly."""
         async with self._lock:
             runtime = self.runtime
-            if self._lifecycle.pending:
-                await self._lifecycle.reconcile(runtime)
-            return await self._scheduler.tick(runtime)
+            try:
+                if self._lifecycle.pending:
+                    await self._lifecycle.reconcile(runtime)
+                return await self._scheduler.tick(runtime)
+            except Exception as e:
+                self._scheduler.report.tick_failed(e, self.clock.now())
+                raise
+
+    @property
+    def tick_report(self) -> TickReport:
+        """How the scheduler's ticks are going (``/healthz``, ``ductile status``)."""
+        return self._scheduler.report
 
     # ----------------------------------------------------------------- intake
     async def submit(self, submission: Submission) -> EnqueueResult:

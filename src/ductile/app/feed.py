@@ -113,6 +113,13 @@ class Feed:
         sub.close()
         self._subscriptions.discard(sub)
 
+    def end_streams(self) -> None:
+        """End every subscription (the daemon is stopping): each open event stream finishes
+        what it holds and closes, so the listener's graceful stop does not wait on it; its
+        client resumes from its last id once the daemon is back."""
+        for sub in list(self._subscriptions):
+            self.unsubscribe(sub)
+
     # ----------------------------------------------------------------- the loop
     async def start(self) -> None:
         """Begin at the newest entry: what happened before is read from the store on demand."""

@@ -5,15 +5,19 @@ Webhook deliveries, ``ductile run``, an embedding application
 describe what arrived as a :class:`Webhook` or a :class:`Manual` and hand it
 to :func:`enqueue`, which:
 
-1. refuses a plugin or command that cannot run now, unless the caller keeps
+1. refuses what could never be stored: a payload, dedupe key or event type
+   of a :class:`Manual` that JSON cannot carry (a lone surrogate, a NaN, a
+   set...), naming where (``payload.items[2]``); a webhook's body was checked
+   by the HTTP adapter, where it arrived;
+2. refuses a plugin or command that cannot run now, unless the caller keeps
    the job anyway (a webhook delivery is kept while its plugin is broken: it
    fails fast with the reason, visible in ``ductile job``);
-2. builds the job, and for a ``handle`` job its event envelope, with the
+3. builds the job, and for a ``handle`` job its event envelope, with the
    domain's builders (:func:`~ductile.domain.routing.webhook_envelope`,
    :func:`~ductile.domain.routing.manual_envelope`): one id scheme, one
    timestamp format;
-3. stores it durably (a duplicate by dedupe key is dropped);
-4. logs it and wakes the dispatcher.
+4. stores it durably (a duplicate by dedupe key is dropped);
+5. logs it and wakes the dispatcher.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ductile.domain import payload_schema
 from ductile.domain.config import Endpoint
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import Actor, Command, Job, SubmittedBy
+from ductile.domain.jsonvalue import SURROGATE_PROBLEM, describe_problem, has_surrogate, json_problem
 from ductile.domain.routing import manual_envelope, webhook_envelope
 from ductile.log import Log
 from ductile.ports.store import EnqueueResult, Store
@@ -144,6 +149,10 @@ async def enqueue(
     where there is none to wake: ``ductile run`` writes to the daemon's store,
     whose dispatcher is woken through its FIFO, or notices within a second).
     """
+    if isinstance(submission, Manual):
+        unstorable = _not_json(submission)
+        if unstorable is not None:
+            raise EnqueueRefusedError(unstorable)
     if isinstance(submission, Manual | Retry) and (isinstance(submission, Retry) or submission.strict):
         plugin, command = _target(submission)
         refused = refusal(runtime, plugin, command)
@@ -162,6 +171,19 @@ async def enqueue(
     else:
         job_log.info(f"duplicate dropped: dedupe_key {job.dedupe_key!r} matches job {result.job_id}")
     return result
+
+
+def _not_json(manual: Manual) -> str | None:
+    """Why ``manual`` could never be stored or sent to a plugin as JSON; None when it can."""
+    if manual.payload is not None:
+        found = json_problem(manual.payload)
+        if found is not None:
+            return describe_problem(found, "payload")
+    for name in ("dedupe_key", "event_type"):
+        text = getattr(manual, name)
+        if text is not None and has_surrogate(text):
+            return f"{name} {SURROGATE_PROBLEM}"
+    return None
 
 
 def _target(submission: Manual | Retry) -> tuple[str, str]:

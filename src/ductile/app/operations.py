@@ -21,6 +21,7 @@ from typing import Any
 from ductile.app import intake
 from ductile.app.intake import Retry
 from ductile.app.runtime import PluginState, Runtime
+from ductile.app.tick_report import TickReport
 from ductile.app.views import breaker_json, job_detail, job_json, run_json, store_health, utc
 from ductile.domain import breaker as br
 from ductile.domain.config import Config
@@ -298,17 +299,24 @@ def reload_doc(
     }
 
 
-async def health_doc(store: Store, runtime: Runtime, *, uptime: timedelta) -> dict[str, Any]:
+async def health_doc(
+    store: Store, runtime: Runtime, *, uptime: timedelta, scheduler: TickReport | None = None
+) -> dict[str, Any]:
     """The /healthz document (D20), the same on the webhook listener and the API's: ``status``
-    is ``degraded`` (served with 503) while the store refuses writes, and ``store`` says why."""
+    is ``degraded`` (served with 503) while the store refuses writes (``store`` says why) or
+    scheduler ticks, or a schedule's firings, fail (``scheduler`` says which)."""
     breakers = await store.breakers()
     open_plugins = {b.plugin for b in breakers if b.status is not br.BreakerStatus.CLOSED}
     fault = store.write_fault()
-    return {
-        "status": "ok" if fault is None else "degraded",
+    ticking = scheduler is None or scheduler.ok
+    doc: dict[str, Any] = {
+        "status": "ok" if fault is None and ticking else "degraded",
         "uptime_seconds": round(uptime.total_seconds(), 3),
         "queue_depth": await store.queue_depth(),
         "plugins_loaded": len(runtime.plugins),
         "plugins_circuit_open": len(open_plugins),
         "store": store_health(fault),
     }
+    if scheduler is not None:
+        doc["scheduler"] = scheduler.to_json()
+    return doc

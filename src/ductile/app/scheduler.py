@@ -6,6 +6,16 @@ catch up every missed run), and writes the jobs and the next plan in one unit,
 which also holds the pause, ``if_running`` and the guard. A timer that emits
 an event fans it out to the routes' targets instead of running its own plugin.
 Running jobs that ``if_running: cancel`` asked to stop are stopped here.
+
+A backward step of the wall clock (NTP, a restored VM) is noticed by the
+clock and handled first thing in the next tick: every planned run, retry time
+and open breaker keeps the real time it had left (:meth:`Scheduler._rewind`,
+ADR 0045), so nothing stalls for the size of the step and nothing fires twice.
+
+A schedule whose firing fails does not stop the others: the failure goes to
+the :class:`~ductile.app.tick_report.TickReport` (logged once per episode,
+counted, shown by ``/healthz`` and ``ductile status``), the run stays due and
+is tried again within :data:`FAILED_RETRY`.
 """
 
 from __future__ import annotations
@@ -17,8 +27,11 @@ from datetime import UTC, datetime, timedelta
 import attrs
 
 from ductile.app.runtime import Runtime
+from ductile.app.tick_report import TickReport
+from ductile.domain import clock_step
 from ductile.domain.job import Actor, Job, SubmittedBy
 from ductile.domain.protocol import EmittedEvent
+from ductile.domain.quantities import format_duration
 from ductile.domain.routing import fan_out, wrap
 from ductile.domain.schedule import (
     FireDecision,
@@ -34,9 +47,11 @@ from ductile.log import Log
 from ductile.ports.clock import Clock
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
-from ductile.ports.store import FireResult, Guard, Store
+from ductile.ports.store import FireResult, Guard, Rewound, Store
 
 RETENTION_EVERY = timedelta(minutes=1)
+#: A schedule whose firing failed is tried again this soon (the others keep their own times).
+FAILED_RETRY = timedelta(seconds=5)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _scheduler_log = Log("scheduler")
@@ -51,9 +66,12 @@ class Scheduler:
     inbox: Inbox
     draw: Callable[[], float]
     new_id: Callable[[], str]
+    report: TickReport = attrs.field(factory=TickReport)
     #: Stops the running jobs ``if_running: cancel`` cancels (None: they finish, then go dead).
     spawner: Spawner | None = None
     _last_retention: datetime | None = attrs.field(default=None, init=False)
+    #: A backward step of the wall clock noticed and not yet applied to the store.
+    _unapplied_step: timedelta = attrs.field(default=timedelta(0), init=False)
 
     async def tick(self, runtime: Runtime) -> datetime:
         """Enqueue what is due, advance the plans, apply retention.
@@ -61,20 +79,55 @@ class Scheduler:
         Returns when the next run is planned (the caller sleeps until then,
         capped by ``tick_interval``).
         """
+        self._unapplied_step += self.clock.stepped_back()
+        if self._unapplied_step > timedelta(0):  # kept until the store took it (it may refuse)
+            await self._rewind(runtime, self._unapplied_step)
         now = self.clock.now()
         schedules = runtime.schedules()
+        self.report.forget(set(schedules))
+        failed: set[str] = set()
         for entry in await self.store.due(EPOCH, now + timedelta(microseconds=1)):
             schedule = schedules.get(entry.key)
             if schedule is None:
                 await self.store.delete_planned(entry.key)
                 continue
-            await self._fire(runtime, entry, schedule, now)
+            try:
+                await self._fire(runtime, entry, schedule, now)
+            except Exception as e:  # this schedule only: the others fire, it is retried
+                self.report.schedule_failed(entry.key, e, now)
+                failed.add(entry.key)
+            else:
+                self.report.schedule_fired(entry.key)
         await self._retention(runtime, now)
         # The earliest planned run within the horizon: an indexed range query,
         # not a read of the whole schedule index (1.7 ms vs 62 ms at 10k schedules).
         horizon = now + runtime.config.service.tick_interval
         upcoming = await self.store.due(EPOCH, horizon)
-        return min([horizon, *(e.planned_at for e in upcoming[:1])])
+        self.report.tick_ran()
+        if failed:  # still due: skip them when choosing the wake-up, retry them soon
+            horizon = min(horizon, now + FAILED_RETRY)
+        first = next((e.planned_at for e in upcoming if e.key not in failed), horizon)
+        return min(horizon, first)
+
+    async def _rewind(self, runtime: Runtime, step: timedelta) -> Rewound:
+        """The wall clock stepped back by ``step``: re-plan every planned run and move every
+        retry time and open breaker back, in one unit (ADR 0045)."""
+        schedules = runtime.schedules()
+        plans = [
+            (entry, clock_step.planned_run(schedules[entry.key], entry, step))
+            for entry in await self.store.all_planned()
+            if entry.key in schedules
+        ]
+        done = await self.store.rewind(step=step, plans=plans)
+        self._unapplied_step = timedelta(0)
+        shown = format_duration(timedelta(seconds=max(1, round(step.total_seconds()))))
+        _scheduler_log.warning(
+            f"the wall clock stepped back by {shown}: re-planned {done.plans} "
+            f"schedule(s), moved {done.retries} retry time(s) and {done.breakers} open breaker(s) "
+            "back by as much",
+            step_seconds=step.total_seconds(),
+        )
+        return done
 
     async def _fire(
         self, runtime: Runtime, entry: PlannedRun, schedule: Schedule, now: datetime

@@ -29,6 +29,21 @@ if TYPE_CHECKING:
 _log = Log("activity")
 
 
+def _connection_cap(listeners: int) -> int:
+    """Each HTTP listener's connection cap: what fits, shared by the ``listeners``, under the
+    open-file limit with a reserve for plugins and the database (:mod:`ductile.adapters.fdlimit`)."""
+    from ductile.adapters.fdlimit import connection_budget
+    from ductile.adapters.http.server import MAX_CONNECTIONS
+
+    cap = max(1, connection_budget(MAX_CONNECTIONS * listeners) // listeners)
+    if cap < MAX_CONNECTIONS:
+        Log("http").warning(
+            f"only {cap} HTTP connections fit under the open-file limit with a reserve for plugins "
+            f"and the database ({MAX_CONNECTIONS} wanted); raise it (LimitNOFILE= under systemd)"
+        )
+    return cap
+
+
 class Surface:
     def __init__(
         self,
@@ -49,6 +64,8 @@ class Surface:
         self.feed.observe(self.metrics.observe)
         #: Seconds between two heartbeat comments on ``GET /events`` (None: the API's default).
         self.heartbeat: float | None = None
+        #: Seconds a client has to send a request body to the API (None: the API's default).
+        self.body_timeout: float | None = None
         self._api: ASGIApp | None = None
         self._api_server: HttpServer | None = None
 
@@ -62,13 +79,16 @@ class Surface:
     def api_app_over(self, fallback: ASGIApp | None) -> ASGIApp:
         """The API app; what no API route matches goes to ``fallback`` (the webhooks)."""
         from ductile.app.api import ApiContext, build_api
+        from ductile.app.ui import ui_routes
 
         context = ApiContext(
             engine=self.engine, feed=self.feed, metrics=self.metrics, reload=self._reload, health=self._health
         )
         if self.heartbeat is not None:
             context.heartbeat = self.heartbeat
-        return build_api(context, fallback=fallback)
+        if self.body_timeout is not None:
+            context.body_timeout = self.body_timeout
+        return build_api(context, fallback=fallback, extra=ui_routes(context))
 
     @property
     def api_port(self) -> int | None:
@@ -76,7 +96,8 @@ class Surface:
 
     def listeners(self, config: Config) -> tuple[Listener | None, list[Listener]]:
         """The webhook listener and the API's; one server for both when they share an address
-        (port 0 never counts as the same: it means "any free port")."""
+        (port 0 never counts as the same: it means "any free port"). Each has the
+        connection guard (ADR 0046), its cap a share of what the descriptors allow."""
         from ductile.adapters.http import HttpServer
 
         webhooks, api = config.webhooks, config.api
@@ -87,16 +108,31 @@ class Surface:
             and webhooks is not None
             and (api.host, api.port) == (webhooks.host, webhooks.port)
         ):
+            cap = _connection_cap(1)
             self._api_server = HttpServer(
-                self.api_app_over(self._webhooks()), api.host, api.port, label="webhooks+api"
-            )
+                self.api_app_over(self._webhooks()), api.host, api.port, label="webhooks+api",
+                max_connections=cap,
+            )  # fmt: skip
             return self._api_server, []
-        http = HttpServer(self._webhooks(), webhooks.host, webhooks.port) if webhooks is not None else None
+        count = (webhooks is not None) + (api is not None)
+        cap = _connection_cap(count) if count else 1
+        http = (
+            HttpServer(self._webhooks(), webhooks.host, webhooks.port, max_connections=cap)
+            if webhooks is not None
+            else None
+        )
         apis: list[Listener] = []
         if api is not None:
-            self._api_server = HttpServer(self.api_app, api.host, api.port, label="api")
+            self._api_server = HttpServer(self.api_app, api.host, api.port, label="api", max_connections=cap)
             apis.append(self._api_server)
         return http, apis
+
+    def status_writer(self) -> Callable[[dict[str, Any]], None]:
+        """Writes the status file ``ductile status`` reads (only for the instance lock's holder:
+        the file is believed when its pid is the lock holder's)."""
+        from ductile.adapters.status_file import status_writer
+
+        return status_writer(self.engine.runtime.config.service.state_dir, self.engine.clock.now)
 
     def wake_listener(self) -> WakeListener | None:
         """Another process's enqueue wakes the dispatcher and the feed at once (ADR 0024);

@@ -14,6 +14,7 @@ from ductile.domain.breaker import Breaker
 from ductile.domain.errors import ProtocolError
 from ductile.domain.job import Job, Transition
 from ductile.domain.protocol import decode_json_object, iso_utc
+from ductile.domain.secret_headers import mask_headers
 from ductile.domain.settle import RunRecord
 from ductile.ports.store_faults import WriteFault
 
@@ -23,12 +24,22 @@ def utc(at: datetime | None) -> str | None:
     return None if at is None else iso_utc(at)
 
 
+def shown_payload(job: Job) -> dict[str, Any]:
+    """A job's payload as the CLI and the API show it: the credentials among a webhook
+    event's headers masked (a job stored before they were masked on arrival shows them
+    masked too)."""
+    headers = job.payload.get("headers")
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        return job.payload
+    return {**job.payload, "headers": mask_headers(headers)}
+
+
 def job_json(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
         "plugin": job.plugin,
         "command": job.command,
-        "payload": job.payload,
+        "payload": shown_payload(job),
         "status": job.status.value,
         "attempt": job.attempt,
         "max_attempts": job.max_attempts,

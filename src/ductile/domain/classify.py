@@ -9,7 +9,8 @@ engine classifies *before* the settle unit: parsing a large stdout never runs
 inside a write transaction, where every concurrent enqueue would wait for it.
 
 What settle takes is a :data:`RunEnd`: a verdict, or a run that never
-happened (:class:`~ductile.domain.outcome.NotRun`) or was cut off by a crash
+happened (:class:`~ductile.domain.outcome.NotRun`; :class:`~ductile.domain.outcome.NotStarted`
+when resources were lacking) or was cut off by a crash
 (:class:`~ductile.domain.outcome.Interrupted`).
 """
 
@@ -21,7 +22,7 @@ import attrs
 
 from ductile.domain.errors import ProtocolError, UnitError
 from ductile.domain.job import JobEvent
-from ductile.domain.outcome import STDOUT_KEEP, Interrupted, NotRun, SpawnOutcome, signal_name
+from ductile.domain.outcome import STDOUT_KEEP, Interrupted, NotRun, NotStarted, SpawnOutcome, signal_name
 from ductile.domain.protocol import PROTOCOL_V1, Response, parse_response
 from ductile.domain.quantities import format_duration
 from ductile.domain.retry import EX_CONFIG, is_retryable
@@ -78,8 +79,9 @@ class Verdict:
         return self.event is JobEvent.SUCCEED
 
 
-#: What settle decides from: a classified run, a run the core refused, or one a crash cut off.
-RunEnd = Verdict | NotRun | Interrupted
+#: What settle decides from: a classified run, a run the core refused, one it could not start
+#: for lack of resources, or one a crash cut off.
+RunEnd = Verdict | NotRun | NotStarted | Interrupted
 
 
 def _stderr_hint(tail: bytes) -> str:

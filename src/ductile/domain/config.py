@@ -192,6 +192,13 @@ class ApiConfig:
 
 
 @attrs.frozen(kw_only=True)
+class UiConfig:
+    """The dashboard (issue 16), served under ``/ui/`` on the API's listener."""
+
+    enabled: bool = True
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     service: ServiceConfig
     #: Absolute. The first plugin root.
@@ -201,6 +208,8 @@ class Config:
     webhooks: WebhooksConfig | None = None
     #: The operator HTTP API (issue 14); None: no API listener.
     api: ApiConfig | None = None
+    #: The dashboard; it is served only when ``api`` is configured too.
+    ui: UiConfig = UiConfig()
     #: Where it was read from, when it came from a file.
     source: str | None = None
     #: Every plugin root, in search order (absolute); empty means ``(plugins_dir,)``.

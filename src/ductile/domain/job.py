@@ -34,6 +34,7 @@ class JobEvent(enum.StrEnum):
     RETRY = "retry"  # back to the queue for another attempt
     BURY = "bury"  # no more attempts: dead
     CANCEL = "cancel"  # a queued job whose plugin went away
+    RELEASE = "release"  # the core could not start the run (no descriptors...): not an attempt
 
 
 S, E = JobStatus, JobEvent
@@ -47,6 +48,7 @@ TRANSITIONS: dict[tuple[JobStatus, JobEvent], JobStatus] = {
     (S.RUNNING, E.TIME_OUT): S.TIMED_OUT,
     (S.RUNNING, E.RETRY): S.QUEUED,  # crash recovery (D6)
     (S.RUNNING, E.BURY): S.DEAD,  # crash recovery, attempts exhausted
+    (S.RUNNING, E.RELEASE): S.QUEUED,  # not started for lack of resources: the same attempt again
     (S.FAILED, E.RETRY): S.QUEUED,
     (S.FAILED, E.BURY): S.DEAD,
     (S.TIMED_OUT, E.RETRY): S.QUEUED,
@@ -170,7 +172,8 @@ def apply(
 
     Field bookkeeping follows the target state: claiming stamps
     ``started_at``; a terminal state stamps ``completed_at``; a retry bumps
-    ``attempt`` and sets ``next_retry_at``. ``last_error`` replaces the
+    ``attempt`` and sets ``next_retry_at``; a release sets ``next_retry_at``
+    and keeps ``attempt`` (the run never started). ``last_error`` replaces the
     previous one when given.
     """
     target = TRANSITIONS.get((job.status, event))
@@ -182,7 +185,8 @@ def apply(
     elif target in TERMINAL:
         completed_at = at
     elif target is JobStatus.QUEUED:
-        attempt, retry_at, started_at = job.attempt + 1, next_retry_at, None
+        attempt = job.attempt if event is JobEvent.RELEASE else job.attempt + 1
+        retry_at, started_at = next_retry_at, None
     else:  # a transient state keeps the row's retry time
         retry_at = job.next_retry_at
     new = attrs.evolve(

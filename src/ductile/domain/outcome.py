@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from datetime import timedelta
 
 import attrs
 
@@ -73,6 +74,9 @@ class SpawnOutcome:
     spawn_error: str | None = None
     #: Set with ``spawn_error`` when the cause is one a retry cannot fix (the spawner says which).
     start_failure: StartFailure | None = None
+    #: Set with ``spawn_error`` when the cause is a lack of resources of the machine or the daemon
+    #: (too many open files, processes, no memory): not the plugin's fault, not an attempt of it.
+    out_of_resources: bool = False
 
     @property
     def exited(self) -> bool:
@@ -88,10 +92,20 @@ class NotRun:
 
 
 @attrs.frozen(kw_only=True)
+class NotStarted:
+    """The core could not start the run for lack of resources (a spawn that failed with
+    EMFILE, ENFILE, EAGAIN or ENOMEM): the job goes back to the queue, the same attempt,
+    after ``retry_in``; neither its attempts nor its breaker count it."""
+
+    reason: str
+    retry_in: timedelta = timedelta(seconds=5)
+
+
+@attrs.frozen(kw_only=True)
 class Interrupted:
     """The job was running when the daemon died (crash recovery, D6)."""
 
     reason: str = "the daemon stopped while the job was running"
 
 
-Outcome = SpawnOutcome | NotRun | Interrupted
+Outcome = SpawnOutcome | NotRun | NotStarted | Interrupted

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import attrs
 
 from ductile.domain.errors import ProtocolError
+from ductile.domain.jsonvalue import format_path, json_problem
 
 #: The first protocol: a plugin whose manifest says ``protocol: 1`` gets exactly its request.
 PROTOCOL_VERSION = 1
@@ -167,7 +168,9 @@ def decode_json_object(raw: bytes, *, what: str = "response") -> dict[str, Any]:
     try:
         _STRICT.encode(value).encode("utf-8")
     except UnicodeEncodeError:
-        raise ProtocolError("encoding", f"{what} contains a lone surrogate escape") from None
+        found = json_problem(value)
+        where = f" at {format_path(found[0])}" if found is not None and found[0] else ""
+        raise ProtocolError("encoding", f"{what} contains a lone surrogate escape{where}") from None
     except RecursionError:
         raise ProtocolError("too_deep", f"{what} is nested too deeply") from None
     except ValueError:  # a number like 1e400 decodes to infinity

@@ -25,7 +25,7 @@ from ductile.domain.errors import IllegalTransitionError
 from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobEvent, JobStatus, SubmittedBy, Transition, apply
 from ductile.domain.lifecycle import Alerts
-from ductile.domain.outcome import Interrupted, NotRun
+from ductile.domain.outcome import Interrupted, NotRun, NotStarted
 from ductile.domain.plugin import FactOutput
 from ductile.domain.protocol import MAX_RESULT_CHARS, LogLine, Response, iso_utc
 from ductile.domain.retry import RetryPolicy, decide_retry
@@ -153,6 +153,8 @@ def settle(
         raise IllegalTransitionError(job.id, job.status.value, "settle")
     if isinstance(end, Interrupted):
         return _interrupted(job, end, ctx.now)
+    if isinstance(end, NotStarted):
+        return _released(job, end, ctx.now)
     if isinstance(end, NotRun):
         verdict = Verdict(
             JobEvent.FAIL, plain(end.reason) or "the core did not run the plugin", end.retryable
@@ -332,9 +334,8 @@ def _failed(
     )
 
 
-def _interrupted(job: Job, outcome: Interrupted, now: datetime) -> Settlement:
-    error = clip(f"interrupted: {plain(outcome.reason) or Interrupted().reason}")
-    run = RunRecord(
+def _not_run_record(job: Job, error: str, now: datetime) -> RunRecord:
+    return RunRecord(
         job_id=job.id,
         attempt=job.attempt,
         started_at=job.started_at,
@@ -348,6 +349,27 @@ def _interrupted(job: Job, outcome: Interrupted, now: datetime) -> Settlement:
         stdout_head=b"",
         logs=(),
     )
+
+
+def _released(job: Job, end: NotStarted, now: datetime) -> Settlement:
+    """Not started for lack of resources: back to the queue, the same attempt, no breaker count."""
+    error = clip(f"not started: {plain(end.reason) or 'no resources'}; not counted as an attempt")
+    retry_at = now + end.retry_in
+    final, record = apply(
+        job,
+        JobEvent.RELEASE,
+        at=now,
+        actor=Actor.DISPATCHER,
+        reason=f"{error}; attempt {job.attempt} again at {iso_utc(retry_at)}",
+        next_retry_at=retry_at,
+        last_error=error,
+    )
+    return Settlement(job=final, transitions=(record,), run=_not_run_record(job, error, now))
+
+
+def _interrupted(job: Job, outcome: Interrupted, now: datetime) -> Settlement:
+    error = clip(f"interrupted: {plain(outcome.reason) or Interrupted().reason}")
+    run = _not_run_record(job, error, now)
     if job.attempts_left:
         final, record = apply(
             job,

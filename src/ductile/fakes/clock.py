@@ -3,7 +3,10 @@
 Like trio's MockClock or twisted's task.Clock: ``sleep_until`` parks a
 coroutine until the clock is advanced past its instant; :meth:`advance` and
 :meth:`jump` wake due sleepers in order of their instants. A simulated month
-takes as long as the work done in it.
+takes as long as the work done in it. It goes backwards only when told to
+step back (:meth:`step_back`, an NTP correction), which wakes every sleeper
+and is reported once by :meth:`stepped_back`, as the system clock reports a
+real step.
 """
 
 from __future__ import annotations
@@ -43,9 +46,28 @@ class FakeClock:
         self._now = start.astimezone(UTC)
         self._timers: list[tuple[datetime, int, Timer]] = []
         self._seq = itertools.count()
+        self._stepped = timedelta(0)
+        self._step_waiters: set[asyncio.Future[None]] = set()
 
     def now(self) -> datetime:
         return self._now
+
+    def step_back(self, delta: timedelta) -> None:
+        """The wall clock steps back by ``delta`` (an NTP correction, a restored VM): the one
+        way a FakeClock goes backwards. Sleepers wake (and look at the time again), timers keep
+        their instants, and :meth:`stepped_back` reports the step once."""
+        if delta <= timedelta(0):
+            raise ValueError("a step back is a positive duration")
+        self._now -= delta
+        self._stepped += delta
+        waiters, self._step_waiters = self._step_waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def stepped_back(self) -> timedelta:
+        stepped, self._stepped = self._stepped, timedelta(0)
+        return stepped
 
     def call_at(self, when: datetime, callback: Callable[[], None]) -> Timer:
         """Run ``callback`` once the clock reaches ``when`` (at the next move if already due).
@@ -67,11 +89,13 @@ class FakeClock:
                 future.set_result(None)
 
         timer = self.call_at(when, wake)
+        self._step_waiters.add(future)
         try:
             await future
         finally:
             # A cancelled sleeper leaves no wake-up behind for jump() to stop at.
             timer.cancel()
+            self._step_waiters.discard(future)
 
     def _drop_cancelled(self) -> None:
         while self._timers and self._timers[0][2].cancelled:

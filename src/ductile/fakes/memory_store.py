@@ -38,6 +38,7 @@ from ductile.ports.store_values import (
     JobPage,
     JobQuery,
     Pause,
+    Rewound,
     RunningJob,
     RunView,
     text_matches,
@@ -135,6 +136,10 @@ class InMemoryStore:
                 skipped=skipped,
                 alerts=alerts,
             )
+
+    async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:
+        with self.tx.atomic() as tx:
+            return units.rewind(tx, step=step, plans=plans)
 
     async def pause(self, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:
         with self.tx.atomic() as tx:

@@ -224,6 +224,10 @@ class MemoryTx(SerialLocks):
     def queued_of(self, plugin: str) -> list[Job]:
         return self._ordered(lambda j: j.plugin == plugin and j.status is JobStatus.QUEUED)
 
+    def retrying_jobs(self) -> list[Job]:
+        waiting = self._ordered(lambda j: j.status is JobStatus.QUEUED and j.next_retry_at is not None)
+        return sorted(waiting, key=lambda j: j.next_retry_at or j.created_at)
+
     def _ordered(self, wanted: Callable[[Job], bool]) -> list[Job]:
         seq = self.seq
         return sorted((j for j in self.jobs.values() if wanted(j)), key=lambda j: (j.created_at, seq[j.id]))
@@ -361,6 +365,9 @@ class MemoryTx(SerialLocks):
 
     def breakers_of(self, plugin: str) -> list[Breaker]:
         return [b for (p, _), b in sorted(self.breakers.items()) if p == plugin]
+
+    def open_breakers(self) -> list[Breaker]:
+        return [b for _, b in sorted(self.breakers.items()) if b.is_open]
 
     def put_breaker(self, breaker: Breaker) -> None:
         self._put(self.breakers, (breaker.plugin, breaker.command), breaker)

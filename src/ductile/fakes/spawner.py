@@ -4,12 +4,16 @@ A script receives the :class:`SpawnRequest` and returns a
 :class:`SpawnOutcome`; the run takes ``outcome.duration`` seconds of a
 FakeClock's time (capped at the deadline plus grace, where a real spawner
 would have killed it), so timeouts cost simulated time, not real time.
+``while_running``, when set, is awaited with the run's end instant before the
+clock gets there: what else happens while the plugin runs (the simulation
+delivers webhooks then, as a daemon whose dispatcher is busy receives them).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from ductile.domain.outcome import SpawnOutcome
@@ -36,6 +40,8 @@ class ScriptedSpawner:
         self.clock = clock
         self.calls: list[SpawnRequest] = []
         self.killed: list[ProcessHandle] = []
+        #: Awaited with the run's end instant while the run takes its time (see the module's docs).
+        self.while_running: Callable[[datetime], Awaitable[None]] | None = None
         self._pid = 1000
 
     def script(self, executable: str, script: Script) -> None:
@@ -58,7 +64,10 @@ class ScriptedSpawner:
                 duration=request.timeout,
             )
         if self.clock is not None and outcome.duration > 0:
-            self.clock.advance(outcome.duration)
+            end = self.clock.now() + timedelta(seconds=outcome.duration)
+            if self.while_running is not None:
+                await self.while_running(end)
+            self.clock.set(max(end, self.clock.now()))
         return outcome
 
     async def kill_orphan(self, handle: ProcessHandle) -> bool:

@@ -42,6 +42,7 @@ from ductile.ports.store_values import (
     JobQuery,
     NotQueuedError,
     Pause,
+    Rewound,
     RunningJob,
     RunView,
     StaleJobError,
@@ -60,6 +61,7 @@ __all__ = [
     "NotQueuedError",
     "Pause",
     "PermanentStoreError",
+    "Rewound",
     "RunView",
     "RunningJob",
     "StaleJobError",
@@ -227,6 +229,12 @@ class Store(Protocol):
         ``jobs`` when allowed, and replace the planned run by ``next_run``;
         logged as ``schedule.fired`` or ``schedule.skipped`` (``skipped``: the
         caller's reason for giving no jobs)."""
+        ...
+
+    async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:
+        """The wall clock stepped back by ``step`` (ADR 0045), atomically: each (stored,
+        re-planned) pair in ``plans`` replaces the stored run if it is still stored as it
+        was; every retry time and open breaker moves back by ``step``."""
         ...
 
     # ----------------------------------------------------------------- pauses, facts, counters

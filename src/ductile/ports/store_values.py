@@ -185,3 +185,15 @@ def text_matches(haystack: str | None, needle: str) -> bool:
     """``JobQuery.text``'s rule: ``needle`` occurs in ``haystack``, ASCII letters compared
     without case (SQL ``LIKE``'s rule, so every store answers alike)."""
     return haystack is not None and needle.translate(_ASCII_FOLD) in haystack.translate(_ASCII_FOLD)
+
+
+@attrs.frozen(kw_only=True)
+class Rewound:
+    """What a backward step of the wall clock moved (ADR 0045)."""
+
+    #: Planned runs re-planned.
+    plans: int = 0
+    #: Queued jobs whose retry time moved.
+    retries: int = 0
+    #: Open or half-open breakers whose instants moved.
+    breakers: int = 0

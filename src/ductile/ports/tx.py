@@ -83,8 +83,8 @@ class Tx(Protocol):
         ...
 
     def dedupe_candidates(self, plugin: str, command: str, key: str) -> list[Job]:
-        """D1: jobs of the identity that may block a new one (at least every queued or
-        succeeded one), in insertion order."""
+        """D1: jobs of the identity that may block a new one (at least every queued,
+        running or succeeded one), in insertion order."""
         ...
 
     def oldest_runnable(self, now: datetime) -> Job | None:
@@ -98,6 +98,10 @@ class Tx(Protocol):
 
     def queued_of(self, plugin: str) -> list[Job]:
         """The plugin's queued jobs, oldest first; locked."""
+        ...
+
+    def retrying_jobs(self) -> list[Job]:
+        """The queued jobs that have a retry time, earliest first."""
         ...
 
     def outstanding(self, plugin: str, command: str) -> int:
@@ -166,6 +170,10 @@ class Tx(Protocol):
 
     def breakers_of(self, plugin: str) -> list[Breaker]:
         """The plugin's stored breakers, by command."""
+        ...
+
+    def open_breakers(self) -> list[Breaker]:
+        """Every open or half-open breaker, by plugin and command."""
         ...
 
     def put_breaker(self, breaker: Breaker) -> None: ...

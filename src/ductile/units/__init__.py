@@ -16,6 +16,7 @@ contract holds it to that): no clock, no threads, no SQL, no logging.
 from ductile.units.claim import claim, claim_next, record_process
 from ductile.units.enqueue import enqueue, insert_jobs
 from ductile.units.fire import fire
+from ductile.units.rewind import rewind
 from ductile.units.settle import recover, settle
 from ductile.units.upkeep import (
     cancel_job,
@@ -42,5 +43,6 @@ __all__ = [
     "recover",
     "reset_breakers",
     "resume",
+    "rewind",
     "settle",
 ]

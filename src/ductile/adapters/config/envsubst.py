@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 
 from ductile.adapters.config.messages import Problem, shorten
+from ductile.domain.jsonvalue import has_surrogate
 
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -19,7 +20,9 @@ def substitute(text: str, env: Mapping[str, str]) -> str:
 
     One pass, no recursion: a variable's value is never scanned again, so it
     can hold ``${...}`` or YAML syntax and stays plain text. A ``$`` not
-    followed by ``{`` or ``$`` is kept as it is.
+    followed by ``{`` or ``$`` is kept as it is. A value that was not valid
+    UTF-8 in the environment (Python keeps such bytes as lone surrogates) is
+    refused: it could never be sent as JSON.
     """
     if "$" not in text:
         return text
@@ -54,6 +57,8 @@ def substitute(text: str, env: Mapping[str, str]) -> str:
                 raise Problem(
                     f"environment variable {name} is not set (set it, or give a default: ${{{name}:-...}})"
                 )
+            if has_surrogate(value):  # bytes that were not UTF-8, kept by Python as surrogates
+                raise Problem(f"environment variable {name} is not valid UTF-8 text")
             out.append(value)
             pos = close + 1
         else:

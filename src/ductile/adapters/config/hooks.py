@@ -17,6 +17,7 @@ import functools
 import ipaddress
 import math
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any, NewType, TypeVar
@@ -80,6 +81,8 @@ PluginTable = NewType("PluginTable", dict[str, PluginConfig])
 _PLUGIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _URL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+#: An endpoint path once its percent-escapes are decoded: no '%' left, nothing that needs one.
+_DECODED_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
 _HOST_NAME = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
 )
@@ -346,6 +349,8 @@ def header_hook(value: object, _: Any) -> str:
 
 
 def endpoint_path_hook(value: object, _: Any) -> str:
+    """An endpoint's path, percent-escapes decoded: requests are matched on their decoded
+    path (both HTTP parsers decode it), so ``/hook/p%41`` and ``/hook/pA`` are one endpoint."""
     text = text_value(value)
     if not text.startswith("/"):
         raise Problem(f"an endpoint path must start with '/', got '{shorten(text)}'")
@@ -354,16 +359,29 @@ def endpoint_path_hook(value: object, _: Any) -> str:
             f"'{shorten(text)}' is not a URL path (letters, digits and -._~!$&'()*+,;=:@%/ only; "
             "no spaces, '?' or '#')"
         )
-    return text
+    if "%" not in text:
+        return text
+    try:
+        decoded = urllib.parse.unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        decoded = ""
+    if not _DECODED_PATH.fullmatch(decoded):
+        raise Problem(
+            f"'{shorten(text)}' decodes to a path a request cannot name as written here: requests are "
+            "matched on their decoded path; write the path without percent-escapes "
+            "(only letters, digits and -._~!$&'()*+,;=:@/ after decoding)"
+        )
+    return decoded
 
 
 def secret_hook(value: object, _: Any) -> str:
     if not isinstance(value, str):  # never echo what might be the secret
         raise Problem(f"a secret must be text (put it in quotes), got {kind(value)}")
     secret = substitute(value, current_context().env)
-    if not secret:
+    if not secret.strip():
         after = " after substituting environment variables" if "$" in value else ""
-        raise Problem(f"the secret is empty{after}; every endpoint needs a non-empty secret")
+        what = "empty" if not secret else "only whitespace"
+        raise Problem(f"the secret is {what}{after}; every endpoint needs a real secret")
     return secret
 
 

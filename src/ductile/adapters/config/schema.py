@@ -67,6 +67,7 @@ from ductile.domain.config import (
     Notify,
     PluginConfig,
     ServiceConfig,
+    UiConfig,
     WebhooksConfig,
 )
 from ductile.domain.errors import ScheduleError
@@ -177,6 +178,7 @@ class ConfigDoc:
     routes: tuple[Route, ...] | None = None
     webhooks: WebhooksConfig | None = None
     api: ApiConfig | None = None
+    ui: UiConfig | None = None
 
 
 #: Domain classes read as they are, with per-field hooks (and YAML names).
@@ -184,6 +186,7 @@ OVERRIDES: dict[type, dict[str, Any]] = {
     RetryPolicy: {"max_attempts": override(struct_hook=count_hook)},
     BreakerPolicy: {"threshold": override(struct_hook=count_hook)},
     _EnvDoc: {"pass_": override(rename="pass")},
+    UiConfig: {},
     Route: {
         "source": override(rename="from", struct_hook=plugin_name_hook),
         "event_type": override(struct_hook=event_type_hook),
@@ -454,6 +457,7 @@ def build_config(doc: ConfigDoc) -> Config:
         routes=routes,
         webhooks=doc.webhooks,
         api=doc.api,
+        ui=doc.ui if doc.ui is not None else UiConfig(),
         source=current_context().source,
         plugin_roots=roots if doc.plugin_roots is not None else (),
     )

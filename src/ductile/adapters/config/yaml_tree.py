@@ -9,7 +9,11 @@ and overflowing floats are refused. A plain scalar is a number only where
 YAML 1.1 and 1.2 agree that it is that number.
 
 The result (a :class:`Tree`) is dict / list / str / int / float / bool /
-None plus a map from key path to (line, column). Duplicate keys, non-text
+None plus a map from key path to (line, column). Every string is valid
+Unicode: an escaped surrogate pair (``"\ud83d\ude00"``) is joined into its
+character, a lone one (``"\ud83d"``) is refused, naming the key path (it would
+pass the check and then fail every JSON encode: every tick of a schedule,
+every job of a plugin). Duplicate keys, non-text
 keys, unsupported tags, recursive aliases, nesting deeper than
 :data:`MAX_DEPTH` and alias expansion beyond :data:`MAX_VALUES` values (the
 "billion laughs") are refused here. ``<<`` merge keys work.
@@ -36,6 +40,7 @@ from yaml.scanner import Scanner
 
 from ductile.adapters.config.messages import KeyPath, Position, describe, format_path, shorten
 from ductile.domain.errors import ConfigError
+from ductile.domain.jsonvalue import has_surrogate, join_pairs
 
 #: Mappings and lists nest at most this deep (plugin ``config`` included).
 MAX_DEPTH = 64
@@ -299,6 +304,17 @@ class _Walker:
 
     def scalar(self, node: ScalarNode, path: KeyPath) -> Any:
         text = str(node.value)
+        if has_surrogate(text):  # only a double-quoted "\ud83d" escape can put one here
+            joined = join_pairs(text)
+            if joined is None:
+                self.fail(
+                    f"'{shorten(text)}' holds a lone surrogate escape (like \\ud83d), which is not a "
+                    "character and cannot be sent as JSON; write the character itself, or an escape "
+                    "of the whole code point (\\U0001F600)",
+                    path,
+                    node,
+                )
+            text = joined
         if node.tag == _PLAIN_TAG:
             ok, value = _plain_value(text)
             if isinstance(value, int | float) and not isinstance(value, bool):

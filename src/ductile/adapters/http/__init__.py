@@ -50,7 +50,6 @@ from ductile.adapters.http.asgi import ASGIApp
 from ductile.adapters.http.framing import BadRequestError, Framing, check_head, declared_length
 from ductile.adapters.http.headers import (
     MAX_HEAD_SIZE,
-    PRIVATE_HEADERS,
     dedupe_key,
     delivery_headers,
     header_values,
@@ -74,7 +73,6 @@ __all__ = [
     "MAX_HEAD_SIZE",
     "MAX_INT_DIGITS",
     "PARSERS",
-    "PRIVATE_HEADERS",
     "ASGIApp",
     "BadRequestError",
     "ConcreteParser",

@@ -50,13 +50,16 @@ async def respond(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def respond_text(send: Send, status: int, text: str) -> None:
-    """Answer with plain text, as Starlette's ``PlainTextResponse`` did (ADR 0018)."""
+async def respond_text(send: Send, status: int, text: str, *, close: bool = False) -> None:
+    """Answer with plain text, as Starlette's ``PlainTextResponse`` did (ADR 0018);
+    ``close`` adds ``Connection: close``."""
     body = text.encode("utf-8")
     headers = [
         (b"content-length", str(len(body)).encode("latin-1")),
         (b"content-type", b"text/plain; charset=utf-8"),
     ]
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -5,7 +5,8 @@ It is a stack of small ASGI wrappers, each doing one check before the next
 
 1. :class:`Entry`: lifespan and websocket scopes get the answers Starlette's
    router gave them; a request whose target is not a path gets a plain-text
-   404; the others go on with their path below the mount point;
+   404 that closes the connection (its body is never read); the others go on
+   with their path below the mount point;
 2. :class:`~ductile.adapters.http.framing.FramingCheck`: the head both
    parsers agree on, or 400 (every path);
 3. :class:`Routes`: ``/healthz``, else the endpoint table (404), else the
@@ -126,8 +127,8 @@ class Entry:
             await _other_scope(scope, receive, send)
             return
         path = route_path(scope)
-        if path is None:
-            await respond_text(send, 404, "Not Found")
+        if path is None:  # the body (if any) is never read: close, or the client waits on it
+            await respond_text(send, 404, "Not Found", close=True)
             return
         scope[ROUTE_PATH] = path
         await self._app(scope, receive, send)

@@ -31,6 +31,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     It also drops a chunked body's trailer fields, as h11 does: uvicorn's
     httptools protocol appends them to the request's headers, where they
     would reach the signature check, the dedupe key and the plugin.
+
+    And it answers what it parsed before it refuses what follows (issue 19,
+    item 12): uvicorn's protocol answers a malformed request with 400 and
+    closes at once, even when a valid request pipelined before it is still
+    in the app; that request was then queued but its 202 never sent. Here
+    the 400 waits until the requests before it are answered (reading stops
+    meanwhile), as h11 does by parsing one request at a time.
     """
 
     #: Bytes received in consecutive reads during which the parser made no progress.
@@ -39,6 +46,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _progress = 0
     #: The head is complete: further header fields are a trailer.
     _in_body = False
+    #: A 400 held back until the requests parsed before it are answered.
+    _deferred_400: str | None = None
+
+    def _answering(self) -> bool:
+        """Is a request parsed before now still being answered (or waiting in the pipeline)?"""
+        return (self.cycle is not None and not self.cycle.response_complete) or bool(self.pipeline)
+
+    def send_400_response(self, msg: str) -> None:
+        # Held back only when the fault is in a *new* request: every request before it was
+        # received whole. A fault inside the body (or trailer) of the request being received
+        # is that request's own answer, at once.
+        whole = self.cycle is None or not self.cycle.more_body
+        if whole and self._answering() and not self.transport.is_closing():
+            self._deferred_400 = msg
+            self.flow.pause_reading()
+            return
+        super().send_400_response(msg)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._deferred_400 is not None and not self._answering() and not self.transport.is_closing():
+            msg, self._deferred_400 = self._deferred_400, None
+            super().send_400_response(msg)
 
     def data_received(self, data: bytes) -> None:
         before = self._progress
@@ -47,7 +77,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._stalled_bytes = 0
             return
         self._stalled_bytes += len(data)
-        if self._stalled_bytes > MAX_HEAD_SIZE and not self.transport.is_closing():
+        if self._stalled_bytes > MAX_HEAD_SIZE and not self.transport.is_closing() and not self._deferred_400:
             self.logger.warning("Request head or chunk framing over %d bytes.", MAX_HEAD_SIZE)
             self.send_400_response("Invalid HTTP request received.")
 

@@ -1,5 +1,5 @@
 """Reading a request's header list: one header's values, the headers a plugin
-sees, the dedupe key.
+sees (credentials masked), the dedupe key.
 
 ASGI hands headers over as a list of ``(name, value)`` byte pairs (names are
 matched whatever their case); values are read as latin-1, HTTP's byte-transparent
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ductile.domain.secret_headers import MASK, is_secret_header
+
 #: The most bytes of an incomplete request head (or chunk-size line, or trailer) buffered
 #: before the request is refused with 400: h11's default, applied to httptools too.
 MAX_HEAD_SIZE = 16 * 1024
-
-#: Request headers never handed to a plugin.
-PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
 def header_values(raw: Iterable[tuple[bytes, bytes]], name: str) -> list[bytes]:
@@ -25,12 +24,15 @@ def header_values(raw: Iterable[tuple[bytes, bytes]], name: str) -> list[bytes]:
 
 
 def delivery_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Request headers for the plugin: lower-cased names, repeats joined with
-    ", ", latin-1 decoded (HTTP's byte-transparent reading), private ones dropped."""
+    """Request headers for the event: lower-cased names, repeats joined with ", ",
+    latin-1 decoded (HTTP's byte-transparent reading); the values of credentials
+    (``Authorization``, ``Cookie``, ``X-Api-Key``...) masked, their names kept
+    (:func:`~ductile.domain.secret_headers.is_secret_header`)."""
     out: dict[str, str] = {}
     for key, value in raw:
         name = key.decode("latin-1").lower()
-        if name in PRIVATE_HEADERS:
+        if is_secret_header(name):
+            out[name] = MASK
             continue
         text = value.decode("latin-1")
         out[name] = f"{out[name]}, {text}" if name in out else text

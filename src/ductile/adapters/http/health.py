@@ -1,11 +1,11 @@
 """The health route: ``GET /healthz`` (D20).
 
 The document comes from the app (``Ductile``: status, uptime, queue depth,
-plugins, whether the store accepts writes); this route only serves it: 200
-with it when its ``status`` is ``ok``, 503 with it otherwise (a monitor that
-only looks at the code sees a daemon that cannot do its work; the document
-says why), 503 ``{"status": "error"}`` when building it raises (logged), 405
-for a method other than GET or HEAD.
+plugins, the scheduler's failures, whether the store accepts writes); this
+route only serves it: 200 with it when its ``status`` is ``ok``, 503 with it
+otherwise (a monitor that only looks at the code sees a daemon that cannot do
+its work; the document says why), 503 ``{"status": "error"}`` when building it
+raises (logged), 405 for a method other than GET or HEAD.
 ``/healthz`` is always the health check, even if an endpoint claims the path.
 """
 

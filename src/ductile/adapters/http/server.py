@@ -2,10 +2,12 @@
 
 It binds its own socket first (so a busy port is a :class:`ListenError`,
 never uvicorn's ``sys.exit``), never installs signal handlers (the daemon owns
-SIGTERM/SIGINT/SIGHUP), and stops gracefully and idempotently. Slow clients
-that dribble their *headers* (slowloris) are cut off by neither parser; the
-concurrency limit bounds how many they can hold, and a reverse proxy is the
-place to deal with them.
+SIGTERM/SIGINT/SIGHUP), and stops gracefully and idempotently. Its protocol
+(either parser) reports to a :class:`~ductile.adapters.http.connections.ConnectionGuard`:
+a request head must arrive within ``head_timeout`` (slowloris and idle
+connections are closed), and past ``max_connections`` (the daemon caps it so
+that descriptors stay free for the work, :mod:`ductile.adapters.fdlimit`) the
+longest-waiting connection makes room for a new one.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import socket
 from collections.abc import Generator
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ductile.adapters.http.asgi import ASGIApp
+from ductile.adapters.http.connections import HEAD_TIMEOUT, ConnectionGuard, guarded
 from ductile.adapters.http.headers import MAX_HEAD_SIZE
 from ductile.adapters.http.parsers import (
     ConcreteParser,
@@ -31,6 +35,9 @@ from ductile.domain.errors import DuctileError
 from ductile.log import Log
 
 log = Log("http", logger=logging.getLogger("ductile.http"))
+
+#: The default cap on open connections (a personal server's webhooks need few).
+MAX_CONNECTIONS = 256
 
 
 class ListenError(DuctileError):
@@ -95,8 +102,11 @@ class HttpServer:
     """uvicorn serving ``app`` on ``host:port`` inside the running event loop.
 
     ``port`` 0 picks a free port (read it back from :attr:`port`).
-    ``limit_concurrency`` caps open connections (beyond it uvicorn answers
-    503); ``graceful_timeout`` bounds how long :meth:`stop` waits for requests
+    ``max_connections`` caps open connections: past it, the connection
+    waiting longest for a request is closed to make room, and only when every
+    connection has a request in the app is a new one answered 503.
+    ``head_timeout`` is the deadline, in seconds, for a request head.
+    ``graceful_timeout`` bounds how long :meth:`stop` waits for requests
     in flight before cancelling them. ``parser`` picks uvicorn's HTTP/1.1
     parser: "auto" (the default, the daemon's) is httptools when it can be
     imported, else h11; naming httptools when it cannot be imported is a
@@ -109,7 +119,8 @@ class HttpServer:
         host: str,
         port: int,
         *,
-        limit_concurrency: int = 128,
+        max_connections: int = MAX_CONNECTIONS,
+        head_timeout: float = HEAD_TIMEOUT,
         graceful_timeout: int = 5,
         backlog: int = 128,
         parser: HttpParser = "auto",
@@ -122,7 +133,9 @@ class HttpServer:
         self._host = host
         self._requested_port = port
         self._bound_port: int | None = None
-        self._limit_concurrency = limit_concurrency
+        self._max_connections = max_connections
+        self._head_timeout = head_timeout
+        self.guard: ConnectionGuard | None = None
         self._graceful_timeout = graceful_timeout
         self._backlog = backlog
         self._server: _EmbeddedServer | None = None
@@ -152,9 +165,11 @@ class HttpServer:
         """Bind, start serving in a task, return once connections are accepted."""
         if self._task is not None:
             raise RuntimeError("HttpServer.start() called while running")
+        guard = ConnectionGuard(limit=self._max_connections, head_timeout=self._head_timeout)
+        base = bounded_httptools_protocol() if self._parser == "httptools" else H11Protocol
         config = uvicorn.Config(
             self._app,
-            http=bounded_httptools_protocol() if self._parser == "httptools" else "h11",
+            http=guarded(base, guard),
             h11_max_incomplete_event_size=MAX_HEAD_SIZE,
             ws="none",
             lifespan="off",
@@ -163,7 +178,7 @@ class HttpServer:
             server_header=False,
             date_header=True,
             proxy_headers=False,
-            limit_concurrency=self._limit_concurrency,
+            limit_concurrency=None,  # the guard's limit, which never locks new clients out
             timeout_graceful_shutdown=self._graceful_timeout,
             backlog=self._backlog,
         )
@@ -188,8 +203,11 @@ class HttpServer:
             cause = None if task.cancelled() else task.exception()
             raise ListenError(f"cannot listen on {where}: the server did not start ({cause})") from cause
         self._server, self._task, self._bound_port = server, task, port
+        self.guard = guard
         task.add_done_callback(functools.partial(_report_unexpected_end, server))
-        log.info("listening", address=where, parser=self._parser, listener=self.label)
+        log.info(
+            "listening", address=where, parser=self._parser, listener=self.label, max_connections=guard.limit
+        )
 
     @staticmethod
     async def _serve(server: _EmbeddedServer, sock: socket.socket, where: str) -> None:
@@ -221,6 +239,8 @@ class HttpServer:
         except Exception:
             log.exception("the HTTP listener failed while stopping")
         finally:
+            if self.guard is not None:
+                self.guard.stop()
             self._server = None
             self._task = None
             self._stopping = None

@@ -48,8 +48,8 @@ class WebhookDelivery:
     endpoint: Endpoint
     #: The parsed JSON body: any JSON value, shape preserved.
     payload: Any
-    #: Lower-cased names; repeated headers joined with ", "; without
-    #: :data:`~ductile.adapters.http.headers.PRIVATE_HEADERS`.
+    #: Lower-cased names; repeated headers joined with ", "; credentials masked
+    #: (:func:`~ductile.adapters.http.headers.delivery_headers`).
     headers: dict[str, str]
     #: The value of ``endpoint.dedupe_header`` when configured and non-empty.
     dedupe_key: str | None

@@ -18,6 +18,7 @@ its groups, gid and uid before ``exec``, and gets that user's ``HOME``,
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import time
@@ -34,6 +35,9 @@ from ductile.ports.spawner import OnStart, ProcessHandle, SpawnRequest
 CHUNK = 64 * 1024
 #: How long the pipes are drained after the plugin exited (its group killed).
 DRAIN_TIMEOUT = 1.0
+#: Spawn errors that are the machine's (or the daemon's) shortage, not the plugin's fault: too many
+#: open files (the process's, the system's), too many processes, no memory. Not an attempt.
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 
 
 class SubprocessSpawner:
@@ -88,7 +92,10 @@ class SubprocessSpawner:
             # Popen has reaped the failed child already.
             found = exec_failure(exc, request)
             return SpawnOutcome(
-                spawn_error=found.message, start_failure=found.kind, duration=time.monotonic() - started
+                spawn_error=found.message,
+                start_failure=found.kind,
+                duration=time.monotonic() - started,
+                out_of_resources=isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES,
             )
         run = ProcessRun(proc, request, started, drain_timeout=self.drain_timeout, chunk_size=self.chunk_size)
         outcome = await run.run(on_start)

@@ -62,7 +62,7 @@ SQL_CHILD_LOOKUP: Final = (
 #: D1: jobs of one identity that may block a new enqueue (``blocks`` decides), oldest first.
 SQL_DEDUPE_CANDIDATES: Final = (
     f"SELECT {_JOB_COLS} FROM jobs WHERE plugin = ? AND command = ? AND dedupe_key = ? "
-    "AND status IN ('queued', 'succeeded') ORDER BY seq"
+    "AND status IN ('queued', 'running', 'succeeded') ORDER BY seq"
 )
 #: The queued job to claim next: due (no retry time, or it has passed), FIFO by created_at, then insertion.
 SQL_OLDEST_RUNNABLE: Final = (
@@ -109,6 +109,11 @@ SQL_OUTSTANDING: Final = (
 )
 SQL_NEXT_RETRY_AT: Final = (
     "SELECT MIN(next_retry_at) FROM jobs WHERE status = 'queued' AND next_retry_at IS NOT NULL"
+)
+#: The queued jobs waiting for a retry time (a backward clock step moves them, ADR 0045).
+SQL_RETRYING: Final = (
+    f"SELECT {_JOB_COLS} FROM jobs WHERE status = 'queued' AND next_retry_at IS NOT NULL "
+    "ORDER BY next_retry_at"
 )
 _FINISHED_BEFORE = f"SELECT id FROM jobs WHERE status IN {_TERMINAL_SQL} AND completed_at < ?"
 SQL_RETENTION_TRANSITIONS: Final = f"DELETE FROM transitions WHERE job_id IN ({_FINISHED_BEFORE})"
@@ -160,6 +165,9 @@ SQL_PUT_STATE: Final = (
 SQL_GET_BREAKER: Final = f"SELECT {_BREAKER_COLS} FROM breakers WHERE plugin = ? AND command = ?"
 SQL_BREAKERS: Final = f"SELECT {_BREAKER_COLS} FROM breakers ORDER BY plugin, command"
 SQL_BREAKERS_OF_PLUGIN: Final = f"SELECT {_BREAKER_COLS} FROM breakers WHERE plugin = ? ORDER BY command"
+SQL_OPEN_BREAKERS: Final = (
+    f"SELECT {_BREAKER_COLS} FROM breakers WHERE status != 'closed' ORDER BY plugin, command"
+)
 SQL_PUT_BREAKER: Final = (
     f"INSERT INTO breakers ({_BREAKER_COLS}) VALUES ({_marks(6)}) "
     "ON CONFLICT (plugin, command) DO UPDATE SET status = excluded.status, "
@@ -232,6 +240,7 @@ HOT_QUERIES: Final[dict[str, str]] = {
     "queue depth": SQL_QUEUE_DEPTH,
     "outstanding (poll guard)": SQL_OUTSTANDING,
     "next retry at": SQL_NEXT_RETRY_AT,
+    "retrying jobs (clock step)": SQL_RETRYING,
     "running jobs": SQL_RUNNING,
     "running jobs (recovery)": SQL_RUNNING_JOBS,
     "queued of plugin (cancel)": SQL_QUEUED_OF_PLUGIN,

@@ -12,26 +12,21 @@ Threads and transactions (ADR 0010; :mod:`~ductile.adapters.sqlite.worker`)
   IMMEDIATE`` transaction, each inside its own ``SAVEPOINT`` (a unit that
   raises is rolled back alone), commits once, and only then resolves the
   futures: group commit, so ``synchronous=FULL`` costs little under load.
-* **Sync level per unit.** A unit is *durable* (the default) or *relaxed*.
-  Only the claims (``claim_next``, ``claim``) and ``record_process`` are
-  relaxed: losing them to a power cut is harmless (the job is simply still
-  queued, or running without a process record, and no process survives a
-  power cut anyway). A batch of relaxed units only commits at
-  ``synchronous=NORMAL``; a batch with any durable unit commits at the
-  store's level (``FULL``), and in WAL mode that fsync also covers every
-  relaxed commit before it.
-* **One reader thread** owns a second, ``query_only`` connection. WAL readers
-  never block the writer nor wait for its fsync, and running reads on a
-  thread keeps a rare busy wait (WAL recovery, a checkpoint) off the event
-  loop. Every read is one statement, so each sees one committed snapshot;
-  a read issued after a write was acknowledged sees that write.
-* Connections use ``isolation_level=None`` (no implicit transactions), WAL,
-  ``busy_timeout``, ``foreign_keys=ON``. Another process (the CLI) may write
-  to the same file at the same time: ``BEGIN IMMEDIATE`` waits up to
-  ``busy_timeout`` for the write lock; a lock that outlasts it fails the
-  unit with :class:`StoreBusyError`, it never hangs.
-* Connections never cross ``fork()``: a store used in a forked child raises
-  :class:`StoreError` instead of touching the parent's connections.
+* **Sync level per unit.** A unit is *durable* (the default) or *relaxed*:
+  only the claims (``claim_next``, ``claim``) and ``record_process``, whose
+  loss to a power cut is harmless (the job is still queued, or running with
+  no process record; no process survives a power cut). A batch of relaxed
+  units commits at ``synchronous=NORMAL``; one with any durable unit at the
+  store's level (``FULL``), whose WAL fsync covers the relaxed commits before.
+* **One reader thread** owns a second, ``query_only`` connection: WAL readers
+  never block the writer nor wait for its fsync, and a rare busy wait (WAL
+  recovery, a checkpoint) stays off the event loop. Each read is one
+  statement, one committed snapshot; it sees every write acknowledged before.
+* Connections use ``isolation_level=None``, WAL, ``busy_timeout``,
+  ``foreign_keys=ON``. Another process (the CLI) may write at the same time:
+  ``BEGIN IMMEDIATE`` waits up to ``busy_timeout`` for the write lock, then
+  fails the unit with :class:`StoreBusyError`. Connections never cross
+  ``fork()`` (a store used in a forked child raises :class:`StoreError`).
 """
 
 from __future__ import annotations
@@ -96,6 +91,7 @@ from ductile.ports.store_values import (
     JobPage,
     JobQuery,
     Pause,
+    Rewound,
     RunningJob,
     RunView,
 )
@@ -318,6 +314,10 @@ class SqliteStore:
 
     async def note(self, entry: Activity, *, alerts: Alerts | None = None) -> None:
         await self._write("note", lambda c: units.note(SqliteTx(c), entry, alerts=alerts))
+
+    async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:
+        pairs = tuple(plans)
+        return await self._write("rewind", lambda c: units.rewind(SqliteTx(c), step=step, plans=pairs))
 
     async def fire(
         self,

@@ -53,6 +53,7 @@ from ductile.adapters.sqlite.sql import (
     SQL_JOB_EXISTS,
     SQL_JOB_STATUS,
     SQL_OLDEST_RUNNABLE,
+    SQL_OPEN_BREAKERS,
     SQL_OUTSTANDING,
     SQL_OUTSTANDING_OF_SCHEDULE,
     SQL_PRUNE_ACTIVITY,
@@ -71,6 +72,7 @@ from ductile.adapters.sqlite.sql import (
     SQL_RETENTION_PROCESSES,
     SQL_RETENTION_RUNS,
     SQL_RETENTION_TRANSITIONS,
+    SQL_RETRYING,
     SQL_RUNNING_JOBS,
     SQL_SCHEDULE_JOBS,
     SQL_UPDATE_JOB,
@@ -130,6 +132,9 @@ class SqliteTx(SerialLocks):
 
     def outstanding(self, plugin: str, command: str) -> int:
         return int(self._conn.execute(SQL_OUTSTANDING, (plugin, command)).fetchone()[0])
+
+    def retrying_jobs(self) -> list[Job]:
+        return [job_of(r) for r in self._conn.execute(SQL_RETRYING).fetchall()]
 
     def outstanding_of_schedule(self, plugin: str, schedule_id: str) -> int:
         return int(self._conn.execute(SQL_OUTSTANDING_OF_SCHEDULE, (plugin, schedule_id)).fetchone()[0])
@@ -219,6 +224,9 @@ class SqliteTx(SerialLocks):
 
     def breakers_of(self, plugin: str) -> list[Breaker]:
         return [breaker_of(r) for r in self._conn.execute(SQL_BREAKERS_OF_PLUGIN, (plugin,)).fetchall()]
+
+    def open_breakers(self) -> list[Breaker]:
+        return [breaker_of(r) for r in self._conn.execute(SQL_OPEN_BREAKERS).fetchall()]
 
     def put_breaker(self, breaker: Breaker) -> None:
         self._conn.execute(SQL_PUT_BREAKER, breaker_params(breaker))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 
 from ductile.adapters.http.jsonbody import NotJsonError, parse_json
+from ductile.app.api.context import BODY_TIMEOUT
 from ductile.app.api.errors import ApiError, bad_request
 from ductile.domain.errors import UnitError
 from ductile.domain.quantities import parse_duration
@@ -19,20 +21,32 @@ from ductile.ports.store import JobCursor
 _MICRO = timedelta(microseconds=1)
 
 
-async def json_body(request: Request, limit: int) -> Any:
-    """The body parsed as JSON (None when empty); 413 past ``limit`` bytes, 400 when not JSON."""
+async def read_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT, what: str = "body") -> bytes:
+    """The whole body: 413 past ``limit`` bytes, 408 (closing the connection) when it is not
+    all received within ``timeout`` seconds (a slow sender must not hold a connection)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "payload too large", f"the body is over {limit} bytes")
+        raise ApiError(413, "payload too large", f"the {what} is over {limit} bytes")
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise ApiError(413, "payload too large", f"the body is over {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > limit:
+                    raise ApiError(413, "payload too large", f"the {what} is over {limit} bytes")
+    except TimeoutError:
+        detail = f"the request {what} was not received within {timeout:g} s"
+        raise ApiError(408, "request timeout", detail, {"connection": "close"}) from None
+    return bytes(raw)
+
+
+async def json_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT) -> Any:
+    """The body parsed as JSON (None when empty); 413, 408 as :func:`read_body`, 400 when not JSON."""
+    raw = await read_body(request, limit, timeout)
     if not raw.strip():
         return None
     try:
-        return parse_json(bytes(raw))
+        return parse_json(raw)
     except NotJsonError as e:
         raise bad_request(f"the body is not JSON: {e}") from None
 

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 #: The largest request body the API reads (its bodies are small JSON documents).
 MAX_BODY = 1024 * 1024
+#: Seconds a client has to send a whole request body, as for a webhook (ADR 0046): past it,
+#: 408 and the connection is closed, so a slow body cannot hold a connection for ever.
+BODY_TIMEOUT = 10.0
 #: Seconds between two SSE heartbeat comments.
 HEARTBEAT = 15.0
 
@@ -31,6 +34,7 @@ class ApiContext:
     health: Callable[[], Awaitable[dict[str, Any]]]
     heartbeat: float = HEARTBEAT
     max_body: int = MAX_BODY
+    body_timeout: float = BODY_TIMEOUT
 
     def tokens(self) -> tuple[ApiToken, ...]:
         """The tokens of the config in force (a reload may change them)."""

@@ -34,9 +34,19 @@ JOB_FILTERS = ("status", "plugin", "command", "submitted_by", "since", "until", 
 async def trigger(request: Request, ctx: ApiContext, token: ApiToken) -> Response:
     """``POST /plugin/{plugin}/{command}``: queue a job through the one intake path."""
     only(request, ())
-    plugin, command = request.path_params["plugin"], request.path_params["command"]
-    body = await json_body(request, ctx.max_body)
+    body = await json_body(request, ctx.max_body, ctx.body_timeout)
     payload, dedupe_key = _trigger_body(body)
+    doc = await queue_trigger(
+        ctx, request.path_params["plugin"], request.path_params["command"], payload, dedupe_key
+    )
+    return JsonResponse(doc, 202)
+
+
+async def queue_trigger(
+    ctx: ApiContext, plugin: str, command: str, payload: dict[str, Any] | None, dedupe_key: str | None
+) -> dict[str, Any]:
+    """Queue ``plugin``'s ``command`` as the API does (the dashboard's run-now too): the answer's
+    document; :class:`ApiError` 404 for an unknown plugin, 422 for a command that cannot run."""
     engine = ctx.engine
     if engine.runtime.status_of(plugin).state is PluginState.ABSENT:
         raise not_found(f"no plugin named {plugin!r}")
@@ -59,16 +69,13 @@ async def trigger(request: Request, ctx: ApiContext, token: ApiToken) -> Respons
     job = await engine.store.get_job(result.job_id)
     status = job.status.value if job is not None else JobStatus.QUEUED.value
     ctx.feed.poke()
-    return JsonResponse(
-        {
-            "job_id": result.job_id,
-            "status": status,
-            "plugin": plugin,
-            "command": command,
-            "deduplicated": not result.created,
-        },
-        202,
-    )
+    return {
+        "job_id": result.job_id,
+        "status": status,
+        "plugin": plugin,
+        "command": command,
+        "deduplicated": not result.created,
+    }
 
 
 def _trigger_body(body: Any) -> tuple[dict[str, Any] | None, str | None]:

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ductile.app.api.body import only
 from ductile.app.api.context import ApiContext
+from ductile.app.tick_report import TickReport
 from ductile.domain.activity import Entry, Kind
 from ductile.domain.breaker import BreakerStatus
 from ductile.domain.config import ApiToken
@@ -38,7 +39,7 @@ _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _LAG_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
 
 
-def _version() -> str:
+def version() -> str:
     try:
         return metadata.version("ductile")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
@@ -53,7 +54,7 @@ class Metrics:
         self._counters()
         self._gauges()
         Info("ductile_build", "ductile's version", registry=self.registry).info(
-            {"version": _version(), "python": sys.version.split()[0]}
+            {"version": version(), "python": sys.version.split()[0]}
         )
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, process_open_fds, ...
 
@@ -117,6 +118,25 @@ class Metrics:
             "ductile_plugins_refused", "Plugins refused at discovery (ductile plugins says why)", registry=r
         )
         self.subscribers = Gauge("ductile_event_stream_clients", "Clients following GET /events", registry=r)
+        # The scheduler's failures (issue 19, item 8): a failing tick is counted, never a silent stop.
+        self.failed_ticks = Counter(
+            "ductile_scheduler_failed_ticks", "Scheduler ticks in which anything failed", registry=r
+        )
+        self._failed_ticks_seen = 0
+        self.failing_schedules = Gauge(
+            "ductile_schedules_failing", "Schedules whose firing is failing now", registry=r
+        )
+        self.scheduler_ok = Gauge(
+            "ductile_scheduler_ok", "1 while the scheduler's ticks run through, else 0", registry=r
+        )
+
+    def scheduler(self, report: TickReport) -> None:
+        """Bring the scheduler's figures up to its report (read at each scrape)."""
+        if report.failed_ticks > self._failed_ticks_seen:
+            self.failed_ticks.inc(report.failed_ticks - self._failed_ticks_seen)
+            self._failed_ticks_seen = report.failed_ticks
+        self.failing_schedules.set(len(report.failing))
+        self.scheduler_ok.set(1.0 if report.ok else 0.0)
 
     def observe(self, entry: Entry) -> None:
         """Count one activity entry (a :class:`~ductile.app.feed.Feed` observer)."""
@@ -165,6 +185,7 @@ async def metrics(request: Request, ctx: ApiContext, token: ApiToken) -> Respons
     m.loaded.set(len(engine.runtime.plugins))
     m.refused.set(len(engine.runtime.refused))
     m.subscribers.set(ctx.feed.subscribers)
+    m.scheduler(engine.tick_report)
     return Response(
         generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST, headers={"cache-control": "no-store"}
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -84,20 +85,23 @@ async def schedule(request: Request, ctx: ApiContext, token: ApiToken) -> Respon
         raise bad_request("to must be after from")
     if end - start > MAX_SCHEDULE_RANGE:
         raise bad_request("the range is over 366 days")
+    return JsonResponse(await planned_runs(ctx, start, end))
+
+
+async def planned_runs(ctx: ApiContext, start: datetime, end: datetime) -> dict[str, Any]:
+    """The schedule index's runs in ``[start, end)``, as ``GET /schedule`` answers and the dashboard shows."""
     runs = await ctx.engine.store.due(start, end)
-    return JsonResponse(
-        {
-            "from": utc(start),
-            "to": utc(end),
-            "runs": [
-                {
-                    "schedule": r.key,
-                    "planned_at": utc(r.planned_at),
-                    "nominal_at": utc(r.nominal_at),
-                    "offset_seconds": r.offset.total_seconds(),
-                    "snapped": r.snapped,
-                }
-                for r in runs
-            ],
-        }
-    )
+    return {
+        "from": utc(start),
+        "to": utc(end),
+        "runs": [
+            {
+                "schedule": r.key,
+                "planned_at": utc(r.planned_at),
+                "nominal_at": utc(r.nominal_at),
+                "offset_seconds": r.offset.total_seconds(),
+                "snapped": r.snapped,
+            }
+            for r in runs
+        ],
+    }

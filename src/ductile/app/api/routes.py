@@ -33,7 +33,7 @@ def _plugin_needs(access: Access) -> NeedOf:
     return lambda request, ctx: Need(Area.PLUGIN, access, request.path_params.get("plugin"))
 
 
-def _trigger_needs(request: Request, ctx: ApiContext) -> Need:
+def trigger_needs(request: Request, ctx: ApiContext) -> Need:
     """plugin:rw, or plugin:ro for a command its v2 manifest declares ``type: read``."""
     plugin, command = request.path_params.get("plugin"), request.path_params.get("command")
     loaded = ctx.engine.runtime.plugins.get(plugin or "")
@@ -117,7 +117,7 @@ OPS: tuple[Op, ...] = (
         operation_id="trigger",
         handler=jobs.trigger,
         summary="Queue a job of the plugin's command (handle: the payload becomes an api.trigger event)",
-        need=_trigger_needs,
+        need=trigger_needs,
         scope="plugin:rw (plugin:ro for a command of type read)",
         params=(_PLUGIN, Param(name="command", where="path", required=True, description="command name")),
         body=_TRIGGER_BODY,

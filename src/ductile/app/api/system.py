@@ -10,6 +10,9 @@ from ductile.app.api.context import ApiContext
 from ductile.app.api.errors import ApiError, JsonResponse
 from ductile.domain.config import ApiToken
 from ductile.domain.errors import ConfigError
+from ductile.log import Log
+
+_log = Log("api")
 
 
 async def reload(request: Request, ctx: ApiContext, token: ApiToken) -> Response:
@@ -24,6 +27,11 @@ async def reload(request: Request, ctx: ApiContext, token: ApiToken) -> Response
 
 
 async def healthz(request: Request, ctx: ApiContext) -> Response:
-    """``GET /healthz``: 200 while ``status`` is ``ok``, 503 otherwise (as on the webhook listener)."""
-    doc = await ctx.health()
-    return JsonResponse(doc, status_code=200 if doc.get("status") == "ok" else 503)
+    """``GET /healthz``, as on the webhook listener: 200 when ``ok``; 503 with the document
+    while degraded (failing scheduler ticks), 503 ``{"status": "error"}`` when it cannot be built."""
+    try:
+        document = await ctx.health()
+    except Exception:
+        _log.exception("the health check failed")
+        return JsonResponse({"status": "error"}, 503)
+    return JsonResponse(document, 200 if document.get("status") == "ok" else 503)

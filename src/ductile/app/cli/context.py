@@ -73,6 +73,12 @@ def _real_daemon_pid(state_dir: str) -> int | None:
     return running_daemon_pid(state_dir)
 
 
+def _real_daemon_report(state_dir: str) -> dict[str, Any] | None:
+    from ductile.adapters.status_file import read_status
+
+    return read_status(state_dir)
+
+
 def _real_store_check(path: Path) -> str | None:
     from ductile.adapters.sqlite.selfcheck import refusal
 
@@ -131,6 +137,7 @@ class Context:
         spawner: Callable[[], Spawner] | None = None,
         catalog: Callable[[], Catalog] | None = None,
         daemon_pid: Callable[[str], int | None] | None = None,
+        daemon_report: Callable[[str], dict[str, Any] | None] | None = None,
         send_signal: Callable[[int, int], None] | None = None,
         tz: tzinfo | None = None,
         new_id: Callable[[], str] | None = None,
@@ -147,6 +154,8 @@ class Context:
         self.spawner = spawner or _real_spawner
         self.catalog = catalog or _real_catalog
         self.daemon_pid = daemon_pid or _real_daemon_pid
+        #: The running daemon's status file (``adapters.status_file``), None when there is none.
+        self.daemon_report = daemon_report or _real_daemon_report
         self.send_signal = send_signal or os.kill
         #: Zone of displayed times; None is the machine's local zone.
         self.tz = tz

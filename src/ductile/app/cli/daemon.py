@@ -20,6 +20,7 @@ async def cmd_start(ctx: Context, args: argparse.Namespace) -> int:
 
     config = read_config(ctx, args)  # a bad config exits 2 before anything else happens
     configure_logging(config.service.log_level.value, stream=ctx.out, log_format=args.log_format)
+    _raise_open_file_limit()
     path = resolve_config_path(args.config, ctx.env)
     try:
         async with Ductile(path, environ=ctx.env) as d:
@@ -27,6 +28,16 @@ async def cmd_start(ctx: Context, args: argparse.Namespace) -> int:
     except OSError as e:  # e.g. the webhook port is taken (when the listener does not wrap it)
         return ctx.fail(f"cannot start: {e.strerror or e}")
     return EXIT_OK
+
+
+def _raise_open_file_limit() -> None:
+    """The daemon's soft RLIMIT_NOFILE up to the hard limit (issue 19, item 11)."""
+    from ductile.adapters.fdlimit import raise_soft_limit
+    from ductile.log import Log
+
+    before, after = raise_soft_limit()
+    if after != before:
+        Log("daemon").info(f"open-file limit raised from {before} to {after}")
 
 
 async def cmd_reload(ctx: Context, args: argparse.Namespace) -> int:

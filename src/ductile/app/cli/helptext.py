@@ -19,8 +19,8 @@ job's payload: a protocol-2 plugin receives it as the request's "payload" (a
 protocol-1 plugin does not see it).
 
 --dedupe-key K: no new job when one of the same (plugin, command, K) is still
-queued or succeeded within service.dedupe_ttl; the existing id is printed as
-"duplicate of <id>".
+queued, is running, or succeeded within service.dedupe_ttl; the existing id is
+printed as "duplicate of <id>".
 
 --wait: follow the job to its end and print its outcome; exit 0 when it
 succeeded, 1 when it ended dead or --timeout (default 300 s) passed first (the

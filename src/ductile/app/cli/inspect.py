@@ -30,7 +30,7 @@ from ductile.app.cli.format import (
     table,
 )
 from ductile.app.cli.jsondoc import job_json, run_json, schedule_json, stdout_object
-from ductile.app.views import utc
+from ductile.app.views import shown_payload, utc
 from ductile.domain.breaker import Breaker
 from ductile.domain.config import Config
 from ductile.domain.job import Job, JobStatus, Transition
@@ -339,7 +339,7 @@ def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: 
     ctx.print(f"job {job.id}")
     ctx.print(indent(table(["FIELD", "VALUE"], fields).split("\n", 1)[1], "  "))
     ctx.print("  payload:")
-    ctx.print(indent(pretty_json(job.payload)))
+    ctx.print(indent(pretty_json(shown_payload(job))))
     ctx.print()
     ctx.print("transitions:")
     ctx.print(

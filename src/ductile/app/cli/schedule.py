@@ -2,58 +2,22 @@
 
 Per (plugin, schedule id). A paused schedule's runs are listed, marked paused
 (they will enqueue nothing); a one-shot that fired is listed once as ``done``,
-never re-planned.
+never re-planned. The runs are projected by :mod:`ductile.app.planning`, which the
+dashboard shares.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ductile.app.cli.context import EXIT_OK, Context, UsageError, read_config, read_store, survey
 from ductile.app.cli.format import local_time, parse_time, signed, table, zone_name
 from ductile.app.cli.parser import DEFAULT_SCHEDULE_LIMIT, DEFAULT_SCHEDULE_NEXT
+from ductile.app.planning import paused_keys, schedule_runs
 from ductile.app.views import utc
-from ductile.domain.schedule import DEFAULT_SCHEDULE_ID, PlannedRun, Schedule, plan_next, preview, split_key
-
-
-def schedule_runs(
-    schedule: Schedule,
-    *,
-    key: str,
-    stored: PlannedRun | None,
-    now: datetime,
-    start: datetime,
-    end: datetime,
-    limit: int,
-) -> list[tuple[PlannedRun, str]]:
-    """The runs of one schedule in ``[start, end)`` with their kind (see the module docs)."""
-
-    if stored is not None and stored.fingerprint == schedule.fingerprint():
-        first, kind = stored, "planned"
-    else:
-        first, kind = plan_next(schedule, key=key, previous=None, now=now, draw=0.5), "not_yet_planned"
-    if first.done:
-        return []
-    runs: list[tuple[PlannedRun, str]] = []
-    if first.planned_at < now:
-        if start <= first.planned_at < end:
-            runs.append((first, "overdue"))
-        first, kind = plan_next(schedule, key=key, previous=first, now=now, draw=0.5), "projected"
-    if first.planned_at < start and not first.done:  # jump to the range instead of walking to it
-        first = plan_next(schedule, key=key, previous=first, now=start - timedelta(microseconds=1), draw=0.5)
-        kind = "projected"
-    for i, run in enumerate(preview(schedule, first, start, end, limit=max(limit - len(runs), 0))):
-        runs.append((run, kind if i == 0 and run is first else "projected"))
-    return runs[:limit]
-
-
-def paused_keys(pauses: Collection[tuple[str, str | None]], key: str) -> bool:
-    """Is the schedule ``key`` paused, itself or through its plugin?"""
-    plugin, schedule_id = split_key(key)
-    return (plugin, None) in pauses or (plugin, schedule_id) in pauses
+from ductile.domain.schedule import DEFAULT_SCHEDULE_ID, PlannedRun, Schedule, split_key
 
 
 async def cmd_schedule(ctx: Context, args: argparse.Namespace) -> int:
@@ -207,3 +171,6 @@ def print_runs(ctx: Context, found: list[tuple[datetime, dict[str, Any]]], span:
         hidden.add("SNAPPED")
     headers = [h for h in rows[0] if h not in hidden]
     ctx.print(table(headers, [[row[h] for h in headers] for row in rows]))
+
+
+__all__ = ["cmd_schedule", "print_runs", "schedule_runs"]

@@ -1,4 +1,9 @@
-"""``ductile status``: the daemon, the queue, every plugin, its breakers, and health checks run now."""
+"""``ductile status``: the daemon, the queue, every plugin, its breakers, and health checks run now.
+
+What only the running daemon knows (its scheduler's failures) comes from its
+status file (:mod:`ductile.adapters.status_file`), believed when its pid is
+the lock holder's.
+"""
 
 from __future__ import annotations
 
@@ -88,7 +93,9 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     cannot_start = await preflight
     for row in rows:
         row["cannot_start"] = cannot_start.get(row["name"])
+    scheduler = _scheduler_report(ctx, config, pid)
     problems = [] if pid is not None else ["the daemon is not running"]
+    problems += _scheduler_problems(scheduler)
     refused = ctx.store_check(db_path(config)) if seen.database is not None else None
     if refused is not None:
         problems.append(f"the database refuses writes: {refused}")
@@ -99,7 +106,12 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
             {
                 "healthy": healthy,
                 "problems": problems,
-                "daemon": {"running": pid is not None, "pid": pid, "state_dir": config.service.state_dir},
+                "daemon": {
+                    "running": pid is not None,
+                    "pid": pid,
+                    "state_dir": config.service.state_dir,
+                    "scheduler": scheduler,
+                },
                 "database": seen.database,
                 "store": {"writable": refused is None, "problem": refused},
                 "queue": {"queued": seen.queued, "running": seen.running},
@@ -117,8 +129,28 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
             }
         )
     else:
-        _print_status(ctx, config, pid, seen, rows=rows, problems=problems)
+        _print_status(ctx, config, pid, seen, rows=rows, problems=problems, scheduler=scheduler)
     return EXIT_OK if healthy else EXIT_FAILURE
+
+
+def _scheduler_report(ctx: Context, config: Config, pid: int | None) -> dict[str, Any] | None:
+    """The running daemon's scheduler report (see the module's docs); None when unknown."""
+    if pid is None:
+        return None
+    doc = ctx.daemon_report(config.service.state_dir)
+    if doc is None or doc.get("pid") != pid or not isinstance(doc.get("scheduler"), dict):
+        return None
+    report: dict[str, Any] = doc["scheduler"]
+    return report
+
+
+def _scheduler_problems(report: Mapping[str, Any] | None) -> list[str]:
+    if report is None or report.get("ok", True):
+        return []
+    if report.get("tick_error"):
+        return [f"scheduler ticks are failing: {report['tick_error']}"]
+    failing = report.get("failing_schedules") or {}
+    return [f"schedule '{key}' cannot fire: {error}" for key, error in sorted(failing.items())]
 
 
 @attrs.frozen(kw_only=True)
@@ -247,9 +279,18 @@ def _print_status(
     *,
     rows: list[dict[str, Any]],
     problems: list[str],
+    scheduler: Mapping[str, Any] | None,
 ) -> None:
     where = f"state dir {config.service.state_dir}"
     ctx.print(f"daemon: running (pid {pid}), {where}" if pid is not None else f"daemon: not running, {where}")
+    if scheduler is not None and scheduler.get("failed_ticks"):
+        last = scheduler.get("last_error_at")
+        shown = local_time(datetime.fromisoformat(last.replace("Z", "+00:00")), ctx.tz) if last else "?"
+        state = "ok now" if scheduler.get("ok") else "FAILING"
+        ctx.print(
+            f"scheduler: {state}; {scheduler['failed_ticks']} failed tick(s), the last at {shown}: "
+            f"{scheduler.get('last_error')}"
+        )
     ctx.print(f"queue: {seen.queued} queued, {seen.running} running")
     if seen.dropped_at_depth:
         ctx.print(

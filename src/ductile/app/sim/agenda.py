@@ -1,5 +1,6 @@
 """Work from outside the scheduler, each at its seeded instant: webhook deliveries (some
-with redelivered dedupe keys), ``ductile run`` polls, and reloads.
+with redelivered dedupe keys, some sent again within minutes as a sender that got no answer
+in time does), ``ductile run`` polls, and reloads.
 
 :meth:`Agenda.plan` draws the instants before the run (a Poisson stream per kind
 of arrival, the reloads within the run's middle); the simulation's loop applies
@@ -69,6 +70,10 @@ class Agenda:
         """When the next item is due (None: nothing more)."""
         return self._items[0][0] if self._items else None
 
+    def next_kind(self) -> str | None:
+        """The kind of the next item (None: nothing more)."""
+        return self._items[0][2].kind if self._items else None
+
     def pop(self) -> Item:
         _, _, item = heapq.heappop(self._items)
         return item
@@ -113,6 +118,10 @@ class Agenda:
                     self._keys.append(key)
             self._webhooks_sent += 1
             item.data = (endpoint.path, key, self._webhooks_sent)
+            soon = sim.arrivals.redeliver_soon
+            if key is not None and soon and sim.rng.random() < soon:
+                again = sim.clock.now() + sim.arrivals.redeliver_within * sim.rng.random()
+                self.push(again, Item(kind="webhook", data=item.data))
         path, key, number = item.data
         found = next((e for e in endpoints if e.path == path), None)
         if found is None:

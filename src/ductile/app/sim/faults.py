@@ -67,6 +67,12 @@ class Arrivals:
     redeliver: float = attrs.field(
         default=0.3, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
     )
+    #: Share of keyed deliveries sent again, the same, within :attr:`redeliver_within` (a
+    #: sender that got no answer in time retries; it may meet the first job queued or running).
+    redeliver_soon: float = attrs.field(
+        default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+    )
+    redeliver_within: timedelta = timedelta(minutes=2)
 
 
 @attrs.frozen(kw_only=True)

@@ -17,6 +17,7 @@ from ductile.domain.job import (
     TERMINAL,
     TRANSIENT,
     TRANSITIONS,
+    Actor,
     Command,
     Job,
     JobStatus,
@@ -80,8 +81,10 @@ class Violation(BaseException):
 
 def _blocks(job: Job, *, now: datetime, ttl: timedelta) -> bool:
     """Does an existing job of the same identity make a new enqueue redundant (D1)?
-    Written out here from the SPEC, not taken from the domain."""
-    if job.status is JobStatus.QUEUED:
+    Written out here from the SPEC, not taken from the domain: a queued or a running
+    job blocks whatever its age (the running case is D1's amendment A2); a success
+    blocks within the TTL."""
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         return True
     return (
         job.status is JobStatus.SUCCEEDED and job.completed_at is not None and job.completed_at >= now - ttl
@@ -160,7 +163,9 @@ def check_single_runner(running: Collection[str], *, between_steps: bool) -> lis
 
 def check_attempts(job: Job, log: Sequence[Transition]) -> list[str]:
     """I3 — D2/D3/D6: ``attempt`` counts runs: it is 1 + the re-queues in the log,
-    never more than ``max_attempts``; every claim is one attempt. A job is ``dead``
+    never more than ``max_attempts``; every claim is one attempt, except a claim the
+    dispatcher released because it could not start the run for lack of resources
+    (running -> queued by the dispatcher: not a re-queue, not an attempt). A job is ``dead``
     only when its attempts are exhausted, when the last one was not retryable (exit
     78, ``"retry": false``, or the core did not run it: NotRun), or when it was
     cancelled while queued (D13)."""
@@ -169,7 +174,9 @@ def check_attempts(job: Job, log: Sequence[Transition]) -> list[str]:
     requeues = claims = 0
     for t in log:
         if t.to_status is JobStatus.QUEUED:
-            if t.from_status is not None:
+            if t.from_status is JobStatus.RUNNING and t.actor is Actor.DISPATCHER:  # released
+                claims -= 1
+            elif t.from_status is not None:
                 requeues += 1
         elif t.to_status is JobStatus.RUNNING:
             claims += 1
@@ -313,8 +320,8 @@ def check_dedupe(
     job: Job, result: EnqueueResult, others: Sequence[Job], *, now: datetime, ttl: timedelta
 ) -> list[str]:
     """I5 — D1: identity is (plugin, command, dedupe_key). An enqueue is performed
-    unless a job of the same identity is still queued or succeeded within the TTL
-    (at that moment); then the caller gets that job's id. ``others``: the jobs of the
+    unless a job of the same identity is still queued, is running, or succeeded
+    within the TTL (at that moment); then the caller gets that job's id. ``others``: the jobs of the
     same identity just before the call (retention-deleted ones excluded: the store
     cannot know them any more). Child replays (same parent, event, target) return
     the existing child."""

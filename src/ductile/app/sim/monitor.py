@@ -172,13 +172,18 @@ class Monitor:
                 "I1", [f"an enqueue answered with job {result.job_id}, which the store never created"]
             )
 
+    def _while_running(self, result: EnqueueResult) -> str:
+        """`` (running)`` when a dropped duplicate's job is running (D1 as amended)."""
+        track = self.jobs.get(result.job_id)
+        return " (running)" if track is not None and track.job.status is JobStatus.RUNNING else ""
+
     # ------------------------------------------------------------- observations
     async def on_enqueue(self, job: Job, result: EnqueueResult, *, now: datetime, ttl: timedelta) -> None:
         self._check_insert(job, result, {}, now=now, ttl=ttl)
         if result.created:
             await self.refresh(result.job_id, new=True)
         key = f" key={job.dedupe_key}" if job.dedupe_key is not None else ""
-        outcome = "new" if result.created else f"dup of {ref(result.job_id)}"
+        outcome = "new" if result.created else f"dup of {ref(result.job_id)}{self._while_running(result)}"
         self.sim.note(
             f"enqueue {job.submitted_by} {job.plugin}.{job.command} {ref(job.id)}{key} -> {outcome}"
         )

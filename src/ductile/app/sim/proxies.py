@@ -32,6 +32,7 @@ from ductile.ports.store import (
     JobPage,
     JobQuery,
     Pause,
+    Rewound,
     RunningJob,
     RunView,
     Store,
@@ -251,6 +252,11 @@ class ObservedStore:
         self._switch.leave(index, "store.fire", point)
         self._monitor.ack_fire(result)
         return result
+
+    async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:
+        # The simulation's clock never steps back, so the engine never asks; the ledger would
+        # have to learn the moved retry times and plans first (the unit has its own tests).
+        raise NotImplementedError("the simulation's clock never steps back")
 
     async def put_planned(self, run: PlannedRun) -> None:
         index, point = self._switch.enter("store.put_planned")

@@ -78,7 +78,7 @@ SWEEP_BEHAVIOURS = {
     "broken": "exit78",
     "sleepy": "slow:90s",
     "garbled": "garbage",
-    "mailer": "flaky:0.1",
+    "mailer": "flaky:0.1:took=60s",
     "archive.handle": "flaky:0.2:took=5s",
     "archive.init": "flaky:0.2",
     "late": "ok:emit=late.done",
@@ -99,7 +99,10 @@ def sweep_scenario(days: float = 1.5) -> Scenario:
     a flaky pager told of every death and every breaker that opens,
     a plugin that exits 78 more often than its breaker resets, one that always
     times out, one that prints garbage; a handler with an ``init`` that sometimes
-    fails; webhook-like deliveries with redelivered dedupe keys and CLI runs; two reloads (one drawn mutation,
+    fails; webhook-like deliveries to a handler that takes a minute, with
+    redelivered dedupe keys (half of the keyed ones sent again within two
+    minutes, so some meet their first job queued or running) and CLI runs; two
+    reloads (one drawn mutation,
     then back); crashes at random port calls with a few minutes of downtime.
     Starts the day before Europe's spring-forward change.
     """
@@ -110,7 +113,7 @@ def sweep_scenario(days: float = 1.5) -> Scenario:
         config=config,
         behaviours={key: parse_behaviour(text) for key, text in SWEEP_BEHAVIOURS.items()},
         faults=Faults(crash_rate=0.001, max_crashes=4, downtime=timedelta(minutes=45)),
-        arrivals=Arrivals(webhooks_per_day=20, cli_per_day=4, keyed=0.6, redeliver=0.4),
+        arrivals=Arrivals(webhooks_per_day=20, cli_per_day=4, keyed=0.6, redeliver=0.4, redeliver_soon=0.5),
         reloads=(
             Reload(choices=_sweep_mutations(config, berlin)),
             Reload(choices=(("back to the original", config),)),

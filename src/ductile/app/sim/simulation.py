@@ -143,6 +143,7 @@ class Simulation:
         self.start = start.astimezone(UTC)
         self.clock = FakeClock(self.start)
         self.spawner = ScriptedSpawner(clock=self.clock)
+        self.spawner.while_running = self._arrive_while_running
         self.switch = CrashSwitch(faults, rng=self.rng, clock=self.clock)
         self.monitor = Monitor(self)
         self.plugins = PluginScripts(self)
@@ -264,6 +265,26 @@ class Simulation:
             await self._step(
                 lambda: self.agenda.arrive(item), retry=lambda: self.agenda.push(self.clock.now(), item)
             )
+
+    async def _arrive_while_running(self, end: datetime) -> None:
+        """Deliveries and ``ductile run`` calls due before a running plugin ends arrive at their
+        instants, while the job is ``running`` in the store, as they do at a daemon whose
+        dispatcher is busy (a redelivery then meets the running job: D1). A reload waits for
+        the run to end, and so does everything after it; an arrival a crash cuts short is sent
+        again, as a client would."""
+        while self.agenda.next_kind() in ("webhook", "cli"):
+            due = self.agenda.next_at()
+            assert due is not None
+            if due >= end:
+                return
+            if due > self.clock.now():
+                self.clock.set(due)
+            item = self.agenda.pop()
+            try:
+                await self.agenda.arrive(item)
+            except SimulatedCrash:
+                self.agenda.push(self.clock.now(), item)
+                raise
 
     async def apply_reload(self, config: Config, label: str) -> None:
         """Switch to ``config`` within the current step, as SIGHUP would."""
