@@ -200,7 +200,7 @@ async def measure(path: Path, samples: int, out: dict[str, list[float]], n: int)
             job = await store.claim_next(now)
             if job is None:
                 raise RuntimeError(f"{path}: the queue is empty (use --rebuild)")
-            await store.settle(job.id, OK, ctx=ctx, dedupe_ttl=TTL)
+            await store.settle(job.id, OK, ctx=ctx, dedupe_ttl=TTL, token=job.claim_token)
             out.setdefault("claim+settle", []).append(time.perf_counter() - started)
         finished = n // 2
         for i in range(samples // 3):

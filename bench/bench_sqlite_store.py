@@ -89,7 +89,7 @@ async def claim_settle(store: SqliteStore, args: argparse.Namespace) -> int:
     done = 0
     ctx = SettleContext(now=T0 + timedelta(seconds=1))
     while (job := await store.claim_next(T0)) is not None:
-        await store.settle(job.id, OK, ctx=ctx, dedupe_ttl=TTL)
+        await store.settle(job.id, OK, ctx=ctx, dedupe_ttl=TTL, token=job.claim_token)
         done += 1
     return done
 
@@ -149,8 +149,8 @@ async def dispatcher_cycle(path: Path, variant: str, n: int) -> float:
         handle = ProcessHandle(pid=1, pgid=1, start_time=1)
         start = time.perf_counter()
         while (job := await store.claim_next(T0)) is not None:
-            await store.record_process(job.id, handle)
-            await store.settle(job.id, OK, ctx=ctx, dedupe_ttl=TTL)
+            await store.record_process(job.id, handle, token=job.claim_token)
+            await store.settle(job.id, OK, ctx=ctx, dedupe_ttl=TTL, token=job.claim_token)
         return n / (time.perf_counter() - start)
     finally:
         await store.close()

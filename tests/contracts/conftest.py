@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import stat
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -40,13 +42,15 @@ from tests.support.cases import (
     StoreRunner,
     TimeCase,
 )
+from tests.support.postgres import Cluster
 
 # --------------------------------------------------------------------------- store
 
 
-@pytest.fixture(params=["memory", "indexed", "sqlite"])
+@pytest.fixture(params=["memory", "indexed", "sqlite", "postgres"])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    """Makes a fresh, empty store each time it is awaited (inside the running loop)."""
+    """Makes a fresh, empty store each time it is awaited (inside the running loop). PostgreSQL:
+    a database of its own in the session's throwaway cluster, one node with a long lease."""
     if request.param == "memory":
 
         async def make_memory() -> Store:
@@ -61,6 +65,9 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactor
 
         return make_indexed
 
+    if request.param == "postgres":
+        return postgres_factory(request.getfixturevalue("pg_cluster"), request)
+
     assert request.param == "sqlite"
     numbers = itertools.count()
 
@@ -68,6 +75,24 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactor
         return await SqliteStore.open(tmp_path / f"ductile-{next(numbers)}.db")
 
     return make_sqlite
+
+
+def postgres_factory(cluster: Cluster, request: pytest.FixtureRequest) -> StoreFactory:
+    """Each store on a fresh database cloned from the template (dropped at the test's end)."""
+    from ductile.adapters.postgres.store import Node, PostgresStore
+
+    names: list[str] = []
+    request.addfinalizer(lambda: [cluster.drop_database(n) for n in names])
+
+    async def make_postgres() -> Store:
+        name = cluster.new_database()
+        names.append(name)
+        node = Node(id=f"contract-{len(names)}", host="contract", pid=os.getpid())
+        return await PostgresStore.open(
+            cluster.url(name), instance="contract:/state", node=node, lease=timedelta(days=1)
+        )
+
+    return make_postgres
 
 
 @pytest.fixture

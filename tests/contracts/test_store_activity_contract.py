@@ -81,8 +81,8 @@ def test_a_failure_retry_and_burial_are_logged(with_store: StoreRunner) -> None:
         await finish(store, job, FAIL, now=at(1))
         retry_at = (await store.get_job(job.id)).next_retry_at  # type: ignore[union-attr]
         assert retry_at is not None
-        await claim(store, retry_at, job)
-        await store.settle(job.id, FATAL, ctx=ctx(retry_at), dedupe_ttl=TTL)
+        again = await claim(store, retry_at, job)
+        await store.settle(job.id, FATAL, ctx=ctx(retry_at), dedupe_ttl=TTL, token=again.claim_token)
         log = await store.activity(0)
         assert [e.activity.kind for e in log] == [
             Kind.JOB_QUEUED,

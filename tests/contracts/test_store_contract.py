@@ -127,8 +127,17 @@ async def finish(
 ) -> Committed:
     """Enqueue ``job``, claim it (it must be the oldest claimable) and settle it at ``now``."""
     await add(store, job, actor=actor)
-    await claim(store, now, job)
-    return await store.settle(job.id, outcome, ctx=context or ctx(now), dedupe_ttl=TTL)
+    claimed = await claim(store, now, job)
+    return await store.settle(
+        job.id, outcome, ctx=context or ctx(now), dedupe_ttl=TTL, token=claimed.claim_token
+    )
+
+
+async def token_of(store: Store, job_id: str) -> int:
+    """The claim token the job has now (0 for a job never claimed or not stored): what the
+    claimer of its current claim presents. Tests about the fence itself use explicit tokens."""
+    job = await store.get_job(job_id)
+    return 0 if job is None else job.claim_token
 
 
 def moves(transitions: Sequence[Transition]) -> list[tuple[JobStatus | None, JobStatus, Actor]]:
@@ -378,7 +387,11 @@ def test_claim_moves_the_job_to_running_in_the_same_unit(with_store: StoreRunner
     async def body(store: Store) -> None:
         job = await add(store, make_job(payload={"a": 1}))
         claimed = await claim(store, at(7), job)
-        assert claimed == attrs.evolve(job, status=S.RUNNING, started_at=at(7))
+        # the claim raises the token (the fence) and takes the lowest free slot of the lane; the
+        # node is the store's own (None for a store of one process)
+        assert claimed == attrs.evolve(
+            job, status=S.RUNNING, started_at=at(7), claim_token=1, slot=0, node=claimed.node
+        )
         assert await store.get_job(job.id) == claimed
         transitions = await store.transitions(job.id)
         assert moves(transitions) == [(None, S.QUEUED, Actor.API), (S.QUEUED, S.RUNNING, Actor.DISPATCHER)]
@@ -396,7 +409,7 @@ def test_claim_returns_none_when_nothing_is_claimable(with_store: StoreRunner) -
         job = await add(store, make_job())
         await claim(store, at(1), job)
         assert await store.claim_next(at(2)) is None  # running is not claimable
-        await store.settle(job.id, OK, ctx=ctx(at(3)), dedupe_ttl=TTL)
+        await store.settle(job.id, OK, ctx=ctx(at(3)), dedupe_ttl=TTL, token=await token_of(store, job.id))
         assert await store.claim_next(at(4)) is None  # nor is succeeded
 
     with_store(body)
@@ -422,7 +435,13 @@ def test_claim_respects_next_retry_at_but_keeps_fifo_by_created_at(with_store: S
         older = make_job("beta", created=at(100))
         await add(store, older)
         await claim(store, at(101), older)
-        await store.settle(older.id, FAIL, ctx=ctx(at(102), retry=policy), dedupe_ttl=TTL)
+        await store.settle(
+            older.id,
+            FAIL,
+            ctx=ctx(at(102), retry=policy),
+            dedupe_ttl=TTL,
+            token=await token_of(store, older.id),
+        )
         younger = await add(store, make_job("beta", created=at(103)))
         await claim(store, at(1000), older)
         await claim(store, at(1000), younger)
@@ -457,7 +476,9 @@ def test_claim_by_id_takes_that_job_out_of_fifo_order(with_store: StoreRunner) -
         older = await add(store, make_job("alpha", "poll", created=T0))
         init = await add(store, make_job("alpha", "init", created=at(5)))
         claimed = await store.claim(init.id, at(6))
-        assert claimed == attrs.evolve(init, status=S.RUNNING, started_at=at(6))
+        assert claimed == attrs.evolve(
+            init, status=S.RUNNING, started_at=at(6), claim_token=1, slot=0, node=claimed.node
+        )
         assert await store.get_job(init.id) == claimed
         last = (await store.transitions(init.id))[-1]
         assert (last.from_status, last.to_status, last.actor, last.at) == (
@@ -513,7 +534,7 @@ def test_record_process_makes_running_return_the_handle(with_store: StoreRunner)
         other = await add(store, make_job("beta", created=at(1)))
         claimed = await claim(store, at(2), job)
         claimed_other = await claim(store, at(3), other)
-        await store.record_process(job.id, HANDLE)
+        await store.record_process(job.id, HANDLE, token=await token_of(store, job.id))
         running = sorted(await store.running(), key=lambda r: r.job.created_at)
         assert running == [
             RunningJob(job=claimed, process=HANDLE),
@@ -531,7 +552,7 @@ def test_record_process_on_a_job_that_is_not_running_raises_stale(with_store: St
         before = await snapshot(store)
         for job_id in (queued.id, done.id, "no-such-job"):
             with pytest.raises(StaleJobError):
-                await store.record_process(job_id, HANDLE)
+                await store.record_process(job_id, HANDLE, token=await token_of(store, job_id))
         assert await snapshot(store) == before
         assert await store.running() == []
 
@@ -544,9 +565,11 @@ def test_settled_and_recovered_jobs_leave_running(with_store: StoreRunner) -> No
         b = await add(store, make_job(created=at(1)))
         await claim(store, at(2), a)
         await claim(store, at(3), b)
-        await store.record_process(a.id, HANDLE)
-        await store.record_process(b.id, attrs.evolve(HANDLE, pid=4343, pgid=4343))
-        await store.settle(a.id, OK, ctx=ctx(at(4)), dedupe_ttl=TTL)
+        await store.record_process(a.id, HANDLE, token=await token_of(store, a.id))
+        await store.record_process(
+            b.id, attrs.evolve(HANDLE, pid=4343, pgid=4343), token=await token_of(store, b.id)
+        )
+        await store.settle(a.id, OK, ctx=ctx(at(4)), dedupe_ttl=TTL, token=await token_of(store, a.id))
         assert [r.job.id for r in await store.running()] == [b.id]
         await store.recover(at(5))
         assert await store.running() == []
@@ -564,7 +587,9 @@ def test_settle_commits_the_domain_settlement_of_a_success(with_store: StoreRunn
         outcome = ok(state_updates={"cursor": 5, "token": {"v": "x"}}, logs=[{"message": "hi"}])
         context = ctx(at(9))
         expected = settle(claimed, outcome, ctx=context, state={}, breaker=None)
-        committed = await store.settle(job.id, outcome, ctx=context, dedupe_ttl=TTL)
+        committed = await store.settle(
+            job.id, outcome, ctx=context, dedupe_ttl=TTL, token=await token_of(store, job.id)
+        )
         assert committed.settlement == expected
         assert committed.children == ()
         stored = await store.get_job(job.id)
@@ -590,7 +615,9 @@ def test_settle_commits_a_retryable_failure_as_failed_then_queued(with_store: St
         claimed = await claim(store, at(1), job)
         context = ctx(at(5), draw=0.5)
         expected = settle(claimed, FAIL, ctx=context)
-        committed = await store.settle(job.id, FAIL, ctx=context, dedupe_ttl=TTL)
+        committed = await store.settle(
+            job.id, FAIL, ctx=context, dedupe_ttl=TTL, token=await token_of(store, job.id)
+        )
         assert committed.settlement == expected
         stored = await store.get_job(job.id)
         assert stored == expected.job
@@ -630,7 +657,9 @@ def test_each_run_appends_a_run_record(with_store: StoreRunner) -> None:
         first = await finish(store, job, FAIL, now=at(1))
         second_claim = await claim(store, at(1000), job)
         assert second_claim.attempt == 2
-        second = await store.settle(job.id, OK, ctx=ctx(at(1001)), dedupe_ttl=TTL)
+        second = await store.settle(
+            job.id, OK, ctx=ctx(at(1001)), dedupe_ttl=TTL, token=await token_of(store, job.id)
+        )
         runs = await store.runs(job.id)
         assert runs == [first.settlement.run, second.settlement.run]
         assert [r.attempt for r in runs] == [1, 2]
@@ -647,7 +676,7 @@ def test_recent_runs_are_newest_finished_first_with_their_jobs_and_filter_by_plu
         first = await finish(store, a1, FAIL, now=at(10))  # alpha attempt 1 at t=10
         await finish(store, b1, OK, now=at(20))
         await claim(store, at(1000), a1)  # its retry, finished last although created first
-        await store.settle(a1.id, OK, ctx=ctx(at(1001)), dedupe_ttl=TTL)
+        await store.settle(a1.id, OK, ctx=ctx(at(1001)), dedupe_ttl=TTL, token=await token_of(store, a1.id))
         a2 = make_job("alpha", created=at(5))
         await finish(store, a2, OK, now=at(1001))  # same instant as a1's retry, recorded after
 
@@ -711,7 +740,9 @@ def test_settle_creates_routed_children_in_order_with_route_creations(with_store
             ("gamma", "e1"),
             ("beta", None),
         ]
-        committed = await store.settle(parent.id, outcome, ctx=context, dedupe_ttl=TTL)
+        committed = await store.settle(
+            parent.id, outcome, ctx=context, dedupe_ttl=TTL, token=await token_of(store, parent.id)
+        )
         assert committed.children == tuple(EnqueueResult(c.id, True) for c in expected.children)
         for child in expected.children:
             assert await store.get_job(child.id) == child
@@ -734,7 +765,9 @@ def test_settle_dedupes_children_against_existing_jobs(with_store: StoreRunner) 
         context = ctx(at(2), routes=ROUTES, targets=TARGETS)
         expected = settle(claimed, outcome, ctx=context)
         beta_child, gamma_child = expected.children
-        committed = await store.settle(parent.id, outcome, ctx=context, dedupe_ttl=TTL)
+        committed = await store.settle(
+            parent.id, outcome, ctx=context, dedupe_ttl=TTL, token=await token_of(store, parent.id)
+        )
         assert committed.children == (EnqueueResult(waiting.id, False), EnqueueResult(gamma_child.id, True))
         assert await store.get_job(beta_child.id) is None
         assert await store.outstanding("beta", "handle") == 1
@@ -751,7 +784,11 @@ def test_settle_dedupes_children_against_a_recent_success(with_store: StoreRunne
         await claim(store, at(3), parent)
         outcome = ok(events=[{"type": "other", "dedupe_key": "e1"}])
         committed = await store.settle(
-            parent.id, outcome, ctx=ctx(at(4), routes=ROUTES, targets=TARGETS), dedupe_ttl=TTL
+            parent.id,
+            outcome,
+            ctx=ctx(at(4), routes=ROUTES, targets=TARGETS),
+            dedupe_ttl=TTL,
+            token=await token_of(store, parent.id),
         )
         assert committed.children == (EnqueueResult(done.id, False),)
         assert await store.queue_depth() == 0
@@ -778,7 +815,9 @@ def test_child_creation_is_idempotent_for_the_same_parent_event_and_target(
         await add(store, gamma_twin, actor=Actor.ROUTE)
         before = {i: await store.transitions(i) for i in (beta_child.id, gamma_twin.id)}
 
-        committed = await store.settle(parent.id, outcome, ctx=context, dedupe_ttl=TTL)
+        committed = await store.settle(
+            parent.id, outcome, ctx=context, dedupe_ttl=TTL, token=await token_of(store, parent.id)
+        )
 
         assert committed.children == (
             EnqueueResult(beta_child.id, False),
@@ -811,7 +850,9 @@ def test_settle_updates_the_breaker_of_scheduler_jobs_only(with_store: StoreRunn
 
         # queued jobs still run, and a success closes the breaker
         again = await claim(store, at(1000), scheduled)
-        await store.settle(again.id, OK, ctx=ctx(at(1001)), dedupe_ttl=TTL)
+        await store.settle(
+            again.id, OK, ctx=ctx(at(1001)), dedupe_ttl=TTL, token=await token_of(store, again.id)
+        )
         closed = await store.get_breaker("alpha", "poll")
         assert closed is not None
         assert (closed.status, closed.failures) == (BreakerStatus.CLOSED, 0)
@@ -830,7 +871,13 @@ def test_settle_of_a_job_that_is_not_running_raises_stale_and_changes_nothing(
         context = ctx(at(3), routes=ROUTES, targets=TARGETS)
         for job_id in (queued.id, done.id, "no-such-job"):
             with pytest.raises(StaleJobError):
-                await store.settle(job_id, ok(events=[{"type": "new"}]), ctx=context, dedupe_ttl=TTL)
+                await store.settle(
+                    job_id,
+                    ok(events=[{"type": "new"}]),
+                    ctx=context,
+                    dedupe_ttl=TTL,
+                    token=await token_of(store, job_id),
+                )
         assert await snapshot(store, "no-such-job") == before
 
     with_store(body)
@@ -848,7 +895,7 @@ def test_recover_requeues_or_buries_every_running_job_and_nothing_else(with_stor
         await claim(store, at(3), exhausted)
         await finish(store, done, now=at(4))
         waiting = await add(store, make_job("alpha", "health", created=at(5)))
-        await store.record_process(retryable.id, HANDLE)
+        await store.record_process(retryable.id, HANDLE, token=await token_of(store, retryable.id))
         running_before = {r.job.id: r.job for r in await store.running()}
         untouched = {j: await store.get_job(j) for j in (done.id, waiting.id)}
         untouched_history = {j: await store.transitions(j) for j in (done.id, waiting.id)}
@@ -1410,7 +1457,7 @@ async def populate(store: Store) -> dict[str, Job]:
     await finish(store, retried, FAIL, now=at(3), context=ctx(at(3), breaker=ONE_FAILURE_OPENS))
     queued = await add(store, make_job("gamma", created=at(4)))
     await claim(store, at(1000), retried)  # the oldest claimable: the retried one, now running again
-    await store.record_process(retried.id, HANDLE)
+    await store.record_process(retried.id, HANDLE, token=await token_of(store, retried.id))
     await store.put_planned(planned("alpha:poll", at(60)))
     await store.put_init(InitRecord(plugin="alpha", fingerprint="f", ok=True, error=None, at=at(0)))
     return {"done": done, "running": retried, "queued": queued}
@@ -1421,7 +1468,13 @@ def test_settle_of_an_unknown_job_changes_nothing(with_store: StoreRunner) -> No
         await populate(store)
         before = await snapshot(store, "no-such-job")
         with pytest.raises(StaleJobError):
-            await store.settle("no-such-job", OK, ctx=ctx(at(2000)), dedupe_ttl=TTL)
+            await store.settle(
+                "no-such-job",
+                OK,
+                ctx=ctx(at(2000)),
+                dedupe_ttl=TTL,
+                token=await token_of(store, "no-such-job"),
+            )
         assert await snapshot(store, "no-such-job") == before
 
     with_store(body)
@@ -1589,7 +1642,11 @@ async def settle_step(store: Store, op: tuple[Any, ...], now: datetime) -> None:
         "emit": ok(events=[{"type": "new", "dedupe_key": "k1"}]),
     }[op[2]]
     committed = await store.settle(
-        target.id, outcome, ctx=ctx(now, routes=HISTORY_ROUTES, targets=HISTORY_TARGETS), dedupe_ttl=TTL
+        target.id,
+        outcome,
+        ctx=ctx(now, routes=HISTORY_ROUTES, targets=HISTORY_TARGETS),
+        dedupe_ttl=TTL,
+        token=target.claim_token,
     )
     assert await store.get_job(target.id) == committed.settlement.job
     for result in committed.children:

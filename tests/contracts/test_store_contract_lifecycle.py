@@ -34,6 +34,7 @@ from tests.contracts.test_store_contract import (
     finish,
     make_job,
     planned,
+    token_of,
 )
 from tests.support.cases import StoreRunner
 
@@ -104,8 +105,10 @@ def test_a_notifiers_own_death_makes_no_event_only_a_count(with_store: StoreRunn
             store, make_job("alpha", max_attempts=1), FATAL, now=at(1), context=ctx(at(1), alerts=ALERTS)
         )
         [alert] = await alert_jobs(store)
-        await claim(store, at(2), alert)
-        committed = await store.settle(alert.id, FATAL, ctx=ctx(at(3), alerts=ALERTS), dedupe_ttl=TTL)
+        claimed = await claim(store, at(2), alert)
+        committed = await store.settle(
+            alert.id, FATAL, ctx=ctx(at(3), alerts=ALERTS), dedupe_ttl=TTL, token=claimed.claim_token
+        )
         assert committed.settlement.job.status is S.DEAD
         assert committed.alerts == ()
         assert len(await alert_jobs(store)) == 1
@@ -135,7 +138,13 @@ def test_a_death_settled_again_is_refused_and_told_once(with_store: StoreRunner)
         job = make_job("alpha", max_attempts=1)
         await finish(store, job, Interrupted(), now=at(5), context=ctx(at(5), alerts=ALERTS))
         with pytest.raises(StaleJobError):
-            await store.settle(job.id, FATAL, ctx=ctx(at(6), alerts=ALERTS), dedupe_ttl=TTL)
+            await store.settle(
+                job.id,
+                FATAL,
+                ctx=ctx(at(6), alerts=ALERTS),
+                dedupe_ttl=TTL,
+                token=await token_of(store, job.id),
+            )
         [alert] = await alert_jobs(store)
         assert alert.payload["payload"]["job_id"] == job.id
 

@@ -212,7 +212,9 @@ def test_if_running_cancel_buries_queued_jobs_and_asks_running_ones_to_stop(with
         assert (await store.get_job(other.id)).status is S.QUEUED  # type: ignore[union-attr]
         # the stopped run ends as it ends (killed: a failure), and is not retried
         killed = classify(SpawnOutcome(signal=9))
-        committed = await store.settle(running.id, killed, ctx=ctx(at(11)), dedupe_ttl=TTL)
+        committed = await store.settle(
+            running.id, killed, ctx=ctx(at(11)), dedupe_ttl=TTL, token=await token(store, running.id)
+        )
         assert committed.settlement.job.status is S.DEAD
         assert committed.settlement.job.last_error == reason
 
@@ -225,11 +227,15 @@ def test_a_cancelled_run_that_succeeded_first_stays_a_success(with_store: StoreR
         await claim(store, at(1), running)
         new = scheduled("hourly", created=timedelta(seconds=10))
         await fire(store, HOURLY, 10, [new], guard_of("hourly", cancel_reason="c"))
-        committed = await store.settle(running.id, OK, ctx=ctx(at(11)), dedupe_ttl=TTL)
+        committed = await store.settle(
+            running.id, OK, ctx=ctx(at(11)), dedupe_ttl=TTL, token=await token(store, running.id)
+        )
         assert committed.settlement.job.status is S.SUCCEEDED
         # the request went with the run: the next job of the schedule fails and is retried as usual
         await claim(store, at(12), new.id)  # type: ignore[attr-defined]
-        again = await store.settle(new.id, FAIL, ctx=ctx(at(13)), dedupe_ttl=TTL)  # type: ignore[attr-defined]
+        again = await store.settle(
+            new.id, FAIL, ctx=ctx(at(13)), dedupe_ttl=TTL, token=await token(store, new.id)
+        )  # type: ignore[attr-defined]
         assert again.settlement.job.status is S.QUEUED
 
     with_store(body)
@@ -346,3 +352,10 @@ def test_a_failed_settle_of_a_deep_chain_counts_nothing(with_store: StoreRunner)
 
 def spawner_failure() -> object:
     return classify(spawner.error("boom"))
+
+
+async def token(store: Store, job_id: str) -> int:
+    """The claim token of a running job (its claim's, which its settle presents)."""
+    job = await store.get_job(job_id)
+    assert job is not None
+    return job.claim_token

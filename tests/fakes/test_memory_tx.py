@@ -12,19 +12,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 from ductile import units
 from ductile.domain.breaker import Breaker, BreakerStatus
 from ductile.domain.classify import classify
-from ductile.domain.job import Actor, Job, JobEvent, JobStatus, apply, creation
+from ductile.domain.job import Actor, Claim, Job, JobEvent, JobStatus, apply, creation
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext
 from ductile.fakes.indexed_store import HeapIndex
 from ductile.fakes.memory_tx import IndexFactory, MemoryTx, ScanIndex
 from ductile.fakes.spawner import error, ok
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store_values import InitRecord, StaleJobError
+from ductile.ports.store_values import ClaimConflictError, InitRecord, StaleJobError
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(hours=1)
@@ -59,10 +60,10 @@ def populated(index: IndexFactory) -> MemoryTx:
     run(tx, lambda t: units.claim_next(t, at(10)))  # a: running
     run(tx, lambda t: units.claim_next(t, at(11)))  # b: running, then fails once and waits for a retry
     ctx = SettleContext(now=at(12))
-    run(tx, lambda t: units.settle(t, "job-b", classify(error("x")), ctx=ctx, dedupe_ttl=TTL))
+    run(tx, lambda t: units.settle(t, "job-b", classify(error("x")), ctx=ctx, dedupe_ttl=TTL, token=1))
     run(tx, lambda t: units.claim_next(t, at(13)))  # c: running, then succeeds with a state update
     done = classify(ok(state_updates={"n": 1}))
-    run(tx, lambda t: units.settle(t, "job-c", done, ctx=SettleContext(now=at(14)), dedupe_ttl=TTL))
+    run(tx, lambda t: units.settle(t, "job-c", done, ctx=SettleContext(now=at(14)), dedupe_ttl=TTL, token=1))
     run(tx, lambda t: t.put_process("job-a", ProcessHandle(pid=1, pgid=1, start_time=1)))
     run(tx, lambda t: t.put_breaker(Breaker(plugin="p", command="poll", failures=1)))
     run(tx, lambda t: t.put_planned(plan("s1", 100)))
@@ -100,7 +101,7 @@ def every_write_then_boom(tx: MemoryTx) -> None:
     queued = tx.get_job("job-d")
     assert queued is not None
     claimed, record = apply(queued, JobEvent.CLAIM, at=at(30), actor=Actor.DISPATCHER, reason="claimed")
-    tx.update_job(claimed, expected=JobStatus.QUEUED)
+    tx.update_job(claimed, expected=JobStatus.QUEUED, token=queued.claim_token)
     tx.add_transition(record)
     tx.add_run(
         RunRecord(
@@ -164,5 +165,22 @@ def test_a_stale_compare_and_set_writes_nothing(index: IndexFactory) -> None:
     running = tx.get_job("job-a")
     assert running is not None
     with pytest.raises(StaleJobError, match="job-a is no longer queued"):
-        run(tx, lambda t: t.update_job(running, expected=JobStatus.QUEUED))
+        run(tx, lambda t: t.update_job(running, expected=JobStatus.QUEUED, token=running.claim_token))
     assert picture(tx) == before
+
+
+@INDEXES
+def test_a_claim_into_a_taken_slot_or_a_running_identity_breaks_a_constraint_and_writes_nothing(
+    index: IndexFactory,
+) -> None:
+    tx = populated(index)  # job-a runs in slot 0 of plugin p, with dedupe key "a"
+    before = picture(tx)
+    queued = tx.get_job("job-d")
+    assert queued is not None
+    for taken in (Claim(slot=0), Claim(slot=5)):
+        claimed, _ = apply(queued, JobEvent.CLAIM, at=at(30), actor=Actor.DISPATCHER, reason="c", claim=taken)
+        if taken.slot == 5:  # a free slot, but the identity of job-a
+            claimed = attrs.evolve(claimed, dedupe_key="a")
+        with pytest.raises(ClaimConflictError):
+            run(tx, lambda t, c=claimed: t.update_job(c, expected=JobStatus.QUEUED, token=queued.claim_token))
+        assert picture(tx) == before

@@ -131,3 +131,16 @@ def test_ductile_run_checks_the_input_schema_too_and_queues_nothing(api: Api, si
     assert [
         j["submitted_by"] for j in api.ok("GET", "/jobs")["jobs"] if j["submitted_by"] != "scheduler"
     ] == ["cli"]
+
+
+def test_get_schedule_lists_every_run_in_the_range_not_only_the_next(api: Api) -> None:
+    """The schedule index stores each schedule's next run; GET /schedule projects the rest
+    from it, as ``ductile schedule`` and the dashboard do."""
+    doc = api.ok("GET", "/schedule", params={"from": "now", "to": "+6h"})
+    hourly = [r for r in doc["runs"] if r["schedule"] == "reader/hourly"]
+    assert len(hourly) in (5, 6), hourly  # every hour for 6 hours, from wherever the grid starts
+    assert hourly[0]["kind"] in ("planned", "not_yet_planned")
+    assert {r["kind"] for r in hourly[1:]} == {"projected"}
+    times = [r["planned_at"] for r in hourly]
+    assert times == sorted(times)
+    assert doc["cut"] == []

@@ -482,9 +482,16 @@ def test_logs_shows_a_late_retry_of_an_old_job_first(site: Site) -> None:
             t0 = datetime(2026, 1, 1, tzinfo=UTC)
             old = Job(id="old-job", plugin="echo", command="poll", created_at=t0)
             await store.enqueue(old, actor=Actor.CLI, now=t0, dedupe_ttl=timedelta(hours=1))
-            await store.claim_next(t0)
+            first = await store.claim_next(t0)
+            assert first is not None
             slow = SettleContext(now=t0, retry=RetryPolicy(backoff_base=timedelta(days=1)))
-            await store.settle("old-job", classify(error("flaky")), ctx=slow, dedupe_ttl=timedelta(hours=1))
+            await store.settle(
+                "old-job",
+                classify(error("flaky")),
+                ctx=slow,
+                dedupe_ttl=timedelta(hours=1),
+                token=first.claim_token,
+            )
             for n in range(250):  # newer jobs, each run once
                 t = t0 + timedelta(minutes=n + 1)
                 await store.enqueue(
@@ -493,16 +500,25 @@ def test_logs_shows_a_late_retry_of_an_old_job_first(site: Site) -> None:
                     now=t,
                     dedupe_ttl=timedelta(hours=1),
                 )
-                await store.claim_next(t)
+                claimed = await store.claim_next(t)
+                assert claimed is not None
                 await store.settle(
-                    f"new-{n}", classify(ok()), ctx=SettleContext(now=t), dedupe_ttl=timedelta(hours=1)
+                    f"new-{n}",
+                    classify(ok()),
+                    ctx=SettleContext(now=t),
+                    dedupe_ttl=timedelta(hours=1),
+                    token=claimed.claim_token,
                 )
             late = t0 + timedelta(days=3)
             retry = await store.claim_next(late)  # the old job's retry, a day after its failure
             assert retry is not None
             assert retry.id == "old-job"
             await store.settle(
-                "old-job", classify(ok()), ctx=SettleContext(now=late), dedupe_ttl=timedelta(hours=1)
+                "old-job",
+                classify(ok()),
+                ctx=SettleContext(now=late),
+                dedupe_ttl=timedelta(hours=1),
+                token=retry.claim_token,
             )
             return "old-job"
         finally:

@@ -262,3 +262,28 @@ def test_the_schema_form_builds_the_payload_and_intake_checks_it(ui: Browserless
     assert refused.status_code == 422
     assert "input_schema" in refused.text
     assert ui.post("/ui/plugin/reader/run/poll", {"csrf": token, "field.limit": "lots"}).status_code == 422
+
+
+def test_a_plugin_page_shows_its_commands_with_types_and_schemas_and_its_facts(ui: Browserless) -> None:
+    """Item 2: the manifest's commands with their types and schemas, and the facts of a plugin
+    that declares fact_outputs (newest first)."""
+    before = ui.get("/ui/plugin/reader").text
+    assert "No facts yet." in before
+    assert re.search(r"<td>poll</td><td>read</td>", before)
+    assert re.search(r"<td>sync</td><td>write</td>", before)
+    assert "^https?://" in before  # the poll command's input schema
+    for target in ("first", "second"):
+        response = ui.client.post(
+            "/plugin/reader/sync",
+            headers={"authorization": f"Bearer {ADMIN}"},
+            json={"payload": {"target": target}},
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job_id"]
+        wait_until(lambda j=job_id: ui.job(j)["job"]["status"] == "succeeded", 20.0, "the sync to finish")
+    page = ui.get("/ui/plugin/reader").text
+    facts = page[page.index('id="facts"') :]
+    assert "reader.snapshot" in facts
+    assert facts.index("second") < facts.index("first")  # newest first
+    assert "No facts yet." not in page
+    assert "reader.snapshot" not in ui.get("/ui/plugin/feeds").text  # no section without fact_outputs

@@ -291,7 +291,7 @@ def test_a_corrupt_page_met_by_a_write_is_permanent_and_stays(
         store = await SqliteStore.open(path)  # no integrity check asked: as if it broke at run time
         try:
             with pytest.raises(StoreCorruptError) as caught:
-                await store.settle("a", ok(), ctx=context(), dedupe_ttl=TTL)
+                await store.settle("a", ok(), ctx=context(), dedupe_ttl=TTL, token=running.claim_token)
             assert isinstance(caught.value, PermanentStoreError)
             assert "restore the database from a backup" in str(caught.value)
             assert "ductile selfcheck" in str(caught.value)

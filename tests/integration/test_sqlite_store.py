@@ -39,10 +39,11 @@ from ductile.adapters.sqlite import (
 )
 from ductile.adapters.sqlite.rows import from_us, to_us
 from ductile.adapters.sqlite.schema import MIGRATIONS, SCHEMA_VERSION, migrate, user_version
+from ductile.adapters.sqlite.tx import SqliteTx
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.classify import RunEnd, Verdict, classify
 from ductile.domain.errors import DuctileError
-from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
+from ductile.domain.job import Actor, Claim, Job, JobEvent, JobStatus, SubmittedBy, apply
 from ductile.domain.outcome import Interrupted, NotRun, SpawnOutcome
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route, Target
@@ -50,7 +51,7 @@ from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import SettleContext
 from ductile.fakes.memory_store import InMemoryStore
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store import Guard, InitRecord, StaleJobError, Store
+from ductile.ports.store import ClaimConflictError, Guard, InitRecord, StaleJobError, Store
 from tests.support.builders import job
 
 T = TypeVar("T")
@@ -165,7 +166,7 @@ def test_a_fresh_store_on_the_same_file_sees_everything(tmp_path: Path) -> None:
             claimed = await store.claim_next(T0)
             assert claimed is not None
             assert claimed.id == "a"
-            await store.record_process("a", ProcessHandle(pid=4242, pgid=4242, start_time=987654))
+            await store.record_process("a", ProcessHandle(pid=4242, pgid=4242, start_time=987654), token=1)
             body = {
                 "status": "ok",
                 "state_updates": {"token": "t", "n": 1},
@@ -178,17 +179,17 @@ def test_a_fresh_store_on_the_same_file_sees_everything(tmp_path: Path) -> None:
             ctx = SettleContext(
                 now=T0 + timedelta(seconds=2), routes=routes, targets={"q": Target(max_attempts=2)}
             )
-            committed = await store.settle("a", classify(outcome), ctx=ctx, dedupe_ttl=TTL)
+            committed = await store.settle("a", classify(outcome), ctx=ctx, dedupe_ttl=TTL, token=1)
             assert [c.created for c in committed.children] == [True]
             second = await store.claim_next(T0 + timedelta(seconds=3))
             assert second is not None
             assert second.id == "b"
             failing = classify(SpawnOutcome(exit_code=1, stdout=b"", duration=0.1))
             ctx = SettleContext(now=T0 + timedelta(seconds=4), draw=0.5, breaker=BreakerPolicy(threshold=1))
-            await store.settle("b", failing, ctx=ctx, dedupe_ttl=TTL)
+            await store.settle("b", failing, ctx=ctx, dedupe_ttl=TTL, token=1)
             third = await store.claim_next(T0 + timedelta(seconds=5))
             assert third is not None
-            await store.record_process(third.id, ProcessHandle(pid=7, pgid=7, start_time=1))
+            await store.record_process(third.id, ProcessHandle(pid=7, pgid=7, start_time=1), token=1)
             await store.put_planned(planned)
             await store.put_init(init)
             return await everything(store)
@@ -638,7 +639,7 @@ def test_a_failing_unit_rolls_back_alone(tmp_path: Path) -> None:
             before = asyncio.ensure_future(enqueue(store, "before"))
             ghost = asyncio.ensure_future(store._write("ghost", insert_then_fail))
             stale = asyncio.ensure_future(
-                store.settle("queued-one", ok(), ctx=SettleContext(now=T0), dedupe_ttl=TTL)
+                store.settle("queued-one", ok(), ctx=SettleContext(now=T0), dedupe_ttl=TTL, token=0)
             )
             after = asyncio.ensure_future(enqueue(store, "after"))
             await asyncio.sleep(0)
@@ -840,9 +841,10 @@ async def prepare_settle(model: Store, d: Driver, operation: tuple[Any, ...]) ->
         candidates = await model.list_jobs(statuses=[JobStatus.QUEUED])
     chosen = candidates[operation[1] % len(candidates)] if candidates else None
     target = chosen.id if chosen else "missing"
+    token = chosen.claim_token if chosen else 0
     if kind == "process":
         handle = ProcessHandle(pid=100 + d.counter, pgid=100 + d.counter, start_time=d.counter)
-        return lambda s: call(lambda: s.record_process(target, handle))
+        return lambda s: call(lambda: s.record_process(target, handle, token=token))
     d.now += timedelta(seconds=1)
     ctx = SettleContext(
         now=d.now,
@@ -853,7 +855,7 @@ async def prepare_settle(model: Store, d: Driver, operation: tuple[Any, ...]) ->
         targets=TARGETS,
     )
     outcome = d.outcome(operation[2], chosen.plugin if chosen else "a")
-    return lambda s: call(lambda: s.settle(target, outcome, ctx=ctx, dedupe_ttl=TTL))
+    return lambda s: call(lambda: s.settle(target, outcome, ctx=ctx, dedupe_ttl=TTL, token=token))
 
 
 async def prepare_claim_one(model: Store, d: Driver, operation: tuple[Any, ...]) -> Apply:
@@ -1117,6 +1119,85 @@ def test_version_2_gives_runs_of_a_version_1_database_their_plugin(tmp_path: Pat
     conn = sqlite3.connect(path)
     assert user_version(conn) == SCHEMA_VERSION >= 2
     conn.close()
+
+
+def test_version_5_gives_jobs_a_claim_token_and_keeps_a_running_orphan_recoverable(tmp_path: Path) -> None:
+    """Schema v4 -> v5 (lanes and the fence): a job left running by the old ductile has
+    token 0 and no slot; crash recovery re-queues it, and its next claim takes token 1."""
+    path = tmp_path / "v4.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, str(path), MIGRATIONS[:4])
+    us = to_us(T0)
+    conn.execute(
+        "INSERT INTO jobs (id, plugin, command, payload, status, attempt, max_attempts, submitted_by, "
+        "created_at, started_at) VALUES ('left', 'legacy', 'poll', '{}', 'running', 1, 4, 'api', ?, ?)",
+        (us, us),
+    )
+    conn.close()
+
+    async def main() -> None:
+        store = await SqliteStore.open(path)
+        try:
+            old = await store.get_job("left")
+            assert old is not None
+            assert (old.claim_token, old.slot, old.node, old.deadline_at) == (0, None, None, None)
+            [settled] = await store.recover(T0 + timedelta(seconds=1))
+            assert settled.job.status is JobStatus.QUEUED
+            again = await store.claim_next(T0 + timedelta(seconds=2))
+            assert again is not None
+            assert (again.id, again.claim_token, again.slot) == ("left", 1, 0)
+        finally:
+            await store.close()
+
+    run(main())
+    conn = sqlite3.connect(path)
+    assert user_version(conn) == SCHEMA_VERSION == 5
+    conn.close()
+
+
+def test_the_running_constraints_refuse_a_second_claim_of_a_slot_or_an_identity(tmp_path: Path) -> None:
+    """One running job per (plugin, slot) and per dedupe identity, kept by the schema itself:
+    a claim that breaks one raises ClaimConflictError and its unit writes nothing."""
+
+    async def main() -> None:
+        store = await SqliteStore.open(tmp_path / "c.db")
+        try:
+            for name, key in (("a", "k"), ("c", None)):
+                await store.enqueue(job(name, "p", dedupe_key=key), actor=Actor.API, now=T0, dedupe_ttl=TTL)
+            # b shares a's identity: stored past the dedupe decision, as only a bug or a race could
+            await store._write("plant", lambda c: SqliteTx(c).insert_job(job("b", "p", dedupe_key="k")))
+            first = await store.claim_next(T0)
+            assert first is not None
+            assert (first.id, first.slot) == ("a", 0)
+
+            def force(job_id: str, slot: int) -> Callable[[sqlite3.Connection], Job]:
+                def unit(conn: sqlite3.Connection) -> Job:
+                    tx = SqliteTx(conn)
+                    queued = tx.get_job(job_id)
+                    assert queued is not None
+                    claimed, _ = apply(
+                        queued,
+                        JobEvent.CLAIM,
+                        at=T0,
+                        actor=Actor.DISPATCHER,
+                        reason="x",
+                        claim=Claim(slot=slot),
+                    )
+                    return tx.update_job(claimed, expected=JobStatus.QUEUED, token=0)
+
+                return unit
+
+            with pytest.raises(ClaimConflictError):
+                await store._write("same slot", force("c", 0))
+            with pytest.raises(ClaimConflictError):
+                await store._write("same identity", force("b", 7))
+            assert [j.id for j in await store.list_jobs(statuses=[JobStatus.RUNNING])] == ["a"]
+            taken = await store._write("free slot", force("c", 1))
+            assert (taken.status, taken.slot) == (JobStatus.RUNNING, 1)
+        finally:
+            await store.close()
+
+    run(main())
 
 
 def test_version_3_keys_a_version_2_schedule_index_by_plugin_and_schedule_id(tmp_path: Path) -> None:

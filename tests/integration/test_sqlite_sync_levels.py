@@ -124,9 +124,12 @@ def test_claims_and_process_records_are_relaxed_every_other_write_is_durable(tmp
             await store.enqueue(builders.job("a"), actor=Actor.API, now=T0, dedupe_ttl=TTL)
             assert await batch_level(store, lambda: store.claim_next(T0)) == normal
             handle = ProcessHandle(pid=123, pgid=123, start_time=1)
-            assert await batch_level(store, lambda: store.record_process("a", handle)) == normal
+            assert await batch_level(store, lambda: store.record_process("a", handle, token=1)) == normal
             ctx = SettleContext(now=T0 + timedelta(seconds=1))
-            assert await batch_level(store, lambda: store.settle("a", OK, ctx=ctx, dedupe_ttl=TTL)) == full
+            assert (
+                await batch_level(store, lambda: store.settle("a", OK, ctx=ctx, dedupe_ttl=TTL, token=1))
+                == full
+            )
             enqueue_b = lambda: store.enqueue(builders.job("b"), actor=Actor.API, now=T0, dedupe_ttl=TTL)  # noqa: E731
             assert await batch_level(store, enqueue_b) == full
             assert await batch_level(store, lambda: store.claim("b", T0)) == normal
@@ -152,8 +155,8 @@ def test_stats_count_the_relaxed_commits(tmp_path: Path) -> None:
             before = store.stats
             claimed = await store.claim_next(T0)
             assert claimed is not None
-            await store.record_process("a", ProcessHandle(pid=5, pgid=5, start_time=7))
-            await store.settle("a", OK, ctx=SettleContext(now=T0), dedupe_ttl=TTL)
+            await store.record_process("a", ProcessHandle(pid=5, pgid=5, start_time=7), token=1)
+            await store.settle("a", OK, ctx=SettleContext(now=T0), dedupe_ttl=TTL, token=1)
             after = store.stats
             assert after.commits - before.commits == 3
             assert after.relaxed_commits - before.relaxed_commits == 2
@@ -177,7 +180,7 @@ async def main():
         job = Job(id=f"j{n}", plugin="p", command="poll", created_at=now)
         await store.enqueue(job, actor=Actor.API, now=now, dedupe_ttl=timedelta(hours=1))
         assert (await store.claim_next(now)).id == job.id
-        await store.record_process(job.id, ProcessHandle(pid=1000 + n, pgid=1000 + n, start_time=n))
+        await store.record_process(job.id, ProcessHandle(pid=1000 + n, pgid=1000 + n, start_time=n), token=1)
     print("acknowledged", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 

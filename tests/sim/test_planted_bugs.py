@@ -66,8 +66,8 @@ class NoRecovery(InMemoryStore):
 class ImpatientClaims(MemoryTx):
     """A dispatcher query that ignores retry times."""
 
-    def oldest_runnable(self, now: datetime) -> Job | None:
-        return super().oldest_runnable(datetime.max.replace(tzinfo=UTC))
+    def oldest_runnable(self, now: datetime, **skips: Any) -> Job | None:
+        return super().oldest_runnable(datetime.max.replace(tzinfo=UTC), **skips)
 
 
 class ForgetfulState(MemoryTx):
@@ -96,23 +96,28 @@ class BlindToBreakers(InMemoryStore):
 class StarvesRetries(MemoryTx):
     """A dispatcher query that never takes a job back after a failure."""
 
-    def oldest_runnable(self, now: datetime) -> Job | None:
-        job = super().oldest_runnable(now)
+    def oldest_runnable(self, now: datetime, **skips: Any) -> Job | None:
+        job = super().oldest_runnable(now, **skips)
         return None if job is not None and job.attempt > 1 else job  # the retry waits forever
 
 
 class Untold(InMemoryStore):
     """Settles every run without its lifecycle events (a death no one hears of)."""
 
-    async def settle(self, job_id: str, end: Any, *, ctx: SettleContext, dedupe_ttl: timedelta) -> Committed:
-        return await super().settle(job_id, end, ctx=attrs.evolve(ctx, alerts=None), dedupe_ttl=dedupe_ttl)
+    async def settle(
+        self, job_id: str, end: Any, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+    ) -> Committed:
+        quiet = attrs.evolve(ctx, alerts=None)
+        return await super().settle(job_id, end, ctx=quiet, dedupe_ttl=dedupe_ttl, token=token)
 
 
 class Chatty(InMemoryStore):
     """Tells of its notifier's own deaths too (the alert storm of a broken notifier)."""
 
-    async def settle(self, job_id: str, end: Any, *, ctx: SettleContext, dedupe_ttl: timedelta) -> Committed:
-        committed = await super().settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl)
+    async def settle(
+        self, job_id: str, end: Any, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+    ) -> Committed:
+        committed = await super().settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token)
         job = committed.settlement.job
         if ctx.alerts is not None and lifecycle.is_lifecycle_job(job) and job.status is JobStatus.DEAD:
             about = Envelope(
@@ -194,12 +199,12 @@ def test_i7_catches_scheduled_jobs_enqueued_while_the_breaker_is_open() -> None:
     _expect("I7", quiet_scenario(), memory_store=BlindToBreakers())
 
 
-def test_i9_catches_a_death_no_one_was_told_of() -> None:
-    _expect("I9", sweep_scenario(), memory_store=Untold())
+def test_i11_catches_a_death_no_one_was_told_of() -> None:
+    _expect("I11", sweep_scenario(), memory_store=Untold())
 
 
-def test_i9_catches_a_notifier_told_of_its_own_death() -> None:
-    error = _expect("I9", sweep_scenario(), memory_store=Chatty())
+def test_i11_catches_a_notifier_told_of_its_own_death() -> None:
+    error = _expect("I11", sweep_scenario(), memory_store=Chatty())
     assert "a job made from a lifecycle event" in str(error)
 
 

@@ -53,11 +53,20 @@ commands:
     type: write
     description: writes somewhere
     input_schema: {target: string}
+fact_outputs:
+  - when: {command: sync}
+    from: state_updates
+    fact_type: reader.snapshot
+    compatibility_view: mirror_object
 """
 READER_SCRIPT = f"""#!{sys.executable} -I
 import json, sys
-json.load(sys.stdin)
-print(json.dumps({{"status": "ok", "result": "done"}}))
+req = json.load(sys.stdin)
+if req["command"] == "sync":
+    snapshot = {{"synced": req.get("payload", {{}}).get("target")}}
+    print(json.dumps({{"status": "ok", "result": "synced", "state_updates": snapshot}}))
+else:
+    print(json.dumps({{"status": "ok", "result": "done"}}))
 """
 
 

@@ -314,9 +314,11 @@ class Site:
         routes: Iterable[Mapping[str, Any]] = (),
         endpoints: Iterable[Mapping[str, Any]] | None = None,
         service: Mapping[str, Any] | None = None,
+        store: Mapping[str, Any] | None = None,
         api: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write ``ductile.yaml``; a ``webhooks`` section on 127.0.0.1:0 unless ``endpoints`` is None."""
+        """Write ``ductile.yaml``; a ``webhooks`` section on 127.0.0.1:0 unless ``endpoints`` is None;
+        a ``store`` section when given (a shared PostgreSQL)."""
         config: dict[str, Any] = {
             "service": {
                 "state_dir": "./state",
@@ -330,6 +332,8 @@ class Site:
         }
         if endpoints is not None:
             config["webhooks"] = {"listen": "127.0.0.1:0", "endpoints": [dict(e) for e in endpoints]}
+        if store is not None:
+            config["store"] = dict(store)
         if api is not None:  # the operator API, on 127.0.0.1:0 unless told
             config["api"] = {"listen": "127.0.0.1:0", **api}
         self.config = config

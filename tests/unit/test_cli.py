@@ -140,7 +140,9 @@ class Harness:
         async def go() -> None:
             claimed = await self.store.claim(job.id, when)
             assert claimed is not None
-            await self.store.settle(job.id, classify(outcome), ctx=ctx, dedupe_ttl=TTL)
+            await self.store.settle(
+                job.id, classify(outcome), ctx=ctx, dedupe_ttl=TTL, token=claimed.claim_token
+            )
 
         asyncio.run(go())
 
@@ -743,7 +745,11 @@ def _settle_on_sleep(h: Harness, outcome: SpawnOutcome, *, after: int = 1) -> No
         assert job is not None
         h.now += timedelta(seconds=2)
         await h.store.settle(
-            job.id, classify(outcome), ctx=SettleContext(now=h.now, retry=_one_attempt()), dedupe_ttl=TTL
+            job.id,
+            classify(outcome),
+            ctx=SettleContext(now=h.now, retry=_one_attempt()),
+            dedupe_ttl=TTL,
+            token=job.claim_token,
         )
 
     h.on_sleep = run_it
@@ -875,7 +881,19 @@ def test_status_json_shape(h: Harness) -> None:
     _status_setup(h)
     code, doc = h.json("status")
     assert code == 1
-    assert set(doc) == {"healthy", "problems", "daemon", "database", "store", "queue", "routing", "plugins"}
+    assert set(doc) == {
+        "healthy",
+        "problems",
+        "daemon",
+        "database",
+        "store",
+        "queue",
+        "running",
+        "nodes",
+        "routing",
+        "plugins",
+    }
+    assert (doc["running"], doc["nodes"]) == ([], [])  # nothing runs; SQLite has no nodes
     assert doc["routing"] == {"max_route_depth": 20, "dropped_at_depth": 0}
     assert doc["store"] == {"writable": True, "problem": None}
     assert doc["healthy"] is False
@@ -1267,8 +1285,10 @@ def test_queue_lists_running_then_queued_in_dispatch_order(h: Harness) -> None:
         "id", "plugin", "command", "payload", "status", "attempt", "max_attempts", "submitted_by",
         "dedupe_key", "created_at", "started_at", "completed_at", "next_retry_at", "last_error",
         "parent_job_id", "source_event_id", "schedule_id", "route_depth", "retry_of",
+        "claim_token", "slot", "node", "deadline_at",
     }  # fmt: skip
     assert doc["jobs"][0]["started_at"] == "2026-11-23T07:00:05Z"
+    assert (doc["jobs"][0]["claim_token"], doc["jobs"][0]["node"]) == (1, None)  # SQLite: one process
     code, doc = h.json("queue", "--limit", "2")
     assert [j["id"] for j in doc["jobs"]] == [second.id, first.id]
 

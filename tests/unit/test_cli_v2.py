@@ -194,9 +194,10 @@ def test_facts_lists_a_plugins_facts_newest_first(h: Harness) -> None:
     async def record(n: int) -> None:
         job = builders.job(f"f{n}", "feeds", "poll", created_at=NOW + timedelta(seconds=n))
         await h.store.enqueue(job, actor=job.submitted_by, now=job.created_at, dedupe_ttl=TTL)  # type: ignore[arg-type]
-        await h.store.claim(job.id, job.created_at)
+        claimed = await h.store.claim(job.id, job.created_at)
+        assert claimed is not None
         end = classify(ok(state_updates={"n": n}, result=f"run {n}"))
-        await h.store.settle(job.id, end, ctx=rule_ctx, dedupe_ttl=TTL)
+        await h.store.settle(job.id, end, ctx=rule_ctx, dedupe_ttl=TTL, token=claimed.claim_token)
 
     asyncio.run(record(1))
     asyncio.run(record(2))

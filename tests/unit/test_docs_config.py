@@ -38,6 +38,7 @@ ENV = {
     "API_TOKEN": "t0ken",
     "WITHINGS_CLIENT_SECRET": "w1things",
     "GITHUB_WEBHOOK_SECRET": "g1thub",
+    "PGPASSWORD": "pg-secret",
     "PHONE_TOKEN": "a-phone-token-of-32-characters!!",
 }
 #: The name a ``<name>`` step stands for in the documents built here.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+import attrs
 import pytest
 
 from ductile.app.engine import EnqueueRefusedError
@@ -185,3 +186,26 @@ async def test_idle_wait_is_shorter_when_a_retry_is_due_sooner_and_never_negativ
     rig.clock.advance(timedelta(seconds=5))
     assert await rig.engine.idle_wait() == 0.0
     assert await rig.engine.dispatch_one()
+
+
+@async_test
+async def test_idle_wait_does_not_spin_on_a_due_retry_whose_lane_is_full() -> None:
+    # A retry that is due but passed by (its plugin's lane is full) is no reason to claim again
+    # at once: the worker that holds the lane ends, or the inbox rings, or a second passes.
+    config, catalog = two_plugins(retry=RetryPolicy(max_attempts=3, backoff_base=timedelta(seconds=2)))
+    config = attrs.evolve(config, service=attrs.evolve(config.service, max_workers=2))
+    rig = Rig(config, catalog)
+    rig.script("alpha", error("flaky"))
+    await rig.engine.start()
+    await rig.engine.enqueue("alpha")
+    assert await rig.engine.dispatch_one()  # fails: its retry is due at +3 s
+    await rig.engine.enqueue("alpha")
+    holder = await rig.engine.claim_one()  # alpha's lane (1 wide) is taken until this one ends
+    assert holder is not None
+    rig.clock.advance(timedelta(seconds=5))
+    assert await rig.engine.claim_one() is None
+    assert await rig.engine.idle_wait() == 1.0
+    await rig.engine.run_claimed(holder)
+    retried = await rig.engine.claim_one()
+    assert retried is not None
+    assert retried.job.attempt == 2

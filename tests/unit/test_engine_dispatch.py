@@ -556,20 +556,20 @@ class FlakyStore(InMemoryStore):
             raise OSError(28, f"No space left on device ({name})")
 
     async def settle(
-        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
+        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
     ) -> Committed:
         if self.on_settle is not None:
             self.on_settle()
         self._trip("settle")
-        return await super().settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl)
+        return await super().settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token)
 
     async def get_state(self, plugin: str) -> dict[str, Any]:
         self._trip("get_state")
         return await super().get_state(plugin)
 
-    async def record_process(self, job_id: str, handle: ProcessHandle) -> None:
+    async def record_process(self, job_id: str, handle: ProcessHandle, *, token: int) -> None:
         self._trip("record_process")
-        await super().record_process(job_id, handle)
+        await super().record_process(job_id, handle, token=token)
 
 
 @pytest.fixture
@@ -671,23 +671,27 @@ async def test_a_stop_ends_the_settle_retries_after_one_more_try(caplog: pytest.
 
 
 @async_test
-async def test_a_stale_job_at_settle_is_not_retried() -> None:
+async def test_a_stale_job_at_settle_is_not_retried_but_logged_as_a_lost_claim(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     class StaleStore(InMemoryStore):
         async def settle(
-            self, job_id: str, outcome: Outcome, *, ctx: SettleContext, dedupe_ttl: timedelta
+            self, job_id: str, outcome: Outcome, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
         ) -> Committed:
             self.settles = getattr(self, "settles", 0) + 1
-            raise StaleJobError(f"job {job_id} is not running")
+            raise StaleJobError(f"job {job_id} runs under claim {token + 1}, not {token}")
 
     config, catalog = two_plugins()
     store = StaleStore()
     rig = Rig(config, catalog, store=store)
     rig.script("alpha", ok())
     await rig.engine.start()
-    await rig.engine.enqueue("alpha")
-    with pytest.raises(StaleJobError):
-        await rig.engine.dispatch_one()
+    job_id = (await rig.engine.enqueue("alpha")).job_id
+    assert await rig.engine.dispatch_one() is True  # the dispatcher goes on with other work
     assert store.settles == 1
+    [line] = records(caplog, job_id=job_id, message="claim lost, result discarded")
+    assert line.levelno == logging.WARNING
+    assert "runs under claim 2, not 1" in line.getMessage()
 
 
 @async_test

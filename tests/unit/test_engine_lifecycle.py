@@ -12,6 +12,7 @@ from ductile.app.engine import EnqueueRefusedError
 from ductile.app.runtime import init_fingerprint
 from ductile.domain.config import Config, PluginConfig
 from ductile.domain.job import Actor, Job, JobStatus
+from ductile.domain.lanes import UNLIMITED, Lanes
 from ductile.domain.lifecycle import Alerts
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.schedule import CatchUp, PlannedRun
@@ -53,7 +54,7 @@ async def crashed_daemon_leftovers(store: InMemoryStore) -> tuple[Job, Job, Proc
         await store.enqueue(job, actor=Actor.SCHEDULER, now=at, dedupe_ttl=timedelta(hours=24))
         assert await store.claim(job.id, at) is not None
     handle = ProcessHandle(pid=4242, pgid=4242, start_time=987654)
-    await store.record_process(spare.id, handle)
+    await store.record_process(spare.id, handle, token=1)
     return spare, last, handle
 
 
@@ -541,13 +542,13 @@ class YieldingStore(InMemoryStore):
         await asyncio.sleep(0)
         return await super().enqueue(job, **kw)  # type: ignore[arg-type]
 
-    async def claim(self, job_id: str, now: datetime) -> Job | None:
+    async def claim(self, job_id: str, now: datetime, *, lanes: Lanes = UNLIMITED) -> Job | None:
         await asyncio.sleep(0)
-        return await super().claim(job_id, now)
+        return await super().claim(job_id, now, lanes=lanes)
 
-    async def claim_next(self, now: datetime) -> Job | None:
+    async def claim_next(self, now: datetime, *, lanes: Lanes = UNLIMITED) -> Job | None:
         await asyncio.sleep(0)
-        return await super().claim_next(now)
+        return await super().claim_next(now, lanes=lanes)
 
 
 @async_test

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from ductile.app.feed import Feed
+import pytest
+
+from ductile.app.feed import Feed, TooManyStreamsError
 from ductile.domain.activity import Activity, Entry, Kind
 from ductile.fakes.memory_store import InMemoryStore
 
@@ -118,3 +120,13 @@ def test_the_loop_ends_when_cancelled_right_after_a_poke() -> None:
             assert task.done()
 
     asyncio.run(main())
+
+
+def test_streams_beyond_the_cap_are_refused_and_a_closed_one_frees_its_slot() -> None:
+    feed = Feed(InMemoryStore(), max_streams=2)
+    first, _second = feed.subscribe(), feed.subscribe()
+    with pytest.raises(TooManyStreamsError, match="2 event streams are open"):
+        feed.subscribe()
+    feed.unsubscribe(first)
+    feed.subscribe()
+    assert feed.subscribers == 2

@@ -20,6 +20,7 @@ from ductile.domain.job import (
     TRANSIENT,
     TRANSITIONS,
     Actor,
+    Claim,
     Job,
     JobEvent,
     JobStatus,
@@ -78,13 +79,15 @@ IDENTITY_FIELDS = (
 
 #: Fields a transition moves (see test_legal_cell_moves_to_target_with_bookkeeping).
 BOOKKEEPING_FIELDS = ("status", "attempt", "started_at", "completed_at", "next_retry_at", "last_error")
+#: The claim's facts (the fence and the lane): only a claim moves them (ADR 0032).
+CLAIM_FIELDS = ("claim_token", "slot", "node", "deadline_at")
 
 
 def test_every_job_field_is_identity_or_bookkeeping() -> None:
     # A new field must be placed in one set or the other, and then the cell tests check that
     # apply() carries it (identity) or moves it (bookkeeping) as they say.
     names = [f.name for f in attrs.fields(Job)]
-    assert sorted(names) == sorted(IDENTITY_FIELDS + BOOKKEEPING_FIELDS)
+    assert sorted(names) == sorted(IDENTITY_FIELDS + BOOKKEEPING_FIELDS + CLAIM_FIELDS)
 
 
 def job_in(status: JobStatus, **overrides: object) -> Job:
@@ -106,6 +109,10 @@ def job_in(status: JobStatus, **overrides: object) -> Job:
         "last_error": "old error",
         "parent_job_id": "parent-1",
         "source_event_id": "event-1",
+        "claim_token": 3,
+        "slot": 1,
+        "node": "host-a/1",
+        "deadline_at": T0 - timedelta(minutes=1),
     }
     fields.update(overrides)
     return Job(**fields)  # type: ignore[arg-type]
@@ -152,6 +159,14 @@ def test_legal_cell_moves_to_target_with_bookkeeping(status: JobStatus, event: J
         assert after.completed_at is None
         assert after.next_retry_at is None
         assert after.attempt == before.attempt
+        # a claim raises the token and records its own facts (none were given here)
+        assert after.claim_token == before.claim_token + 1
+        assert (after.slot, after.node, after.deadline_at) == (None, None, None)
+    else:  # every other move keeps the last claim's facts, the fence included
+        for name in CLAIM_FIELDS:
+            assert getattr(after, name) == getattr(before, name), f"{name} changed on {status}->{event}"
+    if target is S.RUNNING:
+        pass
     elif target in TERMINAL:
         assert after.completed_at == T0
         assert after.next_retry_at is None
@@ -187,6 +202,19 @@ def test_retry_without_next_retry_at_clears_it() -> None:
     after, _ = apply(job_in(S.FAILED), E.RETRY, at=T0, actor=Actor.RETRY, reason="r")
     assert after.next_retry_at is None
     assert after.attempt == 3
+
+
+def test_a_claim_records_its_slot_node_and_deadline() -> None:
+    deadline = T0 + timedelta(minutes=5)
+    after, _ = apply(
+        job_in(S.QUEUED),
+        E.CLAIM,
+        at=T0,
+        actor=Actor.DISPATCHER,
+        reason="claimed",
+        claim=Claim(slot=2, node="host-b/7", deadline_at=deadline),
+    )
+    assert (after.claim_token, after.slot, after.node, after.deadline_at) == (4, 2, "host-b/7", deadline)
 
 
 def test_legal_move_leaves_the_input_value_alone() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import pytest
 
 from ductile.app.runtime import InitState, PluginState, PluginStatus, Runtime, init_fingerprint
@@ -111,3 +112,28 @@ def test_schedules_and_targets_are_read_only_views_not_copies() -> None:
         rt.schedules()["beta"] = rt.settings("alpha").schedule  # type: ignore[index]
     with pytest.raises(TypeError):
         del rt.targets()["alpha"]  # type: ignore[attr-defined]
+
+
+def test_the_config_fingerprint_leaves_out_what_is_each_hosts_own() -> None:
+    """Nodes of one shared store compare fingerprints (ADR 0034): two hosts' configs that differ
+    only in their own directories, worker count, listeners and store URL agree; a plugin's
+    setting does not."""
+    from ductile.app.runtime import config_fingerprint
+    from ductile.domain.config import ApiConfig, StoreConfig, WebhooksConfig
+
+    discovery = Discovery(plugins={"alpha": plugin("alpha", "poll")})
+    alpha = PluginConfig(name="alpha", schedule=every(timedelta(minutes=5)))
+    base = make_config(alpha)
+    host_b = attrs.evolve(
+        base,
+        service=attrs.evolve(base.service, state_dir="/var/lib/other", max_workers=4),
+        webhooks=WebhooksConfig(host="10.0.0.2", port=9001),
+        api=ApiConfig(host="127.0.0.1", port=9999),
+        store=StoreConfig(url="postgresql://b@db/ductile"),
+    )
+    base = attrs.evolve(
+        base, webhooks=WebhooksConfig(host="10.0.0.1", port=9000), api=ApiConfig(host="127.0.0.1", port=8080)
+    )
+    assert config_fingerprint(base, discovery) == config_fingerprint(host_b, discovery)
+    other = make_config(PluginConfig(name="alpha", schedule=every(timedelta(minutes=6))))
+    assert config_fingerprint(other, discovery) != config_fingerprint(base, discovery)

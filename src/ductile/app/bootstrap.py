@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ductile.app import defaults
 from ductile.app.daemon import Service
 from ductile.app.engine import Engine
 from ductile.app.feed import Feed
@@ -37,6 +38,7 @@ from ductile.domain.schedule import PlannedRun
 from ductile.log import Log
 from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
+from ductile.ports.cluster import Cluster
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
 from ductile.ports.store import Store
@@ -68,30 +70,6 @@ def _advise(config: Config) -> None:
     """Log, at WARN, each setting that is valid but probably unintended (:meth:`Config.advisories`)."""
     for advice in config.advisories():
         _config_log.warning(f"config: {advice}")
-
-
-def _default_spawner() -> Spawner:
-    from ductile.adapters.spawner import SubprocessSpawner
-
-    return SubprocessSpawner()
-
-
-def _default_catalog() -> Catalog:
-    from ductile.adapters.plugin_dir import FilesystemCatalog
-
-    return FilesystemCatalog()
-
-
-def _default_clock() -> Clock:
-    from ductile.adapters.system_clock import SystemClock
-
-    return SystemClock()
-
-
-def _default_inbox() -> Inbox:
-    from ductile.adapters.asyncio_inbox import AsyncioInbox
-
-    return AsyncioInbox()
 
 
 class Ductile:
@@ -132,6 +110,9 @@ class Ductile:
         self._stop_requested = False
         self._asgi: ASGIApp | None = None
         self._closed = False
+        #: A shared store's other parts, and what closes them (the listener, the node's row).
+        self._cluster: Cluster | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self._surface: Surface | None = None
         self._loaded_text: str | None = None
 
@@ -176,20 +157,23 @@ class Ductile:
 
     async def open(self) -> Ductile:
         config = self._load()
-        if self._store is None:
+        if self._store is None and config.store.shared:
+            self._store = await self._open_shared_store(config)
+        elif self._store is None:
             self._store = await self._open_own_store(config)
         elif self._lock_wanted:
             self._take_lock(config)
         self._engine = Engine(
             config=config,
             store=self._store,
-            spawner=self._spawner if self._spawner is not None else _default_spawner(),
-            clock=self._clock if self._clock is not None else _default_clock(),
-            inbox=self._inbox if self._inbox is not None else _default_inbox(),
-            catalog=self._catalog or _default_catalog(),
+            spawner=self._spawner if self._spawner is not None else defaults.spawner(),
+            clock=self._clock if self._clock is not None else defaults.clock(),
+            inbox=self._inbox if self._inbox is not None else defaults.inbox(),
+            catalog=self._catalog or defaults.catalog(),
             draw=self._draw,
             new_id=self._new_id,
             environ=self._environ,
+            cluster=self._cluster,
         )
         try:
             await self._engine.start()
@@ -219,6 +203,27 @@ class Ductile:
         self._owns_store = True
         return store
 
+    async def _open_shared_store(self, config: Config) -> Store:
+        """PostgreSQL (``store.url``, ADR 0033), behind this instance's lock: this daemon joins
+        the cluster as a new node, and listens for the others' commits (unless given an inbox)."""
+        from ductile.adapters.postgres import require_driver
+
+        require_driver()
+        from ductile.adapters.postgres.join import join
+
+        if self._lock_wanted is not False:
+            self._take_lock(config)
+        try:
+            joined = await join(config, listen=self._inbox is None)
+        except BaseException:
+            self._release_lock()
+            raise
+        self._owns_store = True
+        self._cluster = joined.cluster
+        self._inbox = joined.inbox or self._inbox
+        self._closers += joined.closers
+        return joined.store
+
     def _take_lock(self, config: Config) -> None:
         from ductile.adapters.daemon_record import LAST_GOOD_NAME, RECORD_NAME
         from ductile.adapters.pidlock import InstanceLock
@@ -239,6 +244,8 @@ class Ductile:
         self._closed = True
         if self._service is not None:
             self._service.stop()
+        for closer in reversed(self._closers):
+            await closer()
         if self._owns_store and self._store is not None:
             await self._store.close()
         self._release_lock()

@@ -1,9 +1,12 @@
-"""The daemon's heartbeat: scheduler loop, serial dispatcher, HTTP listener.
+"""The daemon's heartbeat: scheduler loop, dispatcher and its workers, HTTP listener.
 
 :class:`Service` drives an :class:`~ductile.app.engine.Engine` with asyncio
-tasks on one loop. Stopping is idempotent: intake stops first (the listener
-closes, the scheduler stops enqueueing), the job in flight finishes within its
-own deadline, then everything closes. Signal handlers are installed only when
+tasks on one loop. The dispatcher claims while fewer than
+``service.max_workers`` jobs run (1, the default: one job at a time, FIFO,
+exactly D14) and runs each claimed job in a task of its own; the lanes are
+the claim's to respect. Stopping is idempotent: intake stops first (the
+listener closes, the scheduler stops enqueueing), every job in flight
+finishes within its own deadline, then everything closes. Signal handlers are installed only when
 asked (``ductile start`` asks; an embedding application does not).
 
 systemd (``Type=notify-reload``, ``WatchdogSec=``): given a
@@ -44,7 +47,8 @@ from logging import ERROR, WARNING
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ductile.app.dispatch import UnsettledError
-from ductile.app.engine import Engine
+from ductile.app.engine import Claimed, Engine
+from ductile.app.membership import Membership
 from ductile.domain.breaker import Breaker, BreakerStatus
 from ductile.log import Episode, Log
 from ductile.ports.store import StoreFaultError
@@ -105,6 +109,8 @@ class Service:
         self._wake_scheduler = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: The jobs in flight (each run in a task of its own).
+        self._workers: set[asyncio.Task[None]] = set()
         self._stopped = False
         #: Talks to systemd; None outside systemd (``$NOTIFY_SOCKET`` unset).
         self._notifier = notifier
@@ -126,7 +132,7 @@ class Service:
         """Begin a graceful stop; calling it again does nothing more."""
         if self._stopping.is_set():
             return
-        _daemon_log.info("stopping: intake closed, waiting for the running job")
+        _daemon_log.info("stopping: intake closed, waiting for the running jobs")
         self._stopping.set()
         self.engine.halt()
         self._tell_stopping()
@@ -162,6 +168,15 @@ class Service:
             asyncio.create_task(self._dispatcher_loop(), name="ductile-dispatcher"),
             asyncio.create_task(self._reload_loop(), name="ductile-reload"),
         ]
+        if self.engine.cluster is not None:
+            membership = Membership(
+                self.engine,
+                self.engine.cluster,
+                workers=lambda: self._workers,
+                stopping=lambda: self.stopping,
+                on_leading=self._wake_scheduler.set,
+            )
+            self._tasks.append(asyncio.create_task(membership.run(), name="ductile-cluster"))
         _daemon_log.info("ductile is running", plugins=len(self.engine.runtime.plugins))
         if self._notifier is not None and not self.stopping:
             self._notifier.ready()
@@ -184,7 +199,7 @@ class Service:
         for listener in self._listeners:
             with contextlib.suppress(Exception):
                 await listener.stop()
-        # The dispatcher finishes its current job (bounded by the job's deadline).
+        # The dispatcher finishes its jobs in flight (each bounded by its own deadline).
         for task in self._tasks:
             if task.get_name() != "ductile-dispatcher":
                 task.cancel()
@@ -223,25 +238,74 @@ class Service:
             await self._sleep_until(min(wake, cap), self._wake_scheduler)
 
     async def _dispatcher_loop(self) -> None:
-        episode = Episode(_dispatcher_log, "dispatch (trying again every second)")
-        while not self.stopping:
+        """Claim while a worker is free, run each claimed job in its own task; when nothing
+        more can be claimed, wait for a worker to finish, the inbox, or the next retry time.
+        On the way out, every job in flight finishes (each bounded by its own deadline)."""
+        workers = self._workers
+        self._episode = Episode(_dispatcher_log, "dispatch (trying again every second)")
+        try:
+            while not self.stopping:
+                idle = await self._fill(workers)
+                if self.stopping:
+                    break
+                await self._wait_for_work(workers, idle=idle)
+        finally:
+            if workers:
+                await asyncio.gather(*workers, return_exceptions=True)
+
+    def _max_workers(self) -> int:
+        return self.engine.runtime.config.service.max_workers
+
+    async def _fill(self, workers: set[asyncio.Task[None]]) -> bool:
+        """Claim into free workers; True when the store had nothing more to claim."""
+        while len(workers) < self._max_workers() and not self.stopping:
             try:
-                worked = await self.engine.dispatch_one()
-            except UnsettledError:  # logged by the dispatcher; the job is left to crash recovery
-                worked = True
+                claimed = await self.engine.claim_one()
             except Exception as e:
                 fault = isinstance(e, StoreFaultError)  # the store logged that episode's error itself
-                episode.failed(e, level=WARNING if fault else ERROR, traceback=not fault)
-                worked = False
+                self._episode.failed(e, level=WARNING if fault else ERROR, traceback=not fault)
                 await asyncio.sleep(1.0)
-            else:
-                episode.ended()
-            if not worked and not self.stopping:
-                try:
-                    timeout = await self.engine.idle_wait()
-                except Exception:
-                    timeout = 1.0
-                await self.engine.inbox.wait(timeout)
+                return False
+            self._episode.ended()
+            if claimed is None:
+                return True
+            task = asyncio.create_task(self._work(claimed), name=f"ductile-job-{claimed.job.id}")
+            workers.add(task)
+            task.add_done_callback(workers.discard)
+        return False
+
+    async def _work(self, claimed: Claimed) -> None:
+        try:
+            await self.engine.run_claimed(claimed)
+        except UnsettledError:  # logged by the dispatcher; the job is left to crash recovery
+            pass
+        except Exception:  # the dispatcher logs its own failures; this is a bug showing
+            _dispatcher_log.bind(plugin=claimed.job.plugin, job_id=claimed.job.id).exception(
+                "a job's worker failed"
+            )
+
+    async def _wait_for_work(self, workers: set[asyncio.Task[None]], *, idle: bool) -> None:
+        """Until a worker finishes or, when a worker is free, work may have arrived."""
+        if len(workers) >= self._max_workers():
+            await asyncio.wait(workers, return_when=asyncio.FIRST_COMPLETED)
+            return
+        if not idle:
+            return
+        try:
+            timeout = await self.engine.idle_wait()
+        except Exception:
+            timeout = 1.0
+        if not workers:
+            await self.engine.inbox.wait(timeout)
+            return
+        waiter = asyncio.ensure_future(self.engine.inbox.wait(timeout))
+        try:
+            await asyncio.wait({waiter, *workers}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
 
     async def _reload_loop(self) -> None:
         while True:
@@ -287,7 +351,7 @@ class Service:
         if self._notifier is not None and not self._told_stopping:
             self._told_stopping = True
             self._notifier.stopping()
-            self._notifier.status("stopping: intake closed, waiting for the running job")
+            self._notifier.status("stopping: intake closed, waiting for the running jobs")
 
     async def _systemd_loop(self, notifier: Notifier) -> None:
         """``WATCHDOG=1`` while alive (see the module's docstring), ``STATUS=`` now and then."""

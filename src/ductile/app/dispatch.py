@@ -1,7 +1,9 @@
 """The dispatcher (D14): claim a job, run its plugin, settle the outcome, commit.
 
-One job at a time. A claimed job is never stranded: whatever goes wrong while
-preparing the run or in the spawner becomes a failed run. Its settlement is
+One job per call: the daemon runs up to ``service.max_workers`` of them at once
+(``app/daemon.py``), the lanes decided by the claim (:mod:`ductile.domain.lanes`).
+A claimed job is never stranded: whatever goes wrong while preparing the run
+or in the spawner becomes a failed run. Its settlement is
 committed as soon as the store accepts it: while the store refuses writes for
 a passing reason (a full disk, a lock held by another process) it is tried
 again every :data:`SETTLE_RETRY` seconds, logged once. It is abandoned — the
@@ -9,6 +11,9 @@ job stays ``running`` in the store, and crash recovery runs it again at the
 next start — when the store's fault is permanent (a corrupt page: retrying
 would wedge the lane for good), or when the daemon is stopping (after one
 more try: a stop stays bounded). Either way :class:`UnsettledError` says so.
+A settle the store refuses because the claim was lost (a shared store's fence:
+another node recovered the job meanwhile) is logged and dropped: that result
+belongs to nobody.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 import attrs
@@ -74,25 +79,32 @@ class Dispatcher:
     draw: Callable[[], float]
     #: The environment every plugin starts from (see :func:`ductile.app.spawn.plugin_env`).
     base_env: Mapping[str, str]
+    #: Run plugins under a watchdog bound to their claim's deadline (a shared store, ADR 0035).
+    watchdog: bool = False
+    #: The process group of each job in flight here (a fenced node kills them).
+    in_flight: dict[str, ProcessHandle] = attrs.field(factory=dict)
     #: The daemon's whole environment, where ``env.pass`` names are looked up.
     environ: Mapping[str, str] = attrs.field(factory=dict)
     #: Set when the daemon stops: a settle the store refuses is tried once more, then abandoned.
     halt: asyncio.Event = attrs.field(factory=asyncio.Event)
 
-    async def claim(self) -> Job | None:
-        """The oldest runnable job, now running; None when there is none."""
-        return await self.store.claim_next(self.clock.now())
+    async def claim(self, runtime: Runtime, now: datetime) -> Job | None:
+        """The oldest runnable job whose lane has room, now running; None when there is none."""
+        return await self.store.claim_next(now, lanes=runtime.lanes())
 
-    async def idle_wait(self) -> float:
+    async def idle_wait(self, *, found_nothing_at: datetime | None = None) -> float:
         """Seconds the dispatcher may wait for work: until the next retry, at most 1 s
-        (so another process's enqueue is noticed within a second)."""
+        (so another process's enqueue is noticed within a second). A retry that was already
+        due when a claim found nothing (``found_nothing_at``) waits for its lane: a worker
+        ending or the inbox wakes the dispatcher before the second is up."""
         nxt = await self.store.next_retry_at()
-        if nxt is None:
+        if nxt is None or (found_nothing_at is not None and nxt <= found_nothing_at):
             return 1.0
         return max(0.0, min(1.0, (nxt - self.clock.now()).total_seconds()))
 
-    async def run(self, job: Job, runtime: Runtime) -> Committed:
-        """Run a claimed job under ``runtime`` (the one it was claimed with) and commit its end."""
+    async def run(self, job: Job, runtime: Runtime) -> Committed | None:
+        """Run a claimed job under ``runtime`` (the one it was claimed with) and commit its end;
+        None when the claim was lost meanwhile (the fence refused the settle)."""
         settings = runtime.settings(job.plugin)
         timeout = settings.timeouts.for_command(job.command)
         plugin = runtime.plugins.get(job.plugin)
@@ -115,7 +127,13 @@ class Dispatcher:
         protocol = plugin.protocol if plugin is not None else PROTOCOL_V1
         # Classified here, not in the store's unit: parsing stdout holds no write transaction.
         end = _run_end(outcome, timeout, protocol)
-        committed = await self._settle(job, end, ctx, runtime)
+        try:
+            committed = await self._settle(job, end, ctx, runtime)
+        except StaleJobError as e:
+            _log.bind(plugin=job.plugin, job_id=job.id).warning(
+                f"claim lost, result discarded: {e}", claim_token=job.claim_token
+            )
+            return None
         if _log.enabled_for(logging.ERROR):  # the highest level there: nothing is built unheard
             log_settlement(job, outcome, committed)
         if committed.settlement.too_deep:
@@ -153,12 +171,14 @@ class Dispatcher:
             event=event,
             payload=payload,
             context=context,
+            watchdog=self._left(job, runtime) if self.watchdog else None,
             user=_user(runtime, job.plugin),
         )
 
         async def remember(handle: ProcessHandle) -> None:
+            self.in_flight[job.id] = handle
             try:
-                await self.store.record_process(job.id, handle)
+                await self.store.record_process(job.id, handle, token=job.claim_token)
             except Exception:  # the run goes on; recovery just cannot kill this group
                 job_log.exception("could not record the process group of a running job")
 
@@ -169,6 +189,15 @@ class Dispatcher:
         except Exception as e:  # a bug in the spawner must not lose the job
             job_log.exception("the spawner failed")
             return SpawnOutcome(spawn_error=f"internal error: {e!r}")
+        finally:
+            self.in_flight.pop(job.id, None)
+
+    def _left(self, job: Job, runtime: Runtime) -> float | None:
+        """Seconds left of the claim's hold: the claim was made at ``started_at`` on this clock."""
+        hold = runtime.lanes().hold(job.plugin)
+        if hold is None or job.started_at is None:
+            return None
+        return (job.started_at + hold - self.clock.now()).total_seconds()
 
     def _env_of(self, name: str, runtime: Runtime) -> Mapping[str, str]:
         """The plugin's environment: the shared allow-listed one, unless it passes or sets more."""
@@ -186,7 +215,7 @@ class Dispatcher:
             halting = self.halt.is_set()
             try:
                 committed = await self.store.settle(
-                    job.id, end, ctx=ctx, dedupe_ttl=runtime.config.service.dedupe_ttl
+                    job.id, end, ctx=ctx, dedupe_ttl=runtime.config.service.dedupe_ttl, token=job.claim_token
                 )
             except StaleJobError:
                 raise

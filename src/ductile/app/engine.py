@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+import attrs
+
 from ductile.app import intake
 from ductile.app.dispatch import Dispatcher
 from ductile.app.intake import EnqueueRefusedError, Manual, Submission
@@ -32,16 +34,25 @@ from ductile.app.scheduler import Scheduler
 from ductile.app.spawn import plugin_env
 from ductile.app.tick_report import TickReport
 from ductile.domain.config import Config
-from ductile.domain.job import Command, SubmittedBy
+from ductile.domain.job import Command, Job, SubmittedBy
 from ductile.domain.plugin import Discovery
 from ductile.domain.settle import Settlement
 from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
+from ductile.ports.cluster import Cluster
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
-from ductile.ports.store import EnqueueResult, Store
+from ductile.ports.store import Committed, EnqueueResult, Store
 
-__all__ = ["Engine", "EnqueueRefusedError", "ReloadReport"]
+__all__ = ["Claimed", "Engine", "EnqueueRefusedError", "ReloadReport"]
+
+
+@attrs.frozen
+class Claimed:
+    """A job just claimed, and the runtime it was claimed under (it runs and ends under it, D13)."""
+
+    job: Job
+    runtime: Runtime
 
 
 class Engine:
@@ -57,8 +68,10 @@ class Engine:
         draw: Callable[[], float] | None = None,
         new_id: Callable[[], str] | None = None,
         environ: Mapping[str, str] | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.store = store
+        self._among(cluster)
         self.spawner = spawner
         self.clock = clock
         self.inbox = inbox
@@ -69,6 +82,10 @@ class Engine:
         self.base_env = plugin_env(self.environ)
         self.runtime = Runtime(config=config, discovery=Discovery())
         self.started_at: datetime | None = None
+        #: When the last claim found nothing to take (None: it took a job).
+        self._found_nothing_at: datetime | None = None
+        #: The jobs this engine claimed and has not settled yet (a shared store's strays are the others).
+        self._claimed: set[str] = set()
         #: Ticks, claims and reloads never overlap (D13: reloads are serialized and atomic).
         self._lock = asyncio.Lock()
         #: Set by :meth:`halt`: a settle the store refuses is then abandoned after one more try.
@@ -81,6 +98,7 @@ class Engine:
             catalog=catalog,
             draw=self.draw,
             base_env=self.base_env,
+            watchdog=cluster is not None,
             environ=self.environ,
             halt=self._halt,
         )
@@ -96,7 +114,18 @@ class Engine:
             draw=self.draw,
             new_id=self.new_id,
             run=self._dispatcher.run,
+            shared=cluster is not None,
         )
+
+    def _among(self, cluster: Cluster | None) -> None:
+        #: This daemon among others on a shared store (ADR 0034); None: alone (SQLite, the fakes).
+        self.cluster = cluster
+        #: Claims are allowed (False while fenced, or while this node's config differs from the leader's).
+        self.claiming = True
+        #: This daemon runs the singleton duties: the tick, retention, schedule sync (alone: always).
+        self.leading = cluster is None
+        #: Every node runs the leader's config: the leader may re-plan schedules and cancel jobs.
+        self.agreed = True
 
     # ----------------------------------------------------------------- start-up
     async def start(self) -> list[Settlement]:
@@ -139,14 +168,18 @@ class Engine:
     # ----------------------------------------------------------------- scheduler runner (D17)
     async def tick(self) -> datetime:
         """Catch the store up with the last reload if need be, then fire what is due
-        (see :meth:`Scheduler.tick`). Returns when the next run is planned.
+        (see :meth:`Scheduler.tick`). Returns when the next run is planned. On a shared
+        store only the leader ticks, and catches the store up only while every node runs
+        its config (the others just wait).
 
         A tick that fails as a whole is noted in :attr:`tick_report` (logged once per
         episode) and raised: the caller tries again shortly."""
         async with self._lock:
             runtime = self.runtime
+            if not self.leading:
+                return self.clock.now() + runtime.config.service.tick_interval
             try:
-                if self._lifecycle.pending:
+                if self._lifecycle.pending and self.agreed:
                     await self._lifecycle.reconcile(runtime)
                 return await self._scheduler.tick(runtime)
             except Exception as e:
@@ -157,6 +190,33 @@ class Engine:
     def tick_report(self) -> TickReport:
         """How the scheduler's ticks are going (``/healthz``, ``ductile status``)."""
         return self._scheduler.report
+
+    def fingerprint(self) -> str:
+        """The config fingerprint this node registers (:func:`~ductile.app.runtime.config_fingerprint`)."""
+        return self.runtime.fingerprint()
+
+    async def kill_in_flight(self) -> list[int]:
+        """SIGKILL the process group of every run in flight here (a fenced node); their group ids."""
+        killed: list[int] = []
+        for handle in list(self._dispatcher.in_flight.values()):
+            if await self.spawner.kill_orphan(handle):
+                killed.append(handle.pgid)
+        return killed
+
+    async def recover_strays(self) -> list[Settlement]:
+        """This node's claims it does not hold (see :meth:`Cluster.strays`), re-queued."""
+        assert self.cluster is not None
+        settlements = await self.cluster.strays(
+            self.clock.now(), keep=set(self._claimed), alerts=self.runtime.alerts()
+        )
+        if settlements:
+            self.inbox.notify()
+        return settlements
+
+    async def recover_peers(self) -> list[Settlement]:
+        """Peer recovery (a shared store's leader): see :meth:`Lifecycle.recover_peers`."""
+        assert self.cluster is not None
+        return await self._lifecycle.recover_peers(self.cluster, alerts=self.runtime.alerts())
 
     # ----------------------------------------------------------------- intake
     async def submit(self, submission: Submission) -> EnqueueResult:
@@ -198,15 +258,37 @@ class Engine:
     # ----------------------------------------------------------------- dispatcher (D14)
     async def dispatch_one(self) -> bool:
         """Claim the oldest runnable job, run it, settle it. False when idle."""
+        claimed = await self.claim_one()
+        if claimed is None:
+            return False
+        await self.run_claimed(claimed)
+        return True
+
+    async def claim_one(self) -> Claimed | None:
+        """Claim the oldest runnable job whose lane has room (None: nothing to claim now);
+        run it with :meth:`run_claimed`. The daemon keeps up to ``service.max_workers`` claimed."""
+        if not self.claiming:
+            self._found_nothing_at = None
+            return None
         # Under the lock: a reload's ``init`` job (enqueued, then claimed by the
         # reload itself) is never taken here, and the runtime is the claim's.
         async with self._lock:
-            job = await self._dispatcher.claim()
+            now = self.clock.now()
+            job = await self._dispatcher.claim(self.runtime, now)
             runtime = self.runtime
         if job is None:
-            return False
-        await self._dispatcher.run(job, runtime)
-        return True
+            self._found_nothing_at = now
+            return None
+        self._found_nothing_at = None
+        self._claimed.add(job.id)
+        return Claimed(job, runtime)
+
+    async def run_claimed(self, claimed: Claimed) -> Committed | None:
+        """Run a claimed job and settle it (None: the claim was lost meanwhile)."""
+        try:
+            return await self._dispatcher.run(claimed.job, claimed.runtime)
+        finally:
+            self._claimed.discard(claimed.job.id)
 
     def halt(self) -> None:
         """The daemon is stopping: the job in flight still runs to its end, but if the store
@@ -216,5 +298,6 @@ class Engine:
 
     async def idle_wait(self) -> float:
         """Seconds the dispatcher may wait for work: until the next retry, at most 1 s
-        (so another process's enqueue is noticed within a second)."""
-        return await self._dispatcher.idle_wait()
+        (so another process's enqueue is noticed within a second); 1 s when a retry that
+        was due at the last claim was passed by (its lane is full)."""
+        return await self._dispatcher.idle_wait(found_nothing_at=self._found_nothing_at)

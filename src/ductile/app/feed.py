@@ -25,6 +25,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from ductile.domain.activity import Entry, matches
+from ductile.domain.errors import DuctileError
 from ductile.log import Episode, Log
 from ductile.ports.store import Store
 from ductile.ports.store_faults import StoreFaultError
@@ -32,6 +33,8 @@ from ductile.ports.store_faults import StoreFaultError
 _log = Log("feed")
 
 #: Entries a subscriber may have waiting before it is dropped.
+#: Event streams open at once (a dashboard tab holds one).
+MAX_STREAMS = 32
 DEFAULT_BUFFER = 1000
 #: Entries read from the store at once.
 PAGE = 500
@@ -72,17 +75,23 @@ class Subscription:
         self.queue.put_nowait(None)
 
 
+class TooManyStreamsError(DuctileError):
+    """Every stream slot is taken: a new subscriber waits and retries (the API's 503)."""
+
+
 class Feed:
     def __init__(
         self,
         store: Store,
         *,
         buffer: int = DEFAULT_BUFFER,
+        max_streams: int = MAX_STREAMS,
         idle_poll: float = 1.0,
         live_poll: float = 0.25,
     ) -> None:
         self.store = store
         self.buffer = buffer
+        self.max_streams = max_streams
         self.idle_poll = idle_poll
         self.live_poll = live_poll
         #: The id of the last entry handed on (entries before the feed started are not).
@@ -105,6 +114,11 @@ class Feed:
         return len(self._subscriptions)
 
     def subscribe(self, *, plugin: str | None = None, kinds: frozenset[str] | None = None) -> Subscription:
+        """A new stream; :class:`TooManyStreamsError` when ``max_streams`` are open already (an
+        open stream is a connection the listener's idle guard never reclaims: without a cap,
+        one token could hold every connection slot with streams)."""
+        if len(self._subscriptions) >= self.max_streams:
+            raise TooManyStreamsError(f"{self.max_streams} event streams are open; try again later")
         sub = Subscription(buffer=self.buffer, plugin=plugin, kinds=kinds)
         self._subscriptions.add(sub)
         return sub

@@ -23,6 +23,7 @@ from ductile.domain.settle import Settlement
 from ductile.log import Log
 from ductile.ports.catalog import Catalog
 from ductile.ports.clock import Clock
+from ductile.ports.cluster import Cluster
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
 from ductile.ports.store import Committed, InitRecord, Store
@@ -33,7 +34,7 @@ _reload_log = Log("reload")
 _scheduler_log = Log("scheduler")
 
 #: Runs a claimed job under a runtime and commits its end (the dispatcher's :meth:`run`).
-RunClaimed = Callable[[Job, Runtime], Awaitable[Committed]]
+RunClaimed = Callable[[Job, Runtime], Awaitable[Committed | None]]
 
 
 def _cancel_reason(status: PluginStatus) -> str:
@@ -72,6 +73,8 @@ class Lifecycle:
     draw: Callable[[], float]
     new_id: Callable[[], str]
     run: RunClaimed
+    #: A shared store (ADR 0034): the leader plans the schedules, in its ticks, not every node at start.
+    shared: bool = False
     #: Consequences of the last reload still to be written (see :meth:`reconcile`).
     _pending_cancel: dict[str, str] = attrs.field(factory=dict, init=False)
     _schedules_dirty: bool = attrs.field(default=False, init=False)
@@ -89,7 +92,10 @@ class Lifecycle:
             discovery = self.discover(config)
         unhealthy = await self._run_inits(Runtime(config=config, discovery=discovery))
         runtime = Runtime(config=config, discovery=discovery, unhealthy=unhealthy)
-        await self._sync_schedules(runtime, started=True)
+        if self.shared:
+            self._schedules_dirty = True
+        else:
+            await self._sync_schedules(runtime, started=True)
         return runtime
 
     async def recover(self, alerts: Alerts | None = None) -> list[Settlement]:
@@ -110,6 +116,24 @@ class Lifecycle:
                 job_log.warning(f"orphaned job re-queued (attempt {job.attempt} of {job.max_attempts})")
             else:
                 job_log.error(f"orphaned job is dead: {job.last_error}")
+        if settlements:
+            self.inbox.notify()
+        return settlements
+
+    async def recover_peers(self, cluster: Cluster, alerts: Alerts | None = None) -> list[Settlement]:
+        """Peer recovery (ADR 0034): the running jobs of nodes that are not live, past their
+        deadline and the margin, settled as interrupted; logged like the orphans of D6."""
+        settlements = await cluster.sweep(self.clock.now(), alerts=alerts)
+        for s in settlements:
+            job = s.job
+            job_log = _recovery_log.bind(plugin=job.plugin, job_id=job.id)
+            if job.status is JobStatus.QUEUED:
+                job_log.warning(
+                    f"job of a dead node re-queued (attempt {job.attempt} of {job.max_attempts})",
+                    node=job.node,
+                )
+            else:
+                job_log.error(f"job of a dead node is dead: {job.last_error}", node=job.node)
         if settlements:
             self.inbox.notify()
         return settlements
@@ -142,12 +166,16 @@ class Lifecycle:
                 created_at=now,
             )
             await self.store.enqueue(job, actor=Actor.API, now=now, dedupe_ttl=config.service.dedupe_ttl)
-            claimed = await self.store.claim(job.id, self.clock.now())
+            claimed = await self.store.claim(job.id, self.clock.now(), lanes=provisional.lanes())
             if claimed is None:  # pragma: no cover - we just created it
                 continue
             committed = await self.run(claimed, provisional)
-            ok = committed.settlement.succeeded
-            error = None if ok else (committed.settlement.job.last_error or "init failed")
+            error: str | None
+            if committed is None:  # the claim was lost (a shared store fenced this node)
+                ok, error = False, "the claim of init was lost before its end was recorded"
+            else:
+                ok = committed.settlement.succeeded
+                error = None if ok else (committed.settlement.job.last_error or "init failed")
             await self.store.put_init(
                 InitRecord(
                     plugin=name, fingerprint=status.fingerprint, ok=ok, error=error, at=self.clock.now()

@@ -197,6 +197,16 @@ async def plugin_view(store: Store, runtime: Runtime, name: str) -> dict[str, An
             "description": m.description,
             "commands": sorted(m.commands),
             "config_keys": {"required": list(m.required_keys), "optional": list(m.optional_keys)},
+            "command_specs": [
+                {
+                    "name": c.name,
+                    "type": c.type.value,
+                    "description": c.description,
+                    "input_schema": c.input_schema,
+                }
+                for c in m.command_specs
+            ],
+            "fact_types": sorted({f.fact_type for f in m.fact_outputs}),
         }
     settings = runtime.settings(name)
     doc["config"] = masked(settings.config)

@@ -14,15 +14,24 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
 import attrs
 
-from ductile.domain.config import Config, PluginConfig
+from ductile.domain.config import (
+    KILL_GRACE,
+    SPAWN_ALLOWANCE,
+    Config,
+    LogLevel,
+    PluginConfig,
+    StoreConfig,
+    Timeouts,
+)
 from ductile.domain.job import Command
+from ductile.domain.lanes import Lanes
 from ductile.domain.lifecycle import Alerts
 from ductile.domain.plugin import Discovery, Plugin, Refusal
 from ductile.domain.routing import Target
@@ -81,6 +90,8 @@ class Runtime:
     _targets: Mapping[str, Target] = attrs.field(init=False, eq=False, repr=False)
     _schedules: Mapping[str, Schedule] = attrs.field(init=False, eq=False, repr=False)
     _alerts: Alerts = attrs.field(init=False, eq=False, repr=False)
+    _lanes: Lanes = attrs.field(init=False, eq=False, repr=False)
+    _fingerprint: str = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_targets", MappingProxyType(self.config.targets(set(self.plugins))))
@@ -92,6 +103,18 @@ class Runtime:
                 for entry in pc.all_schedules:
                     schedules[schedule_key(name, entry.id)] = entry
         object.__setattr__(self, "_schedules", MappingProxyType(schedules))
+        object.__setattr__(self, "_lanes", self._make_lanes())
+        object.__setattr__(self, "_fingerprint", config_fingerprint(self.config, self.discovery))
+
+    def _make_lanes(self) -> Lanes:
+        widths: dict[str, int] = {}
+        holds: dict[str, timedelta] = {}
+        ceiling = self.config.service.max_workers
+        for name, plugin in self.plugins.items():
+            settings = self.settings(name)
+            widths[name] = min(settings.parallelism, ceiling) if plugin.manifest.concurrency_safe else 1
+            holds[name] = claim_hold(settings.timeouts, plugin.manifest.commands)
+        return Lanes(widths=widths, default_width=1, holds=holds, default_hold=claim_hold(Timeouts()))
 
     @property
     def plugins(self) -> Mapping[str, Plugin]:
@@ -111,6 +134,15 @@ class Runtime:
     def alerts(self) -> Alerts:
         """Where lifecycle events go under this runtime (the routes ``from: ductile``)."""
         return self._alerts
+    def lanes(self) -> Lanes:
+        """Each loaded plugin's lane width (its ``parallelism`` within ``service.max_workers``,
+        1 when its manifest is not ``concurrency_safe``) and its claims' hold; any other
+        plugin's jobs (they fail fast: not loaded) one at a time."""
+        return self._lanes
+
+    def fingerprint(self) -> str:
+        """What nodes sharing a store must agree on (:func:`config_fingerprint`)."""
+        return self._fingerprint
 
     def schedules(self) -> Mapping[str, Schedule]:
         """Schedules that may run, by index key ``<plugin>/<schedule id>``: loaded, enabled,
@@ -171,6 +203,34 @@ class Runtime:
     def grace(self) -> timedelta:
         """How late a due run may be before it counts as missed (ADR 0003)."""
         return max(2 * self.config.service.tick_interval, timedelta(seconds=60))
+
+
+def config_fingerprint(config: Config, discovery: Discovery) -> str:
+    """A digest of what every daemon sharing a store must run alike: the config without what
+    is each host's own (its state directory and plugins folder, its log level and worker count,
+    its listeners' addresses, the store's URL), and the plugins found (manifests, refusals).
+    Secrets are in it (webhooks must verify alike), as a digest only."""
+    service = attrs.evolve(config.service, state_dir="", log_level=LogLevel.INFO, max_workers=1)
+    hooks = config.webhooks and attrs.evolve(config.webhooks, host="", port=0)
+    api = config.api and attrs.evolve(config.api, host="", port=0)
+    shared = attrs.evolve(
+        config, service=service, webhooks=hooks, api=api, plugins_dir="", source=None, store=StoreConfig()
+    )
+    body = {
+        "config": attrs.asdict(shared, value_serializer=_serialize),
+        "plugins": {
+            n: attrs.asdict(p.manifest, value_serializer=_serialize) for n, p in discovery.plugins.items()
+        },
+        "refused": sorted(r.name for r in discovery.refused),
+    }
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def claim_hold(timeouts: Timeouts, commands: Iterable[str] = ()) -> timedelta:
+    """How long a claim of the plugin may hold (``deadline_at - started_at``): the longest
+    timeout of its commands, the kill grace after it, and the time a spawn may take to begin."""
+    return timeouts.longest(commands) + KILL_GRACE + SPAWN_ALLOWANCE
 
 
 def init_fingerprint(plugin: Plugin, settings: PluginConfig) -> str:

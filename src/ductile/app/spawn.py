@@ -75,13 +75,15 @@ def spawn_request(
     event: dict[str, Any] | None = None,
     payload: dict[str, Any] | None = None,
     context: dict[str, Any] | None = None,
+    watchdog: float | None = None,
     user: str | None = None,
 ) -> SpawnRequest:
     """How to start ``plugin`` for one run of ``command``: the request on its stdin (in the
     protocol its manifest declares; ``payload`` and ``context`` reach a v2 plugin only), its
     environment (``base_env``, from :func:`plugin_env`, plus the ``DUCTILE_*`` variables),
-    the deadline of its command's timeout from ``now``, and the ``user`` it runs as
-    (:meth:`~ductile.domain.config.Config.run_as`; None: the daemon's)."""
+    the deadline of its command's timeout from ``now``, the ``user`` it runs as
+    (:meth:`~ductile.domain.config.Config.run_as`; None: the daemon's) and (``watchdog``, on a
+    shared store) the seconds left until its claim's deadline."""
     timeout = settings.timeouts.for_command(command)
     stdin = build_request(
         job_id=job_id,
@@ -109,6 +111,7 @@ def spawn_request(
         env=env,
         timeout=timeout.total_seconds(),
         grace=KILL_GRACE.total_seconds(),
+        watchdog=watchdog,
         user=user,
     )
 

@@ -55,6 +55,10 @@ def job_json(job: Job) -> dict[str, Any]:
         "schedule_id": job.schedule_id,
         "route_depth": job.route_depth,
         "retry_of": job.retry_of,
+        "claim_token": job.claim_token,
+        "slot": job.slot,
+        "node": job.node,
+        "deadline_at": utc(job.deadline_at),
     }
 
 

@@ -6,7 +6,7 @@ Every default of SPEC.md lives here, once.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,12 @@ MIN_TOKEN_BYTES = 16
 DEFAULT_STATE_DIR = "./state"
 DEFAULT_PLUGINS_DIR = "./plugins"
 KILL_GRACE = timedelta(seconds=5)
+#: Between a claim and its spawn (reading the plugin's state, the trust check, the fork): part of
+#: a claim's hold, so that ``deadline_at`` is never earlier than the plugin's own deadline + grace.
+SPAWN_ALLOWANCE = timedelta(seconds=2)
+#: A shared store's lease of one node (ADR 0034), and how often it is renewed.
+DEFAULT_LEASE = timedelta(seconds=15)
+DEFAULT_HEARTBEAT = timedelta(seconds=3)
 #: How many routing hops a chain of events may take (``service.max_route_depth``).
 DEFAULT_MAX_ROUTE_DEPTH = 20
 #: The timeout of a command a v2 manifest defines (``timeouts.<command>`` changes it).
@@ -65,6 +71,10 @@ class Timeouts:
             value: timedelta = getattr(self, command)
             return value
         return self.custom.get(command, DEFAULT_CUSTOM_TIMEOUT)
+
+    def longest(self, commands: Iterable[str] = ()) -> timedelta:
+        """The longest timeout of the standard commands and of ``commands`` (a v2 manifest's)."""
+        return max(self.poll, self.handle, self.health, self.init, *(self.for_command(c) for c in commands))
 
 
 @attrs.frozen(kw_only=True)
@@ -96,6 +106,8 @@ class ServiceConfig:
     dedupe_ttl: timedelta = DEFAULT_DEDUPE_TTL
     job_log_retention: timedelta = DEFAULT_RETENTION
     log_level: LogLevel = LogLevel.INFO
+    #: D14 [A2]: how many jobs this daemon runs at once (1: one at a time, FIFO).
+    max_workers: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     #: A routed chain deeper than this is not extended (the parent still succeeds).
     max_route_depth: int = attrs.field(default=DEFAULT_MAX_ROUTE_DEPTH, validator=attrs.validators.ge(1))
     #: The ``env`` of every plugin that does not give its own.
@@ -124,6 +136,8 @@ class PluginConfig:
     timeouts: Timeouts = Timeouts()
     circuit_breaker: BreakerPolicy = BreakerPolicy()
     max_outstanding_polls: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    #: D14 [A2]: how many of the plugin's jobs may run at once (its lane's width).
+    parallelism: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     #: An alias: this plugin runs the plugin named here, as a new instance.
     uses: str | None = None
     #: Several schedules, each with its own id.
@@ -172,6 +186,21 @@ class WebhooksConfig:
 
 
 @attrs.frozen(kw_only=True)
+class StoreConfig:
+    """Where jobs are kept: SQLite in ``service.state_dir`` (no URL), or a shared PostgreSQL."""
+
+    #: ``postgresql://...``; None: SQLite under ``service.state_dir``.
+    url: str | None = attrs.field(default=None, repr=False)
+    #: A node whose lease ran out is dead to the others (ADR 0034).
+    lease: timedelta = DEFAULT_LEASE
+    heartbeat: timedelta = DEFAULT_HEARTBEAT
+
+    @property
+    def shared(self) -> bool:
+        return self.url is not None
+
+
+@attrs.frozen(kw_only=True)
 class ApiToken:
     """One bearer token of the operator API: its name (logged, never the token), its
     scopes, and the token itself or only its SHA-256 digest."""
@@ -206,6 +235,7 @@ class Config:
     plugins: Mapping[str, PluginConfig] = attrs.field(factory=dict)
     routes: tuple[Route, ...] = ()
     webhooks: WebhooksConfig | None = None
+    store: StoreConfig = StoreConfig()
     #: The operator HTTP API (issue 14); None: no API listener.
     api: ApiConfig | None = None
     #: The dashboard; it is served only when ``api`` is configured too.
@@ -293,5 +323,18 @@ class Config:
                 f"service.dedupe_ttl ({format_duration(service.dedupe_ttl)}): a succeeded job deleted by "
                 "retention no longer blocks its duplicates, so dedupe holds for "
                 f"{format_duration(service.job_log_retention)} at most"
+            )
+        for name, settings in sorted(self.plugins.items()):
+            if settings.parallelism > service.max_workers:
+                found.append(
+                    f"plugins.{name}.parallelism ({settings.parallelism}) is more than "
+                    f"service.max_workers ({service.max_workers}): {name} runs at most "
+                    f"{service.max_workers} job(s) at once"
+                )
+        store = self.store
+        if not store.shared and (store.lease != DEFAULT_LEASE or store.heartbeat != DEFAULT_HEARTBEAT):
+            found.append(
+                "store.lease and store.heartbeat only apply to a shared store (store.url): "
+                "with SQLite, one daemon owns the database and nothing is leased"
             )
         return tuple(found)

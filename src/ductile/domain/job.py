@@ -132,6 +132,15 @@ class Job:
     route_depth: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     #: Set on a job an operator queued again by hand (``ductile retry``, the API): the job it repeats.
     retry_of: str | None = None
+    #: The fence (ADR 0032): every claim raises it by one, and a move out of ``running``
+    #: is only committed by the holder of the claim that has this token.
+    claim_token: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    #: Of the current or last claim: the slot of its plugin's lane it took (0 .. width - 1),
+    #: the node that took it (None: a store of one process) and the instant by which no
+    #: process of it may still live (None: not recorded).
+    slot: int | None = None
+    node: str | None = None
+    deadline_at: datetime | None = attrs.field(default=None, validator=_aware)
 
     @property
     def terminal(self) -> bool:
@@ -140,6 +149,15 @@ class Job:
     @property
     def attempts_left(self) -> bool:
         return self.attempt < self.max_attempts
+
+
+@attrs.frozen(kw_only=True)
+class Claim:
+    """What a claim records beside the move to ``running`` (see :attr:`Job.claim_token`)."""
+
+    slot: int | None = None
+    node: str | None = None
+    deadline_at: datetime | None = attrs.field(default=None, validator=_aware)
 
 
 @attrs.frozen(kw_only=True)
@@ -167,21 +185,27 @@ def apply(
     reason: str,
     next_retry_at: datetime | None = None,
     last_error: str | None = None,
+    claim: Claim | None = None,
 ) -> tuple[Job, Transition]:
     """Move ``job`` by ``event``; return the new value and its log line.
 
     Field bookkeeping follows the target state: claiming stamps
-    ``started_at``; a terminal state stamps ``completed_at``; a retry bumps
-    ``attempt`` and sets ``next_retry_at``; a release sets ``next_retry_at``
-    and keeps ``attempt`` (the run never started). ``last_error`` replaces the
-    previous one when given.
+    ``started_at``, raises ``claim_token`` and records ``claim`` (its slot,
+    node and deadline); a terminal state stamps ``completed_at``; a retry
+    bumps ``attempt`` and sets ``next_retry_at``; a release sets
+    ``next_retry_at`` and keeps ``attempt`` (the run never started).
+    ``last_error`` replaces the previous one when given. The claim's facts stay
+    on the job after it leaves ``running`` (the last claim), and only a claim
+    changes them.
     """
     target = TRANSITIONS.get((job.status, event))
     if target is None:
         raise IllegalTransitionError(job.id, job.status.value, event.value)
     attempt, started_at, completed_at, retry_at = job.attempt, job.started_at, job.completed_at, None
+    token, taken = job.claim_token, Claim(slot=job.slot, node=job.node, deadline_at=job.deadline_at)
     if target is JobStatus.RUNNING:
         started_at, completed_at = at, None
+        token, taken = token + 1, claim or Claim()
     elif target in TERMINAL:
         completed_at = at
     elif target is JobStatus.QUEUED:
@@ -197,6 +221,10 @@ def apply(
         completed_at=completed_at,
         next_retry_at=retry_at,
         last_error=job.last_error if last_error is None else last_error,
+        claim_token=token,
+        slot=taken.slot,
+        node=taken.node,
+        deadline_at=taken.deadline_at,
     )
     record = Transition(
         job_id=job.id, from_status=job.status, to_status=target, reason=reason, actor=actor, at=at

@@ -15,9 +15,10 @@ import heapq
 from datetime import datetime
 
 from ductile.domain.job import TERMINAL, Job, JobStatus
+from ductile.domain.lanes import Identity
 from ductile.domain.schedule import PlannedRun
 from ductile.fakes.memory_store import InMemoryStore
-from ductile.fakes.memory_tx import MemoryTx
+from ductile.fakes.memory_tx import MemoryTx, skipped
 
 
 class HeapIndex:
@@ -93,7 +94,12 @@ class HeapIndex:
             bisect.insort(self._plans, (new.planned_at, new.key))
 
     # ----------------------------------------------------------------- the queries
-    def oldest_runnable(self, now: datetime) -> Job | None:
+    def oldest_runnable(
+        self,
+        now: datetime,
+        skip_plugins: frozenset[str] = frozenset(),
+        skip_identities: frozenset[Identity] = frozenset(),
+    ) -> Job | None:
         jobs = self._jobs
         ready = self._ready
         waiting = self._waiting
@@ -102,6 +108,8 @@ class HeapIndex:
             job = jobs.get(job_id)
             if job is not None and job.status is JobStatus.QUEUED and job.next_retry_at == at:
                 heapq.heappush(ready, (job.created_at, self._seq[job_id], job_id))
+        passed: list[tuple[datetime, int, str]] = []  # runnable, but their lanes are full: kept
+        found: Job | None = None
         while ready:
             job = jobs.get(ready[0][2])
             if job is None or job.status is not JobStatus.QUEUED:
@@ -110,9 +118,14 @@ class HeapIndex:
                 # Not yet (re-queued for later since, or asked about an earlier instant): it waits again.
                 heapq.heappop(ready)
                 heapq.heappush(waiting, (job.next_retry_at, job.id))
+            elif (skip_plugins or skip_identities) and skipped(job, skip_plugins, skip_identities):
+                passed.append(heapq.heappop(ready))
             else:
-                return job
-        return None
+                found = job
+                break
+        for entry in passed:
+            heapq.heappush(ready, entry)
+        return found
 
     def next_retry_at(self) -> datetime | None:
         retries = self._retries

@@ -22,6 +22,7 @@ from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.classify import RunEnd
 from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, Transition
+from ductile.domain.lanes import UNLIMITED, Lanes
 from ductile.domain.lifecycle import Alerts
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
@@ -57,23 +58,23 @@ class InMemoryStore:
         with self.tx.atomic() as tx:
             return units.enqueue(tx, job, actor=actor, now=now, dedupe_ttl=dedupe_ttl)
 
-    async def claim_next(self, now: datetime) -> Job | None:
+    async def claim_next(self, now: datetime, *, lanes: Lanes = UNLIMITED) -> Job | None:
         with self.tx.atomic() as tx:
-            return units.claim_next(tx, now)
+            return units.claim_next(tx, now, lanes=lanes)
 
-    async def claim(self, job_id: str, now: datetime) -> Job | None:
+    async def claim(self, job_id: str, now: datetime, *, lanes: Lanes = UNLIMITED) -> Job | None:
         with self.tx.atomic() as tx:
-            return units.claim(tx, job_id, now)
+            return units.claim(tx, job_id, now, lanes=lanes)
 
-    async def record_process(self, job_id: str, handle: ProcessHandle) -> None:
+    async def record_process(self, job_id: str, handle: ProcessHandle, *, token: int) -> None:
         with self.tx.atomic() as tx:
-            units.record_process(tx, job_id, handle)
+            units.record_process(tx, job_id, handle, token=token)
 
     async def settle(
-        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
+        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
     ) -> Committed:
         with self.tx.atomic() as tx:
-            return units.settle(tx, job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl)
+            return units.settle(tx, job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token)
 
     async def recover(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
         with self.tx.atomic() as tx:

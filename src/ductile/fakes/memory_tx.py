@@ -28,10 +28,11 @@ from ductile.domain.activity import Activity, Entry
 from ductile.domain.breaker import Breaker
 from ductile.domain.facts import Fact
 from ductile.domain.job import TERMINAL, Job, JobStatus, Transition
+from ductile.domain.lanes import Identity, identity
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store_values import InitRecord, Pause, StaleJobError
+from ductile.ports.store_values import ClaimConflictError, InitRecord, Pause, StaleJobError
 from ductile.units.locks import SerialLocks
 
 #: Types deepcopy returns as they are: a state holding only these at the top copies shallowly.
@@ -54,7 +55,9 @@ class Index(Protocol):
 
     def plan_written(self, old: PlannedRun | None, new: PlannedRun | None) -> None: ...
 
-    def oldest_runnable(self, now: datetime) -> Job | None: ...
+    def oldest_runnable(
+        self, now: datetime, skip_plugins: frozenset[str], skip_identities: frozenset[Identity]
+    ) -> Job | None: ...
 
     def next_retry_at(self) -> datetime | None: ...
 
@@ -85,13 +88,17 @@ class ScanIndex:
     def plan_written(self, old: PlannedRun | None, new: PlannedRun | None) -> None:
         pass
 
-    def oldest_runnable(self, now: datetime) -> Job | None:
+    def oldest_runnable(
+        self, now: datetime, skip_plugins: frozenset[str], skip_identities: frozenset[Identity]
+    ) -> Job | None:
         seq = self._tx.seq
         best: Job | None = None
         for job in self._tx.jobs.values():
             if job.status is not JobStatus.QUEUED:
                 continue
             if job.next_retry_at is not None and job.next_retry_at > now:
+                continue
+            if skipped(job, skip_plugins, skip_identities):
                 continue
             if best is None or (job.created_at, seq[job.id]) < (best.created_at, seq[best.id]):
                 best = job
@@ -134,6 +141,13 @@ class ScanIndex:
         return [r for r in self.all_planned() if start <= r.planned_at < end]
 
 
+def skipped(job: Job, skip_plugins: frozenset[str], skip_identities: frozenset[Identity]) -> bool:
+    """Whether a claim passes ``job`` by: its lane is full, or its dedupe identity runs."""
+    if job.plugin in skip_plugins:
+        return True
+    return bool(skip_identities) and identity(job) in skip_identities
+
+
 IndexFactory = Callable[["MemoryTx"], Index]
 #: One step of the undo log: a function and its arguments (what it returns is ignored).
 _Undo = tuple[Callable[..., object], tuple[Any, ...]]
@@ -162,6 +176,10 @@ class MemoryTx(SerialLocks):
         self.counters: dict[str, int] = {}
         self._by_identity: dict[tuple[str, str, str], list[str]] = {}
         self._children: dict[tuple[str, str, str, str], str] = {}
+        #: Running jobs by id, and the constraints on them: (plugin, slot) and identity -> job id.
+        self._running: dict[str, Job] = {}
+        self._slots: dict[tuple[str, int], str] = {}
+        self._running_identities: dict[Identity, str] = {}
         self._job_numbers = itertools.count()
         self._run_numbers = itertools.count()
         self._fact_numbers = itertools.count(1)
@@ -215,11 +233,21 @@ class MemoryTx(SerialLocks):
     def dedupe_candidates(self, plugin: str, command: str, key: str) -> list[Job]:
         return [self.jobs[i] for i in self._by_identity.get((plugin, command, key), ())]
 
-    def oldest_runnable(self, now: datetime) -> Job | None:
-        return self.index.oldest_runnable(now)
+    def oldest_runnable(
+        self,
+        now: datetime,
+        *,
+        skip_plugins: frozenset[str] = frozenset(),
+        skip_identities: frozenset[Identity] = frozenset(),
+    ) -> Job | None:
+        return self.index.oldest_runnable(now, skip_plugins, skip_identities)
+
+    def in_flight(self) -> list[Job]:
+        return list(self._running.values())
 
     def running_jobs(self) -> list[Job]:
-        return self._ordered(lambda j: j.status is JobStatus.RUNNING)
+        seq = self.seq
+        return sorted(self._running.values(), key=lambda j: (j.created_at, seq[j.id]))
 
     def queued_of(self, plugin: str) -> list[Job]:
         return self._ordered(lambda j: j.plugin == plugin and j.status is JobStatus.QUEUED)
@@ -252,17 +280,45 @@ class MemoryTx(SerialLocks):
         self._link(job, next(self._job_numbers), [], [])
         self._undo.append((self._unlink, (job.id,)))
 
-    def update_job(self, job: Job, *, expected: JobStatus) -> None:
+    def update_job(self, job: Job, *, expected: JobStatus, token: int) -> Job:
         old = self.jobs.get(job.id)
-        if old is None or old.status is not expected:
-            raise StaleJobError(f"job {job.id} is no longer {expected.value}")
+        if old is None or old.status is not expected or old.claim_token != token:
+            raise StaleJobError(f"job {job.id} is no longer {expected.value} under claim {token}")
+        if job.status is JobStatus.RUNNING and old.status is not JobStatus.RUNNING:
+            self._check_constraints(job)
         self._rewrite(job.id, job)
         self._undo.append((self._rewrite, (job.id, old)))
+        return job
+
+    def _check_constraints(self, job: Job) -> None:
+        """The store's constraints on running jobs (see :mod:`ductile.ports.tx`)."""
+        if job.slot is not None and (job.plugin, job.slot) in self._slots:
+            raise ClaimConflictError(f"job {job.id}: slot {job.slot} of {job.plugin} is taken")
+        key = identity(job)
+        if key is not None and key in self._running_identities:
+            raise ClaimConflictError(f"job {job.id}: its dedupe identity is running")
 
     def _rewrite(self, job_id: str, job: Job) -> None:
         old = self.jobs[job_id]
         self.jobs[job_id] = job
+        self._track_running(old, job)
         self.index.job_written(old, job)
+
+    def _track_running(self, old: Job | None, new: Job | None) -> None:
+        if old is not None and old.status is JobStatus.RUNNING:
+            del self._running[old.id]
+            if old.slot is not None:
+                self._slots.pop((old.plugin, old.slot), None)
+            key = identity(old)
+            if key is not None:
+                self._running_identities.pop(key, None)
+        if new is not None and new.status is JobStatus.RUNNING:
+            self._running[new.id] = new
+            if new.slot is not None:
+                self._slots[(new.plugin, new.slot)] = new.id
+            key = identity(new)
+            if key is not None:
+                self._running_identities[key] = new.id
 
     def add_transition(self, transition: Transition) -> None:
         history = self.transitions.setdefault(transition.job_id, [])
@@ -326,6 +382,7 @@ class MemoryTx(SerialLocks):
                 ids.sort(key=self.seq.__getitem__)
         if job.parent_job_id is not None and job.source_event_id is not None:
             self._children[(job.parent_job_id, job.source_event_id, job.plugin, job.command)] = job.id
+        self._track_running(None, job)
         self.index.job_written(None, job)
 
     def _unlink(
@@ -350,6 +407,7 @@ class MemoryTx(SerialLocks):
                 del self._by_identity[identity]
         if job.parent_job_id is not None and job.source_event_id is not None:
             self._children.pop((job.parent_job_id, job.source_event_id, job.plugin, job.command), None)
+        self._track_running(job, None)
         self.index.job_written(job, None)
         return kept
 

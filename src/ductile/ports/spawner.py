@@ -26,6 +26,10 @@ class SpawnRequest:
     timeout: float
     #: Seconds between SIGTERM and SIGKILL.
     grace: float = 5.0
+    #: Seconds from the spawn by which nothing of the run may live, even if the daemon dies or
+    #: freezes (a shared store's claim deadline, ADR 0035): the plugin then runs under a
+    #: watchdog process of its own. None: no watchdog (a store of one process).
+    watchdog: float | None = None
     stdout_cap: int = STDOUT_CAP
     stderr_cap: int = STDERR_CAP
     stderr_keep: int = STDERR_KEEP

@@ -20,6 +20,7 @@ from ductile.domain.breaker import Breaker
 from ductile.domain.classify import RunEnd
 from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, Transition
+from ductile.domain.lanes import UNLIMITED, Lanes
 from ductile.domain.lifecycle import Alerts
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
@@ -32,6 +33,7 @@ from ductile.ports.store_faults import (
 )
 from ductile.ports.store_values import (
     Blocked,
+    ClaimConflictError,
     Committed,
     EnqueueResult,
     FireResult,
@@ -50,6 +52,7 @@ from ductile.ports.store_values import (
 
 __all__ = [
     "Blocked",
+    "ClaimConflictError",
     "Committed",
     "EnqueueResult",
     "FireResult",
@@ -80,36 +83,43 @@ class Store(Protocol):
         Durable when it returns."""
         ...
 
-    async def claim_next(self, now: datetime) -> Job | None:
-        """The oldest queued job whose ``next_retry_at`` has passed, moved to
-        running (transition by the dispatcher) in the same unit."""
+    async def claim_next(self, now: datetime, *, lanes: Lanes = UNLIMITED) -> Job | None:
+        """The oldest queued job whose ``next_retry_at`` has passed, whose plugin's lane
+        has a free slot and whose dedupe identity is not running (:mod:`ductile.domain.lanes`),
+        moved to running (transition by the dispatcher, claim token raised) in the same
+        unit. Durable on a shared store (a claim lost there could run twice at once)."""
         ...
 
-    async def claim(self, job_id: str, now: datetime) -> Job | None:
-        """Claim one specific queued job (``init`` runs at once, outside FIFO);
-        None when it is not queued."""
+    async def claim(self, job_id: str, now: datetime, *, lanes: Lanes = UNLIMITED) -> Job | None:
+        """Claim one specific queued job (``init`` runs at once, outside FIFO and lane
+        widths); None when it is not queued."""
         ...
 
-    async def record_process(self, job_id: str, handle: ProcessHandle) -> None:
-        """Remember the running job's process group for crash recovery."""
+    async def record_process(self, job_id: str, handle: ProcessHandle, *, token: int) -> None:
+        """Remember the running job's process group for crash recovery; :class:`StaleJobError`
+        when the job no longer runs under the claim of ``token``."""
         ...
 
     async def settle(
-        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
+        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
     ) -> Committed:
         """Settle a running job (D9) from how its run ended (``end``: the caller
         classified the spawn outcome, outside the transaction): job transitions,
         run record, state merge, breaker, routed children with dedupe: one
-        commit. Raises :class:`StaleJobError` if the job is not running."""
+        commit. Raises :class:`StaleJobError` if the job is not running under the
+        claim of ``token`` (the fence: a late settle of a lost claim writes nothing)."""
         ...
 
     async def running(self) -> list[RunningJob]:
-        """Jobs in ``running`` with their recorded process handles."""
+        """Jobs in ``running`` with their recorded process handles (a shared store: the
+        handles recorded on this instance only; a process group means something on one host)."""
         ...
 
     async def recover(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
-        """D6: settle every running job as interrupted, in one idempotent unit (with the
-        jobs of their lifecycle events, ``job.recovered`` and ``job.dead``, that ``alerts`` route)."""
+        """D6: settle the orphans as interrupted, in one idempotent unit, with the jobs of their
+        lifecycle events (``job.recovered``, ``job.dead``) that ``alerts`` route. A store of one
+        process: every running job. A shared store: the running jobs of this instance's
+        earlier nodes that have a process record (the instance lock proves them dead)."""
         ...
 
     async def cancel_queued(

@@ -8,18 +8,28 @@ store returns them as they are.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import attrs
 
-from ductile.domain.breaker import BreakerPolicy, subject
-from ductile.domain.job import Job, JobStatus
+from ductile.domain.breaker import Breaker, BreakerPolicy, subject
+from ductile.domain.job import Job, JobStatus, Transition
+from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, Settlement
 from ductile.ports.spawner import ProcessHandle
 
 
 class StaleJobError(Exception):
-    """The job was not in the state the caller expected (compare-and-set failed)."""
+    """The job was not in the state the caller expected (compare-and-set failed), or it runs
+    under another claim than the caller's (the fence: that claim was lost)."""
+
+
+class ClaimConflictError(Exception):
+    """A claim broke a store's constraint (one running job per (plugin, slot), or per dedupe
+    identity): another claimer took the slot meanwhile. Nothing was written; a store with
+    concurrent claimers runs the claim again."""
 
 
 class NotQueuedError(StaleJobError):
@@ -139,6 +149,21 @@ class InitRecord:
     ok: bool
     error: str | None
     at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class StoreDump:
+    """Everything a store keeps that another store can take over (``ductile store copy``):
+    jobs in insertion order with their history, plugin states, breakers, the schedule index.
+    Not process records (nothing may be running) nor ``init`` records (each host runs its own)."""
+
+    jobs: tuple[Job, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    #: Each run with its job's plugin.
+    runs: tuple[tuple[RunRecord, str], ...] = ()
+    states: Mapping[str, dict[str, Any]] = attrs.field(factory=dict)
+    breakers: tuple[Breaker, ...] = ()
+    planned: tuple[PlannedRun, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

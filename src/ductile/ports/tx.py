@@ -23,10 +23,16 @@ What every Tx guarantees to a unit:
   1. the planned row (:meth:`Tx.lock_planned`);
   2. job rows, in ascending insertion order (:meth:`Tx.lock_job`, and the rows
      :meth:`Tx.oldest_runnable`, :meth:`Tx.running_jobs` and
-     :meth:`Tx.queued_of` return, which they lock as they read them);
+     :meth:`Tx.queued_of` return, which they lock as they read them;
+     :meth:`Tx.in_flight` locks nothing);
   3. the plugin's state (:meth:`Tx.lock_state`);
   4. breakers (:meth:`Tx.lock_breaker`), several in (plugin, command) order;
   5. dedupe identities (:meth:`Tx.lock_dedupe`), several in sorted order.
+
+Constraints every store keeps (a store with concurrent writers relies on them;
+a serialised one never meets them): one running job per (plugin, slot), and
+one per dedupe identity; a claim that breaks one raises
+:class:`~ductile.ports.store_values.ClaimConflictError` and changes nothing.
 
 Instants are aware UTC datetimes. Methods named ``get_*`` answer None (or an
 empty value) when the row does not exist; nothing here ever waits on time.
@@ -41,6 +47,7 @@ from ductile.domain.activity import Activity
 from ductile.domain.breaker import Breaker
 from ductile.domain.facts import Fact
 from ductile.domain.job import Job, JobStatus, Transition
+from ductile.domain.lanes import Identity
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
 from ductile.ports.spawner import ProcessHandle
@@ -87,13 +94,28 @@ class Tx(Protocol):
         running or succeeded one), in insertion order."""
         ...
 
-    def oldest_runnable(self, now: datetime) -> Job | None:
-        """The queued job to claim next: no retry time or one that has passed; the oldest
-        ``created_at``, ties by insertion order. Locked (PostgreSQL: ``SKIP LOCKED``)."""
+    def oldest_runnable(
+        self,
+        now: datetime,
+        *,
+        skip_plugins: frozenset[str] = frozenset(),
+        skip_identities: frozenset[Identity] = frozenset(),
+    ) -> Job | None:
+        """The queued job to claim next: no retry time or one that has passed, its plugin not
+        in ``skip_plugins`` (their lanes are full), its (plugin, command, dedupe_key) not in
+        ``skip_identities`` (they run); the oldest ``created_at``, ties by insertion order.
+        Locked (PostgreSQL: ``SKIP LOCKED``, and only while this node's lease is valid)."""
+        ...
+
+    def in_flight(self) -> list[Job]:
+        """Every running job, not locked: what a claim decides its slot around."""
         ...
 
     def running_jobs(self) -> list[Job]:
-        """Every running job, oldest first (``created_at``, then insertion); locked."""
+        """The running jobs crash recovery settles, oldest first (``created_at``, then
+        insertion); locked. A store of one process: every running job (D6). A shared store:
+        the orphans its Tx was opened for (this instance's earlier nodes, or dead peers
+        past their deadline)."""
         ...
 
     def queued_of(self, plugin: str) -> list[Job]:
@@ -125,9 +147,11 @@ class Tx(Protocol):
         """Store a new job (its id is not stored yet: the unit checked)."""
         ...
 
-    def update_job(self, job: Job, *, expected: JobStatus) -> None:
-        """Compare-and-set: store ``job`` over its row if the row is still ``expected``;
-        :class:`~ductile.ports.store_values.StaleJobError` otherwise (nothing written)."""
+    def update_job(self, job: Job, *, expected: JobStatus, token: int) -> Job:
+        """Compare-and-set: store ``job`` over its row if the row is still ``expected`` with the
+        claim token ``token``; :class:`~ductile.ports.store_values.StaleJobError` otherwise
+        (nothing written). Returns the job as stored (PostgreSQL records a claim's deadline
+        on the database's clock)."""
         ...
 
     def add_transition(self, transition: Transition) -> None: ...

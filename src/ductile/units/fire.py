@@ -148,7 +148,7 @@ def _cancel_outstanding(
             dead, record = apply(
                 job, JobEvent.CANCEL, at=now, actor=Actor.SCHEDULER, reason=reason, last_error=reason
             )
-            tx.update_job(dead, expected=job.status)
+            tx.update_job(dead, expected=job.status, token=job.claim_token)
             tx.add_transition(record)
             cancelled.append((dead, record))
         elif job.status is JobStatus.RUNNING:

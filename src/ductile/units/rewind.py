@@ -35,7 +35,7 @@ def rewind(tx: Tx, *, step: timedelta, plans: Sequence[tuple[PlannedRun, Planned
         tx.lock_job(job.id)
         moved = clock_step.retry(job, step)
         if moved != job:
-            tx.update_job(moved, expected=JobStatus.QUEUED)
+            tx.update_job(moved, expected=JobStatus.QUEUED, token=job.claim_token)
             retries += 1
     breakers = 0
     for breaker in tx.open_breakers():

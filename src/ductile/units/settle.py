@@ -30,12 +30,19 @@ from ductile.units.alerts import after_settle
 from ductile.units.enqueue import insert_jobs
 
 
-def settle(tx: Tx, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta) -> Committed:
-    """Settle a running job from how its run ended; StaleJobError when it is not running."""
+def settle(
+    tx: Tx, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+) -> Committed:
+    """Settle a running job from how its run ended, for the claim of ``token`` (the fence):
+    StaleJobError when the job is not running, or runs under another claim."""
     tx.lock_job(job_id)
     job = tx.get_job(job_id)
     if job is None or job.status is not JobStatus.RUNNING:
         raise StaleJobError(f"job {job_id} is not running")
+    if job.claim_token != token:
+        raise StaleJobError(
+            f"job {job_id} runs under claim {job.claim_token}, not {token}: that claim was lost"
+        )
     state = None
     breaker = None
     if decide.reads_state(end):
@@ -61,8 +68,9 @@ def settle(tx: Tx, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: 
 
 
 def recover(tx: Tx, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
-    """D6: every running job is an orphan; each settles as interrupted (re-queued or dead),
-    with its lifecycle event (``job.recovered``, ``job.dead``) when ``alerts`` route one."""
+    """D6: the orphans (a store of one process: every running job; a shared store: those its
+    Tx selects, see :meth:`~ductile.ports.tx.Tx.running_jobs`) settle as interrupted (re-queued
+    or dead), with its lifecycle event (``job.recovered``, ``job.dead``) when ``alerts`` route one."""
     settlements: list[Settlement] = []
     for job in tx.running_jobs():
         settlement = recover_job(job, now=now)
@@ -84,7 +92,7 @@ def _commit(
     policy: BreakerPolicy | None = None,
 ) -> Committed:
     children = insert_jobs(tx, s.children, actor=actor, now=now, ttl=ttl)
-    tx.update_job(s.job, expected=before.status)
+    tx.update_job(s.job, expected=before.status, token=before.claim_token)
     for transition in s.transitions:
         journal.transition(
             tx, s.job, transition, run=s.run if transition.from_status is JobStatus.RUNNING else None

@@ -30,7 +30,7 @@ def cancel_queued(
         dead, record = apply(
             job, JobEvent.CANCEL, at=now, actor=Actor.RELOAD, reason=reason, last_error=reason
         )
-        tx.update_job(dead, expected=job.status)
+        tx.update_job(dead, expected=job.status, token=job.claim_token)
         journal.transition(tx, dead, record)
         _told(tx, dead, record, alerts, now=now)
         ids.append(job.id)
@@ -106,7 +106,7 @@ def cancel_job(
     if job is None or job.status is not JobStatus.QUEUED:
         raise NotQueuedError(job_id, None if job is None else job.status)
     dead, record = apply(job, JobEvent.CANCEL, at=now, actor=actor, reason=reason, last_error=reason)
-    tx.update_job(dead, expected=JobStatus.QUEUED)
+    tx.update_job(dead, expected=JobStatus.QUEUED, token=job.claim_token)
     journal.transition(tx, dead, record)
     _told(tx, dead, record, alerts, now=now)
     return dead

@@ -74,6 +74,7 @@ PluginName = NewType("PluginName", str)
 UsesName = NewType("UsesName", str)
 EventType = NewType("EventType", str)
 JsonObject = NewType("JsonObject", dict[str, Any])
+StoreUrl = NewType("StoreUrl", str)
 ApiSecret = NewType("ApiSecret", str)
 UserName = NewType("UserName", str)
 PluginTable = NewType("PluginTable", dict[str, PluginConfig])
@@ -423,6 +424,22 @@ def _json_value(value: Any, path: KeyPath, env: Mapping[str, str]) -> Any:
     raise Problem(f"{describe(value)} cannot be sent to a plugin as JSON", *path)  # pragma: no cover
 
 
+#: The schemes ``store.url`` accepts (libpq's own two spellings).
+STORE_SCHEMES = ("postgresql://", "postgres://")
+
+
+def store_url_hook(value: object, _: Any) -> str:
+    if not isinstance(value, str):  # never echo what may hold a password
+        raise Problem(f"expected a postgresql:// URL (in quotes), got {kind(value)}")
+    url = substitute(value, current_context().env).strip()
+    if not url.startswith(STORE_SCHEMES):
+        raise Problem(
+            "expected a postgresql:// URL (e.g. postgresql://ductile@db.lan/ductile); SQLite, the "
+            "default, needs no URL: leave 'store' out"
+        )
+    return url
+
+
 def section(value: object) -> dict[str, Any]:
     """A mapping section: empty (null) is the same as leaving it out."""
     if value is None:
@@ -469,6 +486,7 @@ VALUE_HOOKS: tuple[tuple[Any, Callable[[object, Any], Any]], ...] = (
     (UsesName, uses_hook),
     (EventType, event_type_hook),
     (JsonObject, json_object_hook),
+    (StoreUrl, store_url_hook),
     (ApiSecret, api_token_hook),
     (UserName, user_hook),
 )

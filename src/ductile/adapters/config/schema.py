@@ -31,6 +31,7 @@ from ductile.adapters.config.hooks import (
     JsonObject,
     Listen,
     PluginTable,
+    StoreUrl,
     UserName,
     UsesName,
     count_hook,
@@ -67,6 +68,7 @@ from ductile.domain.config import (
     Notify,
     PluginConfig,
     ServiceConfig,
+    StoreConfig,
     UiConfig,
     WebhooksConfig,
 )
@@ -100,9 +102,17 @@ class _ServiceDoc:
     dedupe_ttl: timedelta | None = None
     job_log_retention: timedelta | None = None
     log_level: LogLevel | None = None
+    max_workers: Count | None = None
     max_route_depth: Count | None = None
     plugin_env: EnvSettings | None = None
     plugin_user: UserName | None = None
+
+
+@attrs.frozen(kw_only=True)
+class _StoreDoc:
+    url: StoreUrl | None = None
+    lease: timedelta | None = None
+    heartbeat: timedelta | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -146,6 +156,7 @@ class PluginDoc:
     circuit_breaker: BreakerPolicy | None = None
     max_outstanding_polls: Count | None = None
     notify: Notify | None = None
+    parallelism: Count | None = None
     user: UserName | None = None
 
 
@@ -177,6 +188,7 @@ class ConfigDoc:
     plugins: PluginTable | None = None
     routes: tuple[Route, ...] | None = None
     webhooks: WebhooksConfig | None = None
+    store: StoreConfig | None = None
     api: ApiConfig | None = None
     ui: UiConfig | None = None
 
@@ -242,6 +254,24 @@ def _build_service(doc: _ServiceDoc) -> ServiceConfig:
     given = _given(doc)
     given["state_dir"] = _resolve_dir(doc.state_dir or DEFAULT_STATE_DIR)
     return ServiceConfig(**given)
+
+
+def _build_store(doc: _StoreDoc) -> StoreConfig:
+    store = StoreConfig(**_given(doc))
+    if store.heartbeat <= timedelta(0):
+        raise Problem("the heartbeat must be longer than 0s", "heartbeat")
+    if store.heartbeat * 3 > store.lease:
+        raise Problem(
+            f"the lease ({_seconds(store.lease)}) must be at least three heartbeats "
+            f"({_seconds(store.heartbeat)} each): a node renews its lease every heartbeat, and fences "
+            "itself when two thirds of it passed without a renewal",
+            "lease" if doc.lease is not None else "heartbeat",
+        )
+    return store
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g}s"
 
 
 def _build_window(doc: _WindowDoc) -> Window:
@@ -369,6 +399,7 @@ BUILT_FROM: dict[Any, tuple[type, Callable[[Any], Any]]] = {
     ApiToken: (_TokenDoc, _build_token),
     ApiConfig: (_ApiDoc, _build_api),
     ServiceConfig: (_ServiceDoc, _build_service),
+    StoreConfig: (_StoreDoc, _build_store),
     Window: (_WindowDoc, _build_window),
     Schedule: (_ScheduleDoc, _build_schedule),
     NamedSchedule: (_ScheduleEntryDoc, _build_schedule),
@@ -456,6 +487,7 @@ def build_config(doc: ConfigDoc) -> Config:
         plugins=plugins,
         routes=routes,
         webhooks=doc.webhooks,
+        store=doc.store if doc.store is not None else StoreConfig(),
         api=doc.api,
         ui=doc.ui if doc.ui is not None else UiConfig(),
         source=current_context().source,

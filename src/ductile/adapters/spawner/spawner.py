@@ -14,18 +14,28 @@ whose id is its pid, so everything it forks can be signalled at once with
 ``user`` runs as that user (:mod:`ductile.adapters.runas`): the child sets
 its groups, gid and uid before ``exec``, and gets that user's ``HOME``,
 ``USER`` and ``LOGNAME``.
+
+A request with a ``watchdog`` (a shared store's claim, ADR 0035) runs under
+coreutils ``timeout`` instead: ``timeout -s TERM -k <grace> <limit>
+<entrypoint>`` leads the new process group and the plugin is its child, so
+even when the daemon is SIGKILLed or frozen, the whole group gets SIGTERM at
+``limit`` and SIGKILL ``grace`` later, before the claim's deadline. The
+daemon's own deadline (``request.timeout``) comes first; the watchdog is the
+backstop. Its pid is the group's id, as the plugin's is without it; an
+entrypoint ``timeout`` could not run is reported as the exec failure it was.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import time
 from typing import Any
 
 from ductile.adapters.runas import RunAsError, resolve
-from ductile.adapters.spawner.diagnose import after_exit, exec_failure
+from ductile.adapters.spawner.diagnose import Diagnosis, after_exit, exec_failure
 from ductile.adapters.spawner.proc import kill_orphan
 from ductile.adapters.spawner.run import ProcessRun
 from ductile.domain.outcome import SpawnOutcome
@@ -35,6 +45,10 @@ from ductile.ports.spawner import OnStart, ProcessHandle, SpawnRequest
 CHUNK = 64 * 1024
 #: How long the pipes are drained after the plugin exited (its group killed).
 DRAIN_TIMEOUT = 1.0
+#: Seconds the watchdog's SIGKILL keeps clear of the claim's deadline.
+WATCHDOG_MARGIN = 0.5
+#: What coreutils ``timeout`` prints (after its own name) when it cannot run the command (exit 126 or 127).
+_WATCHDOG_EXEC_FAILED = b": failed to run command"
 #: Spawn errors that are the machine's (or the daemon's) shortage, not the plugin's fault: too many
 #: open files (the process's, the system's), too many processes, no memory. Not an attempt.
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
@@ -43,9 +57,19 @@ OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.EN
 class SubprocessSpawner:
     """The real :class:`~ductile.ports.spawner.Spawner`."""
 
-    def __init__(self, *, drain_timeout: float = DRAIN_TIMEOUT, chunk_size: int = CHUNK) -> None:
+    def __init__(
+        self, *, drain_timeout: float = DRAIN_TIMEOUT, chunk_size: int = CHUNK, watchdog: str | None = None
+    ) -> None:
         self.drain_timeout = drain_timeout
         self.chunk_size = chunk_size
+        #: coreutils ``timeout`` (found on PATH when first needed, unless given).
+        self._watchdog = watchdog
+
+    def watchdog_program(self) -> str | None:
+        """The ``timeout`` program requests with a watchdog run under (None: not installed)."""
+        if self._watchdog is None:
+            self._watchdog = shutil.which("timeout") or ""
+        return self._watchdog or None
 
     async def run(self, request: SpawnRequest, *, on_start: OnStart | None = None) -> SpawnOutcome:
         started = time.monotonic()
@@ -54,6 +78,11 @@ class SubprocessSpawner:
             return SpawnOutcome(
                 spawn_error=f"{request.executable}: the executable must be an absolute path",
                 duration=time.monotonic() - started,
+            )
+        argv, refusal = self._argv(request)
+        if refusal is not None:
+            return SpawnOutcome(
+                spawn_error=refusal.message, start_failure=refusal.kind, duration=time.monotonic() - started
             )
         env = dict(request.env)
         switch: dict[str, Any] = {}
@@ -102,12 +131,50 @@ class SubprocessSpawner:
         if outcome.exit_code in (1, 126, 127) and not outcome.stdout:
             # Perhaps the plugin never started (env found no interpreter, an import failed).
             outcome = after_exit(outcome, request)
+        if request.watchdog is not None and outcome.spawn_error is None:
+            return _exec_failure_under_watchdog(outcome, request)
         return outcome
+
+    def _argv(self, request: SpawnRequest) -> tuple[list[str], Diagnosis | None]:
+        """The command line (the entrypoint, or the watchdog running it); or why nothing may run."""
+        if request.watchdog is None:
+            return [request.executable], None
+        limit = request.watchdog - request.grace - WATCHDOG_MARGIN
+        if limit <= 0:
+            return [], Diagnosis(
+                None,
+                f"{request.executable}: not started: its claim's deadline is less than the kill grace "
+                f"({request.grace:g} s) away",
+            )
+        program = self.watchdog_program()
+        if program is None:
+            return [], Diagnosis(
+                None, "the watchdog a shared store needs (coreutils 'timeout') is not installed"
+            )
+        if not os.access(request.executable, os.X_OK):  # the exec failure, named as without the watchdog
+            code = errno.ENOENT if not os.path.exists(request.executable) else errno.EACCES
+            return [], exec_failure(OSError(code, os.strerror(code), request.executable), request)
+        return [program, "-s", "TERM", "-k", f"{request.grace:g}s", f"{limit:.3f}s", request.executable], None
 
     async def kill_orphan(self, handle: ProcessHandle) -> bool:
         """SIGKILL the group of a process left by a crashed daemon (D6); see
         :func:`~ductile.adapters.spawner.proc.kill_orphan`."""
         return kill_orphan(handle)
+
+
+# --------------------------------------------------------------------------
+# Exec failures
+
+
+def _exec_failure_under_watchdog(outcome: SpawnOutcome, request: SpawnRequest) -> SpawnOutcome:
+    """``timeout`` exits 126/127 when it cannot run the entrypoint (a bad interpreter, most
+    likely: the entrypoint itself was checked): the exec failure it is, named as without it."""
+    first_line = outcome.stderr_tail.split(b"\n", 1)[0]
+    if outcome.exit_code not in (126, 127) or _WATCHDOG_EXEC_FAILED not in first_line:
+        return outcome
+    code = errno.ENOENT if outcome.exit_code == 127 else errno.EACCES
+    found = exec_failure(OSError(code, os.strerror(code), request.executable), request)
+    return SpawnOutcome(spawn_error=found.message, start_failure=found.kind, duration=outcome.duration)
 
 
 def describe_spawn_error(exc: BaseException, request: SpawnRequest) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ductile.adapters.sqlite.sql import JOB_FIELDS
 from ductile.domain import breaker as br
 from ductile.domain.activity import Activity, Entry
 from ductile.domain.facts import Fact
@@ -18,7 +19,8 @@ from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy, Transition
 from ductile.domain.protocol import LogLine
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
-from ductile.ports.store import InitRecord, Pause
+from ductile.ports.spawner import ProcessHandle
+from ductile.ports.store import InitRecord, Pause, RunningJob
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -71,6 +73,10 @@ def job_params(job: Job) -> tuple[Any, ...]:
         job.schedule_id,
         job.route_depth,
         job.retry_of,
+        job.claim_token,
+        job.slot,
+        job.node,
+        opt_us(job.deadline_at),
     )
 
 
@@ -95,7 +101,18 @@ def job_of(row: Sequence[Any]) -> Job:
         schedule_id=row[16],
         route_depth=row[17],
         retry_of=row[18],
+        claim_token=row[19],
+        slot=row[20],
+        node=row[21],
+        deadline_at=opt_dt(row[22]),
     )
+
+
+def running_of(row: Sequence[Any]) -> RunningJob:
+    """A running job and its process record, if any (its columns follow the job's: ``SQL_RUNNING``)."""
+    w = len(JOB_FIELDS)
+    handle = None if row[w] is None else ProcessHandle(pid=row[w], pgid=row[w + 1], start_time=row[w + 2])
+    return RunningJob(job=job_of(row), process=handle)
 
 
 def transition_of(row: Sequence[Any]) -> Transition:

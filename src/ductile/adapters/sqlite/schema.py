@@ -239,8 +239,24 @@ _V4: Migration = (
     """,
 )
 
+#: Version 5: lanes and the claim fence (ADR 0031, 0032). Every claim raises ``claim_token``
+#: and records the lane ``slot`` it took, the ``node`` that took it (NULL on SQLite: one
+#: process) and its ``deadline_at``; two constraints keep one running job per (plugin, slot)
+#: and per dedupe identity, whatever a claimer believes.
+_V5: Migration = (
+    "ALTER TABLE jobs ADD COLUMN claim_token INTEGER NOT NULL DEFAULT 0 CHECK (claim_token >= 0)",
+    "ALTER TABLE jobs ADD COLUMN slot INTEGER",
+    "ALTER TABLE jobs ADD COLUMN node TEXT",
+    "ALTER TABLE jobs ADD COLUMN deadline_at INTEGER",
+    "CREATE UNIQUE INDEX jobs_running_slot ON jobs (plugin, slot) WHERE status = 'running'",
+    """
+    CREATE UNIQUE INDEX jobs_running_identity ON jobs (plugin, command, dedupe_key)
+        WHERE status = 'running' AND dedupe_key IS NOT NULL
+    """,
+)
+
 #: The whole history of the schema, oldest first. Append; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)

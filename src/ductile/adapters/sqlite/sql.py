@@ -32,6 +32,10 @@ JOB_FIELDS = (
     "schedule_id",
     "route_depth",
     "retry_of",
+    "claim_token",
+    "slot",
+    "node",
+    "deadline_at",
 )
 JOB_COLS = ", ".join(JOB_FIELDS)
 _JOB_COLS = JOB_COLS
@@ -69,10 +73,22 @@ SQL_OLDEST_RUNNABLE: Final = (
     f"SELECT {_JOB_COLS} FROM jobs WHERE status = 'queued' "
     "AND (next_retry_at IS NULL OR next_retry_at <= ?) ORDER BY created_at, seq LIMIT 1"
 )
-#: Compare-and-set of a job's mutable fields on its expected status.
+#: The same, passing by the jobs whose lane is full (plugins in a JSON array) or whose dedupe
+#: identity is running (ADR 0031). Used only while something runs: the serial dispatcher's
+#: claims never have anything to pass by, and run the statement above.
+SQL_OLDEST_RUNNABLE_IN_LANES: Final = (
+    f"SELECT {_JOB_COLS_J} FROM jobs AS j WHERE j.status = 'queued' "
+    "AND (j.next_retry_at IS NULL OR j.next_retry_at <= ?) "
+    "AND j.plugin NOT IN (SELECT value FROM json_each(?)) "
+    "AND (j.dedupe_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs AS r WHERE r.plugin = j.plugin "
+    "AND r.command = j.command AND r.dedupe_key = j.dedupe_key AND r.status = 'running')) "
+    "ORDER BY j.created_at, j.seq LIMIT 1"
+)
+#: Compare-and-set of a job's mutable fields on its expected status and claim token (the fence).
 SQL_UPDATE_JOB: Final = (
     "UPDATE jobs SET status = ?, attempt = ?, started_at = ?, completed_at = ?, next_retry_at = ?, "
-    "last_error = ? WHERE id = ? AND status = ?"
+    "last_error = ?, claim_token = ?, slot = ?, node = ?, deadline_at = ? "
+    "WHERE id = ? AND status = ? AND claim_token = ?"
 )
 SQL_INSERT_TRANSITION: Final = f"INSERT INTO transitions ({_TRANSITION_COLS}) VALUES ({_marks(6)})"
 SQL_TRANSITIONS: Final = f"SELECT {_TRANSITION_COLS} FROM transitions WHERE job_id = ? ORDER BY seq"
@@ -225,6 +241,7 @@ def sql_list_jobs(*, statuses: int | None, plugin: bool) -> str:
 #: The statements every hot path runs, by name: each must use an index (see the query-plan test).
 HOT_QUERIES: Final[dict[str, str]] = {
     "oldest runnable (claim)": SQL_OLDEST_RUNNABLE,
+    "oldest runnable in lanes (claim)": SQL_OLDEST_RUNNABLE_IN_LANES,
     "dedupe lookup": SQL_DEDUPE_CANDIDATES,
     "child lookup": SQL_CHILD_LOOKUP,
     "job by id": SQL_GET_JOB,

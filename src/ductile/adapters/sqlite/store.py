@@ -77,6 +77,7 @@ from ductile.domain.activity import Activity, Entry, SkipReason
 from ductile.domain.classify import RunEnd
 from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, Transition
+from ductile.domain.lanes import UNLIMITED, Lanes
 from ductile.domain.lifecycle import Alerts
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
@@ -254,25 +255,32 @@ class SqliteStore:
             "enqueue", lambda c: units.enqueue(SqliteTx(c), job, actor=actor, now=now, dedupe_ttl=dedupe_ttl)
         )
 
-    async def claim_next(self, now: datetime) -> Job | None:
+    async def claim_next(self, now: datetime, *, lanes: Lanes = UNLIMITED) -> Job | None:
         # Relaxed: a claim lost to a power cut leaves the job queued; its plugin died with the power.
-        return await self._write("claim_next", lambda c: units.claim_next(SqliteTx(c), now), durable=False)
+        return await self._write(
+            "claim_next", lambda c: units.claim_next(SqliteTx(c), now, lanes=lanes), durable=False
+        )
 
-    async def claim(self, job_id: str, now: datetime) -> Job | None:
+    async def claim(self, job_id: str, now: datetime, *, lanes: Lanes = UNLIMITED) -> Job | None:
         """Claim one specific queued job; None when it is not queued."""
-        return await self._write("claim", lambda c: units.claim(SqliteTx(c), job_id, now), durable=False)
+        return await self._write(
+            "claim", lambda c: units.claim(SqliteTx(c), job_id, now, lanes=lanes), durable=False
+        )
 
-    async def record_process(self, job_id: str, handle: ProcessHandle) -> None:
+    async def record_process(self, job_id: str, handle: ProcessHandle, *, token: int) -> None:
         # Relaxed: after a power cut no process survives to be killed; recovery re-queues the job anyway.
         await self._write(
-            "record_process", lambda c: units.record_process(SqliteTx(c), job_id, handle), durable=False
+            "record_process",
+            lambda c: units.record_process(SqliteTx(c), job_id, handle, token=token),
+            durable=False,
         )
 
     async def settle(
-        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
+        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
     ) -> Committed:
         return await self._write(
-            "settle", lambda c: units.settle(SqliteTx(c), job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl)
+            "settle",
+            lambda c: units.settle(SqliteTx(c), job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token),
         )
 
     async def recover(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:

@@ -53,6 +53,7 @@ from ductile.adapters.sqlite.sql import (
     SQL_JOB_EXISTS,
     SQL_JOB_STATUS,
     SQL_OLDEST_RUNNABLE,
+    SQL_OLDEST_RUNNABLE_IN_LANES,
     SQL_OPEN_BREAKERS,
     SQL_OUTSTANDING,
     SQL_OUTSTANDING_OF_SCHEDULE,
@@ -81,11 +82,12 @@ from ductile.domain.activity import Activity
 from ductile.domain.breaker import Breaker
 from ductile.domain.facts import Fact
 from ductile.domain.job import Job, JobStatus, Transition
+from ductile.domain.lanes import Identity
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
 from ductile.domain.state import serialize_state
 from ductile.ports.spawner import ProcessHandle
-from ductile.ports.store_values import InitRecord, Pause, StaleJobError
+from ductile.ports.store_values import ClaimConflictError, InitRecord, Pause, StaleJobError
 from ductile.units.locks import SerialLocks
 
 
@@ -120,9 +122,24 @@ class SqliteTx(SerialLocks):
             job_of(r) for r in self._conn.execute(SQL_DEDUPE_CANDIDATES, (plugin, command, key)).fetchall()
         ]
 
-    def oldest_runnable(self, now: datetime) -> Job | None:
-        row = self._conn.execute(SQL_OLDEST_RUNNABLE, (to_us(now),)).fetchone()
+    def oldest_runnable(
+        self,
+        now: datetime,
+        *,
+        skip_plugins: frozenset[str] = frozenset(),
+        skip_identities: frozenset[Identity] = frozenset(),
+    ) -> Job | None:
+        if skip_plugins or skip_identities:
+            # The running identities are the ones the correlated subquery finds: in a serialised
+            # writer, the rows the unit read them from are the rows as they are.
+            plugins = json.dumps(sorted(skip_plugins))
+            row = self._conn.execute(SQL_OLDEST_RUNNABLE_IN_LANES, (to_us(now), plugins)).fetchone()
+        else:
+            row = self._conn.execute(SQL_OLDEST_RUNNABLE, (to_us(now),)).fetchone()
         return None if row is None else job_of(row)
+
+    def in_flight(self) -> list[Job]:
+        return [job_of(r) for r in self._conn.execute(SQL_RUNNING_JOBS).fetchall()]
 
     def running_jobs(self) -> list[Job]:
         return [job_of(r) for r in self._conn.execute(SQL_RUNNING_JOBS).fetchall()]
@@ -150,22 +167,29 @@ class SqliteTx(SerialLocks):
     def insert_job(self, job: Job) -> None:
         self._conn.execute(SQL_INSERT_JOB, job_params(job))
 
-    def update_job(self, job: Job, *, expected: JobStatus) -> None:
-        cursor = self._conn.execute(
-            SQL_UPDATE_JOB,
-            (
-                job.status.value,
-                job.attempt,
-                opt_us(job.started_at),
-                opt_us(job.completed_at),
-                opt_us(job.next_retry_at),
-                job.last_error,
-                job.id,
-                expected.value,
-            ),
+    def update_job(self, job: Job, *, expected: JobStatus, token: int) -> Job:
+        params = (
+            job.status.value,
+            job.attempt,
+            opt_us(job.started_at),
+            opt_us(job.completed_at),
+            opt_us(job.next_retry_at),
+            job.last_error,
+            job.claim_token,
+            job.slot,
+            job.node,
+            opt_us(job.deadline_at),
+            job.id,
+            expected.value,
+            token,
         )
+        try:
+            cursor = self._conn.execute(SQL_UPDATE_JOB, params)
+        except sqlite3.IntegrityError as e:  # jobs_running_slot or jobs_running_identity
+            raise ClaimConflictError(f"job {job.id}: {e}") from e
         if cursor.rowcount != 1:
-            raise StaleJobError(f"job {job.id} is no longer {expected.value}")
+            raise StaleJobError(f"job {job.id} is no longer {expected.value} under claim {token}")
+        return job
 
     def add_transition(self, transition: Transition) -> None:
         t = transition

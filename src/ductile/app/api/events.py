@@ -26,8 +26,8 @@ from starlette.responses import Response, StreamingResponse
 
 from ductile.app.api.body import integer, only, single
 from ductile.app.api.context import ApiContext
-from ductile.app.api.errors import bad_request
-from ductile.app.feed import Feed, Subscription
+from ductile.app.api.errors import ApiError, bad_request
+from ductile.app.feed import Feed, Subscription, TooManyStreamsError
 from ductile.app.views import utc
 from ductile.domain.activity import Entry, Kind
 from ductile.domain.config import ApiToken
@@ -61,7 +61,10 @@ async def events(request: Request, ctx: ApiContext, token: ApiToken) -> Response
         raise bad_request(f"type: unknown event type(s) {', '.join(unknown)}")
     start = _start(request)
     feed = ctx.feed
-    sub = feed.subscribe(plugin=single(request, "plugin"), kinds=frozenset(kinds) if kinds else None)
+    try:
+        sub = feed.subscribe(plugin=single(request, "plugin"), kinds=frozenset(kinds) if kinds else None)
+    except TooManyStreamsError as e:
+        raise ApiError(503, "too many streams", str(e), {"retry-after": "5"}) from None
     if start is None:
         start = max(feed.position, await ctx.engine.store.last_activity_id())
     return StreamingResponse(

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ductile.app import operations
+from ductile.app import operations, planning
 from ductile.app.api.body import moment, only, single
 from ductile.app.api.context import ApiContext
 from ductile.app.api.errors import JsonResponse, bad_request, not_found
@@ -88,20 +88,25 @@ async def schedule(request: Request, ctx: ApiContext, token: ApiToken) -> Respon
     return JsonResponse(await planned_runs(ctx, start, end))
 
 
+#: The most runs of one schedule ``GET /schedule`` lists (the rest are named in ``cut``).
+MAX_RUNS_PER_SCHEDULE = 1000
+
+
 async def planned_runs(ctx: ApiContext, start: datetime, end: datetime) -> dict[str, Any]:
-    """The schedule index's runs in ``[start, end)``, as ``GET /schedule`` answers and the dashboard shows."""
-    runs = await ctx.engine.store.due(start, end)
+    """Every schedule's runs in ``[start, end)``, earliest first: the stored plan, then the runs
+    projected from it (``kind``), as ``ductile schedule`` and the dashboard show them."""
+    engine = ctx.engine
+    runs, cut = await planning.runs_in(
+        engine.store,
+        engine.runtime,
+        now=engine.clock.now(),
+        start=start,
+        end=end,
+        limit=MAX_RUNS_PER_SCHEDULE,
+    )
     return {
         "from": utc(start),
         "to": utc(end),
-        "runs": [
-            {
-                "schedule": r.key,
-                "planned_at": utc(r.planned_at),
-                "nominal_at": utc(r.nominal_at),
-                "offset_seconds": r.offset.total_seconds(),
-                "snapped": r.snapped,
-            }
-            for r in runs
-        ],
+        "runs": [{k: v for k, v in run.items() if k != "at"} for run in runs],
+        "cut": cut,
     }

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ductile.ports.store import Store
 
     OpenStore: TypeAlias = Callable[[Path, bool], Awaitable[Store | None]]
+    OpenShared: TypeAlias = Callable[[Config], Awaitable[Store]]
     #: ``preflight(executable, env=..., cwd=...)``: why a plugin would fail to start, or None.
     Preflight: TypeAlias = Callable[..., str | None]
 
@@ -65,6 +66,20 @@ async def _open_sqlite(path: Path, create: bool) -> Store | None:
     from ductile.adapters.sqlite import SqliteStore
 
     return await SqliteStore.open(path)
+
+
+async def _open_postgres(config: Config) -> Store:
+    """A shared store (``store.url``): it always exists; this command is no node of the cluster."""
+    from ductile.adapters.postgres import require_driver
+
+    require_driver()
+    from ductile.adapters.postgres.cluster import instance_name
+    from ductile.adapters.postgres.store import PostgresStore
+
+    assert config.store.url is not None
+    return await PostgresStore.open(
+        config.store.url, instance=instance_name(config.service.state_dir), pool_size=2
+    )
 
 
 def _real_daemon_pid(state_dir: str) -> int | None:
@@ -134,6 +149,7 @@ class Context:
         monotonic: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         open_store: OpenStore | None = None,
+        open_shared: OpenShared | None = None,
         spawner: Callable[[], Spawner] | None = None,
         catalog: Callable[[], Catalog] | None = None,
         daemon_pid: Callable[[str], int | None] | None = None,
@@ -151,6 +167,7 @@ class Context:
         self.monotonic = monotonic or _real_monotonic
         self.sleep = sleep or _real_sleep
         self.open_store: OpenStore = open_store or _open_sqlite
+        self.open_shared: OpenShared = open_shared or _open_postgres
         self.spawner = spawner or _real_spawner
         self.catalog = catalog or _real_catalog
         self.daemon_pid = daemon_pid or _real_daemon_pid
@@ -269,12 +286,28 @@ def db_path(config: Config) -> Path:
     return database_path(config)
 
 
+async def open_store_of(ctx: Context, config: Config, *, create: bool) -> Store | None:
+    """The config's store: SQLite in ``state_dir`` (None when it does not exist and ``create``
+    is False), or the shared PostgreSQL of ``store.url``."""
+    if config.store.shared:
+        return await ctx.open_shared(config)
+    return await ctx.open_store(db_path(config), create)
+
+
+def store_location(config: Config) -> str:
+    """Where the config's store is, for people: the SQLite file, or the URL without its password."""
+    if config.store.url is not None:
+        from ductile.adapters.postgres.schema import redact
+
+        return redact(config.store.url)
+    return str(db_path(config))
+
+
 async def read_store(ctx: Context, config: Config) -> Store | None:
     """The store if it exists (never created); a note on stderr when it does not."""
-    path = db_path(config)
-    store = await ctx.open_store(path, False)
+    store = await open_store_of(ctx, config, create=False)
     if store is None:
-        ctx.note(f"no database yet at {path} (ductile has not run here)")
+        ctx.note(f"no database yet at {db_path(config)} (ductile has not run here)")
     return store
 
 

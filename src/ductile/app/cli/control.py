@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ductile.app.cli.context import EXIT_OK, Context, UsageError, db_path, read_config
+from ductile.app.cli.context import EXIT_OK, Context, UsageError, open_store_of, read_config
 from ductile.domain.config import Config
 from ductile.domain.schedule import split_key
 
@@ -45,7 +45,7 @@ async def cmd_resume(ctx: Context, args: argparse.Namespace) -> int:
 async def _switch(ctx: Context, args: argparse.Namespace, *, pause: bool) -> int:
     config = read_config(ctx, args)
     plugin, schedule_id = _target(ctx, config, args.target)
-    store = await ctx.open_store(db_path(config), pause)  # resuming needs no database that is not there
+    store = await open_store_of(ctx, config, create=pause)  # resuming needs no database that is not there
     changed = False
     paused: list[str] = []
     if store is not None:

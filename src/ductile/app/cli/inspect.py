@@ -14,7 +14,7 @@ from ductile.app.cli.context import (
     ALL_JOBS,
     EXIT_OK,
     Context,
-    db_path,
+    open_store_of,
     read_config,
     read_store,
     start_problems,
@@ -90,7 +90,7 @@ async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args, fallback=True)
     discovery = ctx.catalog().discover(config)
     pauses: set[tuple[str, str | None]] = set()
-    store = await ctx.open_store(db_path(config), False)  # quietly: no database, no pauses
+    store = await open_store_of(ctx, config, create=False)  # quietly: no database, no pauses
     if store is not None:
         try:
             pauses = {(p.plugin, p.schedule_id) for p in await store.pauses()}
@@ -166,6 +166,8 @@ async def cmd_queue(ctx: Context, args: argparse.Namespace) -> int:
     for j in jobs:
         if j.status is JobStatus.RUNNING:
             when = f"started {local_time(j.started_at, ctx.tz)}"
+            if j.node is not None:
+                when += f" on {j.node}"
         elif j.next_retry_at is not None:
             when = f"retry at {local_time(j.next_retry_at, ctx.tz)}"
         else:
@@ -249,9 +251,8 @@ def _run_result(run: RunRecord) -> str:
 
 async def cmd_reset(ctx: Context, args: argparse.Namespace) -> int:
     config = read_config(ctx, args)
-    path = db_path(config)
     unknown = unknown_plugin(config, args.plugin)
-    store = await ctx.open_store(path, False)
+    store = await open_store_of(ctx, config, create=False)
     reset: list[Breaker] = []
     if store is not None:
         try:
@@ -316,6 +317,16 @@ async def cmd_job(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _claim_text(job: Job) -> str:
+    """The last claim: its token (the fence), lane slot and node (a shared store's)."""
+    text = f"#{job.claim_token}"
+    if job.slot is not None:
+        text += f", slot {job.slot}"
+    if job.node is not None:
+        text += f", node {job.node}"
+    return text
+
+
 def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: Sequence[RunRecord]) -> None:
     t = ctx.tz
     fields = [
@@ -334,6 +345,7 @@ def _print_job(ctx: Context, job: Job, transitions: Sequence[Transition], runs: 
         ("source event", job.source_event_id),
         ("schedule", job.schedule_id),
         ("route depth", job.route_depth or None),
+        ("claim", _claim_text(job) if job.claim_token else None),
         ("retry of", job.retry_of),
     ]
     ctx.print(f"job {job.id}")

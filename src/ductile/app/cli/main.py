@@ -48,6 +48,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "pause": ("control", "cmd_pause"),
     "resume": ("control", "cmd_resume"),
     "facts": ("facts", "cmd_facts"),
+    "store": ("store", "cmd_store"),
     "init": ("scaffold", "cmd_init"),
     "new": ("scaffold", "cmd_new"),
     "selfcheck": ("storage", "cmd_selfcheck"),

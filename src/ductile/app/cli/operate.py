@@ -13,7 +13,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ductile.app import operations
-from ductile.app.cli.context import EXIT_FAILURE, EXIT_OK, Context, db_path, read_config, read_store, survey
+from ductile.app.cli.context import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    Context,
+    open_store_of,
+    read_config,
+    read_store,
+    survey,
+)
 from ductile.app.cli.format import local_time, table
 from ductile.app.cli.jsondoc import job_json
 from ductile.app.intake import EnqueueRefusedError
@@ -207,7 +215,7 @@ def reload_outcome(entry: Entry | None) -> tuple[int, dict[str, Any]]:
 
 async def store_of(ctx: Context, config: Config) -> Store | None:
     """The daemon's store, if it exists (never created)."""
-    return await ctx.open_store(db_path(config), False)
+    return await open_store_of(ctx, config, create=False)
 
 
 # =========================================================================== logs -f

@@ -10,6 +10,7 @@ import argparse
 
 from ductile.app.cli import helptext
 from ductile.app.cli.context import PROG
+from ductile.app.cli.parser_tools import store_actions
 
 #: The default event type of ``run --command handle``, for the help text only (``--help`` imports
 #: no domain module); ``tests/unit/test_cli.py`` pins it to ``ductile.domain.routing.MANUAL_EVENT_TYPE``.
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _scaffold_verbs(verb, verbs, plain)
     _storage_verbs(verb)
+    store_actions(verbs, plain)
     return parser
 
 

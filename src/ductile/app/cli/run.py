@@ -11,7 +11,7 @@ from ductile.app.cli.context import (
     EXIT_OK,
     Context,
     UsageError,
-    db_path,
+    open_store_of,
     read_config,
     running_pid,
     survey,
@@ -44,8 +44,7 @@ def _payload(text: str) -> dict[str, Any]:
 async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     _check_arguments(args)
     config = read_config(ctx, args)
-    path = db_path(config)
-    store = await ctx.open_store(path, False)  # not created before the job is known to be runnable
+    store = await open_store_of(ctx, config, create=False)  # not created before the job is known runnable
     try:
         runtime, _, _ = await survey(ctx, config, store)
         reason = runtime.why_not_runnable(args.plugin, args.command)
@@ -62,14 +61,14 @@ async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
                 "but the plugin does not receive it"
             )
         pid = running_pid(ctx, config)
-        if pid is None and args.wait:
+        if pid is None and args.wait and not config.store.shared:  # shared: another host may run it
             return ctx.fail(
                 f"no ductile daemon is running for state dir {config.service.state_dir}, "
                 "so --wait would wait forever; nothing was queued "
                 "(start the daemon with `ductile start`, or queue without --wait)"
             )
         if store is None:
-            store = await ctx.open_store(path, True)
+            store = await open_store_of(ctx, config, create=True)
             assert store is not None
         try:
             code, doc = await _queue(ctx, args, runtime, store, pid)
@@ -178,7 +177,7 @@ async def _wait(
                 ),
                 None,
             )
-        if running_pid(ctx, config) is None:
+        if running_pid(ctx, config) is None and not config.store.shared:
             return (
                 ctx.fail(
                     f"the daemon stopped while waiting: job {job_id} is {job.status.value}; "

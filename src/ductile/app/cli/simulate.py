@@ -93,6 +93,11 @@ async def cmd_simulate(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError(f"--webhooks-per-day cannot be negative ({args.webhooks_per_day:g})")
     start = parse_time(args.start, now=ctx.now(), tz=ctx.tz).replace(microsecond=0)
     catalog = _catalog(ctx, config, args)
+    if args.store == "sqlite" and config.service.max_workers > 1:
+        raise UsageError(
+            f"--store sqlite simulates one job at a time; this config runs {config.service.max_workers} "
+            "at once (service.max_workers): simulate it with --store memory"
+        )
     progress = None if args.json else Progress.on_terminal(ctx, start, timedelta(days=args.days))
     sim = Simulation(
         config,

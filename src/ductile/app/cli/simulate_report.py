@@ -235,6 +235,9 @@ def _stats_json(s: PluginStats) -> dict[str, Any]:
         "retries": s.retries,
         "dead": s.dead,
         "mean_wait_seconds": s.mean_wait,
+        "max_wait_seconds": s.max_wait,
+        "lane_width": s.width,
+        "lane_utilisation": s.utilisation,
     }
 
 

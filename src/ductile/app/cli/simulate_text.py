@@ -204,10 +204,14 @@ def _summary(ctx: Context, report: SimulateReport) -> None:
             s.retries,
             s.dead,
             human_duration(s.mean_wait) if s.mean_wait is not None else "-",
+            human_duration(s.max_wait) if s.max_wait is not None else "-",
+            s.width,
+            f"{s.utilisation:.0%}",
         ]
         for s in report.summary
     ]
-    header = ["PLUGIN", "JOBS", "RUNS", "SUCCEEDED", "FAILED", "RETRIES", "DEAD", "MEAN WAIT"]
+    header = ["PLUGIN", "JOBS", "RUNS", "SUCCEEDED", "FAILED", "RETRIES", "DEAD", "MEAN WAIT", "MAX WAIT"]
+    header += ["LANE", "BUSY"]
     ctx.print(_indented(table(header, rows)))
     crashes = f", through {report.crashes} simulated crash(es)" if report.crashes else ""
     ctx.print()

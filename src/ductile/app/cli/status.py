@@ -25,19 +25,22 @@ from ductile.app.cli.context import (
     read_store,
     running_pid,
     start_problems,
+    store_location,
     survey,
 )
 from ductile.app.cli.format import human_duration, local_time, table
 from ductile.app.cli.jsondoc import breaker_json
 from ductile.app.runtime import PluginState, Runtime
 from ductile.app.spawn import plugin_env, spawn_request
+from ductile.app.views import utc
 from ductile.domain.breaker import Breaker, reopens_at
 from ductile.domain.classify import classify
 from ductile.domain.config import Config
-from ductile.domain.job import JobEvent, JobStatus
+from ductile.domain.job import Job, JobEvent, JobStatus
 from ductile.domain.plugin import Plugin
 from ductile.ports.catalog import Catalog
 from ductile.ports.spawner import Spawner
+from ductile.ports.store import Store
 from ductile.ports.store_values import ROUTE_DEPTH_DROPS
 
 #: Most health checks ``status`` runs at once.
@@ -95,8 +98,9 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
         row["cannot_start"] = cannot_start.get(row["name"])
     scheduler = _scheduler_report(ctx, config, pid)
     problems = [] if pid is not None else ["the daemon is not running"]
+    own = seen.database is not None and not config.store.shared  # a shared store: the nodes' own matter
     problems += _scheduler_problems(scheduler)
-    refused = ctx.store_check(db_path(config)) if seen.database is not None else None
+    refused = ctx.store_check(db_path(config)) if own else None
     if refused is not None:
         problems.append(f"the database refuses writes: {refused}")
     problems += _plugin_problems(rows)
@@ -115,6 +119,17 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
                 "database": seen.database,
                 "store": {"writable": refused is None, "problem": refused},
                 "queue": {"queued": seen.queued, "running": seen.running},
+                "running": [
+                    {
+                        "id": j.id,
+                        "plugin": j.plugin,
+                        "command": j.command,
+                        "node": j.node,
+                        "started_at": utc(j.started_at),
+                    }
+                    for j in seen.running_jobs
+                ],
+                "nodes": seen.nodes,
                 "routing": {
                     "max_route_depth": config.service.max_route_depth,
                     "dropped_at_depth": seen.dropped_at_depth,
@@ -167,8 +182,28 @@ class _Observed:
     states: dict[str, dict[str, Any]]
     #: The database's path, None when there is none yet.
     database: str | None
+    #: The jobs running now (on a shared store: on any node), oldest first.
+    running_jobs: list[Job] = attrs.field(factory=list)
+    #: A shared store's nodes (id, instance, lease, leading); empty for SQLite.
+    nodes: list[dict[str, Any]] = attrs.field(factory=list)
     #: Events not routed because their chain hit ``service.max_route_depth``, ever.
     dropped_at_depth: int = 0
+
+
+async def cluster_nodes(store: Store | None) -> list[dict[str, Any]]:
+    """The nodes of a shared store, as ``status`` shows them (none for SQLite)."""
+    if store is None or not hasattr(store, "nodes"):
+        return []
+    return [
+        {
+            "id": n.id,
+            "instance": n.instance,
+            "leading": n.leading,
+            "lease_seconds": n.lease_left.total_seconds(),
+            "started_at": utc(n.started_at),
+        }
+        for n in await store.nodes()
+    ]
 
 
 async def _observe(ctx: Context, config: Config) -> _Observed:
@@ -176,11 +211,12 @@ async def _observe(ctx: Context, config: Config) -> _Observed:
     try:
         runtime, catalog, pending = await survey(ctx, config, store)
         queued = await store.queue_depth() if store is not None else 0
-        running = (
-            len(await store.list_jobs(statuses=[JobStatus.RUNNING], limit=ALL_JOBS))
+        running_jobs = (
+            list(reversed(await store.list_jobs(statuses=[JobStatus.RUNNING], limit=ALL_JOBS)))
             if store is not None
-            else 0
+            else []
         )
+        nodes = await cluster_nodes(store)
         breakers = await store.breakers() if store is not None else []
         states = {
             name: (await store.get_state(name) if store is not None else {}) for name in runtime.plugins
@@ -194,10 +230,12 @@ async def _observe(ctx: Context, config: Config) -> _Observed:
         catalog=catalog,
         pending=pending,
         queued=queued,
-        running=running,
+        running=len(running_jobs),
+        running_jobs=running_jobs,
+        nodes=nodes,
         breakers=breakers,
         states=states,
-        database=str(db_path(config)) if store is not None else None,
+        database=store_location(config) if store is not None else None,
         dropped_at_depth=counts.get(ROUTE_DEPTH_DROPS, 0),
     )
 
@@ -292,6 +330,18 @@ def _print_status(
             f"{scheduler.get('last_error')}"
         )
     ctx.print(f"queue: {seen.queued} queued, {seen.running} running")
+    for job in seen.running_jobs:
+        on = f" on {job.node}" if job.node is not None else ""
+        ctx.print(
+            f"  running {job.id} {job.plugin}.{job.command} since {local_time(job.started_at, ctx.tz)}{on}"
+        )
+    if seen.nodes:
+        ctx.print("nodes:")
+        rows_ = [
+            [n["id"], n["instance"], "leader" if n["leading"] else "", f"lease {n['lease_seconds']:.0f} s"]
+            for n in seen.nodes
+        ]
+        ctx.print("  " + table(["NODE", "INSTANCE", "ROLE", "LEASE"], rows_).replace("\n", "\n  "))
     if seen.dropped_at_depth:
         ctx.print(
             f"routing: {seen.dropped_at_depth} event(s) not routed: their chain reached "

@@ -1,4 +1,4 @@
-"""I9 in the simulation: ductile's lifecycle events, one per death, none about a notifier's own jobs.
+"""I11 in the simulation: ductile's lifecycle events, one per death, none about a notifier's own jobs.
 
 The store units insert the jobs of the routes ``from: ductile`` in the same
 commit as the change (a death, an orphan re-queued, a breaker opening...), so
@@ -7,7 +7,7 @@ can make them (settle, recover, cancel, fire), :meth:`AlertLedger.adopt`
 reads the queued jobs of the lifecycle targets the ledger does not know yet:
 each must have come from a lifecycle event (anything else appeared
 unannounced, I2), must not be about a job that itself came from one, and no
-two may tell the same news to the same target (I9). :meth:`check_every_death`
+two may tell the same news to the same target (I11). :meth:`check_every_death`
 holds the other half: every dead job the ledger knows (a notifier's excepted)
 was told to every target of a ``job.dead`` route.
 """
@@ -55,12 +55,12 @@ class AlertLedger:
         about = str(payload.get("job_id") or event.get("event_id"))
         subject = monitor.jobs.get(about)
         if subject is not None and is_lifecycle_job(subject.job):
-            monitor.require("I9", [f"{event['type']} about {about}, a job made from a lifecycle event"])
+            monitor.require("I11", [f"{event['type']} about {about}, a job made from a lifecycle event"])
         target = monitor.jobs[job_id].job.plugin
         key = (str(event["type"]), about, target)
         first = self.told.setdefault(key, job_id)
         if first != job_id:
-            monitor.require("I9", [f"{key[0]} of {about} told to {target} twice: {first} and {job_id}"])
+            monitor.require("I11", [f"{key[0]} of {about} told to {target} twice: {first} and {job_id}"])
         monitor.event("alert", target, f"{key[0]} of {about}")
 
     def check_every_death(self) -> None:
@@ -73,4 +73,4 @@ class AlertLedger:
             for target in targets
             if ("job.dead", job_id, target) not in self.told
         ]
-        monitor.require("I9", missing)
+        monitor.require("I11", missing)

@@ -11,8 +11,10 @@ from datetime import datetime
 import attrs
 
 from ductile.app.sim.invariants import Expectation
+from ductile.app.sim.trace import ref, stamp
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.schedule import PlannedRun
+from ductile.domain.settle import Settlement
 
 
 @attrs.frozen(kw_only=True)
@@ -53,3 +55,30 @@ class SimEvent:
     kind: str
     plugin: str | None
     detail: str
+
+
+def settled_run(before: Job, s: Settlement, *, spawned: bool) -> tuple[RunNote, str]:
+    """The note of a settled run of ``before``, and its trace line."""
+    if s.succeeded:
+        result_text = "succeeded"
+    elif s.run.timed_out:
+        result_text = "timed out"
+    elif not spawned:
+        result_text = "not run"
+    else:
+        result_text = "failed"
+    note = RunNote(
+        attempt=before.attempt,
+        started_at=before.started_at,
+        finished_at=s.run.finished_at,
+        duration=s.run.duration,
+        result=result_text,
+        error=s.run.error,
+        status_after=s.job.status,
+    )
+    status = s.job.status.value
+    if s.job.status is JobStatus.QUEUED and s.job.next_retry_at is not None:
+        status += f" retry {stamp(s.job.next_retry_at)}"
+    elif s.job.status is JobStatus.DEAD:
+        status += f": {s.run.error or s.job.last_error}"
+    return note, f"settle {ref(before.id)} {result_text} -> {status}"

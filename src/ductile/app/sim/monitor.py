@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -24,10 +24,12 @@ from ductile.app.sim.invariants import (
     check_single_runner,
     check_state,
 )
-from ductile.app.sim.ledger import JobTrack, RunNote, SimEvent
+from ductile.app.sim.lane_checks import check_identities, check_in_flight, check_lanes
+from ductile.app.sim.ledger import JobTrack, RunNote, SimEvent, settled_run
 from ductile.app.sim.trace import ref, stamp
 from ductile.domain.breaker import Breaker, BreakerPolicy, BreakerStatus, subject
 from ductile.domain.job import TERMINAL, Command, Job, JobStatus, SubmittedBy
+from ductile.domain.lanes import Lanes
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import SettleContext, Settlement
 from ductile.ports.spawner import SpawnRequest
@@ -73,10 +75,26 @@ class Monitor:
         self.checks = 0
         self._order = 0
         self.alerts = AlertLedger(self)
+        #: Plugins seen with two runs at once (their state merges may overlap: I4 relaxed).
+        self.overlapped: set[str] = set()
 
     @property
     def store(self) -> Store:
         return self.sim.inner
+
+    @property
+    def serial(self) -> bool:
+        """One job at a time (D14): the simulation runs no lanes."""
+        return self.sim.workers is None
+
+    def lost_runs(self, unsettled: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The spawned runs never settled, but for those still in flight (lanes)."""
+        flying = frozenset() if self.sim.workers is None else self.sim.workers.in_flight
+        return [key for key in unsettled if key[0] not in flying]
+
+    def lost_run_budget(self) -> int:
+        """I6: how many runs the crashes may have lost (each crash, every run then in flight)."""
+        return self.sim.crashes + (0 if self.sim.workers is None else self.sim.workers.killed)
 
     # ------------------------------------------------------------- plumbing
     def require(self, code: str, problems: Sequence[str]) -> None:
@@ -145,7 +163,8 @@ class Monitor:
                 self._status(track, old, job)
         self.require("I2", check_history(job, log))
         self.require("I3", check_attempts(job, log))
-        self.require("I2", check_single_runner(self.running, between_steps=False))
+        if self.serial:
+            self.require("I2", check_single_runner(self.running, between_steps=False))
         return track
 
     def _same_identity(self, job: Job, pending: Mapping[str, Job]) -> list[Job]:
@@ -188,7 +207,7 @@ class Monitor:
             f"enqueue {job.submitted_by} {job.plugin}.{job.command} {ref(job.id)}{key} -> {outcome}"
         )
 
-    async def on_claim(self, job: Job | None) -> None:
+    async def on_claim(self, job: Job | None, lanes: Lanes | None = None) -> None:
         if job is None:
             return
         track = self.jobs.get(job.id)
@@ -210,9 +229,18 @@ class Monitor:
                 "I3", [f"job {job.id} was claimed before its retry time {stamp(queued.next_retry_at)}"]
             )
         track = await self.refresh(job.id)
+        if lanes is not None and not self.serial:
+            self._check_lanes(job, lanes)
         if job.started_at is not None:
             track.waits.append(max(0.0, (job.started_at - ready).total_seconds()))
         self.sim.note(f"claim {ref(job.id)} {job.plugin}.{job.command} {job.attempt}/{job.max_attempts}")
+
+    def _check_lanes(self, claimed: Job, lanes: Lanes) -> None:
+        running = [self.jobs[i].job for i in sorted(self.running)]
+        self.require("I9", check_lanes(claimed, running, lanes, self.sim.config.service.max_workers))
+        self.require("I10", check_identities(running))
+        if sum(1 for j in running if j.plugin == claimed.plugin) > 1:
+            self.overlapped.add(claimed.plugin)
 
     def on_spawn_call(self, request: SpawnRequest) -> None:
         job_id = request.env.get("DUCTILE_JOB_ID", "")
@@ -227,7 +255,7 @@ class Monitor:
         if track is not None:
             track.spawns[attempt] = track.spawns.get(attempt, 0) + 1
             track.expected[attempt] = expectation
-        self.require("I6", check_executions({key: self.spawns[key]}, (), self.sim.crashes))
+        self.require("I6", check_executions({key: self.spawns[key]}, (), self.lost_run_budget()))
 
     async def breaker_before_settle(self, job_id: str) -> Breaker | None:
         track = self.jobs.get(job_id)
@@ -269,40 +297,22 @@ class Monitor:
             track.children.append(result.job_id)
             fate = "new" if result.created else f"dup of {ref(result.job_id)}"
             self.sim.note(f"  route {ref(job_id)} -> {child.plugin}.{child.command} {ref(child.id)} {fate}")
-        state = await self.store.get_state(before.plugin)
-        self.require("I4", check_state(before.plugin, state, self.succeeded.get(before.plugin, 0)))
+        await self._check_state(before.plugin)
         if before.submitted_by is SubmittedBy.SCHEDULER and spawned:
             await self._breaker_after_run(before, s.succeeded, breaker_before, ctx.breaker)
         if committed.alerts:
             await self.alerts.adopt()
 
+    async def _check_state(self, plugin: str) -> None:
+        state = await self.store.get_state(plugin)
+        succeeded = self.succeeded.get(plugin, 0)
+        self.require("I4", check_state(plugin, state, succeeded, overlap=plugin in self.overlapped))
+
     def _note_run(self, track: JobTrack, before: Job, s: Settlement, *, spawned: bool) -> None:
         """Add the settled run to the job's notes, and its line to the trace."""
-        if s.succeeded:
-            result_text = "succeeded"
-        elif s.run.timed_out:
-            result_text = "timed out"
-        elif not spawned:
-            result_text = "not run"
-        else:
-            result_text = "failed"
-        track.runs.append(
-            RunNote(
-                attempt=before.attempt,
-                started_at=before.started_at,
-                finished_at=s.run.finished_at,
-                duration=s.run.duration,
-                result=result_text,
-                error=s.run.error,
-                status_after=s.job.status,
-            )
-        )
-        status = s.job.status.value
-        if s.job.status is JobStatus.QUEUED and s.job.next_retry_at is not None:
-            status += f" retry {stamp(s.job.next_retry_at)}"
-        elif s.job.status is JobStatus.DEAD:
-            status += f": {s.run.error or s.job.last_error}"
-        self.sim.note(f"settle {ref(before.id)} {result_text} -> {status}")
+        note, line = settled_run(before, s, spawned=spawned)
+        track.runs.append(note)
+        self.sim.note(line)
 
     async def _breaker_after_run(
         self, job: Job, succeeded: bool, before: Breaker | None, policy: BreakerPolicy
@@ -457,8 +467,8 @@ class Monitor:
     # ------------------------------------------------------------- step-level checks
     def after_step(self) -> None:
         """Between steps nothing runs, and lost runs stay within the crashes."""
-        self.require("I2", check_single_runner(self.running, between_steps=True))
-        self.require("I6", check_executions({}, self.unsettled, self.sim.crashes))
+        self._between_steps(self.running)
+        self.require("I6", check_executions({}, self.lost_runs(self.unsettled), self.lost_run_budget()))
         if self.deadlines:
             pending = {i: (self.jobs[i].job, d) for i, d in self.deadlines.items()}
             self.require("I8", check_liveness(pending, self.sim.clock.now()))
@@ -490,10 +500,16 @@ class Monitor:
                 problems.append(f"job {job_id} changed without the store reporting it: {track.job} -> {job}")
         self.require("I1", problems)
         running = [j.id for j in stored if j.status is JobStatus.RUNNING]
-        self.require("I2", check_single_runner(running, between_steps=True))
+        self._between_steps(running)
         for plugin in sorted({t.job.plugin for t in self.jobs.values()}):
-            state = await self.store.get_state(plugin)
-            self.require("I4", check_state(plugin, state, self.succeeded.get(plugin, 0)))
-        unsettled = [k for k in self.spawns if k not in self.settled]
-        self.require("I6", check_executions(self.spawns, unsettled, self.sim.crashes))
+            await self._check_state(plugin)
+        unsettled = self.lost_runs(k for k in self.spawns if k not in self.settled)
+        self.require("I6", check_executions(self.spawns, unsettled, self.lost_run_budget()))
         self.alerts.check_every_death()
+
+    def _between_steps(self, running: Collection[str]) -> None:
+        """I2 between steps: nothing runs (one job at a time), or only the runs in flight (lanes)."""
+        if self.sim.workers is None:
+            self.require("I2", check_single_runner(running, between_steps=True))
+        else:
+            self.require("I2", check_in_flight(running, self.sim.workers.in_flight))

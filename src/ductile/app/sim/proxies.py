@@ -15,6 +15,7 @@ from ductile.domain.classify import RunEnd
 from ductile.domain.config import Config
 from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Command, Job, JobStatus, Transition
+from ductile.domain.lanes import UNLIMITED, Lanes
 from ductile.domain.lifecycle import Alerts
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.plugin import Discovery, Plugin
@@ -147,31 +148,31 @@ class ObservedStore:
             self._monitor.ack(result.job_id, "init")
         return result
 
-    async def claim_next(self, now: datetime) -> Job | None:
+    async def claim_next(self, now: datetime, *, lanes: Lanes = UNLIMITED) -> Job | None:
         index, point = self._switch.enter("store.claim_next")
-        job = await self._inner.claim_next(now)
-        await self._monitor.on_claim(job)
+        job = await self._inner.claim_next(now, lanes=lanes)
+        await self._monitor.on_claim(job, lanes)
         self._switch.leave(index, "store.claim_next", point)
         return job
 
-    async def claim(self, job_id: str, now: datetime) -> Job | None:
+    async def claim(self, job_id: str, now: datetime, *, lanes: Lanes = UNLIMITED) -> Job | None:
         index, point = self._switch.enter("store.claim")
-        job = await self._inner.claim(job_id, now)
+        job = await self._inner.claim(job_id, now, lanes=lanes)
         await self._monitor.on_claim(job)
         self._switch.leave(index, "store.claim", point)
         return job
 
-    async def record_process(self, job_id: str, handle: ProcessHandle) -> None:
+    async def record_process(self, job_id: str, handle: ProcessHandle, *, token: int) -> None:
         index, point = self._switch.enter("store.record_process")
-        await self._inner.record_process(job_id, handle)
+        await self._inner.record_process(job_id, handle, token=token)
         self._switch.leave(index, "store.record_process", point)
 
     async def settle(
-        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta
+        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
     ) -> Committed:
         index, point = self._switch.enter("store.settle")
         breaker = await self._monitor.breaker_before_settle(job_id)
-        committed = await self._inner.settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl)
+        committed = await self._inner.settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token)
         await self._monitor.on_settle(job_id, ctx, dedupe_ttl, committed, breaker)
         self._switch.leave(index, "store.settle", point)
         self._monitor.ack_settle(committed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import attrs
@@ -50,7 +50,13 @@ class PluginStats:
     failures: int
     retries: int
     dead: int
+    #: Seconds a claim waited after its job became runnable: on average, and at most.
     mean_wait: float | None
+    max_wait: float | None = None
+    #: The plugin's lane width (D14 [A2]: its parallelism within service.max_workers).
+    width: int = 1
+    #: Share of the lane's capacity (width x the simulated span) its runs used, 0..1.
+    utilisation: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -73,7 +79,11 @@ class SimulationResult:
     config: Config = attrs.field(repr=False)
 
 
-def plugin_stats(jobs: Sequence[JobReport]) -> tuple[PluginStats, ...]:
+def plugin_stats(
+    jobs: Sequence[JobReport], widths: Mapping[str, int] | None = None, span: float = 0.0
+) -> tuple[PluginStats, ...]:
+    """Per plugin: jobs, runs and their results, queue waits, and (given the lane widths and
+    the simulated span in seconds) how much of its lane its runs kept busy."""
     by_plugin: dict[str, list[JobReport]] = {}
     for job in jobs:
         by_plugin.setdefault(job.plugin, []).append(job)
@@ -81,6 +91,8 @@ def plugin_stats(jobs: Sequence[JobReport]) -> tuple[PluginStats, ...]:
     for plugin, own in sorted(by_plugin.items()):
         runs = [r for j in own for r in j.runs]
         waits = [w for j in own for w in j.waits]
+        width = (widths or {}).get(plugin, 1)
+        busy = sum(r.duration for r in runs)
         successes = sum(1 for r in runs if r.result == "succeeded")
         out.append(
             PluginStats(
@@ -92,6 +104,9 @@ def plugin_stats(jobs: Sequence[JobReport]) -> tuple[PluginStats, ...]:
                 retries=sum(1 for r in runs if r.status_after is JobStatus.QUEUED),
                 dead=sum(1 for j in own if j.status is JobStatus.DEAD),
                 mean_wait=sum(waits) / len(waits) if waits else None,
+                max_wait=max(waits) if waits else None,
+                width=width,
+                utilisation=min(1.0, busy / (width * span)) if span > 0 else 0.0,
             )
         )
     return tuple(out)

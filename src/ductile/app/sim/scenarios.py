@@ -231,7 +231,62 @@ def quiet_scenario(days: float = 1.5) -> Scenario:
     return attrs.evolve(base, name="quiet", faults=Faults(), arrivals=Arrivals(), reloads=())
 
 
-SCENARIOS: dict[str, Callable[[], Scenario]] = {"sweep": sweep_scenario, "quiet": quiet_scenario}
+#: How the lanes scenario's plugins behave: the sweep's, with runs long enough to overlap.
+LANES_BEHAVIOURS = {
+    **SWEEP_BEHAVIOURS,
+    "mailer": "flaky:0.1:took=90s",
+    "archive.handle": "flaky:0.2:took=100s",
+    "counter": "ok:dedupe=2:took=45s",
+}
+
+
+def lanes_scenario(days: float = 1.5) -> Scenario:
+    """The sweep with lanes (D14 [A2]): four workers, the handlers three and two wide, the
+    counter two wide (its state merges then overlap), runs of minutes, three times the
+    deliveries (redelivered keys included), the same crashes and reloads; one reload choice
+    goes back to one worker. Checks I9 and I10 beside I1-I8."""
+    base = sweep_scenario(days)
+    config = base.config
+    widths = {"mailer": 3, "archive": 2, "counter": 2}
+    plugins = {name: attrs.evolve(p, parallelism=widths.get(name, 1)) for name, p in config.plugins.items()}
+    lanes = attrs.evolve(config, service=attrs.evolve(config.service, max_workers=4), plugins=plugins)
+    serial = attrs.evolve(lanes, service=attrs.evolve(lanes.service, max_workers=1))
+    mutations = tuple(
+        (
+            label,
+            attrs.evolve(
+                c,
+                service=lanes.service,
+                plugins={
+                    name: attrs.evolve(p, parallelism=widths.get(name, 1)) for name, p in c.plugins.items()
+                },
+            ),
+        )
+        for label, c in base.reloads[0].choices
+    )
+    hooks = config.webhooks
+    assert hooks is not None
+    archive_hook = Endpoint(path="/hook/archive", plugin="archive", secret="sim", dedupe_header="X-Delivery")  # noqa: S106
+    lanes = attrs.evolve(lanes, webhooks=attrs.evolve(hooks, endpoints=(*hooks.endpoints, archive_hook)))
+    serial = attrs.evolve(serial, webhooks=lanes.webhooks)
+    return attrs.evolve(
+        base,
+        name="lanes",
+        config=lanes,
+        behaviours={key: parse_behaviour(text) for key, text in LANES_BEHAVIOURS.items()},
+        arrivals=attrs.evolve(base.arrivals, webhooks_per_day=60),
+        reloads=(
+            Reload(choices=(*mutations, ("one worker", serial))),
+            Reload(choices=(("back to the original", lanes),)),
+        ),
+    )
+
+
+SCENARIOS: dict[str, Callable[[], Scenario]] = {
+    "sweep": sweep_scenario,
+    "quiet": quiet_scenario,
+    "lanes": lanes_scenario,
+}
 
 
 async def run_scenario(

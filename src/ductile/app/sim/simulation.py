@@ -45,8 +45,9 @@ from ductile.app.sim.invariants import (
 from ductile.app.sim.monitor import Monitor
 from ductile.app.sim.plugins import PluginScripts
 from ductile.app.sim.proxies import CrashSwitch, ObservedSpawner, ObservedStore, ScriptingCatalog
-from ductile.app.sim.results import SimulationResult, job_report, plugin_stats
+from ductile.app.sim.results import JobReport, SimulationResult, job_report, plugin_stats
 from ductile.app.sim.trace import stamp, trace_hash
+from ductile.app.sim.workers import Workers, with_lanes
 from ductile.domain.config import Config
 from ductile.domain.job import TERMINAL, Command, SubmittedBy
 from ductile.fakes import FakeClock, FakeInbox, InMemoryStore, ScriptedSpawner
@@ -142,8 +143,14 @@ class Simulation:
         self.catalog = catalog if catalog is not None else SimCatalog(self.behaviours)
         self.start = start.astimezone(UTC)
         self.clock = FakeClock(self.start)
-        self.spawner = ScriptedSpawner(clock=self.clock)
-        self.spawner.while_running = self._arrive_while_running
+        lanes = with_lanes(config, self.reloads)
+        if lanes and store == "sqlite":
+            raise ValueError("lanes (service.max_workers above 1) are simulated on the memory stores only")
+        #: Several jobs at once (None: one at a time, the serial dispatcher of D14).
+        self.workers = Workers(self) if lanes else None
+        self.spawner = ScriptedSpawner(clock=self.clock, concurrent=lanes)
+        if not lanes:  # with lanes, arrivals come from the agenda while the workers sleep on the clock
+            self.spawner.while_running = self._arrive_while_running
         self.switch = CrashSwitch(faults, rng=self.rng, clock=self.clock)
         self.monitor = Monitor(self)
         self.plugins = PluginScripts(self)
@@ -157,8 +164,8 @@ class Simulation:
         self.inner: Store = memory_store or (IndexedMemoryStore() if store == "indexed" else InMemoryStore())
         self._directory: Path | None = None
         self._opened = False
-        self._next_tick = self.start
-        self._idle = False
+        self.next_tick = self.start
+        self.idle = False
         self._end: datetime | None = None
 
     @property
@@ -208,12 +215,12 @@ class Simulation:
         return await SqliteStore.open(self._directory / "ductile.db", synchronous="OFF")
 
     # ------------------------------------------------------------- steps
-    async def _step(
+    async def step(
         self, action: Callable[[], Awaitable[None]], *, retry: Callable[[], None] | None = None
     ) -> bool:
         """Run one step; a crash inside it restarts the process. True when it completed."""
         try:
-            await action()
+            await self._drive(action)
         except SimulatedCrash as crash:
             if retry is not None:
                 retry()
@@ -224,6 +231,8 @@ class Simulation:
 
     async def _restart(self, crash: SimulatedCrash | None) -> None:
         """kill -9 and start again: a new engine on the same store; ``start()`` recovers."""
+        if self.workers is not None:
+            await self.workers.kill()
         while True:
             self.switch.crashed()
             self.engine = None
@@ -238,31 +247,35 @@ class Simulation:
             self.note("restart")
             try:
                 self.engine = self._new_engine()
-                await self.engine.start()
+                await self._drive(self.engine.start)
             except SimulatedCrash as again:
                 crash = again
                 continue
             break
-        self._next_tick = self.clock.now()
-        self._idle = False
+        self.next_tick = self.clock.now()
+        self.idle = False
         await self.monitor.full_check()
         self.monitor.after_step()
 
-    async def _tick_action(self) -> None:
+    async def _drive(self, action: Callable[[], Awaitable[T]]) -> T:
+        """``action`` as a step runs it: alone (one job at a time), or with the runs in flight."""
+        return await (action() if self.workers is None else self.workers.drive(action))
+
+    async def tick_action(self) -> None:
         assert self.engine is not None
-        self._next_tick = await self.engine.tick()
+        self.next_tick = await self.engine.tick()
 
     async def _dispatch_action(self) -> None:
         assert self.engine is not None
-        self._idle = not await self.engine.dispatch_one()
+        self.idle = not await self.engine.dispatch_one()
 
-    async def _apply_next(self) -> None:
+    async def apply_next(self) -> None:
         item = self.agenda.pop()
-        self._idle = False
+        self.idle = False
         if item.kind == "reload":
-            await self._step(lambda: self.agenda.reload(item))
+            await self.step(lambda: self.agenda.reload(item))
         else:
-            await self._step(
+            await self.step(
                 lambda: self.agenda.arrive(item), retry=lambda: self.agenda.push(self.clock.now(), item)
             )
 
@@ -294,7 +307,7 @@ class Simulation:
         self.monitor.event("reload", None, f"configuration reloaded: {label}")
         await self.engine.reload(config)
 
-    async def _next_retry(self) -> datetime | None:
+    async def next_retry(self) -> datetime | None:
         return await self.inner.next_retry_at()
 
     async def _loop(self, end: datetime | None) -> None:
@@ -319,18 +332,20 @@ class Simulation:
     async def _next_step(self, end: datetime | None) -> bool:
         """Tick when due, else apply what arrived, else dispatch until idle, else jump to the
         next instant anything can happen. True when that was progress (a job ran, time moved)."""
+        if self.workers is not None:
+            return await self.workers.next_step(end)
         now = self.clock.now()
-        if now >= self._next_tick:
-            await self._step(self._tick_action)
+        if now >= self.next_tick:
+            await self.step(self.tick_action)
             return False
         due = self.agenda.next_at()
         if due is not None and due <= now:
-            await self._apply_next()
+            await self.apply_next()
             return False
-        if not self._idle:
-            return await self._step(self._dispatch_action) and not self._idle
-        candidates = [self._next_tick]
-        retry_at = await self._next_retry()
+        if not self.idle:
+            return await self.step(self._dispatch_action) and not self.idle
+        candidates = [self.next_tick]
+        retry_at = await self.next_retry()
         if retry_at is not None:
             candidates.append(retry_at)
         if due is not None:
@@ -341,7 +356,7 @@ class Simulation:
         moved = target > now
         if moved:
             self.clock.set(target)
-        self._idle = False
+        self.idle = False
         return moved
 
     # ------------------------------------------------------------- the public steps
@@ -359,25 +374,25 @@ class Simulation:
             with _quiet(self.quiet):
                 self.engine = self._new_engine()
                 try:
-                    await self.engine.start()
+                    await self._drive(self.engine.start)
                 except SimulatedCrash as crash:
                     await self._restart(crash)
                 self.monitor.after_step()
-                self._next_tick = self.clock.now()
+                self.next_tick = self.clock.now()
         except Violation as v:
             raise v.error from None
 
     async def tick(self) -> None:
-        await self._public(lambda: self._step(self._tick_action))
+        await self._public(lambda: self.step(self.tick_action))
 
     async def dispatch(self, behaviour: Behaviour | None = None) -> bool:
         """Run the oldest runnable job (the next spawn follows ``behaviour`` if given).
         True when a job was taken (False when idle or a crash cut the step short)."""
         if behaviour is not None:
             self.plugins.forced = [behaviour]
-        completed = await self._public(lambda: self._step(self._dispatch_action))
+        completed = await self._public(lambda: self.step(self._dispatch_action))
         self.plugins.forced = []
-        return completed and not self._idle
+        return completed and not self.idle
 
     async def submit(
         self,
@@ -403,11 +418,11 @@ class Simulation:
             self.monitor.ack(result.job_id, submitted_by.value)
             answer.append(result)
 
-        await self._public(lambda: self._step(action))
+        await self._public(lambda: self.step(action))
         return answer[0] if answer else None
 
     async def reload(self, config: Config, label: str = "reload") -> None:
-        await self._public(lambda: self._step(lambda: self.apply_reload(config, label)))
+        await self._public(lambda: self.step(lambda: self.apply_reload(config, label)))
 
     async def crash(self) -> None:
         """kill -9 between steps, and restart."""
@@ -416,7 +431,7 @@ class Simulation:
     def advance(self, delta: timedelta) -> None:
         """Let simulated time pass (nothing runs meanwhile)."""
         self.clock.advance(delta)
-        self._idle = False
+        self.idle = False
 
     def arm_crash(self, calls_from_now: int, point: CrashPoint) -> None:
         """Crash at the ``calls_from_now``-th port call from now (1: the next one)."""
@@ -453,6 +468,8 @@ class Simulation:
             raise v.error from None
 
     async def close(self) -> None:
+        if self.workers is not None:
+            await self.workers.kill()
         if self.store_kind == "sqlite" and self._opened:
             await self.inner.close()
         if self._directory is not None:
@@ -477,6 +494,11 @@ class Simulation:
                 await self.close()
             return self.result()
 
+    def _widths(self, jobs: Sequence[JobReport]) -> dict[str, int]:
+        """Each plugin's lane width, as the engine last saw it (1 once it is gone)."""
+        lanes = self.engine.runtime.lanes() if self.engine is not None else None
+        return {j.plugin: (lanes.width(j.plugin) if lanes else None) or 1 for j in jobs}
+
     def result(self) -> SimulationResult:
         """What the run did, as the monitor saw it (after :meth:`run`, or at any point between steps)."""
         jobs = tuple(job_report(t) for t in self.monitor.jobs.values())
@@ -490,7 +512,7 @@ class Simulation:
             trace_hash=trace_hash(self.trace),
             jobs=jobs,
             events=tuple(self.monitor.events),
-            stats=plugin_stats(jobs),
+            stats=plugin_stats(jobs, self._widths(jobs), (self.clock.now() - self.start).total_seconds()),
             crashes=self.crashes,
             checks=self.monitor.checks,
             calls=self.switch.calls,

@@ -16,14 +16,13 @@ from ductile.app.api import events, jobs
 from ductile.app.api.body import encode_cursor
 from ductile.app.api.errors import ApiError
 from ductile.app.api.metrics import version
-from ductile.app.planning import paused_keys, schedule_runs
+from ductile.app.planning import runs_in
 from ductile.app.ui import schema_form
 from ductile.app.ui.guard import Visit
 from ductile.app.views import breaker_json, job_json, run_json, utc
 from ductile.domain.breaker import BreakerStatus
 from ductile.domain.job import Job, JobStatus
 from ductile.domain.plugin import CommandType
-from ductile.domain.schedule import split_key
 from ductile.domain.settle import RunRecord
 from ductile.ports.store import JobQuery
 
@@ -174,6 +173,10 @@ def _outcome(job: Job, run: RunRecord) -> dict[str, Any]:
     return {"job": job_json(job), "ok": ok, "finished_at": utc(run.finished_at)}
 
 
+#: The newest facts a plugin page shows (``ductile facts`` lists more).
+FACTS_SHOWN = 10
+
+
 async def plugin_page(visit: Visit) -> Response:
     """One plugin: manifest, masked config, schedule, breakers, state, recent outcomes, run-now."""
     name = visit.request.path_params["plugin"]
@@ -183,9 +186,15 @@ async def plugin_page(visit: Visit) -> Response:
     except operations.NotFoundError as e:
         raise ApiError(404, "not found", str(e)) from None
     recent = await engine.store.recent_runs(plugin=name, limit=30)
+    declares_facts = bool(doc.get("manifest", {}).get("fact_types"))
+    facts = await engine.store.facts(name, limit=FACTS_SHOWN) if declares_facts else []
     return visit.page(
         "plugin.html",
         doc=doc,
+        facts=[
+            {"seq": f.seq, "type": f.fact_type, "job_id": f.job_id, "at": utc(f.at), "body": f.body}
+            for f in facts
+        ],
         state=await engine.store.get_state(name),
         recent=[_outcome(r.job, r.run) for r in recent],
         runnable=_runnable(visit, name),
@@ -219,38 +228,11 @@ def _runnable(visit: Visit, name: str) -> list[dict[str, Any]]:
 async def projected(
     visit: Visit, start: datetime, end: datetime, limit: int
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every schedule's runs in ``[start, end)`` as ``ductile schedule`` shows them (stored, then
-    projected), earliest first; and the schedules cut at ``limit`` runs."""
-    engine, now = visit.ctx.engine, visit.ctx.engine.clock.now()
-    found: list[dict[str, Any]] = []
-    cut = []
-    pauses = {(p.plugin, p.schedule_id) for p in await engine.store.pauses()}
-    for key, schedule in sorted(engine.runtime.schedules().items()):
-        stored = await engine.store.planned(key)
-        runs = schedule_runs(schedule, key=key, stored=stored, now=now, start=start, end=end, limit=limit)
-        if len(runs) >= limit:
-            cut.append(key)
-        plugin, schedule_id = split_key(key)
-        paused = paused_keys(pauses, key)
-        found += [
-            {
-                "schedule": key,
-                "plugin": plugin,
-                "schedule_id": schedule_id,
-                "paused": paused,
-                "kind": kind,
-                "planned_at": utc(run.planned_at),
-                "nominal_at": utc(run.nominal_at),
-                "offset_seconds": run.offset.total_seconds(),
-                "snapped": run.snapped,
-                "target": f"event {schedule.emit.type}" if schedule.emit is not None else schedule.command,
-                "zone": str(schedule.tz),
-                "at": run.planned_at,
-            }
-            for run, kind in runs
-        ]
-    found.sort(key=lambda doc: (doc["at"], doc["schedule"]))
-    return found, cut
+    """Every schedule's runs in ``[start, end)`` (:func:`ductile.app.planning.runs_in`)."""
+    engine = visit.ctx.engine
+    return await runs_in(
+        engine.store, engine.runtime, now=engine.clock.now(), start=start, end=end, limit=limit
+    )
 
 
 def dst_changes(tzs: dict[str, tzinfo], start: datetime, end: datetime) -> list[dict[str, Any]]:
