@@ -379,6 +379,7 @@ class Ductile:
                 raise
         old = engine.runtime.config
         refused_before = frozenset(r.name for r in engine.runtime.refused)
+        unhealthy_before = frozenset(engine.runtime.unhealthy)
         for change in restart_needed(old, config):
             _reload_log.warning(f"{change} changed: it applies at the next restart")
         report = await engine.reload(config)
@@ -388,7 +389,7 @@ class Ductile:
         doc["restart_needed"] = restart_needed(old, config)
         self._record(config)
         await self.surface.record(Kind.CONFIG_RELOADED, doc)
-        await self.surface.record_refusals(refused_before)
+        await self.surface.record_refusals(refused_before, unhealthy_before)
         return doc
 
     # ----------------------------------------------------------------- API

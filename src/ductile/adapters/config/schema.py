@@ -30,10 +30,10 @@ from ductile.adapters.config.hooks import (
     Jitter,
     JsonObject,
     Listen,
-    PluginName,
     PluginTable,
     StoreUrl,
     UserName,
+    UsesName,
     count_hook,
     current_context,
     endpoint_path_hook,
@@ -54,6 +54,7 @@ from ductile.adapters.config.plugin_hooks import (
     TimeoutTable,
     Weekdays,
 )
+from ductile.domain import lifecycle
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.config import (
     DEFAULT_PLUGINS_DIR,
@@ -64,6 +65,7 @@ from ductile.domain.config import (
     Endpoint,
     EnvSettings,
     LogLevel,
+    Notify,
     PluginConfig,
     ServiceConfig,
     StoreConfig,
@@ -77,6 +79,7 @@ from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route
 from ductile.domain.schedule import CatchUp, IfRunning, Schedule, Window
 from ductile.domain.scopes import ScopeError, parse_scope
+from ductile.domain.suggest import did_you_mean
 
 #: Top-level keys with this prefix are ignored: a place to keep YAML anchors.
 EXTENSION_PREFIX = "x-"
@@ -143,7 +146,7 @@ class _ScheduleEntryDoc(_ScheduleDoc):
 @attrs.frozen(kw_only=True)
 class PluginDoc:
     enabled: bool | None = None
-    uses: PluginName | None = None
+    uses: UsesName | None = None
     schedule: Schedule | None = None
     schedules: tuple[NamedSchedule, ...] | None = None
     config: JsonObject | None = None
@@ -152,6 +155,7 @@ class PluginDoc:
     timeouts: TimeoutTable | None = None
     circuit_breaker: BreakerPolicy | None = None
     max_outstanding_polls: Count | None = None
+    notify: Notify | None = None
     parallelism: Count | None = None
     user: UserName | None = None
 
@@ -460,6 +464,15 @@ def build_config(doc: ConfigDoc) -> Config:
         if route in seen:
             raise Problem(f"the same route as routes[{seen[route]}]", "routes", index)
         seen[route] = index
+        if route.source == lifecycle.SOURCE and route.event_type not in lifecycle.TYPES:
+            raise Problem(
+                f"ductile emits no '{route.event_type}' event"
+                f"{did_you_mean(route.event_type, lifecycle.TYPES)}; its lifecycle events are "
+                f"{', '.join(sorted(lifecycle.TYPES))}",
+                "routes",
+                index,
+                "event_type",
+            )
     service = doc.service if doc.service is not None else _build_service(_ServiceDoc())
     plugins: dict[str, PluginConfig] = doc.plugins or {}
     cycle = find_cycle({name: pc.uses for name, pc in plugins.items() if pc.uses is not None})

@@ -97,6 +97,11 @@ class SubprocessSpawner:
         try:
             # Popen returns once the exec succeeded or failed (fork + exec: about a
             # millisecond); it never waits for the plugin itself.
+            argv = (
+                [request.executable]
+                if request.interpreter is None
+                else [request.interpreter, request.executable]
+            )
             proc = subprocess.Popen(  # noqa: ASYNC220
                 argv,
                 executable=argv[0],

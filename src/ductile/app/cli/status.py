@@ -74,7 +74,7 @@ async def _health(
         user=run_as[0] if (run_as := config.run_as(plugin.name)) is not None else None,
     )
     outcome = await spawner.run(request)
-    verdict = classify(outcome, timeout)
+    verdict = classify(outcome, timeout, protocol=plugin.protocol)
     logs = verdict.response.logs if verdict.response is not None else ()
     return {
         "ok": verdict.event is JobEvent.SUCCEED,
