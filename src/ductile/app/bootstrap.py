@@ -186,8 +186,7 @@ class Ductile:
         return self
 
     async def _open_own_store(self, config: Config) -> Store:
-        """SQLite under ``service.state_dir`` (checked: ADR 0040), behind the instance lock
-        unless ``lock=False``; its integrity is checked before anything runs."""
+        """SQLite in the checked state dir (ADR 0040), locked unless ``lock=False``, integrity checked."""
         from ductile.adapters.sqlite import SqliteStore
         from ductile.adapters.statedir import prepare
 
