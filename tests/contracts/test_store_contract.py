@@ -302,14 +302,14 @@ def test_a_running_job_blocks_its_identity(with_store: StoreRunner) -> None:
 
     async def body(store: Store) -> None:
         first = await add(store, make_job(dedupe_key="k"))
-        await claim(store, at(1), first)
+        claimed = await claim(store, at(1), first)
         dup = make_job(dedupe_key="k", created=at(2))
         assert await store.enqueue(dup, actor=Actor.WEBHOOK, now=at(2), dedupe_ttl=TTL) == EnqueueResult(
             first.id, False
         )
         assert await store.get_job(dup.id) is None
         # once it has ended badly, the identity is free again
-        await store.settle(first.id, FATAL, ctx=ctx(at(3)), dedupe_ttl=TTL)
+        await store.settle(first.id, FATAL, ctx=ctx(at(3)), dedupe_ttl=TTL, token=claimed.claim_token)
         await add(store, make_job(dedupe_key="k", created=at(4)))
 
     with_store(body)

@@ -47,6 +47,20 @@ def test_the_example_hello_plugin_says_its_configured_greeting() -> None:
     assert [line.message for line in ran.settlement.run.logs] == ["good morning"]
 
 
+def test_the_example_routes_every_death_to_a_builtin_notify_alias() -> None:
+    from ductile.adapters.plugin_dir import FilesystemCatalog
+
+    config = load_config(EXAMPLE)
+    found = FilesystemCatalog().discover(config)
+    assert not found.refused, found.refused
+    assert found.plugins["alert"].base == "notify"
+    assert found.plugins["oops"].base == "sys_exec"
+    alerts = config.alerts(set(found.plugins))
+    assert [(r.event_type, r.target) for r in alerts.routes] == [("job.dead", "alert")]
+    assert "python3 examples/receiver.py" in README
+    assert "ductile run oops" in README
+
+
 def test_the_example_serves_the_dashboard_the_tour_opens() -> None:
     config = load_config(EXAMPLE)
     assert config.api is not None

@@ -136,3 +136,27 @@ def test_the_plugin_dies_by_its_deadline_when_the_daemon_is_killed_or_frozen(
             os.kill(daemon.pid, signal.SIGCONT)
         daemon.kill()
         daemon.wait(10)
+
+
+def test_a_builtin_run_by_the_daemons_interpreter_runs_under_the_watchdog_too(tmp_path: Path) -> None:
+    """A built-in is a script the daemon's interpreter runs (not executable itself): under a
+    shared store's watchdog the interpreter and the script are what ``timeout`` runs."""
+    from ductile.adapters.spawner import SubprocessSpawner
+
+    script = tmp_path / "run.py"
+    parent = "open(f'/proc/{os.getppid()}/comm').read().strip()"
+    script.write_text(f"import os, sys\nsys.stdin.read()\nprint({parent})\n")
+    script.chmod(0o644)
+
+    class Watched(SubprocessSpawner):
+        async def run(self, request, *, on_start=None):  # type: ignore[no-untyped-def]
+            import attrs
+
+            return await super().run(
+                attrs.evolve(request, watchdog=30.0, interpreter=sys.executable), on_start=on_start
+            )
+
+    ran = run(str(script), spawner=Watched())
+    assert (ran.outcome.exit_code, ran.outcome.spawn_error) == (0, None), ran.outcome
+    assert ran.outcome.stdout.strip() == b"timeout"  # the watchdog is the plugin's parent
+    assert_nothing_survives(ran.handle)

@@ -539,7 +539,7 @@ def test_recovery_kills_the_recorded_process_group_before_it_requeues_the_job(tm
 class ForgetfulRecoveryStore(SqliteStore):
     """Mutant: crash recovery does nothing, so orphans stay running forever."""
 
-    async def recover(self, now: Any) -> list[Any]:
+    async def recover(self, now: Any, **_: Any) -> list[Any]:
         return []
 
 

@@ -9,7 +9,7 @@ that invariant's code and the command that replays it.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -23,14 +23,17 @@ from ductile.app.sim import (
     quiet_scenario,
     sweep_scenario,
 )
-from ductile.domain.job import Job, Transition
+from ductile.domain import lifecycle
+from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.outcome import SpawnOutcome
+from ductile.domain.routing import Envelope
 from ductile.domain.schedule import PlannedRun
-from ductile.domain.settle import Settlement
+from ductile.domain.settle import SettleContext, Settlement
 from ductile.fakes import InMemoryStore, ScriptedSpawner
 from ductile.fakes.memory_tx import MemoryTx
 from ductile.ports.spawner import OnStart, SpawnRequest
-from ductile.ports.store import EnqueueResult, FireResult, Guard
+from ductile.ports.store import Committed, EnqueueResult, FireResult, Guard
+from ductile.units import insert_jobs
 
 
 class LossyInserts(MemoryTx):
@@ -56,7 +59,7 @@ class LossyInserts(MemoryTx):
 class NoRecovery(InMemoryStore):
     """Crash recovery that leaves orphans running."""
 
-    async def recover(self, now: datetime) -> list[Settlement]:
+    async def recover(self, now: datetime, **_: Any) -> list[Settlement]:
         return []
 
 
@@ -96,6 +99,39 @@ class StarvesRetries(MemoryTx):
     def oldest_runnable(self, now: datetime, **skips: Any) -> Job | None:
         job = super().oldest_runnable(now, **skips)
         return None if job is not None and job.attempt > 1 else job  # the retry waits forever
+
+
+class Untold(InMemoryStore):
+    """Settles every run without its lifecycle events (a death no one hears of)."""
+
+    async def settle(
+        self, job_id: str, end: Any, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+    ) -> Committed:
+        quiet = attrs.evolve(ctx, alerts=None)
+        return await super().settle(job_id, end, ctx=quiet, dedupe_ttl=dedupe_ttl, token=token)
+
+
+class Chatty(InMemoryStore):
+    """Tells of its notifier's own deaths too (the alert storm of a broken notifier)."""
+
+    async def settle(
+        self, job_id: str, end: Any, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+    ) -> Committed:
+        committed = await super().settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token)
+        job = committed.settlement.job
+        if ctx.alerts is not None and lifecycle.is_lifecycle_job(job) and job.status is JobStatus.DEAD:
+            about = Envelope(
+                type="job.dead",
+                payload={"job_id": job.id},
+                source=lifecycle.SOURCE,
+                timestamp=ctx.now,
+                event_id=f"storm-{job.id}",
+            )
+            with self.tx.atomic() as tx:
+                storm = lifecycle.children([about], ctx.alerts, at=ctx.now)
+                told = insert_jobs(tx, storm, actor=Actor.ROUTE, now=ctx.now, ttl=dedupe_ttl)
+            return attrs.evolve(committed, alerts=(*committed.alerts, *told))
+        return committed
 
 
 class TwiceRunningSpawner(ScriptedSpawner):
@@ -161,6 +197,15 @@ def test_i6_catches_a_plugin_run_twice_for_one_attempt() -> None:
 
 def test_i7_catches_scheduled_jobs_enqueued_while_the_breaker_is_open() -> None:
     _expect("I7", quiet_scenario(), memory_store=BlindToBreakers())
+
+
+def test_i11_catches_a_death_no_one_was_told_of() -> None:
+    _expect("I11", sweep_scenario(), memory_store=Untold())
+
+
+def test_i11_catches_a_notifier_told_of_its_own_death() -> None:
+    error = _expect("I11", sweep_scenario(), memory_store=Chatty())
+    assert "a job made from a lifecycle event" in str(error)
 
 
 def test_i8_catches_jobs_that_never_finish() -> None:

@@ -13,6 +13,7 @@ from ductile.app.runtime import init_fingerprint
 from ductile.domain.config import Config, PluginConfig
 from ductile.domain.job import Actor, Job, JobStatus
 from ductile.domain.lanes import UNLIMITED, Lanes
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.schedule import CatchUp, PlannedRun
 from ductile.fakes import InMemoryStore, ScriptedSpawner
@@ -624,11 +625,13 @@ class _FlakyCancelStore(InMemoryStore):
         super().__init__()
         self.failures = failures
 
-    async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
+    async def cancel_queued(
+        self, plugin: str, *, reason: str, now: datetime, alerts: Alerts | None = None
+    ) -> list[str]:
         if self.failures:
             self.failures -= 1
             raise OSError("database is locked")
-        return await super().cancel_queued(plugin, reason=reason, now=now)
+        return await super().cancel_queued(plugin, reason=reason, now=now, alerts=alerts)
 
 
 @async_test

@@ -31,7 +31,7 @@ class RefusingStore(InMemoryStore):
         super().__init__()
         self.error = error
 
-    async def note(self, entry: Activity) -> None:
+    async def note(self, entry: Activity, *, alerts: object = None) -> None:
         raise self.error
 
 

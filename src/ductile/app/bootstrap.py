@@ -185,8 +185,7 @@ class Ductile:
         return self
 
     async def _open_own_store(self, config: Config) -> Store:
-        """SQLite under ``service.state_dir`` (checked: ADR 0040), behind the instance lock
-        unless ``lock=False``; its integrity is checked before anything runs."""
+        """SQLite in the checked state dir (ADR 0040), locked unless ``lock=False``, integrity checked."""
         from ductile.adapters.sqlite import SqliteStore
         from ductile.adapters.statedir import DB_FILES, prepare
 
@@ -379,6 +378,7 @@ class Ductile:
                 raise
         old = engine.runtime.config
         refused_before = frozenset(r.name for r in engine.runtime.refused)
+        unhealthy_before = frozenset(engine.runtime.unhealthy)
         for change in restart_needed(old, config):
             _reload_log.warning(f"{change} changed: it applies at the next restart")
         report = await engine.reload(config)
@@ -388,7 +388,7 @@ class Ductile:
         doc["restart_needed"] = restart_needed(old, config)
         self._record(config)
         await self.surface.record(Kind.CONFIG_RELOADED, doc)
-        await self.surface.record_refusals(refused_before)
+        await self.surface.record_refusals(refused_before, unhealthy_before)
         return doc
 
     # ----------------------------------------------------------------- API

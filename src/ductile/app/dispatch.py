@@ -122,6 +122,7 @@ class Dispatcher:
             targets=runtime.targets(),
             max_route_depth=runtime.config.service.max_route_depth,
             fact=plugin.manifest.fact_rule(job.command) if plugin is not None else None,
+            alerts=runtime.alerts(),
         )
         protocol = plugin.protocol if plugin is not None else PROTOCOL_V1
         # Classified here, not in the store's unit: parsing stdout holds no write transaction.
@@ -139,7 +140,7 @@ class Dispatcher:
             await log_route_depth(
                 self.store, job, committed.settlement, runtime.config.service.max_route_depth
             )
-        if any(r.created for r in committed.children):
+        if any(r.created for r in (*committed.children, *committed.alerts)):
             self.inbox.notify()
         return committed
 

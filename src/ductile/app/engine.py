@@ -131,13 +131,16 @@ class Engine:
     async def start(self) -> list[Settlement]:
         """Crash recovery (D6), plugin discovery, ``init`` where due, schedules."""
         self.started_at = self.clock.now()
-        recovered = await self.recover()
+        config = self.runtime.config
         async with self._lock:
-            self.runtime = await self._lifecycle.start(self.runtime.config)
+            # Discovery first, so the deaths recovery finds are routed (job.dead) like any other.
+            discovery = self._lifecycle.discover(config)
+            recovered = await self._lifecycle.recover(Runtime(config=config, discovery=discovery).alerts())
+            self.runtime = await self._lifecycle.start(config, discovery)
         return recovered
 
     async def recover(self) -> list[Settlement]:
-        return await self._lifecycle.recover()
+        return await self._lifecycle.recover(self.runtime.alerts())
 
     # ----------------------------------------------------------------- reload (D13)
     async def reload(self, config: Config) -> ReloadReport:
@@ -203,7 +206,9 @@ class Engine:
     async def recover_strays(self) -> list[Settlement]:
         """This node's claims it does not hold (see :meth:`Cluster.strays`), re-queued."""
         assert self.cluster is not None
-        settlements = await self.cluster.strays(self.clock.now(), keep=set(self._claimed))
+        settlements = await self.cluster.strays(
+            self.clock.now(), keep=set(self._claimed), alerts=self.runtime.alerts()
+        )
         if settlements:
             self.inbox.notify()
         return settlements
@@ -211,7 +216,7 @@ class Engine:
     async def recover_peers(self) -> list[Settlement]:
         """Peer recovery (a shared store's leader): see :meth:`Lifecycle.recover_peers`."""
         assert self.cluster is not None
-        return await self._lifecycle.recover_peers(self.cluster)
+        return await self._lifecycle.recover_peers(self.cluster, alerts=self.runtime.alerts())
 
     # ----------------------------------------------------------------- intake
     async def submit(self, submission: Submission) -> EnqueueResult:

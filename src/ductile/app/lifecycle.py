@@ -16,6 +16,7 @@ import attrs
 from ductile.app.runtime import InitState, PluginState, PluginStatus, Runtime
 from ductile.domain.config import Config
 from ductile.domain.job import Actor, Command, Job, JobStatus, SubmittedBy
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.plugin import Discovery
 from ductile.domain.schedule import plan_next
 from ductile.domain.settle import Settlement
@@ -79,10 +80,16 @@ class Lifecycle:
     _schedules_dirty: bool = attrs.field(default=False, init=False)
 
     # ----------------------------------------------------------------- start-up
-    async def start(self, config: Config) -> Runtime:
-        """Plugin discovery, ``init`` where due, schedules: the runtime to start with."""
+    def discover(self, config: Config) -> Discovery:
+        """The plugins ``config`` names, found and judged (each refusal logged)."""
         discovery = self.catalog.discover(config)
         self._log_discovery(discovery)
+        return discovery
+
+    async def start(self, config: Config, discovery: Discovery | None = None) -> Runtime:
+        """Discovery (unless given), ``init`` where due, schedules: the runtime to start with."""
+        if discovery is None:
+            discovery = self.discover(config)
         unhealthy = await self._run_inits(Runtime(config=config, discovery=discovery))
         runtime = Runtime(config=config, discovery=discovery, unhealthy=unhealthy)
         if self.shared:
@@ -91,8 +98,9 @@ class Lifecycle:
             await self._sync_schedules(runtime, started=True)
         return runtime
 
-    async def recover(self) -> list[Settlement]:
-        """Crash recovery (D6): kill orphaned process groups, settle the orphans."""
+    async def recover(self, alerts: Alerts | None = None) -> list[Settlement]:
+        """Crash recovery (D6): kill orphaned process groups, settle the orphans (their
+        ``job.recovered`` and ``job.dead`` events routed by ``alerts``)."""
         for orphan in await self.store.running():
             if orphan.process is not None:
                 killed = await self.spawner.kill_orphan(orphan.process)
@@ -100,7 +108,7 @@ class Lifecycle:
                     _recovery_log.bind(plugin=orphan.job.plugin, job_id=orphan.job.id).warning(
                         "killed the process group of an orphaned job", pgid=orphan.process.pgid
                     )
-        settlements = await self.store.recover(self.clock.now())
+        settlements = await self.store.recover(self.clock.now(), alerts=alerts)
         for s in settlements:
             job = s.job
             job_log = _recovery_log.bind(plugin=job.plugin, job_id=job.id)
@@ -112,10 +120,10 @@ class Lifecycle:
             self.inbox.notify()
         return settlements
 
-    async def recover_peers(self, cluster: Cluster) -> list[Settlement]:
+    async def recover_peers(self, cluster: Cluster, alerts: Alerts | None = None) -> list[Settlement]:
         """Peer recovery (ADR 0034): the running jobs of nodes that are not live, past their
         deadline and the margin, settled as interrupted; logged like the orphans of D6."""
-        settlements = await cluster.sweep(self.clock.now())
+        settlements = await cluster.sweep(self.clock.now(), alerts=alerts)
         for s in settlements:
             job = s.job
             job_log = _recovery_log.bind(plugin=job.plugin, job_id=job.id)
@@ -186,8 +194,7 @@ class Lifecycle:
     async def switch(self, old: Runtime, config: Config) -> Switch:
         """Build the runtime of ``config`` (discovery, ``init`` where due) and note
         what it implies for the store, for :meth:`reconcile` to carry out."""
-        discovery = self.catalog.discover(config)
-        self._log_discovery(discovery)
+        discovery = self.discover(config)
         gone = sorted(set(old.plugins) - set(discovery.plugins))
         provisional = Runtime(config=config, discovery=discovery)
         for name in gone:
@@ -215,7 +222,9 @@ class Lifecycle:
                 if name in runtime.plugins:  # came back before we got to it
                     del self._pending_cancel[name]
                     continue
-                ids = await self.store.cancel_queued(name, reason=reason, now=self.clock.now())
+                ids = await self.store.cancel_queued(
+                    name, reason=reason, now=self.clock.now(), alerts=runtime.alerts()
+                )
                 del self._pending_cancel[name]
                 cancelled[name] = tuple(ids)
                 _reload_log.warning(f"{reason}: {len(ids)} queued job(s) cancelled", plugin=name)

@@ -27,6 +27,7 @@ from ductile.domain import breaker as br
 from ductile.domain.config import Config
 from ductile.domain.errors import DuctileError
 from ductile.domain.job import Actor, Job, JobStatus, SubmittedBy
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.schedule import schedule_key
 from ductile.domain.state import serialize_state
 from ductile.ports.store import EnqueueResult, JobPage, JobQuery, NotQueuedError, RunView, Store
@@ -122,11 +123,16 @@ async def retry_job(
     return job, result
 
 
-async def cancel_job(store: Store, text: str, *, who: str, actor: Actor, now: datetime) -> Job:
-    """A queued job becomes dead, "cancelled by <who>"; :class:`ConflictError` otherwise."""
+async def cancel_job(
+    store: Store, text: str, *, who: str, actor: Actor, now: datetime, alerts: Alerts | None = None
+) -> Job:
+    """A queued job becomes dead, "cancelled by <who>" (a ``job.dead`` event where ``alerts``
+    route one); :class:`ConflictError` otherwise."""
     job_id = await resolve_job_id(store, text)
     try:
-        return await store.cancel_job(job_id, reason=f"cancelled by {who}", actor=actor, now=now)
+        return await store.cancel_job(
+            job_id, reason=f"cancelled by {who}", actor=actor, now=now, alerts=alerts
+        )
     except NotQueuedError as e:
         raise ConflictError(str(e)) from None
 
@@ -134,9 +140,12 @@ async def cancel_job(store: Store, text: str, *, who: str, actor: Actor, now: da
 # ----------------------------------------------------------------------------- plugins
 
 
-async def reset_breakers(store: Store, plugin: str, *, who: str, now: datetime) -> list[br.Breaker]:
-    """Close the plugin's breakers (logged as ``breaker.closed`` by ``who``); those that were open."""
-    return await store.reset_breakers(plugin, now=now, actor=who)
+async def reset_breakers(
+    store: Store, plugin: str, *, who: str, now: datetime, alerts: Alerts | None = None
+) -> list[br.Breaker]:
+    """Close the plugin's breakers (logged as ``breaker.closed`` by ``who``, a lifecycle event
+    where ``alerts`` route one); those that were open."""
+    return await store.reset_breakers(plugin, now=now, actor=who, alerts=alerts)
 
 
 def plugins_view(runtime: Runtime) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from ductile.domain.config import (
 )
 from ductile.domain.job import Command
 from ductile.domain.lanes import Lanes
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.plugin import Discovery, Plugin, Refusal
 from ductile.domain.routing import Target
 from ductile.domain.schedule import Schedule, schedule_key
@@ -88,11 +89,13 @@ class Runtime:
     # every settle and the scheduler for the schedules at every tick (bench/bench_sim.py).
     _targets: Mapping[str, Target] = attrs.field(init=False, eq=False, repr=False)
     _schedules: Mapping[str, Schedule] = attrs.field(init=False, eq=False, repr=False)
+    _alerts: Alerts = attrs.field(init=False, eq=False, repr=False)
     _lanes: Lanes = attrs.field(init=False, eq=False, repr=False)
     _fingerprint: str = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_targets", MappingProxyType(self.config.targets(set(self.plugins))))
+        object.__setattr__(self, "_alerts", self.config.alerts(set(self.plugins)))
         schedules: dict[str, Schedule] = {}
         for name in sorted(self.plugins):
             pc = self.settings(name)
@@ -128,6 +131,9 @@ class Runtime:
         """Where routed events may go: loaded, enabled plugins (a read-only view)."""
         return self._targets
 
+    def alerts(self) -> Alerts:
+        """Where lifecycle events go under this runtime (the routes ``from: ductile``)."""
+        return self._alerts
     def lanes(self) -> Lanes:
         """Each loaded plugin's lane width (its ``parallelism`` within ``service.max_workers``,
         1 when its manifest is not ``concurrency_safe``) and its claims' hold; any other

@@ -150,12 +150,13 @@ class Scheduler:
             actor=Actor.SCHEDULER,
             now=now,
             dedupe_ttl=runtime.config.service.dedupe_ttl,
+            alerts=runtime.alerts(),
         )
         created = [r.job_id for r in result.jobs if r.created]
         _log_fire(entry, decision, result, created=created, next_run=next_run, now=now, more=more)
         if result.stopping:
             await self._stop(result.stopping, entry)
-        if result.fired and created:
+        if result.fired and (created or result.alerts):
             self.inbox.notify()
         return result
 

@@ -105,6 +105,7 @@ def spawn_request(
     )
     return SpawnRequest(
         executable=plugin.executable,
+        interpreter=plugin.interpreter,
         cwd=plugin.directory,
         stdin=stdin,
         env=env,

@@ -151,19 +151,31 @@ class Surface:
     # ----------------------------------------------------------------- the activity log
     async def record(self, kind: Kind, data: dict[str, Any], plugin: str | None = None) -> None:
         """Append an entry the instance decided on; a store error is logged, never raised
-        (what happened, happened all the same: only its record is missing)."""
+        (what happened, happened all the same: only its record is missing). A refused or
+        unhealthy plugin is also a lifecycle event, routed under the runtime in force."""
+        engine = self.engine
         try:
-            await self.engine.store.note(
-                Activity(kind=kind, at=self.engine.clock.now(), plugin=plugin, data=data)
+            await engine.store.note(
+                Activity(kind=kind, at=engine.clock.now(), plugin=plugin, data=data),
+                alerts=engine.runtime.alerts(),
             )
         except StoreFaultError as e:  # the machine's fault: the store logs its episode's error line
             _log.warning(f"could not record {kind.value} in the activity log: {e}")
         except Exception:
             _log.exception(f"could not record {kind.value} in the activity log")
+        else:
+            engine.inbox.notify()
         self.feed.poke()
 
-    async def record_refusals(self, before: frozenset[str] = frozenset()) -> None:
-        """``plugin.refused`` for each plugin refused now and not refused ``before``."""
-        for refusal in self.engine.runtime.refused:
+    async def record_refusals(
+        self, before: frozenset[str] = frozenset(), unhealthy_before: frozenset[str] = frozenset()
+    ) -> None:
+        """``plugin.refused`` for each plugin refused now and not refused ``before``;
+        ``plugin.unhealthy`` for each plugin unhealthy now and not ``unhealthy_before``."""
+        runtime = self.engine.runtime
+        for refusal in runtime.refused:
             if refusal.name not in before:
                 await self.record(Kind.PLUGIN_REFUSED, {"reason": refusal.reason}, plugin=refusal.name)
+        for name, reason in sorted(runtime.unhealthy.items()):
+            if name not in unhealthy_before:
+                await self.record(Kind.PLUGIN_UNHEALTHY, {"reason": reason}, plugin=name)

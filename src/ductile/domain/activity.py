@@ -47,6 +47,8 @@ class Kind(enum.StrEnum):
     CONFIG_RELOADED = "config.reloaded"
     CONFIG_REJECTED = "config.rejected"
     PLUGIN_REFUSED = "plugin.refused"
+    #: A loaded plugin's ``init`` failed at a start or reload: it is not scheduled.
+    PLUGIN_UNHEALTHY = "plugin.unhealthy"
 
 
 class SkipReason(enum.StrEnum):

@@ -16,6 +16,7 @@ from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.dedupe import DEFAULT_DEDUPE_TTL
 from ductile.domain.errors import ScheduleError
 from ductile.domain.job import Command, Job, SubmittedBy
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.quantities import format_duration
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route, Target
@@ -116,6 +117,15 @@ class ServiceConfig:
 
 
 @attrs.frozen(kw_only=True)
+class Notify:
+    """``plugins.<name>.notify``: which of the plugin's jobs' news are lifecycle events beyond
+    ``job.dead`` (which always is)."""
+
+    #: Every failed attempt is a ``job.failed`` event, not only the last.
+    on_failed_attempt: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class PluginConfig:
     name: str
     enabled: bool = True
@@ -133,6 +143,7 @@ class PluginConfig:
     #: Several schedules, each with its own id.
     schedules: tuple[Schedule, ...] = ()
     env: EnvSettings = EnvSettings()
+    notify: Notify = Notify()
     #: The user this plugin runs as (overrides ``service.plugin_user``).
     user: str | None = None
 
@@ -288,6 +299,15 @@ class Config:
             for name in loaded
             if self.plugin(name).enabled
         }
+
+    def alerts(self, loaded: frozenset[str] | set[str]) -> Alerts:
+        """Where lifecycle events go (the routes ``from: ductile``), for the plugins ``loaded``."""
+        return Alerts.of(
+            self.routes,
+            self.targets(loaded),
+            on_failed_attempt=[n for n, pc in self.plugins.items() if pc.notify.on_failed_attempt],
+            dedupe_ttl=self.service.dedupe_ttl,
+        )
 
     def advisories(self) -> tuple[str, ...]:
         """Settings that are valid but probably not what the operator meant, each naming its keys.

@@ -24,6 +24,7 @@ from ductile.domain.draw import draw_validator
 from ductile.domain.errors import IllegalTransitionError
 from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobEvent, JobStatus, SubmittedBy, Transition, apply
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.outcome import Interrupted, NotRun, NotStarted
 from ductile.domain.plugin import FactOutput
 from ductile.domain.protocol import MAX_RESULT_CHARS, LogLine, Response, iso_utc
@@ -65,6 +66,8 @@ class SettleContext:
     max_route_depth: int | None = None
     #: The plugin's ``fact_outputs`` rule for this job's command, if it has one.
     fact: FactOutput | None = None
+    #: Where lifecycle events go (``job.dead``...); None: nowhere.
+    alerts: Alerts | None = None
 
 
 @attrs.frozen(kw_only=True)

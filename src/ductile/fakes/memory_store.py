@@ -23,6 +23,7 @@ from ductile.domain.classify import RunEnd
 from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.lanes import UNLIMITED, Lanes
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
 from ductile.fakes.memory_tx import MemoryTx, copy_state
@@ -75,31 +76,40 @@ class InMemoryStore:
         with self.tx.atomic() as tx:
             return units.settle(tx, job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token)
 
-    async def recover(self, now: datetime) -> list[Settlement]:
+    async def recover(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
         with self.tx.atomic() as tx:
-            return units.recover(tx, now)
+            return units.recover(tx, now, alerts=alerts)
 
-    async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
+    async def cancel_queued(
+        self, plugin: str, *, reason: str, now: datetime, alerts: Alerts | None = None
+    ) -> list[str]:
         with self.tx.atomic() as tx:
-            return units.cancel_queued(tx, plugin, reason=reason, now=now)
+            return units.cancel_queued(tx, plugin, reason=reason, now=now, alerts=alerts)
 
     async def delete_finished(self, before: datetime) -> int:
         with self.tx.atomic() as tx:
             return units.delete_finished(tx, before)
 
     async def reset_breakers(
-        self, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+        self,
+        plugin: str,
+        *,
+        now: datetime | None = None,
+        actor: str = "operator",
+        alerts: Alerts | None = None,
     ) -> list[br.Breaker]:
         with self.tx.atomic() as tx:
-            return units.reset_breakers(tx, plugin, now=now, actor=actor)
+            return units.reset_breakers(tx, plugin, now=now, actor=actor, alerts=alerts)
 
-    async def cancel_job(self, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+    async def cancel_job(
+        self, job_id: str, *, reason: str, actor: Actor, now: datetime, alerts: Alerts | None = None
+    ) -> Job:
         with self.tx.atomic() as tx:
-            return units.cancel_job(tx, job_id, reason=reason, actor=actor, now=now)
+            return units.cancel_job(tx, job_id, reason=reason, actor=actor, now=now, alerts=alerts)
 
-    async def note(self, entry: Activity) -> None:
+    async def note(self, entry: Activity, *, alerts: Alerts | None = None) -> None:
         with self.tx.atomic() as tx:
-            units.note(tx, entry)
+            units.note(tx, entry, alerts=alerts)
 
     async def fire(
         self,
@@ -112,6 +122,7 @@ class InMemoryStore:
         now: datetime,
         dedupe_ttl: timedelta,
         skipped: SkipReason | None = None,
+        alerts: Alerts | None = None,
     ) -> FireResult:
         with self.tx.atomic() as tx:
             return units.fire(
@@ -124,6 +135,7 @@ class InMemoryStore:
                 now=now,
                 dedupe_ttl=dedupe_ttl,
                 skipped=skipped,
+                alerts=alerts,
             )
 
     async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:

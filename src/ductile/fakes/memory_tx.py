@@ -9,9 +9,10 @@ that raises changes nothing, like a rolled-back transaction (ADR 0019).
 
 The hot queries (the oldest runnable job, the next retry time, outstanding
 and queued counts, expired finished jobs, due plans) are answered by an
-:class:`Index` that every write of a job or a planned run keeps up to date:
-:class:`ScanIndex` scans the tables (the plain fake), the indexed fake's heap
-index answers from heaps and sorted lists (:mod:`ductile.fakes.indexed_store`).
+:class:`~ductile.fakes.scan_index.Index` that every write of a job or a
+planned run keeps up to date: :class:`~ductile.fakes.scan_index.ScanIndex`
+scans the tables (the plain fake), the indexed fake's heap index answers from
+heaps and sorted lists (:mod:`ductile.fakes.indexed_store`).
 """
 
 from __future__ import annotations
@@ -20,20 +21,23 @@ import copy
 import itertools
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
 from ductile.domain.breaker import Breaker
 from ductile.domain.facts import Fact
-from ductile.domain.job import TERMINAL, Job, JobStatus, Transition
+from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.lanes import Identity, identity
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
 from ductile.fakes.activity_log import ActivityLog
+from ductile.fakes.scan_index import Index, ScanIndex, skipped
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store_values import ClaimConflictError, InitRecord, Pause, StaleJobError
 from ductile.units.locks import SerialLocks
+
+__all__ = ["Index", "IndexFactory", "MemoryTx", "ScanIndex", "copy_state", "skipped"]
 
 #: Types deepcopy returns as they are: a state holding only these at the top copies shallowly.
 _ATOMIC = frozenset({str, int, float, bool, type(None)})
@@ -44,108 +48,6 @@ def copy_state(state: dict[str, Any]) -> dict[str, Any]:
     if type(state) is not dict or any(type(value) not in _ATOMIC for value in state.values()):
         return copy.deepcopy(state)
     return dict(state)
-
-
-class Index(Protocol):
-    """Answers the hot queries over a :class:`MemoryTx`'s tables; told of every write."""
-
-    def job_written(self, old: Job | None, new: Job | None) -> None:
-        """A job row changed (``old`` None: inserted; ``new`` None: deleted)."""
-        ...
-
-    def plan_written(self, old: PlannedRun | None, new: PlannedRun | None) -> None: ...
-
-    def oldest_runnable(
-        self, now: datetime, skip_plugins: frozenset[str], skip_identities: frozenset[Identity]
-    ) -> Job | None: ...
-
-    def next_retry_at(self) -> datetime | None: ...
-
-    def outstanding(self, plugin: str, command: str) -> int: ...
-
-    def outstanding_of_schedule(self, plugin: str, schedule_id: str) -> int: ...
-
-    def queue_depth(self) -> int: ...
-
-    def finished_before(self, before: datetime) -> list[Job]: ...
-
-    def all_planned(self) -> list[PlannedRun]:
-        """Every planned run, by (planned_at, key)."""
-        ...
-
-    def due(self, start: datetime, end: datetime) -> list[PlannedRun]: ...
-
-
-class ScanIndex:
-    """The hot queries answered by scanning the tables: nothing to keep up to date."""
-
-    def __init__(self, tx: MemoryTx) -> None:
-        self._tx = tx
-
-    def job_written(self, old: Job | None, new: Job | None) -> None:
-        pass
-
-    def plan_written(self, old: PlannedRun | None, new: PlannedRun | None) -> None:
-        pass
-
-    def oldest_runnable(
-        self, now: datetime, skip_plugins: frozenset[str], skip_identities: frozenset[Identity]
-    ) -> Job | None:
-        seq = self._tx.seq
-        best: Job | None = None
-        for job in self._tx.jobs.values():
-            if job.status is not JobStatus.QUEUED:
-                continue
-            if job.next_retry_at is not None and job.next_retry_at > now:
-                continue
-            if skipped(job, skip_plugins, skip_identities):
-                continue
-            if best is None or (job.created_at, seq[job.id]) < (best.created_at, seq[best.id]):
-                best = job
-        return best
-
-    def next_retry_at(self) -> datetime | None:
-        times = [
-            j.next_retry_at
-            for j in self._tx.jobs.values()
-            if j.status is JobStatus.QUEUED and j.next_retry_at is not None
-        ]
-        return min(times) if times else None
-
-    def outstanding(self, plugin: str, command: str) -> int:
-        return sum(
-            1
-            for j in self._tx.jobs.values()
-            if j.plugin == plugin
-            and j.command == command
-            and j.status in (JobStatus.QUEUED, JobStatus.RUNNING)
-        )
-
-    def outstanding_of_schedule(self, plugin: str, schedule_id: str) -> int:
-        return len(self._tx.schedule_jobs(plugin, schedule_id))
-
-    def queue_depth(self) -> int:
-        return sum(1 for j in self._tx.jobs.values() if j.status is JobStatus.QUEUED)
-
-    def finished_before(self, before: datetime) -> list[Job]:
-        return [
-            j
-            for j in self._tx.jobs.values()
-            if j.status in TERMINAL and j.completed_at is not None and j.completed_at < before
-        ]
-
-    def all_planned(self) -> list[PlannedRun]:
-        return sorted(self._tx.planned.values(), key=lambda r: (r.planned_at, r.key))
-
-    def due(self, start: datetime, end: datetime) -> list[PlannedRun]:
-        return [r for r in self.all_planned() if start <= r.planned_at < end]
-
-
-def skipped(job: Job, skip_plugins: frozenset[str], skip_identities: frozenset[Identity]) -> bool:
-    """Whether a claim passes ``job`` by: its lane is full, or its dedupe identity runs."""
-    if job.plugin in skip_plugins:
-        return True
-    return bool(skip_identities) and identity(job) in skip_identities
 
 
 IndexFactory = Callable[["MemoryTx"], Index]

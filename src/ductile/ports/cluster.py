@@ -21,6 +21,7 @@ from typing import Protocol
 
 import attrs
 
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.settle import Settlement
 
 
@@ -53,12 +54,14 @@ class Cluster(Protocol):
         """Register under a new node id (the old one is dead to everyone); the new id."""
         ...
 
-    async def sweep(self, now: datetime) -> list[Settlement]:
+    async def sweep(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
         """Peer recovery: settle as interrupted the running jobs of nodes that are not live,
-        once their deadline and the margin have passed."""
+        once their deadline and the margin have passed (their lifecycle events routed by ``alerts``)."""
         ...
 
-    async def strays(self, now: datetime, *, keep: Collection[str]) -> list[Settlement]:
+    async def strays(
+        self, now: datetime, *, keep: Collection[str], alerts: Alerts | None = None
+    ) -> list[Settlement]:
         """Settle as interrupted this node's own claims that it does not hold (``keep``: the jobs
         it runs): claims whose commit it never heard of, the connection broken while committing."""
         ...

@@ -14,6 +14,8 @@ from ductile.domain.outcome import STDERR_CAP, STDERR_KEEP, STDOUT_CAP, SpawnOut
 class SpawnRequest:
     #: Absolute path of the entrypoint, executed directly (no shell).
     executable: str
+    #: When set, the absolute path of the program that runs ``executable`` (its only argument).
+    interpreter: str | None = None
     #: Working directory (the plugin's directory).
     cwd: str
     #: The request JSON, written to stdin, which is then closed.

@@ -21,6 +21,7 @@ from ductile.domain.classify import RunEnd
 from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.lanes import UNLIMITED, Lanes
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
@@ -114,14 +115,18 @@ class Store(Protocol):
         handles recorded on this instance only; a process group means something on one host)."""
         ...
 
-    async def recover(self, now: datetime) -> list[Settlement]:
-        """D6: settle the orphans as interrupted, in one idempotent unit. A store of one
+    async def recover(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
+        """D6: settle the orphans as interrupted, in one idempotent unit, with the jobs of their
+        lifecycle events (``job.recovered``, ``job.dead``) that ``alerts`` route. A store of one
         process: every running job. A shared store: the running jobs of this instance's
         earlier nodes that have a process record (the instance lock proves them dead)."""
         ...
 
-    async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
-        """Move the plugin's queued jobs to dead (D13); returns their ids."""
+    async def cancel_queued(
+        self, plugin: str, *, reason: str, now: datetime, alerts: Alerts | None = None
+    ) -> list[str]:
+        """Move the plugin's queued jobs to dead (D13); returns their ids. Each is a ``job.dead``
+        lifecycle event when ``alerts`` route one (so are the next three units' changes)."""
         ...
 
     async def delete_finished(self, before: datetime) -> int:
@@ -129,7 +134,9 @@ class Store(Protocol):
         with their transitions and runs; returns how many jobs."""
         ...
 
-    async def cancel_job(self, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+    async def cancel_job(
+        self, job_id: str, *, reason: str, actor: Actor, now: datetime, alerts: Alerts | None = None
+    ) -> Job:
         """An operator cancels one queued job: dead, ``last_error`` = ``reason``; the job as
         stored. :class:`NotQueuedError` (nothing changed) when it is not queued."""
         ...
@@ -190,7 +197,12 @@ class Store(Protocol):
     async def breakers(self) -> list[Breaker]: ...
 
     async def reset_breakers(
-        self, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+        self,
+        plugin: str,
+        *,
+        now: datetime | None = None,
+        actor: str = "operator",
+        alerts: Alerts | None = None,
     ) -> list[Breaker]:
         """Close every breaker of ``plugin``; returns those that were open. With ``now``, each
         open one closed is logged (``breaker.closed``, by ``actor``)."""
@@ -220,6 +232,7 @@ class Store(Protocol):
         now: datetime,
         dedupe_ttl: timedelta,
         skipped: SkipReason | None = None,
+        alerts: Alerts | None = None,
     ) -> FireResult:
         """One scheduled firing, atomically: if ``due`` is still the stored run
         of its key, check the guard (poll guard, breaker admit), enqueue
@@ -269,8 +282,9 @@ class Store(Protocol):
         ...
 
     # ----------------------------------------------------------------- the activity log
-    async def note(self, entry: Activity) -> None:
-        """Append an entry the app decided on (config reloaded or rejected, plugin refused)."""
+    async def note(self, entry: Activity, *, alerts: Alerts | None = None) -> None:
+        """Append an entry the app decided on (config reloaded or rejected, plugin refused or
+        unhealthy: a lifecycle event too when ``alerts`` route one)."""
         ...
 
     async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:

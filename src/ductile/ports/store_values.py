@@ -56,6 +56,8 @@ class Committed:
     settlement: Settlement
     #: One per ``settlement.children``, in order.
     children: tuple[EnqueueResult, ...] = ()
+    #: The jobs of the lifecycle events the settlement made (``job.dead``...), routed ``from: ductile``.
+    alerts: tuple[EnqueueResult, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if len(self.children) != len(self.settlement.children):
@@ -109,6 +111,8 @@ class FireResult:
     cancelled: tuple[str, ...] = ()
     #: ``if_running: cancel``: running jobs of the schedule asked to stop (the caller stops them).
     stopping: tuple[str, ...] = ()
+    #: The jobs of the lifecycle events the firing made (``schedule.skipped``, ``job.dead``).
+    alerts: tuple[EnqueueResult, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -13,13 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from ductile.domain import activity
+from ductile.domain import activity, lifecycle
 from ductile.domain import breaker as br
 from ductile.domain.activity import SkipReason
-from ductile.domain.job import Actor, Job, JobEvent, JobStatus, apply
+from ductile.domain.job import Actor, Job, JobEvent, JobStatus, Transition, apply
+from ductile.domain.lifecycle import Alerts
+from ductile.domain.routing import Envelope
 from ductile.domain.schedule import PlannedRun, poll_guard_allows
 from ductile.ports.store_values import Blocked, EnqueueResult, FireResult, Guard
 from ductile.ports.tx import Tx
+from ductile.units.alerts import emit
 from ductile.units.enqueue import insert_jobs
 
 
@@ -34,9 +37,11 @@ def fire(
     now: datetime,
     dedupe_ttl: timedelta,
     skipped: SkipReason | None = None,
+    alerts: Alerts | None = None,
 ) -> FireResult:
     """``skipped``: the app decided this run enqueues nothing (a missed run), and why;
-    the firing is logged as ``schedule.skipped`` with that reason."""
+    the firing is logged as ``schedule.skipped`` with that reason. With ``alerts``, a skip
+    and the jobs ``if_running: cancel`` cancels are lifecycle events too."""
     tx.lock_planned(due.key)
     if tx.get_planned(due.key) != due:
         return FireResult(fired=False)
@@ -44,7 +49,7 @@ def fire(
         raise ValueError("next_run must belong to the same schedule key")
     blocked: Blocked | None = None
     admitted: br.Breaker | None = None
-    cancelled: list[str] = []
+    cancelled: list[tuple[Job, Transition]] = []
     stopping: list[str] = []
     if jobs and paused(tx, due.plugin, due.schedule_id):
         blocked = Blocked.PAUSED
@@ -60,11 +65,34 @@ def fire(
         tx.put_breaker(admitted)
     if blocked is not None:
         skipped = _SKIPPED[blocked]
+    command = guard.command if guard is not None else None
+    _log(tx, due, command=command, results=results, skipped=skipped, now=now)
+    told = _tell(tx, due, command=command, skipped=skipped, cancelled=cancelled, alerts=alerts, now=now)
+    return FireResult(
+        fired=True,
+        jobs=tuple(results),
+        blocked=blocked,
+        cancelled=tuple(j.id for j, _ in cancelled),
+        stopping=tuple(stopping),
+        alerts=tuple(told),
+    )
+
+
+def _log(
+    tx: Tx,
+    due: PlannedRun,
+    *,
+    command: str | None,
+    results: Sequence[EnqueueResult],
+    skipped: SkipReason | None,
+    now: datetime,
+) -> None:
+    """The firing in the activity log: ``schedule.fired`` with its jobs, or ``schedule.skipped``."""
     tx.append_activity(
         activity.of_fire(
             key=due.key,
             plugin=due.plugin,
-            command=guard.command if guard is not None else None,
+            command=command,
             planned_at=due.planned_at,
             nominal_at=due.nominal_at,
             at=now,
@@ -72,9 +100,34 @@ def fire(
             skipped=skipped,
         )
     )
-    return FireResult(
-        fired=True, jobs=tuple(results), blocked=blocked, cancelled=tuple(cancelled), stopping=tuple(stopping)
-    )
+
+
+def _tell(
+    tx: Tx,
+    due: PlannedRun,
+    *,
+    command: str | None,
+    skipped: SkipReason | None,
+    cancelled: Sequence[tuple[Job, Transition]],
+    alerts: Alerts | None,
+    now: datetime,
+) -> list[EnqueueResult]:
+    """The lifecycle events of a firing: its skip, the deaths of the jobs it cancelled."""
+    if alerts is None or not alerts.active:
+        return []
+    events: list[Envelope | None] = [lifecycle.of_transition(j, t, alerts=alerts) for j, t in cancelled]
+    if skipped is not None:
+        events.append(
+            lifecycle.of_skip(
+                plugin=due.plugin,
+                command=command,
+                schedule=due.key,
+                planned_at=due.planned_at,
+                reason=skipped.value,
+                at=now,
+            )
+        )
+    return emit(tx, events, alerts, now=now)
 
 
 def paused(tx: Tx, plugin: str, schedule_id: str) -> bool:
@@ -84,10 +137,11 @@ def paused(tx: Tx, plugin: str, schedule_id: str) -> bool:
 
 def _cancel_outstanding(
     tx: Tx, guard: Guard, schedule_id: str, reason: str, now: datetime
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[tuple[Job, Transition]], list[str]]:
     """``if_running: cancel``: the schedule's queued jobs go dead now; its running ones are asked
-    to stop (the caller stops their processes; their settle makes them dead). Their ids."""
-    cancelled: list[str] = []
+    to stop (the caller stops their processes; their settle makes them dead). The dead jobs
+    with their last transition, the ids of the running ones."""
+    cancelled: list[tuple[Job, Transition]] = []
     stopping: list[str] = []
     for job in tx.schedule_jobs(guard.plugin, schedule_id):
         if job.status is JobStatus.QUEUED:
@@ -96,7 +150,7 @@ def _cancel_outstanding(
             )
             tx.update_job(dead, expected=job.status, token=job.claim_token)
             tx.add_transition(record)
-            cancelled.append(job.id)
+            cancelled.append((dead, record))
         elif job.status is JobStatus.RUNNING:
             tx.request_cancel(job.id, reason)
             stopping.append(job.id)

@@ -7,7 +7,8 @@ job was asked to stop (``if_running: cancel``); lets
 this order: the routed children (decided while the parent is still running,
 so a replayed settle finds them), the job's compare-and-set, its transitions,
 the run record, the process record and cancel request gone, the fact, the
-state, the breaker, the count of events a routing loop dropped.
+state, the breaker, the count of events a routing loop dropped, and last the
+jobs of the lifecycle events the change makes (:mod:`ductile.units.alerts`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from datetime import datetime, timedelta
 
 from ductile.domain import breaker as br
 from ductile.domain import settle as decide
-from ductile.domain.breaker import Breaker
+from ductile.domain.breaker import Breaker, BreakerPolicy
 from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job, JobStatus
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.recovery import recover as recover_job
 from ductile.domain.settle import SettleContext, Settlement
 from ductile.ports.store_values import ROUTE_DEPTH_DROPS, Committed, StaleJobError
 from ductile.ports.tx import Tx
 from ductile.units import journal
+from ductile.units.alerts import after_settle
 from ductile.units.enqueue import insert_jobs
 
 
@@ -51,16 +54,27 @@ def settle(
         breaker = tx.get_breaker(job.plugin, command)
     cancelled = tx.cancel_reason(job_id)
     settlement = decide.settle(job, end, ctx=ctx, state=state, breaker=breaker, cancelled=cancelled)
-    return _commit(tx, job, settlement, now=ctx.now, ttl=dedupe_ttl, actor=Actor.ROUTE, breaker=breaker)
+    return _commit(
+        tx,
+        job,
+        settlement,
+        now=ctx.now,
+        ttl=dedupe_ttl,
+        actor=Actor.ROUTE,
+        breaker=breaker,
+        alerts=ctx.alerts,
+        policy=ctx.breaker,
+    )
 
 
-def recover(tx: Tx, now: datetime) -> list[Settlement]:
+def recover(tx: Tx, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
     """D6: the orphans (a store of one process: every running job; a shared store: those its
-    Tx selects, see :meth:`~ductile.ports.tx.Tx.running_jobs`) settle as interrupted."""
+    Tx selects, see :meth:`~ductile.ports.tx.Tx.running_jobs`) settle as interrupted (re-queued
+    or dead), with its lifecycle event (``job.recovered``, ``job.dead``) when ``alerts`` route one."""
     settlements: list[Settlement] = []
     for job in tx.running_jobs():
         settlement = recover_job(job, now=now)
-        _commit(tx, job, settlement, now=now, ttl=timedelta(0), actor=Actor.RECOVERY)
+        _commit(tx, job, settlement, now=now, ttl=timedelta(0), actor=Actor.RECOVERY, alerts=alerts)
         settlements.append(settlement)
     return settlements
 
@@ -74,6 +88,8 @@ def _commit(
     ttl: timedelta,
     actor: Actor,
     breaker: Breaker | None = None,
+    alerts: Alerts | None = None,
+    policy: BreakerPolicy | None = None,
 ) -> Committed:
     children = insert_jobs(tx, s.children, actor=actor, now=now, ttl=ttl)
     tx.update_job(s.job, expected=before.status, token=before.claim_token)
@@ -92,4 +108,5 @@ def _commit(
         journal.breaker(tx, breaker, s.breaker, at=now, actor=Actor.DISPATCHER.value)
     if s.too_deep:
         tx.add_count(ROUTE_DEPTH_DROPS, len(s.too_deep))
-    return Committed(settlement=s, children=tuple(children))
+    told = after_settle(tx, s, alerts, breaker=breaker, policy=policy, now=now)
+    return Committed(settlement=s, children=tuple(children), alerts=tuple(told))

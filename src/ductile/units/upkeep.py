@@ -5,15 +5,26 @@ from __future__ import annotations
 from datetime import datetime
 
 from ductile.domain import breaker as br
-from ductile.domain.activity import Activity
-from ductile.domain.job import Actor, Job, JobEvent, JobStatus, apply
+from ductile.domain import lifecycle
+from ductile.domain.activity import Activity, Kind
+from ductile.domain.job import Actor, Job, JobEvent, JobStatus, Transition, apply
+from ductile.domain.lifecycle import Alerts
 from ductile.ports.store_values import NotQueuedError, Pause
 from ductile.ports.tx import Tx
 from ductile.units import journal
+from ductile.units.alerts import emit
 
 
-def cancel_queued(tx: Tx, plugin: str, *, reason: str, now: datetime) -> list[str]:
-    """D13: the plugin's queued jobs move to dead (its config is gone); their ids, oldest first."""
+def cancel_queued(
+    tx: Tx,
+    plugin: str,
+    *,
+    reason: str,
+    now: datetime,
+    alerts: Alerts | None = None,
+) -> list[str]:
+    """D13: the plugin's queued jobs move to dead (its config is gone); their ids, oldest first.
+    Each death is a ``job.dead`` lifecycle event when ``alerts`` route one."""
     ids: list[str] = []
     for job in tx.queued_of(plugin):
         dead, record = apply(
@@ -21,8 +32,15 @@ def cancel_queued(tx: Tx, plugin: str, *, reason: str, now: datetime) -> list[st
         )
         tx.update_job(dead, expected=job.status, token=job.claim_token)
         journal.transition(tx, dead, record)
+        _told(tx, dead, record, alerts, now=now)
         ids.append(job.id)
     return ids
+
+
+def _told(tx: Tx, job: Job, record: Transition, alerts: Alerts | None, *, now: datetime) -> None:
+    """The lifecycle event of a queued job cancelled (``job.dead``), when one is routed."""
+    if alerts is not None and alerts.active:
+        emit(tx, [lifecycle.of_transition(job, record, alerts=alerts)], alerts, now=now)
 
 
 def delete_finished(tx: Tx, before: datetime) -> int:
@@ -49,10 +67,16 @@ def resume(tx: Tx, plugin: str, schedule_id: str | None) -> bool:
 
 
 def reset_breakers(
-    tx: Tx, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+    tx: Tx,
+    plugin: str,
+    *,
+    now: datetime | None = None,
+    actor: str = "operator",
+    alerts: Alerts | None = None,
 ) -> list[br.Breaker]:
     """Close every breaker of ``plugin``; the ones that were open, by command. An open
-    breaker closed here is logged (``breaker.closed``) at ``now`` when given."""
+    breaker closed here is logged (``breaker.closed``) at ``now`` when given, and is a
+    lifecycle event when ``alerts`` route one."""
     current = tx.breakers_of(plugin)
     for breaker in current:
         tx.lock_breaker(breaker.plugin, breaker.command)
@@ -61,11 +85,21 @@ def reset_breakers(
             tx.put_breaker(closed)
         else:
             journal.breaker(tx, breaker, closed, at=now, actor=actor)
+            emit(tx, [lifecycle.of_breaker(breaker, closed, at=now)], alerts, now=now)
     return [b for b in current if b.is_open]
 
 
-def cancel_job(tx: Tx, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
-    """An operator cancels one queued job: it becomes dead with ``reason``.
+def cancel_job(
+    tx: Tx,
+    job_id: str,
+    *,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+    alerts: Alerts | None = None,
+) -> Job:
+    """An operator cancels one queued job: it becomes dead with ``reason`` (a ``job.dead``
+    lifecycle event when ``alerts`` route one).
     :class:`~ductile.ports.store_values.NotQueuedError` when it is not queued."""
     tx.lock_job(job_id)
     job = tx.get_job(job_id)
@@ -74,9 +108,15 @@ def cancel_job(tx: Tx, job_id: str, *, reason: str, actor: Actor, now: datetime)
     dead, record = apply(job, JobEvent.CANCEL, at=now, actor=actor, reason=reason, last_error=reason)
     tx.update_job(dead, expected=JobStatus.QUEUED, token=job.claim_token)
     journal.transition(tx, dead, record)
+    _told(tx, dead, record, alerts, now=now)
     return dead
 
 
-def note(tx: Tx, entry: Activity) -> None:
-    """Append an entry the app decided on (a config reloaded or rejected, a plugin refused)."""
+def note(tx: Tx, entry: Activity, *, alerts: Alerts | None = None) -> None:
+    """Append an entry the app decided on (a config reloaded or rejected, a plugin refused or
+    unhealthy); a refused or unhealthy plugin is also a lifecycle event when ``alerts`` route one."""
     tx.append_activity(entry)
+    if entry.kind in (Kind.PLUGIN_REFUSED, Kind.PLUGIN_UNHEALTHY) and entry.plugin is not None:
+        reason = str(entry.data.get("reason", ""))
+        event = lifecycle.of_plugin(entry.kind, plugin=entry.plugin, reason=reason, at=entry.at)
+        emit(tx, [event], alerts, now=entry.at)

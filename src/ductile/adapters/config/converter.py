@@ -28,7 +28,7 @@ from ductile.adapters.config.hooks import (
     VALUE_HOOKS,
     ParseContext,
     PluginTable,
-    check_plugin_name,
+    check_instance_name,
     section,
 )
 from ductile.adapters.config.messages import KeyPath, Position, Problem, config_error, describe, unknown_key
@@ -151,7 +151,7 @@ def _structure_plugins(conv: cattrs.Converter, value: object, _: Any) -> dict[st
     errors: list[Exception] = []
     for name, body in section(value).items():
         try:
-            check_plugin_name(name)
+            check_instance_name(name)
             result[name] = build_plugin(name, conv.structure(body, PluginDoc))
         except Exception as e:
             e.add_note(IterableValidationNote(f"plugin {name!r}", name, PluginDoc))

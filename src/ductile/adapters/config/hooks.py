@@ -31,6 +31,8 @@ from ductile.adapters.config.messages import KeyPath, Problem, describe, kind, s
 from ductile.adapters.config.yaml_tree import FALSE_WORDS, TRUE_WORDS, YAML11_BOOL_WORDS
 from ductile.domain.config import MIN_TOKEN_BYTES, LogLevel, PluginConfig
 from ductile.domain.errors import ScheduleError, UnitError
+from ductile.domain.lifecycle import SOURCE as LIFECYCLE_SOURCE
+from ductile.domain.plugin.alias import builtin_name
 from ductile.domain.quantities import parse_duration, parse_interval, parse_size
 from ductile.domain.schedule import CatchUp, IfRunning, cron_fires, validate_cron
 
@@ -68,6 +70,8 @@ Cron = NewType("Cron", str)
 Listen = NewType("Listen", tuple[str, int])
 DirPath = NewType("DirPath", str)
 PluginName = NewType("PluginName", str)
+#: ``uses``: a plugin's name, or ``builtin:<name>`` for one shipped with ductile.
+UsesName = NewType("UsesName", str)
 EventType = NewType("EventType", str)
 JsonObject = NewType("JsonObject", dict[str, Any])
 StoreUrl = NewType("StoreUrl", str)
@@ -305,10 +309,33 @@ def check_plugin_name(name: str) -> str:
     return name
 
 
+def check_instance_name(name: str) -> str:
+    """A key of the ``plugins`` table: a plugin name, and not ``ductile`` (the lifecycle events' source)."""
+    check_plugin_name(name)
+    if name == LIFECYCLE_SOURCE:
+        raise Problem(
+            f"'{name}' is reserved: it is the source of ductile's own lifecycle events "
+            "(routes from: ductile); give the plugin another name"
+        )
+    return name
+
+
 def plugin_name_hook(value: object, _: Any) -> str:
     if not isinstance(value, str):
         raise Problem(f"expected a plugin name, got {describe(value)}")
     return check_plugin_name(text_value(value))
+
+
+def uses_hook(value: object, _: Any) -> str:
+    """``uses``: the plugin an alias runs, ``builtin:<name>`` for a built-in."""
+    if not isinstance(value, str):
+        raise Problem(f"expected a plugin name or builtin:<name>, got {describe(value)}")
+    text = text_value(value)
+    shipped = builtin_name(text)
+    if shipped is not None:
+        check_plugin_name(shipped)
+        return text
+    return check_plugin_name(text)
 
 
 def event_type_hook(value: object, _: Any) -> str:
@@ -456,6 +483,7 @@ VALUE_HOOKS: tuple[tuple[Any, Callable[[object, Any], Any]], ...] = (
     (Listen, listen_hook),
     (DirPath, dir_hook),
     (PluginName, plugin_name_hook),
+    (UsesName, uses_hook),
     (EventType, event_type_hook),
     (JsonObject, json_object_hook),
     (StoreUrl, store_url_hook),

@@ -12,7 +12,6 @@ lists every accepted key path from the same tables.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from datetime import timedelta, tzinfo
 from typing import Any, NewType, Union, get_args, get_origin, get_type_hints
@@ -20,8 +19,8 @@ from typing import Any, NewType, Union, get_args, get_origin, get_type_hints
 import attrs
 from cattrs.gen import override
 
+from ductile.adapters.config.api_schema import ApiDoc, TokenDoc, build_api, build_token
 from ductile.adapters.config.hooks import (
-    ApiSecret,
     ClockTime,
     Count,
     Cron,
@@ -30,10 +29,10 @@ from ductile.adapters.config.hooks import (
     Jitter,
     JsonObject,
     Listen,
-    PluginName,
     PluginTable,
     StoreUrl,
     UserName,
+    UsesName,
     count_hook,
     current_context,
     endpoint_path_hook,
@@ -54,6 +53,7 @@ from ductile.adapters.config.plugin_hooks import (
     TimeoutTable,
     Weekdays,
 )
+from ductile.domain import lifecycle
 from ductile.domain.breaker import BreakerPolicy
 from ductile.domain.config import (
     DEFAULT_PLUGINS_DIR,
@@ -64,6 +64,7 @@ from ductile.domain.config import (
     Endpoint,
     EnvSettings,
     LogLevel,
+    Notify,
     PluginConfig,
     ServiceConfig,
     StoreConfig,
@@ -76,7 +77,7 @@ from ductile.domain.protocol import EmittedEvent
 from ductile.domain.retry import RetryPolicy
 from ductile.domain.routing import Route
 from ductile.domain.schedule import CatchUp, IfRunning, Schedule, Window
-from ductile.domain.scopes import ScopeError, parse_scope
+from ductile.domain.suggest import did_you_mean
 
 #: Top-level keys with this prefix are ignored: a place to keep YAML anchors.
 EXTENSION_PREFIX = "x-"
@@ -143,7 +144,7 @@ class _ScheduleEntryDoc(_ScheduleDoc):
 @attrs.frozen(kw_only=True)
 class PluginDoc:
     enabled: bool | None = None
-    uses: PluginName | None = None
+    uses: UsesName | None = None
     schedule: Schedule | None = None
     schedules: tuple[NamedSchedule, ...] | None = None
     config: JsonObject | None = None
@@ -152,6 +153,7 @@ class PluginDoc:
     timeouts: TimeoutTable | None = None
     circuit_breaker: BreakerPolicy | None = None
     max_outstanding_polls: Count | None = None
+    notify: Notify | None = None
     parallelism: Count | None = None
     user: UserName | None = None
 
@@ -160,20 +162,6 @@ class PluginDoc:
 class _WebhooksDoc:
     listen: Listen | None = None
     endpoints: tuple[Endpoint, ...] | None = None
-
-
-@attrs.frozen(kw_only=True)
-class _TokenDoc:
-    name: str
-    scopes: tuple[str, ...]
-    token: ApiSecret | None = None
-    token_sha256: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class _ApiDoc:
-    listen: Listen | None = None
-    tokens: tuple[ApiToken, ...] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -349,51 +337,10 @@ def _build_webhooks(doc: _WebhooksDoc) -> WebhooksConfig:
     return WebhooksConfig(endpoints=endpoints, **given)
 
 
-_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
-_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
-
-
-def _build_token(doc: _TokenDoc) -> ApiToken:
-    if not _TOKEN_NAME.fullmatch(doc.name):
-        raise Problem(
-            f"'{shorten(doc.name)}' is not a token name: letters, digits and . _ @ - (at most 64)", "name"
-        )
-    if (doc.token is None) == (doc.token_sha256 is None):
-        raise Problem("give either 'token' (the secret) or 'token_sha256' (its SHA-256, in hex), not both")
-    if not doc.scopes:
-        raise Problem("a token needs at least one scope, e.g. scopes: [jobs:ro]", "scopes")
-    scopes = []
-    for index, text in enumerate(doc.scopes):
-        try:
-            scopes.append(parse_scope(text))
-        except ScopeError as e:
-            raise Problem(str(e), "scopes", index) from None
-    if doc.token_sha256 is not None:
-        if not _HEX_DIGEST.fullmatch(doc.token_sha256):
-            raise Problem("expected 64 hexadecimal digits (sha256sum of the token)", "token_sha256")
-        return ApiToken(name=doc.name, scopes=tuple(scopes), sha256=bytes.fromhex(doc.token_sha256))
-    assert doc.token is not None
-    return ApiToken(name=doc.name, scopes=tuple(scopes), secret=doc.token.encode("utf-8", "surrogatepass"))
-
-
-def _build_api(doc: _ApiDoc) -> ApiConfig:
-    given: dict[str, Any] = {}
-    if doc.listen is not None:
-        given["host"], given["port"] = doc.listen
-    tokens = doc.tokens or ()
-    seen: dict[str, int] = {}
-    for index, token in enumerate(tokens):
-        if token.name in seen:
-            raise Problem(f"token name '{token.name}' is already used by tokens[{seen[token.name]}]",
-                          "tokens", index, "name")  # fmt: skip
-        seen[token.name] = index
-    return ApiConfig(tokens=tokens, **given)
-
-
 #: Domain values read through a doc class (whose fields are the allowed keys) and a builder.
 BUILT_FROM: dict[Any, tuple[type, Callable[[Any], Any]]] = {
-    ApiToken: (_TokenDoc, _build_token),
-    ApiConfig: (_ApiDoc, _build_api),
+    ApiToken: (TokenDoc, build_token),
+    ApiConfig: (ApiDoc, build_api),
     ServiceConfig: (_ServiceDoc, _build_service),
     StoreConfig: (_StoreDoc, _build_store),
     Window: (_WindowDoc, _build_window),
@@ -460,6 +407,15 @@ def build_config(doc: ConfigDoc) -> Config:
         if route in seen:
             raise Problem(f"the same route as routes[{seen[route]}]", "routes", index)
         seen[route] = index
+        if route.source == lifecycle.SOURCE and route.event_type not in lifecycle.TYPES:
+            raise Problem(
+                f"ductile emits no '{route.event_type}' event"
+                f"{did_you_mean(route.event_type, lifecycle.TYPES)}; its lifecycle events are "
+                f"{', '.join(sorted(lifecycle.TYPES))}",
+                "routes",
+                index,
+                "event_type",
+            )
     service = doc.service if doc.service is not None else _build_service(_ServiceDoc())
     plugins: dict[str, PluginConfig] = doc.plugins or {}
     cycle = find_cycle({name: pc.uses for name, pc in plugins.items() if pc.uses is not None})

@@ -13,7 +13,10 @@ plugin root in order (``plugins_dir`` and ``plugin_roots``, ADR 0012 and
   it was looked for; a folder named as disabled is listed as disabled and
   never judged further (unless an alias uses it);
 - an alias (``plugins.<name>.uses``) runs the plugin its chain ends at
-  (:mod:`ductile.domain.plugin.alias`), under its own name;
+  (:mod:`ductile.domain.plugin.alias`), under its own name; a chain may end
+  at a built-in, ``builtin:<name>`` (:mod:`.shipped`);
+- a folder holding a plugin named ``ductile`` is refused: that name is the
+  source of the lifecycle events;
 - a plugin whose settings do not fit its manifest (missing required config
   keys, a timeout for a command it lacks) is refused.
 
@@ -40,10 +43,12 @@ from ductile.adapters.plugin_dir.files import (
     scan,
     verify,
 )
+from ductile.adapters.plugin_dir.shipped import load_builtin
 from ductile.adapters.runas import RunAsError, problem, resolve
 from ductile.domain.config import Config, PluginConfig
+from ductile.domain.lifecycle import SOURCE as LIFECYCLE_SOURCE
 from ductile.domain.plugin import Discovery, Plugin, Refusal, settings_problem
-from ductile.domain.plugin.alias import as_alias, chain, resolve_base, unknown_base
+from ductile.domain.plugin.alias import as_alias, builtin_name, chain, resolve_base, unknown_base
 
 __all__ = [
     "MANIFEST_MAX_BYTES",
@@ -155,6 +160,13 @@ def _found(walk: _Walk, plugin: Plugin, folder: str) -> None:
     if name in walk.off:
         walk.disabled.setdefault(name, (plugin.root, os.path.realpath(plugin.root), folder))
         return
+    if name == LIFECYCLE_SOURCE:
+        walk.refuse(
+            name,
+            plugin.link,
+            f"the name '{name}' is reserved for ductile's own lifecycle events; rename the plugin",
+        )
+        return
     reason = settings_problem(plugin.manifest, walk.settings_of(name))
     if reason is not None:
         walk.refuse(name, plugin.link, reason)
@@ -194,7 +206,15 @@ def _alias(walk: _Walk, name: str, aliases: Mapping[str, str], bases: Sequence[s
         )
         return
     base_name = chain(name, aliases)[-1]
-    base = resolve_base(base_name, walk.found) or _disabled_base(walk, base_name)
+    shipped = builtin_name(base_name)
+    builtins: dict[str, Plugin] = {}
+    if shipped is not None:
+        try:
+            builtins[shipped] = load_builtin(shipped)
+        except RefusedError as refusal:
+            walk.refuse(name, directory, f"plugins.{name}.uses: {refusal.reason}")
+            return
+    base = resolve_base(base_name, walk.found, builtins) or _disabled_base(walk, base_name)
     if base is None:
         walk.refuse(name, directory, unknown_base(name, base_name, walk.found, " or ".join(bases)))
         return

@@ -30,6 +30,7 @@ import psycopg
 
 from ductile.adapters.postgres.errors import StoreError
 from ductile.adapters.postgres.store import Node, PostgresStore
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.settle import Settlement
 from ductile.log import Log
 from ductile.ports.cluster import Beat
@@ -158,16 +159,18 @@ class PgCluster:
             await conn.execute(_FORGET_EARLIER, (self._store.instance, node.id))
         return node.id
 
-    async def sweep(self, now: datetime) -> list[Settlement]:
-        settlements = await self._store.recover_peers(now)
+    async def sweep(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
+        settlements = await self._store.recover_peers(now, alerts=alerts)
         # Bookkeeping only: peer recovery selects by "claimer not live", never by these rows.
         with contextlib.suppress(psycopg.Error, OSError, StoreError):
             conn = await self._connection()
             await conn.execute("DELETE FROM nodes WHERE lease_until < now() - interval '1 hour'")
         return settlements
 
-    async def strays(self, now: datetime, *, keep: Collection[str]) -> list[Settlement]:
-        return await self._store.recover_strays(now, keep=keep, before=now - STRAY_AGE)
+    async def strays(
+        self, now: datetime, *, keep: Collection[str], alerts: Alerts | None = None
+    ) -> list[Settlement]:
+        return await self._store.recover_strays(now, keep=keep, before=now - STRAY_AGE, alerts=alerts)
 
     async def leave(self) -> None:
         with contextlib.suppress(psycopg.Error, OSError, StoreError):

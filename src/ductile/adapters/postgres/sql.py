@@ -43,7 +43,7 @@ CHILD_LOOKUP: Final = (
 )
 DEDUPE_CANDIDATES: Final = (
     f"SELECT {JOB_COLS} FROM jobs WHERE plugin = %s AND command = %s AND dedupe_key = %s "
-    "AND status IN ('queued', 'succeeded') ORDER BY seq"
+    "AND status IN ('queued', 'running', 'succeeded') ORDER BY seq"
 )
 #: The claim's candidate: due, its lane not full, its identity not running, only while this node's
 #: lease is valid (a NULL node: a store that claims without a node), skipping rows another claimer

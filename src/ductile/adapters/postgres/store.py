@@ -54,6 +54,7 @@ from ductile.domain.activity import Activity, SkipReason
 from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job
 from ductile.domain.lanes import UNLIMITED, Lanes
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
@@ -325,52 +326,66 @@ class PostgresStore(PgReads):
             "settle", lambda tx: units.settle(tx, job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token)
         )
 
-    async def recover(self, now: datetime) -> list[Settlement]:
+    async def recover(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
         """Own-instance recovery: this instance's running jobs (its instance lock proves their
         nodes dead), each re-queued or buried at once, as D6 says."""
-        return await self._unit("recover", lambda tx: units.recover(tx, now))
+        return await self._unit("recover", lambda tx: units.recover(tx, now, alerts=alerts))
 
-    async def recover_peers(self, now: datetime) -> list[Settlement]:
+    async def recover_peers(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
         """Peer recovery: the running jobs of nodes that are not live, once each job's deadline and
         the margin have passed (no process of the claim can still run: the watchdog saw to it)."""
-        return await self._unit("recover_peers", lambda tx: units.recover(tx, now), orphans="peers")
+        return await self._unit(
+            "recover_peers", lambda tx: units.recover(tx, now, alerts=alerts), orphans="peers"
+        )
 
     async def recover_strays(
-        self, now: datetime, *, keep: Collection[str], before: datetime
+        self, now: datetime, *, keep: Collection[str], before: datetime, alerts: Alerts | None = None
     ) -> list[Settlement]:
         """This node's claims that it does not hold (``keep``: the jobs it runs), claimed before
         ``before``: a claim whose commit this node never heard of (the connection broke while it
         was committing). Settled as interrupted, as their plugins never ran."""
         return await self._unit(
             "recover_strays",
-            lambda tx: units.recover(tx, now),
+            lambda tx: units.recover(tx, now, alerts=alerts),
             orphans="strays",
             keep=tuple(sorted(keep)),
             before=before,
         )
 
-    async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
+    async def cancel_queued(
+        self, plugin: str, *, reason: str, now: datetime, alerts: Alerts | None = None
+    ) -> list[str]:
         return await self._unit(
-            "cancel_queued", lambda tx: units.cancel_queued(tx, plugin, reason=reason, now=now)
+            "cancel_queued",
+            lambda tx: units.cancel_queued(tx, plugin, reason=reason, now=now, alerts=alerts),
         )
 
     async def delete_finished(self, before: datetime) -> int:
         return await self._unit("delete_finished", lambda tx: units.delete_finished(tx, before))
 
     async def reset_breakers(
-        self, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+        self,
+        plugin: str,
+        *,
+        now: datetime | None = None,
+        actor: str = "operator",
+        alerts: Alerts | None = None,
     ) -> list[br.Breaker]:
         return await self._unit(
-            "reset_breakers", lambda tx: units.reset_breakers(tx, plugin, now=now, actor=actor)
+            "reset_breakers",
+            lambda tx: units.reset_breakers(tx, plugin, now=now, actor=actor, alerts=alerts),
         )
 
-    async def cancel_job(self, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+    async def cancel_job(
+        self, job_id: str, *, reason: str, actor: Actor, now: datetime, alerts: Alerts | None = None
+    ) -> Job:
         return await self._unit(
-            "cancel_job", lambda tx: units.cancel_job(tx, job_id, reason=reason, actor=actor, now=now)
+            "cancel_job",
+            lambda tx: units.cancel_job(tx, job_id, reason=reason, actor=actor, now=now, alerts=alerts),
         )
 
-    async def note(self, entry: Activity) -> None:
-        await self._unit("note", lambda tx: units.note(tx, entry))
+    async def note(self, entry: Activity, *, alerts: Alerts | None = None) -> None:
+        await self._unit("note", lambda tx: units.note(tx, entry, alerts=alerts))
 
     async def fire(
         self,
@@ -383,6 +398,7 @@ class PostgresStore(PgReads):
         now: datetime,
         dedupe_ttl: timedelta,
         skipped: SkipReason | None = None,
+        alerts: Alerts | None = None,
     ) -> FireResult:
         batch = tuple(jobs)
         return await self._unit(
@@ -397,6 +413,7 @@ class PostgresStore(PgReads):
                 now=now,
                 dedupe_ttl=dedupe_ttl,
                 skipped=skipped,
+                alerts=alerts,
             ),
         )
 

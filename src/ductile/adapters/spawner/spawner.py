@@ -85,15 +85,10 @@ class SubprocessSpawner:
                 spawn_error=refusal.message, start_failure=refusal.kind, duration=time.monotonic() - started
             )
         env = dict(request.env)
-        switch: dict[str, Any] = {}
-        if request.user is not None:
-            try:
-                who = resolve(request.user)
-            except RunAsError as exc:  # deleted since load (discovery refuses an unknown user)
-                return SpawnOutcome(spawn_error=f"{request.executable}: {exc}", duration=0.0)
-            if who.uid != os.geteuid():
-                switch = {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups)}
-                env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
+        try:
+            switch = _as_user(request, env)
+        except RunAsError as exc:  # deleted since load (discovery refuses an unknown user)
+            return SpawnOutcome(spawn_error=f"{request.executable}: {exc}", duration=0.0)
         try:
             # Popen returns once the exec succeeded or failed (fork + exec: about a
             # millisecond); it never waits for the plugin itself.
@@ -131,9 +126,13 @@ class SubprocessSpawner:
         return outcome
 
     def _argv(self, request: SpawnRequest) -> tuple[list[str], Diagnosis | None]:
-        """The command line (the entrypoint, or the watchdog running it); or why nothing may run."""
+        """The command line (the entrypoint, or the interpreter running it for a built-in; under a
+        shared store's watchdog), or why nothing may run."""
+        target = (
+            [request.executable] if request.interpreter is None else [request.interpreter, request.executable]
+        )
         if request.watchdog is None:
-            return [request.executable], None
+            return target, None
         limit = request.watchdog - request.grace - WATCHDOG_MARGIN
         if limit <= 0:
             return [], Diagnosis(
@@ -146,15 +145,28 @@ class SubprocessSpawner:
             return [], Diagnosis(
                 None, "the watchdog a shared store needs (coreutils 'timeout') is not installed"
             )
-        if not os.access(request.executable, os.X_OK):  # the exec failure, named as without the watchdog
+        if request.interpreter is None and not os.access(request.executable, os.X_OK):
+            # the exec failure, named as without the watchdog
             code = errno.ENOENT if not os.path.exists(request.executable) else errno.EACCES
             return [], exec_failure(OSError(code, os.strerror(code), request.executable), request)
-        return [program, "-s", "TERM", "-k", f"{request.grace:g}s", f"{limit:.3f}s", request.executable], None
+        return [program, "-s", "TERM", "-k", f"{request.grace:g}s", f"{limit:.3f}s", *target], None
 
     async def kill_orphan(self, handle: ProcessHandle) -> bool:
         """SIGKILL the group of a process left by a crashed daemon (D6); see
         :func:`~ductile.adapters.spawner.proc.kill_orphan`."""
         return kill_orphan(handle)
+
+
+def _as_user(request: SpawnRequest, env: dict[str, str]) -> dict[str, Any]:
+    """Popen's arguments to run as ``request.user`` (its HOME, USER and LOGNAME set in ``env``);
+    empty when it runs as the daemon's own user. :class:`RunAsError` for a user gone since load."""
+    if request.user is None:
+        return {}
+    who = resolve(request.user)
+    if who.uid == os.geteuid():
+        return {}
+    env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
+    return {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups)}
 
 
 # --------------------------------------------------------------------------

@@ -78,6 +78,7 @@ from ductile.domain.classify import RunEnd
 from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Job, JobStatus, Transition
 from ductile.domain.lanes import UNLIMITED, Lanes
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord, SettleContext, Settlement
 from ductile.ports.spawner import ProcessHandle
@@ -282,32 +283,45 @@ class SqliteStore:
             lambda c: units.settle(SqliteTx(c), job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token),
         )
 
-    async def recover(self, now: datetime) -> list[Settlement]:
-        return await self._write("recover", lambda c: units.recover(SqliteTx(c), now))
+    async def recover(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
+        return await self._write("recover", lambda c: units.recover(SqliteTx(c), now, alerts=alerts))
 
-    async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
+    async def cancel_queued(
+        self, plugin: str, *, reason: str, now: datetime, alerts: Alerts | None = None
+    ) -> list[str]:
         return await self._write(
-            "cancel_queued", lambda c: units.cancel_queued(SqliteTx(c), plugin, reason=reason, now=now)
+            "cancel_queued",
+            lambda c: units.cancel_queued(SqliteTx(c), plugin, reason=reason, now=now, alerts=alerts),
         )
 
     async def delete_finished(self, before: datetime) -> int:
         return await self._write("delete_finished", lambda c: units.delete_finished(SqliteTx(c), before))
 
     async def reset_breakers(
-        self, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+        self,
+        plugin: str,
+        *,
+        now: datetime | None = None,
+        actor: str = "operator",
+        alerts: Alerts | None = None,
     ) -> list[br.Breaker]:
         return await self._write(
-            "reset_breakers", lambda c: units.reset_breakers(SqliteTx(c), plugin, now=now, actor=actor)
+            "reset_breakers",
+            lambda c: units.reset_breakers(SqliteTx(c), plugin, now=now, actor=actor, alerts=alerts),
         )
 
-    async def cancel_job(self, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+    async def cancel_job(
+        self, job_id: str, *, reason: str, actor: Actor, now: datetime, alerts: Alerts | None = None
+    ) -> Job:
         return await self._write(
             "cancel_job",
-            lambda c: units.cancel_job(SqliteTx(c), job_id, reason=reason, actor=actor, now=now),
+            lambda c: units.cancel_job(
+                SqliteTx(c), job_id, reason=reason, actor=actor, now=now, alerts=alerts
+            ),
         )
 
-    async def note(self, entry: Activity) -> None:
-        await self._write("note", lambda c: units.note(SqliteTx(c), entry))
+    async def note(self, entry: Activity, *, alerts: Alerts | None = None) -> None:
+        await self._write("note", lambda c: units.note(SqliteTx(c), entry, alerts=alerts))
 
     async def rewind(self, *, step: timedelta, plans: Sequence[tuple[PlannedRun, PlannedRun]]) -> Rewound:
         pairs = tuple(plans)
@@ -324,6 +338,7 @@ class SqliteStore:
         now: datetime,
         dedupe_ttl: timedelta,
         skipped: SkipReason | None = None,
+        alerts: Alerts | None = None,
     ) -> FireResult:
         batch = tuple(jobs)
         return await self._write(
@@ -338,6 +353,7 @@ class SqliteStore:
                 now=now,
                 dedupe_ttl=dedupe_ttl,
                 skipped=skipped,
+                alerts=alerts,
             ),
         )
 

@@ -191,6 +191,7 @@ async def cancel_job(request: Request, ctx: ApiContext, token: ApiToken) -> Resp
             who=token.name,
             actor=Actor.API,
             now=engine.clock.now(),
+            alerts=engine.runtime.alerts(),
         )
     except _OPERATION_ERRORS as e:
         raise _operation_error(e) from None

@@ -38,7 +38,9 @@ async def reset_plugin(request: Request, ctx: ApiContext, token: ApiToken) -> Re
     only(request, ())
     engine = ctx.engine
     name = request.path_params["plugin"]
-    reset = await operations.reset_breakers(engine.store, name, who=token.name, now=engine.clock.now())
+    reset = await operations.reset_breakers(
+        engine.store, name, who=token.name, now=engine.clock.now(), alerts=engine.runtime.alerts()
+    )
     if not reset and name not in engine.runtime.plugins and name not in engine.runtime.config.plugins:
         raise not_found(f"no plugin named {name!r}")
     ctx.feed.poke()

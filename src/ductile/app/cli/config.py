@@ -10,6 +10,7 @@ from ductile.app.cli.format import indent, schedule_summary, table
 from ductile.app.cli.inspect import plugins_doc, print_plugins
 from ductile.app.runtime import PluginState, Runtime
 from ductile.domain.config import Config
+from ductile.domain.lifecycle import SOURCE as LIFECYCLE_SOURCE
 from ductile.domain.plugin import Discovery
 
 
@@ -52,7 +53,10 @@ def _check_routes(config: Config, why: _Why) -> tuple[list[dict[str, Any]], list
     routes, problems = [], []
     for i, route in enumerate(config.routes):
         problem = None
-        if route.source not in why.discovery.plugins:
+        if route.source == LIFECYCLE_SOURCE:
+            if (lacking := why.lacks(route.target, route.command)) is not None:
+                problem = f"to: {lacking}"
+        elif route.source not in why.discovery.plugins:
             problem = f"from: {why.absent(route.source)}"
         elif (lacking := why.lacks(route.target, route.command)) is not None:
             problem = f"to: {lacking}"

@@ -142,8 +142,10 @@ async def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
         return ctx.fail(f"no job with id {args.job_id!r}")
     try:
         who = ctx.env.get("USER") or getpass.getuser()
+        # The daemon's plugins are not known here: the configured ones stand for them.
+        alerts = config.alerts(set(config.plugins))
         job = await operations.cancel_job(
-            store, args.job_id, who=f"{who} (cli)", actor=Actor.CLI, now=ctx.now()
+            store, args.job_id, who=f"{who} (cli)", actor=Actor.CLI, now=ctx.now(), alerts=alerts
         )
     except OPERATION_ERRORS as e:
         return ctx.fail(str(e))

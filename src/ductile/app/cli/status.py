@@ -74,7 +74,7 @@ async def _health(
         user=run_as[0] if (run_as := config.run_as(plugin.name)) is not None else None,
     )
     outcome = await spawner.run(request)
-    verdict = classify(outcome, timeout)
+    verdict = classify(outcome, timeout, protocol=plugin.protocol)
     logs = verdict.response.logs if verdict.response is not None else ()
     return {
         "ok": verdict.event is JobEvent.SUCCEED,
@@ -107,45 +107,56 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     healthy = not problems
     if args.json:
         ctx.json(
-            {
-                "healthy": healthy,
-                "problems": problems,
-                "daemon": {
-                    "running": pid is not None,
-                    "pid": pid,
-                    "state_dir": config.service.state_dir,
-                    "scheduler": scheduler,
-                },
-                "database": seen.database,
-                "store": {"writable": refused is None, "problem": refused},
-                "queue": {"queued": seen.queued, "running": seen.running},
-                "running": [
-                    {
-                        "id": j.id,
-                        "plugin": j.plugin,
-                        "command": j.command,
-                        "node": j.node,
-                        "started_at": utc(j.started_at),
-                    }
-                    for j in seen.running_jobs
-                ],
-                "nodes": seen.nodes,
-                "routing": {
-                    "max_route_depth": config.service.max_route_depth,
-                    "dropped_at_depth": seen.dropped_at_depth,
-                },
-                "plugins": [
-                    {
-                        k: r[k]
-                        for k in ("name", "state", "reason", "version", "cannot_start", "breakers", "health")
-                    }
-                    for r in rows
-                ],
-            }
+            _status_doc(config, pid, seen, rows, problems=problems, scheduler=scheduler, refused=refused)
         )
     else:
         _print_status(ctx, config, pid, seen, rows=rows, problems=problems, scheduler=scheduler)
     return EXIT_OK if healthy else EXIT_FAILURE
+
+
+def _status_doc(
+    config: Config,
+    pid: int | None,
+    seen: _Observed,
+    rows: list[dict[str, Any]],
+    *,
+    problems: list[str],
+    scheduler: dict[str, Any] | None,
+    refused: str | None,
+) -> dict[str, Any]:
+    """``ductile status --json``."""
+    return {
+        "healthy": not problems,
+        "problems": problems,
+        "daemon": {
+            "running": pid is not None,
+            "pid": pid,
+            "state_dir": config.service.state_dir,
+            "scheduler": scheduler,
+        },
+        "database": seen.database,
+        "store": {"writable": refused is None, "problem": refused},
+        "queue": {"queued": seen.queued, "running": seen.running},
+        "running": [
+            {
+                "id": j.id,
+                "plugin": j.plugin,
+                "command": j.command,
+                "node": j.node,
+                "started_at": utc(j.started_at),
+            }
+            for j in seen.running_jobs
+        ],
+        "nodes": seen.nodes,
+        "routing": {
+            "max_route_depth": config.service.max_route_depth,
+            "dropped_at_depth": seen.dropped_at_depth,
+        },
+        "plugins": [
+            {k: r[k] for k in ("name", "state", "reason", "version", "cannot_start", "breakers", "health")}
+            for r in rows
+        ],
+    }
 
 
 def _scheduler_report(ctx: Context, config: Config, pid: int | None) -> dict[str, Any] | None:

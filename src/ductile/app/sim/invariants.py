@@ -67,6 +67,7 @@ INVARIANTS: dict[str, str] = {
     "I8": "once faults stop, every job ends in bounded time",
     "I9": "no lane runs more jobs than it is wide, nor the daemon more than max_workers",
     "I10": "two runs of one dedupe identity never overlap",
+    "I11": "one lifecycle event per death, none about a notifier's own jobs",
 }
 
 

@@ -7,6 +7,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from ductile.app.sim.alerts import AlertLedger
 from ductile.app.sim.invariants import (
     Expectation,
     Violation,
@@ -73,6 +74,7 @@ class Monitor:
         self.deadlines: dict[str, datetime] = {}
         self.checks = 0
         self._order = 0
+        self.alerts = AlertLedger(self)
         #: Plugins seen with two runs at once (their state merges may overlap: I4 relaxed).
         self.overlapped: set[str] = set()
 
@@ -298,6 +300,8 @@ class Monitor:
         await self._check_state(before.plugin)
         if before.submitted_by is SubmittedBy.SCHEDULER and spawned:
             await self._breaker_after_run(before, s.succeeded, breaker_before, ctx.breaker)
+        if committed.alerts:
+            await self.alerts.adopt()
 
     async def _check_state(self, plugin: str) -> None:
         state = await self.store.get_state(plugin)
@@ -344,6 +348,7 @@ class Monitor:
                 )
             )
             self.sim.note(f"recover {ref(s.job.id)} -> {s.job.status} attempt {s.job.attempt}")
+        await self.alerts.adopt()
 
     async def on_cancel(self, plugin: str, ids: Sequence[str], before: Sequence[str]) -> None:
         if sorted(ids) != sorted(before):
@@ -355,6 +360,8 @@ class Monitor:
         if ids:
             self.event("cancelled", plugin, f"{len(ids)} queued job(s) cancelled")
         self.sim.note(f"cancel {plugin}: {' '.join(ref(i) for i in ids) or '-'}")
+        if ids:
+            await self.alerts.adopt()
 
     def queued_of(self, plugin: str) -> list[str]:
         return [
@@ -401,6 +408,8 @@ class Monitor:
             self.sim.note(f"fire {due.key} stale")
             return
         self.require("I7", check_fire(guard, breaker_before, outstanding, result, now=now))
+        if result.alerts:
+            await self.alerts.adopt()
         pending: dict[str, Job] = {}
         for job, r in zip(jobs, result.jobs, strict=False):
             self._check_insert(job, r, pending, now=now, ttl=ttl)
@@ -496,6 +505,7 @@ class Monitor:
             await self._check_state(plugin)
         unsettled = self.lost_runs(k for k in self.spawns if k not in self.settled)
         self.require("I6", check_executions(self.spawns, unsettled, self.lost_run_budget()))
+        self.alerts.check_every_death()
 
     def _between_steps(self, running: Collection[str]) -> None:
         """I2 between steps: nothing runs (one job at a time), or only the runs in flight (lanes)."""

@@ -16,6 +16,7 @@ from ductile.domain.config import Config
 from ductile.domain.facts import Fact
 from ductile.domain.job import Actor, Command, Job, JobStatus, Transition
 from ductile.domain.lanes import UNLIMITED, Lanes
+from ductile.domain.lifecycle import Alerts
 from ductile.domain.outcome import SpawnOutcome
 from ductile.domain.plugin import Discovery, Plugin
 from ductile.domain.schedule import PlannedRun
@@ -180,17 +181,19 @@ class ObservedStore:
     async def running(self) -> list[RunningJob]:
         return await self._plain("store.running", self._inner.running)
 
-    async def recover(self, now: datetime) -> list[Settlement]:
+    async def recover(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
         index, point = self._switch.enter("store.recover")
-        settlements = await self._inner.recover(now)
+        settlements = await self._inner.recover(now, alerts=alerts)
         await self._monitor.on_recover(settlements)
         self._switch.leave(index, "store.recover", point)
         return settlements
 
-    async def cancel_queued(self, plugin: str, *, reason: str, now: datetime) -> list[str]:
+    async def cancel_queued(
+        self, plugin: str, *, reason: str, now: datetime, alerts: Alerts | None = None
+    ) -> list[str]:
         index, point = self._switch.enter("store.cancel_queued")
         before = self._monitor.queued_of(plugin)
-        ids = await self._inner.cancel_queued(plugin, reason=reason, now=now)
+        ids = await self._inner.cancel_queued(plugin, reason=reason, now=now, alerts=alerts)
         await self._monitor.on_cancel(plugin, ids, before)
         self._switch.leave(index, "store.cancel_queued", point)
         return ids
@@ -213,6 +216,7 @@ class ObservedStore:
         now: datetime,
         dedupe_ttl: timedelta,
         skipped: SkipReason | None = None,
+        alerts: Alerts | None = None,
     ) -> FireResult:
         index, point = self._switch.enter("store.fire")
         breaker = None
@@ -232,6 +236,7 @@ class ObservedStore:
             now=now,
             dedupe_ttl=dedupe_ttl,
             skipped=skipped,
+            alerts=alerts,
         )
         await self._monitor.on_fire(
             due,
@@ -313,16 +318,25 @@ class ObservedStore:
         return await self._plain("store.breakers", self._inner.breakers)
 
     async def reset_breakers(
-        self, plugin: str, *, now: datetime | None = None, actor: str = "operator"
+        self,
+        plugin: str,
+        *,
+        now: datetime | None = None,
+        actor: str = "operator",
+        alerts: Alerts | None = None,
     ) -> list[Breaker]:
         return await self._plain(
-            "store.reset_breakers", lambda: self._inner.reset_breakers(plugin, now=now, actor=actor)
+            "store.reset_breakers",
+            lambda: self._inner.reset_breakers(plugin, now=now, actor=actor, alerts=alerts),
         )
 
     # ------------------------------------------------------------- the operator's calls (not simulated)
-    async def cancel_job(self, job_id: str, *, reason: str, actor: Actor, now: datetime) -> Job:
+    async def cancel_job(
+        self, job_id: str, *, reason: str, actor: Actor, now: datetime, alerts: Alerts | None = None
+    ) -> Job:
         return await self._plain(
-            "store.cancel_job", lambda: self._inner.cancel_job(job_id, reason=reason, actor=actor, now=now)
+            "store.cancel_job",
+            lambda: self._inner.cancel_job(job_id, reason=reason, actor=actor, now=now, alerts=alerts),
         )
 
     async def find_jobs(self, query: JobQuery) -> JobPage:
@@ -333,8 +347,8 @@ class ObservedStore:
             "store.job_ids_with_prefix", lambda: self._inner.job_ids_with_prefix(prefix, limit=limit)
         )
 
-    async def note(self, entry: Activity) -> None:
-        await self._plain("store.note", lambda: self._inner.note(entry))
+    async def note(self, entry: Activity, *, alerts: Alerts | None = None) -> None:
+        await self._plain("store.note", lambda: self._inner.note(entry, alerts=alerts))
 
     async def activity(self, after: int, *, limit: int = 500) -> list[Entry]:
         return await self._plain("store.activity", lambda: self._inner.activity(after, limit=limit))

@@ -84,6 +84,7 @@ SWEEP_BEHAVIOURS = {
     "late": "ok:emit=late.done",
     "feeds": "flaky:0.3",
     "feeds_b": "ok",
+    "pager": "flaky:0.3",
 }
 
 
@@ -95,6 +96,7 @@ def sweep_scenario(days: float = 1.5) -> Scenario:
     poll guard and whose breaker opens, a flaky plugin with four schedules (a
     cron with a payload, one that skips Sundays, two one-shots: each with its
     own guard and breaker) and an alias of it catching up every missed run,
+    a flaky pager told of every death and every breaker that opens,
     a plugin that exits 78 more often than its breaker resets, one that always
     times out, one that prints garbage; a handler with an ``init`` that sometimes
     fails; webhook-like deliveries to a handler that takes a minute, with
@@ -154,10 +156,14 @@ def _sweep_config(berlin: ZoneInfo) -> Config:
             config={"bucket": "a"},
             retry=RetryPolicy(max_attempts=3, backoff_base=timedelta(seconds=20)),
         ),
+        # The failure alerts' notifier: itself flaky, so some of its jobs die (and are not told).
+        PluginConfig(name="pager", retry=RetryPolicy(max_attempts=2, backoff_base=minute)),
     )
     routes = (
         Route(source="counter", event_type="counter.ticked", target="mailer"),
         Route(source="counter", event_type="counter.ticked", target="archive"),
+        Route(source="ductile", event_type="job.dead", target="pager"),
+        Route(source="ductile", event_type="breaker.opened", target="pager"),
     )
     return Config(
         service=ServiceConfig(

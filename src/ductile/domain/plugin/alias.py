@@ -5,7 +5,9 @@ breaker and schedules. ``uses`` may name another alias: the chain is followed
 to a plugin that was found (:func:`chain`); a chain that comes back on itself
 is a config error (:func:`find_cycle`, checked when the config is read).
 Where a chain ends is looked up by :func:`resolve_base`, the one place that
-says what a base name means (today: a plugin discovered in a plugin root).
+says what a base name means: a plugin discovered in a plugin root, or, for a
+name ``builtin:<name>`` (:func:`builtin_name`), one of the plugins shipped
+inside ductile (``ductile/builtins``).
 """
 
 from __future__ import annotations
@@ -47,8 +49,23 @@ def chain(name: str, uses: Mapping[str, str]) -> list[str]:
     return names
 
 
-def resolve_base(base: str, found: Mapping[str, Plugin]) -> Plugin | None:
-    """The plugin an alias chain ends at: the plugin named ``base`` that discovery found."""
+#: ``uses: builtin:<name>`` names a plugin shipped with ductile.
+BUILTIN_PREFIX = "builtin:"
+
+
+def builtin_name(base: str) -> str | None:
+    """``notify`` for ``builtin:notify``; None for any other name."""
+    return base[len(BUILTIN_PREFIX) :] if base.startswith(BUILTIN_PREFIX) else None
+
+
+def resolve_base(
+    base: str, found: Mapping[str, Plugin], builtins: Mapping[str, Plugin] | None = None
+) -> Plugin | None:
+    """The plugin an alias chain ends at: the built-in ``builtin:<name>`` (from ``builtins``),
+    else the plugin named ``base`` that discovery found."""
+    shipped = builtin_name(base)
+    if shipped is not None:
+        return (builtins or {}).get(shipped)
     plugin = found.get(base)
     return None if plugin is None or plugin.alias is not None else plugin
 

@@ -100,6 +100,8 @@ class Plugin:
     root: str = ""
     #: ``<root>/<folder>`` before symlinks are resolved; "" when not from a folder.
     link: str = ""
+    #: The program that runs ``executable`` (a built-in: the daemon's own Python); None: it runs itself.
+    interpreter: str | None = None
 
     @property
     def name(self) -> str:
