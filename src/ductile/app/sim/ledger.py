@@ -6,6 +6,7 @@ Built only from what the ports returned, never from the engine's own bookkeeping
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import attrs
@@ -82,3 +83,21 @@ def settled_run(before: Job, s: Settlement, *, spawned: bool) -> tuple[RunNote, 
     elif s.job.status is JobStatus.DEAD:
         status += f": {s.run.error or s.job.last_error}"
     return note, f"settle {ref(before.id)} {result_text} -> {status}"
+
+
+def ledger_differences(jobs: Mapping[str, JobTrack], stored: Mapping[str, Job]) -> list[str]:
+    """I1 against the store: every job the ledger knows is stored as the ledger last saw it,
+    and a job retention deleted is gone."""
+    problems: list[str] = []
+    for job_id, track in jobs.items():
+        job = stored.get(job_id)
+        if track.deleted:
+            if job is not None:
+                problems.append(f"job {job_id} was deleted by retention but is still there")
+        elif job is None:
+            problems.append(
+                f"job {job_id} ({track.job.plugin}.{track.job.command}, {track.job.status}) is lost"
+            )
+        elif job != track.job:
+            problems.append(f"job {job_id} changed without the store reporting it: {track.job} -> {job}")
+    return problems

@@ -11,14 +11,11 @@ a new one on the same store. See the package's docs for the whole picture.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import logging
 import random
 import shutil
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -44,6 +41,7 @@ from ductile.app.sim.invariants import (
 )
 from ductile.app.sim.monitor import Monitor
 from ductile.app.sim.plugins import PluginScripts
+from ductile.app.sim.process import paced_collector, quiet_log
 from ductile.app.sim.proxies import CrashSwitch, ObservedSpawner, ObservedStore, ScriptingCatalog
 from ductile.app.sim.results import JobReport, SimulationResult, job_report, plugin_stats
 from ductile.app.sim.trace import stamp, trace_hash
@@ -62,35 +60,6 @@ DEFAULT_START = datetime(2026, 3, 27, 0, 0, tzinfo=UTC)
 
 #: A loop that makes no progress this many times in a row is stuck (an engine bug).
 STALL_LIMIT = 1000
-
-
-@contextlib.contextmanager
-def _quiet(enabled: bool) -> Iterator[None]:
-    """Silence the engine's log while simulating (its lines would be the daemon's)."""
-    logger = logging.getLogger("ductile")
-    before = logger.disabled
-    logger.disabled = enabled or before
-    try:
-        yield
-    finally:
-        logger.disabled = before
-
-
-#: Collector thresholds while a run lasts: a run allocates millions of small objects and keeps most
-#: of them (the ledger, the store, the trace), so at the default 700 the young collections keep
-#: re-examining survivors; 30 simulated days ran ~20% faster with these. Cycles are still collected.
-RUN_GC_THRESHOLD = (100_000, 50, 1000)
-
-
-@contextlib.contextmanager
-def _paced_collector() -> Iterator[None]:
-    """Raise the collector's thresholds (never lower them) for a run; restore them after."""
-    before = gc.get_threshold()
-    gc.set_threshold(*(max(mine, theirs) for mine, theirs in zip(RUN_GC_THRESHOLD, before, strict=False)))
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 #: ``memory``: the InMemoryStore fake as it is; ``indexed``: the same with indexes
@@ -371,7 +340,7 @@ class Simulation:
         """The first start: discovery, init, schedules (crashes restart it)."""
         try:
             self.note(f"boot seed {self.seed}")
-            with _quiet(self.quiet):
+            with quiet_log(self.quiet):
                 self.engine = self._new_engine()
                 try:
                     await self._drive(self.engine.start)
@@ -462,7 +431,7 @@ class Simulation:
 
     async def _public(self, action: Callable[[], Awaitable[T]]) -> T:
         try:
-            with _quiet(self.quiet):
+            with quiet_log(self.quiet):
                 return await action()
         except Violation as v:
             raise v.error from None
@@ -483,7 +452,7 @@ class Simulation:
         if end <= self.start:
             raise ValueError("a simulation must end after it starts")
         self._end = end
-        with _paced_collector():
+        with paced_collector():
             await self.open()
             try:
                 self.agenda.plan(end)
