@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ductile.adapters.json_column import dumps
 from ductile.domain import breaker as br
 from ductile.domain.activity import Activity, Entry
 from ductile.domain.facts import Fact
@@ -59,13 +60,6 @@ def aware(at: datetime) -> datetime:
 
 def utc(at: datetime | None) -> datetime | None:
     return None if at is None else at.astimezone(UTC)
-
-
-def dumps(value: Any, what: str) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{what} cannot be stored as JSON: {e}") from e
 
 
 def job_params(job: Job) -> tuple[Any, ...]:

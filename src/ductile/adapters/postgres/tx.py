@@ -30,6 +30,7 @@ import attrs
 import psycopg
 from psycopg import errors as pgerrors
 
+from ductile.adapters.json_column import dumps
 from ductile.adapters.postgres import sql
 from ductile.adapters.postgres.errors import StoreError
 from ductile.adapters.postgres.rows import (
@@ -37,7 +38,6 @@ from ductile.adapters.postgres.rows import (
     aware,
     breaker_of,
     breaker_params,
-    dumps,
     job_of,
     job_params,
     pause_of,

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ductile.adapters.json_column import dumps
 from ductile.adapters.sqlite.sql import JOB_FIELDS
 from ductile.domain import breaker as br
 from ductile.domain.activity import Activity, Entry
@@ -43,13 +44,6 @@ def opt_us(at: datetime | None) -> int | None:
 
 def opt_dt(value: int | None) -> datetime | None:
     return None if value is None else from_us(value)
-
-
-def dumps(value: Any, what: str) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{what} cannot be stored as JSON: {e}") from e
 
 
 def job_params(job: Job) -> tuple[Any, ...]:

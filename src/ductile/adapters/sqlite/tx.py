@@ -15,12 +15,12 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
+from ductile.adapters.json_column import dumps
 from ductile.adapters.sqlite.errors import StoreError
 from ductile.adapters.sqlite.rows import (
     activity_params,
     breaker_of,
     breaker_params,
-    dumps,
     job_of,
     job_params,
     opt_us,
