@@ -55,7 +55,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_every_builtin_is_found_and_refusals_name_the_choices(root: Path) -> None:
-    assert {"notify", "echo", "sys_exec"} <= set(available())
+    assert {"notify", "echo", "sys_exec", "switch", "fetch", "file_watch", "folder_watch"} <= set(available())
     found = discover(str(root), {"x": PluginConfig(name="x", uses="builtin:notifyy")})
     [refusal] = found.refused
     assert "no built-in plugin 'notifyy'" in refusal.reason
