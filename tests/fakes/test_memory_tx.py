@@ -16,6 +16,7 @@ import attrs
 import pytest
 
 from ductile import units
+from ductile.domain.activity import Activity, Kind
 from ductile.domain.breaker import Breaker, BreakerStatus
 from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Claim, Job, JobEvent, JobStatus, apply, creation
@@ -167,6 +168,31 @@ def test_a_stale_compare_and_set_writes_nothing(index: IndexFactory) -> None:
     with pytest.raises(StaleJobError, match="job-a is no longer queued"):
         run(tx, lambda t: t.update_job(running, expected=JobStatus.QUEUED, token=running.claim_token))
     assert picture(tx) == before
+
+
+def _note(tx: MemoryTx, seconds: float) -> None:
+    tx.append_activity(Activity(kind=Kind.BREAKER_CLOSED, at=at(seconds)))
+
+
+def prune_note_then_boom(tx: MemoryTx) -> None:
+    assert tx.prune_activity(at(6)) == 2
+    _note(tx, 0)
+    raise Boom
+
+
+def test_activity_pruning_skips_a_young_log_and_survives_a_rollback() -> None:
+    tx = MemoryTx(index=ScanIndex)
+    for s in (5, 1, 9):  # not in time order: the floor is the oldest, not the first
+        run(tx, lambda t, s=s: _note(t, s))
+    assert run(tx, lambda t: t.prune_activity(at(1))) == 0  # nothing older than 1 s
+    with pytest.raises(Boom):
+        run(tx, prune_note_then_boom)
+    assert [e.activity.at for e in tx.activity] == [at(5), at(1), at(9)]
+    assert run(tx, lambda t: t.prune_activity(at(6))) == 2  # the undone prune restored the floor
+    assert [e.activity.at for e in tx.activity] == [at(9)]
+    assert run(tx, lambda t: t.prune_activity(at(9))) == 0
+    assert run(tx, lambda t: t.prune_activity(at(10))) == 1
+    assert tx.activity == []
 
 
 @INDEXES

@@ -145,6 +145,37 @@ def test_help_imports_nothing_heavy() -> None:
     assert json.loads(done.stdout) == {"code": 0, "loaded": []}
 
 
+def test_read_verbs_import_neither_the_daemon_nor_croniter_without_a_cron_schedule(tmp_path: Path) -> None:
+    """Issue 18: `queue` and `job` read the config and the store, nothing of the daemon; croniter
+    (~80 ms with dateutil) only comes with a cron expression."""
+    config = tmp_path / "ductile.yaml"
+    config.write_text("service: {state_dir: ./state}\nplugins_dir: ./plugins\nplugins: {}\n")
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "state").mkdir(mode=0o700)
+
+    async def make_db() -> None:
+        await (await SqliteStore.open(tmp_path / "state" / "ductile.db")).close()
+
+    asyncio.run(make_db())
+    probe = textwrap.dedent(
+        """
+        import contextlib, io, json, sys
+        from ductile.app.cli import main
+        codes = []
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            codes.append(main(["queue", "--config", sys.argv[1]]))
+            codes.append(main(["job", "0b1e5c8e", "--config", sys.argv[1]]))
+        heavy = ("croniter", "dateutil", "ductile.app.bootstrap", "ductile.app.engine", "ductile.app.daemon")
+        print(json.dumps({"codes": codes, "loaded": sorted(m for m in sys.modules if m.startswith(heavy)),
+                          "store": "ductile.adapters.sqlite.store" in sys.modules}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(config)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(done.stdout) == {"codes": [0, 1], "loaded": [], "store": True}
+
+
 # =========================================================================== config check and plugins
 
 

@@ -23,8 +23,7 @@ import pytest
 
 from ductile.adapters.pidlock import LOCK_NAME, InstanceLock
 from ductile.adapters.sqlite import SqliteStore
-from ductile.adapters.statedir import StateDirError, prepare
-from ductile.app.bootstrap import DB_FILES, DB_NAME
+from ductile.adapters.statedir import DB_FILES, DB_NAME, StateDirError, prepare
 from tests.support.disks import need_root, tmpfs
 from tests.support.site import Site
 

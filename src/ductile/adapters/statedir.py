@@ -34,6 +34,7 @@ import os
 import pwd
 import stat
 from collections.abc import Iterable
+from pathlib import Path
 
 from ductile.adapters.runas import user_name
 from ductile.domain.errors import DuctileError
@@ -42,6 +43,14 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 #: The files of a state directory ductile checks (the database's names come from its caller).
 LOCK_FILE = "ductile.lock"
+#: The database in the state directory, and its files (checked with the lock, ADR 0040).
+DB_NAME = "ductile.db"
+DB_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm")
+
+
+def database_path(state_dir: str) -> Path:
+    """Where the daemon keeps its database in ``state_dir``."""
+    return Path(state_dir) / DB_NAME
 
 
 class StateDirError(DuctileError):

@@ -50,9 +50,6 @@ if TYPE_CHECKING:
     from ductile.app.api import Metrics
     from ductile.app.surface import Surface
 
-DB_NAME = "ductile.db"
-#: The files of the database in the state directory (checked with the lock, ADR 0040).
-DB_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm")
 #: :meth:`Ductile.wait` looks at the job after this long, then twice as long each time, up to...
 _WAIT_FIRST = 0.01
 #: ...this many seconds between two looks.
@@ -63,7 +60,9 @@ _reload_log = Log("reload")
 
 
 def database_path(config: Config) -> Path:
-    return Path(config.service.state_dir) / DB_NAME
+    from ductile.adapters import statedir
+
+    return statedir.database_path(config.service.state_dir)
 
 
 def _advise(config: Config) -> None:
@@ -188,7 +187,7 @@ class Ductile:
     async def _open_own_store(self, config: Config) -> Store:
         """SQLite in the checked state dir (ADR 0040), locked unless ``lock=False``, integrity checked."""
         from ductile.adapters.sqlite import SqliteStore
-        from ductile.adapters.statedir import prepare
+        from ductile.adapters.statedir import DB_FILES, prepare
 
         if self._lock_wanted is not False:
             self._take_lock(config)
@@ -226,6 +225,7 @@ class Ductile:
     def _take_lock(self, config: Config) -> None:
         from ductile.adapters.daemon_record import LAST_GOOD_NAME, RECORD_NAME
         from ductile.adapters.pidlock import InstanceLock
+        from ductile.adapters.statedir import DB_FILES
 
         self._lock = InstanceLock(config.service.state_dir, files=(*DB_FILES, RECORD_NAME, LAST_GOOD_NAME))
         self._lock.acquire()

@@ -25,13 +25,13 @@ from typing import Any
 
 import attrs
 
-from ductile.domain.activity import Activity, Entry
 from ductile.domain.breaker import Breaker
 from ductile.domain.facts import Fact
 from ductile.domain.job import Job, JobStatus, Transition
 from ductile.domain.lanes import Identity, identity
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import RunRecord
+from ductile.fakes.activity_log import ActivityLog
 from ductile.fakes.scan_index import Index, ScanIndex, skipped
 from ductile.ports.spawner import ProcessHandle
 from ductile.ports.store_values import ClaimConflictError, InitRecord, Pause, StaleJobError
@@ -55,7 +55,7 @@ IndexFactory = Callable[["MemoryTx"], Index]
 _Undo = tuple[Callable[..., object], tuple[Any, ...]]
 
 
-class MemoryTx(SerialLocks):
+class MemoryTx(ActivityLog, SerialLocks):
     """The tables of the in-memory fakes and the Tx over them (see the module's docs)."""
 
     def __init__(self, index: IndexFactory = ScanIndex) -> None:
@@ -85,9 +85,7 @@ class MemoryTx(SerialLocks):
         self._job_numbers = itertools.count()
         self._run_numbers = itertools.count()
         self._fact_numbers = itertools.count(1)
-        #: The activity log, in id order; ids come from ``activity_seq`` and are never reused.
-        self.activity: list[Entry] = []
-        self.activity_seq = 0
+        ActivityLog.__init__(self)
         self._undo: list[_Undo] = []
         self.index: Index = index(self)
 
@@ -387,22 +385,3 @@ class MemoryTx(SerialLocks):
 
     def put_init(self, record: InitRecord) -> None:
         self._put(self.inits, record.plugin, record)
-
-    # ----------------------------------------------------------------- the activity log
-    def append_activity(self, activity: Activity) -> None:
-        self.activity_seq += 1
-        self.activity.append(Entry(id=self.activity_seq, activity=activity))
-        self._undo.append((self._drop_activity, ()))
-
-    def _drop_activity(self) -> None:
-        self.activity.pop()
-        self.activity_seq -= 1
-
-    def prune_activity(self, before: datetime) -> int:
-        kept = [e for e in self.activity if e.activity.at >= before]
-        pruned = len(self.activity) - len(kept)
-        if pruned:
-            old = self.activity
-            self.activity = kept
-            self._undo.append((setattr, (self, "activity", old)))
-        return pruned

@@ -56,8 +56,7 @@ class UsageError(Exception):
 async def _open_sqlite(path: Path, create: bool) -> Store | None:
     """The real store: None when it does not exist and ``create`` is False. The state
     directory is checked (and made, with ``create``) as the daemon does (ADR 0040)."""
-    from ductile.adapters.statedir import prepare
-    from ductile.app.bootstrap import DB_FILES
+    from ductile.adapters.statedir import DB_FILES, prepare
 
     if not prepare(str(path.parent), DB_FILES, create=create):
         return None
@@ -281,9 +280,9 @@ def _last_good(ctx: Context, path: Path, broken: Exception) -> Config:
 
 def db_path(config: Config) -> Path:
     """Where the daemon keeps its database for this config."""
-    from ductile.app.bootstrap import database_path
+    from ductile.adapters.statedir import database_path
 
-    return database_path(config)
+    return database_path(config.service.state_dir)
 
 
 async def open_store_of(ctx: Context, config: Config, *, create: bool) -> Store | None:

@@ -91,13 +91,14 @@ def console() -> None:
     down, and the process ends with ``os._exit`` (ADR 0024).
     """
     code = main()
-    import contextlib
-    import logging
-
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing more to say
+        try:  # noqa: SIM105 - contextlib.suppress would import contextlib for this alone
             stream.flush()
-    logging.shutdown()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more to say
+            pass
+    logging = sys.modules.get("logging")  # a verb that never logged did not import it
+    if logging is not None:
+        logging.shutdown()
     os._exit(code)
 
 

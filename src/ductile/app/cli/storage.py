@@ -28,8 +28,7 @@ _MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 async def cmd_selfcheck(ctx: Context, args: argparse.Namespace) -> int:
     from ductile.adapters.pidlock import LOCK_NAME, LockError, lock_report
     from ductile.adapters.sqlite.selfcheck import FAIL, OK, WARN, Finding, inspect
-    from ductile.adapters.statedir import StateDirError, prepare
-    from ductile.app.bootstrap import DB_FILES
+    from ductile.adapters.statedir import DB_FILES, StateDirError, prepare
 
     config = read_config(ctx, args)
     state_dir = config.service.state_dir
@@ -76,8 +75,7 @@ async def cmd_selfcheck(ctx: Context, args: argparse.Namespace) -> int:
 async def cmd_backup(ctx: Context, args: argparse.Namespace) -> int:
     from ductile.adapters.pidlock import LOCK_NAME
     from ductile.adapters.sqlite.selfcheck import backup
-    from ductile.adapters.statedir import prepare
-    from ductile.app.bootstrap import DB_FILES
+    from ductile.adapters.statedir import DB_FILES, prepare
 
     config = read_config(ctx, args)
     source = db_path(config)

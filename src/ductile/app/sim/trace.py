@@ -11,8 +11,20 @@ from datetime import UTC, datetime
 
 
 def stamp(at: datetime) -> str:
-    """``2026-03-27T00:00:04.250Z``: the trace's time format (always milliseconds)."""
-    return at.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
+    """``2026-03-27T00:00:04.250Z``: the trace's time format (always milliseconds).
+
+    A step stamps the clock's one ``now`` object many times: the last answer is
+    kept for the very same object (``is``: a datetime is immutable).
+    """
+    global _last  # noqa: PLW0603 - a one-entry memo, not shared state
+    last_at, text = _last
+    if at is not last_at:
+        text = at.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
+        _last = (at, text)
+    return text
+
+
+_last: tuple[datetime | None, str] = (None, "")
 
 
 def ref(job_id: str) -> str:
