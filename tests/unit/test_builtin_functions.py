@@ -87,10 +87,11 @@ def test_switch_lookup_finds_what_is_at_a_path_and_absent_otherwise(
         else:
             expected = switch.ABSENT
             break
-    assert (
-        switch.lookup(".".join(path), envelope) is expected
-        or switch.lookup(".".join(path), envelope) == expected
-    )
+    found = switch.lookup(".".join(path), envelope)
+    if expected is switch.ABSENT:
+        assert found is switch.ABSENT
+    else:
+        assert found == expected
 
 
 @given(st.text(max_size=20), st.text(max_size=5))
