@@ -9,11 +9,9 @@ receiver on 127.0.0.1; ``sys_exec`` runs real programs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,10 @@ import pytest
 
 from ductile.adapters.plugin_dir import discover
 from ductile.adapters.plugin_dir.shipped import BUILTINS_DIR, available
-from ductile.adapters.spawner import SubprocessSpawner
-from ductile.app.spawn import plugin_env, spawn_request
-from ductile.domain.classify import Verdict, classify
-from ductile.domain.config import PluginConfig, Timeouts
+from ductile.domain.config import PluginConfig
 from ductile.domain.job import JobEvent
 from ductile.domain.lifecycle import SOURCE
+from tests.support.builtin import run
 from tests.support.receiver import Received, receiver
 
 DEAD = {
@@ -51,39 +47,6 @@ DEAD = {
 }
 
 
-def run(
-    name: str,
-    config: dict[str, Any],
-    command: str = "handle",
-    *,
-    event: dict[str, Any] | None = None,
-    payload: dict[str, Any] | None = None,
-    tmp: Path,
-) -> Verdict:
-    """Run builtin ``name`` once, as the alias ``it``, and classify its end."""
-    timeouts = Timeouts(handle=timedelta(seconds=30), poll=timedelta(seconds=30))
-    settings = PluginConfig(name="it", uses=f"builtin:{name}", config=config, timeouts=timeouts)
-    found = discover(str(tmp), {"it": settings})
-    assert not found.refused, found.refused
-    plugin = found.plugins["it"]
-    assert plugin.interpreter == sys.executable
-    request = spawn_request(
-        plugin,
-        command,
-        job_id="job-1",
-        attempt=1,
-        settings=settings,
-        state={},
-        now=datetime.now(UTC),
-        base_env=plugin_env(os.environ),
-        event=event,
-        payload=payload,
-        context={"ductile_plugin": "it"},
-    )
-    outcome = asyncio.run(SubprocessSpawner().run(request))
-    return classify(outcome, timedelta(seconds=30), protocol=plugin.protocol)
-
-
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     folder = tmp_path / "plugins"
@@ -92,7 +55,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_every_builtin_is_found_and_refusals_name_the_choices(root: Path) -> None:
-    assert {"notify", "echo", "sys_exec"} <= set(available())
+    assert {"notify", "echo", "sys_exec", "switch", "fetch", "file_watch", "folder_watch"} <= set(available())
     found = discover(str(root), {"x": PluginConfig(name="x", uses="builtin:notifyy")})
     [refusal] = found.refused
     assert "no built-in plugin 'notifyy'" in refusal.reason
