@@ -150,6 +150,37 @@ def heading(title: str) -> None:
     print(f"\n## {title}\n", flush=True)
 
 
+def goal_row(goal: str, what: str, measured: str, target: str, *, met: bool | None) -> None:
+    """Record one row of issue 18's goal table: printed now, and appended (as a JSON line) to
+    ``$BENCH_GOALS`` when set, which ``bench/run_all`` prints together at the end."""
+    row = {
+        "goal": goal,
+        "what": what,
+        "measured": measured,
+        "target": target,
+        "met": None if met is None else bool(met),
+    }
+    print(f"GOAL {goal}: {what}: {measured} (goal {target}) -> {_met(met)}", flush=True)
+    path = os.environ.get("BENCH_GOALS")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _met(met: bool | None) -> str:
+    return "reported" if met is None else ("met" if met else "NOT met")
+
+
+def goal_table(path: Path) -> str:
+    """The goal rows recorded in ``path``, sorted by goal number, as one Markdown table."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows.sort(key=lambda r: (int("".join(ch for ch in r["goal"] if ch.isdigit()) or 0), r["goal"]))
+    return table(
+        ("#", "what", "measured", "goal", "met?"),
+        ((r["goal"], r["what"], r["measured"], r["target"], _met(r["met"])) for r in rows),
+    )
+
+
 # --------------------------------------------------------------------------- plugins and sites
 
 
