@@ -90,19 +90,7 @@ class Engine:
         self._lock = asyncio.Lock()
         #: Set by :meth:`halt`: a settle the store refuses is then abandoned after one more try.
         self._halt = asyncio.Event()
-        self._dispatcher = Dispatcher(
-            store=store,
-            spawner=spawner,
-            clock=clock,
-            inbox=inbox,
-            catalog=catalog,
-            draw=self.draw,
-            base_env=self.base_env,
-            watchdog=cluster is not None,
-            environ=self.environ,
-            halt=self._halt,
-            claim_lock=self._lock,
-        )
+        self._dispatcher = self._new_dispatcher()
         self._scheduler = Scheduler(
             store=store, clock=clock, inbox=inbox, draw=self.draw, new_id=self.new_id, spawner=spawner
         )
@@ -116,6 +104,22 @@ class Engine:
             new_id=self.new_id,
             run=self._dispatcher.run,
             shared=cluster is not None,
+        )
+
+    def _new_dispatcher(self) -> Dispatcher:
+        """The dispatcher, sharing the engine's lock (a settle that claims holds it) and halt."""
+        return Dispatcher(
+            store=self.store,
+            spawner=self.spawner,
+            clock=self.clock,
+            inbox=self.inbox,
+            catalog=self.catalog,
+            draw=self.draw,
+            base_env=self.base_env,
+            watchdog=self.cluster is not None,
+            environ=self.environ,
+            halt=self._halt,
+            claim_lock=self._lock,
         )
 
     def _among(self, cluster: Cluster | None) -> None:
