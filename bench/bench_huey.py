@@ -38,6 +38,7 @@ from pathlib import Path
 from _common import (
     Daemon,
     child_env,
+    goal_row,
     heading,
     loadavg,
     machine,
@@ -381,6 +382,17 @@ def main() -> int:
                 )
             )
         print(table(("workload", "ductile", "huey", "ductile/huey", "rounds"), rows))
+        ratios = {
+            plugin: median(drain[(plugin, "huey")]) / median(drain[(plugin, "ductile")])
+            for plugin in ("sh", "py")
+        }
+        goal_row(
+            "3",
+            "drain rate ductile/huey, sh and Python (each at the durability it ships)",
+            f"{ratios['sh']:.2f} / {ratios['py']:.2f}",
+            ">= 1.0 both",
+            met=min(ratios.values()) >= 1.0,
+        )
         print()
         print(
             table(

@@ -1,7 +1,7 @@
 """Simulation speed: simulated jobs per wall second, a 50-plugin config over 30 simulated days.
 
     python bench/bench_sim.py [--days 30] [--plugins 50] [--store indexed] [--seed 1]
-                              [--against TREE [--runs N]]
+                              [--against TREE [--runs N]] [--example-days D]
 
 The config: 40 scheduled pollers (every 5m, 15m, 30m, 1h and 6h, eight of
 each, with jitter), the first ten of which emit an event routed to one of 10
@@ -14,6 +14,8 @@ deterministic per seed, so the work is the same every time: the trace column, th
 first 16 hex digits of the trace hash, shows it). With ``--against TREE`` the
 same run is made in fresh interpreters importing ductile from this tree's and
 TREE's ``src/``, alternated ``--runs`` times, and the ratio printed (medians).
+With ``--example-days D`` it also times ``ductile simulate --days D`` on the
+shipped example config (``examples/ductile.yaml``), the command a user runs.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 from datetime import UTC, timedelta
 from pathlib import Path
 
-from _common import ROOT, heading, loadavg, machine, median, table, verdict
+from _common import ROOT, SCRIPT, child_env, goal_row, heading, loadavg, machine, median, table, verdict
 
 from ductile.app.sim import Simulation, parse_behaviour
 from ductile.domain.config import Config, PluginConfig, ServiceConfig
@@ -37,6 +39,8 @@ from ductile.domain.routing import Route
 from ductile.domain.schedule import Schedule
 
 GOAL = 10_000.0
+#: Issue 18's goal for ``ductile simulate --days 30`` on the example, wall seconds.
+EXAMPLE_GOAL = 15.0
 INTERVALS = (
     timedelta(minutes=5),
     timedelta(minutes=15),
@@ -135,6 +139,27 @@ def row(label: str, runs: list[dict[str, object]], store: str) -> tuple[object, 
     )
 
 
+def example(days: float) -> None:
+    """Time ``ductile simulate --days`` on the shipped example, as a user runs it."""
+    config = ROOT / "examples" / "ductile.yaml"
+    argv = [str(SCRIPT), "simulate", "--config", str(config), "--days", f"{days:g}", "--json"]
+    started = time.perf_counter()
+    out = subprocess.run(argv, env=child_env(), check=True, capture_output=True, text=True).stdout
+    wall = time.perf_counter() - started
+    jobs = sum(int(p["jobs"]) for p in json.loads(out)["summary"])
+    print(
+        f"\n`ductile simulate --days {days:g}` on examples/ductile.yaml: {jobs:,} jobs in {wall:.1f} s wall "
+        f"({jobs / wall:,.0f} jobs/s)"
+    )
+    goal_row(
+        "5b",
+        f"`ductile simulate --days {days:g}` on the example",
+        f"{wall:.1f} s",
+        f"<= {EXAMPLE_GOAL:g} s",
+        met=wall <= EXAMPLE_GOAL,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=float, default=30.0)
@@ -144,6 +169,9 @@ def main() -> int:
     parser.add_argument("--against", type=Path, help="another source tree (its src/) to run side by side")
     parser.add_argument("--runs", type=int, default=1, help="runs of each tree, alternated (with --against)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--example-days", type=float, default=0.0, help="also time `ductile simulate --days D` on the example"
+    )
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.days, args.plugins, args.store, args.seed)))
@@ -182,6 +210,16 @@ def main() -> int:
             f"{cpu_theirs / cpu_mine:.2f}x per CPU second"
         )
     wall = middle(results["this tree"], "wall")
+    rate = int(str(results["this tree"][0]["jobs"])) / wall
+    goal_row(
+        "5a",
+        f"simulated jobs per wall second ({args.plugins}-plugin config, {args.days:g} days)",
+        f"{rate:,.0f}/s",
+        f">= {GOAL:,.0f}/s",
+        met=rate >= GOAL,
+    )
+    if args.example_days:
+        example(args.example_days)
     print(
         f"\nthis tree simulated {args.days * 86400 / wall:,.0f} s per wall second; "
         f"load average at the end: {loadavg():.2f}"

@@ -5,8 +5,9 @@ file, a :class:`ScriptedSpawner` and a :class:`FakeClock`):
 
     start -> enqueue "p" (dedupe key) -> tick -> claim p -> get_state -> spawn p
     (on_start: record_process) -> settle p (state {"count": n+1} merged, one
-    event routed to h1, h2, h3: three children) -> each child: claim, spawn,
-    settle.
+    event routed to h1, h2, h3: three children; claims h1 in the same unit, as
+    the daemon's worker does, ADR 0068) -> each child: spawn, settle (claiming
+    the next).
 
 Every call the engine makes on the Store or the Spawner goes through a
 :class:`Ports` proxy that numbers it. The uncrashed flow is measured first
@@ -192,11 +193,13 @@ class World:
 
 
 async def drain(engine: Engine, raw: Store, clock: FakeClock) -> None:
-    """What the daemon's loops do: tick, dispatch until idle, wait for retry times."""
+    """What the daemon's loops do: tick, claim and run until idle, each settle claiming the next
+    job in its own unit (the daemon's worker, ADR 0068), wait for retry times."""
     for _ in range(50):
         await engine.tick()
-        while await engine.dispatch_one():
-            pass
+        claimed = await engine.claim_one()
+        while claimed is not None:
+            claimed = await engine.run_claimed(claimed, chain=True)
         if await raw.queue_depth() == 0:
             return
         due = await raw.next_retry_at()
@@ -490,6 +493,9 @@ def test_the_uncrashed_flow_exercises_every_port_call_of_the_path(tmp_path: Path
     assert calls.count("spawner.run") == 4
     assert calls.count("store.settle") == 4
     assert calls.count("store.record_process") == 4
+    # The parent is claimed alone; each child by the settle before it, in that settle's unit
+    # (ADR 0068), so a crash before or after a settle is also one before or after a claim.
+    assert calls.count("store.claim_next") == 1
     assert asyncio.run(run_one(db, [])) == []
 
 

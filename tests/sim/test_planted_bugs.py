@@ -105,19 +105,19 @@ class Untold(InMemoryStore):
     """Settles every run without its lifecycle events (a death no one hears of)."""
 
     async def settle(
-        self, job_id: str, end: Any, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+        self, job_id: str, end: Any, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int, **claim: Any
     ) -> Committed:
         quiet = attrs.evolve(ctx, alerts=None)
-        return await super().settle(job_id, end, ctx=quiet, dedupe_ttl=dedupe_ttl, token=token)
+        return await super().settle(job_id, end, ctx=quiet, dedupe_ttl=dedupe_ttl, token=token, **claim)
 
 
 class Chatty(InMemoryStore):
     """Tells of its notifier's own deaths too (the alert storm of a broken notifier)."""
 
     async def settle(
-        self, job_id: str, end: Any, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+        self, job_id: str, end: Any, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int, **claim: Any
     ) -> Committed:
-        committed = await super().settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token)
+        committed = await super().settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token, **claim)
         job = committed.settlement.job
         if ctx.alerts is not None and lifecycle.is_lifecycle_job(job) and job.status is JobStatus.DEAD:
             about = Envelope(

@@ -274,15 +274,18 @@ class Service:
             task.add_done_callback(workers.discard)
         return False
 
-    async def _work(self, claimed: Claimed) -> None:
-        try:
-            await self.engine.run_claimed(claimed)
-        except UnsettledError:  # logged by the dispatcher; the job is left to crash recovery
-            pass
-        except Exception:  # the dispatcher logs its own failures; this is a bug showing
-            _dispatcher_log.bind(plugin=claimed.job.plugin, job_id=claimed.job.id).exception(
-                "a job's worker failed"
-            )
+    async def _work(self, claimed: Claimed | None) -> None:
+        """Run the claimed job, then the one its settle claimed (ADR 0068), and so on while
+        the settles find work; then this worker is free again."""
+        while claimed is not None:
+            job = claimed.job
+            try:
+                claimed = await self.engine.run_claimed(claimed, chain=not self.stopping)
+            except UnsettledError:  # logged by the dispatcher; the job is left to crash recovery
+                return
+            except Exception:  # the dispatcher logs its own failures; this is a bug showing
+                _dispatcher_log.bind(plugin=job.plugin, job_id=job.id).exception("a job's worker failed")
+                return
 
     async def _wait_for_work(self, workers: set[asyncio.Task[None]], *, idle: bool) -> None:
         """Until a worker finishes or, when a worker is free, work may have arrived."""

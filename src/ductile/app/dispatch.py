@@ -87,6 +87,8 @@ class Dispatcher:
     environ: Mapping[str, str] = attrs.field(factory=dict)
     #: Set when the daemon stops: a settle the store refuses is tried once more, then abandoned.
     halt: asyncio.Event = attrs.field(factory=asyncio.Event)
+    #: The engine's lock (claims, ticks and reloads never overlap): held by a settle that claims.
+    claim_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
 
     async def claim(self, runtime: Runtime, now: datetime) -> Job | None:
         """The oldest runnable job whose lane has room, now running; None when there is none."""
@@ -102,9 +104,13 @@ class Dispatcher:
             return 1.0
         return max(0.0, min(1.0, (nxt - self.clock.now()).total_seconds()))
 
-    async def run(self, job: Job, runtime: Runtime) -> Committed | None:
+    async def run(
+        self, job: Job, runtime: Runtime, *, then: Callable[[], Runtime | None] | None = None
+    ) -> Committed | None:
         """Run a claimed job under ``runtime`` (the one it was claimed with) and commit its end;
-        None when the claim was lost meanwhile (the fence refused the settle)."""
+        None when the claim was lost meanwhile (the fence refused the settle). With ``then``, the
+        settle's own unit also claims the next job (``Committed.next_job``) in the lanes of the
+        runtime ``then()`` names (None: claim nothing now); see :meth:`_settle_once`."""
         settings = runtime.settings(job.plugin)
         timeout = settings.timeouts.for_command(job.command)
         plugin = runtime.plugins.get(job.plugin)
@@ -128,7 +134,7 @@ class Dispatcher:
         # Classified here, not in the store's unit: parsing stdout holds no write transaction.
         end = _run_end(outcome, timeout, protocol)
         try:
-            committed = await self._settle(job, end, ctx, runtime)
+            committed = await self._settle(job, end, ctx, runtime, then)
         except StaleJobError as e:
             _log.bind(plugin=job.plugin, job_id=job.id).warning(
                 f"claim lost, result discarded: {e}", claim_token=job.claim_token
@@ -206,7 +212,14 @@ class Dispatcher:
             return self.base_env
         return plugin_env(self.environ, extra)
 
-    async def _settle(self, job: Job, end: RunEnd, ctx: SettleContext, runtime: Runtime) -> Committed:
+    async def _settle(
+        self,
+        job: Job,
+        end: RunEnd,
+        ctx: SettleContext,
+        runtime: Runtime,
+        then: Callable[[], Runtime | None] | None,
+    ) -> Committed:
         """Commit the settlement (see the module's docs): the job stays ``running`` in
         the store while this waits, and crash recovery would pick it up if we died."""
         job_log = _log.bind(plugin=job.plugin, job_id=job.id)
@@ -214,9 +227,7 @@ class Dispatcher:
         while True:
             halting = self.halt.is_set()
             try:
-                committed = await self.store.settle(
-                    job.id, end, ctx=ctx, dedupe_ttl=runtime.config.service.dedupe_ttl, token=job.claim_token
-                )
+                committed = await self._settle_once(job, end, ctx, runtime, then)
             except StaleJobError:
                 raise
             except Exception as e:
@@ -228,6 +239,32 @@ class Dispatcher:
             if tries:
                 job_log.info(f"the end of the job was recorded, after {tries} failed tries")
             return committed
+
+    async def _settle_once(
+        self,
+        job: Job,
+        end: RunEnd,
+        ctx: SettleContext,
+        runtime: Runtime,
+        then: Callable[[], Runtime | None] | None,
+    ) -> Committed:
+        """One try to commit the end; with ``then``, claim the next job in the same unit (one
+        write transaction per job, ADR 0068) while holding the engine's lock, so the claim never
+        overlaps a tick or a reload. The lock is never waited for: while a tick or a reload holds
+        it, or the daemon stops, the settle claims nothing and the dispatcher claims as usual."""
+        ttl = runtime.config.service.dedupe_ttl
+        if then is None or self.claim_lock.locked() or self.halt.is_set():
+            return await self.store.settle(job.id, end, ctx=ctx, dedupe_ttl=ttl, token=job.claim_token)
+        async with self.claim_lock:
+            under = then()
+            return await self.store.settle(
+                job.id,
+                end,
+                ctx=ctx,
+                dedupe_ttl=ttl,
+                token=job.claim_token,
+                then_claim=under.lanes() if under is not None else None,
+            )
 
     def _settle_failed(self, job_log: Log, error: Exception, *, tries: int, halting: bool) -> None:
         """Log a failed settle once; raise :class:`UnsettledError` when it is abandoned."""

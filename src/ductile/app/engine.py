@@ -42,7 +42,7 @@ from ductile.ports.clock import Clock
 from ductile.ports.cluster import Cluster
 from ductile.ports.inbox import Inbox
 from ductile.ports.spawner import Spawner
-from ductile.ports.store import Committed, EnqueueResult, Store
+from ductile.ports.store import EnqueueResult, Store
 
 __all__ = ["Claimed", "Engine", "EnqueueRefusedError", "ReloadReport"]
 
@@ -90,18 +90,7 @@ class Engine:
         self._lock = asyncio.Lock()
         #: Set by :meth:`halt`: a settle the store refuses is then abandoned after one more try.
         self._halt = asyncio.Event()
-        self._dispatcher = Dispatcher(
-            store=store,
-            spawner=spawner,
-            clock=clock,
-            inbox=inbox,
-            catalog=catalog,
-            draw=self.draw,
-            base_env=self.base_env,
-            watchdog=cluster is not None,
-            environ=self.environ,
-            halt=self._halt,
-        )
+        self._dispatcher = self._new_dispatcher()
         self._scheduler = Scheduler(
             store=store, clock=clock, inbox=inbox, draw=self.draw, new_id=self.new_id, spawner=spawner
         )
@@ -115,6 +104,22 @@ class Engine:
             new_id=self.new_id,
             run=self._dispatcher.run,
             shared=cluster is not None,
+        )
+
+    def _new_dispatcher(self) -> Dispatcher:
+        """The dispatcher, sharing the engine's lock (a settle that claims holds it) and halt."""
+        return Dispatcher(
+            store=self.store,
+            spawner=self.spawner,
+            clock=self.clock,
+            inbox=self.inbox,
+            catalog=self.catalog,
+            draw=self.draw,
+            base_env=self.base_env,
+            watchdog=self.cluster is not None,
+            environ=self.environ,
+            halt=self._halt,
+            claim_lock=self._lock,
         )
 
     def _among(self, cluster: Cluster | None) -> None:
@@ -283,12 +288,31 @@ class Engine:
         self._claimed.add(job.id)
         return Claimed(job, runtime)
 
-    async def run_claimed(self, claimed: Claimed) -> Committed | None:
-        """Run a claimed job and settle it (None: the claim was lost meanwhile)."""
+    async def run_claimed(self, claimed: Claimed, *, chain: bool = False) -> Claimed | None:
+        """Run a claimed job and settle it. With ``chain``, the settle's own unit also claims the
+        next job (one write transaction per job, ADR 0068), returned for the caller to run at
+        once, claimed under the runtime current then; None when nothing was claimed (nothing
+        runnable, claims paused, a tick or reload in progress, or this job's claim was lost)."""
+        under: list[Runtime] = []
+
+        def runtime_for_next() -> Runtime | None:  # called holding the lock, as claim_one does
+            if not self.claiming:
+                return None
+            under.append(self.runtime)
+            return self.runtime
+
         try:
-            return await self._dispatcher.run(claimed.job, claimed.runtime)
+            committed = await self._dispatcher.run(
+                claimed.job, claimed.runtime, then=runtime_for_next if chain else None
+            )
         finally:
             self._claimed.discard(claimed.job.id)
+        following = committed.next_job if committed is not None else None
+        if following is None:
+            return None
+        self._found_nothing_at = None
+        self._claimed.add(following.id)
+        return Claimed(following, under[-1])
 
     def halt(self) -> None:
         """The daemon is stopping: the job in flight still runs to its end, but if the store

@@ -71,10 +71,19 @@ class InMemoryStore:
             units.record_process(tx, job_id, handle, token=token)
 
     async def settle(
-        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+        self,
+        job_id: str,
+        end: RunEnd,
+        *,
+        ctx: SettleContext,
+        dedupe_ttl: timedelta,
+        token: int,
+        then_claim: Lanes | None = None,
     ) -> Committed:
         with self.tx.atomic() as tx:
-            return units.settle(tx, job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token)
+            return units.settle(
+                tx, job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token, then_claim=then_claim
+            )
 
     async def recover(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:
         with self.tx.atomic() as tx:

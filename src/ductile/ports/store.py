@@ -101,13 +101,23 @@ class Store(Protocol):
         ...
 
     async def settle(
-        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+        self,
+        job_id: str,
+        end: RunEnd,
+        *,
+        ctx: SettleContext,
+        dedupe_ttl: timedelta,
+        token: int,
+        then_claim: Lanes | None = None,
     ) -> Committed:
         """Settle a running job (D9) from how its run ended (``end``: the caller
         classified the spawn outcome, outside the transaction): job transitions,
         run record, state merge, breaker, routed children with dedupe: one
         commit. Raises :class:`StaleJobError` if the job is not running under the
-        claim of ``token`` (the fence: a late settle of a lost claim writes nothing)."""
+        claim of ``token`` (the fence: a late settle of a lost claim writes nothing).
+        With ``then_claim``, the same commit also claims the next job as
+        :meth:`claim_next` would (at ``ctx.now``, in those lanes):
+        ``Committed.next_job`` (ADR 0068)."""
         ...
 
     async def running(self) -> list[RunningJob]:

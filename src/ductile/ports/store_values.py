@@ -58,6 +58,8 @@ class Committed:
     children: tuple[EnqueueResult, ...] = ()
     #: The jobs of the lifecycle events the settlement made (``job.dead``...), routed ``from: ductile``.
     alerts: tuple[EnqueueResult, ...] = ()
+    #: The job claimed in the same unit, when the settle was asked to (``then_claim``); None otherwise.
+    next_job: Job | None = None
 
     def __attrs_post_init__(self) -> None:
         if len(self.children) != len(self.settlement.children):

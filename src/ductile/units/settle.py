@@ -9,17 +9,22 @@ so a replayed settle finds them), the job's compare-and-set, its transitions,
 the run record, the process record and cancel request gone, the fact, the
 state, the breaker, the count of events a routing loop dropped, and last the
 jobs of the lifecycle events the change makes (:mod:`ductile.units.alerts`).
+Asked to (``then_claim``), the same unit then claims the next job, in the lane
+room this end gave back: one write transaction per job (ADR 0068).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import attrs
+
 from ductile.domain import breaker as br
 from ductile.domain import settle as decide
 from ductile.domain.breaker import Breaker, BreakerPolicy
 from ductile.domain.classify import RunEnd
 from ductile.domain.job import Actor, Job, JobStatus
+from ductile.domain.lanes import Lanes
 from ductile.domain.lifecycle import Alerts
 from ductile.domain.recovery import recover as recover_job
 from ductile.domain.settle import SettleContext, Settlement
@@ -27,14 +32,34 @@ from ductile.ports.store_values import ROUTE_DEPTH_DROPS, Committed, StaleJobErr
 from ductile.ports.tx import Tx
 from ductile.units import journal
 from ductile.units.alerts import after_settle
+from ductile.units.claim import claim_next
 from ductile.units.enqueue import insert_jobs
 
 
 def settle(
-    tx: Tx, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+    tx: Tx,
+    job_id: str,
+    end: RunEnd,
+    *,
+    ctx: SettleContext,
+    dedupe_ttl: timedelta,
+    token: int,
+    then_claim: Lanes | None = None,
+    node: str | None = None,
 ) -> Committed:
     """Settle a running job from how its run ended, for the claim of ``token`` (the fence):
-    StaleJobError when the job is not running, or runs under another claim."""
+    StaleJobError when the job is not running, or runs under another claim (nothing is then
+    claimed either). With ``then_claim``, claim the next runnable job at ``ctx.now`` in those
+    lanes (for ``node``), as :func:`~ductile.units.claim.claim_next` would just after."""
+    committed = _settle(tx, job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token)
+    if then_claim is None:
+        return committed
+    return attrs.evolve(committed, next_job=claim_next(tx, ctx.now, lanes=then_claim, node=node))
+
+
+def _settle(
+    tx: Tx, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+) -> Committed:
     tx.lock_job(job_id)
     job = tx.get_job(job_id)
     if job is None or job.status is not JobStatus.RUNNING:

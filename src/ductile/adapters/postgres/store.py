@@ -320,10 +320,22 @@ class PostgresStore(PgReads):
         )
 
     async def settle(
-        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+        self,
+        job_id: str,
+        end: RunEnd,
+        *,
+        ctx: SettleContext,
+        dedupe_ttl: timedelta,
+        token: int,
+        then_claim: Lanes | None = None,
     ) -> Committed:
+        # Durable, the next claim included (a claim lost to the server's crash could run twice).
+        node = self._node_id()
         return await self._unit(
-            "settle", lambda tx: units.settle(tx, job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token)
+            "settle",
+            lambda tx: units.settle(
+                tx, job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token, then_claim=then_claim, node=node
+            ),
         )
 
     async def recover(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:

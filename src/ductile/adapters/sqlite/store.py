@@ -13,11 +13,12 @@ Threads and transactions (ADR 0010; :mod:`~ductile.adapters.sqlite.worker`)
   raises is rolled back alone), commits once, and only then resolves the
   futures: group commit, so ``synchronous=FULL`` costs little under load.
 * **Sync level per unit.** A unit is *durable* (the default) or *relaxed*:
-  only the claims (``claim_next``, ``claim``) and ``record_process``, whose
-  loss to a power cut is harmless (the job is still queued, or running with
-  no process record; no process survives a power cut). A batch of relaxed
-  units commits at ``synchronous=NORMAL``; one with any durable unit at the
-  store's level (``FULL``), whose WAL fsync covers the relaxed commits before.
+  only the claims (``claim_next``, ``claim``), ``record_process`` and
+  ``settle``, whose loss to a power cut only runs a job once more (ADR 0010's
+  amendment, ADR 0068). A batch of relaxed units commits at
+  ``synchronous=NORMAL``; one with any durable unit at the store's level
+  (``FULL``), whose WAL fsync covers the relaxed commits before; an idle
+  writer fsyncs relaxed commits within a second.
 * **One reader thread** owns a second, ``query_only`` connection: WAL readers
   never block the writer nor wait for its fsync, and a rare busy wait (WAL
   recovery, a checkpoint) stays off the event loop. Each read is one
@@ -276,11 +277,24 @@ class SqliteStore:
         )
 
     async def settle(
-        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+        self,
+        job_id: str,
+        end: RunEnd,
+        *,
+        ctx: SettleContext,
+        dedupe_ttl: timedelta,
+        token: int,
+        then_claim: Lanes | None = None,
     ) -> Committed:
+        # Relaxed (ADR 0068): a settle lost to a power cut takes its children, its state and the
+        # next claim with it (one transaction; the WAL loses only a suffix) and leaves the job
+        # running: recovery runs it again, which at-least-once (D1) allows.
         return await self._write(
             "settle",
-            lambda c: units.settle(SqliteTx(c), job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token),
+            lambda c: units.settle(
+                SqliteTx(c), job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token, then_claim=then_claim
+            ),
+            durable=False,
         )
 
     async def recover(self, now: datetime, *, alerts: Alerts | None = None) -> list[Settlement]:

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
+
 from ductile.app.sim.faults import CRASH_POINTS, CrashPoint, Faults, SimulatedCrash
 from ductile.app.sim.monitor import Monitor
 from ductile.domain.activity import Activity, Entry, SkipReason
@@ -168,12 +170,28 @@ class ObservedStore:
         self._switch.leave(index, "store.record_process", point)
 
     async def settle(
-        self, job_id: str, end: RunEnd, *, ctx: SettleContext, dedupe_ttl: timedelta, token: int
+        self,
+        job_id: str,
+        end: RunEnd,
+        *,
+        ctx: SettleContext,
+        dedupe_ttl: timedelta,
+        token: int,
+        then_claim: Lanes | None = None,
     ) -> Committed:
+        # A settle that claims (ADR 0068) is one crash point, observed as the settle and then the
+        # claim: the monitor reads the store to check each, so it must see the settle's rows
+        # before the claim's. The inner store runs both with no await between them, so nothing
+        # else happens in between, as in the one unit the real stores run (the contract suite
+        # holds the stores' combined unit to exactly this: a settle, then claim_next).
         index, point = self._switch.enter("store.settle")
         breaker = await self._monitor.breaker_before_settle(job_id)
         committed = await self._inner.settle(job_id, end, ctx=ctx, dedupe_ttl=dedupe_ttl, token=token)
         await self._monitor.on_settle(job_id, ctx, dedupe_ttl, committed, breaker)
+        if then_claim is not None:
+            following = await self._inner.claim_next(ctx.now, lanes=then_claim)
+            await self._monitor.on_claim(following, then_claim)
+            committed = attrs.evolve(committed, next_job=following)
         self._switch.leave(index, "store.settle", point)
         self._monitor.ack_settle(committed)
         return committed

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, TypeVar
 from ductile.app.sim.faults import SimulatedCrash
 
 if TYPE_CHECKING:
+    from ductile.app.engine import Claimed
     from ductile.app.sim.faults import Reload
     from ductile.app.sim.simulation import Simulation
     from ductile.domain.config import Config
@@ -61,7 +62,7 @@ class Workers:
     def __init__(self, sim: Simulation) -> None:
         self._sim = sim
         #: The task of each job in flight, by job id.
-        self._tasks: dict[str, asyncio.Task[object]] = {}
+        self._tasks: dict[str, asyncio.Task[Claimed | None]] = {}
         #: Runs stopped in flight by crashes so far (beside the one each crash struck).
         self.killed = 0
 
@@ -108,7 +109,13 @@ class Workers:
         if claimed is None:
             sim.idle = True
             return
-        self._tasks[claimed.job.id] = asyncio.ensure_future(sim.engine.run_claimed(claimed))
+        self._start(claimed)
+
+    def _start(self, claimed: Claimed) -> None:
+        """Run a claimed job in a task of its own; its settle claims the next job, as the
+        daemon's worker does (ADR 0068), which :meth:`_reap` starts in turn."""
+        assert self._sim.engine is not None
+        self._tasks[claimed.job.id] = asyncio.ensure_future(self._sim.engine.run_claimed(claimed, chain=True))
 
     async def _advance(self, end: datetime | None, due: datetime | None) -> bool:
         """Move the clock to the next instant anything can happen: a tick, an arrival, a retry,
@@ -169,6 +176,9 @@ class Workers:
             error = task.exception()
             if error is not None:
                 raise error
+            following = task.result()
+            if following is not None:  # the settle claimed the next job: this worker runs it
+                self._start(following)
 
     async def kill(self) -> None:
         """``kill -9``: every run in flight stops where it stands (its result is never recorded)."""
