@@ -9,7 +9,7 @@ from ductile.domain import lifecycle
 from ductile.domain.activity import Activity, Kind
 from ductile.domain.job import Actor, Job, JobEvent, JobStatus, Transition, apply
 from ductile.domain.lifecycle import Alerts
-from ductile.ports.store_values import NotQueuedError, Pause
+from ductile.ports.store_values import NotQueuedError, Pause, Pruned
 from ductile.ports.tx import Tx
 from ductile.units import journal
 from ductile.units.alerts import emit
@@ -43,14 +43,16 @@ def _told(tx: Tx, job: Job, record: Transition, alerts: Alerts | None, *, now: d
         emit(tx, [lifecycle.of_transition(job, record, alerts=alerts)], alerts, now=now)
 
 
-def delete_finished(tx: Tx, before: datetime) -> int:
+def delete_finished(tx: Tx, before: datetime, *, limit: int | None = None) -> Pruned:
     """D19: retention; terminal jobs completed before ``before`` go, with their history; so do
     the activity log's entries older than ``before`` and facts recorded before it (the newest
-    of each plugin and type stays: it is the state)."""
-    tx.prune_activity(before)
-    deleted = tx.delete_finished(before)
-    tx.delete_facts_before(before)
-    return deleted
+    of each plugin and type stays: it is the state). At most ``limit`` rows of each kind (None:
+    all): one step of a retention the caller repeats until it is ``done`` (ADR 0064)."""
+    activity = tx.prune_activity(before, limit=limit)
+    deleted = tx.delete_finished(before, limit=limit)
+    facts = tx.delete_facts_before(before, limit=limit)
+    done = limit is None or max(activity, deleted, facts) < limit
+    return Pruned(jobs=deleted, done=done)
 
 
 def pause(tx: Tx, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:

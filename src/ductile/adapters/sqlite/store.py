@@ -92,6 +92,7 @@ from ductile.ports.store_values import (
     JobPage,
     JobQuery,
     Pause,
+    Pruned,
     Rewound,
     RunningJob,
     RunView,
@@ -294,8 +295,10 @@ class SqliteStore:
             lambda c: units.cancel_queued(SqliteTx(c), plugin, reason=reason, now=now, alerts=alerts),
         )
 
-    async def delete_finished(self, before: datetime) -> int:
-        return await self._write("delete_finished", lambda c: units.delete_finished(SqliteTx(c), before))
+    async def delete_finished(self, before: datetime, *, limit: int | None = None) -> Pruned:
+        return await self._write(
+            "delete_finished", lambda c: units.delete_finished(SqliteTx(c), before, limit=limit)
+        )
 
     async def reset_breakers(
         self,
