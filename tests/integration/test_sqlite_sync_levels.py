@@ -135,7 +135,8 @@ def test_claims_and_process_records_are_relaxed_every_other_write_is_durable(tmp
             assert await batch_level(store, lambda: store.claim("b", T0)) == normal
             assert await batch_level(store, lambda: store.recover(T0)) == full
             assert await batch_level(store, lambda: store.cancel_queued("p", reason="r", now=T0)) == full
-            assert await batch_level(store, lambda: store.delete_finished(T0)) == full
+            # A retention step lost to a power cut is taken again by the next one (ADR 0064).
+            assert await batch_level(store, lambda: store.delete_finished(T0)) == normal
             assert await batch_level(store, lambda: store.reset_breakers("p")) == full
             # The relaxed writes were committed and are read back like any other.
             job = await store.get_job("a")

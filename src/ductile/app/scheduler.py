@@ -50,10 +50,10 @@ from ductile.ports.spawner import Spawner
 from ductile.ports.store import FireResult, Guard, Rewound, Store
 
 RETENTION_EVERY = timedelta(minutes=1)
-#: Most rows of each kind one retention step deletes (ADR 0064): each step is its own short write
-#: transaction, so a large backlog never holds the store's one writer (and every claim, settle
-#: and enqueue queued behind it) for more than a few milliseconds at a time.
-RETENTION_CHUNK = 200
+#: Most jobs one retention step deletes (ADR 0064): each step is its own short write transaction
+#: (~8 ms on SQLite here), so a large backlog never holds the store's one writer (and every
+#: claim, settle and enqueue queued behind it) for long at a time.
+RETENTION_CHUNK = 100
 #: A schedule whose firing failed is tried again this soon (the others keep their own times).
 FAILED_RETRY = timedelta(seconds=5)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -133,9 +133,9 @@ class Store(Protocol):
 
     async def delete_finished(self, before: datetime, *, limit: int | None = None) -> Pruned:
         """Retention (D19): delete terminal jobs completed before ``before``, with their
-        transitions and runs, and the activity entries and facts older than it, in one unit;
-        at most ``limit`` rows of each kind (None: all). The caller repeats while the answer
-        is not ``done``: each step is its own short transaction (ADR 0064)."""
+        transitions and runs, and the activity entries and facts older than it, in one unit:
+        at most ``limit`` jobs and ten times as many entries and facts (None: all). The caller
+        repeats while the answer is not ``done``: each step is its own short transaction (ADR 0064)."""
         ...
 
     async def cancel_job(
