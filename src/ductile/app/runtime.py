@@ -134,7 +134,6 @@ class Runtime:
     def alerts(self) -> Alerts:
         """Where lifecycle events go under this runtime (the routes ``from: ductile``)."""
         return self._alerts
-
     def lanes(self) -> Lanes:
         """Each loaded plugin's lane width (its ``parallelism`` within ``service.max_workers``,
         1 when its manifest is not ``concurrency_safe``) and its claims' hold; any other
