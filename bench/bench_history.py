@@ -4,7 +4,7 @@
     python bench/bench_history.py [--sizes 1000,1000000] [--repeat 15] [--rebuild] [--plans]
 
 A database of N jobs in history is built fast, straight into the store's schema
-(like bench_growth's) and cached by schema version and size: jobs of 20 plugins
+(like bench_growth's) and cached by schema version and size for a day: jobs of 20 plugins
 over the last 3 days, nine in ten succeeded and one in ten dead, each with its
 run record; 5 queued and 2 running. A site with those plugins and an API token
 is opened on a copy of it (``Ductile(config, listen=False)``: the real API app
@@ -41,6 +41,8 @@ TOKEN = "bench-history-token-0123456789abcdef"
 PLUGINS = [f"plugin-{i}" for i in range(20)]
 BATCH = 50_000
 GOAL_RATIO, GOAL_MS = 1.5, 50.0
+#: Seconds a cached database is used for.
+MAX_AGE = 86_400
 PAGES = {
     "7a": ("GET /jobs newest 50", "/jobs"),
     # A status the plugin has none of: the listing must not read the plugin's whole history.
@@ -135,7 +137,9 @@ def cached(n: int, rebuild: bool) -> tuple[Path, float | None]:
     folder = bench_dir() / "ductile-growth-cache"
     folder.mkdir(exist_ok=True)
     path = folder / f"schema{SCHEMA_VERSION}-history{n}.db"
-    if path.exists() and not rebuild:
+    # Its jobs are of the 3 days before it was built: a week later, "the last 24 h" is empty.
+    fresh = path.exists() and time.time() - path.stat().st_mtime < MAX_AGE
+    if fresh and not rebuild:
         return path, None
     return path, build(path, n)
 
