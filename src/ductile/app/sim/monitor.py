@@ -371,22 +371,18 @@ class Monitor:
         ]
 
     async def on_delete(self, before: datetime, pruned: Pruned) -> None:
-        """One step of retention: the jobs it deleted all finished before ``before``; once it is
-        ``done``, none that did is left (a step that is not may leave some for the next)."""
+        """One retention step: all it deleted had expired; once it is ``done``, nothing expired is left."""
         doomed: list[tuple[datetime, int, str]] = []
         while self.terminal and self.terminal[0][0] < before:
-            entry = heapq.heappop(self.terminal)
-            if not self.jobs[entry[2]].deleted:
-                doomed.append(entry)
+            doomed.append(heapq.heappop(self.terminal))
         problems, gone = [], 0
-        for entry in doomed:
-            job_id = entry[2]
-            if await self.store.get_job(job_id) is None:
+        for entry in (e for e in doomed if not self.jobs[e[2]].deleted):
+            if await self.store.get_job(entry[2]) is None:
                 gone += 1
-                self.jobs[job_id].deleted = True
-                self.deleted.add(job_id)
+                self.jobs[entry[2]].deleted = True
+                self.deleted.add(entry[2])
             elif pruned.done:
-                problems.append(f"retention kept job {job_id}, finished before {stamp(before)}")
+                problems.append(f"retention kept job {entry[2]}, finished before {stamp(before)}")
             else:
                 heapq.heappush(self.terminal, entry)
         if pruned.jobs != gone:
