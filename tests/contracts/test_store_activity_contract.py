@@ -200,7 +200,7 @@ def test_retention_prunes_old_entries_and_ids_are_never_reused(with_store: Store
         old = make_job()
         await finish(store, old, OK, now=at(1))
         last = await store.last_activity_id()
-        assert await store.delete_finished(at(100)) == 1
+        assert (await store.delete_finished(at(100))).jobs == 1
         assert await store.activity(0) == []
         assert await store.last_activity_id() == last
         fresh = make_job(created=at(200))

@@ -35,6 +35,7 @@ from ductile.ports.store import (
     EnqueueResult,
     Guard,
     InitRecord,
+    Pruned,
     Rewound,
     RunningJob,
     StaleJobError,
@@ -1001,7 +1002,7 @@ def test_delete_finished_removes_old_terminal_jobs_with_their_history(with_store
         await claim(store, at(42), running)
         queued = await add(store, make_job("gamma", created=at(-100)))  # old, but not finished
 
-        assert await store.delete_finished(at(30)) == 2
+        assert await store.delete_finished(at(30)) == Pruned(jobs=2, done=True)
 
         for gone in (old_ok, old_dead):
             assert await store.get_job(gone.id) is None
@@ -1011,7 +1012,7 @@ def test_delete_finished_removes_old_terminal_jobs_with_their_history(with_store
             assert await store.get_job(kept.id) is not None
             assert await store.transitions(kept.id) != []
         assert {j.id for j in await store.list_jobs()} == {boundary.id, recent.id, running.id, queued.id}
-        assert await store.delete_finished(at(30)) == 0
+        assert await store.delete_finished(at(30)) == Pruned(jobs=0, done=True)
 
     with_store(body)
 
@@ -1020,7 +1021,7 @@ def test_deleted_jobs_no_longer_block_their_dedupe_identity(with_store: StoreRun
     async def body(store: Store) -> None:
         done = make_job(dedupe_key="k")
         await finish(store, done, now=at(1))
-        assert await store.delete_finished(at(2)) == 1
+        assert await store.delete_finished(at(2)) == Pruned(jobs=1, done=True)
         fresh = make_job(dedupe_key="k", created=at(3))
         result = await store.enqueue(fresh, actor=Actor.API, now=at(3), dedupe_ttl=timedelta(days=365))
         assert result == EnqueueResult(fresh.id, True)

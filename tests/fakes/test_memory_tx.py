@@ -153,7 +153,7 @@ def test_after_a_rollback_the_index_still_answers_for_the_restored_rows(index: I
     claimed = run(tx, lambda t: units.claim_next(t, at(40)))
     assert claimed is not None
     assert claimed.id == "job-d"  # the undone claim put it back in the queue
-    assert run(tx, lambda t: units.delete_finished(t, at(10_000))) == 1  # the undone deletion comes back
+    assert run(tx, lambda t: units.delete_finished(t, at(10_000))).jobs == 1  # the undone deletion comes back
     assert tx.get_job("job-c") is None
     assert tx.index.queue_depth() == 1  # job-b, waiting for its retry: the rest ran
     assert tx.index.next_retry_at() == tx.jobs["job-b"].next_retry_at

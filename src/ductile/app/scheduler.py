@@ -50,6 +50,10 @@ from ductile.ports.spawner import Spawner
 from ductile.ports.store import FireResult, Guard, Rewound, Store
 
 RETENTION_EVERY = timedelta(minutes=1)
+#: Most jobs one retention step deletes (ADR 0064): each step is its own short write transaction
+#: (~8 ms on SQLite here), so a large backlog never holds the store's one writer (and every
+#: claim, settle and enqueue queued behind it) for long at a time.
+RETENTION_CHUNK = 100
 #: A schedule whose firing failed is tried again this soon (the others keep their own times).
 FAILED_RETRY = timedelta(seconds=5)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -249,7 +253,12 @@ class Scheduler:
             return
         self._last_retention = now
         cutoff = now - runtime.config.service.job_log_retention
-        deleted = await self.store.delete_finished(cutoff)
+        deleted = 0
+        while True:  # other writers take their turn between two steps
+            step = await self.store.delete_finished(cutoff, limit=RETENTION_CHUNK)
+            deleted += step.jobs
+            if step.done:
+                break
         if deleted:
             _retention_log.info(
                 f"retention: deleted {deleted} finished job(s) older than {cutoff.isoformat()}"

@@ -39,10 +39,15 @@ class ActivityLog:
         self.activity.pop()
         self.activity_seq -= 1
 
-    def prune_activity(self, before: datetime) -> int:
-        if self.activity_floor is None or self.activity_floor >= before:
+    def prune_activity(self, before: datetime, *, limit: int | None = None) -> int:
+        if self.activity_floor is None or self.activity_floor >= before or limit == 0:
             return 0
-        kept = [e for e in self.activity if e.activity.at >= before]
+        if limit is None:
+            kept = [e for e in self.activity if e.activity.at >= before]
+        else:  # the oldest ids first, at most ``limit`` of them
+            doomed = [i for i, e in enumerate(self.activity) if e.activity.at < before][:limit]
+            gone = set(doomed)
+            kept = [e for i, e in enumerate(self.activity) if i not in gone]
         pruned = len(self.activity) - len(kept)
         old = (self.activity, self.activity_floor)
         self._set_activity(kept, min((e.activity.at for e in kept), default=None))

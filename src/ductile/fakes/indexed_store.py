@@ -146,10 +146,10 @@ class HeapIndex:
     def queue_depth(self) -> int:
         return self._queued
 
-    def finished_before(self, before: datetime) -> list[Job]:
+    def finished_before(self, before: datetime, limit: int | None = None) -> list[Job]:
         finished = self._finished
         doomed: list[Job] = []
-        while finished and finished[0][0] < before:
+        while finished and finished[0][0] < before and (limit is None or len(doomed) < limit):
             at, job_id = heapq.heappop(finished)
             job = self._jobs.get(job_id)
             if job is not None and job.status in TERMINAL and job.completed_at == at:

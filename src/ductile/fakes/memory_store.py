@@ -39,6 +39,7 @@ from ductile.ports.store_values import (
     JobPage,
     JobQuery,
     Pause,
+    Pruned,
     Rewound,
     RunningJob,
     RunView,
@@ -95,9 +96,9 @@ class InMemoryStore:
         with self.tx.atomic() as tx:
             return units.cancel_queued(tx, plugin, reason=reason, now=now, alerts=alerts)
 
-    async def delete_finished(self, before: datetime) -> int:
+    async def delete_finished(self, before: datetime, *, limit: int | None = None) -> Pruned:
         with self.tx.atomic() as tx:
-            return units.delete_finished(tx, before)
+            return units.delete_finished(tx, before, limit=limit)
 
     async def reset_breakers(
         self,

@@ -252,8 +252,8 @@ class MemoryTx(ActivityLog, SerialLocks):
     def add_count(self, name: str, n: int) -> None:
         self._put(self.counters, name, self.counters.get(name, 0) + n)
 
-    def delete_finished(self, before: datetime) -> int:
-        doomed = self.index.finished_before(before)
+    def delete_finished(self, before: datetime, *, limit: int | None = None) -> int:
+        doomed = self.index.finished_before(before, limit)
         for job in doomed:
             kept = self._unlink(job.id)
             self._undo.append((self._link, (job, *kept)))
@@ -335,11 +335,17 @@ class MemoryTx(ActivityLog, SerialLocks):
         self.facts.append(attrs.evolve(fact, seq=next(self._fact_numbers), body=copy.deepcopy(fact.body)))
         self._undo.append((self.facts.pop, ()))
 
-    def delete_facts_before(self, before: datetime) -> int:
+    def delete_facts_before(self, before: datetime, *, limit: int | None = None) -> int:
         newest: dict[tuple[str, str], int] = {}
         for fact in self.facts:
             newest[(fact.plugin, fact.fact_type)] = fact.seq
-        kept = [f for f in self.facts if f.at >= before or newest[(f.plugin, f.fact_type)] == f.seq]
+        budget = len(self.facts) if limit is None else limit
+        kept = []
+        for f in self.facts:  # in seq order: the oldest go first
+            if budget > 0 and f.at < before and newest[(f.plugin, f.fact_type)] != f.seq:
+                budget -= 1
+            else:
+                kept.append(f)
         deleted = len(self.facts) - len(kept)
         if deleted:
             old = self.facts

@@ -37,7 +37,10 @@ class Index(Protocol):
 
     def queue_depth(self) -> int: ...
 
-    def finished_before(self, before: datetime) -> list[Job]: ...
+    def finished_before(self, before: datetime, limit: int | None = None) -> list[Job]:
+        """Terminal jobs completed before ``before``; with a ``limit``, at most that many,
+        the first completed first."""
+        ...
 
     def all_planned(self) -> list[PlannedRun]:
         """Every planned run, by (planned_at, key)."""
@@ -97,12 +100,16 @@ class ScanIndex:
     def queue_depth(self) -> int:
         return sum(1 for j in self._tx.jobs.values() if j.status is JobStatus.QUEUED)
 
-    def finished_before(self, before: datetime) -> list[Job]:
-        return [
+    def finished_before(self, before: datetime, limit: int | None = None) -> list[Job]:
+        seq = self._tx.seq
+        found = [
             j
             for j in self._tx.jobs.values()
             if j.status in TERMINAL and j.completed_at is not None and j.completed_at < before
         ]
+        if limit is None:
+            return found
+        return sorted(found, key=lambda j: (j.completed_at, seq[j.id]))[:limit]
 
     def all_planned(self) -> list[PlannedRun]:
         return sorted(self._tx.planned.values(), key=lambda r: (r.planned_at, r.key))

@@ -44,6 +44,7 @@ from ductile.ports.store_values import (
     JobQuery,
     NotQueuedError,
     Pause,
+    Pruned,
     Rewound,
     RunningJob,
     RunView,
@@ -64,6 +65,7 @@ __all__ = [
     "NotQueuedError",
     "Pause",
     "PermanentStoreError",
+    "Pruned",
     "Rewound",
     "RunView",
     "RunningJob",
@@ -139,9 +141,11 @@ class Store(Protocol):
         lifecycle event when ``alerts`` route one (so are the next three units' changes)."""
         ...
 
-    async def delete_finished(self, before: datetime) -> int:
-        """Retention (D19): delete terminal jobs completed before ``before``,
-        with their transitions and runs; returns how many jobs."""
+    async def delete_finished(self, before: datetime, *, limit: int | None = None) -> Pruned:
+        """Retention (D19): delete terminal jobs completed before ``before``, with their
+        transitions and runs, and the activity entries and facts older than it, in one unit:
+        at most ``limit`` jobs and ten times as many entries and facts (None: all). The caller
+        repeats while the answer is not ``done``: each step is its own short transaction (ADR 0064)."""
         ...
 
     async def cancel_job(

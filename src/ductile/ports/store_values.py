@@ -224,3 +224,13 @@ class Rewound:
     retries: int = 0
     #: Open or half-open breakers whose instants moved.
     breakers: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Pruned:
+    """What one step of retention deleted (ADR 0064)."""
+
+    #: Terminal jobs deleted, with their history.
+    jobs: int
+    #: Nothing expired is left: no kind of row filled the step's limit.
+    done: bool

@@ -174,9 +174,10 @@ class Tx(Protocol):
         """Forget the job's process record, if there is one."""
         ...
 
-    def delete_finished(self, before: datetime) -> int:
-        """D19: delete every terminal job completed before ``before``, with everything
-        kept about it (transitions, runs, process record, cancel request); how many jobs."""
+    def delete_finished(self, before: datetime, *, limit: int | None = None) -> int:
+        """D19: delete terminal jobs completed before ``before`` (at most ``limit`` of them;
+        None: all), with everything kept about them (transitions, runs, process record,
+        cancel request); how many jobs."""
         ...
 
     def add_count(self, name: str, n: int) -> None:
@@ -207,9 +208,9 @@ class Tx(Protocol):
         """Append a fact (its ``seq`` is given by the store)."""
         ...
 
-    def delete_facts_before(self, before: datetime) -> int:
+    def delete_facts_before(self, before: datetime, *, limit: int | None = None) -> int:
         """Retention: delete facts recorded before ``before``, except the newest of each
-        (plugin, fact type); how many."""
+        (plugin, fact type), at most ``limit`` of them (None: all); how many."""
         ...
 
     def put_pause(self, pause: Pause) -> None:
@@ -246,6 +247,7 @@ class Tx(Protocol):
         reused, even after pruning). Written in the unit that makes the change it records."""
         ...
 
-    def prune_activity(self, before: datetime) -> int:
-        """Retention: delete the entries older than ``before``; how many."""
+    def prune_activity(self, before: datetime, *, limit: int | None = None) -> int:
+        """Retention: delete the entries older than ``before``, at most ``limit`` of them
+        (None: all), oldest ids first; how many."""
         ...

@@ -9,7 +9,7 @@ from ductile.domain import lifecycle
 from ductile.domain.activity import Activity, Kind
 from ductile.domain.job import Actor, Job, JobEvent, JobStatus, Transition, apply
 from ductile.domain.lifecycle import Alerts
-from ductile.ports.store_values import NotQueuedError, Pause
+from ductile.ports.store_values import NotQueuedError, Pause, Pruned
 from ductile.ports.tx import Tx
 from ductile.units import journal
 from ductile.units.alerts import emit
@@ -43,14 +43,24 @@ def _told(tx: Tx, job: Job, record: Transition, alerts: Alerts | None, *, now: d
         emit(tx, [lifecycle.of_transition(job, record, alerts=alerts)], alerts, now=now)
 
 
-def delete_finished(tx: Tx, before: datetime) -> int:
+#: How many activity entries or facts one retention step deletes per job it may delete: a job
+#: goes with its transitions, runs and a dozen index entries, an entry is one row and one index
+#: entry (measured on SQLite: 200 entries take 0.35 ms, 200 jobs 5.5 ms).
+LIGHT_ROWS_PER_JOB = 10
+
+
+def delete_finished(tx: Tx, before: datetime, *, limit: int | None = None) -> Pruned:
     """D19: retention; terminal jobs completed before ``before`` go, with their history; so do
     the activity log's entries older than ``before`` and facts recorded before it (the newest
-    of each plugin and type stays: it is the state)."""
-    tx.prune_activity(before)
-    deleted = tx.delete_finished(before)
-    tx.delete_facts_before(before)
-    return deleted
+    of each plugin and type stays: it is the state). At most ``limit`` jobs, and
+    :data:`LIGHT_ROWS_PER_JOB` times as many entries and facts (None: all): one step of a
+    retention the caller repeats until it is ``done`` (ADR 0064)."""
+    light = None if limit is None else limit * LIGHT_ROWS_PER_JOB
+    activity = tx.prune_activity(before, limit=light)
+    deleted = tx.delete_finished(before, limit=limit)
+    facts = tx.delete_facts_before(before, limit=light)
+    done = limit is None or light is None or (deleted < limit and max(activity, facts) < light)
+    return Pruned(jobs=deleted, done=done)
 
 
 def pause(tx: Tx, plugin: str, schedule_id: str | None, *, now: datetime) -> bool:

@@ -238,8 +238,17 @@ _V1: Migration = (
     """,
 )
 
+#: Version 2 (issue 18, goal 7; SQLite's version 6): a job listing filtered by plugin and status
+#: reads that pair's rows newest first from one index. It replaces ``jobs_pair`` (plugin,
+#: command, status), whose one reader (the poll guard of a pair without a schedule) finds the
+#: pair's queued and running jobs through it too: a status change updates as many indexes.
+_V2: Migration = (
+    "DROP INDEX jobs_pair",
+    "CREATE INDEX jobs_plugin_status ON jobs (plugin, status, created_at, seq)",
+)
+
 #: The whole history of the schema, oldest first. Append; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The advisory-lock namespace of migrations (the two-key form: ductile's locks never meet an

@@ -110,7 +110,12 @@ PUT_PROCESS: Final = (
     "start_time = excluded.start_time, instance = excluded.instance"
 )
 DELETE_PROCESS: Final = "DELETE FROM processes WHERE job_id = %s"
-RETENTION_JOBS: Final = f"DELETE FROM jobs WHERE status IN {_TERMINAL} AND completed_at < %s"
+#: One step of retention: at most %s terminal jobs completed before the cut-off (NULL: all), the
+#: first completed first; their history goes with them (ON DELETE CASCADE).
+RETENTION_JOBS: Final = (
+    f"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status IN {_TERMINAL} "
+    "AND completed_at < %s ORDER BY completed_at LIMIT %s)"
+)
 
 # ----------------------------------------------------------------- state, breakers, plans, inits
 GET_STATE: Final = "SELECT state FROM plugin_state WHERE plugin = %s"
@@ -188,7 +193,9 @@ NEXT_ACTIVITY_IDS: Final = "UPDATE activity_last SET id = id + %s RETURNING id"
 APPEND_ACTIVITY: Final = f"INSERT INTO activity ({ACTIVITY_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
 ACTIVITY_AFTER: Final = f"SELECT {ACTIVITY_COLS} FROM activity WHERE id > %s ORDER BY id LIMIT %s"
 LAST_ACTIVITY_ID: Final = "SELECT id FROM activity_last"
-PRUNE_ACTIVITY: Final = "DELETE FROM activity WHERE at < %s"
+PRUNE_ACTIVITY: Final = (
+    "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE at < %s ORDER BY at LIMIT %s)"
+)
 
 # ----------------------------------------------------------------- protocol v2: cancels, facts, pauses
 #: The poll guard of one schedule: its jobs queued or running.
@@ -214,8 +221,9 @@ COUNTERS: Final = "SELECT name, value FROM counters ORDER BY name"
 INSERT_FACT: Final = "INSERT INTO facts (plugin, fact_type, job_id, at, body) VALUES (%s, %s, %s, %s, %s)"
 #: Retention of facts: those recorded before the cut-off, except the newest of each (plugin, type).
 RETENTION_FACTS: Final = (
-    "DELETE FROM facts WHERE at < %s AND EXISTS (SELECT 1 FROM facts AS newer "
-    "WHERE newer.plugin = facts.plugin AND newer.fact_type = facts.fact_type AND newer.seq > facts.seq)"
+    "DELETE FROM facts WHERE seq IN (SELECT old.seq FROM facts AS old WHERE old.at < %s "
+    "AND EXISTS (SELECT 1 FROM facts AS newer WHERE newer.plugin = old.plugin "
+    "AND newer.fact_type = old.fact_type AND newer.seq > old.seq) ORDER BY old.at LIMIT %s)"
 )
 FACTS_OF_PLUGIN: Final = f"SELECT {FACT_COLS} FROM facts WHERE plugin = %s ORDER BY seq DESC LIMIT %s"
 FACTS_OF_TYPE: Final = (

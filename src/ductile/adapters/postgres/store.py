@@ -66,6 +66,7 @@ from ductile.ports.store_values import (
     FireResult,
     Guard,
     InitRecord,
+    Pruned,
     Rewound,
 )
 
@@ -372,8 +373,8 @@ class PostgresStore(PgReads):
             lambda tx: units.cancel_queued(tx, plugin, reason=reason, now=now, alerts=alerts),
         )
 
-    async def delete_finished(self, before: datetime) -> int:
-        return await self._unit("delete_finished", lambda tx: units.delete_finished(tx, before))
+    async def delete_finished(self, before: datetime, *, limit: int | None = None) -> Pruned:
+        return await self._unit("delete_finished", lambda tx: units.delete_finished(tx, before, limit=limit))
 
     async def reset_breakers(
         self,

@@ -228,9 +228,9 @@ class PgTx:
     def delete_process(self, job_id: str) -> None:
         self._conn.execute(sql.DELETE_PROCESS, (job_id,))
 
-    def delete_finished(self, before: datetime) -> int:
+    def delete_finished(self, before: datetime, *, limit: int | None = None) -> int:
         # transitions, runs and process records go with their job (ON DELETE CASCADE)
-        return self._conn.execute(sql.RETENTION_JOBS, (before,)).rowcount
+        return self._conn.execute(sql.RETENTION_JOBS, (before, limit)).rowcount
 
     # ----------------------------------------------------------------- plugin state and breakers
     def get_state(self, plugin: str) -> dict[str, Any]:
@@ -301,8 +301,8 @@ class PgTx:
         body = dumps(fact.body, f"job {fact.job_id}: fact")
         self._conn.execute(sql.INSERT_FACT, (fact.plugin, fact.fact_type, fact.job_id, aware(fact.at), body))
 
-    def delete_facts_before(self, before: datetime) -> int:
-        return self._conn.execute(sql.RETENTION_FACTS, (before,)).rowcount
+    def delete_facts_before(self, before: datetime, *, limit: int | None = None) -> int:
+        return self._conn.execute(sql.RETENTION_FACTS, (before, limit)).rowcount
 
     def put_pause(self, pause: Pause) -> None:
         self._conn.execute(sql.PUT_PAUSE, (pause.plugin, pause.schedule_id or "", aware(pause.at)))
@@ -333,5 +333,5 @@ class PgTx:
             )
         self._activity.clear()
 
-    def prune_activity(self, before: datetime) -> int:
-        return self._conn.execute(sql.PRUNE_ACTIVITY, (before,)).rowcount
+    def prune_activity(self, before: datetime, *, limit: int | None = None) -> int:
+        return self._conn.execute(sql.PRUNE_ACTIVITY, (before, limit)).rowcount

@@ -255,8 +255,18 @@ _V5: Migration = (
     """,
 )
 
+#: Version 6 (issue 18, goal 7): a job listing filtered by plugin and status reads that pair's
+#: rows newest first from one index, instead of every job of the plugin (70 ms at 1M jobs when
+#: the status is rare). It replaces ``jobs_pair`` (plugin, command, status), whose one reader,
+#: the poll guard of a pair without a schedule, finds the pair's few queued and running jobs
+#: through it as well: a status change still updates as many indexes as before.
+_V6: Migration = (
+    "DROP INDEX jobs_pair",
+    "CREATE INDEX jobs_plugin_status ON jobs (plugin, status, created_at)",
+)
+
 #: The whole history of the schema, oldest first. Append; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)

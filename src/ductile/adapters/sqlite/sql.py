@@ -131,16 +131,21 @@ SQL_RETRYING: Final = (
     f"SELECT {_JOB_COLS} FROM jobs WHERE status = 'queued' AND next_retry_at IS NOT NULL "
     "ORDER BY next_retry_at"
 )
-_FINISHED_BEFORE = f"SELECT id FROM jobs WHERE status IN {_TERMINAL_SQL} AND completed_at < ?"
-SQL_RETENTION_TRANSITIONS: Final = f"DELETE FROM transitions WHERE job_id IN ({_FINISHED_BEFORE})"
-SQL_RETENTION_RUNS: Final = f"DELETE FROM runs WHERE job_id IN ({_FINISHED_BEFORE})"
-SQL_RETENTION_PROCESSES: Final = f"DELETE FROM processes WHERE job_id IN ({_FINISHED_BEFORE})"
-SQL_RETENTION_CANCELS: Final = f"DELETE FROM cancels WHERE job_id IN ({_FINISHED_BEFORE})"
-SQL_RETENTION_JOBS: Final = f"DELETE FROM jobs WHERE status IN {_TERMINAL_SQL} AND completed_at < ?"
-#: Retention of facts: those recorded before the cut-off, except the newest of each (plugin, type).
+#: One step of retention (ADR 0064): the ids of at most ? terminal jobs completed before the
+#: cut-off (-1: all), then each table's rows of those ids (a JSON array), found by index.
+SQL_RETENTION_IDS: Final = f"SELECT id FROM jobs WHERE status IN {_TERMINAL_SQL} AND completed_at < ? LIMIT ?"
+_DOOMED = "SELECT value FROM json_each(?)"
+SQL_RETENTION_TRANSITIONS: Final = f"DELETE FROM transitions WHERE job_id IN ({_DOOMED})"
+SQL_RETENTION_RUNS: Final = f"DELETE FROM runs WHERE job_id IN ({_DOOMED})"
+SQL_RETENTION_PROCESSES: Final = f"DELETE FROM processes WHERE job_id IN ({_DOOMED})"
+SQL_RETENTION_CANCELS: Final = f"DELETE FROM cancels WHERE job_id IN ({_DOOMED})"
+SQL_RETENTION_JOBS: Final = f"DELETE FROM jobs WHERE id IN ({_DOOMED})"
+#: Retention of facts: those recorded before the cut-off, except the newest of each (plugin, type);
+#: at most ? of them (-1: all), the oldest first.
 SQL_RETENTION_FACTS: Final = (
-    "DELETE FROM facts WHERE at < ? AND EXISTS (SELECT 1 FROM facts AS newer "
-    "WHERE newer.plugin = facts.plugin AND newer.fact_type = facts.fact_type AND newer.seq > facts.seq)"
+    "DELETE FROM facts WHERE seq IN (SELECT old.seq FROM facts AS old WHERE old.at < ? "
+    "AND EXISTS (SELECT 1 FROM facts AS newer WHERE newer.plugin = old.plugin "
+    "AND newer.fact_type = old.fact_type AND newer.seq > old.seq) ORDER BY old.at LIMIT ?)"
 )
 #: The poll guard of one schedule: its jobs queued or running.
 SQL_OUTSTANDING_OF_SCHEDULE: Final = (
@@ -222,7 +227,9 @@ SQL_APPEND_ACTIVITY: Final = (
 SQL_ACTIVITY_AFTER: Final = f"SELECT {_ACTIVITY_COLS} FROM activity WHERE id > ? ORDER BY id LIMIT ?"
 #: AUTOINCREMENT keeps the highest id ever given here, whatever was pruned since.
 SQL_LAST_ACTIVITY_ID: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'activity'"
-SQL_PRUNE_ACTIVITY: Final = "DELETE FROM activity WHERE at < ?"
+SQL_PRUNE_ACTIVITY: Final = (
+    "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE at < ? ORDER BY at LIMIT ?)"
+)
 #: Ids from ``prefix`` on, in order (the caller stops at the first that does not start with it).
 SQL_IDS_FROM: Final = "SELECT id FROM jobs WHERE id >= ? ORDER BY id LIMIT ?"
 
@@ -266,6 +273,7 @@ HOT_QUERIES: Final[dict[str, str]] = {
     "recent runs": SQL_RECENT_RUNS,
     "recent runs of plugin": SQL_RECENT_RUNS_OF_PLUGIN,
     "delete process": SQL_DELETE_PROCESS,
+    "retention: ids": SQL_RETENTION_IDS,
     "retention: transitions": SQL_RETENTION_TRANSITIONS,
     "retention: runs": SQL_RETENTION_RUNS,
     "retention: processes": SQL_RETENTION_PROCESSES,

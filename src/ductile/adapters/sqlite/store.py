@@ -15,7 +15,8 @@ Threads and transactions (ADR 0010; :mod:`~ductile.adapters.sqlite.worker`)
 * **Sync level per unit.** A unit is *durable* (the default) or *relaxed*:
   only the claims (``claim_next``, ``claim``), ``record_process`` and
   ``settle``, whose loss to a power cut only runs a job once more (ADR 0010's
-  amendment, ADR 0068). A batch of relaxed units commits at
+  amendment, ADR 0068), and retention's steps (``delete_finished``, taken
+  again by the next retention: ADR 0064). A batch of relaxed units commits at
   ``synchronous=NORMAL``; one with any durable unit at the store's level
   (``FULL``), whose WAL fsync covers the relaxed commits before; an idle
   writer fsyncs relaxed commits within a second.
@@ -93,6 +94,7 @@ from ductile.ports.store_values import (
     JobPage,
     JobQuery,
     Pause,
+    Pruned,
     Rewound,
     RunningJob,
     RunView,
@@ -308,8 +310,13 @@ class SqliteStore:
             lambda c: units.cancel_queued(SqliteTx(c), plugin, reason=reason, now=now, alerts=alerts),
         )
 
-    async def delete_finished(self, before: datetime) -> int:
-        return await self._write("delete_finished", lambda c: units.delete_finished(SqliteTx(c), before))
+    async def delete_finished(self, before: datetime, *, limit: int | None = None) -> Pruned:
+        # Relaxed (ADR 0064): a step lost to a power cut is taken again by the next retention.
+        return await self._write(
+            "delete_finished",
+            lambda c: units.delete_finished(SqliteTx(c), before, limit=limit),
+            durable=False,
+        )
 
     async def reset_breakers(
         self,

@@ -69,6 +69,7 @@ from ductile.adapters.sqlite.sql import (
     SQL_REPLACE_PLANNED,
     SQL_RETENTION_CANCELS,
     SQL_RETENTION_FACTS,
+    SQL_RETENTION_IDS,
     SQL_RETENTION_JOBS,
     SQL_RETENTION_PROCESSES,
     SQL_RETENTION_RUNS,
@@ -220,13 +221,19 @@ class SqliteTx(SerialLocks):
     def delete_cancel(self, job_id: str) -> None:
         self._conn.execute(SQL_DELETE_CANCEL, (job_id,))
 
-    def delete_finished(self, before: datetime) -> int:
-        cut = (to_us(before),)
-        self._conn.execute(SQL_RETENTION_TRANSITIONS, cut)
-        self._conn.execute(SQL_RETENTION_RUNS, cut)
-        self._conn.execute(SQL_RETENTION_PROCESSES, cut)
-        self._conn.execute(SQL_RETENTION_CANCELS, cut)
-        return self._conn.execute(SQL_RETENTION_JOBS, cut).rowcount
+    def delete_finished(self, before: datetime, *, limit: int | None = None) -> int:
+        rows = self._conn.execute(SQL_RETENTION_IDS, (to_us(before), _sql_limit(limit))).fetchall()
+        if not rows:
+            return 0
+        doomed = (json.dumps([r[0] for r in rows]),)
+        for statement in (
+            SQL_RETENTION_TRANSITIONS,
+            SQL_RETENTION_RUNS,
+            SQL_RETENTION_PROCESSES,
+            SQL_RETENTION_CANCELS,
+        ):
+            self._conn.execute(statement, doomed)
+        return self._conn.execute(SQL_RETENTION_JOBS, doomed).rowcount
 
     def add_count(self, name: str, n: int) -> None:
         self._conn.execute(SQL_ADD_COUNT, (name, n))
@@ -260,8 +267,8 @@ class SqliteTx(SerialLocks):
         body = dumps(fact.body, f"job {fact.job_id}: fact")
         self._conn.execute(SQL_INSERT_FACT, (fact.plugin, fact.fact_type, fact.job_id, to_us(fact.at), body))
 
-    def delete_facts_before(self, before: datetime) -> int:
-        return self._conn.execute(SQL_RETENTION_FACTS, (to_us(before),)).rowcount
+    def delete_facts_before(self, before: datetime, *, limit: int | None = None) -> int:
+        return self._conn.execute(SQL_RETENTION_FACTS, (to_us(before), _sql_limit(limit))).rowcount
 
     def put_pause(self, pause: Pause) -> None:
         self._conn.execute(SQL_PUT_PAUSE, (pause.plugin, pause.schedule_id or "", to_us(pause.at)))
@@ -298,5 +305,10 @@ class SqliteTx(SerialLocks):
     def append_activity(self, activity: Activity) -> None:
         self._conn.execute(SQL_APPEND_ACTIVITY, activity_params(activity))
 
-    def prune_activity(self, before: datetime) -> int:
-        return self._conn.execute(SQL_PRUNE_ACTIVITY, (to_us(before),)).rowcount
+    def prune_activity(self, before: datetime, *, limit: int | None = None) -> int:
+        return self._conn.execute(SQL_PRUNE_ACTIVITY, (to_us(before), _sql_limit(limit))).rowcount
+
+
+def _sql_limit(limit: int | None) -> int:
+    """A ``LIMIT`` parameter: SQLite reads a negative one as no limit."""
+    return -1 if limit is None else limit

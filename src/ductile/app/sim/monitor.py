@@ -33,7 +33,7 @@ from ductile.domain.lanes import Lanes
 from ductile.domain.schedule import PlannedRun
 from ductile.domain.settle import SettleContext, Settlement
 from ductile.ports.spawner import SpawnRequest
-from ductile.ports.store import Committed, EnqueueResult, FireResult, Guard, InitRecord, Store
+from ductile.ports.store import Committed, EnqueueResult, FireResult, Guard, InitRecord, Pruned, Store
 
 if TYPE_CHECKING:
     from ductile.app.sim.simulation import Simulation
@@ -370,26 +370,26 @@ class Monitor:
             if t.job.plugin == plugin and t.job.status is JobStatus.QUEUED and not t.deleted
         ]
 
-    async def on_delete(self, before: datetime, count: int) -> None:
-        doomed: list[str] = []
+    async def on_delete(self, before: datetime, pruned: Pruned) -> None:
+        """One retention step: all it deleted had expired; once it is ``done``, nothing expired is left."""
+        doomed: list[tuple[datetime, int, str]] = []
         while self.terminal and self.terminal[0][0] < before:
-            _, _, job_id = heapq.heappop(self.terminal)
-            track = self.jobs[job_id]
-            if not track.deleted:
-                doomed.append(job_id)
-        problems = []
-        for job_id in doomed:
-            self.jobs[job_id].deleted = True
-            self.deleted.add(job_id)
-            if await self.store.get_job(job_id) is not None:
-                problems.append(f"retention kept job {job_id}, finished before {stamp(before)}")
-        if count != len(doomed):
-            problems.append(
-                f"retention deleted {count} job(s); {len(doomed)} finished before {stamp(before)}"
-            )
+            doomed.append(heapq.heappop(self.terminal))
+        problems, gone = [], 0
+        for entry in (e for e in doomed if not self.jobs[e[2]].deleted):
+            if await self.store.get_job(entry[2]) is None:
+                gone += 1
+                self.jobs[entry[2]].deleted = True
+                self.deleted.add(entry[2])
+            elif pruned.done:
+                problems.append(f"retention kept job {entry[2]}, finished before {stamp(before)}")
+            else:
+                heapq.heappush(self.terminal, entry)
+        if pruned.jobs != gone:
+            problems.append(f"retention deleted {pruned.jobs} job(s); {gone} finished before {stamp(before)}")
         self.require("I1", problems)
-        if count:
-            self.sim.note(f"retention deleted {count}")
+        if pruned.jobs:
+            self.sim.note(f"retention deleted {pruned.jobs}")
 
     async def on_fire(
         self,

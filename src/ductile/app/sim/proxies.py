@@ -35,6 +35,7 @@ from ductile.ports.store import (
     JobPage,
     JobQuery,
     Pause,
+    Pruned,
     Rewound,
     RunningJob,
     RunView,
@@ -216,12 +217,12 @@ class ObservedStore:
         self._switch.leave(index, "store.cancel_queued", point)
         return ids
 
-    async def delete_finished(self, before: datetime) -> int:
+    async def delete_finished(self, before: datetime, *, limit: int | None = None) -> Pruned:
         index, point = self._switch.enter("store.delete_finished")
-        count = await self._inner.delete_finished(before)
-        await self._monitor.on_delete(before, count)
+        pruned = await self._inner.delete_finished(before, limit=limit)
+        await self._monitor.on_delete(before, pruned)
         self._switch.leave(index, "store.delete_finished", point)
-        return count
+        return pruned
 
     async def fire(
         self,
