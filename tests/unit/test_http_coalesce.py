@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ductile.adapters.http.coalesce import CoalescingTransport
+from ductile.adapters.http.coalesce import HOLD_AT_MOST, CoalescingTransport
 
 
 class Socket:
@@ -71,6 +71,20 @@ def test_writes_of_different_iterations_are_sent_separately_in_order() -> None:
         transport.write(b"")
         await turn()
         assert sock.calls == [("write", b"first"), ("write", b"second")]
+
+    asyncio.run(main())
+
+
+def test_a_large_write_goes_to_the_socket_at_once_so_its_flow_control_sees_it() -> None:
+    async def main() -> None:
+        transport, sock = coalescing()
+        transport.write(b"head")
+        transport.write(b"x" * (HOLD_AT_MOST - 4))
+        assert sock.calls == [("write", b"head" + b"x" * (HOLD_AT_MOST - 4))], "sent within the iteration"
+        transport.write(b"tail")
+        await turn()
+        assert sock.calls[-1] == ("write", b"tail")
+        assert len(sock.calls) == 2, "the flush scheduled for the first writes sends nothing twice"
 
     asyncio.run(main())
 
