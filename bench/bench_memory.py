@@ -1,9 +1,13 @@
 """Memory of the real daemon: idle RSS, and RSS growth while a plugin floods its output.
 
-    python bench/bench_memory.py [--idle-seconds 3] [--gib 1]
+    python bench/bench_memory.py [--idle-seconds 3] [--idle-rounds 2] [--gib 1]
 
-* idle: ``ductile start`` with three plugins (sh, Python, flood) and a webhook
-  listener, after start-up and ``--idle-seconds`` of idling: VmRSS.
+* idle: ``ductile start`` with four plugins (sh, Python, two floods) and a
+  webhook listener, after start-up and ``--idle-seconds`` of idling: VmRSS;
+  side by side (alternating, ``--idle-rounds`` each), the same site with the
+  operator API (a token) and the dashboard (``ui.enabled``) on a listener of
+  their own, after one authenticated call to each (``GET /jobs``, ``GET /ui/``),
+  so that their lazily built parts are counted (issue 18's goal 9).
 * floods: the peak RSS (VmHWM, reset through ``/proc/<pid>/clear_refs`` just
   before) minus the RSS before, while one job's plugin writes ``--gib`` GiB of
   zeros: (a) to stdout, which the spawner stops at its 10 MiB cap (D4: the group
@@ -18,16 +22,21 @@ import argparse
 import asyncio
 import sys
 import time
+import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import yaml
 from _common import (
     SECRET,
     Daemon,
+    free_port,
+    goal_row,
     heading,
     loadavg,
     machine,
+    median,
     proc_status,
     python_plugin,
     query,
@@ -43,6 +52,7 @@ from ductile.adapters.sqlite import SqliteStore
 from ductile.domain.job import Actor, Job
 
 IDLE_GOAL_MB = 60.0
+TOKEN = "bench-memory-token-0123456789"
 GROWTH_GOAL_MB = 16.0
 
 
@@ -84,9 +94,58 @@ def run_flood(daemon: Daemon, db: Path, plugin: str) -> tuple[float, float, str]
     return (peak - before) / 1024, float(str(duration)), f"{status}: {error or 'ok'}"
 
 
+def with_api(config: Path) -> Path:
+    """The same site with the operator API (one token) and the dashboard on a listener of their own."""
+    site = yaml.safe_load(config.read_text())
+    site["api"] = {
+        "listen": f"127.0.0.1:{free_port()}",
+        "tokens": [{"name": "bench", "token": TOKEN, "scopes": ["*"]}],
+    }
+    site["ui"] = {"enabled": True}
+    path = config.with_name("ductile-api.yaml")
+    path.write_text(yaml.safe_dump(site, sort_keys=False))
+    return path
+
+
+def touch_api(config: Path) -> None:
+    """One authenticated call to the API and one to the dashboard (their lazy parts get built)."""
+    listen = yaml.safe_load(config.read_text())["api"]["listen"]
+    for path in ("/jobs", "/ui/"):
+        request = urllib.request.Request(
+            f"http://{listen}{path}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answer.read()
+
+
+def idle_rss(config: Path, seconds: float, *, api: bool) -> float:
+    """VmRSS (MiB) of a daemon started on ``config``, ``seconds`` after start-up (and the calls)."""
+    daemon = Daemon(config).wait_running()
+    try:
+        if api:
+            touch_api(config)
+        time.sleep(seconds)
+        return proc_status(daemon.pid)["VmRSS"] / 1024
+    finally:
+        daemon.stop()
+
+
+def idle_side_by_side(config: Path, seconds: float, rounds: int) -> dict[str, list[float]]:
+    """Idle RSS without and with the API + dashboard, alternating (A B B A ...)."""
+    api_config = with_api(config)
+    rss: dict[str, list[float]] = {"plain": [], "api": []}
+    for r in range(rounds):
+        for variant in ("plain", "api") if r % 2 == 0 else ("api", "plain"):
+            rss[variant].append(
+                idle_rss(api_config if variant == "api" else config, seconds, api=variant == "api")
+            )
+    return rss
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--idle-seconds", type=float, default=3.0)
+    parser.add_argument("--idle-rounds", type=int, default=2, help="idle daemons of each variant, alternated")
     parser.add_argument("--gib", type=float, default=1.0)
     args = parser.parse_args()
     with scratch("bench-memory-") as root:
@@ -107,19 +166,28 @@ def main() -> int:
         db = root / "state" / "ductile.db"
         heading("Memory: idle RSS of the daemon, RSS growth under an output flood")
         print(machine(root) + "\n", flush=True)
+        rss = idle_side_by_side(config, args.idle_seconds, args.idle_rounds)
+        plain, api = median(rss["plain"]), median(rss["api"])
+        rows = [
+            (
+                "idle daemon (4 plugins, webhook listener)",
+                f"{plain:.1f}",
+                "-",
+                "-",
+                verdict(plain, IDLE_GOAL_MB, at_least=False),
+            ),
+            (
+                "idle daemon, the same + operator API and dashboard",
+                f"{api:.1f}",
+                "-",
+                f"+{api - plain:.1f} MiB for the API and dashboard",
+                verdict(api, IDLE_GOAL_MB, at_least=False),
+            ),
+        ]
         daemon = Daemon(config).wait_running()
         try:
             time.sleep(args.idle_seconds)
             idle = proc_status(daemon.pid)
-            rows = [
-                (
-                    "idle daemon (4 plugins, webhook listener)",
-                    f"{idle['VmRSS'] / 1024:.1f}",
-                    "-",
-                    "-",
-                    verdict(idle["VmRSS"] / 1024, IDLE_GOAL_MB, at_least=False),
-                )
-            ]
             for stream in ("stdout", "stderr"):
                 growth, took, how = run_flood(daemon, db, f"flood-{stream}")
                 rows.append(
@@ -139,7 +207,15 @@ def main() -> int:
             f"\nRSS after both floods: {after:.1f} MiB; peak since start (start-up included): "
             f"{idle['VmHWM'] / 1024:.1f} MiB before the floods"
         )
+        print(f"idle rounds (MiB): plain {rss['plain']}, API + dashboard {rss['api']}")
         print(f"load average at the end: {loadavg():.2f}")
+        goal_row(
+            "9",
+            "idle RSS with the API and dashboard",
+            f"{api:.1f} MiB (without: {plain:.1f})",
+            "<= 60 MiB",
+            met=api <= IDLE_GOAL_MB,
+        )
     return 0
 
 

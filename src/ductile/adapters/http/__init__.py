@@ -42,7 +42,9 @@ router), ``framing`` (step 1), ``health``, ``limits`` (steps 3-4),
 ``webhook`` (steps 5-7), with ``signing``, ``jsonbody`` and ``headers`` as
 its pure helpers and ``answers`` for what every step sends and logs;
 ``asgi`` holds the ASGI types and the scope keys the layers share. The
-server side: ``server`` and ``parsers``.
+server side: ``server`` and ``parsers``, with ``bounded_httptools`` (the
+httptools protocol, bounded like h11), ``connections`` (the connection guard)
+and ``coalesce`` (a connection's writes of one loop iteration in one write).
 """
 
 from ductile.adapters.http.app import build_app

@@ -7,8 +7,11 @@ only when httptools is the parser.
 
 from __future__ import annotations
 
+import asyncio
+
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ductile.adapters.http.coalesce import CoalescingTransport
 from ductile.adapters.http.headers import MAX_HEAD_SIZE
 
 
@@ -38,6 +41,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     in the app; that request was then queued but its 202 never sent. Here
     the 400 waits until the requests before it are answered (reading stops
     meanwhile), as h11 does by parsing one request at a time.
+
+    Its writes go through a :class:`~ductile.adapters.http.coalesce.CoalescingTransport`:
+    a response's head and body leave in one socket write.
     """
 
     #: Bytes received in consecutive reads during which the parser made no progress.
@@ -48,6 +54,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _in_body = False
     #: A 400 held back until the requests parsed before it are answered.
     _deferred_400: str | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # After uvicorn's own set-up: its flow control pauses the socket's transport itself.
+        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
 
     def _answering(self) -> bool:
         """Is a request parsed before now still being answered (or waiting in the pipeline)?"""
