@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -134,7 +135,9 @@ class Dispatcher:
         # Classified here, not in the store's unit: parsing stdout holds no write transaction.
         end = _run_end(outcome, timeout, protocol)
         try:
-            committed = await self._settle(job, end, ctx, runtime, then)
+            committed = await self._settle(
+                job, functools.partial(self._settle_once, job, end, ctx, runtime, then)
+            )
         except StaleJobError as e:
             _log.bind(plugin=job.plugin, job_id=job.id).warning(
                 f"claim lost, result discarded: {e}", claim_token=job.claim_token
@@ -212,22 +215,16 @@ class Dispatcher:
             return self.base_env
         return plugin_env(self.environ, extra)
 
-    async def _settle(
-        self,
-        job: Job,
-        end: RunEnd,
-        ctx: SettleContext,
-        runtime: Runtime,
-        then: Callable[[], Runtime | None] | None,
-    ) -> Committed:
-        """Commit the settlement (see the module's docs): the job stays ``running`` in
-        the store while this waits, and crash recovery would pick it up if we died."""
+    async def _settle(self, job: Job, once: Callable[[], Awaitable[Committed]]) -> Committed:
+        """Commit the settlement, trying ``once`` (:meth:`_settle_once`) until the store takes it
+        (see the module's docs): the job stays ``running`` in the store while this waits, and
+        crash recovery would pick it up if we died."""
         job_log = _log.bind(plugin=job.plugin, job_id=job.id)
         tries = 0
         while True:
             halting = self.halt.is_set()
             try:
-                committed = await self._settle_once(job, end, ctx, runtime, then)
+                committed = await once()
             except StaleJobError:
                 raise
             except Exception as e:
