@@ -1,5 +1,8 @@
 """The two-daemon soak, short version: random SIGKILL, SIGSTOP and PostgreSQL restarts under load.
 
+Run with ``-m slow`` (~45 s): each of its faults is also covered alone, in the default suite, by
+``tests/integration/test_cluster.py``; together they would take the suite past its 15 minutes.
+
 The long version (>= 1,000 jobs, many faults, a cluster with fsync on) is
 ``bench/soak_cluster.py``; the harness and its checks are in
 :mod:`tests.soak.cluster`.
@@ -24,6 +27,7 @@ SHORT = ClusterSoakSettings(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_two_daemons_lose_nothing_and_never_overlap_a_lane_under_faults(
     tmp_path: Path, pg_url: str, pg_cluster: Cluster
