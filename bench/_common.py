@@ -355,6 +355,17 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, *, interva
         time.sleep(interval)
 
 
+#: The fast builders' INSERTs (straight into the store's schema, bench_growth and bench_retention).
+INSERT_JOB = (
+    "INSERT INTO jobs (id, plugin, command, payload, status, attempt, max_attempts, "
+    "submitted_by, dedupe_key, created_at, started_at, completed_at) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+INSERT_TRANSITION = (
+    "INSERT INTO transitions (job_id, from_status, to_status, reason, actor, at) VALUES (?,?,?,?,?,?)"
+)
+
+
 def query(db: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10.0)) as conn:
         return conn.execute(sql, params).fetchall()

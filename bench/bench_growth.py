@@ -38,7 +38,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from _common import bench_dir, heading, loadavg, machine, median, table, verdict
+from _common import (
+    INSERT_JOB,
+    INSERT_TRANSITION,
+    bench_dir,
+    heading,
+    loadavg,
+    machine,
+    median,
+    table,
+    verdict,
+)
 
 from ductile.adapters.sqlite import SqliteStore
 from ductile.adapters.sqlite.rows import from_us, to_us
@@ -119,17 +129,8 @@ def build(path: Path, n: int, schedules: int) -> float:
         migrate(conn, str(tmp), MIGRATIONS)
         conn.execute("BEGIN")
         for jobs, transitions, runs in _jobs(n):
-            conn.executemany(
-                "INSERT INTO jobs (id, plugin, command, payload, status, attempt, max_attempts, "
-                "submitted_by, dedupe_key, created_at, started_at, completed_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                jobs,
-            )
-            conn.executemany(
-                "INSERT INTO transitions (job_id, from_status, to_status, reason, actor, at) "
-                "VALUES (?,?,?,?,?,?)",
-                transitions,
-            )
+            conn.executemany(INSERT_JOB, jobs)
+            conn.executemany(INSERT_TRANSITION, transitions)
             conn.executemany(
                 "INSERT INTO runs (job_id, attempt, started_at, finished_at, duration, exit_code, signal, "
                 "timed_out, error, stderr_tail, stdout_head, logs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",

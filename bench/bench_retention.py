@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from _common import bench_dir, goal_row, heading, loadavg, machine, table
+from _common import INSERT_JOB, INSERT_TRANSITION, bench_dir, goal_row, heading, loadavg, machine, table
 
 from ductile.adapters.sqlite import SqliteStore
 from ductile.adapters.sqlite.rows import to_us
@@ -104,17 +104,8 @@ def build(path: Path, n: int) -> float:
         migrate(conn, str(tmp), MIGRATIONS)
         conn.execute("BEGIN")
         for jobs, transitions, runs, activity in _rows(n):
-            conn.executemany(
-                "INSERT INTO jobs (id, plugin, command, payload, status, attempt, max_attempts, "
-                "submitted_by, dedupe_key, created_at, started_at, completed_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                jobs,
-            )
-            conn.executemany(
-                "INSERT INTO transitions (job_id, from_status, to_status, reason, actor, at) "
-                "VALUES (?,?,?,?,?,?)",
-                transitions,
-            )
+            conn.executemany(INSERT_JOB, jobs)
+            conn.executemany(INSERT_TRANSITION, transitions)
             conn.executemany(
                 "INSERT INTO runs (job_id, attempt, started_at, finished_at, duration, exit_code, signal, "
                 "timed_out, error, stderr_tail, stdout_head, logs, plugin) "
