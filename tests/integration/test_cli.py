@@ -176,6 +176,46 @@ def test_read_verbs_import_neither_the_daemon_nor_croniter_without_a_cron_schedu
     assert json.loads(done.stdout) == {"codes": [0, 1], "loaded": [], "store": True}
 
 
+@pytest.mark.parametrize(
+    ("argv", "collects"),
+    [
+        (["queue"], False),
+        (["job", "0b1e5c8e"], False),
+        (["plugins"], False),
+        (["logs"], False),
+        (["logs", "--follow"], True),
+        (["start"], True),
+        (["run", "hello", "--wait"], True),
+        (["simulate", "--days", "1"], True),
+    ],
+)
+def test_the_console_script_collects_garbage_only_in_verbs_that_can_run_long(
+    argv: list[str], collects: bool
+) -> None:
+    """Issue 18: the console script starts with the cyclic collector off (its imports are all
+    long-lived) and turns it on before any verb that can run long; the verb's handler sees it."""
+    probe = textwrap.dedent(
+        """
+        import gc, importlib, sys
+        cli = importlib.import_module("ductile.app.cli.main")
+
+        def handler_of(verb):
+            async def handler(ctx, args):
+                print(gc.isenabled())
+                return 0
+            return handler
+
+        cli.handler_of = handler_of
+        sys.argv = ["ductile", *sys.argv[1:]]
+        cli.console()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == f"{collects}\n"
+
+
 # =========================================================================== config check and plugins
 
 
