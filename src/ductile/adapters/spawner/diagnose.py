@@ -14,11 +14,13 @@ not be retried (D3) and its message must say what to fix. Three moments:
   (exit 127), or a Python plugin died importing a module before it answered
   (``ModuleNotFoundError`` as the last line of stderr, nothing on stdout).
   Looked at only when the exit code is 1, 126 or 127 and stdout is empty.
-- :func:`preflight` — the same checks before the first run, for ``config
-  check``, ``plugins`` and ``status``: the ``#!`` line, the interpreter, and
-  for a Python plugin whether its interpreter can import every module the
-  entrypoint imports at its top level (``ductile.plugin`` included), run by
-  that very interpreter with the plugin's environment.
+- :func:`preflight` (:func:`preflight_all` for several) — the same checks
+  before the first run, for ``config check``, ``plugins`` and ``status``: the
+  ``#!`` line, the interpreter, and for a Python plugin whether its
+  interpreter can import every module the entrypoint imports at its top level
+  (``ductile.plugin`` included), run by that very interpreter with the
+  plugin's environment; one start of each distinct interpreter checks all its
+  plugins (ADR 0069).
 
 The kinds are :class:`~ductile.domain.outcome.StartFailure`; the domain
 (:func:`~ductile.domain.classify.classify`) decides that none is retried.
