@@ -86,13 +86,15 @@ def _plugin(root: Path, name: str, text: str, files: dict[str, str] | None = Non
     return str(exe), str(folder)
 
 
-def _counting_python(tmp_path: Path) -> tuple[str, Path]:
-    """A ``python3`` that logs each start to a file, then runs this interpreter."""
+def _counting_python(tmp_path: Path, *, shared: Path | None = None) -> tuple[str, Path]:
+    """A ``python3`` that logs each start to a file, then runs this interpreter (with ``shared``,
+    a folder of installed packages, on its ``PYTHONPATH``)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     starts = tmp_path / "starts"
     wrapper = bin_dir / "python3"
-    wrapper.write_text(f'#!/bin/sh\necho start >> {starts}\nexec {sys.executable} "$@"\n')
+    path = f'export PYTHONPATH="$PYTHONPATH:{shared}"\n' if shared is not None else ""
+    wrapper.write_text(f'#!/bin/sh\necho start >> {starts}\n{path}exec {sys.executable} "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper), starts
 
@@ -165,3 +167,31 @@ def test_preflight_all_starts_each_distinct_interpreter_once(tmp_path: Path) -> 
     assert [p is not None and p.endswith("-I cannot import local_mod") for p in found] == [
         True, True, False, False, False
     ]  # fmt: skip
+
+
+def test_preflight_all_keeps_what_every_plugin_shares_and_checks_alone_a_plugin_that_shadows_it(
+    tmp_path: Path,
+) -> None:
+    """A package installed for every plugin (here on the interpreter's ``PYTHONPATH``) that an
+    earlier check imported stays imported: some extension modules refuse a second
+    initialisation (this one refuses any). A plugin with its own module of that name, which
+    would shadow it, is checked alone."""
+    shared = tmp_path / "shared"
+    (shared / "once").mkdir(parents=True)
+    (shared / "once" / "__init__.py").write_text(
+        "import builtins\nif hasattr(builtins, '_once'):\n    raise ImportError('once per process')\n"
+        "builtins._once = True\n"
+    )
+    (shared / "once" / "sub.py").write_text("")
+    python, starts = _counting_python(tmp_path, shared=shared)
+    plugins = [
+        _plugin(tmp_path, "a", f"#!{python}\nimport once.sub\n"),
+        _plugin(tmp_path, "b", f"#!{python}\nimport once.sub\n"),
+        _plugin(tmp_path, "c", f"#!{python}\nimport once.sub\n", {"once/__init__.py": ""}),
+    ]
+    found = preflight_all(plugins, env=plugin_env({"PATH": "/usr/bin:/bin"}))
+    assert starts.read_text().count("start") == 2  # the shared one, then c alone
+    assert found == _checked_alone(plugins)
+    assert found[:2] == [None, None]
+    assert found[2] is not None
+    assert found[2].endswith("cannot import once.sub")

@@ -170,12 +170,19 @@ def _import_error(stderr_tail: bytes, exe: str) -> Diagnosis | None:
 #: Run by the plugins' own interpreter, for each (file, working directory) pair of its argv:
 #: which top-level imports of the file it cannot find, one line per file as soon as known:
 #: ``ductile-preflight {"missing": [...]}``, or ``{"error": ...}`` (the last line Python
-#: would print for the exception) when the file cannot be read. Each file is checked as if
-#: alone: in its working directory, its own folder first on ``sys.path``, and the modules
-#: the checks before it imported (a dotted name imports its parents) forgotten.
+#: would print for the exception) when the file cannot be read, or ``{}``: no answer (the
+#: file is checked again alone). Each file is checked as if alone: in its working directory,
+#: its own folder first on ``sys.path``, the import machinery as it was at the start. A
+#: module an earlier check imported from that check's folders (a dotted name imports its
+#: parents) is forgotten; one from elsewhere (the standard library, ``PYTHONPATH``,
+#: site-packages: the same for every plugin of this interpreter and environment) is kept,
+#: as importing it again is not always possible (an extension module may refuse a second
+#: initialisation); a file whose folders hold a name such a kept module has (which would
+#: shadow it) gets no answer.
 _IMPORT_CHECK = """
 import ast, importlib, importlib.util, json, os, sys
-base_path, base_modules = list(sys.path), set(sys.modules)
+base_path, base_meta, base_hooks = list(sys.path), list(sys.meta_path), list(sys.path_hooks)
+base_modules = set(sys.modules)
 
 def missing_of(path):
     if not sys.flags.isolated:
@@ -198,11 +205,40 @@ def missing_of(path):
             missing.append(name)
     return sorted(set(missing))
 
+def places(module):
+    spec = getattr(module, '__spec__', None)
+    found = list(getattr(spec, 'submodule_search_locations', None) or [])
+    origin = getattr(spec, 'origin', None) or getattr(module, '__file__', None)
+    if origin and os.path.isabs(origin):
+        found.append(origin)
+    return [os.path.realpath(p) for p in found]
+
+def folders_of(path, cwd):
+    return {os.path.realpath(os.path.dirname(path)), os.path.realpath(cwd)}
+
+def forget(folders):
+    for name in set(sys.modules) - base_modules:
+        module = sys.modules.get(name)
+        if module is None or any(p.startswith(f + os.sep) for p in places(module) for f in folders):
+            sys.modules.pop(name, None)
+
+def shadowed(folders):
+    kept = {name.split('.')[0] for name in set(sys.modules) - base_modules}
+    for folder in folders:
+        try:
+            if kept & {entry.split('.')[0] for entry in os.listdir(folder)}:
+                return True
+        except OSError:
+            return True
+    return False
+
 def answer_of(path, cwd):
     try:
         os.chdir(cwd)
     except OSError:
-        return {}  # no answer: checked again alone
+        return {}
+    if not sys.flags.isolated and shadowed(folders_of(path, cwd)):
+        return {}
     try:
         return {'missing': missing_of(path)}
     except Exception as e:
@@ -210,11 +246,11 @@ def answer_of(path, cwd):
         return {'error': ''.join(traceback.format_exception_only(type(e), e)).strip().splitlines()[-1]}
 
 for path, cwd in zip(sys.argv[1::2], sys.argv[2::2]):
-    for name in set(sys.modules) - base_modules:
-        del sys.modules[name]
-    sys.path[:] = base_path
+    sys.path[:], sys.meta_path[:], sys.path_hooks[:] = base_path, base_meta, base_hooks
+    sys.path_importer_cache.clear()
     importlib.invalidate_caches()
     print('ductile-preflight ' + json.dumps(answer_of(path, cwd)), flush=True)
+    forget(folders_of(path, cwd))
 """
 
 
@@ -229,7 +265,7 @@ def preflight_all(plugins: Sequence[tuple[str, str]], *, env: Mapping[str, str])
     The import checks of the Python plugins whose ``#!`` lines are the same run in ONE start
     of that interpreter (each file as if alone: :data:`_IMPORT_CHECK`), every distinct
     interpreter at the same time: starting the interpreter is most of a check's cost (~30 ms
-    here; ~170 ms through a pyenv shim). A file the shared check gave no answer for (it
+    here; ~150 ms more through a pyenv shim). A file the shared check gave no answer for (it
     timed out, or the interpreter died first) is checked again alone, so its answer is the
     one a check of that file alone gives (ADR 0069).
     """
