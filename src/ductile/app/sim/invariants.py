@@ -121,26 +121,21 @@ def check_acknowledged(
     ]
 
 
-def check_history(job: Job, log: Sequence[Transition], *, known: int = 0) -> list[str]:
+def check_history(job: Job, log: Sequence[Transition]) -> list[str]:
     """I2 — D2: a job has exactly one state; its transition log starts with its
     creation (→ queued), each entry moves from the state the previous one reached,
     only along the table's moves (``TRANSITIONS``), and ends in the row's state. The
-    row never rests in ``failed`` or ``timed_out``; terminal rows carry ``completed_at``.
-
-    ``known``: how many leading entries of ``log`` an earlier call already found clean
-    (the monitor checks a job's log as it grows: :func:`same_prefix` says whether it
-    only grew). The answer is the one the whole log gives: a clean prefix adds nothing."""
+    row never rests in ``failed`` or ``timed_out``; terminal rows carry ``completed_at``."""
     problems: list[str] = []
     where = f"job {job.id} ({job.plugin}.{job.command})"
     if not log:
         return [f"{where} has no transition log"]
     first = log[0]
-    if known == 0 and (first.from_status is not None or first.to_status is not JobStatus.QUEUED):
+    if first.from_status is not None or first.to_status is not JobStatus.QUEUED:
         problems.append(
             f"{where}: the log starts with {first.from_status}->{first.to_status}, not creation->queued"
         )
-    pairs = itertools.pairwise(log) if known <= 1 else itertools.pairwise(log[known - 1 :])
-    for before, entry in pairs:
+    for before, entry in itertools.pairwise(log):
         if entry.from_status is not before.to_status:
             problems.append(
                 f"{where}: '{entry.from_status}->{entry.to_status}' follows a move to '{before.to_status}'"
@@ -168,21 +163,18 @@ def check_single_runner(running: Collection[str], *, between_steps: bool) -> lis
     return []
 
 
-def same_prefix(log: Sequence[Transition], seen: Sequence[Transition], known: int) -> bool:
-    """Does ``log`` begin with the first ``known`` entries of ``seen`` (a log read before)? The
-    in-memory stores hand back the very entries they were given, so ``is`` settles most."""
-    if len(log) < known or len(seen) < known:
-        return False
-    return all(a is b or a == b for a, b in zip(log[:known], seen, strict=False))
-
-
-def count_moves(
-    log: Sequence[Transition], *, start: int = 0, tally: tuple[int, int] = (0, 0)
-) -> tuple[int, int]:
-    """(re-queues, claims) in ``log``, counting from entry ``start`` on top of ``tally`` (what
-    the entries before it added up to): the counts :func:`check_attempts` judges."""
-    requeues, claims = tally
-    for t in log[start:] if start else log:
+def check_attempts(job: Job, log: Sequence[Transition]) -> list[str]:
+    """I3 — D2/D3/D6: ``attempt`` counts runs: it is 1 + the re-queues in the log,
+    never more than ``max_attempts``; every claim is one attempt, except a claim the
+    dispatcher released because it could not start the run for lack of resources
+    (running -> queued by the dispatcher: not a re-queue, not an attempt). A job is ``dead``
+    only when its attempts are exhausted, when the last one was not retryable (exit
+    78, ``"retry": false``, or the core did not run it: NotRun), or when it was
+    cancelled while queued (D13)."""
+    problems: list[str] = []
+    where = f"job {job.id} ({job.plugin}.{job.command})"
+    requeues = claims = 0
+    for t in log:
         if t.to_status is JobStatus.QUEUED:
             if t.from_status is JobStatus.RUNNING and t.actor is Actor.DISPATCHER:  # released
                 claims -= 1
@@ -190,21 +182,6 @@ def count_moves(
                 requeues += 1
         elif t.to_status is JobStatus.RUNNING:
             claims += 1
-    return requeues, claims
-
-
-def check_attempts(job: Job, log: Sequence[Transition], *, moves: tuple[int, int] | None = None) -> list[str]:
-    """I3 — D2/D3/D6: ``attempt`` counts runs: it is 1 + the re-queues in the log,
-    never more than ``max_attempts``; every claim is one attempt, except a claim the
-    dispatcher released because it could not start the run for lack of resources
-    (running -> queued by the dispatcher: not a re-queue, not an attempt). A job is ``dead``
-    only when its attempts are exhausted, when the last one was not retryable (exit
-    78, ``"retry": false``, or the core did not run it: NotRun), or when it was
-    cancelled while queued (D13). ``moves``: :func:`count_moves` of ``log``, when the
-    caller kept it up to date as the log grew (counted here otherwise)."""
-    problems: list[str] = []
-    where = f"job {job.id} ({job.plugin}.{job.command})"
-    requeues, claims = count_moves(log) if moves is None else moves
     if job.attempt != 1 + requeues:
         problems.append(f"{where}: attempt {job.attempt} after {requeues} re-queue(s)")
     if job.attempt > job.max_attempts:

@@ -46,11 +46,6 @@ class JobTrack:
     children: list[str] = attrs.Factory(list)
     waits: list[float] = attrs.Factory(list)
     runs: list[RunNote] = attrs.Factory(list)
-    #: How many leading entries of ``log`` were checked (I2, I3) and what they counted:
-    #: (re-queues, claims). The next refresh checks only what the log gained, when the
-    #: log it reads begins with those very entries; all of it otherwise.
-    checked: int = 0
-    moves: tuple[int, int] = (0, 0)
 
 
 @attrs.frozen(kw_only=True)
