@@ -44,15 +44,11 @@ class ScriptedSpawner:
         *,
         clock: FakeClock | None = None,
         concurrent: bool = False,
-        record: bool = True,
     ) -> None:
-        """``record=False``: keep no request in :attr:`calls` (a simulated month runs ~140,000
-        plugins; nothing reads them back, and each kept request is more heap to collect)."""
         #: Keyed by the request's ``executable``.
         self.scripts: dict[str, Script] = dict(scripts or {})
         self.clock = clock
         self.concurrent = concurrent
-        self.record = record
         self.calls: list[SpawnRequest] = []
         self.killed: list[ProcessHandle] = []
         #: When each run asleep on the clock (``concurrent``) wakes up.
@@ -65,8 +61,7 @@ class ScriptedSpawner:
         self.scripts[executable] = script
 
     async def run(self, request: SpawnRequest, *, on_start: OnStart | None = None) -> SpawnOutcome:
-        if self.record:
-            self.calls.append(request)
+        self.calls.append(request)
         script = self.scripts.get(request.executable)
         if script is None:
             # Like a failed exec: no process ever existed, so ``on_start`` is not called.

@@ -117,7 +117,7 @@ class Simulation:
             raise ValueError("lanes (service.max_workers above 1) are simulated on the memory stores only")
         #: Several jobs at once (None: one at a time, the serial dispatcher of D14).
         self.workers = Workers(self) if lanes else None
-        self.spawner = ScriptedSpawner(clock=self.clock, concurrent=lanes, record=False)
+        self.spawner = ScriptedSpawner(clock=self.clock, concurrent=lanes)
         if not lanes:  # with lanes, arrivals come from the agenda while the workers sleep on the clock
             self.spawner.while_running = self._arrive_while_running
         self.switch = CrashSwitch(faults, rng=self.rng, clock=self.clock)
