@@ -47,10 +47,17 @@ from ductile.domain.quantities import parse_duration
 def one_round(root: Path, url: str, args: argparse.Namespace) -> dict[str, float]:
     pair = Pair(root, url)
     timeouts = {c: args.timeout for c in ("poll", "handle", "health", "init")}
-    # a lane four wide, two workers a node: hostA's dead claim holds a slot until recovered, new
-    # work takes another, and hostB (at most two running) cannot take every job hostA is offered
+    # hostB runs two jobs at most (its lane is capped at its max_workers); hostA's lane is four
+    # wide: hostA's dead claim holds a slot until recovered, new work takes another, and however
+    # many jobs hostB takes, hostA always has room for the job it is offered after the restart
     pair.configure(
-        first=300, lease=args.lease, heartbeat=args.heartbeat, timeouts=timeouts, workers=2, parallelism=4
+        first=300,
+        lease=args.lease,
+        heartbeat=args.heartbeat,
+        timeouts=timeouts,
+        workers=2,
+        a_workers=4,
+        parallelism=4,
     )
     bound = parse_duration(args.lease).total_seconds() + parse_duration(args.timeout).total_seconds() + 30
     out: dict[str, float] = {}
@@ -85,7 +92,8 @@ def one_round(root: Path, url: str, args: argparse.Namespace) -> dict[str, float
 
 
 def _running_on_a(pair: Pair) -> str:
-    """A job whose first attempt runs on hostA (hostB may take some: it runs two at most)."""
+    """A job whose first attempt runs on hostA (hostB may take one: it runs two at most, and
+    already runs the new-work job)."""
     for _ in range(4):
         job = pair.a.run_job("rec")
         run = wait_until(lambda job=job: pair.started(job, 1), 60.0, "a job to start")  # type: ignore[misc]

@@ -64,7 +64,7 @@ def test_the_example_routes_every_death_to_a_builtin_notify_alias() -> None:
 def test_the_example_serves_the_dashboard_the_tour_opens() -> None:
     config = load_config(EXAMPLE)
     assert config.api is not None
-    assert config.ui.enabled
+    assert config.ui_enabled
     assert f"http://{config.api.host}:{config.api.port}/ui/" in README
     demo = next(t for t in config.api.tokens if t.name == "demo")
     assert demo.secret is not None

@@ -50,6 +50,7 @@ class Pair:
         *,
         first: float,
         workers: int = 1,
+        a_workers: int | None = None,
         parallelism: int = 1,
         lease: str = "3s",
         heartbeat: str = "1s",
@@ -64,7 +65,7 @@ class Pair:
             }
             site.write_config(
                 {"rec": settings},
-                service={"max_workers": workers},
+                service={"max_workers": a_workers if name == "A" and a_workers else workers},
                 store={"url": self.url, "lease": lease, "heartbeat": heartbeat},
             )
 

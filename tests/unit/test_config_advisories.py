@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -43,3 +44,13 @@ def test_advice_on_retention_exactly_when_it_is_shorter_than_the_ttl(
         assert "service.dedupe_ttl" in advice
         assert f"({format_duration(retention)})" in advice
         assert f"({format_duration(ttl)})" in advice
+
+
+def test_a_dashboard_switched_on_without_an_api_says_there_is_none() -> None:
+    from ductile.domain.config import ApiConfig, UiConfig
+
+    base = Config(service=ServiceConfig(state_dir="/s"), plugins_dir="/p")
+    (advice,) = attrs.evolve(base, ui=UiConfig(enabled=True)).advisories()
+    assert advice.startswith("ui.enabled is true but there is no api section")
+    assert attrs.evolve(base, ui=UiConfig(enabled=False)).advisories() == ()
+    assert attrs.evolve(base, ui=UiConfig(), api=ApiConfig()).advisories() == ()

@@ -114,9 +114,9 @@ def test_ui_is_on_by_default_and_can_be_switched_off(tmp_path: Path) -> None:
     (tmp_path / "plugins").mkdir()
     base = "plugins_dir: ./plugins\n"
     where = {"source": str(tmp_path / "d.yaml"), "base_dir": str(tmp_path), "env": {}, "local_tz": UTC}
-    assert parse_config(base, **where).ui.enabled is True  # type: ignore[arg-type]
+    assert parse_config(base, **where).ui_enabled is True  # type: ignore[arg-type]
     off = parse_config(base + "ui: {enabled: false}\n", **where)  # type: ignore[arg-type]
-    assert off.ui.enabled is False
+    assert off.ui_enabled is False
 
 
 def test_a_flat_object_schema_becomes_fields_and_anything_else_a_json_box() -> None:

@@ -238,12 +238,18 @@ class Config:
     store: StoreConfig = StoreConfig()
     #: The operator HTTP API (issue 14); None: no API listener.
     api: ApiConfig | None = None
-    #: The dashboard; it is served only when ``api`` is configured too.
-    ui: UiConfig = UiConfig()
+    #: The dashboard's section as written; None when absent. The dashboard is
+    #: served only when ``api`` is configured too (:attr:`ui_enabled`).
+    ui: UiConfig | None = None
     #: Where it was read from, when it came from a file.
     source: str | None = None
     #: Every plugin root, in search order (absolute); empty means ``(plugins_dir,)``.
     plugin_roots: tuple[str, ...] = ()
+
+    @property
+    def ui_enabled(self) -> bool:
+        """``ui.enabled``, true when the section is absent (the dashboard is on with ``api``)."""
+        return self.ui is None or self.ui.enabled
 
     @property
     def roots(self) -> tuple[str, ...]:
@@ -331,6 +337,11 @@ class Config:
                     f"service.max_workers ({service.max_workers}): {name} runs at most "
                     f"{service.max_workers} job(s) at once"
                 )
+        if self.api is None and self.ui is not None and self.ui.enabled:
+            found.append(
+                "ui.enabled is true but there is no api section: the dashboard is served on the "
+                "API's listener, so without one there is no dashboard"
+            )
         store = self.store
         if not store.shared and (store.lease != DEFAULT_LEASE or store.heartbeat != DEFAULT_HEARTBEAT):
             found.append(

@@ -432,7 +432,7 @@ def build_config(doc: ConfigDoc) -> Config:
         webhooks=doc.webhooks,
         store=doc.store if doc.store is not None else StoreConfig(),
         api=doc.api,
-        ui=doc.ui if doc.ui is not None else UiConfig(),
+        ui=doc.ui,
         source=current_context().source,
         plugin_roots=roots if doc.plugin_roots is not None else (),
     )

@@ -136,7 +136,7 @@ def _switched(ctx: ApiContext, endpoint: Endpoint) -> Endpoint:
     404 otherwise, as for a path that does not exist."""
 
     async def switched(request: Request) -> Response:
-        if not ctx.engine.runtime.config.ui.enabled:
+        if not ctx.engine.runtime.config.ui_enabled:
             return Response("not found", 404, media_type="text/plain")
         return await endpoint(request)
 
