@@ -583,3 +583,26 @@ def test_a_lone_surrogate_in_a_response_is_named_by_its_key_path() -> None:
         parse_response(b'{"status":"ok","state_updates":{"tokens":[1,"\\ud83d"]}}')
     assert caught.value.kind == "encoding"
     assert "lone surrogate escape at state_updates.tokens[1]" in str(caught.value)
+
+
+def _iso_utc_by_strftime(at: datetime) -> str:
+    """iso_utc as it was first written (strftime): the fast form must give the same text."""
+    at = at.astimezone(UTC)
+    if at.microsecond:
+        return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=5, minutes=45)), timezone(timedelta(hours=-8))]
+        ),
+    )
+    | st.datetimes(timezones=st.just(UTC)).map(lambda d: d.replace(microsecond=0))
+)
+def test_iso_utc_writes_what_strftime_wrote(at: datetime) -> None:
+    assert iso_utc(at) == _iso_utc_by_strftime(at)

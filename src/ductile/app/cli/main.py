@@ -9,7 +9,7 @@ of :data:`SHORT_VERBS`. A read verb spends ~90% of its time importing the
 config reader, the store and asyncio: thousands of functions, classes and
 dicts that all live until the process ends, so each of the ~70 collections
 those imports trigger walks a growing heap and frees nothing (~20 ms of a
-~260 ms ``ductile queue``, docs/benchmarks.md §22). What such a verb leaves
+~260 ms ``ductile queue``, docs/benchmarks.md §23). What such a verb leaves
 behind (its rows, freed by reference counting, and a few cycles of asyncio's)
 is bounded by what it prints; the process then ends. Every verb that can run
 long (``start``, ``run --wait``, ``logs --follow``, ``simulate``...) collects

@@ -54,12 +54,19 @@ class SimCatalog(DictCatalog):
         super().__init__(refusals=refusals)
         self.behaviours = dict(behaviours or {})
         self.manifests = dict(manifests or {})
+        #: The simulated manifests made so far, by (name, init): the dispatcher verifies the
+        #: plugin before every run, and a Manifest is a frozen value, so one of each is enough.
+        self._made: dict[tuple[str, bool], Manifest] = {}
 
     def manifest(self, name: str) -> Manifest:
         found = self.manifests.get(name)
         if found is not None:
             return found
-        return sim_manifest(name, init=behaviour_key(name, Command.INIT) in self.behaviours)
+        key = (name, behaviour_key(name, Command.INIT) in self.behaviours)
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = sim_manifest(name, init=key[1])
+        return made
 
     def directory(self, config: Config, name: str) -> str:
         return f"{SIM_ROOT}/{name}"
