@@ -4,6 +4,8 @@
 
 A site with the shipped example's plugins and a database holding 20 queued
 jobs (and the same config with its one cron schedule made ``every: 5m``).
+``plugins`` is also run with a real ``python3`` first on ``PATH`` (see
+:data:`REAL_PYTHON3`).
 Each command is run by the venv's ``ductile`` script (its absolute
 interpreter, not a PATH shim), ``--runs`` times, alternated, in two
 environments as in ``bench_startup.py``: without a bytecode cache for
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import shutil
 import subprocess
@@ -110,14 +113,22 @@ def measure(root: Path, trees: dict[str, Path], runs: int) -> Times:
     }
     envs = environments(root, trees)
     for env in envs.values():  # warm the caches; check every command works
-        for argv in commands.values():
-            timed(argv, env)
+        for name, argv in commands.items():
+            timed(argv, env_of(name, env))
     times: Times = {}
     for n in range(runs):
         for key, env in envs.items() if n % 2 == 0 else reversed(envs.items()):
             for name, argv in commands.items():
-                times.setdefault((name, *key), []).append(timed(argv, env))
+                times.setdefault((name, *key), []).append(timed(argv, env_of(name, env)))
     return times
+
+
+def env_of(name: str, env: dict[str, str]) -> dict[str, str]:
+    """The command's environment: for :data:`REAL_PYTHON3`, the venv's ``bin`` first on ``PATH``, so
+    the plugins' ``#!/usr/bin/env python3`` finds an interpreter, not a shim (pyenv's, here)."""
+    if name != REAL_PYTHON3:
+        return env
+    return env | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
 
 
 def figure(times: Times, key: tuple[str, str, str], what: int) -> float:
@@ -182,8 +193,13 @@ COMMANDS = {
     "ductile queue": ["queue", "--config", "CONFIG"],
     "ductile queue (no cron in the config)": ["queue", "--config", "EVERY"],
     "ductile plugins": ["plugins", "--config", "CONFIG"],
+    "ductile plugins (python3 on PATH not a shim)": ["plugins", "--config", "CONFIG"],
     "ductile job <id>": ["job", JOB_ID, "--config", "CONFIG"],
 }
+#: ``plugins`` starts the plugins' own ``python3`` to check their imports (the preflight); on
+#: this machine the ``python3`` on ``PATH`` is pyenv's shim (~150 ms a start): this row puts a
+#: real interpreter first on ``PATH``, as a machine without pyenv has.
+REAL_PYTHON3 = "ductile plugins (python3 on PATH not a shim)"
 #: The table's figures: (environment, 0 wall / 1 CPU).
 COLUMNS = (("no cache", 0), ("cache", 0), ("cache", 1))
 

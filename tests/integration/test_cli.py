@@ -146,8 +146,10 @@ def test_help_imports_nothing_heavy() -> None:
 
 
 def test_read_verbs_import_neither_the_daemon_nor_croniter_without_a_cron_schedule(tmp_path: Path) -> None:
-    """Issue 18: `queue` and `job` read the config and the store, nothing of the daemon; croniter
-    (~80 ms with dateutil) only comes with a cron expression."""
+    """Issue 18: `queue` and `job` read the config and the store, nothing of the daemon, of the
+    intake path (``job`` resolves ids in ``app.operations``, which imports it only to retry), of
+    the spawner or plugin discovery, or of the HTTP side; croniter (~80 ms with dateutil) only
+    comes with a cron expression."""
     config = tmp_path / "ductile.yaml"
     config.write_text("service: {state_dir: ./state}\nplugins_dir: ./plugins\nplugins: {}\n")
     (tmp_path / "plugins").mkdir()
@@ -165,7 +167,9 @@ def test_read_verbs_import_neither_the_daemon_nor_croniter_without_a_cron_schedu
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             codes.append(main(["queue", "--config", sys.argv[1]]))
             codes.append(main(["job", "0b1e5c8e", "--config", sys.argv[1]]))
-        heavy = ("croniter", "dateutil", "ductile.app.bootstrap", "ductile.app.engine", "ductile.app.daemon")
+        heavy = ("croniter", "dateutil", "ductile.app.bootstrap", "ductile.app.engine", "ductile.app.daemon",
+                 "ductile.app.intake", "ductile.app.runtime", "ductile.adapters.spawner",
+                 "ductile.adapters.plugin_dir", "starlette", "uvicorn", "jinja2", "prometheus_client")
         print(json.dumps({"codes": codes, "loaded": sorted(m for m in sys.modules if m.startswith(heavy)),
                           "store": "ductile.adapters.sqlite.store" in sys.modules}))
         """
@@ -174,6 +178,46 @@ def test_read_verbs_import_neither_the_daemon_nor_croniter_without_a_cron_schedu
         [sys.executable, "-c", probe, str(config)], capture_output=True, text=True, timeout=60, check=True
     )
     assert json.loads(done.stdout) == {"codes": [0, 1], "loaded": [], "store": True}
+
+
+@pytest.mark.parametrize(
+    ("argv", "collects"),
+    [
+        (["queue"], False),
+        (["job", "0b1e5c8e"], False),
+        (["plugins"], False),
+        (["logs"], False),
+        (["logs", "--follow"], True),
+        (["start"], True),
+        (["run", "hello", "--wait"], True),
+        (["simulate", "--days", "1"], True),
+    ],
+)
+def test_the_console_script_collects_garbage_only_in_verbs_that_can_run_long(
+    argv: list[str], collects: bool
+) -> None:
+    """Issue 18: the console script starts with the cyclic collector off (its imports are all
+    long-lived) and turns it on before any verb that can run long; the verb's handler sees it."""
+    probe = textwrap.dedent(
+        """
+        import gc, importlib, sys
+        cli = importlib.import_module("ductile.app.cli.main")
+
+        def handler_of(verb):
+            async def handler(ctx, args):
+                print(gc.isenabled())
+                return 0
+            return handler
+
+        cli.handler_of = handler_of
+        sys.argv = ["ductile", *sys.argv[1:]]
+        cli.console()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == f"{collects}\n"
 
 
 # =========================================================================== config check and plugins

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ductile.adapters.spawner.diagnose import after_exit, preflight
+from ductile.adapters.spawner.diagnose import after_exit, preflight, preflight_all
 from ductile.app.spawn import plugin_env
 from ductile.domain.outcome import SpawnOutcome, StartFailure
 from ductile.ports.spawner import SpawnRequest
@@ -68,3 +68,130 @@ def test_after_exit_names_an_import_error_before_any_answer(tmp_path: Path) -> N
     assert found.start_failure is StartFailure.IMPORT_ERROR
     assert found.spawn_error is not None
     assert "No module named 'nope'" in found.spawn_error
+
+
+# --------------------------------------------------------------------------- many plugins, one interpreter
+
+
+def _plugin(root: Path, name: str, text: str, files: dict[str, str] | None = None) -> tuple[str, str]:
+    """A plugin folder with its ``run.py`` (and ``files`` beside it): (executable, cwd)."""
+    folder = root / name
+    folder.mkdir()
+    for relative, body in (files or {}).items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_text(body)
+    exe = folder / "run.py"
+    exe.write_text(text)
+    exe.chmod(0o755)
+    return str(exe), str(folder)
+
+
+def _counting_python(tmp_path: Path, *, shared: Path | None = None) -> tuple[str, Path]:
+    """A ``python3`` that logs each start to a file, then runs this interpreter (with ``shared``,
+    a folder of installed packages, on its ``PYTHONPATH``)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    starts = tmp_path / "starts"
+    wrapper = bin_dir / "python3"
+    path = f'export PYTHONPATH="$PYTHONPATH:{shared}"\n' if shared is not None else ""
+    wrapper.write_text(f'#!/bin/sh\necho start >> {starts}\n{path}exec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper), starts
+
+
+def _checked_alone(plugins: list[tuple[str, str]]) -> list[str | None]:
+    env = plugin_env({"PATH": "/usr/bin:/bin"})
+    return [preflight(exe, env=env, cwd=cwd) for exe, cwd in plugins]
+
+
+def test_preflight_all_checks_the_plugins_of_one_interpreter_in_one_start_as_if_each_were_alone(
+    tmp_path: Path,
+) -> None:
+    """Issue 18: one interpreter start for every plugin with the same #! line (ADR 0069); each
+    file still sees only its own folder and none of the modules an earlier file's check loaded
+    (here two folders with a package ``helper`` of the same name, one of them with ``sub``)."""
+    python, starts = _counting_python(tmp_path)
+    plugins = [
+        _plugin(tmp_path, "a", f"#!{python}\nimport json\nimport helper.sub\n",
+                {"helper/__init__.py": "", "helper/sub.py": ""}),
+        _plugin(tmp_path, "b", f"#!{python}\nimport helper.sub\n", {"helper/__init__.py": ""}),
+        _plugin(tmp_path, "c", f"#!{python}\nimport no_such_mod_abc\nfrom ductile import plugin\n"),
+        _plugin(tmp_path, "d", f"#!{python}\ndef broken(:\n"),
+        _plugin(tmp_path, "e", "#!/bin/sh\necho\n"),
+        _plugin(tmp_path, "f", f"#!{python}\nimport local_mod\n", {"local_mod.py": ""}),
+    ]  # fmt: skip
+    found = preflight_all(plugins, env=plugin_env({"PATH": "/usr/bin:/bin"}))
+    assert starts.read_text().count("start") == 1
+    assert found == _checked_alone(plugins)
+    assert found[0] is None
+    assert found[1] is not None
+    assert found[1].endswith(f"{python} cannot import helper.sub")
+    assert found[2] is not None
+    assert found[2].endswith("cannot import no_such_mod_abc")
+    assert found[3] is not None
+    assert "could not read the file: SyntaxError:" in found[3]
+    assert found[4] is None
+    assert found[5] is None
+
+
+def test_preflight_all_checks_again_alone_what_the_shared_check_did_not_answer(tmp_path: Path) -> None:
+    """A file whose check kills the shared interpreter (here a package that exits the process on
+    import) leaves the files after it unanswered: each is then checked alone, and gets the answer
+    a check of it alone gives."""
+    python, starts = _counting_python(tmp_path)
+    plugins = [
+        _plugin(tmp_path, "a", f"#!{python}\nimport json\n"),
+        _plugin(tmp_path, "b", f"#!{python}\nimport killer.sub\n",
+                {"killer/__init__.py": "import os\nos._exit(3)\n"}),
+        _plugin(tmp_path, "c", f"#!{python}\nimport no_such_mod_abc\n"),
+        _plugin(tmp_path, "d", f"#!{python}\nimport json\n"),
+    ]  # fmt: skip
+    found = preflight_all(plugins, env=plugin_env({"PATH": "/usr/bin:/bin"}))
+    assert starts.read_text().count("start") == 4  # the shared one, then b, c and d alone
+    assert found == _checked_alone(plugins)
+    assert found[0] is None
+    assert found[1] is not None
+    assert "could not read the file" in found[1]
+    assert found[2] is not None
+    assert found[2].endswith("cannot import no_such_mod_abc")
+    assert found[3] is None
+
+
+def test_preflight_all_starts_each_distinct_interpreter_once(tmp_path: Path) -> None:
+    python, starts = _counting_python(tmp_path)
+    beside = {"local_mod.py": ""}
+    isolated = [_plugin(tmp_path, f"i{n}", f"#!{python} -I\nimport local_mod\n", beside) for n in range(2)]
+    plain = [_plugin(tmp_path, f"p{n}", f"#!{python}\nimport local_mod\n", beside) for n in range(3)]
+    found = preflight_all([*isolated, *plain], env=plugin_env({"PATH": "/usr/bin:/bin"}))
+    assert starts.read_text().count("start") == 2
+    assert [p is not None and p.endswith("-I cannot import local_mod") for p in found] == [
+        True, True, False, False, False
+    ]  # fmt: skip
+
+
+def test_preflight_all_keeps_what_every_plugin_shares_and_checks_alone_a_plugin_that_shadows_it(
+    tmp_path: Path,
+) -> None:
+    """A package installed for every plugin (here on the interpreter's ``PYTHONPATH``) that an
+    earlier check imported stays imported: some extension modules refuse a second
+    initialisation (this one refuses any). A plugin with its own module of that name, which
+    would shadow it, is checked alone."""
+    shared = tmp_path / "shared"
+    (shared / "once").mkdir(parents=True)
+    (shared / "once" / "__init__.py").write_text(
+        "import builtins\nif hasattr(builtins, '_once'):\n    raise ImportError('once per process')\n"
+        "builtins._once = True\n"
+    )
+    (shared / "once" / "sub.py").write_text("")
+    python, starts = _counting_python(tmp_path, shared=shared)
+    plugins = [
+        _plugin(tmp_path, "a", f"#!{python}\nimport once.sub\n"),
+        _plugin(tmp_path, "b", f"#!{python}\nimport once.sub\n"),
+        _plugin(tmp_path, "c", f"#!{python}\nimport once.sub\n", {"once/__init__.py": ""}),
+    ]
+    found = preflight_all(plugins, env=plugin_env({"PATH": "/usr/bin:/bin"}))
+    assert starts.read_text().count("start") == 2  # the shared one, then c alone
+    assert found == _checked_alone(plugins)
+    assert found[:2] == [None, None]
+    assert found[2] is not None
+    assert found[2].endswith("cannot import once.sub")

@@ -9,6 +9,9 @@ them the same way: :class:`NotFoundError` (404 / exit 1),
 
 Job ids may be given whole or as an unambiguous prefix of at least
 :data:`MIN_PREFIX` characters, everywhere an id is taken.
+
+The intake path and the runtime are imported by the functions that use them:
+``ductile job`` resolves an id here and reads, and needs neither (issue 18).
 """
 
 from __future__ import annotations
@@ -16,12 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ductile.app import intake
-from ductile.app.intake import Retry
-from ductile.app.runtime import PluginState, Runtime
-from ductile.app.tick_report import TickReport
 from ductile.app.views import breaker_json, job_detail, job_json, run_json, store_health, utc
 from ductile.domain import breaker as br
 from ductile.domain.config import Config
@@ -31,6 +30,10 @@ from ductile.domain.lifecycle import Alerts
 from ductile.domain.schedule import schedule_key
 from ductile.domain.state import serialize_state
 from ductile.ports.store import EnqueueResult, JobPage, JobQuery, NotQueuedError, RunView, Store
+
+if TYPE_CHECKING:
+    from ductile.app.runtime import Runtime
+    from ductile.app.tick_report import TickReport
 
 #: The shortest id prefix accepted in place of a whole id.
 MIN_PREFIX = 8
@@ -107,13 +110,15 @@ async def retry_job(
 ) -> tuple[Job, EnqueueResult]:
     """Queue a dead or succeeded job again, through the one intake path: (the old job,
     the new job's enqueue result). :class:`ConflictError` while it is still queued or running."""
+    from ductile.app import intake
+
     job = await find_job(store, text)
     if job.status not in (JobStatus.DEAD, JobStatus.SUCCEEDED):
         raise ConflictError(
             f"job {job.id} is {job.status.value}: only a dead or succeeded job can be retried"
         )
     result = await intake.enqueue(
-        Retry(job=job, submitted_by=submitted_by),
+        intake.Retry(job=job, submitted_by=submitted_by),
         runtime=runtime,
         store=store,
         now=now,
@@ -184,6 +189,8 @@ def masked(config: Mapping[str, Any]) -> dict[str, Any]:
 async def plugin_view(store: Store, runtime: Runtime, name: str) -> dict[str, Any]:
     """``GET /plugin/{name}``: manifest, masked config, schedule with next and last run,
     breakers, state size, last result. :class:`NotFoundError` for a plugin ductile does not know."""
+    from ductile.app.runtime import PluginState
+
     status = runtime.status_of(name)
     if status.state is PluginState.ABSENT:
         raise NotFoundError(f"no plugin named {name!r}")
@@ -251,6 +258,8 @@ async def switch_pause(
 ) -> bool:
     """Pause or resume the plugin's schedules (or one); whether this call changed anything.
     :class:`NotFoundError` for a plugin or schedule the config does not name."""
+    from ductile.app.runtime import PluginState
+
     settings = runtime.config.plugins.get(name)
     if settings is None and runtime.status_of(name).state is PluginState.ABSENT:
         raise NotFoundError(f"no plugin named {name!r}")

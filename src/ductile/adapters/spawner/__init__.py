@@ -24,7 +24,7 @@ pipe open; the drain deadline keeps it from stalling the job.
 Linux only: pidfds, ``/proc/<pid>/stat`` for start times and group members.
 """
 
-from ductile.adapters.spawner.diagnose import preflight
+from ductile.adapters.spawner.diagnose import preflight, preflight_all
 from ductile.adapters.spawner.proc import ProcStat, group_members, parse_proc_stat, read_proc_stat
 from ductile.adapters.spawner.spawner import SubprocessSpawner, describe_spawn_error
 
@@ -35,5 +35,6 @@ __all__ = [
     "group_members",
     "parse_proc_stat",
     "preflight",
+    "preflight_all",
     "read_proc_stat",
 ]

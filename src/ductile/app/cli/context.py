@@ -19,7 +19,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Awaitable, Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from datetime import datetime, tzinfo
     from pathlib import Path
     from typing import IO, Any, TypeAlias
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
     OpenStore: TypeAlias = Callable[[Path, bool], Awaitable[Store | None]]
     OpenShared: TypeAlias = Callable[[Config], Awaitable[Store]]
-    #: ``preflight(executable, env=..., cwd=...)``: why a plugin would fail to start, or None.
-    Preflight: TypeAlias = Callable[..., str | None]
+    #: ``preflight([(executable, cwd), ...], env=...)``: why each plugin would fail to start, or None.
+    Preflight: TypeAlias = Callable[..., list[str | None]]
 
 PROG = "ductile"
 
@@ -43,8 +43,6 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-#: Most plugins :func:`start_problems` checks at once.
-PREFLIGHT_CONCURRENCY = 8
 #: "No limit" for the store's list queries.
 ALL_JOBS = 10_000_000
 
@@ -111,10 +109,10 @@ def _real_catalog() -> Catalog:
     return FilesystemCatalog()
 
 
-def _real_preflight(executable: str, *, env: Mapping[str, str], cwd: str) -> str | None:
-    from ductile.adapters.spawner import preflight
+def _real_preflight(plugins: Sequence[tuple[str, str]], *, env: Mapping[str, str]) -> list[str | None]:
+    from ductile.adapters.spawner import preflight_all
 
-    return preflight(executable, env=env, cwd=cwd)
+    return preflight_all(plugins, env=env)
 
 
 async def _real_sleep(seconds: float) -> None:
@@ -337,21 +335,15 @@ async def start_problems(ctx: Context, discovery: Discovery) -> dict[str, str]:
     """The loaded plugins that would fail to start (no ``#!`` line, no interpreter, a CRLF
     ``#!`` line, a Python import that fails — ``ductile.plugin`` included), each with why:
     what their first run would otherwise find out (``config check``, ``plugins``, ``status``).
-    The checks run at once, in threads (a Python plugin's costs an interpreter start)."""
+    The checks run in a thread, each distinct interpreter at once (a Python plugin's costs an
+    interpreter start: :func:`~ductile.adapters.spawner.preflight_all`)."""
     import asyncio
 
     from ductile.app.spawn import plugin_env
 
-    env = plugin_env(ctx.env)
-    bound = asyncio.Semaphore(PREFLIGHT_CONCURRENCY)
     names = sorted(discovery.plugins)
-
-    async def check(name: str) -> str | None:
-        plugin = discovery.plugins[name]
-        async with bound:
-            return await asyncio.to_thread(ctx.preflight, plugin.executable, env=env, cwd=plugin.directory)
-
-    found = await asyncio.gather(*(check(name) for name in names))
+    plugins = [(discovery.plugins[n].executable, discovery.plugins[n].directory) for n in names]
+    found = await asyncio.to_thread(ctx.preflight, plugins, env=plugin_env(ctx.env))
     return {name: problem for name, problem in zip(names, found, strict=True) if problem is not None}
 
 

@@ -87,8 +87,11 @@ def plugins_doc(
 
 
 async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
+    import asyncio
+
     config = read_config(ctx, args, fallback=True)
     discovery = ctx.catalog().discover(config)
+    problems = asyncio.ensure_future(start_problems(ctx, discovery))  # interpreters start meanwhile
     pauses: set[tuple[str, str | None]] = set()
     store = await open_store_of(ctx, config, create=False)  # quietly: no database, no pauses
     if store is not None:
@@ -96,7 +99,7 @@ async def cmd_plugins(ctx: Context, args: argparse.Namespace) -> int:
             pauses = {(p.plugin, p.schedule_id) for p in await store.pauses()}
         finally:
             await store.close()
-    doc = plugins_doc(config, discovery, await start_problems(ctx, discovery), pauses)
+    doc = plugins_doc(config, discovery, await problems, pauses)
     if args.json:
         ctx.json(doc)
         return EXIT_OK

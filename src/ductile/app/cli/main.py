@@ -2,6 +2,18 @@
 
 A verb's module is imported only when that verb runs (:data:`VERBS`), so
 ``ductile --help`` loads nothing but argparse, os and sys.
+
+The console script starts with Python's cyclic garbage collector off
+(:func:`console`), and :func:`main` turns it back on unless the verb is one
+of :data:`SHORT_VERBS`. A read verb spends ~90% of its time importing the
+config reader, the store and asyncio: thousands of functions, classes and
+dicts that all live until the process ends, so each of the ~70 collections
+those imports trigger walks a growing heap and frees nothing (~20 ms of a
+~260 ms ``ductile queue``, docs/benchmarks.md §23). What such a verb leaves
+behind (its rows, freed by reference counting, and a few cycles of asyncio's)
+is bounded by what it prints; the process then ends. Every verb that can run
+long (``start``, ``run --wait``, ``logs --follow``, ``simulate``...) collects
+as usual from its first step.
 """
 
 from __future__ import annotations
@@ -56,6 +68,23 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
+#: Verbs that read, print and end (``logs`` unless it follows): run with the collector off.
+SHORT_VERBS = frozenset({"plugins", "queue", "job", "jobs", "logs", "status", "version"})
+
+
+def collects_garbage(args: argparse.Namespace) -> bool:
+    """Whether the verb runs with the cyclic garbage collector on (see the module's docs)."""
+    return args.verb not in SHORT_VERBS or bool(getattr(args, "follow", False))
+
+
+def _collect_if_long(args: argparse.Namespace) -> None:
+    """Turn the collector (off in :func:`console`) on for a verb that can run long."""
+    if collects_garbage(args):
+        import gc
+
+        gc.enable()
+
+
 def handler_of(verb: str) -> Handler:
     """The verb's handler, importing its module (and what that module needs) now."""
     import importlib
@@ -90,6 +119,9 @@ def console() -> None:
     return long after the job's end. So the streams are flushed, logging is shut
     down, and the process ends with ``os._exit`` (ADR 0024).
     """
+    import gc
+
+    gc.disable()  # main() enables it again unless the verb is short
     code = main()
     for stream in (sys.stdout, sys.stderr):
         try:  # noqa: SIM105 - contextlib.suppress would import contextlib for this alone
@@ -116,6 +148,7 @@ def main(argv: Sequence[str] | None = None, *, context: Context | None = None) -
         parser.print_usage(ctx.err)
         ctx.note("a verb is required (see `ductile --help`)")
         return EXIT_USAGE
+    _collect_if_long(args)
     debug = bool(args.debug) or ctx.env.get("DUCTILE_DEBUG", "") not in ("", "0")
     try:
         import asyncio
