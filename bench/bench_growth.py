@@ -40,8 +40,11 @@ from typing import TypeVar
 
 from _common import (
     INSERT_JOB,
+    INSERT_RUN,
     INSERT_TRANSITION,
     bench_dir,
+    cached_database,
+    fast_database,
     heading,
     loadavg,
     machine,
@@ -52,7 +55,6 @@ from _common import (
 
 from ductile.adapters.sqlite import SqliteStore
 from ductile.adapters.sqlite.rows import from_us, to_us
-from ductile.adapters.sqlite.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Job
 from ductile.domain.outcome import SpawnOutcome
@@ -102,7 +104,9 @@ def _jobs(
                 (job_id, "queued", "running", "claimed", "dispatcher", started),
                 (job_id, "running", "succeeded", "succeeded", "dispatcher", done),
             ]
-            runs.append((job_id, 1, started, done, 0.005, 0, None, 0, None, b"", b'{"status":"ok"}', "[]"))
+            runs.append(
+                (job_id, 1, started, done, 0.005, 0, None, 0, None, b"", b'{"status":"ok"}', "[]", plugin)
+            )
         else:
             jobs.append(
                 (job_id, plugin, "poll", "{}", "queued", 1, 4, "scheduler", None, created, None, None)
@@ -117,25 +121,12 @@ def _jobs(
 
 def build(path: Path, n: int, schedules: int) -> float:
     """Make the database (schema + rows) in one transaction; returns seconds taken."""
-    for suffix in ("", "-wal", "-shm", ".tmp"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    tmp = Path(f"{path}.tmp")
-    started = time.perf_counter()
-    conn = sqlite3.connect(tmp, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode = OFF")
-        conn.execute("PRAGMA synchronous = OFF")
-        conn.execute("PRAGMA cache_size = -1000000")
-        migrate(conn, str(tmp), MIGRATIONS)
-        conn.execute("BEGIN")
+
+    def fill(conn: sqlite3.Connection) -> None:
         for jobs, transitions, runs in _jobs(n):
             conn.executemany(INSERT_JOB, jobs)
             conn.executemany(INSERT_TRANSITION, transitions)
-            conn.executemany(
-                "INSERT INTO runs (job_id, attempt, started_at, finished_at, duration, exit_code, signal, "
-                "timed_out, error, stderr_tail, stdout_head, logs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                runs,
-            )
+            conn.executemany(INSERT_RUN, runs)
         step = timedelta(days=7) / schedules
         first = NOW - step * (schedules // 100)  # 1% already due
         planned = []
@@ -147,21 +138,14 @@ def build(path: Path, n: int, schedules: int) -> float:
             "VALUES (?,?,?,?,?,?)",
             planned,
         )
-        conn.execute("COMMIT")
-        conn.execute("ANALYZE")
-    finally:
-        conn.close()
-    tmp.rename(path)
-    return time.perf_counter() - started
+
+    return fast_database(path, fill)
 
 
-def cached_database(n: int, schedules: int, rebuild: bool) -> tuple[Path, float | None]:
-    folder = bench_dir() / "ductile-growth-cache"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"schema{SCHEMA_VERSION}-jobs{n}-schedules{schedules}.db"
-    if path.exists() and not rebuild:
-        return path, None
-    return path, build(path, n, schedules)
+def cached(n: int, schedules: int, rebuild: bool) -> tuple[Path, float | None]:
+    return cached_database(
+        f"jobs{n}-schedules{schedules}", lambda path: build(path, n, schedules), rebuild=rebuild
+    )
 
 
 def working_copy(path: Path) -> Path:
@@ -263,7 +247,7 @@ def main() -> int:
     print(machine(folder))
     paths: dict[int, Path] = {}
     for n in sizes:
-        path, took = cached_database(n, args.schedules, args.rebuild)
+        path, took = cached(n, args.schedules, args.rebuild)
         paths[n] = path
         size = path.stat().st_size / 2**20
         how = f"built in {took:.1f} s" if took is not None else "cached"

@@ -31,11 +31,22 @@ from typing import Any
 
 import httpx
 import yaml
-from _common import bench_dir, goal_row, heading, machine, median, scratch, sh_plugin, table, write_site
+from _common import (
+    INSERT_RUN,
+    cached_database,
+    fast_database,
+    goal_row,
+    heading,
+    machine,
+    median,
+    scratch,
+    sh_plugin,
+    table,
+    write_site,
+)
 
 from ductile import Ductile
 from ductile.adapters.sqlite.rows import to_us
-from ductile.adapters.sqlite.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 
 TOKEN = "bench-history-token-0123456789abcdef"
 PLUGINS = [f"plugin-{i}" for i in range(20)]
@@ -104,16 +115,9 @@ def _rows(n: int, end: int) -> Iterator[tuple[Rows, Rows]]:
 
 
 def build(path: Path, n: int) -> float:
-    tmp = Path(f"{path}.tmp")
-    tmp.unlink(missing_ok=True)
-    started = time.perf_counter()
     end = to_us(datetime.now(UTC))
-    with closing(sqlite3.connect(tmp, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode = OFF")
-        conn.execute("PRAGMA synchronous = OFF")
-        conn.execute("PRAGMA cache_size = -1000000")
-        migrate(conn, str(tmp), MIGRATIONS)
-        conn.execute("BEGIN")
+
+    def fill(conn: sqlite3.Connection) -> None:
         for jobs, runs in _rows(n, end):
             conn.executemany(
                 "INSERT INTO jobs (id, plugin, command, payload, status, attempt, max_attempts, "
@@ -121,27 +125,14 @@ def build(path: Path, n: int) -> float:
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 jobs,
             )
-            conn.executemany(
-                "INSERT INTO runs (job_id, attempt, started_at, finished_at, duration, exit_code, signal, "
-                "timed_out, error, stderr_tail, stdout_head, logs, plugin) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                runs,
-            )
-        conn.execute("COMMIT")
-        conn.execute("ANALYZE")
-    tmp.rename(path)
-    return time.perf_counter() - started
+            conn.executemany(INSERT_RUN, runs)
+
+    return fast_database(path, fill)
 
 
 def cached(n: int, rebuild: bool) -> tuple[Path, float | None]:
-    folder = bench_dir() / "ductile-growth-cache"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"schema{SCHEMA_VERSION}-history{n}.db"
     # Its jobs are of the 3 days before it was built: a week later, "the last 24 h" is empty.
-    fresh = path.exists() and time.time() - path.stat().st_mtime < MAX_AGE
-    if fresh and not rebuild:
-        return path, None
-    return path, build(path, n)
+    return cached_database(f"history{n}", lambda path: build(path, n), rebuild=rebuild, max_age=MAX_AGE)
 
 
 def site(root: Path, db: Path) -> Path:

@@ -34,11 +34,21 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from _common import INSERT_JOB, INSERT_TRANSITION, bench_dir, goal_row, heading, loadavg, machine, table
+from _common import (
+    INSERT_JOB,
+    INSERT_RUN,
+    INSERT_TRANSITION,
+    cached_database,
+    fast_database,
+    goal_row,
+    heading,
+    loadavg,
+    machine,
+    table,
+)
 
 from ductile.adapters.sqlite import SqliteStore
 from ductile.adapters.sqlite.rows import to_us
-from ductile.adapters.sqlite.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from ductile.app.scheduler import RETENTION_CHUNK
 from ductile.domain.classify import classify
 from ductile.domain.job import Actor, Job
@@ -93,44 +103,22 @@ def _rows(n: int) -> Iterator[tuple[Rows, Rows, Rows, Rows]]:
 
 def build(path: Path, n: int) -> float:
     """Make the database in one transaction (synchronous=OFF); seconds taken."""
-    tmp = Path(f"{path}.tmp")
-    tmp.unlink(missing_ok=True)
-    started = time.perf_counter()
-    conn = sqlite3.connect(tmp, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode = OFF")
-        conn.execute("PRAGMA synchronous = OFF")
-        conn.execute("PRAGMA cache_size = -1000000")
-        migrate(conn, str(tmp), MIGRATIONS)
-        conn.execute("BEGIN")
+
+    def fill(conn: sqlite3.Connection) -> None:
         for jobs, transitions, runs, activity in _rows(n):
             conn.executemany(INSERT_JOB, jobs)
             conn.executemany(INSERT_TRANSITION, transitions)
-            conn.executemany(
-                "INSERT INTO runs (job_id, attempt, started_at, finished_at, duration, exit_code, signal, "
-                "timed_out, error, stderr_tail, stdout_head, logs, plugin) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                runs,
-            )
+            conn.executemany(INSERT_RUN, runs)
             conn.executemany(
                 "INSERT INTO activity (kind, at, plugin, command, job_id, data) VALUES (?,?,?,?,?,?)",
                 activity,
             )
-        conn.execute("COMMIT")
-        conn.execute("ANALYZE")
-    finally:
-        conn.close()
-    tmp.rename(path)
-    return time.perf_counter() - started
+
+    return fast_database(path, fill)
 
 
 def cached(n: int, rebuild: bool) -> tuple[Path, float | None]:
-    folder = bench_dir() / "ductile-growth-cache"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"schema{SCHEMA_VERSION}-expired{n}.db"
-    if path.exists() and not rebuild:
-        return path, None
-    return path, build(path, n)
+    return cached_database(f"expired{n}", lambda path: build(path, n), rebuild=rebuild)
 
 
 async def dispatcher(store: SqliteStore, stop: asyncio.Event, samples: list[float]) -> None:
