@@ -157,6 +157,19 @@ def test_preflight_all_checks_again_alone_what_the_shared_check_did_not_answer(t
     assert found[3] is None
 
 
+def test_a_plugin_checked_alone_that_kills_its_check_is_not_checked_twice(tmp_path: Path) -> None:
+    """A group of one file is already its check alone: a check that died (or timed out) gives
+    its answer at once rather than starting the same check again."""
+    python, starts = _counting_python(tmp_path)
+    plugin = _plugin(
+        tmp_path, "b", f"#!{python}\nimport killer.sub\n", {"killer/__init__.py": "import os\nos._exit(3)\n"}
+    )
+    [found] = preflight_all([plugin], env=plugin_env({"PATH": "/usr/bin:/bin"}))
+    assert starts.read_text().count("start") == 1
+    assert found is not None
+    assert "could not read the file" in found
+
+
 def test_preflight_all_starts_each_distinct_interpreter_once(tmp_path: Path) -> None:
     python, starts = _counting_python(tmp_path)
     beside = {"local_mod.py": ""}

@@ -279,7 +279,10 @@ def preflight_all(plugins: Sequence[tuple[str, str]], *, env: Mapping[str, str])
             groups.setdefault(tuple(static), []).append(n)
     checks = {words: _ImportCheck(words, [plugins[n] for n in group], env) for words, group in groups.items()}
     for words, group in groups.items():
-        for n, shared in zip(group, checks[words].answers(), strict=True):
+        check = checks[words]
+        # a file checked alone already has its alone answer: never start that check twice
+        answers = [check.only()] if len(group) == 1 else check.answers()
+        for n, shared in zip(group, answers, strict=True):
             answer = shared if shared is not None else _ImportCheck(words, [plugins[n]], env).only()
             found[n] = _import_problem(plugins[n][0], words, answer)
     return found
